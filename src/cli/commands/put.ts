@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import { defineAction } from '../action.js';
+import { operand, requiredOperand, requiredStringOption, stringOption, wantsJson } from '../command-input.js';
+import { EXIT_USAGE } from '../exit-codes.js';
+import { writeJson } from '../output.js';
+import { readValueFile } from '../read-value.js';
+import { withStore } from '../store-session.js';
+
+export function addPutCommand(program: Command): void {
+  const cmd = program
+    .command('put')
+    .description('store a value under a key (from the argument, or --file)')
+    .argument('<subject>', 'subject name')
+    .argument('<key>', 'key path under /state/')
+    .argument('[value]', 'the value as text')
+    .requiredOption('--image <path>', 'image file')
+    .option('--file <path>', 'read the value from a file, or stdin for -')
+    .option('--json', 'print a JSON object');
+  defineAction(cmd, async () => {
+    const subject = requiredOperand(cmd, 0);
+    const key = requiredOperand(cmd, 1);
+    const text = operand(cmd, 2);
+    const file = stringOption(cmd, 'file');
+    if ((text === undefined) === (file === undefined)) {
+      cmd.error('give the value either as an argument or with --file, not both', { exitCode: EXIT_USAGE, code: 'statefs.usage' });
+    }
+    // Read the input before opening the image, so a slow stdin does not hold the lock.
+    const value = text ?? (await readValueFile(file ?? '-'));
+    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => store.put(subject, key, value));
+    if (wantsJson(cmd)) writeJson({ ok: true });
+  });
+}

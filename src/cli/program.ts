@@ -1,0 +1,31 @@
+import { Command } from 'commander';
+import { addDelCommand } from './commands/del.js';
+import { addGetCommand } from './commands/get.js';
+import { addLsCommand } from './commands/ls.js';
+import { addMkfsCommand } from './commands/mkfs.js';
+import { addPutCommand } from './commands/put.js';
+import { addStatCommand } from './commands/stat.js';
+
+/**
+ * The `statefs` command tree. Settings are made before the subcommands are added, which copy
+ * them: commander throws instead of exiting (the entry point picks the status) and shows the
+ * command's help after a usage error.
+ */
+export function buildProgram(): Command {
+  const program = new Command('statefs')
+    .description('StateFS images from the command line: create, read, write, list and inspect')
+    .exitOverride()
+    .showHelpAfterError()
+    .configureOutput({
+      outputError: (message, write) => {
+        write(`statefs: ${message.replace(/^error: /, '')}`);
+      },
+    });
+  addMkfsCommand(program);
+  addPutCommand(program);
+  addGetCommand(program);
+  addDelCommand(program);
+  addLsCommand(program);
+  addStatCommand(program);
+  return program;
+}

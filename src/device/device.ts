@@ -1,0 +1,18 @@
+/**
+ * A block device: a fixed-capacity byte array with explicit durability. Everything the engine
+ * writes goes through this interface, so tests can swap in the memory or fault-injecting device.
+ *
+ * Contract:
+ * - `write` may be buffered; only bytes written before a successful `flush` are durable.
+ * - A failed `write` or `flush` rejects with a `StatefsError` (`EIO`, `ENOSPC`); the engine then
+ *   stops writing (it never retries a flush and reports success).
+ * - `read` returns exactly `length` bytes or rejects.
+ */
+export interface BlockDevice {
+  /** Capacity in bytes. */
+  readonly size: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}

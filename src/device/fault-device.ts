@@ -1,0 +1,142 @@
+import { StatefsError, type ErrorCode } from '../errors.js';
+import type { BlockDevice } from './device.js';
+import { checkRange } from './memory-device.js';
+
+/** What survives a simulated power cut. */
+export interface CrashPlan {
+  /** The crash happens while the device executes write number `atWrite` (1-based). */
+  atWrite: number;
+  /** Bytes of that write that reach the disk before the power goes (0 = none). */
+  tornBytes?: number;
+  /** Keep earlier unsynced writes (true) or drop them (false, the default). */
+  keepUnsynced?: boolean;
+}
+
+/** An injected device error. */
+export interface FailPlan {
+  /** Which call fails (1-based count of calls of that kind). */
+  at: number;
+  code: Extract<ErrorCode, 'EIO' | 'ENOSPC'>;
+  /** Fail every later call of that kind too, not only the `at`-th. */
+  sticky?: boolean;
+}
+
+export interface FaultPlan {
+  crash?: CrashPlan;
+  failWrite?: FailPlan;
+  failFlush?: FailPlan;
+}
+
+interface PendingWrite {
+  offset: number;
+  data: Uint8Array;
+}
+
+/**
+ * A device for tests that models what a real disk may keep after a power cut: bytes written but
+ * not flushed may be lost. It counts writes, flushes and reads, injects `EIO`/`ENOSPC` at a chosen
+ * call, and simulates a crash at a chosen write (optionally tearing that write at a byte offset).
+ * After the crash every call fails with `EIO`, as the process would be gone; `diskImage()` is then
+ * what the next boot reads.
+ */
+export class FaultDevice implements BlockDevice {
+  writes = 0;
+  flushes = 0;
+  reads = 0;
+  crashed = false;
+  private readonly disk: Uint8Array;
+  private pending: PendingWrite[] = [];
+  private readonly plan: FaultPlan;
+
+  constructor(sizeOrImage: number | Uint8Array, plan: FaultPlan = {}) {
+    this.disk = typeof sizeOrImage === 'number' ? new Uint8Array(sizeOrImage) : sizeOrImage.slice();
+    this.plan = plan;
+  }
+
+  get size(): number {
+    return this.disk.length;
+  }
+
+  /** The durable bytes: what a reboot sees. */
+  diskImage(): Uint8Array {
+    return this.disk.slice();
+  }
+
+  /** Simulate a power cut now, dropping (or keeping) everything not yet flushed. */
+  powerCut(keepUnsynced = false): Uint8Array {
+    if (!this.crashed) {
+      if (keepUnsynced) this.applyPending();
+      this.pending = [];
+      this.crashed = true;
+    }
+    return this.diskImage();
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    this.reads++;
+    if (this.crashed) return lost('read');
+    checkRange(this.size, offset, length, 'read');
+    const out = this.disk.slice(offset, offset + length);
+    for (const w of this.pending) overlay(out, offset, w);
+    return Promise.resolve(out);
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    this.writes++;
+    if (this.crashed) return lost('write');
+    checkRange(this.size, offset, data.length, 'write');
+    const crash = this.plan.crash;
+    if (crash?.atWrite === this.writes) {
+      if (crash.keepUnsynced === true) this.applyPending();
+      this.pending = [];
+      const torn = Math.min(crash.tornBytes ?? 0, data.length);
+      this.disk.set(data.subarray(0, torn), offset);
+      this.crashed = true;
+      return lost('write');
+    }
+    const fail = this.plan.failWrite;
+    if (fail !== undefined && hits(fail, this.writes)) {
+      return Promise.reject(new StatefsError(fail.code, `injected failure of write ${this.writes}`, { op: 'write', offset }));
+    }
+    this.pending.push({ offset, data: data.slice() });
+    return Promise.resolve();
+  }
+
+  flush(): Promise<void> {
+    this.flushes++;
+    if (this.crashed) return lost('flush');
+    const fail = this.plan.failFlush;
+    if (fail !== undefined && hits(fail, this.flushes)) {
+      // A failed flush loses the unsynced writes, as Linux may after writeback errors.
+      this.pending = [];
+      return Promise.reject(new StatefsError(fail.code, `injected failure of flush ${this.flushes}`, { op: 'flush' }));
+    }
+    this.applyPending();
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  private applyPending(): void {
+    for (const w of this.pending) this.disk.set(w.data, w.offset);
+    this.pending = [];
+  }
+}
+
+function hits(plan: FailPlan, n: number): boolean {
+  return plan.sticky === true ? n >= plan.at : n === plan.at;
+}
+
+function lost(op: string): Promise<never> {
+  return Promise.reject(StatefsError.EIO('device lost power (simulated crash)', { op }));
+}
+
+/** Copy the part of `w` that overlaps [offset, offset + out.length) into `out`. */
+function overlay(out: Uint8Array, offset: number, w: PendingWrite): void {
+  const start = Math.max(offset, w.offset);
+  const end = Math.min(offset + out.length, w.offset + w.data.length);
+  if (start >= end) return;
+  out.set(w.data.subarray(start - w.offset, end - w.offset), start - offset);
+}

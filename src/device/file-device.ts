@@ -1,0 +1,179 @@
+import { open, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { StatefsError } from '../errors.js';
+import type { BlockDevice } from './device.js';
+import { checkRange } from './memory-device.js';
+
+export interface FileDeviceOptions {
+  /** Create a sparse image of this many bytes; fails with `EEXIST` if the path exists unless `force`. */
+  create?: number;
+  force?: boolean;
+  readOnly?: boolean;
+}
+
+/**
+ * A file-backed image (a sparse regular file of fixed size, or a block device). Durability is
+ * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and holds the
+ * owner's pid; a lock whose pid is no longer alive is stale and taken over. A second opener gets
+ * `EBUSY`. Read-only opens take no lock.
+ */
+export class FileDevice implements BlockDevice {
+  private closed = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly size: number,
+    readonly path: string,
+    private readonly lockPath: string | undefined,
+  ) {}
+
+  static async open(path: string, options: FileDeviceOptions = {}): Promise<FileDevice> {
+    const readOnly = options.readOnly === true;
+    if (options.create !== undefined && options.force !== true && (await pathExists(path))) {
+      throw StatefsError.EEXIST(`image ${path}`, { op: 'mkfs' });
+    }
+    const lockPath = readOnly ? undefined : `${path}.lock`;
+    if (lockPath !== undefined) await acquireLock(lockPath, path);
+    try {
+      const fh = await openImage(path, options);
+      try {
+        const size = await imageSize(fh, path, options.create);
+        return new FileDevice(fh, size, path, lockPath);
+      } catch (err) {
+        await fh.close();
+        throw err;
+      }
+    } catch (err) {
+      if (lockPath !== undefined) await unlink(lockPath).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.size, offset, length, 'read');
+    const buf = new Uint8Array(length);
+    let done = 0;
+    try {
+      while (done < length) {
+        const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) break; // past the end of a sparse file: zeros
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw ioError('read', err, offset);
+    }
+    return buf;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkRange(this.size, offset, data.length, 'write');
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw ioError('write', err, offset);
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.fh.datasync();
+    } catch (err) {
+      throw ioError('flush', err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+    if (this.lockPath !== undefined) await unlink(this.lockPath).catch(() => undefined);
+  }
+}
+
+async function openImage(path: string, options: FileDeviceOptions): Promise<FileHandle> {
+  if (options.create !== undefined) {
+    try {
+      const fh = await open(path, options.force === true ? 'w+' : 'wx+', 0o600);
+      await fh.truncate(options.create);
+      return fh;
+    } catch (err) {
+      if (errnoOf(err) === 'EEXIST') throw StatefsError.EEXIST(`image ${path}`, { op: 'mkfs' });
+      throw ioError('create', err);
+    }
+  }
+  try {
+    return await open(path, options.readOnly === true ? 'r' : 'r+');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') throw StatefsError.ENOENT(`image ${path}`, { op: 'open' });
+    throw ioError('open', err);
+  }
+}
+
+async function imageSize(fh: FileHandle, path: string, created: number | undefined): Promise<number> {
+  if (created !== undefined) return created;
+  const st = await fh.stat();
+  if (st.isFile()) return st.size;
+  if (st.isBlockDevice()) {
+    // /sys reports the size of a block device in 512-byte sectors.
+    const major = Math.floor(st.rdev / 256);
+    const minor = st.rdev % 256;
+    const sectors = await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8').catch(() => '');
+    const n = Number.parseInt(sectors.trim(), 10);
+    if (Number.isSafeInteger(n) && n > 0) return n * 512;
+  }
+  throw StatefsError.EINVAL(`${path} is neither a regular file nor a block device of known size`, { op: 'open' });
+}
+
+async function acquireLock(lockPath: string, imagePath: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(lockPath, 'wx', 0o600);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return;
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') throw ioError('lock', err);
+    }
+    const owner = Number.parseInt((await readFile(lockPath, 'utf8').catch(() => '')).trim(), 10);
+    if (Number.isSafeInteger(owner) && owner > 0 && isAlive(owner)) {
+      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${owner}`, { op: 'open' });
+    }
+    // Stale: the owner died without unlocking (kill -9). Take it over.
+    await unlink(lockPath).catch(() => undefined);
+  }
+  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process`, { op: 'open' });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoOf(err) === 'EPERM';
+  }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+function ioError(op: string, err: unknown, offset?: number): StatefsError {
+  const code = errnoOf(err);
+  const message = err instanceof Error ? err.message : String(err);
+  const ctx = { op, cause: err, ...(offset === undefined ? {} : { offset }) };
+  return code === 'ENOSPC' ? StatefsError.ENOSPC(`device: ${message}`, ctx) : StatefsError.EIO(message, ctx);
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

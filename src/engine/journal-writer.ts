@@ -1,0 +1,297 @@
+import type { BlockDevice } from '../device/device.js';
+import { StatefsError } from '../errors.js';
+import { Op } from '../format/opcodes.js';
+import { encodeRecord, recordLength } from '../format/record.js';
+import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
+import { segmentOffset } from '../format/superblock.js';
+
+/** Where a record lives: segment index, byte offset in the segment, length with framing. */
+export interface Extent {
+  segment: number;
+  offset: number;
+  length: number;
+}
+
+export interface RecordToWrite {
+  opcode: number;
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+/** The end of the log: the segment being appended to and the next free byte in it. */
+export interface LogTail {
+  segment: number;
+  segSeq: number;
+  offset: number;
+}
+
+export interface AppendOptions {
+  /** May use the reserved segments (deletes, snapshot deletion, GC, checkpoints). */
+  useReserve?: boolean;
+  /** Start a fresh batch for these records (checkpoints start at a batch boundary). */
+  ownBatch?: boolean;
+}
+
+export interface Appended {
+  extents: Extent[];
+  /** The batch start offset and segment of the first record (checkpoints record it). */
+  batchStart: { segment: number; segSeq: number; offset: number };
+  durable: Promise<void>;
+}
+
+/** Chooses free segments; the store knows which are in use. */
+export interface SegmentAllocator {
+  /** Free segments available now. */
+  freeCount(): number;
+  /** Take the lowest-numbered free segment. */
+  take(): number;
+}
+
+/** Called at the start of each write round and once the round is durable, in order. */
+export interface RoundHooks<T> {
+  sealed(): T;
+  durable(token: T): void;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** A contiguous run of one batch inside one segment, waiting to be written. */
+interface Part {
+  segment: number;
+  segSeq: number;
+  start: number;
+  chunks: Uint8Array[];
+  length: number;
+  /** Appends whose last record is in this part. */
+  waiters: Waiter[];
+}
+
+/**
+ * The journal appender with group commit. `append` places records synchronously (so their
+ * extents and any `ENOSPC` are known at once, in call order) and returns a promise that resolves
+ * when they are durable. Appends that arrive while a flush is in flight share the next flush.
+ *
+ * A round writes every sealed part: each part is one device write, and the device is flushed
+ * before the log moves to another segment (so a segment header never vouches for bytes that are
+ * not durable) and at the end of the round. If a write or flush fails, every waiting append fails
+ * with that error and the writer refuses all later appends: the store must be reopened.
+ */
+export class JournalWriter<T> {
+  private tail: LogTail;
+  private nextSegSeq: number;
+  private open: Part | undefined;
+  private sealedParts: Part[] = [];
+  private writing = false;
+  private inFlight: Part[] | undefined;
+  private scheduled = false;
+  private failure: StatefsError | undefined;
+  private idleWaiters: (() => void)[] = [];
+  /** Bytes appended since the writer was created (for checkpoint policy and stats). */
+  bytesAppended = 0;
+
+  constructor(
+    private readonly device: BlockDevice,
+    private readonly segmentSize: number,
+    tail: LogTail,
+    nextSegSeq: number,
+    private readonly allocator: SegmentAllocator,
+    private readonly reserveSegments: number,
+    private readonly hooks: RoundHooks<T>,
+    /** After a torn tail the head segment holds garbage past `tail`: move to a fresh segment first. */
+    private mustRoll: boolean,
+  ) {
+    this.tail = { ...tail };
+    this.nextSegSeq = nextSegSeq;
+  }
+
+  get failed(): StatefsError | undefined {
+    return this.failure;
+  }
+
+  get position(): LogTail {
+    return { ...this.tail };
+  }
+
+  /** Largest record length that fits in a segment with its header and a SYNC. */
+  get maxRecordLength(): number {
+    return this.segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
+  }
+
+  /** Throws `ENOSPC` if the records cannot be placed, without placing any. */
+  checkSpace(records: readonly RecordToWrite[], options: AppendOptions = {}): void {
+    let offset = this.mustRoll ? this.segmentSize : this.tail.offset;
+    if (options.ownBatch === true && this.open !== undefined && this.open.length > 0) offset += SYNC_RECORD_LENGTH;
+    let rolls = 0;
+    for (const r of records) {
+      const len = recordLength(r.key.length, r.value.length);
+      if (len > this.maxRecordLength) throw StatefsError.EFBIG(`record of ${len} bytes exceeds a segment`, { op: 'append' });
+      if (offset + len + SYNC_RECORD_LENGTH > this.segmentSize) {
+        rolls++;
+        offset = SEGMENT_RECORD_LENGTH;
+      }
+      offset += len;
+    }
+    const free = this.allocator.freeCount();
+    const usable = options.useReserve === true ? free : free - this.reserveSegments;
+    if (rolls > usable) throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+  }
+
+  /** Place the records at the end of the log. Throws `EIO` after a failure, `ENOSPC` when full. */
+  append(records: readonly RecordToWrite[], options: AppendOptions = {}): Appended {
+    if (this.failure !== undefined) throw this.failure;
+    this.checkSpace(records, options);
+    if (this.mustRoll) {
+      this.roll();
+      this.mustRoll = false;
+    }
+    if (options.ownBatch === true && this.open !== undefined && this.open.length > 0) this.seal();
+    const extents: Extent[] = [];
+    let batchStart: Appended['batchStart'] | undefined;
+    for (const r of records) {
+      const len = recordLength(r.key.length, r.value.length);
+      if (this.tail.offset + len + SYNC_RECORD_LENGTH > this.segmentSize) this.roll();
+      const part = this.openPart();
+      batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
+      extents.push({ segment: this.tail.segment, offset: this.tail.offset, length: len });
+      this.push(part, encodeRecord(r.opcode, r.key, r.value));
+    }
+    const part = this.openPart();
+    batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
+    const durable = new Promise<void>((resolve, reject) => {
+      part.waiters.push({ resolve, reject });
+    });
+    this.schedule();
+    return { extents, batchStart, durable };
+  }
+
+  /** Resolves when everything appended so far is durable (rejects if the journal failed). */
+  drain(): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const last = this.open !== undefined && this.open.length > 0 ? this.open : (this.sealedParts.at(-1) ?? this.inFlight?.at(-1));
+    if (last === undefined) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => {
+      last.waiters.push({ resolve, reject });
+    });
+    this.schedule();
+    return p;
+  }
+
+  /** Resolves once no round is running (used by close after a failure). */
+  idle(): Promise<void> {
+    if (!this.writing && !this.scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private openPart(): Part {
+    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, chunks: [], length: 0, waiters: [] };
+    return this.open;
+  }
+
+  private push(part: Part, bytes: Uint8Array): void {
+    part.chunks.push(bytes);
+    part.length += bytes.length;
+    this.tail.offset += bytes.length;
+    this.bytesAppended += bytes.length;
+  }
+
+  /** Close the open part with its SYNC record and queue it for writing. */
+  private seal(): void {
+    const part = this.open;
+    if (part === undefined) return;
+    this.open = undefined;
+    if (part.length === 0) {
+      // Only waiters, no records (cannot happen through append, which always writes): keep them.
+      this.open = part;
+      return;
+    }
+    this.push(part, encodeRecord(Op.SYNC, EMPTY, encodeSync({ segSeq: part.segSeq, batchStart: part.start })));
+    this.sealedParts.push(part);
+  }
+
+  /** Seal the current part and continue the log in a newly allocated segment. */
+  private roll(): void {
+    this.seal();
+    const prev = this.tail;
+    const segment = this.allocator.take();
+    const segSeq = this.nextSegSeq++;
+    this.tail = { segment, segSeq, offset: 0 };
+    const header = encodeSegmentHeader({ segSeq, segIndex: segment, prevIndex: prev.segment, prevEnd: prev.offset });
+    this.push(this.openPart(), encodeRecord(Op.SEGMENT, EMPTY, header));
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.writing) return;
+    this.scheduled = true;
+    // A microtask lets every append issued in the same tick join this round.
+    queueMicrotask(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    if (this.writing) return;
+    this.writing = true;
+    try {
+      for (;;) {
+        this.seal();
+        const parts = this.sealedParts;
+        if (parts.length === 0 || this.failure !== undefined) break;
+        this.sealedParts = [];
+        this.inFlight = parts;
+        const token = this.hooks.sealed();
+        try {
+          for (let i = 0; i < parts.length; i++) {
+            const part = parts[i];
+            if (part === undefined) continue;
+            const bytes = part.chunks.length === 1 ? (part.chunks[0] ?? EMPTY) : concat(part.chunks, part.length);
+            await this.device.write(segmentOffset(part.segment, this.segmentSize) + part.start, bytes);
+            const next = parts[i + 1];
+            if (next?.segment !== part.segment) await this.device.flush();
+          }
+        } catch (err) {
+          this.fail(err, parts);
+          break;
+        }
+        this.hooks.durable(token);
+        for (const part of parts) for (const w of part.waiters) w.resolve();
+      }
+    } finally {
+      this.writing = false;
+      this.inFlight = undefined;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * The appends of the failed round get the device's own error (`EIO` or `ENOSPC`); everything
+   * queued behind it, and every later append, gets `EIO`: the store must be reopened.
+   */
+  private fail(err: unknown, inFlight: Part[]): void {
+    const cause = err instanceof StatefsError ? err : StatefsError.EIO(String(err), { op: 'flush', cause: err });
+    this.failure = StatefsError.EIO(`an earlier journal write failed (${cause.message}); reopen the store`, { op: 'append', cause });
+    const queued = [...this.sealedParts, ...(this.open === undefined ? [] : [this.open])];
+    this.sealedParts = [];
+    this.open = undefined;
+    for (const part of inFlight) for (const w of part.waiters) w.reject(cause);
+    for (const part of queued) for (const w of part.waiters) w.reject(this.failure);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+

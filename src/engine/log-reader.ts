@@ -1,0 +1,152 @@
+import type { BlockDevice } from '../device/device.js';
+import { StatefsError } from '../errors.js';
+import { Op } from '../format/opcodes.js';
+import { RECORD_MAGIC, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
+import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, decodeSegmentHeader, decodeSync, type SegmentHeader } from '../format/segment.js';
+import { segmentOffset, type Superblock } from '../format/superblock.js';
+import type { Extent, LogTail } from './journal-writer.js';
+
+export interface LoggedRecord {
+  record: DecodedRecord;
+  extent: Extent;
+}
+
+/** Where replay stopped short of the end of the head segment (crash residue). */
+export interface TornTail {
+  /** Absolute byte offset in the image of the first byte that was discarded. */
+  offset: number;
+  fault: RecordFault | 'unsealed';
+}
+
+export interface LogScan {
+  tail: LogTail;
+  torn: TornTail | undefined;
+  /** Segments the log runs through, in log order, from the checkpoint's segment to the head. */
+  chain: number[];
+  /** Highest segment sequence number seen in any header (the next one must be higher). */
+  maxSegSeq: number;
+  /** Complete batches replayed. */
+  batches: number;
+  records: number;
+}
+
+/**
+ * Reads the log from the superblock's checkpoint position to its end, calling `onBatch` for each
+ * complete batch (records up to a SYNC that names this segment's sequence and the batch start).
+ *
+ * A segment followed by another in the log ends exactly where the successor's header says; any
+ * bad record before that point is damage (`EINTEGRITY` with its offset). In the head segment the
+ * first bad or unsealed batch ends the log, unless a valid SYNC of this segment's life follows it:
+ * then bytes written after the damage exist and the damage is not a torn tail (`EINTEGRITY`).
+ */
+export async function scanLog(
+  device: BlockDevice,
+  sb: Superblock,
+  onBatch: (records: LoggedRecord[]) => void,
+): Promise<LogScan> {
+  const headers = await readSegmentHeaders(device, sb);
+  let maxSegSeq = 0;
+  for (const h of headers) if (h !== undefined) maxSegSeq = Math.max(maxSegSeq, h.segSeq);
+  const first = headers[sb.ckptSegment];
+  if (first?.segSeq !== sb.ckptSegSeq) {
+    throw StatefsError.EINTEGRITY(`segment ${sb.ckptSegment} does not carry the checkpoint's sequence ${sb.ckptSegSeq}`, {
+      op: 'open',
+      offset: segmentOffset(sb.ckptSegment, sb.segmentSize),
+    });
+  }
+  const successor = (seg: number, seq: number): { index: number; header: SegmentHeader } | undefined => {
+    for (let i = 0; i < headers.length; i++) {
+      const h = headers[i];
+      if (h?.segSeq === seq + 1 && h.prevIndex === seg) return { index: i, header: h };
+    }
+    return undefined;
+  };
+
+  const chain: number[] = [];
+  let segment = sb.ckptSegment;
+  let segSeq = sb.ckptSegSeq;
+  let start = sb.ckptOffset;
+  let batches = 0;
+  let records = 0;
+  for (;;) {
+    chain.push(segment);
+    const base = segmentOffset(segment, sb.segmentSize);
+    const buf = await device.read(base, sb.segmentSize);
+    const next = successor(segment, segSeq);
+    const end = next?.header.prevEnd ?? sb.segmentSize;
+    let pos = start;
+    let batchStart = start;
+    let batch: LoggedRecord[] = [];
+    let fault: RecordFault | 'unsealed' | undefined;
+    while (pos < end) {
+      const r = decodeRecord(buf, pos, end);
+      if (!r.ok) {
+        fault = r.fault;
+        break;
+      }
+      if (r.record.opcode === Op.SYNC) {
+        const mark = decodeSync(r.record.value);
+        if (mark?.segSeq !== segSeq || mark.batchStart !== batchStart) {
+          fault = 'unsealed';
+          break;
+        }
+        pos += r.record.length;
+        onBatch(batch);
+        batches++;
+        records += batch.length;
+        batch = [];
+        batchStart = pos;
+        continue;
+      }
+      batch.push({ record: r.record, extent: { segment, offset: pos, length: r.record.length } });
+      pos += r.record.length;
+    }
+    if (next !== undefined) {
+      if (fault !== undefined || batch.length > 0 || pos !== end) {
+        const at = batch.length > 0 && fault === undefined ? batchStart : pos;
+        throw StatefsError.EINTEGRITY(`damaged record in segment ${segment} (${fault ?? 'unsealed batch'})`, { op: 'open', offset: base + at });
+      }
+      segment = next.index;
+      segSeq = next.header.segSeq;
+      start = 0;
+      continue;
+    }
+    // Head segment: decide between a clean end, a torn tail and damage.
+    const clean = fault === 'zero' && batch.length === 0;
+    let torn: TornTail | undefined;
+    if (!clean && pos < sb.segmentSize) {
+      const later = findLaterSync(buf, pos + 1, segSeq);
+      if (later !== undefined) {
+        throw StatefsError.EINTEGRITY(`damaged record in segment ${segment} followed by valid records (a SYNC at ${base + later})`, {
+          op: 'open',
+          offset: base + pos,
+        });
+      }
+      torn = { offset: base + batchStart, fault: fault ?? 'unsealed' };
+    }
+    return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records };
+  }
+}
+
+/** Offset of the first valid SYNC record of segment life `segSeq` at or after `from`, if any. */
+function findLaterSync(buf: Uint8Array, from: number, segSeq: number): number | undefined {
+  const m0 = RECORD_MAGIC & 0xff;
+  for (let at = from; at + SYNC_RECORD_LENGTH <= buf.length; at++) {
+    if (buf[at] !== m0) continue;
+    const r = decodeRecord(buf, at);
+    if (r.ok && r.record.opcode === Op.SYNC && decodeSync(r.record.value)?.segSeq === segSeq) return at;
+  }
+  return undefined;
+}
+
+/** The valid SEGMENT header of every segment (undefined where there is none). */
+export async function readSegmentHeaders(device: BlockDevice, sb: Superblock): Promise<(SegmentHeader | undefined)[]> {
+  const out: (SegmentHeader | undefined)[] = [];
+  for (let i = 0; i < sb.segmentCount; i++) {
+    const buf = await device.read(segmentOffset(i, sb.segmentSize), SEGMENT_RECORD_LENGTH);
+    const r = decodeRecord(buf, 0);
+    const h = r.ok && r.record.opcode === Op.SEGMENT ? decodeSegmentHeader(r.record.value) : undefined;
+    out.push(h?.segIndex === i ? h : undefined);
+  }
+  return out;
+}

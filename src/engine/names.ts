@@ -1,0 +1,78 @@
+import { StatefsError } from '../errors.js';
+
+/*
+ * Naming rules (spec section 2). Keys are handled inside the engine as "binary strings": one
+ * char per UTF-8 byte (latin1), so JS string order is bytewise order and `length` is the byte
+ * length. The index key of a subject's key is `<subject> NUL <key bytes>`, which is also the key
+ * field of its records.
+ */
+export const MAX_KEY_BYTES = 255;
+export const MAX_NAME_BYTES = 64;
+export const MAX_VALUE_BYTES = 65_536;
+export const KEY_ROOT = '/state/';
+
+const SUBJECT_RE = /^[a-z0-9][a-z0-9._-]*$/;
+
+export function checkSubject(subject: unknown, op: string): string {
+  if (typeof subject !== 'string' || subject.length === 0) {
+    throw StatefsError.EINVAL('subject must be a non-empty string', { op });
+  }
+  if (subject.length > MAX_NAME_BYTES) throw StatefsError.ENAMETOOLONG(`subject of ${subject.length} bytes (max ${MAX_NAME_BYTES})`, { op, subject });
+  if (!SUBJECT_RE.test(subject)) {
+    throw StatefsError.EINVAL(`subject ${JSON.stringify(subject)}: use 1-64 of [a-z0-9._-], starting with a letter or digit`, { op, subject });
+  }
+  return subject;
+}
+
+/** UTF-8 bytes of `s` as a binary string; `EINVAL` for strings that are not well-formed UTF-16. */
+export function toBinary(s: string, what: string, op: string): string {
+  if (!s.isWellFormed()) throw StatefsError.EINVAL(`${what} is not valid Unicode`, { op });
+  return Buffer.from(s, 'utf8').toString('latin1');
+}
+
+export function fromBinary(b: string): string {
+  return Buffer.from(b, 'latin1').toString('utf8');
+}
+
+/**
+ * Validate a key and return its binary form. Canonical paths only: under `root`, at most 255
+ * bytes, no empty, `.` or `..` components, no trailing slash, no NUL.
+ */
+export function checkKey(key: unknown, op: string, subject: string, root = KEY_ROOT): string {
+  if (typeof key !== 'string') throw StatefsError.EINVAL('key must be a string', { op, subject });
+  const bin = toBinary(key, 'key', op);
+  if (bin.length > MAX_KEY_BYTES) throw StatefsError.ENAMETOOLONG(`key of ${bin.length} bytes (max ${MAX_KEY_BYTES})`, { op, subject, key });
+  if (!bin.startsWith(root) || bin.length === root.length) {
+    throw StatefsError.EINVAL(`key ${JSON.stringify(key)} must be a path under ${root}`, { op, subject, key });
+  }
+  if (bin.includes('\0')) throw StatefsError.EINVAL('key contains NUL', { op, subject, key });
+  for (const part of bin.slice(1).split('/')) {
+    if (part === '' || part === '.' || part === '..') {
+      throw StatefsError.EINVAL(`key ${JSON.stringify(key)} is not canonical (empty, . or .. component, or trailing /)`, { op, subject, key });
+    }
+  }
+  return bin;
+}
+
+/** A listing prefix: any string of at most 255 bytes without NUL that starts with `/`. */
+export function checkPrefix(prefix: unknown, op: string, subject: string): string {
+  if (typeof prefix !== 'string') throw StatefsError.EINVAL('prefix must be a string', { op, subject });
+  const bin = toBinary(prefix, 'prefix', op);
+  if (bin.length > MAX_KEY_BYTES) throw StatefsError.ENAMETOOLONG(`prefix of ${bin.length} bytes`, { op, subject });
+  if (!bin.startsWith('/') || bin.includes('\0')) throw StatefsError.EINVAL(`prefix ${JSON.stringify(prefix)} must start with /`, { op, subject });
+  return bin;
+}
+
+export function toValue(value: unknown, op: string, subject: string, key: string): Uint8Array {
+  let bytes: Uint8Array;
+  if (typeof value === 'string') bytes = Buffer.from(value, 'utf8');
+  else if (value instanceof Uint8Array) bytes = value;
+  else throw StatefsError.EINVAL('value must be a Uint8Array or a string', { op, subject, key });
+  if (bytes.length > MAX_VALUE_BYTES) throw StatefsError.EFBIG(`value of ${bytes.length} bytes (max ${MAX_VALUE_BYTES})`, { op, subject, key });
+  return bytes;
+}
+
+/** Index key: subject, NUL, key bytes. */
+export function indexKey(subject: string, binKey: string): string {
+  return `${subject}\0${binKey}`;
+}

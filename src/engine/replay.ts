@@ -1,0 +1,188 @@
+import type { BlockDevice } from '../device/device.js';
+import { StatefsError } from '../errors.js';
+import { decodeCheckpoint, decodeCheckpointChunk } from '../format/checkpoint.js';
+import { Op } from '../format/opcodes.js';
+import { decodeRecord } from '../format/record.js';
+import { PAYLOAD_DELETE, PAYLOAD_PUT, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
+import { segmentOffset, type Superblock } from '../format/superblock.js';
+import { BTree } from './btree.js';
+import type { Entry } from './entry.js';
+import type { Extent } from './journal-writer.js';
+import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
+import { readImageKind } from './superblock-io.js';
+
+export interface Replayed {
+  sb: Superblock;
+  scan: LogScan;
+  index: BTree<string, Entry>;
+  /** Above every transaction id in the checkpoint or the log. */
+  nextTxnId: number;
+}
+
+/** A transaction whose PREPARE has been replayed and whose COMMIT has not (yet). */
+interface PendingTxn {
+  subject: string;
+  opCount: number;
+  chunks: { ik: string; chunk: PayloadChunk; extent: Extent }[];
+}
+
+const NO_VALUE = new Uint8Array(0);
+
+/**
+ * Rebuild the index of a v3 image: load the checkpoint the superblock names (extents only), apply
+ * the batches logged after it, then read the values of entries that came from the checkpoint.
+ * Cost: the checkpoint plus the journal since it plus the live values — not lifetime writes.
+ */
+export async function replayImage(device: BlockDevice): Promise<Replayed> {
+  const kind = await readImageKind(device);
+  if (kind.kind !== 'v3') throw StatefsError.ENOTSUP('legacy v1 images', { op: 'open' });
+  const sb = kind.sb;
+  const index = new BTree<string, Entry>();
+  const chunks: Uint8Array[] = [];
+  const ckpt = { loaded: false };
+  const txns = new Map<number, PendingTxn>();
+  const ids = { next: 1 };
+  /** Entries loaded from the checkpoint whose bytes are still to be read. */
+  const unread = new Set<Entry>();
+  const apply = (batch: LoggedRecord[]): void => {
+    for (const { record, extent } of batch) {
+      switch (record.opcode) {
+        case Op.CKPT: {
+          const c = decodeCheckpointChunk(record.value);
+          if (c?.id !== sb.ckptId || ckpt.loaded) break; // an older or newer checkpoint: not ours
+          if (c.index !== chunks.length) throw damaged(sb, extent, 'checkpoint chunks out of order');
+          chunks.push(c.data.slice());
+          if (chunks.length === c.count) {
+            const decoded = decodeCheckpoint(Buffer.concat(chunks));
+            ids.next = Math.max(ids.next, decoded.nextTxnId);
+            for (const e of decoded.entries) {
+              const entry: Entry = { value: NO_VALUE, extents: e.extents };
+              index.set(e.key, entry);
+              unread.add(entry);
+            }
+            ckpt.loaded = true;
+          }
+          break;
+        }
+        case Op.PUT: {
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          index.set(Buffer.from(record.key).toString('latin1'), { value: record.value.slice(), extents: [extent] });
+          break;
+        }
+        case Op.DELETE:
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          index.delete(Buffer.from(record.key).toString('latin1'));
+          break;
+        case Op.PREPARE: {
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          const mark = decodeTxnMark(record.value);
+          if (mark === undefined) throw damaged(sb, extent, 'malformed PREPARE');
+          txns.set(mark.txnId, { subject: Buffer.from(record.key).toString('latin1'), opCount: mark.opCount, chunks: [] });
+          ids.next = Math.max(ids.next, mark.txnId + 1);
+          break;
+        }
+        case Op.PAYLOAD: {
+          const chunk = decodePayload(record.value);
+          if (chunk === undefined) throw damaged(sb, extent, 'malformed PAYLOAD');
+          txns.get(chunk.txnId)?.chunks.push({ ik: Buffer.from(record.key).toString('latin1'), chunk, extent });
+          break;
+        }
+        case Op.COMMIT: {
+          const mark = decodeTxnMark(record.value);
+          if (mark === undefined) throw damaged(sb, extent, 'malformed COMMIT');
+          const txn = txns.get(mark.txnId);
+          txns.delete(mark.txnId);
+          if (txn !== undefined) applyCommitted(txn, index, sb, extent);
+          break;
+        }
+        case Op.ABORT: {
+          const mark = decodeTxnMark(record.value);
+          if (mark !== undefined) txns.delete(mark.txnId);
+          break;
+        }
+        case Op.SEGMENT:
+        case Op.CHECKPOINT:
+          break;
+        default:
+          throw StatefsError.ENOTSUP(`record opcode 0x${record.opcode.toString(16)} at byte ${absolute(sb, extent)}`, { op: 'open' });
+      }
+    }
+  };
+  const scan = await scanLog(device, sb, apply);
+  if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
+  await readValues(device, sb, index, unread);
+  return { sb, scan, index, nextTxnId: ids.next };
+}
+
+/** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */
+function applyCommitted(txn: PendingTxn, index: BTree<string, Entry>, sb: Superblock, at: Extent): void {
+  let ops = 0;
+  for (let i = 0; i < txn.chunks.length; ) {
+    const first = txn.chunks[i];
+    if (first === undefined) break;
+    const run = txn.chunks.slice(i, i + first.chunk.count);
+    const whole = run.length === first.chunk.count && run.every((c, j) => c.chunk.index === j && c.ik === first.ik && c.chunk.kind === first.chunk.kind);
+    if (!whole) throw damaged(sb, first.extent, 'transaction payload chunks do not form whole values');
+    if (first.chunk.kind === PAYLOAD_DELETE) index.delete(first.ik);
+    else index.set(first.ik, { value: Buffer.concat(run.map((c) => c.chunk.data)), extents: run.map((c) => c.extent) });
+    i += run.length;
+    ops++;
+  }
+  if (ops !== txn.opCount) throw damaged(sb, at, `transaction has ${ops} ops, its COMMIT says ${txn.opCount}`);
+}
+
+function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
+  if (!loaded) throw damaged(sb, extent, 'data record before the checkpoint is complete');
+}
+
+/** Read the values of checkpointed entries that survived replay, one segment read at a time. */
+async function readValues(device: BlockDevice, sb: Superblock, index: BTree<string, Entry>, unread: Set<Entry>): Promise<void> {
+  const bySegment = new Map<number, Entry[]>();
+  for (const e of index.values()) {
+    if (!unread.has(e)) continue;
+    for (const x of e.extents) {
+      let list = bySegment.get(x.segment);
+      if (list === undefined) bySegment.set(x.segment, (list = []));
+      if (list.at(-1) !== e) list.push(e);
+    }
+  }
+  const cache = new Map<number, Uint8Array>();
+  const segmentBytes = async (segment: number): Promise<Uint8Array> => {
+    let buf = cache.get(segment);
+    if (buf === undefined) {
+      if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
+      buf = await device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
+      cache.clear(); // keep one segment in memory at a time
+      cache.set(segment, buf);
+    }
+    return buf;
+  };
+  for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
+    for (const e of bySegment.get(segment) ?? []) {
+      if (!unread.has(e)) continue;
+      const parts: Uint8Array[] = [];
+      for (const x of e.extents) {
+        const buf = await segmentBytes(x.segment);
+        const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
+        if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
+        if (r.record.opcode === Op.PUT) {
+          parts.push(r.record.value);
+          continue;
+        }
+        const chunk = r.record.opcode === Op.PAYLOAD ? decodePayload(r.record.value) : undefined;
+        if (chunk?.kind !== PAYLOAD_PUT) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
+        parts.push(chunk.data);
+      }
+      e.value = parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : Buffer.concat(parts);
+      unread.delete(e);
+    }
+  }
+}
+
+function absolute(sb: Superblock, x: Extent): number {
+  return segmentOffset(x.segment, sb.segmentSize) + x.offset;
+}
+
+function damaged(sb: Superblock, x: Extent, what: string): StatefsError {
+  return StatefsError.EINTEGRITY(what, { op: 'open', offset: absolute(sb, x) });
+}

@@ -1,0 +1,87 @@
+import { StatefsError } from '../errors.js';
+import type { Entry } from './entry.js';
+import type { SegmentAllocator } from './journal-writer.js';
+
+/**
+ * Which segments are in use. A segment is in use while it is in the log chain (from the current
+ * checkpoint's segment to the head: replay reads it) or holds a record of an indexed value.
+ * Reference counts follow the working index, so a segment outside the chain is free as soon as
+ * its last indexed record is superseded. That is safe before the superseding record is durable:
+ * the segment can only be rewritten later in the log, and the journal flushes before it moves to
+ * another segment, so a rewrite that reaches the disk implies the supersession did too.
+ */
+export class SegmentUsage implements SegmentAllocator {
+  private readonly refs: Uint32Array;
+  readonly liveBytes: Float64Array;
+  private readonly inChain: Uint8Array;
+  /** Segments of the log chain in log order. */
+  chain: number[] = [];
+  private readonly free: Uint8Array;
+  private freeTotal = 0;
+
+  constructor(readonly count: number) {
+    this.refs = new Uint32Array(count);
+    this.liveBytes = new Float64Array(count);
+    this.inChain = new Uint8Array(count);
+    this.free = new Uint8Array(count);
+  }
+
+  /** Set the chain and recompute free segments from scratch (open and after a checkpoint). */
+  resetChain(chain: readonly number[]): void {
+    this.chain = [...chain];
+    this.inChain.fill(0);
+    for (const s of chain) this.inChain[s] = 1;
+    this.freeTotal = 0;
+    for (let s = 0; s < this.count; s++) {
+      const isFree = this.inChain[s] === 0 && this.refs[s] === 0 ? 1 : 0;
+      this.free[s] = isFree;
+      this.freeTotal += isFree;
+    }
+  }
+
+  addEntry(e: Entry): void {
+    for (const x of e.extents) {
+      this.refs[x.segment] = (this.refs[x.segment] ?? 0) + 1;
+      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
+    }
+  }
+
+  removeEntry(e: Entry): void {
+    for (const x of e.extents) {
+      const refs = (this.refs[x.segment] ?? 1) - 1;
+      this.refs[x.segment] = refs;
+      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) - x.length;
+      if (refs === 0 && this.inChain[x.segment] === 0 && this.free[x.segment] === 0) {
+        this.free[x.segment] = 1;
+        this.freeTotal++;
+      }
+    }
+  }
+
+  /** Drop the chain before `segment` (a checkpoint there is durable); frees what nothing references. */
+  trimChainBefore(segment: number): void {
+    const at = this.chain.indexOf(segment);
+    if (at > 0) this.resetChain(this.chain.slice(at));
+  }
+
+  freeCount(): number {
+    return this.freeTotal;
+  }
+
+  take(): number {
+    for (let s = 0; s < this.count; s++) {
+      if (this.free[s] === 1) {
+        this.free[s] = 0;
+        this.inChain[s] = 1;
+        this.chain.push(s);
+        this.freeTotal--;
+        return s;
+      }
+    }
+    throw StatefsError.ENOSPC('no free segment (internal: checkSpace must run first)', { op: 'append' });
+  }
+
+  usedCount(): number {
+    return this.count - this.freeTotal;
+  }
+}

@@ -1,0 +1,554 @@
+import { EventEmitter } from 'node:events';
+import type { BlockDevice } from '../device/device.js';
+import { FileDevice } from '../device/file-device.js';
+import { StatefsError } from '../errors.js';
+import { CKPT_CHUNK, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
+import { Op } from '../format/opcodes.js';
+import type { Superblock } from '../format/superblock.js';
+import { BTree } from './btree.js';
+import { entryDiskBytes, type Entry } from './entry.js';
+import { JournalWriter, type RecordToWrite } from './journal-writer.js';
+import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
+import { KEY_ROOT, checkKey, checkPrefix, checkSubject, fromBinary, indexKey, toValue } from './names.js';
+import { replayImage, type Replayed } from './replay.js';
+import { SegmentUsage } from './segment-usage.js';
+import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
+import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
+import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
+import { writeSuperblock } from './superblock-io.js';
+
+export interface OpenOptions {
+  /** Open without taking the lock and refuse every write with `EROFS`. */
+  readOnly?: boolean;
+  /** Segments kept back for deletes and checkpoints (default: 2, or 1/32 of the image if more). */
+  reserveSegments?: number;
+  /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
+  checkpointBytes?: number;
+  /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
+  txnLimits?: Partial<TxnLimits>;
+}
+
+export interface CreateOptions extends OpenOptions, FormatOptions {
+  /** Image size in bytes (default 256 MiB). */
+  size?: number;
+  /** Replace an existing file. */
+  force?: boolean;
+}
+
+export interface ListOptions {
+  /** At most this many keys (default 1,000, max 10,000). */
+  limit?: number;
+  /** Start after this key (the `next` of a previous page). */
+  after?: string;
+}
+
+export interface ListPage {
+  keys: string[];
+  /** Pass as `after` to get the next page; absent on the last page. */
+  next?: string;
+}
+
+export interface SubjectStat {
+  subject: string;
+  keys: number;
+  /** Bytes of this subject's live records on disk, framing included. */
+  liveBytes: number;
+}
+
+export interface StoreStat {
+  capacity: number;
+  segmentSize: number;
+  segments: number;
+  segmentsUsed: number;
+  segmentsFree: number;
+  /** Bytes in segments that are in use. */
+  usedBytes: number;
+  /** Bytes of records that live state still reads. */
+  liveBytes: number;
+  /** Used but not live: reclaimable by compaction. */
+  garbageBytes: number;
+  freeBytes: number;
+  subjects: SubjectStat[];
+}
+
+/** What happened while opening: how much was replayed and whether a torn tail was cut. */
+export interface OpenReport {
+  format: 'v3';
+  batchesReplayed: number;
+  recordsReplayed: number;
+  /** Byte offset of a torn tail that replay discarded (crash residue), if any. */
+  tornTailAt?: number;
+}
+
+type Status = 'open' | 'closing' | 'closed';
+
+const DEFAULT_LIST_LIMIT = 1000;
+const MAX_LIST_LIMIT = 10_000;
+
+/**
+ * A StateFS store: one image, many subjects. Every write resolves only when durable; concurrent
+ * writes share flushes (group commit). Reads see acknowledged writes only: the index readers use
+ * is replaced by the writers' index at the end of each durable round.
+ */
+export class Store extends EventEmitter {
+  private status: Status = 'open';
+  /** What readers see: the state as of the last durable round. */
+  private committed: BTree<string, Entry>;
+  /** Every accepted write applied, durable or not: what writers validate against. */
+  private working: BTree<string, Entry>;
+  private sb: Superblock;
+  private checkpointing: Promise<void> | undefined;
+  private bytesAtCheckpoint = 0;
+  private lastCheckpointBytes = 0;
+  private writeFailure: StatefsError | undefined;
+  /** Next transaction id; ids are assigned at commit, so they increase in log order. */
+  private nextTxnId: number;
+  private readonly txnLimits: TxnLimits;
+  private readonly openTxns = new Map<string, number>();
+  private openTxnTotal = 0;
+
+  private readonly usage: SegmentUsage;
+  private readonly journal: JournalWriter<BTree<string, Entry>>;
+  /** What happened while opening: how much was replayed, and any torn tail cut off. */
+  readonly openReport: OpenReport;
+
+  private constructor(
+    private readonly device: BlockDevice,
+    replayed: Replayed,
+    private readonly options: OpenOptions,
+  ) {
+    super();
+    const { sb, scan, index } = replayed;
+    this.sb = sb;
+    this.nextTxnId = replayed.nextTxnId;
+    this.txnLimits = { ...DEFAULT_TXN_LIMITS, ...options.txnLimits };
+    this.working = index;
+    this.committed = index.clone();
+    this.usage = new SegmentUsage(sb.segmentCount);
+    for (const e of index.values()) this.usage.addEntry(e);
+    this.usage.resetChain(scan.chain);
+    const reserve = options.reserveSegments ?? Math.max(2, Math.ceil(sb.segmentCount / 32));
+    this.journal = new JournalWriter<BTree<string, Entry>>(
+      device,
+      sb.segmentSize,
+      scan.tail,
+      scan.maxSegSeq + 1,
+      this.usage,
+      reserve,
+      {
+        sealed: () => this.working.clone(),
+        durable: (snapshot) => {
+          this.onDurable(snapshot);
+        },
+      },
+      scan.torn !== undefined,
+    );
+    this.openReport = {
+      format: 'v3',
+      batchesReplayed: scan.batches,
+      recordsReplayed: scan.records,
+      ...(scan.torn === undefined ? {} : { tornTailAt: scan.torn.offset }),
+    };
+  }
+
+  /** Create an image file of `size` bytes, format it, and open it. `EEXIST` if it exists (unless `force`). */
+  static async create(path: string, options: CreateOptions = {}): Promise<Store> {
+    const size = options.size ?? DEFAULT_IMAGE_SIZE;
+    const device = await FileDevice.open(path, { create: size, ...(options.force === true ? { force: true } : {}) });
+    try {
+      await formatDevice(device, { ...options, zeroed: true });
+    } catch (err) {
+      await device.close();
+      throw err;
+    }
+    return Store.openDevice(device, options);
+  }
+
+  /** Open an image file. `EBUSY` if another process has it open. */
+  static async open(path: string, options: OpenOptions = {}): Promise<Store> {
+    const device = await FileDevice.open(path, options.readOnly === true ? { readOnly: true } : {});
+    return Store.openDevice(device, options);
+  }
+
+  /** Format a device (memory or fault-injecting devices in tests, block devices). */
+  static async format(device: BlockDevice, options: FormatOptions = {}): Promise<void> {
+    await formatDevice(device, options);
+  }
+
+  /** Open a store on any block device. The store owns the device and closes it. */
+  static async openDevice(device: BlockDevice, options: OpenOptions = {}): Promise<Store> {
+    try {
+      return new Store(device, await replayImage(device), options);
+    } catch (err) {
+      await device.close();
+      throw err;
+    }
+  }
+
+  // ---- KV API -------------------------------------------------------------------------------
+
+  /** Store `value` under `key` for `subject`. Resolves once durable. */
+  async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
+    const op = 'put';
+    this.checkWritable(op);
+    checkSubject(subject, op);
+    const bin = checkKey(key, op, subject);
+    const bytes = toValue(value, op, subject, key);
+    const ik = indexKey(subject, bin);
+    checkPutAllowed(this.workingView, ik, subject, key, op);
+    const record: RecordToWrite = { opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: bytes };
+    const appended = this.appendOrThrow([record], op, subject, key, {});
+    const entry: Entry = { value: bytes.slice(), extents: appended.extents };
+    const old = this.working.get(ik);
+    if (old !== undefined) this.usage.removeEntry(old);
+    this.working.set(ik, entry);
+    this.usage.addEntry(entry);
+    await this.awaitDurable(appended.durable, op, subject, key);
+  }
+
+  /** The value of `key`, or `undefined` if it has none. */
+  get(subject: string, key: string): Promise<Uint8Array | undefined> {
+    return settle(() => this.getNow(subject, key));
+  }
+
+  private getNow(subject: string, key: string): Uint8Array | undefined {
+    const op = 'get';
+    this.checkOpen(op);
+    checkSubject(subject, op);
+    const bin = checkKey(key, op, subject);
+    const entry = this.committed.get(indexKey(subject, bin));
+    return entry === undefined ? undefined : new Uint8Array(entry.value);
+  }
+
+  /** Remove `key`. `ENOENT` if it holds no value, `EISDIR` if it has children. Never `ENOSPC`. */
+  async delete(subject: string, key: string): Promise<void> {
+    const op = 'delete';
+    this.checkWritable(op);
+    checkSubject(subject, op);
+    const bin = checkKey(key, op, subject);
+    const ik = indexKey(subject, bin);
+    checkDeleteAllowed(this.workingView, ik, subject, key, op);
+    const old = this.working.get(ik);
+    if (old === undefined) throw StatefsError.ENOENT(`key ${key}`, { op, subject, key });
+    const record: RecordToWrite = { opcode: Op.DELETE, key: Buffer.from(ik, 'latin1'), value: EMPTY };
+    const appended = this.appendOrThrow([record], op, subject, key, { useReserve: true });
+    this.usage.removeEntry(old);
+    this.working.delete(ik);
+    await this.awaitDurable(appended.durable, op, subject, key);
+  }
+
+  /** Keys of `subject` starting with `prefix`, bytewise ascending, a page at a time. */
+  list(subject: string, prefix: string = KEY_ROOT, options: ListOptions = {}): Promise<ListPage> {
+    return settle(() => this.listNow(subject, prefix, options));
+  }
+
+  private listNow(subject: string, prefix: string, options: ListOptions): ListPage {
+    const op = 'list';
+    this.checkOpen(op);
+    checkSubject(subject, op);
+    const binPrefix = checkPrefix(prefix, op, subject);
+    const limit = options.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      throw StatefsError.EINVAL(`limit ${String(limit)}: use 1 to ${MAX_LIST_LIMIT}`, { op, subject });
+    }
+    const base = indexKey(subject, '');
+    const from = base + binPrefix;
+    const after = options.after === undefined ? undefined : base + checkPrefix(options.after, op, subject);
+    const keys: string[] = [];
+    let next: string | undefined;
+    const start = after !== undefined && after > from ? after : from;
+    for (const k of this.committed.keys(start)) {
+      if (!k.startsWith(from)) break;
+      if (after !== undefined && k <= after) continue;
+      if (keys.length === limit) {
+        next = keys.at(-1);
+        break;
+      }
+      keys.push(fromBinary(k.slice(base.length)));
+    }
+    return next === undefined ? { keys } : { keys, next };
+  }
+
+  /**
+   * Start a transaction on `subject`. `EAGAIN` when the subject or the store has reached its
+   * limit of open transactions.
+   */
+  begin(subject: string): Transaction {
+    const op = 'begin';
+    this.checkWritable(op);
+    checkSubject(subject, op);
+    const mine = this.openTxns.get(subject) ?? 0;
+    if (mine >= this.txnLimits.perSubject) throw StatefsError.EAGAIN(`${subject} has ${mine} open transactions`, { op, subject });
+    if (this.openTxnTotal >= this.txnLimits.perStore) throw StatefsError.EAGAIN(`the store has ${this.openTxnTotal} open transactions`, { op, subject });
+    this.openTxns.set(subject, mine + 1);
+    this.openTxnTotal++;
+    return new Transaction(this.txnHost, subject, this.txnLimits);
+  }
+
+  /** Resolves when every write issued before it is durable. */
+  async sync(): Promise<void> {
+    this.checkOpen('sync');
+    await this.journal.drain().catch((err: unknown) => {
+      throw asStatefsError(err, 'sync');
+    });
+  }
+
+  /** Drain, sync and release the image. Idempotent. */
+  async close(): Promise<void> {
+    if (this.status !== 'open') return;
+    this.status = 'closing';
+    try {
+      await this.journal.drain().catch(() => undefined);
+      await this.checkpointing?.catch(() => undefined);
+      await this.journal.idle();
+    } finally {
+      this.status = 'closed';
+      await this.device.close();
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Space accounting for the image and each subject. */
+  stat(): Promise<StoreStat> {
+    return settle(() => this.statNow());
+  }
+
+  private statNow(): StoreStat {
+    this.checkOpen('stat');
+    const subjects = new Map<string, SubjectStat>();
+    let liveBytes = 0;
+    for (const [k, e] of this.committed.entries()) {
+      const subject = k.slice(0, k.indexOf('\0'));
+      let s = subjects.get(subject);
+      if (s === undefined) {
+        s = { subject, keys: 0, liveBytes: 0 };
+        subjects.set(subject, s);
+      }
+      const bytes = entryDiskBytes(e);
+      s.keys++;
+      s.liveBytes += bytes;
+      liveBytes += bytes;
+    }
+    const { segmentSize, segmentCount, capacity } = this.sb;
+    const segmentsFree = this.usage.freeCount();
+    const segmentsUsed = segmentCount - segmentsFree;
+    const usedBytes = segmentsUsed * segmentSize;
+    return {
+      capacity,
+      segmentSize,
+      segments: segmentCount,
+      segmentsUsed,
+      segmentsFree,
+      usedBytes,
+      liveBytes,
+      garbageBytes: Math.max(0, usedBytes - liveBytes),
+      freeBytes: segmentsFree * segmentSize,
+      subjects: [...subjects.values()],
+    };
+  }
+
+  /**
+   * Write a checkpoint of the index and point the superblock at it, so the next open replays
+   * only what follows it. Runs automatically as the journal grows.
+   */
+  checkpoint(): Promise<void> {
+    this.checkWritable('checkpoint');
+    this.checkpointing ??= this.writeCheckpoint().finally(() => {
+      this.checkpointing = undefined;
+    });
+    return this.checkpointing;
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private async writeCheckpoint(): Promise<void> {
+    const entries = [];
+    for (const [key, e] of this.working.entries()) entries.push({ key, extents: e.extents });
+    const payload = encodeCheckpoint({ nextTxnId: this.nextTxnId, entries });
+    const id = this.sb.ckptId + 1;
+    const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
+    const records: RecordToWrite[] = [];
+    for (let i = 0; i < count; i++) {
+      const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
+      records.push({ opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(id, i, count, chunk) });
+    }
+    const appended = this.appendOrThrow(records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
+    this.bytesAtCheckpoint = this.journal.bytesAppended;
+    this.lastCheckpointBytes = payload.length;
+    await this.awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
+    const next: Superblock = {
+      ...this.sb,
+      generation: this.sb.generation + 1,
+      ckptSegment: appended.batchStart.segment,
+      ckptOffset: appended.batchStart.offset,
+      ckptSegSeq: appended.batchStart.segSeq,
+      ckptId: id,
+    };
+    try {
+      await writeSuperblock(this.device, next);
+    } catch (err) {
+      this.writeFailure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
+      throw this.writeFailure;
+    }
+    this.sb = next;
+    this.usage.trimChainBefore(next.ckptSegment);
+  }
+
+  private maybeCheckpoint(): void {
+    if (this.checkpointing !== undefined || this.status !== 'open' || this.writeFailure !== undefined) return;
+    const threshold = this.options.checkpointBytes ?? Math.max(4 * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
+    if (this.journal.bytesAppended - this.bytesAtCheckpoint < threshold) return;
+    // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
+    this.checkpoint().catch(() => undefined);
+  }
+
+  private onDurable(snapshot: BTree<string, Entry>): void {
+    this.committed = snapshot;
+    this.maybeCheckpoint();
+  }
+
+  private appendOrThrow(
+    records: RecordToWrite[],
+    op: string,
+    subject: string | undefined,
+    key: string | undefined,
+    options: { useReserve?: boolean; ownBatch?: boolean },
+  ): ReturnType<JournalWriter<unknown>['append']> {
+    try {
+      return this.journal.append(records, options);
+    } catch (err) {
+      throw withContext(err, op, subject, key);
+    }
+  }
+
+  private async awaitDurable(durable: Promise<void>, op: string, subject: string | undefined, key: string | undefined): Promise<void> {
+    try {
+      await durable;
+    } catch (err) {
+      throw withContext(err, op, subject, key);
+    }
+  }
+
+  private *workingChildren(ik: string): Iterable<string> {
+    const prefix = `${ik}/`;
+    for (const k of this.working.keys(prefix)) {
+      if (!k.startsWith(prefix)) return;
+      yield k;
+    }
+  }
+
+  /** Write a transaction as PREPARE, PAYLOADs, COMMIT in one append, then apply it. */
+  private async commitTxn(subject: string, ops: TxnOp[]): Promise<void> {
+    const op = 'txn.commit';
+    this.checkWritable(op);
+    validateTxnOps(this.workingView, (ik) => this.workingChildren(ik), subject, ops);
+    const txnId = this.nextTxnId;
+    const subjectKey = Buffer.from(subject, 'latin1');
+    const records: RecordToWrite[] = [{ opcode: Op.PREPARE, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) }];
+    const chunkCounts: number[] = [];
+    for (const o of ops) {
+      const key = Buffer.from(o.ik, 'latin1');
+      if (o.value === null) {
+        records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_DELETE, index: 0, count: 1, data: EMPTY }) });
+        chunkCounts.push(1);
+        continue;
+      }
+      const count = Math.max(1, Math.ceil(o.value.length / TXN_CHUNK));
+      for (let i = 0; i < count; i++) {
+        const data = o.value.subarray(i * TXN_CHUNK, (i + 1) * TXN_CHUNK);
+        records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_PUT, index: i, count, data }) });
+      }
+      chunkCounts.push(count);
+    }
+    records.push({ opcode: Op.COMMIT, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) });
+    const onlyDeletes = ops.every((o) => o.value === null);
+    const appended = this.appendOrThrow(records, op, subject, undefined, onlyDeletes ? { useReserve: true } : {});
+    this.nextTxnId++;
+    let at = 1;
+    ops.forEach((o, i) => {
+      const count = chunkCounts[i] ?? 1;
+      const extents = appended.extents.slice(at, at + count);
+      at += count;
+      const old = this.working.get(o.ik);
+      if (old !== undefined) this.usage.removeEntry(old);
+      if (o.value === null) {
+        this.working.delete(o.ik);
+      } else {
+        const entry: Entry = { value: o.value, extents };
+        this.working.set(o.ik, entry);
+        this.usage.addEntry(entry);
+      }
+    });
+    await this.awaitDurable(appended.durable, op, subject, undefined);
+  }
+
+  /** The working index as the tree rules see it. */
+  readonly workingView: KeyView = {
+    has: (ik) => this.working.has(ik),
+    hasChildren: (ik) => {
+      const next = this.working.nextHigherKey(`${ik}/`);
+      return next?.startsWith(`${ik}/`) === true;
+    },
+  };
+
+  private readonly txnHost: TxnHost = {
+    workingView: this.workingView,
+    workingChildren: (ik) => this.workingChildren(ik),
+    readCommitted: (ik) => {
+      const entry = this.committed.get(ik);
+      return entry === undefined ? undefined : new Uint8Array(entry.value);
+    },
+    checkWritable: (op) => {
+      this.checkWritable(op);
+    },
+    commitTxn: (subject, ops) => this.commitTxn(subject, ops),
+    releaseTxn: (subject) => {
+      const n = (this.openTxns.get(subject) ?? 1) - 1;
+      if (n === 0) this.openTxns.delete(subject);
+      else this.openTxns.set(subject, n);
+      this.openTxnTotal--;
+    },
+  };
+
+
+  private checkOpen(op: string): void {
+    if (this.status !== 'open') throw StatefsError.EBADF('store', { op });
+  }
+
+  private checkWritable(op: string): void {
+    this.checkOpen(op);
+    if (this.options.readOnly === true) throw StatefsError.EROFS('the store is open read-only', { op });
+    const failed = this.writeFailure ?? this.journal.failed;
+    if (failed !== undefined) throw StatefsError.EIO(`an earlier write failed; reopen the store (${failed.message})`, { op, cause: failed });
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Run `fn` and return its result as a promise; a synchronous throw becomes a rejection. */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(asStatefsError(err, 'unknown'));
+  }
+}
+
+function asStatefsError(err: unknown, op: string): StatefsError {
+  return err instanceof StatefsError ? err : StatefsError.EIO(String(err), { op, cause: err });
+}
+
+/** Attach the operation and target to an error raised below the API. */
+function withContext(err: unknown, op: string, subject: string | undefined, key: string | undefined): StatefsError {
+  const e = asStatefsError(err, op);
+  return new StatefsError(e.code, e.message.slice(e.code.length + 2), {
+    op,
+    ...(subject === undefined ? {} : { subject }),
+    ...(key === undefined ? {} : { key }),
+    ...(e.offset === undefined ? {} : { offset: e.offset }),
+    cause: e,
+  });
+}

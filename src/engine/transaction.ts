@@ -1,0 +1,184 @@
+import { StatefsError } from '../errors.js';
+import { checkKey, checkSubject, indexKey, toValue } from './names.js';
+import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
+
+/** Caps on transactions (spec section 3); the defaults are the spec's. */
+export interface TxnLimits {
+  /** Open transactions per subject (default 8). */
+  perSubject: number;
+  /** Open transactions per store (default 1,024). */
+  perStore: number;
+  /** Distinct keys written by one transaction (default 32). */
+  keys: number;
+  /** Value bytes written by one transaction (default 128 KiB). */
+  bytes: number;
+}
+
+export const DEFAULT_TXN_LIMITS: TxnLimits = { perSubject: 8, perStore: 1024, keys: 32, bytes: 128 * 1024 };
+
+/** One buffered write: a value, or `null` for a delete. */
+export interface TxnOp {
+  ik: string;
+  key: string;
+  value: Uint8Array | null;
+}
+
+/** What a transaction needs from its store. */
+export interface TxnHost {
+  readonly workingView: KeyView;
+  /** Keys of the working index at and below `ik/`, in order. */
+  workingChildren(ik: string): Iterable<string>;
+  readCommitted(ik: string): Uint8Array | undefined;
+  checkWritable(op: string): void;
+  commitTxn(subject: string, ops: TxnOp[]): Promise<void>;
+  releaseTxn(subject: string): void;
+}
+
+type TxnState = 'open' | 'committing' | 'committed' | 'aborted';
+
+/**
+ * A transaction on one subject: writes are buffered, seen by this transaction's own reads and by
+ * no one else until `commit()`, which writes them all as one unit (PREPARE, PAYLOADs, COMMIT in
+ * one append) and resolves once durable. Using a finished transaction is `EBADF`; touching
+ * another subject is `EXDEV`. The methods take the subject like `Store`'s, so code can be written
+ * against either.
+ */
+export class Transaction {
+  private readonly ops = new Map<string, TxnOp>();
+  private bytes = 0;
+  private state: TxnState = 'open';
+
+  /** @internal Made by `Store.begin`. */
+  constructor(
+    private readonly host: TxnHost,
+    readonly subject: string,
+    private readonly limits: TxnLimits,
+  ) {}
+
+  /** Buffer a put. Tree rules are checked now against the store plus this transaction, and again at commit. */
+  put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
+    return settle(() => {
+      const op = 'txn.put';
+      const ik = this.target(subject, key, op);
+      const bytes = toValue(value, op, subject, key);
+      const previous = this.ops.get(ik);
+      const added = bytes.length - (previous?.value?.length ?? 0);
+      if (previous === undefined && this.ops.size >= this.limits.keys) {
+        throw StatefsError.EFBIG(`transaction writes more than ${this.limits.keys} keys`, { op, subject, key });
+      }
+      if (this.bytes + added > this.limits.bytes) {
+        throw StatefsError.EFBIG(`transaction writes more than ${this.limits.bytes} value bytes`, { op, subject, key });
+      }
+      checkPutAllowed(this.view, ik, subject, key, op);
+      this.ops.delete(ik); // re-insert: the op order is the order of last writes
+      this.ops.set(ik, { ik, key, value: bytes.slice() });
+      this.bytes += added;
+    });
+  }
+
+  /** Buffer a delete (`ENOENT` if the key has no value in the store or this transaction). */
+  delete(subject: string, key: string): Promise<void> {
+    return settle(() => {
+      const op = 'txn.delete';
+      const ik = this.target(subject, key, op);
+      const previous = this.ops.get(ik);
+      if (previous === undefined && this.ops.size >= this.limits.keys) {
+        throw StatefsError.EFBIG(`transaction writes more than ${this.limits.keys} keys`, { op, subject, key });
+      }
+      checkDeleteAllowed(this.view, ik, subject, key, op);
+      this.bytes -= previous?.value?.length ?? 0;
+      this.ops.delete(ik);
+      // Deleting what only this transaction wrote leaves nothing to do for that key.
+      if (this.host.workingView.has(ik)) this.ops.set(ik, { ik, key, value: null });
+    });
+  }
+
+  /** Read through this transaction: its own writes first, then the store's acknowledged state. */
+  get(subject: string, key: string): Promise<Uint8Array | undefined> {
+    return settle(() => {
+      const ik = this.target(subject, key, 'txn.get');
+      const own = this.ops.get(ik);
+      if (own !== undefined) return own.value === null ? undefined : new Uint8Array(own.value);
+      return this.host.readCommitted(ik);
+    });
+  }
+
+  /** Write every buffered op atomically; resolves when durable. The transaction is then finished. */
+  async commit(): Promise<void> {
+    this.checkOpen('txn.commit');
+    this.state = 'committing';
+    try {
+      if (this.ops.size > 0) await this.host.commitTxn(this.subject, [...this.ops.values()]);
+      this.state = 'committed';
+    } catch (err) {
+      this.state = 'aborted';
+      throw err;
+    } finally {
+      this.host.releaseTxn(this.subject);
+    }
+  }
+
+  /** Drop every buffered op. Nothing was written, so nothing is undone on disk. */
+  abort(): Promise<void> {
+    return settle(() => {
+      this.checkOpen('txn.abort');
+      this.state = 'aborted';
+      this.ops.clear();
+      this.host.releaseTxn(this.subject);
+    });
+  }
+
+  private target(subject: string, key: string, op: string): string {
+    this.checkOpen(op);
+    checkSubject(subject, op);
+    if (subject !== this.subject) throw StatefsError.EXDEV(`transaction of ${this.subject} cannot touch ${subject}`, { op, subject, key });
+    return indexKey(subject, checkKey(key, op, subject));
+  }
+
+  private checkOpen(op: string): void {
+    if (this.state !== 'open') throw StatefsError.EBADF(`transaction (${this.state})`, { op, subject: this.subject });
+    this.host.checkWritable(op);
+  }
+
+  /** The store's working keys with this transaction's writes laid over them. */
+  private readonly view: KeyView = {
+    has: (ik) => {
+      const own = this.ops.get(ik);
+      return own === undefined ? this.host.workingView.has(ik) : own.value !== null;
+    },
+    hasChildren: (ik) => {
+      const prefix = `${ik}/`;
+      for (const o of this.ops.values()) if (o.value !== null && o.ik.startsWith(prefix)) return true;
+      for (const child of this.host.workingChildren(ik)) if (this.ops.get(child)?.value !== null) return true;
+      return false;
+    },
+  };
+}
+
+/** Run `fn`; its result or its throw becomes the promise's outcome. */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
+/** Validate a whole op list in order against `base` (used again at commit: the store may have moved). */
+export function validateTxnOps(base: KeyView, children: (ik: string) => Iterable<string>, subject: string, ops: readonly TxnOp[]): void {
+  const applied = new Map<string, boolean>();
+  const view: KeyView = {
+    has: (ik) => applied.get(ik) ?? base.has(ik),
+    hasChildren: (ik) => {
+      const prefix = `${ik}/`;
+      for (const [k, present] of applied) if (present && k.startsWith(prefix)) return true;
+      for (const child of children(ik)) if (applied.get(child) !== false) return true;
+      return false;
+    },
+  };
+  for (const o of ops) {
+    if (o.value === null) checkDeleteAllowed(view, o.ik, subject, o.key, 'txn.commit');
+    else checkPutAllowed(view, o.ik, subject, o.key, 'txn.commit');
+    applied.set(o.ik, o.value !== null);
+  }
+}

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { join } from 'node:path';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { memoryImage, openMemory, text, withTempDir, MiB } from './helpers.js';
+
+const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
+
+test('put, get, delete, list and reopen', async () => {
+  const img = await memoryImage();
+  const s = await openMemory(img);
+  await s.put('app', '/state/a', 'one');
+  await s.put('app', '/state/b/c', new Uint8Array([1, 2, 3]));
+  await s.put('other', '/state/a', 'theirs');
+  assert.equal(text(await s.get('app', '/state/a')), 'one');
+  assert.equal(text(await s.get('other', '/state/a')), 'theirs');
+  assert.deepEqual(await s.list('app'), { keys: ['/state/a', '/state/b/c'] });
+  await s.delete('app', '/state/a');
+  assert.equal(await s.get('app', '/state/a'), undefined);
+  await s.close();
+  const r = await openMemory(img);
+  assert.equal(await r.get('app', '/state/a'), undefined);
+  assert.deepEqual(await r.get('app', '/state/b/c'), new Uint8Array([1, 2, 3]));
+  assert.equal(text(await r.get('other', '/state/a')), 'theirs');
+  await r.close();
+});
+
+test('list pages in bytewise order with a cursor', async () => {
+  const s = await openMemory(await memoryImage());
+  const keys = ['/state/z', '/state/a', '/state/\u00e9', '/state/B', '/state/\u{1f600}', '/state/\uffee'];
+  for (const k of keys) await s.put('app', k, 'v');
+  const bytewise = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const seen: string[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await s.list('app', '/state/', after === undefined ? { limit: 4 } : { limit: 4, after });
+    seen.push(...page.keys);
+    if (page.next === undefined) break;
+    after = page.next;
+  }
+  assert.deepEqual(seen, bytewise);
+  await assert.rejects(s.list('app', '/state/', { limit: 0 }), code('EINVAL'));
+  await assert.rejects(s.list('app', '/state/', { limit: 10_001 }), code('EINVAL'));
+  await s.close();
+});
+
+test('key, subject and value rules give typed errors', async () => {
+  const s = await openMemory(await memoryImage());
+  const bad = ['state/a', '/state/', '/state//a', '/state/a/', '/state/./a', '/state/../a', '/state/a\0b', '/other/a', '/state/\ud800'];
+  for (const k of bad) await assert.rejects(s.put('app', k, 'x'), code('EINVAL'), k);
+  await assert.rejects(s.put('app', `/state/${'x'.repeat(249)}`, 'x'), code('ENAMETOOLONG'));
+  await s.put('app', `/state/${'x'.repeat(248)}`, 'x');
+  await assert.rejects(s.put('App', '/state/a', 'x'), code('EINVAL'));
+  await assert.rejects(s.put('-app', '/state/a', 'x'), code('EINVAL'));
+  await assert.rejects(s.put('a'.repeat(65), '/state/a', 'x'), code('ENAMETOOLONG'));
+  await assert.rejects(s.put('app', '/state/big', new Uint8Array(65_537)), code('EFBIG'));
+  await s.put('app', '/state/max', new Uint8Array(65_536));
+  await s.put('app', '/state/empty', new Uint8Array(0));
+  assert.deepEqual(await s.get('app', '/state/empty'), new Uint8Array(0));
+  await s.close();
+});
+
+test('tree rules: ENOTDIR above a value, EISDIR below children, ENOENT on missing delete', async () => {
+  const s = await openMemory(await memoryImage());
+  await s.put('app', '/state/a/b', '1');
+  await assert.rejects(s.put('app', '/state/a', 'x'), code('EISDIR'));
+  await assert.rejects(s.put('app', '/state/a/b/c', 'x'), code('ENOTDIR'));
+  await assert.rejects(s.delete('app', '/state/a'), code('EISDIR'));
+  await assert.rejects(s.delete('app', '/state/nope'), code('ENOENT'));
+  await s.put('app', '/state/ab', 'sibling is fine');
+  await s.delete('app', '/state/a/b');
+  await s.put('app', '/state/a', 'now a value');
+  await s.close();
+});
+
+test('closed store: EBADF; close is idempotent', async () => {
+  const s = await openMemory(await memoryImage());
+  await s.close();
+  await s.close();
+  await assert.rejects(s.put('app', '/state/a', 'x'), code('EBADF'));
+  await assert.rejects(async () => s.get('app', '/state/a'), code('EBADF'));
+});
+
+test('file images: create, EEXIST, EBUSY for a second opener, reopen after close', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    const s = await Store.create(path, { size: 8 * MiB });
+    await s.put('app', '/state/k', 'v');
+    await assert.rejects(Store.create(path, { size: 8 * MiB }), code('EEXIST'));
+    await assert.rejects(Store.open(path), code('EBUSY'));
+    await s.close();
+    const r = await Store.open(path);
+    assert.equal(text(await r.get('app', '/state/k')), 'v');
+    await r.close();
+    const ro = await Store.open(path, { readOnly: true });
+    await assert.rejects(ro.put('app', '/state/k', 'x'), code('EROFS'));
+    await ro.close();
+    await assert.rejects(Store.open(join(dir, 'missing.img')), code('ENOENT'));
+  });
+});
+
+test('filling the image gives ENOSPC; deletes still succeed', async () => {
+  const s = await openMemory(await memoryImage(2 * MiB));
+  const value = new Uint8Array(60_000);
+  let n = 0;
+  let err: unknown;
+  try {
+    for (;;) await s.put('app', `/state/k${n++}`, value);
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof StatefsError && err.code === 'ENOSPC', String(err));
+  assert.ok(n > 5);
+  await s.delete('app', '/state/k0');
+  await s.close();
+});
