@@ -10,6 +10,8 @@ import type { Entry } from './entry.js';
 import type { Extent } from './journal-writer.js';
 import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
 import { readImageKind } from './superblock-io.js';
+import { replayLegacy, type LegacyImage } from './legacy-v1.js';
+import { NO_SEGMENT } from '../format/segment.js';
 
 export interface Replayed {
   sb: Superblock;
@@ -17,6 +19,8 @@ export interface Replayed {
   index: BTree<string, Entry>;
   /** Above every transaction id in the checkpoint or the log. */
   nextTxnId: number;
+  /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
+  legacy?: LegacyImage;
 }
 
 /** A transaction whose PREPARE has been replayed and whose COMMIT has not (yet). */
@@ -33,9 +37,9 @@ const NO_VALUE = new Uint8Array(0);
  * the batches logged after it, then read the values of entries that came from the checkpoint.
  * Cost: the checkpoint plus the journal since it plus the live values — not lifetime writes.
  */
-export async function replayImage(device: BlockDevice): Promise<Replayed> {
+export async function replayImage(device: BlockDevice, legacySubject: string): Promise<Replayed> {
   const kind = await readImageKind(device);
-  if (kind.kind !== 'v3') throw StatefsError.ENOTSUP('legacy v1 images', { op: 'open' });
+  if (kind.kind === 'legacy-v1') return replayedLegacy(await replayLegacy(device, legacySubject), device.size);
   const sb = kind.sb;
   const index = new BTree<string, Entry>();
   const chunks: Uint8Array[] = [];
@@ -129,6 +133,34 @@ function applyCommitted(txn: PendingTxn, index: BTree<string, Entry>, sb: Superb
     ops++;
   }
   if (ops !== txn.opCount) throw damaged(sb, at, `transaction has ${ops} ops, its COMMIT says ${txn.opCount}`);
+}
+
+/**
+ * A legacy image as the store sees it until its first write: the v1 state in the index, and a
+ * log that starts (with segment sequence 1) in the first segment past the v1 journal.
+ */
+function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
+  const chain: number[] = [];
+  for (let s = 0; s < Math.min(legacy.firstSegment, legacy.segmentCount); s++) chain.push(s);
+  const sb: Superblock = {
+    generation: 0,
+    capacity,
+    segmentSize: legacy.segmentSize,
+    segmentCount: legacy.segmentCount,
+    ckptSegment: legacy.firstSegment,
+    ckptOffset: 0,
+    ckptSegSeq: 1,
+    ckptId: 0,
+  };
+  const scan: LogScan = {
+    tail: { segment: NO_SEGMENT, segSeq: 0, offset: legacy.segmentSize },
+    torn: undefined,
+    chain,
+    maxSegSeq: 0,
+    batches: 0,
+    records: legacy.records,
+  };
+  return { sb, scan, index: legacy.index, nextTxnId: 1, legacy };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {

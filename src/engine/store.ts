@@ -24,6 +24,8 @@ export interface OpenOptions {
   reserveSegments?: number;
   /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
   checkpointBytes?: number;
+  /** Subject that owns the state of a legacy v1 image (default `legacy`). */
+  legacySubject?: string;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
   txnLimits?: Partial<TxnLimits>;
 }
@@ -73,7 +75,8 @@ export interface StoreStat {
 
 /** What happened while opening: how much was replayed and whether a torn tail was cut. */
 export interface OpenReport {
-  format: 'v3';
+  /** The layout found on the device; a legacy v1 image is upgraded to v3 by its first write. */
+  format: 'v3' | 'legacy-v1';
   batchesReplayed: number;
   recordsReplayed: number;
   /** Byte offset of a torn tail that replay discarded (crash residue), if any. */
@@ -105,6 +108,9 @@ export class Store extends EventEmitter {
   private nextTxnId: number;
   private readonly txnLimits: TxnLimits;
   private readonly openTxns = new Map<string, number>();
+  /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
+  private legacy: boolean;
+  private upgrading: Promise<void> | undefined;
   private openTxnTotal = 0;
 
   private readonly usage: SegmentUsage;
@@ -141,10 +147,11 @@ export class Store extends EventEmitter {
           this.onDurable(snapshot);
         },
       },
-      scan.torn !== undefined,
+      scan.torn !== undefined || replayed.legacy !== undefined,
     );
+    this.legacy = replayed.legacy !== undefined;
     this.openReport = {
-      format: 'v3',
+      format: replayed.legacy === undefined ? 'v3' : 'legacy-v1',
       batchesReplayed: scan.batches,
       recordsReplayed: scan.records,
       ...(scan.torn === undefined ? {} : { tornTailAt: scan.torn.offset }),
@@ -178,7 +185,8 @@ export class Store extends EventEmitter {
   /** Open a store on any block device. The store owns the device and closes it. */
   static async openDevice(device: BlockDevice, options: OpenOptions = {}): Promise<Store> {
     try {
-      return new Store(device, await replayImage(device), options);
+      const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
+      return new Store(device, await replayImage(device, legacySubject), options);
     } catch (err) {
       await device.close();
       throw err;
@@ -191,6 +199,7 @@ export class Store extends EventEmitter {
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
     const op = 'put';
     this.checkWritable(op);
+    if (this.legacy) await this.upgradeLegacy();
     checkSubject(subject, op);
     const bin = checkKey(key, op, subject);
     const bytes = toValue(value, op, subject, key);
@@ -224,6 +233,7 @@ export class Store extends EventEmitter {
   async delete(subject: string, key: string): Promise<void> {
     const op = 'delete';
     this.checkWritable(op);
+    if (this.legacy) await this.upgradeLegacy();
     checkSubject(subject, op);
     const bin = checkKey(key, op, subject);
     const ik = indexKey(subject, bin);
@@ -356,7 +366,7 @@ export class Store extends EventEmitter {
    */
   checkpoint(): Promise<void> {
     this.checkWritable('checkpoint');
-    this.checkpointing ??= this.writeCheckpoint().finally(() => {
+    this.checkpointing ??= (this.legacy ? this.upgradeLegacy() : this.writeCheckpoint()).finally(() => {
       this.checkpointing = undefined;
     });
     return this.checkpointing;
@@ -397,8 +407,54 @@ export class Store extends EventEmitter {
     this.usage.trimChainBefore(next.ckptSegment);
   }
 
+  /**
+   * Upgrade a legacy v1 image in place: write a v3 log (an empty checkpoint, then every v1 value
+   * as a PUT) into the segments past the v1 journal, then superblock slot B — at the end of the
+   * device, outside the v1 journal — so a crash at any point leaves either the intact v1 image or
+   * the upgraded one. `ENOSPC` (nothing written; the image stays v1 and readable) if it cannot fit.
+   */
+  private upgradeLegacy(): Promise<void> {
+    this.upgrading ??= this.writeUpgrade().catch((err: unknown) => {
+      this.upgrading = undefined;
+      throw err;
+    });
+    return this.upgrading;
+  }
+
+  private async writeUpgrade(): Promise<void> {
+    const entries = [...this.working.entries()];
+    const records: RecordToWrite[] = [
+      { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint({ nextTxnId: 1, entries: [] })) },
+      ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
+    ];
+    const appended = this.appendOrThrow(records, 'upgrade', undefined, undefined, { ownBatch: true });
+    entries.forEach(([, e], i) => {
+      const extent = appended.extents[i + 1];
+      if (extent !== undefined) e.extents = [extent];
+      this.usage.addEntry(e);
+    });
+    await this.awaitDurable(appended.durable, 'upgrade', undefined, undefined);
+    const sb: Superblock = {
+      ...this.sb,
+      generation: 1,
+      ckptSegment: appended.batchStart.segment,
+      ckptOffset: appended.batchStart.offset,
+      ckptSegSeq: appended.batchStart.segSeq,
+      ckptId: 1,
+    };
+    try {
+      await writeSuperblock(this.device, sb);
+    } catch (err) {
+      this.writeFailure = StatefsError.EIO('superblock write failed during the v1 upgrade; reopen the store', { op: 'upgrade', cause: err });
+      throw this.writeFailure;
+    }
+    this.sb = sb;
+    this.legacy = false;
+    this.usage.trimChainBefore(sb.ckptSegment);
+  }
+
   private maybeCheckpoint(): void {
-    if (this.checkpointing !== undefined || this.status !== 'open' || this.writeFailure !== undefined) return;
+    if (this.checkpointing !== undefined || this.status !== 'open' || this.writeFailure !== undefined || this.legacy) return;
     const threshold = this.options.checkpointBytes ?? Math.max(4 * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
     if (this.journal.bytesAppended - this.bytesAtCheckpoint < threshold) return;
     // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
@@ -444,6 +500,7 @@ export class Store extends EventEmitter {
   private async commitTxn(subject: string, ops: TxnOp[]): Promise<void> {
     const op = 'txn.commit';
     this.checkWritable(op);
+    if (this.legacy) await this.upgradeLegacy();
     validateTxnOps(this.workingView, (ik) => this.workingChildren(ik), subject, ops);
     const txnId = this.nextTxnId;
     const subjectKey = Buffer.from(subject, 'latin1');

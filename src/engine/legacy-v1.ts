@@ -1,0 +1,84 @@
+import type { BlockDevice } from '../device/device.js';
+import { StatefsError } from '../errors.js';
+import { Op } from '../format/opcodes.js';
+import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord } from '../format/record.js';
+import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
+import { BTree } from './btree.js';
+import type { Entry } from './entry.js';
+import { defaultSegmentSize } from './mkfs.js';
+import { KEY_ROOT, indexKey } from './names.js';
+
+/*
+ * Legacy v1 images: a device of 512-byte blocks holding v1 records back to back from byte 0 (PUT
+ * and DELETE with keys `/state/...`, and the no-op CHECKPOINT), no superblock, the rest zero. The
+ * journal ends at the first position that does not hold a whole valid record. A valid v1 record
+ * after that point means damage, not a torn tail (`EINTEGRITY`).
+ */
+
+export interface LegacyImage {
+  /** The v1 state, under the legacy subject, with values in memory and no v3 extents yet. */
+  index: BTree<string, Entry>;
+  /** Byte offset where the v1 journal ends. */
+  end: number;
+  records: number;
+  /** First v3 segment that lies wholly past the v1 journal: the upgrade writes from here. */
+  firstSegment: number;
+  segmentSize: number;
+  segmentCount: number;
+}
+
+const WINDOW = 4 * 1024 * 1024;
+const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
+
+export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
+  const index = new BTree<string, Entry>();
+  let windowStart = 0;
+  let window: Uint8Array = new Uint8Array(0);
+  const load = async (at: number): Promise<void> => {
+    windowStart = at;
+    window = await device.read(at, Math.min(WINDOW + MAX_V1_RECORD, device.size - at));
+  };
+  await load(0);
+  let pos = 0;
+  let records = 0;
+  for (;;) {
+    if (pos - windowStart > WINDOW) await load(pos);
+    const r = decodeRecord(window, pos - windowStart);
+    if (!r.ok || !isV1(r.record)) break;
+    const ik = indexKey(subject, Buffer.from(r.record.key).toString('latin1'));
+    if (r.record.opcode === Op.PUT) index.set(ik, { value: r.record.value.slice(), extents: [] });
+    else if (r.record.opcode === Op.DELETE) index.delete(ik);
+    pos += r.record.length;
+    records++;
+  }
+  const later = await findLaterV1Record(device, pos + 1);
+  if (later !== undefined) {
+    throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
+  }
+  const segmentSize = defaultSegmentSize(device.size);
+  const segmentCount = Math.floor((device.size - 2 * SUPERBLOCK_SLOT) / segmentSize);
+  let firstSegment = 0;
+  while (segmentOffset(firstSegment, segmentSize) < pos) firstSegment++;
+  return { index, end: pos, records, firstSegment, segmentSize, segmentCount };
+}
+
+/** A v1 record: a v1 opcode and a key under /state/ (v3 records written by an upgrade have a NUL in theirs). */
+function isV1(r: DecodedRecord): boolean {
+  if (r.opcode !== Op.PUT && r.opcode !== Op.DELETE && r.opcode !== Op.CHECKPOINT) return false;
+  if (r.opcode === Op.CHECKPOINT) return true;
+  const key = Buffer.from(r.key).toString('latin1');
+  return key.startsWith(KEY_ROOT) && !key.includes('\0');
+}
+
+async function findLaterV1Record(device: BlockDevice, from: number): Promise<number | undefined> {
+  const m0 = RECORD_MAGIC & 0xff;
+  for (let start = from; start < device.size; start += WINDOW) {
+    const buf = await device.read(start, Math.min(WINDOW + MAX_V1_RECORD, device.size - start));
+    for (let i = 0; i < Math.min(WINDOW, buf.length); i++) {
+      if (buf[i] !== m0) continue;
+      const r = decodeRecord(buf, i);
+      if (r.ok && isV1(r.record)) return start + i;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+import { FaultDevice } from '../src/device/fault-device.js';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+
+// An independent v1 encoder, written from docs/storage/statefs-v3.md ("Legacy v1 images"):
+// records back to back from byte 0: magic "NXSF" | opcode | key_len u16 | value_len u32 | key | value | crc32c.
+const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
+function v1Record(opcode: number, key: string, value = ''): Buffer {
+  const k = Buffer.from(key, 'utf8');
+  const v = Buffer.from(value, 'utf8');
+  const out = Buffer.alloc(15 + k.length + v.length);
+  out.write('FSXN', 0, 'latin1'); // 0x4E585346 little-endian
+  out.writeUInt8(opcode, 4);
+  out.writeUInt16LE(k.length, 5);
+  out.writeUInt32LE(v.length, 7);
+  k.copy(out, 11);
+  v.copy(out, 11 + k.length);
+  out.writeUInt32LE(crc(out.subarray(0, 11 + k.length + v.length)) >>> 0, 11 + k.length + v.length);
+  return out;
+}
+assert.equal(v1Record(1, 'k').subarray(0, 4).toString('hex'), '4653584e');
+
+function v1Image(size: number, records: Buffer[]): Uint8Array {
+  const img = new Uint8Array(size);
+  img.set(Buffer.concat(records), 0);
+  return img;
+}
+
+const PUT = 1;
+const DEL = 2;
+const NOOP = 3;
+const fixture = [
+  v1Record(PUT, '/state/a', 'one'),
+  v1Record(PUT, '/state/b/c', 'two'),
+  v1Record(NOOP, ''),
+  v1Record(PUT, '/state/a', 'one again'),
+  v1Record(PUT, '/state/gone', 'x'),
+  v1Record(DEL, '/state/gone'),
+  v1Record(PUT, '/state/z', 'last'),
+];
+const expected = new Map([
+  ['/state/a', 'one again'],
+  ['/state/b/c', 'two'],
+  ['/state/z', 'last'],
+]);
+
+async function stateOf(store: Store, subject: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const k of (await store.list(subject)).keys) out.set(k, Buffer.from((await store.get(subject, k)) ?? []).toString('utf8'));
+  return out;
+}
+
+test('a v1 image opens as subject legacy and is upgraded in place by its first write', async () => {
+  const img = v1Image(4 << 20, fixture);
+  const s = await Store.openDevice(new MemoryDevice(img));
+  assert.equal(s.openReport.format, 'legacy-v1');
+  assert.deepEqual(await stateOf(s, 'legacy'), expected);
+  await s.close();
+  assert.deepEqual(img.subarray(0, 64), v1Image(4 << 20, fixture).subarray(0, 64), 'opening and reading wrote nothing');
+  const w = await Store.openDevice(new MemoryDevice(img));
+  await w.put('legacy', '/state/new', 'written after upgrade');
+  await w.close();
+  const r = await Store.openDevice(new MemoryDevice(img));
+  assert.equal(r.openReport.format, 'v3');
+  assert.deepEqual(await stateOf(r, 'legacy'), new Map([...expected, ['/state/new', 'written after upgrade']]));
+  await r.close();
+});
+
+test('a crash at every device write of the upgrade leaves the v1 state or the upgraded state, never less', async () => {
+  const base = v1Image(4 << 20, fixture);
+  const probe = new FaultDevice(base);
+  const ps = await Store.openDevice(probe);
+  await ps.put('legacy', '/state/new', 'w');
+  await ps.close();
+  const withWrite = new Map([...expected, ['/state/new', 'w']]);
+  let checked = 0;
+  for (let n = 1; n <= probe.writes; n++) {
+    for (const tornBytes of [0, 7]) {
+      const device = new FaultDevice(base, { crash: { atWrite: n, tornBytes } });
+      const s = await Store.openDevice(device);
+      await assert.rejects(s.put('legacy', '/state/new', 'w'), (e: unknown) => e instanceof StatefsError && e.code === 'EIO');
+      await s.close();
+      const r = await Store.openDevice(new MemoryDevice(device.diskImage()));
+      const state = await stateOf(r, 'legacy');
+      const ok = JSON.stringify([...state]) === JSON.stringify([...expected]) || JSON.stringify([...state]) === JSON.stringify([...withWrite]);
+      assert.ok(ok, `crash at write ${n} (torn ${tornBytes}): ${r.openReport.format} ${JSON.stringify([...state])}`);
+      await r.put('legacy', '/state/again', 'still writable');
+      await r.close();
+      checked++;
+    }
+  }
+  console.log(`legacy upgrade: ${probe.writes} device writes, ${checked} crash states checked`);
+});
+
+test('a v1 image too full to upgrade gets ENOSPC and stays readable', async () => {
+  const records: Buffer[] = [];
+  for (let i = 0; i < 52; i++) records.push(v1Record(PUT, `/state/k${i}`, 'x'.repeat(20_000)));
+  const img = v1Image(1280 * 1024, records); // 1,040,000 bytes of v1 journal in a 1.25 MiB device
+  const s = await Store.openDevice(new MemoryDevice(img));
+  await assert.rejects(s.put('legacy', '/state/new', 'w'), (e: unknown) => e instanceof StatefsError && e.code === 'ENOSPC');
+  await s.close();
+  const r = await Store.openDevice(new MemoryDevice(img));
+  assert.equal(r.openReport.format, 'legacy-v1');
+  assert.equal((await r.list('legacy')).keys.length, 52);
+  await r.close();
+});
+
+test('damage in a v1 journal followed by valid records is EINTEGRITY; a torn v1 tail is not', async () => {
+  const img = v1Image(4 << 20, fixture);
+  const at = (fixture[0]?.length ?? 0) + 3;
+  img[at] = (img[at] ?? 0) ^ 0x10;
+  await assert.rejects(Store.openDevice(new MemoryDevice(img)), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.offset === fixture[0]?.length);
+  const torn = v1Image(4 << 20, [...fixture.slice(0, -1), (fixture.at(-1) ?? Buffer.alloc(0)).subarray(0, 10)]);
+  const s = await Store.openDevice(new MemoryDevice(torn));
+  assert.deepEqual(await stateOf(s, 'legacy'), new Map([['/state/a', 'one again'], ['/state/b/c', 'two']]));
+  await s.close();
+});
