@@ -293,3 +293,189 @@ test('statefsd says the daemon is not built yet and exits 69', async () => {
     assert.equal(r.out, '');
   });
 });
+
+/** Write `ops` as a JSON ops file for `statefs txn` and return its name. */
+async function writeOps(dir: string, name: string, ops: unknown): Promise<string> {
+  await writeFile(join(dir, name), JSON.stringify(ops));
+  return name;
+}
+
+test('txn commits puts and deletes as one transaction', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/old', 'kept']);
+    ok(dir, ['put', '--image', image, 'app', '/state/gone', 'bye']);
+    const file = await writeOps(dir, 'ops.json', [
+      { op: 'put', key: '/state/a', value: 'one' },
+      { op: 'put', key: '/state/b/c', value: 'two', subject: 'app' },
+      { op: 'del', key: '/state/gone' },
+      { op: 'put', key: '/state/a', value: 'uno' },
+    ]);
+    const r = ok(dir, ['txn', '--image', image, 'app', file]);
+    assert.equal(r.out, 'committed 4 ops\n');
+    assert.equal(r.err, '');
+
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/a']).out, 'uno');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/b/c']).out, 'two');
+    assertFails(statefs(dir, ['get', '--image', image, 'app', '/state/gone']), 'ENOENT');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/a\n/state/b/c\n/state/old\n');
+
+    // A delete of a key written earlier in the same file, and --json output.
+    const second = await writeOps(dir, 'ops2.json', [
+      { op: 'put', key: '/state/tmp', value: 'x' },
+      { op: 'del', key: '/state/tmp' },
+      { op: 'del', key: '/state/b/c' },
+    ]);
+    assert.deepEqual(parseJson(ok(dir, ['txn', '--image', image, 'app', second, '--json']).out), { ok: true, ops: 3 });
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/a\n/state/old\n');
+
+    const empty = await writeOps(dir, 'empty.json', []);
+    assert.equal(ok(dir, ['txn', '--image', image, 'app', empty]).out, 'committed 0 ops\n');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/a\n/state/old\n');
+
+    assert.match(ok(dir, ['--help']).out, /^ {2}txn /m);
+    assertUsage(statefs(dir, ['txn', '--image', image, 'app']), /^statefs: missing required argument 'ops'/);
+  });
+});
+
+test('txn stores valueBase64 values byte for byte', async () => {
+  await withImage(async (dir, image) => {
+    const binary = Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i));
+    const file = await writeOps(dir, 'bin.json', [
+      { op: 'put', key: '/state/bin', valueBase64: binary.toString('base64') },
+      { op: 'put', key: '/state/empty', valueBase64: '' },
+      { op: 'put', key: '/state/text', value: 'héllo' },
+    ]);
+    assert.deepEqual(parseJson(ok(dir, ['txn', '--image', image, 'app', file, '--json']).out), { ok: true, ops: 3 });
+    assert.deepEqual(ok(dir, ['get', '--image', image, 'app', '/state/bin']).stdout, binary);
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/empty']).stdout.length, 0);
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/text']).out, 'héllo');
+    // What get --json prints is what a txn file takes.
+    assert.deepEqual(parseJson(ok(dir, ['get', '--image', image, 'app', '/state/bin', '--json']).out), {
+      key: '/state/bin',
+      valueBase64: binary.toString('base64'),
+    });
+  });
+});
+
+test('txn is all or nothing: a failing op leaves none of the ops applied', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/keep', 'v']);
+    const file = await writeOps(dir, 'ops.json', [
+      { op: 'put', key: '/state/x', value: '1' },
+      { op: 'put', key: '/state/a', value: '2' },
+      { op: 'put', key: '/state/a/b', value: '3' },
+      { op: 'del', key: '/state/keep' },
+    ]);
+    const r = statefs(dir, ['txn', '--image', image, 'app', file, '--json']);
+    assertFails(r, 'ENOTDIR');
+    assert.equal(r.err, 'statefs: ENOTDIR: /state/a holds a value, so /state/a/b cannot be under it\n');
+    assert.deepEqual(parseJson(r.out), { error: { code: 'ENOTDIR', message: '/state/a holds a value, so /state/a/b cannot be under it' } });
+
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/keep\n');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/keep']).out, 'v');
+    // The failed run closed the image and released its lock.
+    ok(dir, ['put', '--image', image, 'app', '/state/after', 'w']);
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/after\n/state/keep\n');
+
+    // A key error in the last op also undoes the earlier ones.
+    const badKey = await writeOps(dir, 'bad-key.json', [
+      { op: 'del', key: '/state/after' },
+      { op: 'put', key: 'no-slash', value: 'v' },
+    ]);
+    assertFails(statefs(dir, ['txn', '--image', image, 'app', badKey]), 'EINVAL');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/after\n/state/keep\n');
+  });
+});
+
+test('txn writing more than 32 keys is EFBIG and writes nothing', async () => {
+  await withImage(async (dir, image) => {
+    const puts = (n: number) => Array.from({ length: n }, (_, i) => ({ op: 'put', key: `/state/k${String(i).padStart(2, '0')}`, value: String(i) }));
+    const tooMany = await writeOps(dir, 'many.json', puts(33));
+    assertFails(statefs(dir, ['txn', '--image', image, 'app', tooMany]), 'EFBIG');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '');
+
+    const limit = await writeOps(dir, 'limit.json', puts(32));
+    assert.equal(ok(dir, ['txn', '--image', image, 'app', limit]).out, 'committed 32 ops\n');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out.split('\n').filter((l) => l !== '').length, 32);
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/k31']).out, '31');
+  });
+});
+
+test('txn op naming another subject is EXDEV and writes nothing', async () => {
+  await withImage(async (dir, image) => {
+    const file = await writeOps(dir, 'ops.json', [
+      { op: 'put', key: '/state/a', value: 'mine' },
+      { op: 'put', key: '/state/b', value: 'theirs', subject: 'other' },
+    ]);
+    const r = statefs(dir, ['txn', '--image', image, 'app', file]);
+    assertFails(r, 'EXDEV');
+    assert.match(r.err, /app cannot touch other/);
+    assert.equal(r.out, '');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '');
+    assert.equal(ok(dir, ['ls', '--image', image, 'other']).out, '');
+  });
+});
+
+test('txn rejects a malformed ops file with EINVAL before opening the image', async () => {
+  await withImage(async (dir, image) => {
+    const cases: [string, string | Uint8Array, RegExp][] = [
+      ['not JSON', '[{"op":"put",', /: not JSON \(/],
+      ['not UTF-8', Buffer.from([0x5b, 0xff, 0xfe, 0x5d]), /: not UTF-8 text$/],
+      ['an object', '{"op":"put","key":"/state/a","value":"v"}', /: expected a JSON array of ops$/],
+      ['a number op', '[1]', /: ops\[0\]: expected an object$/],
+      ['a nested array', '[[]]', /: ops\[0\]: expected an object$/],
+      ['an unknown op', '[{"op":"rename","key":"/state/a"}]', /: ops\[0\]: unknown op "rename" \(use "put" or "del"\)$/],
+      ['a missing op', '[{"key":"/state/a","value":"v"}]', /: ops\[0\]: missing "op"/],
+      ['a missing key', '[{"op":"del","key":"/state/a"},{"op":"del"}]', /: ops\[1\]: missing "key"$/],
+      ['a put without a value', '[{"op":"put","key":"/state/a"}]', /: ops\[0\]: a put needs exactly one of "value" and "valueBase64"$/],
+      ['a put with both values', '[{"op":"put","key":"/state/a","value":"v","valueBase64":"dg=="}]', /exactly one of "value" and "valueBase64"$/],
+      ['a non-string key', '[{"op":"put","key":5,"value":"v"}]', /: ops\[0\]: "key" must be a string, not number$/],
+      ['a non-string value', '[{"op":"put","key":"/state/a","value":{"x":1}}]', /: ops\[0\]: "value" must be a string, not object$/],
+      ['a null subject', '[{"op":"del","key":"/state/a","subject":null}]', /: ops\[0\]: "subject" must be a string, not null$/],
+      ['a non-string op', '[{"op":["put"],"key":"/state/a","value":"v"}]', /: ops\[0\]: unknown op \["put"\]/],
+      ['junk base64', '[{"op":"put","key":"/state/a","valueBase64":"not base64!"}]', /: ops\[0\]: "valueBase64" is not valid base64$/],
+      ['unpadded base64', '[{"op":"put","key":"/state/a","valueBase64":"dg"}]', /"valueBase64" is not valid base64$/],
+      ['a lone surrogate', '[{"op":"put","key":"/state/a","value":"\\ud800"}]', /: ops\[0\]: "value" is not valid Unicode/],
+      ['a value on a del', '[{"op":"del","key":"/state/a","value":"v"}]', /: ops\[0\]: unexpected field "value" in a del$/],
+      ['a misspelt field', '[{"op":"put","key":"/state/a","vaule":"v"}]', /: ops\[0\]: unexpected field "vaule" in a put$/],
+    ];
+    for (const [what, content, message] of cases) {
+      await writeFile(join(dir, 'bad.json'), content);
+      // The image does not exist: only a check made before opening it can give EINVAL.
+      const r = statefs(dir, ['txn', '--image', 'missing.img', 'app', 'bad.json']);
+      assertFails(r, 'EINVAL');
+      assert.ok(r.err.startsWith('statefs: EINVAL: invalid: bad.json: '), `${what}: ${r.err}`);
+      assert.match(r.err.trimEnd(), message, what);
+      assert.equal(r.err.split('\n').length, 2, `${what}: one line: ${r.err}`);
+      assert.equal(r.out, '', what);
+    }
+
+    // A bad op late in the file stops the ops before it too.
+    await writeFile(join(dir, 'late.json'), '[{"op":"put","key":"/state/a","value":"v"},{"op":"put","key":"/state/b","value":1}]');
+    const late = statefs(dir, ['txn', '--image', image, 'app', 'late.json', '--json']);
+    assertFails(late, 'EINVAL');
+    assert.equal(late.err, 'statefs: EINVAL: invalid: late.json: ops[1]: "value" must be a string, not number\n');
+    assert.deepEqual(parseJson(late.out), { error: { code: 'EINVAL', message: 'invalid: late.json: ops[1]: "value" must be a string, not number' } });
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '');
+
+    assertFails(statefs(dir, ['txn', '--image', image, 'app', 'missing.json']), 'ENOENT');
+  });
+});
+
+test('txn reads the ops from stdin for -', async () => {
+  await withImage((dir, image) => {
+    const ops = [
+      { op: 'put', key: '/state/s', value: 'from stdin' },
+      { op: 'put', key: '/state/z', valueBase64: Buffer.from([0, 1, 2]).toString('base64') },
+    ];
+    const r = ok(dir, ['txn', '--image', image, 'app', '-', '--json'], Buffer.from(JSON.stringify(ops)));
+    assert.deepEqual(parseJson(r.out), { ok: true, ops: 2 });
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/s']).out, 'from stdin');
+    assert.deepEqual(ok(dir, ['get', '--image', image, 'app', '/state/z']).stdout, Buffer.from([0, 1, 2]));
+
+    const bad = statefs(dir, ['txn', '--image', image, 'app', '-'], Buffer.from('[{"op":"del"}]'));
+    assertFails(bad, 'EINVAL');
+    assert.equal(bad.err, 'statefs: EINVAL: invalid: stdin: ops[0]: missing "key"\n');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/s\n/state/z\n');
+  });
+});

@@ -5,6 +5,7 @@ import { addLsCommand } from './commands/ls.js';
 import { addMkfsCommand } from './commands/mkfs.js';
 import { addPutCommand } from './commands/put.js';
 import { addStatCommand } from './commands/stat.js';
+import { addTxnCommand } from './commands/txn.js';
 
 /**
  * The `statefs` command tree. Settings are made before the subcommands are added, which copy
@@ -27,5 +28,6 @@ export function buildProgram(): Command {
   addDelCommand(program);
   addLsCommand(program);
   addStatCommand(program);
+  addTxnCommand(program);
   return program;
 }

@@ -25,7 +25,7 @@ export function addPutCommand(program: Command): void {
       cmd.error('give the value either as an argument or with --file, not both', { exitCode: EXIT_USAGE, code: 'statefs.usage' });
     }
     // Read the input before opening the image, so a slow stdin does not hold the lock.
-    const value = text ?? (await readValueFile(file ?? '-'));
+    const value = text ?? (await readValueFile(file ?? '-', 'put'));
     await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => store.put(subject, key, value));
     if (wantsJson(cmd)) writeJson({ ok: true });
   });

@@ -1,0 +1,44 @@
+import type { Command } from 'commander';
+import type { Store } from '../../engine/store.js';
+import { defineAction } from '../action.js';
+import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { writeJson, writeLines } from '../output.js';
+import { readValueFile } from '../read-value.js';
+import { withStore } from '../store-session.js';
+import { decodeTxnOps, type TxnFileOp } from '../txn-ops.js';
+
+export function addTxnCommand(program: Command): void {
+  const cmd = program
+    .command('txn')
+    .description('apply a JSON array of put/del ops as one transaction: all or nothing')
+    .argument('<subject>', 'subject name')
+    .argument('<ops>', 'ops file, or - for stdin: [{"op":"put","key":...,"value"|"valueBase64":...},{"op":"del","key":...}]')
+    .requiredOption('--image <path>', 'image file')
+    .option('--json', 'print a JSON object');
+  defineAction(cmd, async () => {
+    const subject = requiredOperand(cmd, 0);
+    const file = requiredOperand(cmd, 1);
+    // Read and check the whole file before opening the image: a bad file touches nothing.
+    const ops = decodeTxnOps(await readValueFile(file, 'txn'), file === '-' ? 'stdin' : file, subject);
+    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => applyOps(store, subject, ops));
+    if (wantsJson(cmd)) writeJson({ ok: true, ops: ops.length });
+    else writeLines([`committed ${ops.length} ops`]);
+  });
+}
+
+/** Buffer every op in one transaction, then commit; on a failure before commit, abort and rethrow. */
+async function applyOps(store: Store, subject: string, ops: readonly TxnFileOp[]): Promise<void> {
+  const tx = store.begin(subject);
+  try {
+    for (const o of ops) {
+      if (o.op === 'put') await tx.put(o.subject, o.key, o.value);
+      else await tx.delete(o.subject, o.key);
+    }
+  } catch (err) {
+    // The op's error is the one to report; an abort failure would only hide it.
+    await tx.abort().catch(() => undefined);
+    throw err;
+  }
+  // A failed commit finishes the transaction itself (nothing written), so there is nothing to abort.
+  await tx.commit();
+}
