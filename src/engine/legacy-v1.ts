@@ -6,7 +6,8 @@ import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
 import type { Entry } from './entry.js';
 import { defaultSegmentSize } from './mkfs.js';
-import { KEY_ROOT, indexKey } from './names.js';
+import type { Trees } from './keyspace.js';
+import { KEY_ROOT } from './names.js';
 
 /*
  * Legacy v1 images: a device of 512-byte blocks holding v1 records back to back from byte 0 (PUT
@@ -17,7 +18,7 @@ import { KEY_ROOT, indexKey } from './names.js';
 
 export interface LegacyImage {
   /** The v1 state, under the legacy subject, with values in memory and no v3 extents yet. */
-  index: BTree<string, Entry>;
+  index: Trees;
   /** Byte offset where the v1 journal ends. */
   end: number;
   records: number;
@@ -31,7 +32,7 @@ const WINDOW = 4 * 1024 * 1024;
 const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
 
 export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
-  const index = new BTree<string, Entry>();
+  const tree = new BTree<string, Entry>();
   let windowStart = 0;
   let window: Uint8Array = new Uint8Array(0);
   const load = async (at: number): Promise<void> => {
@@ -45,9 +46,9 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
     if (pos - windowStart > WINDOW) await load(pos);
     const r = decodeRecord(window, pos - windowStart);
     if (!r.ok || !isV1(r.record)) break;
-    const ik = indexKey(subject, Buffer.from(r.record.key).toString('latin1'));
-    if (r.record.opcode === Op.PUT) index.set(ik, { value: r.record.value.slice(), extents: [] });
-    else if (r.record.opcode === Op.DELETE) index.delete(ik);
+    const bin = Buffer.from(r.record.key).toString('latin1');
+    if (r.record.opcode === Op.PUT) tree.set(bin, { value: r.record.value.slice(), extents: [] });
+    else if (r.record.opcode === Op.DELETE) tree.delete(bin);
     pos += r.record.length;
     records++;
   }
@@ -59,7 +60,7 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   const segmentCount = Math.floor((device.size - 2 * SUPERBLOCK_SLOT) / segmentSize);
   let firstSegment = 0;
   while (segmentOffset(firstSegment, segmentSize) < pos) firstSegment++;
-  return { index, end: pos, records, firstSegment, segmentSize, segmentCount };
+  return { index: new Map([[subject, tree]]), end: pos, records, firstSegment, segmentSize, segmentCount };
 }
 
 /** A v1 record: a v1 opcode and a key under /state/ (v3 records written by an upgrade have a NUL in theirs). */

@@ -76,3 +76,10 @@ export function toValue(value: unknown, op: string, subject: string, key: string
 export function indexKey(subject: string, binKey: string): string {
   return `${subject}\0${binKey}`;
 }
+
+/** Split an index key (`subject NUL key`) into subject and binary key; undefined if malformed. */
+export function splitIndexKey(ik: string): [string, string] | undefined {
+  const nul = ik.indexOf('\0');
+  if (nul <= 0) return undefined;
+  return [ik.slice(0, nul), ik.slice(nul + 1)];
+}

@@ -7,6 +7,8 @@ import { PAYLOAD_DELETE, PAYLOAD_PUT, decodePayload, decodeTxnMark, type Payload
 import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree } from './btree.js';
 import type { Entry } from './entry.js';
+import type { Trees } from './keyspace.js';
+import { splitIndexKey } from './names.js';
 import type { Extent } from './journal-writer.js';
 import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
 import { readImageKind } from './superblock-io.js';
@@ -16,7 +18,7 @@ import { NO_SEGMENT } from '../format/segment.js';
 export interface Replayed {
   sb: Superblock;
   scan: LogScan;
-  index: BTree<string, Entry>;
+  index: Trees;
   /** Above every transaction id in the checkpoint or the log. */
   nextTxnId: number;
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
@@ -41,7 +43,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const kind = await readImageKind(device);
   if (kind.kind === 'legacy-v1') return replayedLegacy(await replayLegacy(device, legacySubject), device.size);
   const sb = kind.sb;
-  const index = new BTree<string, Entry>();
+  const index = new IndexBuilder(sb);
   const chunks: Uint8Array[] = [];
   const ckpt = { loaded: false };
   const txns = new Map<number, PendingTxn>();
@@ -61,7 +63,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
             ids.next = Math.max(ids.next, decoded.nextTxnId);
             for (const e of decoded.entries) {
               const entry: Entry = { value: NO_VALUE, extents: e.extents };
-              index.set(e.key, entry);
+              index.set(e.key, entry, extent);
               unread.add(entry);
             }
             ckpt.loaded = true;
@@ -70,12 +72,12 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         }
         case Op.PUT: {
           requireCheckpoint(ckpt.loaded, sb, extent);
-          index.set(Buffer.from(record.key).toString('latin1'), { value: record.value.slice(), extents: [extent] });
+          index.set(Buffer.from(record.key).toString('latin1'), { value: record.value.slice(), extents: [extent] }, extent);
           break;
         }
         case Op.DELETE:
           requireCheckpoint(ckpt.loaded, sb, extent);
-          index.delete(Buffer.from(record.key).toString('latin1'));
+          index.delete(Buffer.from(record.key).toString('latin1'), extent);
           break;
         case Op.PREPARE: {
           requireCheckpoint(ckpt.loaded, sb, extent);
@@ -114,12 +116,12 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  await readValues(device, sb, index, unread);
-  return { sb, scan, index, nextTxnId: ids.next };
+  await readValues(device, sb, index.trees, unread);
+  return { sb, scan, index: index.trees, nextTxnId: ids.next };
 }
 
 /** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */
-function applyCommitted(txn: PendingTxn, index: BTree<string, Entry>, sb: Superblock, at: Extent): void {
+function applyCommitted(txn: PendingTxn, index: IndexBuilder, sb: Superblock, at: Extent): void {
   let ops = 0;
   for (let i = 0; i < txn.chunks.length; ) {
     const first = txn.chunks[i];
@@ -127,8 +129,8 @@ function applyCommitted(txn: PendingTxn, index: BTree<string, Entry>, sb: Superb
     const run = txn.chunks.slice(i, i + first.chunk.count);
     const whole = run.length === first.chunk.count && run.every((c, j) => c.chunk.index === j && c.ik === first.ik && c.chunk.kind === first.chunk.kind);
     if (!whole) throw damaged(sb, first.extent, 'transaction payload chunks do not form whole values');
-    if (first.chunk.kind === PAYLOAD_DELETE) index.delete(first.ik);
-    else index.set(first.ik, { value: Buffer.concat(run.map((c) => c.chunk.data)), extents: run.map((c) => c.extent) });
+    if (first.chunk.kind === PAYLOAD_DELETE) index.delete(first.ik, first.extent);
+    else index.set(first.ik, { value: Buffer.concat(run.map((c) => c.chunk.data)), extents: run.map((c) => c.extent) }, first.extent);
     i += run.length;
     ops++;
   }
@@ -168,10 +170,12 @@ function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): voi
 }
 
 /** Read the values of checkpointed entries that survived replay, one segment read at a time. */
-async function readValues(device: BlockDevice, sb: Superblock, index: BTree<string, Entry>, unread: Set<Entry>): Promise<void> {
+async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, unread: Set<Entry>): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
-  for (const e of index.values()) {
-    if (!unread.has(e)) continue;
+  // Only entries still indexed after replay: a superseded one may point into a reused segment.
+  const live = new Set<Entry>();
+  for (const tree of trees.values()) for (const e of tree.values()) if (unread.has(e)) live.add(e);
+  for (const e of live) {
     for (const x of e.extents) {
       let list = bySegment.get(x.segment);
       if (list === undefined) bySegment.set(x.segment, (list = []));
@@ -208,6 +212,30 @@ async function readValues(device: BlockDevice, sb: Superblock, index: BTree<stri
       e.value = parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : Buffer.concat(parts);
       unread.delete(e);
     }
+  }
+}
+
+/** Builds the per-subject trees from index keys (`subject NUL key`) found in records and checkpoints. */
+class IndexBuilder {
+  readonly trees: Trees = new Map();
+  constructor(private readonly sb: Superblock) {}
+
+  set(ik: string, entry: Entry, at: Extent): void {
+    const [subject, bin] = this.split(ik, at);
+    let tree = this.trees.get(subject);
+    if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
+    tree.set(bin, entry);
+  }
+
+  delete(ik: string, at: Extent): void {
+    const [subject, bin] = this.split(ik, at);
+    this.trees.get(subject)?.delete(bin);
+  }
+
+  private split(ik: string, at: Extent): [string, string] {
+    const parts = splitIndexKey(ik);
+    if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
+    return parts;
   }
 }
 

@@ -5,14 +5,14 @@ import { StatefsError } from '../errors.js';
 import { CKPT_CHUNK, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
-import { BTree } from './btree.js';
 import { entryDiskBytes, type Entry } from './entry.js';
 import { JournalWriter, type RecordToWrite } from './journal-writer.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkPrefix, checkSubject, fromBinary, indexKey, toValue } from './names.js';
 import { replayImage, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
-import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
+import { Keyspace, type Tree, type Trees } from './keyspace.js';
+import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
 import { writeSuperblock } from './superblock-io.js';
@@ -95,10 +95,8 @@ const MAX_LIST_LIMIT = 10_000;
  */
 export class Store extends EventEmitter {
   private status: Status = 'open';
-  /** What readers see: the state as of the last durable round. */
-  private committed: BTree<string, Entry>;
-  /** Every accepted write applied, durable or not: what writers validate against. */
-  private working: BTree<string, Entry>;
+  /** The live index: working (writers) and committed (readers) trees per subject. */
+  private readonly keys: Keyspace;
   private sb: Superblock;
   private checkpointing: Promise<void> | undefined;
   private bytesAtCheckpoint = 0;
@@ -114,7 +112,7 @@ export class Store extends EventEmitter {
   private openTxnTotal = 0;
 
   private readonly usage: SegmentUsage;
-  private readonly journal: JournalWriter<BTree<string, Entry>>;
+  private readonly journal: JournalWriter<Trees>;
   /** What happened while opening: how much was replayed, and any torn tail cut off. */
   readonly openReport: OpenReport;
 
@@ -128,13 +126,12 @@ export class Store extends EventEmitter {
     this.sb = sb;
     this.nextTxnId = replayed.nextTxnId;
     this.txnLimits = { ...DEFAULT_TXN_LIMITS, ...options.txnLimits };
-    this.working = index;
-    this.committed = index.clone();
+    this.keys = new Keyspace(index);
     this.usage = new SegmentUsage(sb.segmentCount);
-    for (const e of index.values()) this.usage.addEntry(e);
+    for (const tree of index.values()) for (const e of tree.values()) this.usage.addEntry(e);
     this.usage.resetChain(scan.chain);
     const reserve = options.reserveSegments ?? Math.max(2, Math.ceil(sb.segmentCount / 32));
-    this.journal = new JournalWriter<BTree<string, Entry>>(
+    this.journal = new JournalWriter<Trees>(
       device,
       sb.segmentSize,
       scan.tail,
@@ -142,7 +139,7 @@ export class Store extends EventEmitter {
       this.usage,
       reserve,
       {
-        sealed: () => this.working.clone(),
+        sealed: () => this.keys.seal(),
         durable: (snapshot) => {
           this.onDurable(snapshot);
         },
@@ -203,15 +200,10 @@ export class Store extends EventEmitter {
     checkSubject(subject, op);
     const bin = checkKey(key, op, subject);
     const bytes = toValue(value, op, subject, key);
-    const ik = indexKey(subject, bin);
-    checkPutAllowed(this.workingView, ik, subject, key, op);
-    const record: RecordToWrite = { opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: bytes };
+    checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
+    const record: RecordToWrite = { opcode: Op.PUT, key: recordKey(subject, bin), value: bytes };
     const appended = this.appendOrThrow([record], op, subject, key, {});
-    const entry: Entry = { value: bytes.slice(), extents: appended.extents };
-    const old = this.working.get(ik);
-    if (old !== undefined) this.usage.removeEntry(old);
-    this.working.set(ik, entry);
-    this.usage.addEntry(entry);
+    this.setEntry(subject, bin, { value: bytes.slice(), extents: appended.extents });
     await this.awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -225,7 +217,7 @@ export class Store extends EventEmitter {
     this.checkOpen(op);
     checkSubject(subject, op);
     const bin = checkKey(key, op, subject);
-    const entry = this.committed.get(indexKey(subject, bin));
+    const entry = this.keys.read(subject)?.get(bin);
     return entry === undefined ? undefined : new Uint8Array(entry.value);
   }
 
@@ -236,14 +228,10 @@ export class Store extends EventEmitter {
     if (this.legacy) await this.upgradeLegacy();
     checkSubject(subject, op);
     const bin = checkKey(key, op, subject);
-    const ik = indexKey(subject, bin);
-    checkDeleteAllowed(this.workingView, ik, subject, key, op);
-    const old = this.working.get(ik);
-    if (old === undefined) throw StatefsError.ENOENT(`key ${key}`, { op, subject, key });
-    const record: RecordToWrite = { opcode: Op.DELETE, key: Buffer.from(ik, 'latin1'), value: EMPTY };
+    checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
+    const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
     const appended = this.appendOrThrow([record], op, subject, key, { useReserve: true });
-    this.usage.removeEntry(old);
-    this.working.delete(ik);
+    this.deleteEntry(subject, bin);
     await this.awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -261,22 +249,8 @@ export class Store extends EventEmitter {
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
       throw StatefsError.EINVAL(`limit ${String(limit)}: use 1 to ${MAX_LIST_LIMIT}`, { op, subject });
     }
-    const base = indexKey(subject, '');
-    const from = base + binPrefix;
-    const after = options.after === undefined ? undefined : base + checkPrefix(options.after, op, subject);
-    const keys: string[] = [];
-    let next: string | undefined;
-    const start = after !== undefined && after > from ? after : from;
-    for (const k of this.committed.keys(start)) {
-      if (!k.startsWith(from)) break;
-      if (after !== undefined && k <= after) continue;
-      if (keys.length === limit) {
-        next = keys.at(-1);
-        break;
-      }
-      keys.push(fromBinary(k.slice(base.length)));
-    }
-    return next === undefined ? { keys } : { keys, next };
+    const after = options.after === undefined ? undefined : checkPrefix(options.after, op, subject);
+    return listTree(this.keys.read(subject), binPrefix, after, limit);
   }
 
   /**
@@ -330,17 +304,12 @@ export class Store extends EventEmitter {
     this.checkOpen('stat');
     const subjects = new Map<string, SubjectStat>();
     let liveBytes = 0;
-    for (const [k, e] of this.committed.entries()) {
-      const subject = k.slice(0, k.indexOf('\0'));
-      let s = subjects.get(subject);
-      if (s === undefined) {
-        s = { subject, keys: 0, liveBytes: 0 };
-        subjects.set(subject, s);
-      }
-      const bytes = entryDiskBytes(e);
-      s.keys++;
-      s.liveBytes += bytes;
-      liveBytes += bytes;
+    for (const [subject, tree] of this.keys.readAll()) {
+      if (tree.size === 0) continue;
+      const s: SubjectStat = { subject, keys: tree.size, liveBytes: 0 };
+      for (const e of tree.values()) s.liveBytes += entryDiskBytes(e);
+      liveBytes += s.liveBytes;
+      subjects.set(subject, s);
     }
     const { segmentSize, segmentCount, capacity } = this.sb;
     const segmentsFree = this.usage.freeCount();
@@ -376,7 +345,9 @@ export class Store extends EventEmitter {
 
   private async writeCheckpoint(): Promise<void> {
     const entries = [];
-    for (const [key, e] of this.working.entries()) entries.push({ key, extents: e.extents });
+    for (const [subject, tree] of this.keys.workingTrees()) {
+      for (const [bin, e] of tree.entries()) entries.push({ key: indexKey(subject, bin), extents: e.extents });
+    }
     const payload = encodeCheckpoint({ nextTxnId: this.nextTxnId, entries });
     const id = this.sb.ckptId + 1;
     const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
@@ -422,7 +393,8 @@ export class Store extends EventEmitter {
   }
 
   private async writeUpgrade(): Promise<void> {
-    const entries = [...this.working.entries()];
+    const entries: [string, Entry][] = [];
+    for (const [subject, tree] of this.keys.workingTrees()) for (const [bin, e] of tree.entries()) entries.push([indexKey(subject, bin), e]);
     const records: RecordToWrite[] = [
       { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint({ nextTxnId: 1, entries: [] })) },
       ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
@@ -461,8 +433,8 @@ export class Store extends EventEmitter {
     this.checkpoint().catch(() => undefined);
   }
 
-  private onDurable(snapshot: BTree<string, Entry>): void {
-    this.committed = snapshot;
+  private onDurable(sealed: Trees): void {
+    this.keys.publish(sealed);
     this.maybeCheckpoint();
   }
 
@@ -488,26 +460,18 @@ export class Store extends EventEmitter {
     }
   }
 
-  private *workingChildren(ik: string): Iterable<string> {
-    const prefix = `${ik}/`;
-    for (const k of this.working.keys(prefix)) {
-      if (!k.startsWith(prefix)) return;
-      yield k;
-    }
-  }
-
   /** Write a transaction as PREPARE, PAYLOADs, COMMIT in one append, then apply it. */
   private async commitTxn(subject: string, ops: TxnOp[]): Promise<void> {
     const op = 'txn.commit';
     this.checkWritable(op);
     if (this.legacy) await this.upgradeLegacy();
-    validateTxnOps(this.workingView, (ik) => this.workingChildren(ik), subject, ops);
+    validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     const txnId = this.nextTxnId;
     const subjectKey = Buffer.from(subject, 'latin1');
     const records: RecordToWrite[] = [{ opcode: Op.PREPARE, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) }];
     const chunkCounts: number[] = [];
     for (const o of ops) {
-      const key = Buffer.from(o.ik, 'latin1');
+      const key = recordKey(subject, o.bin);
       if (o.value === null) {
         records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_DELETE, index: 0, count: 1, data: EMPTY }) });
         chunkCounts.push(1);
@@ -529,33 +493,33 @@ export class Store extends EventEmitter {
       const count = chunkCounts[i] ?? 1;
       const extents = appended.extents.slice(at, at + count);
       at += count;
-      const old = this.working.get(o.ik);
-      if (old !== undefined) this.usage.removeEntry(old);
-      if (o.value === null) {
-        this.working.delete(o.ik);
-      } else {
-        const entry: Entry = { value: o.value, extents };
-        this.working.set(o.ik, entry);
-        this.usage.addEntry(entry);
-      }
+      if (o.value === null) this.deleteEntry(subject, o.bin);
+      else this.setEntry(subject, o.bin, { value: o.value, extents });
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }
 
-  /** The working index as the tree rules see it. */
-  readonly workingView: KeyView = {
-    has: (ik) => this.working.has(ik),
-    hasChildren: (ik) => {
-      const next = this.working.nextHigherKey(`${ik}/`);
-      return next?.startsWith(`${ik}/`) === true;
-    },
-  };
+  /** Put `entry` in the working tree, releasing the entry it replaces. */
+  private setEntry(subject: string, bin: string, entry: Entry): void {
+    const tree = this.keys.writable(subject);
+    const old = tree.get(bin);
+    tree.set(bin, entry);
+    if (old !== undefined) this.usage.removeEntry(old);
+    this.usage.addEntry(entry);
+  }
+
+  private deleteEntry(subject: string, bin: string): void {
+    const tree = this.keys.writable(subject);
+    const old = tree.get(bin);
+    tree.delete(bin);
+    if (old !== undefined) this.usage.removeEntry(old);
+  }
 
   private readonly txnHost: TxnHost = {
-    workingView: this.workingView,
-    workingChildren: (ik) => this.workingChildren(ik),
-    readCommitted: (ik) => {
-      const entry = this.committed.get(ik);
+    view: (subject) => this.keys.view(subject),
+    children: (subject, bin) => this.keys.children(subject, bin),
+    readCommitted: (subject, bin) => {
+      const entry = this.keys.read(subject)?.get(bin);
       return entry === undefined ? undefined : new Uint8Array(entry.value);
     },
     checkWritable: (op) => {
@@ -592,6 +556,25 @@ function settle<T>(fn: () => T): Promise<T> {
   } catch (err) {
     return Promise.reject(asStatefsError(err, 'unknown'));
   }
+}
+
+/** The key field of a v3 data record: subject, NUL, key bytes. */
+function recordKey(subject: string, bin: string): Uint8Array {
+  return Buffer.from(indexKey(subject, bin), 'latin1');
+}
+
+/** One page of a tree's keys under `prefix`, after `after`, bytewise ascending. */
+function listTree(tree: Tree | undefined, prefix: string, after: string | undefined, limit: number): ListPage {
+  const keys: string[] = [];
+  if (tree === undefined) return { keys };
+  const start = after !== undefined && after > prefix ? after : prefix;
+  for (const k of tree.keys(start)) {
+    if (!k.startsWith(prefix)) break;
+    if (after !== undefined && k <= after) continue;
+    if (keys.length === limit) return { keys, next: keys.at(-1) ?? '' };
+    keys.push(fromBinary(k));
+  }
+  return { keys };
 }
 
 function asStatefsError(err: unknown, op: string): StatefsError {

@@ -1,5 +1,5 @@
 import { StatefsError } from '../errors.js';
-import { checkKey, checkSubject, indexKey, toValue } from './names.js';
+import { checkKey, checkSubject, toValue } from './names.js';
 import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
 
 /** Caps on transactions (spec section 3); the defaults are the spec's. */
@@ -18,17 +18,19 @@ export const DEFAULT_TXN_LIMITS: TxnLimits = { perSubject: 8, perStore: 1024, ke
 
 /** One buffered write: a value, or `null` for a delete. */
 export interface TxnOp {
-  ik: string;
+  /** The key as a binary string (see names.ts). */
+  bin: string;
   key: string;
   value: Uint8Array | null;
 }
 
 /** What a transaction needs from its store. */
 export interface TxnHost {
-  readonly workingView: KeyView;
-  /** Keys of the working index at and below `ik/`, in order. */
-  workingChildren(ik: string): Iterable<string>;
-  readCommitted(ik: string): Uint8Array | undefined;
+  /** The subject's working keys. */
+  view(subject: string): KeyView;
+  /** Working keys of the subject strictly below `bin`, in order. */
+  children(subject: string, bin: string): Iterable<string>;
+  readCommitted(subject: string, bin: string): Uint8Array | undefined;
   checkWritable(op: string): void;
   commitTxn(subject: string, ops: TxnOp[]): Promise<void>;
   releaseTxn(subject: string): void;
@@ -59,9 +61,9 @@ export class Transaction {
   put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
     return settle(() => {
       const op = 'txn.put';
-      const ik = this.target(subject, key, op);
+      const bin = this.target(subject, key, op);
       const bytes = toValue(value, op, subject, key);
-      const previous = this.ops.get(ik);
+      const previous = this.ops.get(bin);
       const added = bytes.length - (previous?.value?.length ?? 0);
       if (previous === undefined && this.ops.size >= this.limits.keys) {
         throw StatefsError.EFBIG(`transaction writes more than ${this.limits.keys} keys`, { op, subject, key });
@@ -69,9 +71,9 @@ export class Transaction {
       if (this.bytes + added > this.limits.bytes) {
         throw StatefsError.EFBIG(`transaction writes more than ${this.limits.bytes} value bytes`, { op, subject, key });
       }
-      checkPutAllowed(this.view, ik, subject, key, op);
-      this.ops.delete(ik); // re-insert: the op order is the order of last writes
-      this.ops.set(ik, { ik, key, value: bytes.slice() });
+      checkPutAllowed(this.view, bin, subject, key, op);
+      this.ops.delete(bin); // re-insert: the op order is the order of last writes
+      this.ops.set(bin, { bin, key, value: bytes.slice() });
       this.bytes += added;
     });
   }
@@ -80,26 +82,26 @@ export class Transaction {
   delete(subject: string, key: string): Promise<void> {
     return settle(() => {
       const op = 'txn.delete';
-      const ik = this.target(subject, key, op);
-      const previous = this.ops.get(ik);
+      const bin = this.target(subject, key, op);
+      const previous = this.ops.get(bin);
       if (previous === undefined && this.ops.size >= this.limits.keys) {
         throw StatefsError.EFBIG(`transaction writes more than ${this.limits.keys} keys`, { op, subject, key });
       }
-      checkDeleteAllowed(this.view, ik, subject, key, op);
+      checkDeleteAllowed(this.view, bin, subject, key, op);
       this.bytes -= previous?.value?.length ?? 0;
-      this.ops.delete(ik);
+      this.ops.delete(bin);
       // Deleting what only this transaction wrote leaves nothing to do for that key.
-      if (this.host.workingView.has(ik)) this.ops.set(ik, { ik, key, value: null });
+      if (this.base.has(bin)) this.ops.set(bin, { bin, key, value: null });
     });
   }
 
   /** Read through this transaction: its own writes first, then the store's acknowledged state. */
   get(subject: string, key: string): Promise<Uint8Array | undefined> {
     return settle(() => {
-      const ik = this.target(subject, key, 'txn.get');
-      const own = this.ops.get(ik);
+      const bin = this.target(subject, key, 'txn.get');
+      const own = this.ops.get(bin);
       if (own !== undefined) return own.value === null ? undefined : new Uint8Array(own.value);
-      return this.host.readCommitted(ik);
+      return this.host.readCommitted(subject, bin);
     });
   }
 
@@ -132,7 +134,7 @@ export class Transaction {
     this.checkOpen(op);
     checkSubject(subject, op);
     if (subject !== this.subject) throw StatefsError.EXDEV(`transaction of ${this.subject} cannot touch ${subject}`, { op, subject, key });
-    return indexKey(subject, checkKey(key, op, subject));
+    return checkKey(key, op, subject);
   }
 
   private checkOpen(op: string): void {
@@ -140,16 +142,20 @@ export class Transaction {
     this.host.checkWritable(op);
   }
 
+  private get base(): KeyView {
+    return this.host.view(this.subject);
+  }
+
   /** The store's working keys with this transaction's writes laid over them. */
   private readonly view: KeyView = {
-    has: (ik) => {
-      const own = this.ops.get(ik);
-      return own === undefined ? this.host.workingView.has(ik) : own.value !== null;
+    has: (bin) => {
+      const own = this.ops.get(bin);
+      return own === undefined ? this.base.has(bin) : own.value !== null;
     },
-    hasChildren: (ik) => {
-      const prefix = `${ik}/`;
-      for (const o of this.ops.values()) if (o.value !== null && o.ik.startsWith(prefix)) return true;
-      for (const child of this.host.workingChildren(ik)) if (this.ops.get(child)?.value !== null) return true;
+    hasChildren: (bin) => {
+      const prefix = `${bin}/`;
+      for (const o of this.ops.values()) if (o.value !== null && o.bin.startsWith(prefix)) return true;
+      for (const child of this.host.children(this.subject, bin)) if (this.ops.get(child)?.value !== null) return true;
       return false;
     },
   };
@@ -165,20 +171,20 @@ function settle<T>(fn: () => T): Promise<T> {
 }
 
 /** Validate a whole op list in order against `base` (used again at commit: the store may have moved). */
-export function validateTxnOps(base: KeyView, children: (ik: string) => Iterable<string>, subject: string, ops: readonly TxnOp[]): void {
+export function validateTxnOps(base: KeyView, children: (bin: string) => Iterable<string>, subject: string, ops: readonly TxnOp[]): void {
   const applied = new Map<string, boolean>();
   const view: KeyView = {
-    has: (ik) => applied.get(ik) ?? base.has(ik),
-    hasChildren: (ik) => {
-      const prefix = `${ik}/`;
+    has: (bin) => applied.get(bin) ?? base.has(bin),
+    hasChildren: (bin) => {
+      const prefix = `${bin}/`;
       for (const [k, present] of applied) if (present && k.startsWith(prefix)) return true;
-      for (const child of children(ik)) if (applied.get(child) !== false) return true;
+      for (const child of children(bin)) if (applied.get(child) !== false) return true;
       return false;
     },
   };
   for (const o of ops) {
-    if (o.value === null) checkDeleteAllowed(view, o.ik, subject, o.key, 'txn.commit');
-    else checkPutAllowed(view, o.ik, subject, o.key, 'txn.commit');
-    applied.set(o.ik, o.value !== null);
+    if (o.value === null) checkDeleteAllowed(view, o.bin, subject, o.key, 'txn.commit');
+    else checkPutAllowed(view, o.bin, subject, o.key, 'txn.commit');
+    applied.set(o.bin, o.value !== null);
   }
 }
