@@ -120,6 +120,24 @@ const ckptArb = fc.record({
     }, { noNullPrototype: true }),
     { maxLength: 20 },
   ),
+  nextSnapId: fc.integer({ min: 1, max: 2 ** 40 }),
+  snapshots: fc.array(
+    fc.record(
+      {
+        subject: fc.constantFrom('app', 'b.c'),
+        name: fc.constantFrom('s1', 'nightly-2026'),
+        id: fc.integer({ min: 1, max: 2 ** 40 }),
+        digest: fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: undefined }),
+        diff: fc.array(
+          fc.record({ key: fc.constantFrom('/state/a', '/state/b/c'), extents: fc.option(fc.array(fc.record({ segment: fc.nat({ max: 9 }), offset: fc.nat({ max: 9999 }), length: fc.nat({ max: 9999 }) }, { noNullPrototype: true }), { minLength: 1, maxLength: 2 }), { nil: null }) }, { noNullPrototype: true }),
+          { maxLength: 4 },
+        ),
+      },
+      { noNullPrototype: true },
+    ),
+    { maxLength: 3 },
+  ),
+  mounts: fc.array(fc.record({ caller: fc.constant('app'), path: fc.constant('/mnt/x'), owner: fc.constant('b'), name: fc.constant('s1'), snapId: fc.nat({ max: 99 }) }, { noNullPrototype: true }), { maxLength: 2 }),
 }, { noNullPrototype: true });
 
 test('checkpoint payloads round-trip; truncations and garbage give EINTEGRITY, never another error', () => {

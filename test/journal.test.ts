@@ -12,9 +12,10 @@ function flip(buf: Uint8Array, at: number, mask: number): void {
   buf[at] = (buf[at] ?? 0) ^ mask;
 }
 
-/** Byte offset of the record whose key field is `subject NUL key` (the last such record). */
-function recordOffset(image: Uint8Array, subject: string, key: string): number {
-  const at = Buffer.from(image).lastIndexOf(Buffer.from(`${subject}\0${key}`, 'latin1'));
+/** Byte offset of the record whose key field is `subject NUL key` (the last such record, or the first). */
+function recordOffset(image: Uint8Array, subject: string, key: string, which: 'first' | 'last' = 'last'): number {
+  const needle = Buffer.from(`${subject}\0${key}`, 'latin1');
+  const at = which === 'last' ? Buffer.from(image).lastIndexOf(needle) : Buffer.from(image).indexOf(needle);
   assert.ok(at > 11, `record of ${key} not found`);
   return at - 11;
 }
@@ -97,7 +98,7 @@ test('damage in a segment that the log has left behind is EINTEGRITY', async () 
   const big = new Uint8Array(30_000).fill(7);
   for (let i = 0; i < 30; i++) await store.put('app', `/state/big${i}`, big); // ~3.5 segments
   await store.close();
-  const at = recordOffset(image, 'app', '/state/big0');
+  const at = recordOffset(image, 'app', '/state/big0', 'first'); // the PUT (a close-time checkpoint names the key too)
   const damaged = image.slice();
   flip(damaged, at + 200, 0x80);
   await assert.rejects(Store.openDevice(new MemoryDevice(damaged)), (err: unknown) => err instanceof StatefsError && err.code === 'EINTEGRITY' && err.offset === at);

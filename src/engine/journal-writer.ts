@@ -67,6 +67,8 @@ interface Part {
   length: number;
   /** Appends whose last record is in this part. */
   waiters: Waiter[];
+  /** A segment header: written alone and flushed, no SYNC. */
+  header?: true;
 }
 
 /**
@@ -120,6 +122,16 @@ export class JournalWriter<T> {
     return this.segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
   }
 
+  /** Whether `append` would place these records now (false: it would throw `ENOSPC`). */
+  fits(records: readonly RecordToWrite[], options: AppendOptions = {}): boolean {
+    try {
+      this.checkSpace(records, options);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Throws `ENOSPC` if the records cannot be placed, without placing any. */
   checkSpace(records: readonly RecordToWrite[], options: AppendOptions = {}): void {
     let offset = this.mustRoll ? this.segmentSize : this.tail.offset;
@@ -136,7 +148,7 @@ export class JournalWriter<T> {
     }
     const free = this.allocator.freeCount();
     const usable = options.useReserve === true ? free : free - this.reserveSegments;
-    if (rolls > usable) throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+    if (rolls > 0 && rolls > usable) throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
   }
 
   /** Place the records at the end of the log. Throws `EIO` after a failure, `ENOSPC` when full. */
@@ -218,8 +230,12 @@ export class JournalWriter<T> {
     const segment = this.allocator.take();
     const segSeq = this.nextSegSeq++;
     this.tail = { segment, segSeq, offset: 0 };
+    // The header is a part of its own, outside every batch, written and flushed before any other
+    // byte of the segment: once a byte of this life can be on disk, its sequence number is.
     const header = encodeSegmentHeader({ segSeq, segIndex: segment, prevIndex: prev.segment, prevEnd: prev.offset });
-    this.push(this.openPart(), encodeRecord(Op.SEGMENT, EMPTY, header));
+    const part: Part = { segment, segSeq, start: 0, chunks: [], length: 0, waiters: [], header: true };
+    this.push(part, encodeRecord(Op.SEGMENT, EMPTY, header));
+    this.sealedParts.push(part);
   }
 
   private schedule(): void {
@@ -244,14 +260,7 @@ export class JournalWriter<T> {
         this.inFlight = parts;
         const token = this.hooks.sealed();
         try {
-          for (let i = 0; i < parts.length; i++) {
-            const part = parts[i];
-            if (part === undefined) continue;
-            const bytes = part.chunks.length === 1 ? (part.chunks[0] ?? EMPTY) : concat(part.chunks, part.length);
-            await this.device.write(segmentOffset(part.segment, this.segmentSize) + part.start, bytes);
-            const next = parts[i + 1];
-            if (next?.segment !== part.segment) await this.device.flush();
-          }
+          for (const run of bySegment(parts)) await this.writeRun(run);
         } catch (err) {
           this.fail(err, parts);
           break;
@@ -266,6 +275,18 @@ export class JournalWriter<T> {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /** Write a run of contiguous parts of one segment with one write, then flush. */
+  private async writeRun(run: Part[]): Promise<void> {
+    const first = run[0];
+    if (first === undefined) return;
+    const bytes = concat(
+      run.flatMap((p) => p.chunks),
+      run.reduce((n, p) => n + p.length, 0),
+    );
+    await this.device.write(segmentOffset(first.segment, this.segmentSize) + first.start, bytes);
+    await this.device.flush();
   }
 
   /**
@@ -285,7 +306,24 @@ export class JournalWriter<T> {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Runs of consecutive parts in the same segment (contiguous: each starts where the last ended),
+ * each written with one write and one flush. A segment header is always a run of its own.
+ */
+function bySegment(parts: readonly Part[]): Part[][] {
+  const runs: Part[][] = [];
+  for (const part of parts) {
+    const last = runs.at(-1);
+    const prev = last?.at(-1);
+    const joins = prev !== undefined && prev.header !== true && part.header !== true && prev.segment === part.segment && prev.start + prev.length === part.start;
+    if (last !== undefined && joins) last.push(part);
+    else runs.push([part]);
+  }
+  return runs;
+}
+
 function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {
+  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0];
   const out = new Uint8Array(length);
   let at = 0;
   for (const c of chunks) {

@@ -28,6 +28,8 @@ export interface LogScan {
   /** Complete batches replayed. */
   batches: number;
   records: number;
+  /** Journal bytes from the checkpoint to the tail (what the next open will replay again). */
+  bytes: number;
 }
 
 /**
@@ -68,6 +70,7 @@ export async function scanLog(
   let start = sb.ckptOffset;
   let batches = 0;
   let records = 0;
+  let bytes = 0;
   for (;;) {
     chain.push(segment);
     const base = segmentOffset(segment, sb.segmentSize);
@@ -75,7 +78,12 @@ export async function scanLog(
     const next = successor(segment, segSeq);
     const end = next?.header.prevEnd ?? sb.segmentSize;
     let pos = start;
-    let batchStart = start;
+    if (start === 0) {
+      // The segment header stands outside every batch (scanLog only gets here for a valid header).
+      const h = decodeRecord(buf, 0, end);
+      pos = h.ok ? h.record.length : 0;
+    }
+    let batchStart = pos;
     let batch: LoggedRecord[] = [];
     let fault: RecordFault | 'unsealed' | undefined;
     while (pos < end) {
@@ -106,6 +114,7 @@ export async function scanLog(
         const at = batch.length > 0 && fault === undefined ? batchStart : pos;
         throw StatefsError.EINTEGRITY(`damaged record in segment ${segment} (${fault ?? 'unsealed batch'})`, { op: 'open', offset: base + at });
       }
+      bytes += end - start;
       segment = next.index;
       segSeq = next.header.segSeq;
       start = 0;
@@ -114,7 +123,9 @@ export async function scanLog(
     // Head segment: decide between a clean end, a torn tail and damage.
     const clean = fault === 'zero' && batch.length === 0;
     let torn: TornTail | undefined;
-    if (!clean && pos < sb.segmentSize) {
+    if (pos < sb.segmentSize) {
+      // Even after zeros: the journal writes each segment's bytes in order with one write per
+      // flush, so a valid batch of this segment's life past the end means the end is damage.
       const later = findLaterSync(buf, pos + 1, segSeq);
       if (later !== undefined) {
         throw StatefsError.EINTEGRITY(`damaged record in segment ${segment} followed by valid records (a SYNC at ${base + later})`, {
@@ -122,9 +133,10 @@ export async function scanLog(
           offset: base + pos,
         });
       }
-      torn = { offset: base + batchStart, fault: fault ?? 'unsealed' };
+      if (!clean) torn = { offset: base + batchStart, fault: fault ?? 'unsealed' };
     }
-    return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records };
+    bytes += batchStart - start;
+    return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records, bytes };
   }
 }
 

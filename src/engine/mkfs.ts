@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
+import { emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import { encodeRecord } from '../format/record.js';
 import { NO_SEGMENT, encodeSegmentHeader, encodeSync } from '../format/segment.js';
@@ -43,15 +43,15 @@ export async function formatDevice(device: BlockDevice, options: FormatOptions =
   }
   const empty = new Uint8Array(0);
   const header = encodeRecord(Op.SEGMENT, empty, encodeSegmentHeader({ segSeq: 1, segIndex: 0, prevIndex: NO_SEGMENT, prevEnd: 0 }));
-  const ckpt = encodeRecord(Op.CKPT, empty, encodeCheckpointChunk(1, 0, 1, encodeCheckpoint({ nextTxnId: 1, entries: [] })));
-  const sync = encodeRecord(Op.SYNC, empty, encodeSync({ segSeq: 1, batchStart: 0 }));
+  const ckpt = encodeRecord(Op.CKPT, empty, encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint())));
+  const sync = encodeRecord(Op.SYNC, empty, encodeSync({ segSeq: 1, batchStart: header.length }));
   const first = new Uint8Array(segmentSize);
   first.set(header, 0);
   first.set(ckpt, header.length);
   first.set(sync, header.length + ckpt.length);
   await device.write(segmentOffset(0, segmentSize), first);
   await device.flush();
-  const sb: Superblock = { generation: 1, capacity, segmentSize, segmentCount, ckptSegment: 0, ckptOffset: 0, ckptSegSeq: 1, ckptId: 1 };
+  const sb: Superblock = { generation: 1, capacity, segmentSize, segmentCount, ckptSegment: 0, ckptOffset: header.length, ckptSegSeq: 1, ckptId: 1 };
   await writeSuperblock(device, { ...sb, generation: 0 });
   await writeSuperblock(device, sb);
   return sb;

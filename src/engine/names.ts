@@ -83,3 +83,24 @@ export function splitIndexKey(ik: string): [string, string] | undefined {
   if (nul <= 0) return undefined;
   return [ik.slice(0, nul), ik.slice(nul + 1)];
 }
+
+const SNAP_NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** Snapshot names and mount labels: 1–64 bytes of [A-Za-z0-9._-], not starting with `.`. */
+export function checkSnapName(name: unknown, op: string, subject: string): string {
+  if (typeof name !== 'string' || name.length === 0) throw StatefsError.EINVAL('snapshot name must be a non-empty string', { op, subject });
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw StatefsError.ENAMETOOLONG(`name of ${Buffer.byteLength(name)} bytes (max ${MAX_NAME_BYTES})`, { op, subject, name });
+  if (!SNAP_NAME_RE.test(name)) {
+    throw StatefsError.EINVAL(`name ${JSON.stringify(name)}: use [A-Za-z0-9._-], not starting with .`, { op, subject, name });
+  }
+  return name;
+}
+
+/** A mount path: `/mnt/<label>`, one component with the snapshot-name charset. */
+export function checkMountPath(path: unknown, op: string, subject: string): string {
+  if (typeof path !== 'string' || !path.startsWith('/mnt/')) {
+    throw StatefsError.EINVAL(`mount path ${JSON.stringify(path)} must be /mnt/<label>`, { op, subject });
+  }
+  checkSnapName(path.slice('/mnt/'.length), op, subject);
+  return path;
+}

@@ -1,13 +1,17 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { decodeCheckpoint, decodeCheckpointChunk } from '../format/checkpoint.js';
+import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { decodeRecord } from '../format/record.js';
-import { PAYLOAD_DELETE, PAYLOAD_PUT, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
+import { decodeRecord, type DecodedRecord } from '../format/record.js';
+import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
+import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree } from './btree.js';
 import type { Entry } from './entry.js';
-import type { Trees } from './keyspace.js';
+import type { Tree, Trees } from './keyspace.js';
+import { SnapshotTable } from './snapshot-table.js';
+import { MountTable } from './mount-table.js';
+import { decodeMount, decodeSnapDigest, decodeSnapId } from '../format/meta-records.js';
 import { splitIndexKey } from './names.js';
 import type { Extent } from './journal-writer.js';
 import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
@@ -21,6 +25,8 @@ export interface Replayed {
   index: Trees;
   /** Above every transaction id in the checkpoint or the log. */
   nextTxnId: number;
+  snapshots: SnapshotTable;
+  mounts: MountTable;
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
   legacy?: LegacyImage;
 }
@@ -47,6 +53,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const chunks: Uint8Array[] = [];
   const ckpt = { loaded: false };
   const txns = new Map<number, PendingTxn>();
+  const snapshots = new SnapshotTable();
+  const mounts = new MountTable();
   const ids = { next: 1 };
   /** Entries loaded from the checkpoint whose bytes are still to be read. */
   const unread = new Set<Entry>();
@@ -61,11 +69,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           if (chunks.length === c.count) {
             const decoded = decodeCheckpoint(Buffer.concat(chunks));
             ids.next = Math.max(ids.next, decoded.nextTxnId);
-            for (const e of decoded.entries) {
-              const entry: Entry = { value: NO_VALUE, extents: e.extents };
-              index.set(e.key, entry, extent);
-              unread.add(entry);
-            }
+            loadCheckpoint(decoded, index, snapshots, mounts, unread, extent);
             ckpt.loaded = true;
           }
           break;
@@ -106,6 +110,15 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           if (mark !== undefined) txns.delete(mark.txnId);
           break;
         }
+        case Op.SNAPSHOT:
+        case Op.SNAPDIGEST:
+        case Op.SNAPDEL:
+        case Op.RESTORE:
+        case Op.MOUNT:
+        case Op.UMOUNT:
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          applyMeta(record, extent, index, snapshots, mounts, sb);
+          break;
         case Op.SEGMENT:
         case Op.CHECKPOINT:
           break;
@@ -116,8 +129,9 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  await readValues(device, sb, index.trees, unread);
-  return { sb, scan, index: index.trees, nextTxnId: ids.next };
+  const trees = [...index.trees.values(), ...snapshots.all().map((snap) => snap.tree)];
+  await readValues(device, sb, trees, unread);
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts };
 }
 
 /** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */
@@ -161,8 +175,9 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     maxSegSeq: 0,
     batches: 0,
     records: legacy.records,
+    bytes: 0,
   };
-  return { sb, scan, index: legacy.index, nextTxnId: 1, legacy };
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), legacy };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
@@ -170,11 +185,11 @@ function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): voi
 }
 
 /** Read the values of checkpointed entries that survived replay, one segment read at a time. */
-async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, unread: Set<Entry>): Promise<void> {
+async function readValues(device: BlockDevice, sb: Superblock, trees: readonly Tree[], unread: Set<Entry>): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
   // Only entries still indexed after replay: a superseded one may point into a reused segment.
   const live = new Set<Entry>();
-  for (const tree of trees.values()) for (const e of tree.values()) if (unread.has(e)) live.add(e);
+  for (const tree of trees) for (const e of tree.values()) if (unread.has(e)) live.add(e);
   for (const e of live) {
     for (const x of e.extents) {
       let list = bySegment.get(x.segment);
@@ -201,17 +216,82 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, unr
         const buf = await segmentBytes(x.segment);
         const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
         if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
-        if (r.record.opcode === Op.PUT) {
-          parts.push(r.record.value);
-          continue;
-        }
-        const chunk = r.record.opcode === Op.PAYLOAD ? decodePayload(r.record.value) : undefined;
-        if (chunk?.kind !== PAYLOAD_PUT) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
-        parts.push(chunk.data);
+        const value = valueOfRecord(r.record);
+        if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
+        parts.push(value);
       }
       e.value = parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : Buffer.concat(parts);
       unread.delete(e);
     }
+  }
+}
+
+/** Load a checkpoint: live entries, snapshots (as differences from live) and mounts. Values are read later. */
+function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, unread: Set<Entry>, at: Extent): void {
+  // The same record may be named by the live state and by snapshots: one Entry object per record.
+  const byRecord = new Map<string, Entry>();
+  const entryFor = (extents: Extent[]): Entry => {
+    const first = extents[0];
+    const id = first === undefined ? '' : `${first.segment}:${first.offset}`;
+    let entry = byRecord.get(id);
+    if (entry === undefined) {
+      entry = { value: NO_VALUE, extents };
+      byRecord.set(id, entry);
+      unread.add(entry);
+    }
+    return entry;
+  };
+  for (const e of ckpt.entries) index.set(e.key, entryFor(e.extents), at);
+  snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
+  for (const s of ckpt.snapshots) {
+    const tree = index.trees.get(s.subject)?.clone() ?? new BTree<string, Entry>();
+    for (const d of s.diff) {
+      if (d.extents === null) tree.delete(d.key);
+      else tree.set(d.key, entryFor(d.extents));
+    }
+    snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest });
+  }
+  for (const m of ckpt.mounts) mounts.add(m);
+}
+
+/** Apply a snapshot or mount record in log order. */
+function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, sb: Superblock): void {
+  const parts = splitIndexKey(Buffer.from(record.key).toString('latin1'));
+  if (parts === undefined) throw damaged(sb, at, 'metadata record key has no subject');
+  const [subject, name] = parts;
+  switch (record.opcode) {
+    case Op.SNAPSHOT: {
+      const id = decodeSnapId(record.value);
+      if (id === undefined) throw damaged(sb, at, 'malformed SNAPSHOT');
+      const tree = index.trees.get(subject)?.clone() ?? new BTree<string, Entry>();
+      snapshots.add({ subject, name, id, tree, digest: undefined });
+      return;
+    }
+    case Op.SNAPDIGEST: {
+      const d = decodeSnapDigest(record.value);
+      const snap = snapshots.get(subject, name);
+      if (d !== undefined && snap?.id === d.id) snap.digest = d.digest;
+      return;
+    }
+    case Op.SNAPDEL: {
+      const id = decodeSnapId(record.value);
+      if (snapshots.get(subject, name)?.id === id) snapshots.remove(subject, name);
+      return;
+    }
+    case Op.RESTORE: {
+      const snap = snapshots.get(subject, name);
+      if (snap?.id !== decodeSnapId(record.value) || snap === undefined) throw damaged(sb, at, `RESTORE of unknown snapshot ${name}`);
+      index.trees.set(subject, snap.tree.clone());
+      return;
+    }
+    case Op.MOUNT: {
+      const target = decodeMount(record.value);
+      if (target === undefined) throw damaged(sb, at, 'malformed MOUNT');
+      mounts.add({ caller: subject, path: name, ...target });
+      return;
+    }
+    default:
+      mounts.remove(subject, name);
   }
 }
 

@@ -2,13 +2,20 @@ import { EventEmitter } from 'node:events';
 import type { BlockDevice } from '../device/device.js';
 import { FileDevice } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
-import { CKPT_CHUNK, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
+import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { entryDiskBytes, type Entry } from './entry.js';
 import { JournalWriter, type RecordToWrite } from './journal-writer.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
-import { KEY_ROOT, checkKey, checkPrefix, checkSubject, fromBinary, indexKey, toValue } from './names.js';
+import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, indexKey, toBinary, toValue } from './names.js';
+import { BTree, diffTrees } from './btree.js';
+import { buildCheckpoint } from './checkpoint-builder.js';
+import { MOUNT_ROOT, MountTable } from './mount-table.js';
+import { SnapshotTable, type Snapshot } from './snapshot-table.js';
+import { snapshotDigest } from './snapshot-digest.js';
+import { readEntryValue } from './entry-reader.js';
+import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
 import { Keyspace, type Tree, type Trees } from './keyspace.js';
@@ -24,6 +31,12 @@ export interface OpenOptions {
   reserveSegments?: number;
   /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
   checkpointBytes?: number;
+  /**
+   * Cross-subject grants: `grants[caller]` lists the owners whose snapshots `caller` may mount
+   * (the daemon fills this from its policy file). Mounting another subject's snapshot without a
+   * grant is `EPERM`.
+   */
+  grants?: Readonly<Record<string, readonly string[]>>;
   /** Subject that owns the state of a legacy v1 image (default `legacy`). */
   legacySubject?: string;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
@@ -83,6 +96,36 @@ export interface OpenReport {
   tornTailAt?: number;
 }
 
+/** A snapshot as `listSnaps(subject, { details: true })` reports it. */
+export interface SnapshotInfo {
+  name: string;
+  /** Store-wide creation sequence number. */
+  id: number;
+  keys: number;
+  /** Bytes of the records the snapshot reads (framing included). */
+  bytes: number;
+  /** Bytes only this snapshot keeps alive: what deleting it would free. */
+  exclusiveBytes: number;
+  /** Hex SHA-256 of the content in canonical order (undefined while still being computed). */
+  digest?: string;
+}
+
+/** Keys added, removed and changed from `a` to `b`, each bytewise sorted. */
+export interface SnapshotDiff {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export interface MountInfo {
+  path: string;
+  owner: string;
+  name: string;
+}
+
+/** Names the live state in `diffSnaps`. */
+export const LIVE = '@live';
+
 type Status = 'open' | 'closing' | 'closed';
 
 const DEFAULT_LIST_LIMIT = 1000;
@@ -100,12 +143,19 @@ export class Store extends EventEmitter {
   private sb: Superblock;
   private checkpointing: Promise<void> | undefined;
   private bytesAtCheckpoint = 0;
+  private readonly reserveSegments: number;
   private lastCheckpointBytes = 0;
   private writeFailure: StatefsError | undefined;
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
   private nextTxnId: number;
   private readonly txnLimits: TxnLimits;
   private readonly openTxns = new Map<string, number>();
+  private readonly snapshots: SnapshotTable;
+  private readonly mounts: MountTable;
+  /** Digests being computed, by snapshot id. */
+  private readonly digestJobs = new Map<number, Promise<Uint8Array>>();
+  /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
+  private metaQueue: Promise<unknown> = Promise.resolve();
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
   private legacy: boolean;
   private upgrading: Promise<void> | undefined;
@@ -127,10 +177,13 @@ export class Store extends EventEmitter {
     this.nextTxnId = replayed.nextTxnId;
     this.txnLimits = { ...DEFAULT_TXN_LIMITS, ...options.txnLimits };
     this.keys = new Keyspace(index);
+    this.snapshots = replayed.snapshots;
+    this.mounts = replayed.mounts;
     this.usage = new SegmentUsage(sb.segmentCount);
-    for (const tree of index.values()) for (const e of tree.values()) this.usage.addEntry(e);
+    for (const e of distinctEntries(index, this.snapshots)) this.usage.addEntry(e);
     this.usage.resetChain(scan.chain);
     const reserve = options.reserveSegments ?? Math.max(2, Math.ceil(sb.segmentCount / 32));
+    this.reserveSegments = reserve;
     this.journal = new JournalWriter<Trees>(
       device,
       sb.segmentSize,
@@ -144,9 +197,13 @@ export class Store extends EventEmitter {
           this.onDurable(snapshot);
         },
       },
-      scan.torn !== undefined || replayed.legacy !== undefined,
+      // A legacy image starts its v3 log in a fresh segment. After a torn tail the log goes on
+      // in place: open refused any tail holding a valid batch of this segment's life.
+      replayed.legacy !== undefined,
     );
+    this.bytesAtCheckpoint = -scan.bytes;
     this.legacy = replayed.legacy !== undefined;
+    for (const snap of this.snapshots.all()) if (snap.digest === undefined) void this.startDigest(snap);
     this.openReport = {
       format: replayed.legacy === undefined ? 'v3' : 'legacy-v1',
       batchesReplayed: scan.batches,
@@ -196,12 +253,17 @@ export class Store extends EventEmitter {
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
     const op = 'put';
     this.checkWritable(op);
-    if (this.legacy) await this.upgradeLegacy();
     checkSubject(subject, op);
+    this.checkWritePath(subject, key, op);
+    if (this.legacy) await this.upgradeLegacy();
     const bin = checkKey(key, op, subject);
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.PUT, key: recordKey(subject, bin), value: bytes };
+    if (!this.journal.fits([record])) {
+      await this.reclaim();
+      checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
+    }
     const appended = this.appendOrThrow([record], op, subject, key, {});
     this.setEntry(subject, bin, { value: bytes.slice(), extents: appended.extents });
     await this.awaitDurable(appended.durable, op, subject, key);
@@ -216,6 +278,7 @@ export class Store extends EventEmitter {
     const op = 'get';
     this.checkOpen(op);
     checkSubject(subject, op);
+    if (isMountKey(key)) return this.readMount(subject, key, op);
     const bin = checkKey(key, op, subject);
     const entry = this.keys.read(subject)?.get(bin);
     return entry === undefined ? undefined : new Uint8Array(entry.value);
@@ -225,11 +288,16 @@ export class Store extends EventEmitter {
   async delete(subject: string, key: string): Promise<void> {
     const op = 'delete';
     this.checkWritable(op);
-    if (this.legacy) await this.upgradeLegacy();
     checkSubject(subject, op);
+    this.checkWritePath(subject, key, op);
+    if (this.legacy) await this.upgradeLegacy();
     const bin = checkKey(key, op, subject);
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
+    if (!this.journal.fits([record], { useReserve: true })) {
+      await this.reclaim();
+      checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
+    }
     const appended = this.appendOrThrow([record], op, subject, key, { useReserve: true });
     this.deleteEntry(subject, bin);
     await this.awaitDurable(appended.durable, op, subject, key);
@@ -250,6 +318,7 @@ export class Store extends EventEmitter {
       throw StatefsError.EINVAL(`limit ${String(limit)}: use 1 to ${MAX_LIST_LIMIT}`, { op, subject });
     }
     const after = options.after === undefined ? undefined : checkPrefix(options.after, op, subject);
+    if (binPrefix.startsWith(MOUNT_ROOT)) return this.listMount(subject, binPrefix, after, limit, op);
     return listTree(this.keys.read(subject), binPrefix, after, limit);
   }
 
@@ -269,6 +338,183 @@ export class Store extends EventEmitter {
     return new Transaction(this.txnHost, subject, this.txnLimits);
   }
 
+  // ---- snapshots ----------------------------------------------------------------------------
+
+  /**
+   * Capture `subject`'s state — every write acknowledged before the call, no uncommitted
+   * transaction — as snapshot `name`. O(1) in the number of keys. Resolves once the snapshot's
+   * record is durable, then emits the marker `statefs: snapshot subject=<subject> name=<name>`.
+   */
+  snapshot(subject: string, name: string): Promise<void> {
+    const op = 'snapshot';
+    return this.meta(op, async () => {
+      checkSubject(subject, op);
+      checkSnapName(name, op, subject);
+      if (this.legacy) await this.upgradeLegacy();
+      if (this.snapshots.get(subject, name) !== undefined) throw StatefsError.EEXIST(`snapshot ${name}`, { op, subject, name });
+      const id = this.snapshots.nextId;
+      const appended = this.appendOrThrow([{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
+      const snap: Snapshot = { subject, name, id, tree: this.keys.workingTree(subject)?.clone() ?? new BTree<string, Entry>(), digest: undefined };
+      this.snapshots.add(snap);
+      await this.awaitDurable(appended.durable, op, subject, undefined);
+      this.marker(`statefs: snapshot subject=${subject} name=${name}`);
+      void this.startDigest(snap);
+    });
+  }
+
+  /** Snapshot names of `subject`, bytewise ascending; with `details`, sizes and digests too. */
+  listSnaps(subject: string): Promise<string[]>;
+  listSnaps(subject: string, options: { details: true }): Promise<SnapshotInfo[]>;
+  listSnaps(subject: string, options?: { details?: boolean }): Promise<string[] | SnapshotInfo[]> {
+    return settle(() => {
+      const op = 'listSnaps';
+      this.checkOpen(op);
+      checkSubject(subject, op);
+      const snaps = this.snapshots.of(subject);
+      if (options?.details !== true) return snaps.map((snap) => snap.name);
+      return snaps.map((snap) => this.snapshotInfo(snap));
+    });
+  }
+
+  /** Delete a snapshot. `ENOENT` if absent; `EBUSY` (naming the mounts) while mounted. Never `ENOSPC`. */
+  deleteSnap(subject: string, name: string): Promise<void> {
+    const op = 'deleteSnap';
+    return this.meta(op, async () => {
+      const snap = this.requireSnapshot(subject, name, op);
+      const pins = this.mounts.mountsOf(subject, name);
+      if (pins.length > 0) {
+        const where = pins.map((m) => `${m.caller}:${m.path}`).join(', ');
+        throw StatefsError.EBUSY(`snapshot ${name} is mounted at ${where}`, { op, subject, name });
+      }
+      const appended = this.appendOrThrow([{ opcode: Op.SNAPDEL, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {
+        useReserve: true,
+      });
+      this.snapshots.remove(subject, name);
+      for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.usage.removeEntry(e);
+      await this.awaitDurable(appended.durable, op, subject, undefined);
+    });
+  }
+
+  /** Make `subject`'s live state equal to snapshot `name`, in one commit. */
+  restoreSnap(subject: string, name: string): Promise<void> {
+    const op = 'restoreSnap';
+    return this.meta(op, async () => {
+      const snap = this.requireSnapshot(subject, name, op);
+      const appended = this.appendOrThrow([{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
+      const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
+      const restored = snap.tree.clone();
+      diffTrees(
+        old,
+        restored,
+        (bin, e) => {
+          this.releaseAfterRestore(subject, bin, e);
+        },
+        () => undefined,
+        (bin, e) => {
+          this.releaseAfterRestore(subject, bin, e);
+        },
+      );
+      this.keys.replace(subject, restored);
+      await this.awaitDurable(appended.durable, op, subject, undefined);
+    });
+  }
+
+  /** Keys added, removed and changed from `a` to `b`; either may be `LIVE` ('@live'). */
+  diffSnaps(subject: string, a: string, b: string): Promise<SnapshotDiff> {
+    return settle(() => {
+      const op = 'diffSnaps';
+      this.checkOpen(op);
+      checkSubject(subject, op);
+      const from = this.treeFor(subject, a, op);
+      const to = this.treeFor(subject, b, op);
+      const out: SnapshotDiff = { added: [], removed: [], changed: [] };
+      diffTrees(
+        from,
+        to,
+        (bin) => out.removed.push(fromBinary(bin)),
+        (bin) => out.added.push(fromBinary(bin)),
+        (bin, x, y) => {
+          if (Buffer.compare(x.value, y.value) !== 0) out.changed.push(fromBinary(bin));
+        },
+      );
+      return out;
+    });
+  }
+
+  /**
+   * Recompute the snapshot's digest from the records on the device and compare it with the one
+   * taken at creation: `EINTEGRITY` on any mismatch or damaged record. Resolves to the hex digest.
+   */
+  verifySnapshot(subject: string, name: string): Promise<string> {
+    const op = 'verifySnapshot';
+    return (async () => {
+      this.checkOpen(op);
+      const snap = this.requireSnapshot(subject, name, op);
+      const expected = snap.digest ?? (await this.startDigest(snap));
+      const actual = await snapshotDigest(snap.tree, async (bin) => {
+        const entry = snap.tree.get(bin);
+        if (entry === undefined) return EMPTY;
+        try {
+          return await readEntryValue(this.device, this.sb.segmentSize, entry);
+        } catch (err) {
+          throw withContext(err, op, subject, fromBinary(bin));
+        }
+      });
+      if (Buffer.compare(expected, actual) !== 0) {
+        throw StatefsError.EINTEGRITY(`snapshot ${name}: content digest mismatch`, { op, subject, name });
+      }
+      return Buffer.from(actual).toString('hex');
+    })();
+  }
+
+  // ---- mounts -------------------------------------------------------------------------------
+
+  /**
+   * Mount `owner`'s snapshot `name` read-only at `mountPath` (`/mnt/<label>`) in `caller`'s
+   * namespace: owner key `/state/<rest>` reads as `<mountPath>/<rest>`. Another subject's snapshot
+   * needs a grant (`EPERM`); a taken path is `EEXIST`.
+   */
+  mountSnap(caller: string, owner: string, name: string, mountPath: string): Promise<void> {
+    const op = 'mountSnap';
+    return this.meta(op, async () => {
+      checkSubject(caller, op);
+      checkSubject(owner, op);
+      const path = checkMountPath(mountPath, op, caller);
+      if (caller !== owner && this.options.grants?.[caller]?.includes(owner) !== true) {
+        throw StatefsError.EPERM(`${caller} may not mount snapshots of ${owner}`, { op, subject: caller, name });
+      }
+      const snap = this.requireSnapshot(owner, name, op);
+      if (this.mounts.get(caller, path) !== undefined) throw StatefsError.EEXIST(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
+      if (this.legacy) await this.upgradeLegacy();
+      const target = { snapId: snap.id, owner, name };
+      const appended = this.appendOrThrow([{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
+      this.mounts.add({ caller, path, ...target });
+      await this.awaitDurable(appended.durable, op, caller, undefined);
+    });
+  }
+
+  /** Remove the caller's mount at `mountPath` (`ENOENT` if there is none). */
+  umount(caller: string, mountPath: string): Promise<void> {
+    const op = 'umount';
+    return this.meta(op, async () => {
+      checkSubject(caller, op);
+      const path = checkMountPath(mountPath, op, caller);
+      if (this.mounts.get(caller, path) === undefined) throw StatefsError.ENOENT(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
+      const appended = this.appendOrThrow([{ opcode: Op.UMOUNT, key: metaKey(caller, path), value: EMPTY }], op, caller, undefined, { useReserve: true });
+      this.mounts.remove(caller, path);
+      await this.awaitDurable(appended.durable, op, caller, undefined);
+    });
+  }
+
+  /** The caller's mounts, sorted by path. */
+  listMounts(caller: string): Promise<MountInfo[]> {
+    return settle(() => {
+      this.checkOpen('listMounts');
+      checkSubject(caller, 'listMounts');
+      return this.mounts.of(caller).map((m) => ({ path: m.path, owner: m.owner, name: m.name }));
+    });
+  }
+
   /** Resolves when every write issued before it is durable. */
   async sync(): Promise<void> {
     this.checkOpen('sync');
@@ -282,8 +528,15 @@ export class Store extends EventEmitter {
     if (this.status !== 'open') return;
     this.status = 'closing';
     try {
+      await this.metaQueue;
       await this.journal.drain().catch(() => undefined);
       await this.checkpointing?.catch(() => undefined);
+      // Leave a checkpoint behind when the journal since the last one is long: the next open
+      // replays what follows the checkpoint, so this keeps reopen cost bounded across sessions.
+      if (this.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.sb.segmentSize, this.lastCheckpointBytes) && this.canCheckpoint()) {
+        this.checkpointing ??= this.writeCheckpoint();
+        await this.checkpointing.catch(() => undefined);
+      }
       await this.journal.idle();
     } finally {
       this.status = 'closed';
@@ -344,11 +597,7 @@ export class Store extends EventEmitter {
   // ---- internals ----------------------------------------------------------------------------
 
   private async writeCheckpoint(): Promise<void> {
-    const entries = [];
-    for (const [subject, tree] of this.keys.workingTrees()) {
-      for (const [bin, e] of tree.entries()) entries.push({ key: indexKey(subject, bin), extents: e.extents });
-    }
-    const payload = encodeCheckpoint({ nextTxnId: this.nextTxnId, entries });
+    const payload = encodeCheckpoint(buildCheckpoint(this.keys.workingTrees(), this.snapshots, this.mounts, this.nextTxnId));
     const id = this.sb.ckptId + 1;
     const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
     const records: RecordToWrite[] = [];
@@ -396,7 +645,7 @@ export class Store extends EventEmitter {
     const entries: [string, Entry][] = [];
     for (const [subject, tree] of this.keys.workingTrees()) for (const [bin, e] of tree.entries()) entries.push([indexKey(subject, bin), e]);
     const records: RecordToWrite[] = [
-      { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint({ nextTxnId: 1, entries: [] })) },
+      { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint())) },
       ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
     ];
     const appended = this.appendOrThrow(records, 'upgrade', undefined, undefined, { ownBatch: true });
@@ -416,21 +665,44 @@ export class Store extends EventEmitter {
     };
     try {
       await writeSuperblock(this.device, sb);
+      // Then slot A (over the start of the old v1 journal) with the same pointers, so either slot
+      // can be damaged later without losing the upgrade.
+      await writeSuperblock(this.device, { ...sb, generation: 2 });
     } catch (err) {
       this.writeFailure = StatefsError.EIO('superblock write failed during the v1 upgrade; reopen the store', { op: 'upgrade', cause: err });
       throw this.writeFailure;
     }
-    this.sb = sb;
+    this.sb = { ...sb, generation: 2 };
     this.legacy = false;
     this.usage.trimChainBefore(sb.ckptSegment);
   }
 
   private maybeCheckpoint(): void {
-    if (this.checkpointing !== undefined || this.status !== 'open' || this.writeFailure !== undefined || this.legacy) return;
-    const threshold = this.options.checkpointBytes ?? Math.max(4 * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
-    if (this.journal.bytesAppended - this.bytesAtCheckpoint < threshold) return;
+    if (this.checkpointing !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
+    if (this.journal.bytesAppended - this.bytesAtCheckpoint < this.checkpointThreshold()) return;
     // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
     this.checkpoint().catch(() => undefined);
+  }
+
+  /**
+   * Journal bytes between checkpoints: the option, else four segments (fewer on small images: a
+   * quarter of the segments outside the reserve), and never less than twice the last checkpoint.
+   */
+  private checkpointThreshold(): number {
+    if (this.options.checkpointBytes !== undefined) return this.options.checkpointBytes;
+    const usable = this.sb.segmentCount - this.reserveSegments;
+    const segments = Math.min(4, Math.max(1, Math.floor(usable / 4)));
+    return Math.max(segments * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
+  }
+
+  /** Before a write gives up with `ENOSPC`: a checkpoint frees segments that hold only superseded records. */
+  private async reclaim(): Promise<void> {
+    if (this.legacy) return;
+    await this.checkpoint().catch(() => undefined);
+  }
+
+  private canCheckpoint(): boolean {
+    return this.options.readOnly !== true && !this.legacy && this.writeFailure === undefined && this.journal.failed === undefined;
   }
 
   private onDurable(sealed: Trees): void {
@@ -486,6 +758,10 @@ export class Store extends EventEmitter {
     }
     records.push({ opcode: Op.COMMIT, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) });
     const onlyDeletes = ops.every((o) => o.value === null);
+    if (!this.journal.fits(records, { useReserve: onlyDeletes })) {
+      await this.reclaim();
+      validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
+    }
     const appended = this.appendOrThrow(records, op, subject, undefined, onlyDeletes ? { useReserve: true } : {});
     this.nextTxnId++;
     let at = 1;
@@ -504,15 +780,20 @@ export class Store extends EventEmitter {
     const tree = this.keys.writable(subject);
     const old = tree.get(bin);
     tree.set(bin, entry);
-    if (old !== undefined) this.usage.removeEntry(old);
+    this.release(subject, bin, old);
     this.usage.addEntry(entry);
+  }
+
+  /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
+  private release(subject: string, bin: string, old: Entry | undefined): void {
+    if (old !== undefined && !this.snapshots.holds(subject, bin, old)) this.usage.removeEntry(old);
   }
 
   private deleteEntry(subject: string, bin: string): void {
     const tree = this.keys.writable(subject);
     const old = tree.get(bin);
     tree.delete(bin);
-    if (old !== undefined) this.usage.removeEntry(old);
+    this.release(subject, bin, old);
   }
 
   private readonly txnHost: TxnHost = {
@@ -525,6 +806,9 @@ export class Store extends EventEmitter {
     checkWritable: (op) => {
       this.checkWritable(op);
     },
+    checkWritePath: (subject, key, op) => {
+      this.checkWritePath(subject, key, op);
+    },
     commitTxn: (subject, ops) => this.commitTxn(subject, ops),
     releaseTxn: (subject) => {
       const n = (this.openTxns.get(subject) ?? 1) - 1;
@@ -534,6 +818,112 @@ export class Store extends EventEmitter {
     },
   };
 
+
+  /** Run a snapshot or mount change after the previous one finished. */
+  private meta<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      this.checkWritable(op);
+      return fn();
+    };
+    const next = this.metaQueue.then(run, run);
+    this.metaQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  private marker(line: string): void {
+    this.emit('marker', line);
+  }
+
+  private requireSnapshot(subject: string, name: string, op: string): Snapshot {
+    checkSubject(subject, op);
+    checkSnapName(name, op, subject);
+    const snap = this.snapshots.get(subject, name);
+    if (snap === undefined) throw StatefsError.ENOENT(`snapshot ${name}`, { op, subject, name });
+    return snap;
+  }
+
+  private treeFor(subject: string, name: string, op: string): Tree {
+    if (name === LIVE) return this.keys.read(subject) ?? new BTree<string, Entry>();
+    return this.requireSnapshot(subject, name, op).tree;
+  }
+
+  /** Entries of a snapshot that its subject's live tree does not hold. */
+  private notLive(snap: Snapshot): [string, Entry][] {
+    const out: [string, Entry][] = [];
+    const live = this.keys.workingTree(snap.subject) ?? new BTree<string, Entry>();
+    diffTrees(
+      snap.tree,
+      live,
+      (bin, e) => out.push([bin, e]),
+      () => undefined,
+      (bin, e) => out.push([bin, e]),
+    );
+    return out;
+  }
+
+  private releaseAfterRestore(subject: string, bin: string, e: Entry): void {
+    if (!this.snapshots.holds(subject, bin, e)) this.usage.removeEntry(e);
+  }
+
+  private snapshotInfo(snap: Snapshot): SnapshotInfo {
+    let bytes = 0;
+    for (const e of snap.tree.values()) bytes += entryDiskBytes(e);
+    let exclusiveBytes = 0;
+    for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += entryDiskBytes(e);
+    const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
+    if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
+    return info;
+  }
+
+  /** Compute a snapshot's digest in the background and record it (SNAPDIGEST) once known. */
+  private startDigest(snap: Snapshot): Promise<Uint8Array> {
+    let job = this.digestJobs.get(snap.id);
+    if (job !== undefined) return job;
+    job = snapshotDigest(snap.tree, (bin) => snap.tree.get(bin)?.value ?? EMPTY);
+    this.digestJobs.set(snap.id, job);
+    job
+      .then((digest) => {
+        snap.digest = digest;
+        if (this.status !== 'open' || this.options.readOnly === true || this.legacy || this.snapshots.get(snap.subject, snap.name) !== snap) return;
+        if (this.writeFailure !== undefined || this.journal.failed !== undefined) return;
+        const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
+        // Best effort: a digest not yet on disk is recomputed after the next open.
+        this.journal.append([record], { useReserve: true }).durable.catch(() => undefined);
+      })
+      .catch(() => undefined)
+      .finally(() => this.digestJobs.delete(snap.id));
+    return job;
+  }
+
+  /** Writes only ever go under /state/: at or under a mount is `EROFS`, elsewhere under /mnt/ `EINVAL`. */
+  private checkWritePath(subject: string, key: string, op: string): void {
+    if (!isMountKey(key)) return;
+    const bin = toBinary(key, 'key', op);
+    const mount = this.mounts.covering(subject, bin);
+    if (mount !== undefined) throw StatefsError.EROFS(`${key} is under the read-only mount ${fromBinary(mount.path)}`, { op, subject, key });
+    throw StatefsError.EINVAL(`key ${key} is not under /state/ (and no snapshot is mounted there)`, { op, subject, key });
+  }
+
+  /** A read of `/mnt/<label>/<rest>`: the mounted snapshot's `/state/<rest>`. */
+  private readMount(caller: string, key: string, op: string): Uint8Array | undefined {
+    const bin = checkKey(key, op, caller, MOUNT_ROOT);
+    const mount = this.mounts.covering(caller, bin);
+    if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });
+    if (bin === mount.path) return undefined;
+    const entry = this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
+    return entry === undefined ? undefined : new Uint8Array(entry.value);
+  }
+
+  private listMount(caller: string, prefix: string, after: string | undefined, limit: number, op: string): ListPage {
+    const mount = this.mounts.covering(caller, prefix);
+    if (mount === undefined) throw StatefsError.ENOENT(`mount for ${fromBinary(prefix)}`, { op, subject: caller });
+    const tree = this.snapshots.get(mount.owner, mount.name)?.tree;
+    const toOwner = (bin: string): string => `/state${bin.slice(mount.path.length)}`;
+    const ownerAfter = after === undefined ? undefined : after.startsWith(mount.path) ? toOwner(after) : undefined;
+    const page = listTree(tree, toOwner(prefix), ownerAfter, limit);
+    const back = (k: string): string => `${fromBinary(mount.path)}${k.slice('/state'.length)}`;
+    return page.next === undefined ? { keys: page.keys.map(back) } : { keys: page.keys.map(back), next: back(page.next) };
+  }
 
   private checkOpen(op: string): void {
     if (this.status !== 'open') throw StatefsError.EBADF('store', { op });
@@ -556,6 +946,32 @@ function settle<T>(fn: () => T): Promise<T> {
   } catch (err) {
     return Promise.reject(asStatefsError(err, 'unknown'));
   }
+}
+
+function isMountKey(key: unknown): key is string {
+  return typeof key === 'string' && key.startsWith(MOUNT_ROOT);
+}
+
+/** The key field of snapshot and mount records: subject (or caller), NUL, name (or path). */
+function metaKey(subject: string, name: string): Uint8Array {
+  return Buffer.from(`${subject}\0${name}`, 'latin1');
+}
+
+/** Every entry held by a live tree or a snapshot, once each. */
+function distinctEntries(trees: Trees, snapshots: SnapshotTable): Set<Entry> {
+  const out = new Set<Entry>();
+  for (const tree of trees.values()) for (const e of tree.values()) out.add(e);
+  for (const snap of snapshots.all()) {
+    const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
+    diffTrees(
+      snap.tree,
+      live,
+      (_k, e) => out.add(e),
+      () => undefined,
+      (_k, e) => out.add(e),
+    );
+  }
+  return out;
 }
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */

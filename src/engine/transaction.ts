@@ -32,6 +32,8 @@ export interface TxnHost {
   children(subject: string, bin: string): Iterable<string>;
   readCommitted(subject: string, bin: string): Uint8Array | undefined;
   checkWritable(op: string): void;
+  /** `EROFS` at or under a mount, `EINVAL` elsewhere outside /state/. */
+  checkWritePath(subject: string, key: string, op: string): void;
   commitTxn(subject: string, ops: TxnOp[]): Promise<void>;
   releaseTxn(subject: string): void;
 }
@@ -98,7 +100,7 @@ export class Transaction {
   /** Read through this transaction: its own writes first, then the store's acknowledged state. */
   get(subject: string, key: string): Promise<Uint8Array | undefined> {
     return settle(() => {
-      const bin = this.target(subject, key, 'txn.get');
+      const bin = this.target(subject, key, 'txn.get', false);
       const own = this.ops.get(bin);
       if (own !== undefined) return own.value === null ? undefined : new Uint8Array(own.value);
       return this.host.readCommitted(subject, bin);
@@ -130,10 +132,11 @@ export class Transaction {
     });
   }
 
-  private target(subject: string, key: string, op: string): string {
+  private target(subject: string, key: string, op: string, write = true): string {
     this.checkOpen(op);
     checkSubject(subject, op);
     if (subject !== this.subject) throw StatefsError.EXDEV(`transaction of ${this.subject} cannot touch ${subject}`, { op, subject, key });
+    if (write) this.host.checkWritePath(subject, key, op);
     return checkKey(key, op, subject);
   }
 

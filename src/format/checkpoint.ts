@@ -11,13 +11,20 @@ import { getU64, setU64, view } from './bytes.js';
  *
  * Payload, little-endian:
  *
- *   0   1  version        1
+ *   0   1  version        2 (version 1, written by mkfs of early images, ends after the entries)
  *   1   8  next_txn_id    transaction ids below this were used
  *   9   4  entry_count
- *   then entry_count entries, in index-key order:
+ *   then entry_count live entries:
  *       2  key_len, then key (subject NUL key bytes)
  *       1  extent_count (1 for PUT, one per PAYLOAD chunk for transaction values)
  *       extent_count x (4 segment, 4 offset, 4 length): records holding the value
+ *   8  next_snap_id
+ *   4  snapshot_count, then per snapshot:
+ *       1+n subject, 1+n name (u8 length, bytes), 8 snap_id, 1 has_digest, [32 sha256],
+ *       4 diff_count, then diff_count changes against the live entries of its subject:
+ *          2 key_len, key bytes (no subject), 1 extent_count (0 = key absent in the snapshot), extents
+ *   4  mount_count, then per mount:
+ *       1+n caller, 2+n path (u16 length), 1+n owner, 1+n name, 8 snap_id
  */
 export const CKPT_CHUNK = 64 * 1024;
 const CKPT_HEADER = 16;
@@ -33,61 +40,204 @@ export interface CheckpointEntry {
   extents: CheckpointExtent[];
 }
 
+export interface CheckpointSnapshot {
+  subject: string;
+  name: string;
+  id: number;
+  digest: Uint8Array | undefined;
+  /** Keys whose entry differs from the live one: their extents, or null where the snapshot has no value. */
+  diff: { key: string; extents: CheckpointExtent[] | null }[];
+}
+
+export interface CheckpointMount {
+  caller: string;
+  path: string;
+  owner: string;
+  name: string;
+  snapId: number;
+}
+
 export interface Checkpoint {
   nextTxnId: number;
   entries: CheckpointEntry[];
+  nextSnapId: number;
+  snapshots: CheckpointSnapshot[];
+  mounts: CheckpointMount[];
+}
+
+export function emptyCheckpoint(): Checkpoint {
+  return { nextTxnId: 1, entries: [], nextSnapId: 1, snapshots: [], mounts: [] };
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
-  let size = 13;
-  for (const e of ckpt.entries) size += 3 + e.key.length + 12 * e.extents.length;
-  const out = new Uint8Array(size);
-  const v = view(out);
-  v.setUint8(0, 1);
-  setU64(v, 1, ckpt.nextTxnId);
-  v.setUint32(9, ckpt.entries.length, true);
-  let at = 13;
+  const w = new Writer();
+  w.u8(2);
+  w.u64(ckpt.nextTxnId);
+  w.u32(ckpt.entries.length);
   for (const e of ckpt.entries) {
-    v.setUint16(at, e.key.length, true);
-    out.set(Buffer.from(e.key, 'latin1'), at + 2);
-    at += 2 + e.key.length;
-    v.setUint8(at++, e.extents.length);
-    for (const x of e.extents) {
-      v.setUint32(at, x.segment, true);
-      v.setUint32(at + 4, x.offset, true);
-      v.setUint32(at + 8, x.length, true);
-      at += 12;
+    w.str(e.key, 2);
+    w.extents(e.extents);
+  }
+  w.u64(ckpt.nextSnapId);
+  w.u32(ckpt.snapshots.length);
+  for (const snap of ckpt.snapshots) {
+    w.str(snap.subject, 1);
+    w.str(snap.name, 1);
+    w.u64(snap.id);
+    w.u8(snap.digest === undefined ? 0 : 1);
+    if (snap.digest !== undefined) w.bytes(snap.digest);
+    w.u32(snap.diff.length);
+    for (const d of snap.diff) {
+      w.str(d.key, 2);
+      w.extents(d.extents ?? []);
     }
   }
-  return out;
+  w.u32(ckpt.mounts.length);
+  for (const m of ckpt.mounts) {
+    w.str(m.caller, 1);
+    w.str(m.path, 2);
+    w.str(m.owner, 1);
+    w.str(m.name, 1);
+    w.u64(m.snapId);
+  }
+  return w.finish();
 }
 
 export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
-  const bad = (what: string): StatefsError => StatefsError.EINTEGRITY(`checkpoint payload: ${what}`, { op: 'open' });
-  if (buf.length < 13) throw bad('too short');
-  const v = view(buf);
-  if (v.getUint8(0) !== 1) throw bad(`unknown version ${v.getUint8(0)}`);
-  const nextTxnId = getU64(v, 1);
-  const count = v.getUint32(9, true);
+  const r = new Reader(buf);
+  const version = r.u8();
+  if (version !== 1 && version !== 2) throw r.bad(`unknown version ${version}`);
+  const nextTxnId = r.u64();
   const entries: CheckpointEntry[] = [];
-  let at = 13;
-  for (let i = 0; i < count; i++) {
-    if (at + 2 > buf.length) throw bad('truncated entry');
-    const keyLen = v.getUint16(at, true);
-    if (at + 3 + keyLen > buf.length) throw bad('truncated key');
-    const key = Buffer.from(buf.subarray(at + 2, at + 2 + keyLen)).toString('latin1');
-    at += 2 + keyLen;
-    const n = v.getUint8(at++);
-    if (n === 0 || at + 12 * n > buf.length) throw bad('bad extent list');
-    const extents: CheckpointExtent[] = [];
-    for (let j = 0; j < n; j++) {
-      extents.push({ segment: v.getUint32(at, true), offset: v.getUint32(at + 4, true), length: v.getUint32(at + 8, true) });
-      at += 12;
-    }
+  for (let n = r.u32(); n > 0; n--) {
+    const key = r.str(2);
+    const extents = r.extents();
+    if (extents.length === 0) throw r.bad('entry without extents');
     entries.push({ key, extents });
   }
-  if (at !== buf.length) throw bad('trailing bytes');
-  return { nextTxnId, entries };
+  const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
+  if (version === 1) return r.end(ckpt);
+  ckpt.nextSnapId = r.u64();
+  for (let n = r.u32(); n > 0; n--) {
+    const subject = r.str(1);
+    const name = r.str(1);
+    const id = r.u64();
+    const digest = r.u8() === 1 ? r.bytes(32) : undefined;
+    const diff: CheckpointSnapshot['diff'] = [];
+    for (let d = r.u32(); d > 0; d--) {
+      const key = r.str(2);
+      const extents = r.extents();
+      diff.push({ key, extents: extents.length === 0 ? null : extents });
+    }
+    ckpt.snapshots.push({ subject, name, id, digest, diff });
+  }
+  for (let n = r.u32(); n > 0; n--) {
+    ckpt.mounts.push({ caller: r.str(1), path: r.str(2), owner: r.str(1), name: r.str(1), snapId: r.u64() });
+  }
+  return r.end(ckpt);
+}
+
+/** Appends little-endian fields to a growing buffer. */
+class Writer {
+  private buf = new Uint8Array(1024);
+  private at = 0;
+
+  private room(n: number): DataView {
+    if (this.at + n > this.buf.length) {
+      const bigger = new Uint8Array(Math.max(this.buf.length * 2, this.at + n));
+      bigger.set(this.buf.subarray(0, this.at));
+      this.buf = bigger;
+    }
+    return view(this.buf);
+  }
+
+  u8(x: number): void {
+    this.room(1).setUint8(this.at, x);
+    this.at += 1;
+  }
+  u16(x: number): void {
+    this.room(2).setUint16(this.at, x, true);
+    this.at += 2;
+  }
+  u32(x: number): void {
+    this.room(4).setUint32(this.at, x, true);
+    this.at += 4;
+  }
+  u64(x: number): void {
+    setU64(this.room(8), this.at, x);
+    this.at += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.room(b.length);
+    this.buf.set(b, this.at);
+    this.at += b.length;
+  }
+  /** A binary string with a 1- or 2-byte length prefix. */
+  str(s: string, lengthBytes: 1 | 2): void {
+    if (lengthBytes === 1) this.u8(s.length);
+    else this.u16(s.length);
+    this.bytes(Buffer.from(s, 'latin1'));
+  }
+  extents(list: readonly CheckpointExtent[]): void {
+    this.u8(list.length);
+    for (const x of list) {
+      this.u32(x.segment);
+      this.u32(x.offset);
+      this.u32(x.length);
+    }
+  }
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.at);
+  }
+}
+
+/** Reads little-endian fields, failing with `EINTEGRITY` instead of reading past the end. */
+class Reader {
+  private at = 0;
+  private readonly v: DataView;
+
+  constructor(private readonly buf: Uint8Array) {
+    this.v = view(buf);
+  }
+
+  bad(what: string): StatefsError {
+    return StatefsError.EINTEGRITY(`checkpoint payload: ${what}`, { op: 'open' });
+  }
+  private need(n: number): number {
+    if (this.at + n > this.buf.length) throw this.bad('truncated');
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+  u8(): number {
+    return this.v.getUint8(this.need(1));
+  }
+  u16(): number {
+    return this.v.getUint16(this.need(2), true);
+  }
+  u32(): number {
+    return this.v.getUint32(this.need(4), true);
+  }
+  u64(): number {
+    return getU64(this.v, this.need(8));
+  }
+  bytes(n: number): Uint8Array {
+    const at = this.need(n);
+    return this.buf.slice(at, at + n);
+  }
+  str(lengthBytes: 1 | 2): string {
+    const n = lengthBytes === 1 ? this.u8() : this.u16();
+    return Buffer.from(this.bytes(n)).toString('latin1');
+  }
+  extents(): CheckpointExtent[] {
+    const out: CheckpointExtent[] = [];
+    for (let n = this.u8(); n > 0; n--) out.push({ segment: this.u32(), offset: this.u32(), length: this.u32() });
+    return out;
+  }
+  end<T>(value: T): T {
+    if (this.at !== this.buf.length) throw this.bad('trailing bytes');
+    return value;
+  }
 }
 
 export function encodeCheckpointChunk(id: number, index: number, count: number, data: Uint8Array): Uint8Array {

@@ -15,6 +15,12 @@ export const Op = {
   SYNC: 0x14,
   /** First record of every v3 segment. */
   SEGMENT: 0x20,
+  SNAPSHOT: 0x21,
+  SNAPDIGEST: 0x22,
+  SNAPDEL: 0x23,
+  RESTORE: 0x24,
+  MOUNT: 0x25,
+  UMOUNT: 0x26,
   /** One chunk of an index checkpoint. */
   CKPT: 0x30,
 } as const;

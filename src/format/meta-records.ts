@@ -1,0 +1,59 @@
+import { getU64, setU64, view } from './bytes.js';
+
+/*
+ * Snapshot and mount records (v3). Keys are `<subject> NUL <name>` for snapshot records and
+ * `<caller> NUL <mount path>` for mount records. Values, little-endian:
+ *
+ * SNAPSHOT   (0x21)  snap_id u64                      the subject's live state at this point in the log
+ * SNAPDIGEST (0x22)  snap_id u64 | sha256 (32 bytes)  content digest, written once computed
+ * SNAPDEL    (0x23)  snap_id u64
+ * RESTORE    (0x24)  snap_id u64                      live state := that snapshot
+ * MOUNT      (0x25)  snap_id u64 | owner NUL name
+ * UMOUNT     (0x26)  (empty)
+ *
+ * snap_id is a store-wide creation sequence number (1, 2, ...), never reused.
+ */
+export const DIGEST_BYTES = 32;
+
+export function encodeSnapId(id: number): Uint8Array {
+  const out = new Uint8Array(8);
+  setU64(view(out), 0, id);
+  return out;
+}
+
+export function decodeSnapId(value: Uint8Array): number | undefined {
+  return value.length === 8 ? getU64(view(value), 0) : undefined;
+}
+
+export function encodeSnapDigest(id: number, digest: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + DIGEST_BYTES);
+  setU64(view(out), 0, id);
+  out.set(digest, 8);
+  return out;
+}
+
+export function decodeSnapDigest(value: Uint8Array): { id: number; digest: Uint8Array } | undefined {
+  if (value.length !== 8 + DIGEST_BYTES) return undefined;
+  return { id: getU64(view(value), 0), digest: value.slice(8) };
+}
+
+export interface MountTarget {
+  snapId: number;
+  owner: string;
+  name: string;
+}
+
+export function encodeMount(m: MountTarget): Uint8Array {
+  const tail = Buffer.from(`${m.owner}\0${m.name}`, 'latin1');
+  const out = new Uint8Array(8 + tail.length);
+  setU64(view(out), 0, m.snapId);
+  out.set(tail, 8);
+  return out;
+}
+
+export function decodeMount(value: Uint8Array): MountTarget | undefined {
+  if (value.length < 11) return undefined;
+  const [owner, name, ...rest] = Buffer.from(value.subarray(8)).toString('latin1').split('\0');
+  if (owner === undefined || name === undefined || owner === '' || name === '' || rest.length > 0) return undefined;
+  return { snapId: getU64(view(value), 0), owner, name };
+}
