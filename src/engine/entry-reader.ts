@@ -2,6 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
 import { decodeRecord, type DecodedRecord } from '../format/record.js';
+import { decodeReloc } from '../format/meta-records.js';
 import { segmentOffset } from '../format/superblock.js';
 import { PAYLOAD_PUT, decodePayload } from '../format/txn-records.js';
 import type { Entry } from './entry.js';
@@ -9,6 +10,7 @@ import type { Entry } from './entry.js';
 /** The value bytes a PUT or a transaction's PAYLOAD record holds, or undefined for any other record. */
 export function valueOfRecord(record: DecodedRecord): Uint8Array | undefined {
   if (record.opcode === Op.PUT) return record.value;
+  if (record.opcode === Op.RELOC) return decodeReloc(record.value)?.value;
   if (record.opcode !== Op.PAYLOAD) return undefined;
   const chunk = decodePayload(record.value);
   return chunk?.kind === PAYLOAD_PUT ? chunk.data : undefined;

@@ -11,7 +11,7 @@ import type { Entry } from './entry.js';
 import type { Tree, Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
 import { MountTable } from './mount-table.js';
-import { decodeMount, decodeSnapDigest, decodeSnapId } from '../format/meta-records.js';
+import { decodeMount, decodeReloc, decodeSnapDigest, decodeSnapId } from '../format/meta-records.js';
 import { splitIndexKey } from './names.js';
 import type { Extent } from './journal-writer.js';
 import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
@@ -119,6 +119,13 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           requireCheckpoint(ckpt.loaded, sb, extent);
           applyMeta(record, extent, index, snapshots, mounts, sb);
           break;
+        case Op.RELOC: {
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          const moved = decodeReloc(record.value);
+          if (moved === undefined) throw damaged(sb, extent, 'malformed RELOC');
+          index.relocate(`${moved.segment}:${moved.offset}`, extent, moved.value, unread);
+          break;
+        }
         case Op.SEGMENT:
         case Op.CHECKPOINT:
           break;
@@ -229,25 +236,28 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: readonly T
 /** Load a checkpoint: live entries, snapshots (as differences from live) and mounts. Values are read later. */
 function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, unread: Set<Entry>, at: Extent): void {
   // The same record may be named by the live state and by snapshots: one Entry object per record.
-  const byRecord = new Map<string, Entry>();
   const entryFor = (extents: Extent[]): Entry => {
-    const first = extents[0];
-    const id = first === undefined ? '' : `${first.segment}:${first.offset}`;
-    let entry = byRecord.get(id);
+    let entry = index.byRecord.get(recordId(extents[0]));
     if (entry === undefined) {
       entry = { value: NO_VALUE, extents };
-      byRecord.set(id, entry);
       unread.add(entry);
     }
     return entry;
   };
   for (const e of ckpt.entries) index.set(e.key, entryFor(e.extents), at);
+  const register = (e: Entry): void => {
+    index.byRecord.set(recordId(e.extents[0]), e);
+  };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
   for (const s of ckpt.snapshots) {
     const tree = index.trees.get(s.subject)?.clone() ?? new BTree<string, Entry>();
     for (const d of s.diff) {
       if (d.extents === null) tree.delete(d.key);
-      else tree.set(d.key, entryFor(d.extents));
+      else {
+        const entry = entryFor(d.extents);
+        register(entry);
+        tree.set(d.key, entry);
+      }
     }
     snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest });
   }
@@ -298,6 +308,8 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
 /** Builds the per-subject trees from index keys (`subject NUL key`) found in records and checkpoints. */
 class IndexBuilder {
   readonly trees: Trees = new Map();
+  /** Every entry seen, by its first record, so a RELOC record can find what it moved. */
+  readonly byRecord = new Map<string, Entry>();
   constructor(private readonly sb: Superblock) {}
 
   set(ik: string, entry: Entry, at: Extent): void {
@@ -305,6 +317,18 @@ class IndexBuilder {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
     tree.set(bin, entry);
+    this.byRecord.set(recordId(entry.extents[0]), entry);
+  }
+
+  /** GC moved the record at `from` to `to`: every tree holding that entry sees the new place. */
+  relocate(from: string, to: Extent, value: Uint8Array, unread: Set<Entry>): void {
+    const entry = this.byRecord.get(from);
+    if (entry === undefined) return; // nothing holds it any more
+    this.byRecord.delete(from);
+    entry.extents = [to];
+    entry.value = value.slice();
+    unread.delete(entry);
+    this.byRecord.set(recordId(to), entry);
   }
 
   delete(ik: string, at: Extent): void {
@@ -317,6 +341,10 @@ class IndexBuilder {
     if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
     return parts;
   }
+}
+
+function recordId(x: Extent | undefined): string {
+  return x === undefined ? '' : `${x.segment}:${x.offset}`;
 }
 
 function absolute(sb: Superblock, x: Extent): number {

@@ -84,4 +84,32 @@ export class SegmentUsage implements SegmentAllocator {
   usedCount(): number {
     return this.count - this.freeTotal;
   }
+
+  /**
+   * Segments GC may empty: in use, outside the log chain (replay never reads them), with at
+   * least 1/16 of the segment garbage. Ordered by live bytes, then index: the cheapest to empty first, deterministically.
+   */
+  gcCandidates(segmentSize: number): number[] {
+    const out: number[] = [];
+    // Below 1/16 of a segment, moving the live rest would cost more than it frees.
+    const minGarbage = segmentSize / 16;
+    for (let s = 0; s < this.count; s++) {
+      if (this.free[s] === 0 && this.inChain[s] === 0 && segmentSize - (this.liveBytes[s] ?? 0) >= minGarbage) out.push(s);
+    }
+    return out.sort((a, b) => (this.liveBytes[a] ?? 0) - (this.liveBytes[b] ?? 0) || a - b);
+  }
+
+  isFree(segment: number): boolean {
+    return this.free[segment] === 1;
+  }
+
+  /** Move an entry's accounting to new extents (GC relocation). */
+  moveEntry(e: Entry, to: Entry['extents']): void {
+    for (const x of to) {
+      this.refs[x.segment] = (this.refs[x.segment] ?? 0) + 1;
+      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
+    }
+    this.removeEntry(e);
+    e.extents = to;
+  }
 }

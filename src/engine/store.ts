@@ -18,6 +18,7 @@ import { readEntryValue } from './entry-reader.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
+import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
 import { Keyspace, type Tree, type Trees } from './keyspace.js';
 import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
@@ -37,6 +38,11 @@ export interface OpenOptions {
    * grant is `EPERM`.
    */
   grants?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Run bounded GC cycles in the background when garbage or free space cross their thresholds
+   * (default true). With `false` (fixtures), space is reclaimed only by `gcNow`.
+   */
+  autoGc?: boolean;
   /** Subject that owns the state of a legacy v1 image (default `legacy`). */
   legacySubject?: string;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
@@ -68,6 +74,16 @@ export interface SubjectStat {
   keys: number;
   /** Bytes of this subject's live records on disk, framing included. */
   liveBytes: number;
+  /** Bytes only this subject's snapshots keep alive (not read by its live state). */
+  snapshotOnlyBytes: number;
+  snapshots: number;
+}
+
+/** A snapshot and the bytes only it keeps alive (what deleting it would make reclaimable). */
+export interface SnapshotPin {
+  subject: string;
+  name: string;
+  exclusiveBytes: number;
 }
 
 export interface StoreStat {
@@ -80,10 +96,12 @@ export interface StoreStat {
   usedBytes: number;
   /** Bytes of records that live state still reads. */
   liveBytes: number;
-  /** Used but not live: reclaimable by compaction. */
+  /** Used but not read by anything: reclaimable by compaction. */
   garbageBytes: number;
   freeBytes: number;
   subjects: SubjectStat[];
+  /** What each snapshot pins. */
+  snapshots: SnapshotPin[];
 }
 
 /** What happened while opening: how much was replayed and whether a torn tail was cut. */
@@ -159,6 +177,8 @@ export class Store extends EventEmitter {
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
   private legacy: boolean;
   private upgrading: Promise<void> | undefined;
+  private gcRunning: Promise<GcResult> | undefined;
+  private readonly compactor: Compactor;
   private openTxnTotal = 0;
 
   private readonly usage: SegmentUsage;
@@ -203,6 +223,16 @@ export class Store extends EventEmitter {
     );
     this.bytesAtCheckpoint = -scan.bytes;
     this.legacy = replayed.legacy !== undefined;
+    this.compactor = new Compactor({
+      usage: this.usage,
+      segmentSize: sb.segmentSize,
+      heldEntries: () => this.heldEntries(),
+      stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
+      append: (records) => this.journal.append(records, { useReserve: true }),
+      marker: (line) => {
+        this.marker(line);
+      },
+    });
     for (const snap of this.snapshots.all()) if (snap.digest === undefined) void this.startDigest(snap);
     this.openReport = {
       format: replayed.legacy === undefined ? 'v3' : 'legacy-v1',
@@ -529,6 +559,7 @@ export class Store extends EventEmitter {
     this.status = 'closing';
     try {
       await this.metaQueue;
+      await this.gcRunning?.catch(() => undefined);
       await this.journal.drain().catch(() => undefined);
       await this.checkpointing?.catch(() => undefined);
       // Leave a checkpoint behind when the journal since the last one is long: the next open
@@ -555,19 +586,32 @@ export class Store extends EventEmitter {
 
   private statNow(): StoreStat {
     this.checkOpen('stat');
-    const subjects = new Map<string, SubjectStat>();
-    let liveBytes = 0;
-    for (const [subject, tree] of this.keys.readAll()) {
-      if (tree.size === 0) continue;
-      const s: SubjectStat = { subject, keys: tree.size, liveBytes: 0 };
-      for (const e of tree.values()) s.liveBytes += entryDiskBytes(e);
-      liveBytes += s.liveBytes;
-      subjects.set(subject, s);
+    const subjects: SubjectStat[] = [];
+    const names = new Set([...this.keys.workingTrees().keys(), ...this.snapshots.all().map((snap) => snap.subject)]);
+    for (const subject of [...names].sort()) {
+      const tree = this.keys.workingTree(subject);
+      const snaps = this.snapshots.of(subject);
+      if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
+      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, snapshots: snaps.length };
+      for (const e of tree?.values() ?? []) stat.liveBytes += entryDiskBytes(e);
+      const counted = new Set<Entry>();
+      for (const snap of snaps) {
+        for (const [, e] of this.notLive(snap)) {
+          if (counted.has(e)) continue;
+          counted.add(e);
+          stat.snapshotOnlyBytes += entryDiskBytes(e);
+        }
+      }
+      subjects.push(stat);
     }
     const { segmentSize, segmentCount, capacity } = this.sb;
     const segmentsFree = this.usage.freeCount();
     const segmentsUsed = segmentCount - segmentsFree;
-    const usedBytes = segmentsUsed * segmentSize;
+    // The head segment's unwritten tail is free space, not used.
+    const headFree = this.legacy ? 0 : segmentSize - this.journal.position.offset;
+    const usedBytes = segmentsUsed * segmentSize - headFree;
+    let liveBytes = 0;
+    for (let seg = 0; seg < segmentCount; seg++) liveBytes += this.usage.liveBytes[seg] ?? 0;
     return {
       capacity,
       segmentSize,
@@ -576,10 +620,77 @@ export class Store extends EventEmitter {
       segmentsFree,
       usedBytes,
       liveBytes,
-      garbageBytes: Math.max(0, usedBytes - liveBytes),
-      freeBytes: segmentsFree * segmentSize,
-      subjects: [...subjects.values()],
+      garbageBytes: usedBytes - liveBytes,
+      freeBytes: segmentsFree * segmentSize + headFree,
+      subjects,
+      snapshots: this.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes })),
     };
+  }
+
+  // ---- compaction ---------------------------------------------------------------------------
+
+  /**
+   * Run one bounded reclaim cycle (see `GcOptions`): empty the segments with the least live data
+   * by moving what they still hold, and free them. Deterministic; `gcPlan` predicts it.
+   */
+  gcNow(options: GcOptions = {}): Promise<GcResult> {
+    const op = 'gcNow';
+    return (async () => {
+      this.checkWritable(op);
+      if (this.legacy) await this.upgradeLegacy();
+      await this.checkpointing?.catch(() => undefined);
+      this.gcRunning ??= this.compactor.run(options).finally(() => {
+        this.gcRunning = undefined;
+      });
+      try {
+        return await this.gcRunning;
+      } catch (err) {
+        throw withContext(err, op, undefined, undefined);
+      } finally {
+        this.maybeCheckpoint();
+      }
+    })();
+  }
+
+  /**
+   * What the next `gcNow` with the same options will do, without writing anything, and what each
+   * snapshot pins (bytes no cycle can reclaim while it exists).
+   */
+  gcPlan(options: GcOptions = {}): Promise<GcPlan & { pinnedBySnapshots: SnapshotPin[] }> {
+    return settle(() => {
+      this.checkOpen('gcPlan');
+      const { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed } = this.compactor.plan(options);
+      const pinnedBySnapshots = this.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes }));
+      return { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed, pinnedBySnapshots };
+    });
+  }
+
+  /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */
+  private *heldEntries(): Iterable<{ subject: string; bin: string; entry: Entry }> {
+    const seen = new Set<Entry>();
+    for (const [subject, tree] of this.keys.workingTrees()) {
+      for (const [bin, entry] of tree.entries()) {
+        seen.add(entry);
+        yield { subject, bin, entry };
+      }
+    }
+    for (const snap of this.snapshots.all()) {
+      for (const [bin, entry] of this.notLive(snap)) {
+        if (seen.has(entry)) continue;
+        seen.add(entry);
+        yield { subject: snap.subject, bin, entry };
+      }
+    }
+  }
+
+  /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
+  private maybeGc(): void {
+    if (this.options.autoGc === false || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
+    const free = this.usage.freeCount();
+    const lowOnSpace = free <= Math.max(2 * this.reserveSegments, Math.floor(this.sb.segmentCount / 4));
+    const garbage = this.compactor.garbageBytes();
+    if (garbage < this.sb.segmentSize || (!lowOnSpace && garbage < (this.sb.segmentCount * this.sb.segmentSize) / 4)) return;
+    this.gcNow().catch(() => undefined);
   }
 
   /**
@@ -678,7 +789,7 @@ export class Store extends EventEmitter {
   }
 
   private maybeCheckpoint(): void {
-    if (this.checkpointing !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
+    if (this.checkpointing !== undefined || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
     if (this.journal.bytesAppended - this.bytesAtCheckpoint < this.checkpointThreshold()) return;
     // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
     this.checkpoint().catch(() => undefined);
@@ -695,10 +806,15 @@ export class Store extends EventEmitter {
     return Math.max(segments * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
   }
 
-  /** Before a write gives up with `ENOSPC`: a checkpoint frees segments that hold only superseded records. */
+  /**
+   * Before a write gives up with `ENOSPC`: a checkpoint (frees segments that hold only
+   * superseded records and lets GC at the ones behind it), then one GC cycle.
+   */
   private async reclaim(): Promise<void> {
-    if (this.legacy) return;
+    if (this.legacy || !this.canCheckpoint()) return;
+    await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
+    await this.gcNow().catch(() => undefined);
   }
 
   private canCheckpoint(): boolean {
@@ -708,6 +824,7 @@ export class Store extends EventEmitter {
   private onDurable(sealed: Trees): void {
     this.keys.publish(sealed);
     this.maybeCheckpoint();
+    this.maybeGc();
   }
 
   private appendOrThrow(

@@ -12,6 +12,10 @@ import { getU64, setU64, view } from './bytes.js';
  * UMOUNT     (0x26)  (empty)
  *
  * snap_id is a store-wide creation sequence number (1, 2, ...), never reused.
+ *
+ * RELOC      (0x27)  key: subject NUL key   value: from_segment u32 | from_offset u32 | value bytes
+ *                    GC moved the value of the record at (from_segment, from_offset) here; every
+ *                    tree (live or snapshot) holding that record now reads this one.
  */
 export const DIGEST_BYTES = 32;
 
@@ -56,4 +60,25 @@ export function decodeMount(value: Uint8Array): MountTarget | undefined {
   const [owner, name, ...rest] = Buffer.from(value.subarray(8)).toString('latin1').split('\0');
   if (owner === undefined || name === undefined || owner === '' || name === '' || rest.length > 0) return undefined;
   return { snapId: getU64(view(value), 0), owner, name };
+}
+
+export interface Relocation {
+  segment: number;
+  offset: number;
+  value: Uint8Array;
+}
+
+export function encodeReloc(r: Relocation): Uint8Array {
+  const out = new Uint8Array(8 + r.value.length);
+  const v = view(out);
+  v.setUint32(0, r.segment, true);
+  v.setUint32(4, r.offset, true);
+  out.set(r.value, 8);
+  return out;
+}
+
+export function decodeReloc(value: Uint8Array): Relocation | undefined {
+  if (value.length < 8) return undefined;
+  const v = view(value);
+  return { segment: v.getUint32(0, true), offset: v.getUint32(4, true), value: value.subarray(8) };
 }

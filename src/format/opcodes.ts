@@ -21,6 +21,8 @@ export const Op = {
   RESTORE: 0x24,
   MOUNT: 0x25,
   UMOUNT: 0x26,
+  /** GC relocation of a live or snapshot-held value. */
+  RELOC: 0x27,
   /** One chunk of an index checkpoint. */
   CKPT: 0x30,
 } as const;

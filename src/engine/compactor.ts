@@ -1,0 +1,155 @@
+import { StatefsError } from '../errors.js';
+import { encodeReloc } from '../format/meta-records.js';
+import { Op } from '../format/opcodes.js';
+import { recordLength } from '../format/record.js';
+import type { Entry } from './entry.js';
+import type { Appended, RecordToWrite } from './journal-writer.js';
+import { indexKey } from './names.js';
+import type { SegmentUsage } from './segment-usage.js';
+
+export interface GcOptions {
+  /** Segment bytes one cycle may process (default 8 MiB, at least one segment). */
+  maxBytes?: number;
+  /** Segments one cycle may empty (default: no limit beyond maxBytes). */
+  maxSegments?: number;
+  /** Cancels a running cycle between segments; work already durable stays done. */
+  signal?: AbortSignal;
+}
+
+/** What one cycle did (`gcNow`) or will do (`gcPlan`). */
+export interface GcResult {
+  /** Bytes of segments returned to the free pool. */
+  freedBytes: number;
+  /** Bytes written to move still-readable records out of the emptied segments. */
+  movedBytes: number;
+  /** Bytes of the segments the cycle processed. */
+  scannedBytes: number;
+  /** Garbage left after the cycle: bytes in used segments that nothing reads. */
+  remainingGarbageBytes: number;
+  segmentsFreed: number;
+}
+
+export interface GcPlan extends GcResult {
+  /** The segments the cycle will empty, in order. */
+  segments: number[];
+}
+
+interface InternalPlan extends GcPlan {
+  moves: Move[];
+}
+
+/** An entry to move: where it is held and what its RELOC record will be. */
+interface Move {
+  subject: string;
+  bin: string;
+  entry: Entry;
+}
+
+/** What the compactor needs from the store. */
+export interface CompactorHost {
+  readonly usage: SegmentUsage;
+  readonly segmentSize: number;
+  /** Every distinct entry held by a live tree or a snapshot, with one place that holds it. */
+  heldEntries(): Iterable<Move>;
+  /** Whether the entry is still held by anything (it may have been superseded since planning). */
+  stillHeld(m: Move): boolean;
+  append(records: RecordToWrite[]): Appended;
+  marker(line: string): void;
+}
+
+export const DEFAULT_GC_MAX_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Bounded, deterministic reclaim. A cycle picks the segments outside the log chain with the
+ * fewest live bytes (ties: lowest index) until the byte bound, moves every value they still hold
+ * (live or snapshot) to the head of the log as RELOC records, and frees them. No time or random
+ * choice: the same state gives the same cycle, and `plan` predicts `run` exactly.
+ */
+export class Compactor {
+  constructor(private readonly host: CompactorHost) {}
+
+  plan(options: GcOptions = {}): InternalPlan {
+    const { usage, segmentSize } = this.host;
+    const maxBytes = Math.max(options.maxBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
+    const maxSegments = options.maxSegments ?? Number.POSITIVE_INFINITY;
+    if (!Number.isFinite(maxBytes) || maxBytes <= 0 || maxSegments < 1) throw StatefsError.EINVAL('gc bounds must be positive', { op: 'gc' });
+    const segments: number[] = [];
+    for (const s of usage.gcCandidates(segmentSize)) {
+      if ((segments.length + 1) * segmentSize > maxBytes || segments.length >= maxSegments) break;
+      segments.push(s);
+    }
+    const moves = this.movesFor(new Set(segments));
+    let movedBytes = 0;
+    for (const m of moves) movedBytes += relocLength(m);
+    let reclaimed = 0;
+    for (const s of segments) reclaimed += segmentSize - (usage.liveBytes[s] ?? 0);
+    return {
+      segments,
+      freedBytes: segments.length * segmentSize,
+      movedBytes,
+      scannedBytes: segments.length * segmentSize,
+      remainingGarbageBytes: this.garbageBytes() - reclaimed,
+      segmentsFreed: segments.length,
+      moves,
+    };
+  }
+
+  /** Run one cycle. Emits `statefs: compact progress freed=<n>` after each segment's moves are durable. */
+  async run(options: GcOptions = {}): Promise<GcResult> {
+    const plan = this.plan(options);
+    let freed = 0;
+    let moved = 0;
+    let scanned = 0;
+    let done = 0;
+    for (const segment of plan.segments) {
+      if (options.signal?.aborted === true) break;
+      // Entries still here and still held (a write may have superseded one since planning).
+      const moves = plan.moves.filter((m) => m.entry.extents.some((x) => x.segment === segment) && this.host.stillHeld(m));
+      const records = moves.map(relocRecord);
+      scanned += this.host.segmentSize;
+      if (records.length > 0) {
+        const appended = this.host.append(records);
+        moves.forEach((m, i) => {
+          const to = appended.extents[i];
+          if (to !== undefined) this.host.usage.moveEntry(m.entry, [to]);
+        });
+        await appended.durable;
+        for (const r of records) moved += recordLength(r.key.length, r.value.length);
+      }
+      if (this.host.usage.isFree(segment)) {
+        freed += this.host.segmentSize;
+        done++;
+        this.host.marker(`statefs: compact progress freed=${freed}`);
+      }
+    }
+    return { freedBytes: freed, movedBytes: moved, scannedBytes: scanned, remainingGarbageBytes: this.garbageBytes(), segmentsFreed: done };
+  }
+
+  /** Reclaimable garbage: bytes nothing reads in used segments outside the log chain. */
+  garbageBytes(): number {
+    const { usage, segmentSize } = this.host;
+    let garbage = 0;
+    for (const s of usage.gcCandidates(segmentSize)) garbage += segmentSize - (usage.liveBytes[s] ?? 0);
+    return garbage;
+  }
+
+  private movesFor(segments: Set<number>): Move[] {
+    const out: Move[] = [];
+    if (segments.size === 0) return out;
+    for (const m of this.host.heldEntries()) if (m.entry.extents.some((x) => segments.has(x.segment))) out.push(m);
+    return out;
+  }
+}
+
+function relocRecord(m: Move): RecordToWrite {
+  const first = m.entry.extents[0];
+  return {
+    opcode: Op.RELOC,
+    key: Buffer.from(indexKey(m.subject, m.bin), 'latin1'),
+    value: encodeReloc({ segment: first?.segment ?? 0, offset: first?.offset ?? 0, value: m.entry.value }),
+  };
+}
+
+function relocLength(m: Move): number {
+  return recordLength(m.subject.length + 1 + m.bin.length, 8 + m.entry.value.length);
+}
