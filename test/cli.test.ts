@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,7 @@ interface Run {
 }
 
 function runScript(script: string, args: readonly string[], cwd: string, input?: Uint8Array): Run {
-  const r = spawnSync(process.execPath, [script, ...args], { cwd, ...(input === undefined ? {} : { input }), timeout: 30_000 });
+  const r = spawnSync(process.execPath, [script, ...args], { cwd, ...(input === undefined ? {} : { input }), timeout: 120_000 });
   if (r.error !== undefined) throw r.error;
   return { status: r.status, stdout: r.stdout, out: r.stdout.toString('utf8'), err: r.stderr.toString('utf8') };
 }
@@ -477,5 +477,384 @@ test('txn reads the ops from stdin for -', async () => {
     assertFails(bad, 'EINVAL');
     assert.equal(bad.err, 'statefs: EINVAL: invalid: stdin: ops[0]: missing "key"\n');
     assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/s\n/state/z\n');
+  });
+});
+
+/** The lines of a command's output, without the final newline. */
+function lines(text: string): string[] {
+  return text === '' ? [] : text.replace(/\n$/, '').split('\n');
+}
+
+/** `snaps --details --json`: the SnapshotInfo objects, checked for shape. */
+function snapDetails(text: string): Record<string, unknown>[] {
+  const snaps = parseJson(text);
+  assert.ok(Array.isArray(snaps), text);
+  const out: Record<string, unknown>[] = [];
+  for (const snap of snaps) {
+    assert.ok(isRecord(snap), text);
+    out.push(snap);
+  }
+  return out;
+}
+
+/** `verify` output: the 64-hex-digit digest after `ok `. */
+function verifiedDigest(r: Run): string {
+  const match = /^ok ([0-9a-f]{64})\n$/.exec(r.out);
+  assert.ok(match?.[1] !== undefined, `verify printed: ${r.out}`);
+  return match[1];
+}
+
+test('snapshot takes a named snapshot and prints the markers the store emits', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', '1']);
+    const r = ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    assert.equal(r.out, 'statefs: snapshot subject=app name=s1\n');
+    assert.equal(r.err, '');
+    assert.deepEqual(parseJson(ok(dir, ['snapshot', '--image', image, 'app', 's2', '--json']).out), {
+      ok: true,
+      markers: ['statefs: snapshot subject=app name=s2'],
+    });
+    // A subject with no keys yet can be snapshotted too: the snapshot is empty.
+    assert.equal(ok(dir, ['snapshot', '--image', image, 'empty', 'e']).out, 'statefs: snapshot subject=empty name=e\n');
+    assert.deepEqual(parseJson(ok(dir, ['snaps', '--image', image, 'app', '--json']).out), ['s1', 's2']);
+    assert.deepEqual(parseJson(ok(dir, ['snaps', '--image', image, 'empty', '--json']).out), ['e']);
+
+    // The snapshot holds the state when it was taken, not later writes.
+    ok(dir, ['put', '--image', image, 'app', '/state/a', '2']);
+    ok(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/s1']);
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/mnt/s1/a']).out, '1');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/a']).out, '2');
+  });
+});
+
+test('snapshot names: a duplicate is EEXIST, bad names EINVAL or ENAMETOOLONG, and none is created', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', '1']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    const dup = statefs(dir, ['snapshot', '--image', image, 'app', 's1', '--json']);
+    assertFails(dup, 'EEXIST');
+    assert.equal(dup.err, 'statefs: EEXIST: snapshot s1 already exists\n');
+    assert.deepEqual(parseJson(dup.out), { error: { code: 'EEXIST', message: 'snapshot s1 already exists' } });
+
+    for (const bad of ['.hidden', 'a/b', 'sp ace', 'é']) {
+      const r = statefs(dir, ['snapshot', '--image', image, 'app', bad]);
+      assertFails(r, 'EINVAL');
+      assert.equal(r.out, '', bad);
+    }
+    const long = statefs(dir, ['snapshot', '--image', image, 'app', 'n'.repeat(65)]);
+    assertFails(long, 'ENAMETOOLONG');
+    assert.match(long.err, /name of 65 bytes \(max 64\)/);
+    assert.equal(ok(dir, ['snapshot', '--image', image, 'app', 'n'.repeat(64)]).out, `statefs: snapshot subject=app name=${'n'.repeat(64)}\n`);
+    assertFails(statefs(dir, ['snapshot', '--image', image, 'Bad Subject', 's']), 'EINVAL');
+
+    // The same name checks apply wherever a snapshot is named, and to mount labels.
+    assertFails(statefs(dir, ['snap-rm', '--image', image, 'app', '.hidden']), 'EINVAL');
+    assertFails(statefs(dir, ['verify', '--image', image, 'app', 'n'.repeat(65)]), 'ENAMETOOLONG');
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/.x']), 'EINVAL');
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'app', 's1', '/state/x']), 'EINVAL');
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'app', 's1', `/mnt/${'m'.repeat(65)}`]), 'ENAMETOOLONG');
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '');
+
+    assert.deepEqual(lines(ok(dir, ['snaps', '--image', image, 'app']).out), ['n'.repeat(64), 's1']);
+  });
+});
+
+test('snaps lists names sorted, and --details gives sizes and digests', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'first']);
+    ok(dir, ['put', '--image', image, 'app', '/state/b', 'kept']);
+    ok(dir, ['snapshot', '--image', image, 'app', 'zeta']);
+    // zeta alone keeps this value of /state/a once it is overwritten.
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'second']);
+    ok(dir, ['snapshot', '--image', image, 'app', 'Alpha']);
+    ok(dir, ['put', '--image', image, 'app', '/state/c', 'new']);
+    ok(dir, ['snapshot', '--image', image, 'app', 'mid']);
+
+    // Bytewise: uppercase before lowercase.
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, 'Alpha\nmid\nzeta\n');
+    assert.deepEqual(parseJson(ok(dir, ['snaps', '--image', image, 'app', '--json']).out), ['Alpha', 'mid', 'zeta']);
+    assert.equal(ok(dir, ['snaps', '--image', image, 'nobody']).out, '');
+    assert.deepEqual(parseJson(ok(dir, ['snaps', '--image', image, 'nobody', '--json']).out), []);
+    assert.deepEqual(parseJson(ok(dir, ['snaps', '--image', image, 'nobody', '--details', '--json']).out), []);
+
+    const digests = new Map(['Alpha', 'mid', 'zeta'].map((name) => [name, verifiedDigest(ok(dir, ['verify', '--image', image, 'app', name]))]));
+    const details = snapDetails(ok(dir, ['snaps', '--image', image, 'app', '--details', '--json']).out);
+    assert.deepEqual(
+      details.map((s) => [s.name, s.id, s.keys, s.digest]),
+      [
+        ['Alpha', 2, 2, digests.get('Alpha')],
+        ['mid', 3, 3, digests.get('mid')],
+        ['zeta', 1, 2, digests.get('zeta')],
+      ],
+    );
+    for (const s of details) {
+      assert.deepEqual(Object.keys(s).sort(), ['bytes', 'digest', 'exclusiveBytes', 'id', 'keys', 'name']);
+      assert.ok(typeof s.bytes === 'number' && s.bytes > 0, JSON.stringify(s));
+    }
+    const [alpha, mid, zeta] = details;
+    assert.ok(alpha !== undefined && mid !== undefined && zeta !== undefined);
+    // Alpha's and mid's records are all live; zeta is the only holder of the old /state/a.
+    assert.equal(alpha.exclusiveBytes, 0);
+    assert.equal(mid.exclusiveBytes, 0);
+    assert.ok(typeof zeta.exclusiveBytes === 'number' && zeta.exclusiveBytes > 0, JSON.stringify(zeta));
+    assert.ok(typeof mid.bytes === 'number' && typeof alpha.bytes === 'number' && mid.bytes > alpha.bytes);
+    // Different content, different digest: zeta and Alpha differ only in /state/a.
+    assert.notEqual(digests.get('zeta'), digests.get('Alpha'));
+
+    const table = lines(ok(dir, ['snaps', '--image', image, 'app', '--details']).out);
+    assert.equal(table.length, 4, table.join('\n'));
+    assert.match(table[0] ?? '', /^NAME +ID +KEYS +BYTES +EXCLUSIVE +DIGEST$/);
+    const rows = table.slice(1).map((row) => row.split(/ {2,}/));
+    assert.deepEqual(
+      rows.map((row) => [row[0], row[1], row[2], row[4], row[5]]),
+      [
+        ['Alpha', '2', '2', '0 B', digests.get('Alpha')?.slice(0, 12)],
+        ['mid', '3', '3', '0 B', digests.get('mid')?.slice(0, 12)],
+        ['zeta', '1', '2', `${String(zeta.exclusiveBytes)} B`, digests.get('zeta')?.slice(0, 12)],
+      ],
+    );
+    for (const row of rows) assert.match(row[3] ?? '', /^\d+ B$/);
+    // The columns line up under the header.
+    const digestColumn = (table[0] ?? '').indexOf('DIGEST');
+    for (const row of table.slice(1)) assert.match(row.slice(digestColumn), /^[0-9a-f]{12}$/);
+  });
+});
+
+test('diff lists added, removed and changed keys between snapshots and @live', async () => {
+  await withImage((dir, image) => {
+    for (const k of ['keep', 'change', 'drop']) ok(dir, ['put', '--image', image, 'app', `/state/${k}`, k]);
+    ok(dir, ['snapshot', '--image', image, 'app', 'before']);
+    ok(dir, ['put', '--image', image, 'app', '/state/change', 'changed']);
+    ok(dir, ['del', '--image', image, 'app', '/state/drop']);
+    ok(dir, ['put', '--image', image, 'app', '/state/add', 'added']);
+    // Rewriting a key with the same bytes is not a change.
+    ok(dir, ['put', '--image', image, 'app', '/state/keep', 'keep']);
+
+    assert.equal(ok(dir, ['diff', '--image', image, 'app', 'before', '@live']).out, '+ /state/add\n~ /state/change\n- /state/drop\n');
+    assert.deepEqual(parseJson(ok(dir, ['diff', '--image', image, 'app', 'before', '@live', '--json']).out), {
+      added: ['/state/add'],
+      removed: ['/state/drop'],
+      changed: ['/state/change'],
+    });
+    assert.deepEqual(parseJson(ok(dir, ['diff', '--image', image, 'app', '@live', 'before', '--json']).out), {
+      added: ['/state/drop'],
+      removed: ['/state/add'],
+      changed: ['/state/change'],
+    });
+
+    ok(dir, ['snapshot', '--image', image, 'app', 'after']);
+    assert.equal(ok(dir, ['diff', '--image', image, 'app', 'before', 'after']).out, '+ /state/add\n~ /state/change\n- /state/drop\n');
+    assert.equal(ok(dir, ['diff', '--image', image, 'app', 'after', '@live']).out, '');
+    assert.deepEqual(parseJson(ok(dir, ['diff', '--image', image, 'app', '@live', '@live', '--json']).out), { added: [], removed: [], changed: [] });
+
+    assertFails(statefs(dir, ['diff', '--image', image, 'app', 'before', 'missing']), 'ENOENT');
+    assertUsage(statefs(dir, ['diff', '--image', image, 'app', 'before']), /^statefs: missing required argument 'b'/);
+  });
+});
+
+test('verify prints the digest; a damaged snapshot record is EINTEGRITY', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/k', 'original-value-xyz']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    const digest = verifiedDigest(ok(dir, ['verify', '--image', image, 'app', 's1']));
+    assert.deepEqual(parseJson(ok(dir, ['verify', '--image', image, 'app', 's1', '--json']).out), { ok: true, digest });
+    // The digest is of the content: a second snapshot of the same state has the same one.
+    ok(dir, ['snapshot', '--image', image, 'app', 's2']);
+    assert.equal(verifiedDigest(ok(dir, ['verify', '--image', image, 'app', 's2'])), digest);
+    assertFails(statefs(dir, ['verify', '--image', image, 'app', 'missing']), 'ENOENT');
+
+    // Overwrite the live value so only the snapshots read the old record, then damage that record.
+    ok(dir, ['put', '--image', image, 'app', '/state/k', 'newer']);
+    const path = join(dir, image);
+    const bytes = await readFile(path);
+    const at = bytes.indexOf('original-value-xyz');
+    assert.ok(at >= 0 && bytes.indexOf('original-value-xyz', at + 1) === -1, 'the value is on disk once');
+    bytes[at] = (bytes[at] ?? 0) ^ 0x20;
+    await writeFile(path, bytes);
+    const damaged = statefs(dir, ['verify', '--image', image, 'app', 's1', '--json']);
+    assertFails(damaged, 'EINTEGRITY');
+    const failure = parseJson(damaged.out);
+    assert.ok(isRecord(failure) && isRecord(failure.error), damaged.out);
+    assert.equal(failure.error.code, 'EINTEGRITY');
+  });
+});
+
+test('restore makes the live state equal to a snapshot', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'a1']);
+    ok(dir, ['put', '--image', image, 'app', '/state/b/c', 'c1']);
+    ok(dir, ['snapshot', '--image', image, 'app', 'good']);
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'broken']);
+    ok(dir, ['del', '--image', image, 'app', '/state/b/c']);
+    ok(dir, ['put', '--image', image, 'app', '/state/junk', 'x']);
+    ok(dir, ['put', '--image', image, 'other', '/state/o', 'untouched']);
+
+    assert.equal(ok(dir, ['restore', '--image', image, 'app', 'good']).out, '');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app']).out, '/state/a\n/state/b/c\n');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/a']).out, 'a1');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/b/c']).out, 'c1');
+    assert.equal(ok(dir, ['diff', '--image', image, 'app', 'good', '@live']).out, '');
+    assert.equal(ok(dir, ['get', '--image', image, 'other', '/state/o']).out, 'untouched');
+    // The snapshot is still there, and restoring again is harmless.
+    assert.deepEqual(parseJson(ok(dir, ['restore', '--image', image, 'app', 'good', '--json']).out), { ok: true });
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, 'good\n');
+
+    const missing = statefs(dir, ['restore', '--image', image, 'app', 'nope']);
+    assertFails(missing, 'ENOENT');
+    assert.equal(missing.err, 'statefs: ENOENT: snapshot nope does not exist\n');
+    assertFails(statefs(dir, ['restore', '--image', image, 'other', 'good']), 'ENOENT');
+    assert.equal(ok(dir, ['get', '--image', image, 'other', '/state/o']).out, 'untouched');
+  });
+});
+
+test('snap-rm deletes a snapshot: ENOENT for a missing one, EBUSY while it is mounted', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', '1']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's2']);
+
+    assert.equal(ok(dir, ['snap-rm', '--image', image, 'app', 's2']).out, '');
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, 's1\n');
+    const missing = statefs(dir, ['snap-rm', '--image', image, 'app', 's2', '--json']);
+    assertFails(missing, 'ENOENT');
+    assert.deepEqual(parseJson(missing.out), { error: { code: 'ENOENT', message: 'snapshot s2 does not exist' } });
+
+    ok(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/view']);
+    const busy = statefs(dir, ['snap-rm', '--image', image, 'app', 's1']);
+    assertFails(busy, 'EBUSY');
+    assert.equal(busy.err, 'statefs: EBUSY: busy: snapshot s1 is mounted at app:/mnt/view\n');
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, 's1\n');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/mnt/view/a']).out, '1');
+
+    ok(dir, ['umount', '--image', image, 'app', '/mnt/view']);
+    assert.deepEqual(parseJson(ok(dir, ['snap-rm', '--image', image, 'app', 's1', '--json']).out), { ok: true });
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, '');
+    // The live state is not a snapshot's: deleting them leaves it alone.
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/a']).out, '1');
+    // The name is free again.
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+  });
+});
+
+test('mount, mounts and umount; get and ls read the snapshot through the mount; writes there are EROFS', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/k', 'snap value']);
+    ok(dir, ['put', '--image', image, 'app', '/state/dir/x', 'x1']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    ok(dir, ['put', '--image', image, 'app', '/state/k', 'live value']);
+    ok(dir, ['put', '--image', image, 'app', '/state/later', 'l']);
+
+    assert.equal(ok(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/view']).out, '');
+    assert.deepEqual(parseJson(ok(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/also', '--json']).out), { ok: true });
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '/mnt/also app s1\n/mnt/view app s1\n');
+    assert.deepEqual(parseJson(ok(dir, ['mounts', '--image', image, 'app', '--json']).out), [
+      { path: '/mnt/also', owner: 'app', name: 's1' },
+      { path: '/mnt/view', owner: 'app', name: 's1' },
+    ]);
+    // Mount tables are per caller.
+    assert.equal(ok(dir, ['mounts', '--image', image, 'other']).out, '');
+    assert.deepEqual(parseJson(ok(dir, ['mounts', '--image', image, 'other', '--json']).out), []);
+
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/mnt/view/k']).out, 'snap value');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/k']).out, 'live value');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app', '/mnt/view/']).out, '/mnt/view/dir/x\n/mnt/view/k\n');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app', '/mnt/view/dir/']).out, '/mnt/view/dir/x\n');
+    assertFails(statefs(dir, ['get', '--image', image, 'app', '/mnt/view/later']), 'ENOENT');
+    assertFails(statefs(dir, ['get', '--image', image, 'other', '/mnt/view/k']), 'ENOENT');
+
+    const rofs = statefs(dir, ['put', '--image', image, 'app', '/mnt/view/k', 'x']);
+    assertFails(rofs, 'EROFS');
+    assert.equal(rofs.err, 'statefs: EROFS: read-only: /mnt/view/k is under the read-only mount /mnt/view\n');
+    assertFails(statefs(dir, ['del', '--image', image, 'app', '/mnt/view/k']), 'EROFS');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/mnt/view/k']).out, 'snap value');
+
+    const taken = statefs(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/view']);
+    assertFails(taken, 'EEXIST');
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'app', 'nope', '/mnt/none']), 'ENOENT');
+
+    assert.equal(ok(dir, ['umount', '--image', image, 'app', '/mnt/view']).out, '');
+    assert.deepEqual(parseJson(ok(dir, ['umount', '--image', image, 'app', '/mnt/also', '--json']).out), { ok: true });
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '');
+    assertFails(statefs(dir, ['get', '--image', image, 'app', '/mnt/view/k']), 'ENOENT');
+    const gone = statefs(dir, ['umount', '--image', image, 'app', '/mnt/view']);
+    assertFails(gone, 'ENOENT');
+    assert.equal(gone.err, 'statefs: ENOENT: mount /mnt/view does not exist\n');
+  });
+});
+
+test('mounting another subject snapshot is EPERM without --grant and works with it', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'cfg', '/state/setting', 'on']);
+    ok(dir, ['snapshot', '--image', image, 'cfg', 'c1']);
+
+    const denied = statefs(dir, ['mount', '--image', image, 'app', 'cfg', 'c1', '/mnt/cfg']);
+    assertFails(denied, 'EPERM');
+    assert.equal(denied.err, 'statefs: EPERM: denied: app may not mount snapshots of cfg\n');
+    // A grant for another caller, or the reverse direction, does not help.
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'cfg', 'c1', '/mnt/cfg', '--grant', 'web:cfg']), 'EPERM');
+    assertFails(statefs(dir, ['mount', '--image', image, 'app', 'cfg', 'c1', '/mnt/cfg', '--grant', 'cfg:app']), 'EPERM');
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '');
+
+    const granted = ok(dir, ['mount', '--image', image, 'app', 'cfg', 'c1', '/mnt/cfg', '--grant', 'web:cfg', '--grant', 'app:cfg', '--json']);
+    assert.deepEqual(parseJson(granted.out), { ok: true });
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '/mnt/cfg cfg c1\n');
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/mnt/cfg/setting']).out, 'on');
+    assert.equal(ok(dir, ['ls', '--image', image, 'app', '/mnt/cfg/']).out, '/mnt/cfg/setting\n');
+    assertFails(statefs(dir, ['put', '--image', image, 'app', '/mnt/cfg/setting', 'off']), 'EROFS');
+
+    // The owner cannot delete a snapshot another subject has mounted.
+    const busy = statefs(dir, ['snap-rm', '--image', image, 'cfg', 'c1']);
+    assertFails(busy, 'EBUSY');
+    assert.match(busy.err, /mounted at app:\/mnt\/cfg/);
+    ok(dir, ['umount', '--image', image, 'app', '/mnt/cfg']);
+    ok(dir, ['snap-rm', '--image', image, 'cfg', 'c1']);
+
+    for (const bad of ['app', 'app:', ':cfg', 'a:b:c']) {
+      assertUsage(statefs(dir, ['mount', '--image', image, 'app', 'cfg', 'c1', '/mnt/cfg', '--grant', bad]), /^statefs: option '--grant <caller:owner>' argument .* is invalid/);
+    }
+  });
+});
+
+test('snaps, diff, verify and mounts open read-only and work while a writer holds the lock', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'v']);
+    ok(dir, ['snapshot', '--image', image, 'app', 's1']);
+    ok(dir, ['mount', '--image', image, 'app', 'app', 's1', '/mnt/view']);
+    await writeFile(join(dir, `${image}.lock`), `${process.pid}\n`);
+
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, 's1\n');
+    assert.equal(snapDetails(ok(dir, ['snaps', '--image', image, 'app', '--details', '--json']).out).length, 1);
+    assert.equal(ok(dir, ['diff', '--image', image, 'app', 's1', '@live']).out, '');
+    verifiedDigest(ok(dir, ['verify', '--image', image, 'app', 's1']));
+    assert.equal(ok(dir, ['mounts', '--image', image, 'app']).out, '/mnt/view app s1\n');
+
+    for (const args of [
+      ['snapshot', '--image', image, 'app', 's2'],
+      ['snap-rm', '--image', image, 'app', 's1'],
+      ['restore', '--image', image, 'app', 's1'],
+      ['mount', '--image', image, 'app', 'app', 's1', '/mnt/other'],
+      ['umount', '--image', image, 'app', '/mnt/view'],
+    ]) {
+      assertFails(statefs(dir, args), 'EBUSY');
+    }
+  });
+});
+
+test('the snapshot and mount commands are in --help and check their operands', async () => {
+  await withImage((dir, image) => {
+    const help = ok(dir, ['--help']).out;
+    for (const name of ['snapshot', 'snaps', 'snap-rm', 'restore', 'diff', 'verify', 'mount', 'umount', 'mounts']) {
+      assert.match(help, new RegExp(`^ {2}${name} `, 'm'));
+    }
+    assertUsage(statefs(dir, ['snapshot', '--image', image, 'app']), /^statefs: missing required argument 'name'/);
+    assertUsage(statefs(dir, ['snaps', 'app']), /^statefs: required option '--image <path>' not specified/);
+    assertUsage(statefs(dir, ['snap-rm', '--image', image, 'app']), /^statefs: missing required argument 'name'/);
+    assertUsage(statefs(dir, ['restore', '--image', image, 'app', 's1', 'extra']), /too many arguments/);
+    assertUsage(statefs(dir, ['verify', '--image', image, 'app']), /^statefs: missing required argument 'name'/);
+    assertUsage(statefs(dir, ['mount', '--image', image, 'app', 'app', 's1']), /^statefs: missing required argument 'mountPath'/);
+    assertUsage(statefs(dir, ['umount', '--image', image, 'app']), /^statefs: missing required argument 'mountPath'/);
+    assertUsage(statefs(dir, ['mounts', '--image', image]), /^statefs: missing required argument 'caller'/);
+    assertUsage(statefs(dir, ['snaps', '--image', image, 'app', '--bogus']), /^statefs: unknown option '--bogus'/);
+    assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, '', 'a usage error must not create anything');
   });
 });

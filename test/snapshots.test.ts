@@ -4,6 +4,7 @@ import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { LIVE, Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
+import { crc32c } from '../src/format/crc32c.js';
 import { memoryImage, openMemory, text } from './helpers.js';
 
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
@@ -264,4 +265,25 @@ test('snapshots survive a crash at every write of the workload that follows them
     await r.close();
   }
   console.log(`snapshot immutability: ${probe.writes} crash points checked`);
+});
+
+test('close waits for the background digest, so a later open checks against the recorded one', async () => {
+  const img = await memoryImage();
+  const s = await openMemory(img);
+  for (let i = 0; i < 50; i++) await s.put('app', `/state/k${i}`, `value ${i}`);
+  await s.snapshot('app', 'snap');
+  await s.close(); // immediately: the digest is still being computed
+  // Alter the value of k7 on disk and re-seal its record's CRC: only the digest can tell.
+  const needle = Buffer.from('app\0/state/k7', 'latin1');
+  const at = Buffer.from(img).indexOf(needle);
+  assert.ok(at > 0);
+  const recLen = 15 + needle.length + 'value 7'.length;
+  const rec = Buffer.from(img.subarray(at - 11, at - 11 + recLen));
+  rec.write('VALUE 7', 11 + needle.length, 'latin1');
+  rec.writeUInt32LE(crc32c(rec.subarray(0, recLen - 4)), recLen - 4);
+  img.set(rec, at - 11);
+  const r = await openMemory(img);
+  assert.equal(text(await r.get('app', '/state/k7')), 'VALUE 7');
+  await assert.rejects(r.verifySnapshot('app', 'snap'), code('EINTEGRITY'));
+  await r.close();
 });

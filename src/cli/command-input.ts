@@ -38,6 +38,14 @@ export function numberOption(cmd: Command, name: string): number | undefined {
   throw new TypeError(`statefs ${cmd.name()}: option ${name} is not a number`);
 }
 
+/** A repeatable option whose argParser collects its values into an array (absent: none given). */
+export function stringListOption(cmd: Command, name: string): string[] {
+  const value: unknown = cmd.getOptionValue(name);
+  if (value === undefined) return [];
+  if (Array.isArray(value) && value.every((v): v is string => typeof v === 'string')) return value;
+  throw new TypeError(`statefs ${cmd.name()}: option ${name} is not a list of strings`);
+}
+
 export function flag(cmd: Command, name: string): boolean {
   return cmd.getOptionValue(name) === true;
 }

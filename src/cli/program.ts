@@ -1,11 +1,20 @@
 import { Command } from 'commander';
 import { addDelCommand } from './commands/del.js';
+import { addDiffCommand } from './commands/diff.js';
 import { addGetCommand } from './commands/get.js';
 import { addLsCommand } from './commands/ls.js';
 import { addMkfsCommand } from './commands/mkfs.js';
+import { addMountCommand } from './commands/mount.js';
+import { addMountsCommand } from './commands/mounts.js';
 import { addPutCommand } from './commands/put.js';
+import { addRestoreCommand } from './commands/restore.js';
+import { addSnapRmCommand } from './commands/snap-rm.js';
+import { addSnapshotCommand } from './commands/snapshot.js';
+import { addSnapsCommand } from './commands/snaps.js';
 import { addStatCommand } from './commands/stat.js';
 import { addTxnCommand } from './commands/txn.js';
+import { addUmountCommand } from './commands/umount.js';
+import { addVerifyCommand } from './commands/verify.js';
 
 /**
  * The `statefs` command tree. Settings are made before the subcommands are added, which copy
@@ -14,7 +23,7 @@ import { addTxnCommand } from './commands/txn.js';
  */
 export function buildProgram(): Command {
   const program = new Command('statefs')
-    .description('StateFS images from the command line: create, read, write, list and inspect')
+    .description('StateFS images from the command line: create, read, write, list, inspect, snapshot and mount')
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({
@@ -29,5 +38,14 @@ export function buildProgram(): Command {
   addLsCommand(program);
   addStatCommand(program);
   addTxnCommand(program);
+  addSnapshotCommand(program);
+  addSnapsCommand(program);
+  addSnapRmCommand(program);
+  addRestoreCommand(program);
+  addDiffCommand(program);
+  addVerifyCommand(program);
+  addMountCommand(program);
+  addUmountCommand(program);
+  addMountsCommand(program);
   return program;
 }

@@ -1,11 +1,16 @@
-import { Store } from '../engine/store.js';
+import { Store, type OpenOptions } from '../engine/store.js';
 
 /** `read` opens read-only and takes no lock, so it works beside a running writer. */
 export type Access = 'read' | 'write';
 
+/** Open options a command may add to the ones its access implies. */
+interface SessionOptions {
+  grants?: NonNullable<OpenOptions['grants']>;
+}
+
 /** Open the image, run `use`, and always close it. */
-export async function withStore<T>(image: string, access: Access, use: (store: Store) => Promise<T>): Promise<T> {
-  const store = await Store.open(image, access === 'read' ? { readOnly: true } : {});
+export async function withStore<T>(image: string, access: Access, use: (store: Store) => Promise<T>, options: SessionOptions = {}): Promise<T> {
+  const store = await Store.open(image, { ...options, ...(access === 'read' ? { readOnly: true } : {}) });
   try {
     return await use(store);
   } finally {

@@ -172,6 +172,8 @@ export class Store extends EventEmitter {
   private readonly mounts: MountTable;
   /** Digests being computed, by snapshot id. */
   private readonly digestJobs = new Map<number, Promise<Uint8Array>>();
+  /** Digests being computed and recorded; close waits for them so they reach the disk. */
+  private readonly digestWrites = new Set<Promise<void>>();
   /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
   private metaQueue: Promise<unknown> = Promise.resolve();
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
@@ -560,6 +562,7 @@ export class Store extends EventEmitter {
     try {
       await this.metaQueue;
       await this.gcRunning?.catch(() => undefined);
+      await Promise.all(this.digestWrites);
       await this.journal.drain().catch(() => undefined);
       await this.checkpointing?.catch(() => undefined);
       // Leave a checkpoint behind when the journal since the last one is long: the next open
@@ -808,10 +811,11 @@ export class Store extends EventEmitter {
 
   /**
    * Before a write gives up with `ENOSPC`: a checkpoint (frees segments that hold only
-   * superseded records and lets GC at the ones behind it), then one GC cycle.
+   * superseded records and lets GC at the ones behind it), then one GC cycle. Not with
+   * `autoGc: false`, where space comes back only through `gcNow`.
    */
   private async reclaim(): Promise<void> {
-    if (this.legacy || !this.canCheckpoint()) return;
+    if (this.legacy || !this.canCheckpoint() || this.options.autoGc === false) return;
     await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
     await this.gcNow().catch(() => undefined);
@@ -998,17 +1002,20 @@ export class Store extends EventEmitter {
     if (job !== undefined) return job;
     job = snapshotDigest(snap.tree, (bin) => snap.tree.get(bin)?.value ?? EMPTY);
     this.digestJobs.set(snap.id, job);
-    job
-      .then((digest) => {
+    const recorded = job
+      .then(async (digest) => {
         snap.digest = digest;
-        if (this.status !== 'open' || this.options.readOnly === true || this.legacy || this.snapshots.get(snap.subject, snap.name) !== snap) return;
-        if (this.writeFailure !== undefined || this.journal.failed !== undefined) return;
+        if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
         const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
-        // Best effort: a digest not yet on disk is recomputed after the next open.
-        this.journal.append([record], { useReserve: true }).durable.catch(() => undefined);
+        await this.journal.append([record], { useReserve: true }).durable;
       })
+      // A digest that did not reach the disk is recomputed after the next open.
       .catch(() => undefined)
-      .finally(() => this.digestJobs.delete(snap.id));
+      .finally(() => {
+        this.digestJobs.delete(snap.id);
+        this.digestWrites.delete(recorded);
+      });
+    this.digestWrites.add(recorded);
     return job;
   }
 

@@ -27,7 +27,7 @@ export function addStatCommand(program: Command): void {
 
 /** A subject with no keys is not in the stat; report it as empty rather than missing. */
 function subjectStat(stat: StoreStat, subject: string): SubjectStat {
-  return stat.subjects.find((s) => s.subject === subject) ?? { subject, keys: 0, liveBytes: 0 };
+  return stat.subjects.find((s) => s.subject === subject) ?? { subject, keys: 0, liveBytes: 0, snapshotOnlyBytes: 0, snapshots: 0 };
 }
 
 function subjectLine(s: SubjectStat): string {
