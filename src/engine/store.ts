@@ -701,7 +701,11 @@ export class Store extends EventEmitter {
    * only what follows it. Runs automatically as the journal grows.
    */
   checkpoint(): Promise<void> {
-    this.checkWritable('checkpoint');
+    try {
+      this.checkWritable('checkpoint');
+    } catch (err) {
+      return Promise.reject(asStatefsError(err, 'checkpoint'));
+    }
     this.checkpointing ??= (this.legacy ? this.upgradeLegacy() : this.writeCheckpoint()).finally(() => {
       this.checkpointing = undefined;
     });

@@ -125,7 +125,8 @@ export class Transaction {
   /** Drop every buffered op. Nothing was written, so nothing is undone on disk. */
   abort(): Promise<void> {
     return settle(() => {
-      this.checkOpen('txn.abort');
+      // Allowed even after the store failed: dropping buffered writes needs no I/O.
+      if (this.state !== 'open') throw StatefsError.EBADF(`transaction (${this.state})`, { op: 'txn.abort', subject: this.subject });
       this.state = 'aborted';
       this.ops.clear();
       this.host.releaseTxn(this.subject);
