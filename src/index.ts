@@ -7,3 +7,8 @@ export { MemoryDevice } from './device/memory-device.js';
 export { FileDevice } from './device/file-device.js';
 export { Transaction } from './engine/transaction.js';
 export type { TxnLimits } from './engine/transaction.js';
+export { fsck, fsckDevice } from './engine/fsck.js';
+export type { FsckFinding, FsckOptions, FsckReason, FsckReport, FsckSeverity } from './engine/fsck.js';
+export { LIVE } from './engine/store.js';
+export type { MountInfo, SnapshotDiff, SnapshotInfo, SnapshotPin } from './engine/store.js';
+export type { GcOptions, GcPlan, GcResult } from './engine/compactor.js';

@@ -136,6 +136,15 @@ export async function scanLog(
       if (!clean) torn = { offset: base + batchStart, fault: fault ?? 'unsealed' };
     }
     bytes += batchStart - start;
+    // Headers are flushed in log order, each before any later one is written: a valid header
+    // numbered past the head means the log went on and a link of it is damaged.
+    const beyond = headers.findIndex((h) => h !== undefined && h.segSeq > segSeq);
+    if (beyond !== -1) {
+      throw StatefsError.EINTEGRITY(`segment ${beyond} continues the log past segment ${segment}, but the link to it is damaged`, {
+        op: 'open',
+        offset: segmentOffset(beyond, sb.segmentSize),
+      });
+    }
     return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records, bytes };
   }
 }

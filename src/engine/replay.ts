@@ -27,12 +27,23 @@ export interface Replayed {
   nextTxnId: number;
   snapshots: SnapshotTable;
   mounts: MountTable;
+  /** Transactions prepared in the log and neither committed nor aborted (replay dropped them). */
+  orphans: Orphan[];
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
   legacy?: LegacyImage;
 }
 
+export interface Orphan {
+  txnId: number;
+  subject: string;
+  /** Absolute byte offset of its PREPARE. */
+  offset: number;
+}
+
 /** A transaction whose PREPARE has been replayed and whose COMMIT has not (yet). */
 interface PendingTxn {
+  /** Where its PREPARE is. */
+  at: Extent;
   subject: string;
   opCount: number;
   chunks: { ik: string; chunk: PayloadChunk; extent: Extent }[];
@@ -87,7 +98,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           requireCheckpoint(ckpt.loaded, sb, extent);
           const mark = decodeTxnMark(record.value);
           if (mark === undefined) throw damaged(sb, extent, 'malformed PREPARE');
-          txns.set(mark.txnId, { subject: Buffer.from(record.key).toString('latin1'), opCount: mark.opCount, chunks: [] });
+          txns.set(mark.txnId, { at: extent, subject: Buffer.from(record.key).toString('latin1'), opCount: mark.opCount, chunks: [] });
           ids.next = Math.max(ids.next, mark.txnId + 1);
           break;
         }
@@ -138,7 +149,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
   const trees = [...index.trees.values(), ...snapshots.all().map((snap) => snap.tree)];
   await readValues(device, sb, trees, unread);
-  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts };
+  const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans };
 }
 
 /** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */
@@ -184,7 +196,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     records: legacy.records,
     bytes: 0,
   };
-  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), legacy };
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), orphans: [], legacy };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {

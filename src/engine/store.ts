@@ -16,7 +16,7 @@ import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { readEntryValue } from './entry-reader.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
-import { replayImage, type Replayed } from './replay.js';
+import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
 import { Keyspace, type Tree, type Trees } from './keyspace.js';
@@ -169,6 +169,8 @@ export class Store extends EventEmitter {
   private readonly txnLimits: TxnLimits;
   private readonly openTxns = new Map<string, number>();
   private readonly snapshots: SnapshotTable;
+  /** Transactions replay found prepared and never finished (see `abortOrphans`). */
+  private orphans: Orphan[];
   private readonly mounts: MountTable;
   /** Digests being computed, by snapshot id. */
   private readonly digestJobs = new Map<number, Promise<Uint8Array>>();
@@ -200,6 +202,7 @@ export class Store extends EventEmitter {
     this.txnLimits = { ...DEFAULT_TXN_LIMITS, ...options.txnLimits };
     this.keys = new Keyspace(index);
     this.snapshots = replayed.snapshots;
+    this.orphans = replayed.orphans;
     this.mounts = replayed.mounts;
     this.usage = new SegmentUsage(sb.segmentCount);
     for (const e of distinctEntries(index, this.snapshots)) this.usage.addEntry(e);
@@ -545,6 +548,32 @@ export class Store extends EventEmitter {
       checkSubject(caller, 'listMounts');
       return this.mounts.of(caller).map((m) => ({ path: m.path, owner: m.owner, name: m.name }));
     });
+  }
+
+  // ---- repair (fsck) -------------------------------------------------------------------------
+
+  /**
+   * Append an ABORT for every transaction the log prepared but never committed or aborted (replay
+   * already ignores them; this closes them for good). Used by `fsck --repair`. Resolves to the count.
+   */
+  async abortOrphans(): Promise<number> {
+    const op = 'abortOrphans';
+    this.checkWritable(op);
+    if (this.orphans.length === 0) return 0;
+    const records = this.orphans.map((o) => ({ opcode: Op.ABORT, key: Buffer.from(o.subject, 'latin1'), value: encodeTxnMark({ txnId: o.txnId, opCount: 0 }) }));
+    const appended = this.appendOrThrow(records, op, undefined, undefined, { useReserve: true });
+    await this.awaitDurable(appended.durable, op, undefined, undefined);
+    const n = this.orphans.length;
+    this.orphans = [];
+    return n;
+  }
+
+  /** Mounts whose snapshot no longer exists (only damage or a hand-edited image makes them). */
+  mountsOfMissingSnapshots(): { caller: string; path: string }[] {
+    return this.mounts
+      .all()
+      .filter((m) => this.snapshots.get(m.owner, m.name)?.id !== m.snapId)
+      .map((m) => ({ caller: m.caller, path: m.path }));
   }
 
   /** Resolves when every write issued before it is durable. */

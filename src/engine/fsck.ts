@@ -1,0 +1,219 @@
+import type { BlockDevice } from '../device/device.js';
+import { FileDevice } from '../device/file-device.js';
+import { StatefsError } from '../errors.js';
+import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
+import { readEntryValue } from './entry-reader.js';
+import { replayImage, type Replayed } from './replay.js';
+import { snapshotDigest } from './snapshot-digest.js';
+import { Store } from './store.js';
+
+/** Stable reason strings (docs/storage/statefs-v3.md lists them). */
+export type FsckReason =
+  | 'blank-image'
+  | 'superblocks-damaged'
+  | 'superblock-a-damaged'
+  | 'superblock-b-damaged'
+  | 'damage-before-valid-records'
+  | 'unsupported-record'
+  | 'torn-tail'
+  | 'orphaned-transaction'
+  | 'live-record-damaged'
+  | 'snapshot-digest-mismatch'
+  | 'snapshot-digest-missing'
+  | 'mount-missing-snapshot'
+  | 'legacy-v1';
+
+/** info: reported, not a problem (crash residue). repairable: `--repair` fixes it. fatal: unrecoverable. */
+export type FsckSeverity = 'info' | 'repairable' | 'fatal';
+
+export interface FsckFinding {
+  /** Byte offset in the image the finding is about. */
+  offset: number;
+  reason: FsckReason;
+  severity: FsckSeverity;
+  message: string;
+}
+
+export interface FsckReport {
+  /** 0 clean; 1 problems found and repaired (or repairable, with dryRun); 2 unrecoverable. */
+  exitCode: 0 | 1 | 2;
+  format: 'v3' | 'legacy-v1' | 'unknown';
+  findings: FsckFinding[];
+  /** Set when `repair` ran and the re-check came back clean. */
+  repaired: boolean;
+  checked: { records: number; batches: number; values: number; snapshots: number; mounts: number };
+}
+
+export interface FsckOptions {
+  /** Fix what is repairable (appending ABORT / UMOUNT records, rewriting a damaged superblock slot), then re-check. */
+  repair?: boolean;
+  /** With `repair`, only say what would be done: nothing is written. */
+  dryRun?: boolean;
+  /** Called as the check advances (fraction 0..1). */
+  onProgress?: (fraction: number, phase: string) => void;
+}
+
+/** Check an image file. Opens it read-only unless repairing. */
+export async function fsck(path: string, options: FsckOptions = {}): Promise<FsckReport> {
+  const report = await checkDevice(await FileDevice.open(path, { readOnly: true }), options);
+  if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
+  await repair(await FileDevice.open(path), report);
+  const again = await checkDevice(await FileDevice.open(path, { readOnly: true }), {});
+  return finishRepair(report, again);
+}
+
+/** Check (and with `repair`, fix) an image on any device. The device is closed. */
+export async function fsckDevice(device: BlockDevice, options: FsckOptions = {}): Promise<FsckReport> {
+  const report = await checkDevice(device, options);
+  if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
+  await repair(device, report);
+  return finishRepair(report, await checkDevice(device, {}));
+}
+
+function finishRepair(before: FsckReport, after: FsckReport): FsckReport {
+  const clean = after.exitCode === 0;
+  return { ...before, repaired: clean, exitCode: clean ? 1 : 2, findings: clean ? before.findings : [...before.findings, ...after.findings] };
+}
+
+async function checkDevice(device: BlockDevice, options: FsckOptions): Promise<FsckReport> {
+  const findings: FsckFinding[] = [];
+  const checked = { records: 0, batches: 0, values: 0, snapshots: 0, mounts: 0 };
+  const progress = options.onProgress ?? ((): void => undefined);
+  let format: FsckReport['format'] = 'unknown';
+  try {
+    progress(0, 'superblocks');
+    const slots = await superblockFindings(device);
+    findings.push(...slots);
+    progress(0.05, 'journal');
+    let replayed: Replayed;
+    try {
+      replayed = await replayImage(device, 'legacy');
+    } catch (err) {
+      findings.push(fromOpenError(err));
+      return report(findings, format, checked);
+    }
+    format = replayed.legacy === undefined ? 'v3' : 'legacy-v1';
+    if (replayed.legacy !== undefined) {
+      findings.push({ offset: 0, reason: 'legacy-v1', severity: 'info', message: 'legacy v1 image: opens as subject legacy and is upgraded by its first write' });
+    }
+    checked.records = replayed.scan.records;
+    checked.batches = replayed.scan.batches;
+    if (replayed.scan.torn !== undefined) {
+      findings.push({ offset: replayed.scan.torn.offset, reason: 'torn-tail', severity: 'info', message: `the log ends in an incomplete batch (${replayed.scan.torn.fault}): crash residue, discarded` });
+    }
+    for (const o of replayed.orphans) {
+      findings.push({ offset: o.offset, reason: 'orphaned-transaction', severity: 'repairable', message: `transaction ${o.txnId} of ${o.subject} was prepared but never committed or aborted` });
+    }
+    progress(0.5, 'values');
+    await checkValues(device, replayed, findings, checked);
+    progress(0.75, 'snapshots');
+    await checkSnapshots(device, replayed, findings, checked);
+    for (const m of replayed.mounts.all()) {
+      checked.mounts++;
+      if (replayed.snapshots.get(m.owner, m.name)?.id !== m.snapId) {
+        findings.push({ offset: 0, reason: 'mount-missing-snapshot', severity: 'repairable', message: `${m.caller}:${m.path} mounts ${m.owner}/${m.name}, which does not exist` });
+      }
+    }
+    progress(1, 'done');
+  } finally {
+    await device.close();
+  }
+  return report(findings, format, checked);
+}
+
+function report(findings: FsckFinding[], format: FsckReport['format'], checked: FsckReport['checked']): FsckReport {
+  const exitCode = findings.some((f) => f.severity === 'fatal') ? 2 : findings.some((f) => f.severity === 'repairable') ? 1 : 0;
+  return { exitCode, format, findings, repaired: false, checked };
+}
+
+async function superblockFindings(device: BlockDevice): Promise<FsckFinding[]> {
+  const out: FsckFinding[] = [];
+  const results = [];
+  for (const slot of [0, 1] as const) {
+    const at = superblockOffset(slot, device.size);
+    results.push({ slot, at, r: decodeSuperblock(await device.read(at, SUPERBLOCK_LENGTH), device.size) });
+  }
+  const good = results.filter((x) => x.r.ok);
+  if (good.length === 1) {
+    for (const x of results) {
+      if (!x.r.ok) {
+        out.push({
+          offset: x.at,
+          reason: x.slot === 0 ? 'superblock-a-damaged' : 'superblock-b-damaged',
+          severity: 'repairable',
+          message: `superblock slot ${x.slot === 0 ? 'A' : 'B'} is unreadable (${x.r.fault}); the other copy is used`,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+function fromOpenError(err: unknown): FsckFinding {
+  if (err instanceof StatefsError) {
+    const offset = err.offset ?? 0;
+    if (err.code === 'EINVAL') return { offset, reason: 'blank-image', severity: 'fatal', message: err.message };
+    if (err.code === 'ENOTSUP') return { offset, reason: 'unsupported-record', severity: 'fatal', message: err.message };
+    if (err.message.includes('both superblocks')) return { offset, reason: 'superblocks-damaged', severity: 'fatal', message: err.message };
+    return { offset, reason: 'damage-before-valid-records', severity: 'fatal', message: err.message };
+  }
+  throw err;
+}
+
+/** Every value the live state or a snapshot reads: its records decode with a good CRC. */
+async function checkValues(device: BlockDevice, replayed: Replayed, findings: FsckFinding[], checked: FsckReport['checked']): Promise<void> {
+  if (replayed.legacy !== undefined) return; // v1 values were read whole by replay
+  const seen = new Set<object>();
+  const trees = [...replayed.index.values(), ...replayed.snapshots.all().map((s) => s.tree)];
+  for (const tree of trees) {
+    for (const entry of tree.values()) {
+      if (seen.has(entry)) continue;
+      seen.add(entry);
+      checked.values++;
+      try {
+        await readEntryValue(device, replayed.sb.segmentSize, entry);
+      } catch (err) {
+        const offset = err instanceof StatefsError ? (err.offset ?? 0) : 0;
+        findings.push({ offset, reason: 'live-record-damaged', severity: 'fatal', message: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  }
+}
+
+/** Every snapshot's content digest, recomputed from the records on the device. */
+async function checkSnapshots(device: BlockDevice, replayed: Replayed, findings: FsckFinding[], checked: FsckReport['checked']): Promise<void> {
+  for (const snap of replayed.snapshots.all()) {
+    checked.snapshots++;
+    if (snap.digest === undefined) {
+      findings.push({ offset: 0, reason: 'snapshot-digest-missing', severity: 'info', message: `${snap.subject}/${snap.name} has no recorded digest yet (it is recomputed on open)` });
+      continue;
+    }
+    const digest = await snapshotDigest(snap.tree, async (bin) => {
+      const entry = snap.tree.get(bin);
+      return entry === undefined ? new Uint8Array(0) : readEntryValue(device, replayed.sb.segmentSize, entry).catch(() => new Uint8Array(0));
+    });
+    if (Buffer.compare(digest, snap.digest) !== 0) {
+      findings.push({ offset: 0, reason: 'snapshot-digest-mismatch', severity: 'fatal', message: `${snap.subject}/${snap.name}: content does not match its digest` });
+    }
+  }
+}
+
+/** Fix what `report` found repairable. Appends only; a damaged superblock slot gets the good copy. */
+async function repair(device: BlockDevice, found: FsckReport): Promise<void> {
+  const damagedSlot = found.findings.find((f) => f.reason === 'superblock-a-damaged' || f.reason === 'superblock-b-damaged');
+  if (damagedSlot !== undefined) {
+    const slot = damagedSlot.reason === 'superblock-a-damaged' ? 0 : 1;
+    const other = decodeSuperblock(await device.read(superblockOffset(slot === 0 ? 1 : 0, device.size), SUPERBLOCK_LENGTH), device.size);
+    if (other.ok) {
+      await device.write(superblockOffset(slot, device.size), encodeSuperblock(other.sb));
+      await device.flush();
+    }
+  }
+  const store = await Store.openDevice(device, { autoGc: false });
+  try {
+    await store.abortOrphans();
+    for (const m of store.mountsOfMissingSnapshots()) await store.umount(m.caller, m.path);
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { fsckDevice, type FsckReport } from '../src/engine/fsck.js';
+import { Store } from '../src/engine/store.js';
+import { memoryImage, text } from './helpers.js';
+
+// Records built from docs/storage/statefs-v3.md with an encoder of the test's own.
+const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
+function record(opcode: number, key: Buffer, value: Buffer): Buffer {
+  const out = Buffer.alloc(15 + key.length + value.length);
+  out.writeUInt32LE(0x4e585346, 0);
+  out.writeUInt8(opcode, 4);
+  out.writeUInt16LE(key.length, 5);
+  out.writeUInt32LE(value.length, 7);
+  key.copy(out, 11);
+  value.copy(out, 11 + key.length);
+  out.writeUInt32LE(crc(out.subarray(0, out.length - 4)) >>> 0, out.length - 4);
+  return out;
+}
+const u64 = (n: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+};
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+const SEG0 = 4096; // segment 0 starts after superblock slot A
+/** Append one batch (records + SYNC) at the end of segment 0's log (segment 0 has sequence 1). */
+function appendBatch(img: Uint8Array, tail: number, records: Buffer[]): void {
+  const body = Buffer.concat(records);
+  const sync = record(0x14, Buffer.alloc(0), Buffer.concat([u64(1), u32(tail)]));
+  img.set(Buffer.concat([body, sync]), SEG0 + tail);
+}
+
+const reasons = (r: FsckReport): string[] => r.findings.map((f) => f.reason);
+
+/** A small image: puts, a delete, a transaction, a snapshot and a mount, all in segment 0. */
+async function sample(): Promise<{ img: Uint8Array; tail: number }> {
+  const img = await memoryImage();
+  const s = await Store.openDevice(new MemoryDevice(img), { autoGc: false });
+  await s.put('app', '/state/a', 'alpha');
+  await s.put('app', '/state/b', 'beta');
+  await s.delete('app', '/state/b');
+  const t = s.begin('app');
+  await t.put('app', '/state/t1', 'one');
+  await t.put('app', '/state/t2', 'two');
+  await t.commit();
+  await s.snapshot('app', 'snap');
+  await s.put('app', '/state/a', 'alpha2');
+  await s.mountSnap('app', 'app', 'snap', '/mnt/snap');
+  await s.put('app', '/state/z', 'last');
+  const tail = (await s.stat()).usedBytes; // everything is in segment 0: its log ends here
+  await s.close();
+  return { img, tail };
+}
+
+test('a clean image passes with exit 0', async () => {
+  const { img } = await sample();
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.equal(r.exitCode, 0, JSON.stringify(r.findings));
+  assert.equal(r.format, 'v3');
+  assert.ok(r.checked.records > 5 && r.checked.snapshots === 1 && r.checked.mounts === 1);
+});
+
+test('a bit flip in each record kind mid-image is unrecoverable (2) with its offset', async () => {
+  const { img } = await sample();
+  const find = (needle: string, opcode: number): number => {
+    const buf = Buffer.from(img);
+    for (let at = buf.indexOf(Buffer.from(needle, 'latin1')); at !== -1; at = buf.indexOf(Buffer.from(needle, 'latin1'), at + 1)) {
+      if (buf[at - 11 + 4] === opcode && buf.readUInt32LE(at - 11) === 0x4e585346) return at - 11;
+    }
+    assert.fail(`no record 0x${opcode.toString(16)} with key ${needle}`);
+  };
+  const kinds: [string, number, string][] = [
+    ['PUT', 0x01, 'app\0/state/a'],
+    ['DELETE', 0x02, 'app\0/state/b'],
+    ['PREPARE', 0x10, 'app'],
+    ['PAYLOAD', 0x11, 'app\0/state/t1'],
+    ['COMMIT', 0x12, 'app'],
+    ['SNAPSHOT', 0x21, 'app\0snap'],
+    ['MOUNT', 0x25, 'app\0/mnt/snap'],
+  ];
+  for (const [name, opcode, key] of kinds) {
+    const at = find(key, opcode);
+    const damaged = img.slice();
+    damaged[at + 8] = (damaged[at + 8] ?? 0) ^ 0x40; // inside value_len
+    const r = await fsckDevice(new MemoryDevice(damaged));
+    assert.equal(r.exitCode, 2, `${name}: ${JSON.stringify(r.findings)}`);
+    assert.deepEqual(reasons(r), ['damage-before-valid-records'], name);
+    assert.equal(r.findings[0]?.offset, at, `${name} offset`);
+  }
+});
+
+test('a flip in the last record (the final SYNC) is a torn tail: reported, exit 0', async () => {
+  const { img, tail } = await sample();
+  const damaged = img.slice();
+  const at = SEG0 + tail - 3; // inside the final SYNC's CRC
+  damaged[at] = (damaged[at] ?? 0) ^ 1;
+  const r = await fsckDevice(new MemoryDevice(damaged));
+  assert.equal(r.exitCode, 0);
+  assert.deepEqual(reasons(r), ['torn-tail']);
+});
+
+test('a truncated image and a blank one are unrecoverable', async () => {
+  const { img } = await sample();
+  const r = await fsckDevice(new MemoryDevice(img.slice(0, img.length - 100_000)));
+  assert.equal(r.exitCode, 2);
+  assert.deepEqual(reasons(r), ['superblocks-damaged']);
+  const blank = await fsckDevice(new MemoryDevice(new Uint8Array(4 << 20)));
+  assert.deepEqual([blank.exitCode, reasons(blank)], [2, ['blank-image']]);
+});
+
+test('an orphaned transaction is repairable: 1, --repair, then 0, and the store opens without it', async () => {
+  const { img, tail } = await sample();
+  // PREPARE + PAYLOAD in a complete batch, and no COMMIT (a crash between the two parts of a
+  // transaction that spanned a segment roll leaves exactly this).
+  const subject = Buffer.from('app');
+  appendBatch(img, tail, [
+    record(0x10, subject, Buffer.concat([u64(1000), u32(1)])),
+    record(0x11, Buffer.from('app\0/state/orphan', 'latin1'), Buffer.concat([u64(1000), Buffer.from([1]), Buffer.from([0, 0, 1, 0]), Buffer.from('x')])),
+  ]);
+  const before = img.slice();
+  const dry = await fsckDevice(new MemoryDevice(img), { repair: true, dryRun: true });
+  assert.deepEqual([dry.exitCode, reasons(dry)], [1, ['orphaned-transaction']]);
+  assert.equal(dry.findings[0]?.offset, SEG0 + tail);
+  assert.deepEqual(img, before, '--dry-run wrote nothing');
+  const fixed = await fsckDevice(new MemoryDevice(img), { repair: true });
+  assert.deepEqual([fixed.exitCode, fixed.repaired], [1, true]);
+  const again = await fsckDevice(new MemoryDevice(img));
+  assert.equal(again.exitCode, 0, JSON.stringify(again.findings));
+  const s = await Store.openDevice(new MemoryDevice(img));
+  assert.equal(await s.get('app', '/state/orphan'), undefined);
+  assert.equal(text(await s.get('app', '/state/z')), 'last');
+  await s.close();
+});
+
+test('superblock A damaged with B good is repairable; both damaged is unrecoverable', async () => {
+  const { img } = await sample();
+  const a = img.slice();
+  a[20] = (a[20] ?? 0) ^ 0xff;
+  const r = await fsckDevice(new MemoryDevice(a));
+  assert.deepEqual([r.exitCode, reasons(r)], [1, ['superblock-a-damaged']]);
+  const fixed = await fsckDevice(new MemoryDevice(a), { repair: true });
+  assert.equal(fixed.repaired, true);
+  assert.equal((await fsckDevice(new MemoryDevice(a))).exitCode, 0);
+  const both = img.slice();
+  both[20] = (both[20] ?? 0) ^ 0xff;
+  both[both.length - 4096 + 20] = (both[both.length - 4096 + 20] ?? 0) ^ 0xff;
+  const bad = await fsckDevice(new MemoryDevice(both));
+  assert.deepEqual([bad.exitCode, reasons(bad)], [2, ['superblocks-damaged']]);
+});
+
+test('a mount naming a missing snapshot is repairable: the repair removes the mount', async () => {
+  const { img, tail } = await sample();
+  appendBatch(img, tail, [record(0x25, Buffer.from('app\0/mnt/ghost', 'latin1'), Buffer.concat([u64(77), Buffer.from('app\0nosuch', 'latin1')]))]);
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, reasons(r)], [1, ['mount-missing-snapshot']]);
+  const fixed = await fsckDevice(new MemoryDevice(img), { repair: true });
+  assert.equal(fixed.repaired, true);
+  assert.equal((await fsckDevice(new MemoryDevice(img))).exitCode, 0);
+  const s = await Store.openDevice(new MemoryDevice(img));
+  assert.deepEqual((await s.listMounts('app')).map((m) => m.path), ['/mnt/snap']);
+  await s.close();
+});
+
+test('a value under a snapshot altered with its CRC recomputed is caught by the digest (2)', async () => {
+  const { img } = await sample();
+  const key = Buffer.from('app\0/state/t1', 'latin1');
+  const at = Buffer.from(img).indexOf(key) - 11; // the PAYLOAD holding "one" (read by the snapshot too)
+  const len = Buffer.from(img).readUInt32LE(at + 7) + key.length + 15;
+  const rec = Buffer.from(img.subarray(at, at + len));
+  rec.write('ONE', len - 4 - 3, 'latin1');
+  rec.writeUInt32LE(crc(rec.subarray(0, len - 4)) >>> 0, len - 4);
+  img.set(rec, at);
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, reasons(r)], [2, ['snapshot-digest-mismatch']]);
+});
+
+test('a legacy v1 image passes (0) and is reported as such', async () => {
+  const img = new Uint8Array(4 << 20);
+  img.set(Buffer.concat([record(1, Buffer.from('/state/a'), Buffer.from('1')), record(2, Buffer.from('/state/a'), Buffer.alloc(0)), record(1, Buffer.from('/state/b'), Buffer.from('2'))]));
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, r.format, reasons(r)], [0, 'legacy-v1', ['legacy-v1']]);
+});
