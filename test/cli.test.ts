@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { formatBytes } from '../src/cli/format-bytes.js';
 import { withTempDir } from './helpers.js';
 
 /*
@@ -856,5 +857,172 @@ test('the snapshot and mount commands are in --help and check their operands', a
     assertUsage(statefs(dir, ['mounts', '--image', image]), /^statefs: missing required argument 'caller'/);
     assertUsage(statefs(dir, ['snaps', '--image', image, 'app', '--bogus']), /^statefs: unknown option '--bogus'/);
     assert.equal(ok(dir, ['snaps', '--image', image, 'app']).out, '', 'a usage error must not create anything');
+  });
+});
+
+/** The one JSON object a command printed. */
+function jsonObject(text: string): Record<string, unknown> {
+  const value = parseJson(text);
+  assert.ok(isRecord(value), text);
+  return value;
+}
+
+/** The named number fields of a JSON object, each checked to be a number. */
+function numbers(object: Record<string, unknown>, fields: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const field of fields) {
+    const n = object[field];
+    assert.ok(typeof n === 'number', `${field} in ${JSON.stringify(object)}`);
+    out[field] = n;
+  }
+  return out;
+}
+
+const GC_FIELDS = ['freedBytes', 'movedBytes', 'scannedBytes', 'remainingGarbageBytes', 'segmentsFreed'] as const;
+
+/** The text a `statefs gc` cycle prints for a result: a progress marker per freed segment, then its fields. */
+function gcText(r: Record<string, number>, segmentSize: number): string {
+  const freed = r.freedBytes ?? 0;
+  const markers = Array.from({ length: freed / segmentSize }, (_, i) => `statefs: compact progress freed=${String((i + 1) * segmentSize)}`);
+  const fields = [
+    `freed ${formatBytes(freed)}`,
+    `moved ${formatBytes(r.movedBytes ?? 0)}`,
+    `scanned ${formatBytes(r.scannedBytes ?? 0)}`,
+    `remaining garbage ${formatBytes(r.remainingGarbageBytes ?? 0)}`,
+    `segments freed ${String(r.segmentsFreed ?? 0)}`,
+  ];
+  return [...markers, ...fields].map((line) => `${line}\n`).join('');
+}
+
+/** Six puts of 20,000-byte values, keys k<from>.., each value filled with its own byte. */
+function bigPuts(from: number, fill: number): { op: string; key: string; valueBase64: string }[] {
+  return Array.from({ length: 6 }, (_, i) => ({
+    op: 'put',
+    key: `/state/k${String(from + i).padStart(2, '0')}`,
+    valueBase64: Buffer.alloc(20_000, fill + i).toString('base64'),
+  }));
+}
+
+test('gc --plan predicts the cycle gc runs; --until-clean runs until a cycle frees nothing', async () => {
+  await withDir(async (dir) => {
+    const SEGMENT = 256 * 1024;
+    // 256 KiB segments. Three transactions of six 20 KB values (one spawn each, where puts would
+    // take six) fill segment 0 and run into the next, and the close after the third writes a
+    // checkpoint there: segment 0 leaves the log chain, which GC never touches.
+    ok(dir, ['mkfs', 's.img', '--size', '4MiB']);
+    for (const from of [0, 6, 12]) ok(dir, ['txn', '--image', 's.img', 'app', await writeOps(dir, `w${String(from)}.json`, bigPuts(from, from))]);
+    // Overwriting the first six turns about half of segment 0 into garbage.
+    ok(dir, ['txn', '--image', 's.img', 'app', await writeOps(dir, 'over.json', bigPuts(0, 100))]);
+    // Copies of the image as it is now, so each command below starts from the same state.
+    await copyFile(join(dir, 's.img'), join(dir, 'text.img'));
+    await copyFile(join(dir, 's.img'), join(dir, 'clean.img'));
+
+    const planObject = jsonObject(ok(dir, ['gc', '--image', 's.img', '--plan', '--json']).out);
+    const plan = numbers(planObject, GC_FIELDS);
+    assert.ok((plan.freedBytes ?? 0) > 0, `nothing to collect: ${JSON.stringify(planObject)}`);
+    assert.deepEqual(Object.keys(planObject).sort(), [...GC_FIELDS, 'pinnedBySnapshots', 'segments'].sort());
+    assert.deepEqual(planObject.pinnedBySnapshots, []);
+    assert.ok(Array.isArray(planObject.segments) && planObject.segments.length === plan.segmentsFreed, JSON.stringify(planObject));
+
+    // The cycle does what the plan said, field for field, and the values read back unchanged.
+    const cycleObject = jsonObject(ok(dir, ['gc', '--image', 's.img', '--json']).out);
+    assert.deepEqual(Object.keys(cycleObject).sort(), [...GC_FIELDS].sort());
+    const cycle = numbers(cycleObject, GC_FIELDS);
+    assert.deepEqual(cycle, plan);
+    // k07 was one of the live values in the emptied segment: the cycle moved it.
+    assert.deepEqual(ok(dir, ['get', '--image', 's.img', 'app', '/state/k07']).stdout, Buffer.alloc(20_000, 7));
+
+    // The same cycle in text: a progress marker per freed segment, then the fields.
+    const text = ok(dir, ['gc', '--image', 'text.img']);
+    assert.match(text.out, /^statefs: compact progress freed=262144$/m);
+    assert.equal(text.out, gcText(cycle, SEGMENT));
+
+    // --until-clean: the planned work, then a cycle that frees nothing; nothing is left to plan.
+    // --max-bytes 256K bounds every cycle to one segment.
+    const cleanObject = jsonObject(ok(dir, ['gc', '--image', 'clean.img', '--until-clean', '--max-bytes', '256K', '--json']).out);
+    const cleanJson = JSON.stringify(cleanObject);
+    assert.deepEqual(Object.keys(cleanObject).sort(), ['cycles', ...GC_FIELDS, 'markers'].sort());
+    const clean = numbers(cleanObject, ['cycles', ...GC_FIELDS]);
+    assert.ok((clean.cycles ?? 0) >= 2 && (clean.cycles ?? 0) < 1000, cleanJson);
+    assert.ok((clean.freedBytes ?? 0) >= (plan.freedBytes ?? 0), cleanJson);
+    assert.equal(clean.remainingGarbageBytes, 0, cleanJson);
+    // At most one segment per cycle, and none in the last.
+    assert.ok((clean.scannedBytes ?? 0) <= ((clean.cycles ?? 0) - 1) * SEGMENT, cleanJson);
+    assert.ok((clean.segmentsFreed ?? 0) >= 1 && (clean.segmentsFreed ?? 0) <= (clean.cycles ?? 0) - 1, cleanJson);
+    const markers: unknown = cleanObject.markers;
+    assert.ok(Array.isArray(markers) && markers.length === clean.segmentsFreed, cleanJson);
+    assert.equal(markers[0], 'statefs: compact progress freed=262144');
+    for (const m of markers) assert.match(String(m), /^statefs: compact progress freed=\d+$/);
+    assert.deepEqual(numbers(jsonObject(ok(dir, ['gc', '--image', 'clean.img', '--plan', '--json']).out), GC_FIELDS), {
+      freedBytes: 0,
+      movedBytes: 0,
+      scannedBytes: 0,
+      remainingGarbageBytes: 0,
+      segmentsFreed: 0,
+    });
+    // In text: the markers as they come, the number of cycles, then the totals.
+    assert.match(
+      ok(dir, ['gc', '--image', 's.img', '--until-clean']).out,
+      /^(statefs: compact progress freed=\d+\n)*cycles \d+\nfreed .+\nmoved .+\nscanned .+\nremaining garbage 0 B\nsegments freed \d+\n$/,
+    );
+  });
+});
+
+test('stat shows garbage, snapshot-only bytes and what each snapshot pins; gc --plan names the pins', async () => {
+  await withImage((dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'x'.repeat(3000)]);
+    ok(dir, ['snapshot', '--image', image, 'app', 'nightly']);
+    // Only the snapshot still reads the old value now: it pins it.
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'new']);
+    // A subject with a snapshot but no keys.
+    ok(dir, ['snapshot', '--image', image, 'cfg', 'empty']);
+
+    // With a subject: its entry and only its snapshots.
+    const one = jsonObject(ok(dir, ['stat', '--image', image, 'app', '--json']).out);
+    assert.ok(Array.isArray(one.subjects) && one.subjects.length === 1 && isRecord(one.subjects[0]), JSON.stringify(one));
+    const app = numbers(one.subjects[0], ['keys', 'liveBytes', 'snapshotOnlyBytes', 'snapshots']);
+    assert.equal(one.subjects[0].subject, 'app');
+    assert.ok(Array.isArray(one.snapshots) && one.snapshots.length === 1 && isRecord(one.snapshots[0]), JSON.stringify(one));
+    const pin = one.snapshots[0];
+    assert.equal(pin.subject, 'app');
+    assert.equal(pin.name, 'nightly');
+    const pinned = numbers(pin, ['exclusiveBytes']).exclusiveBytes ?? 0;
+    assert.ok(pinned > 3000, JSON.stringify(one));
+    assert.equal(app.keys, 1);
+    assert.equal(app.snapshots, 1);
+    assert.equal(app.snapshotOnlyBytes, pinned);
+    numbers(one, ['capacity', 'usedBytes', 'liveBytes', 'garbageBytes', 'freeBytes']);
+
+    assert.equal(
+      ok(dir, ['stat', '--image', image, 'app']).out,
+      `app: 1 key, ${formatBytes(app.liveBytes ?? 0)} live, ${formatBytes(pinned)} snapshot-only, 1 snapshot\n  snapshot app/nightly pins ${formatBytes(pinned)}\n`,
+    );
+
+    const human = ok(dir, ['stat', '--image', image]).out;
+    assert.match(human, /^used: [\d.]+ KiB \([\d.]+ KiB live, [\d.]+ (B|KiB) garbage\)$/m);
+    assert.match(human, /^free: [\d.]+ MiB$/m);
+    assert.match(human, /^subjects: 2$/m);
+    assert.match(human, /^ {2}app: 1 key, [\d.]+ (B|KiB) live, [\d.]+ KiB snapshot-only, 1 snapshot$/m);
+    assert.match(human, /^ {2}cfg: 0 keys, 0 B live, 0 B snapshot-only, 1 snapshot$/m);
+    assert.ok(human.endsWith(`snapshots: 2\n  snapshot app/nightly pins ${formatBytes(pinned)}\n  snapshot cfg/empty pins 0 B\n`), human);
+
+    const plan = ok(dir, ['gc', '--image', image, '--plan']).out;
+    assert.match(plan, /^would free [\d.]+ (B|KiB)\nwould move .+\nwould scan .+\nremaining garbage .+\nsegments to empty: (none|[\d ]+)\n/);
+    assert.ok(plan.endsWith(`pinned by app/nightly: ${formatBytes(pinned)}\npinned by cfg/empty: 0 B\n`), plan);
+  });
+});
+
+test('gc: a bad --max-bytes and --plan with --until-clean are usage errors; --plan works beside a writer', async () => {
+  await withImage(async (dir, image) => {
+    assertUsage(statefs(dir, ['gc', '--image', image, '--max-bytes', '8XB']), /^statefs: option '--max-bytes <size>' argument '8XB' is invalid/);
+    assertUsage(statefs(dir, ['gc', '--image', image, '--max-bytes', '0']), /--max-bytes/);
+    assertUsage(statefs(dir, ['gc', '--image', image, '--plan', '--until-clean']), /^statefs: option '--until-clean' cannot be used with option '--plan'/);
+    assert.match(ok(dir, ['--help']).out, /^ {2}gc /m);
+
+    await writeFile(join(dir, `${image}.lock`), `${process.pid}\n`);
+    assert.equal(ok(dir, ['gc', '--image', image, '--plan']).out, 'would free 0 B\nwould move 0 B\nwould scan 0 B\nremaining garbage 0 B\nsegments to empty: none\n');
+    const busy = statefs(dir, ['gc', '--image', image, '--json']);
+    assertFails(busy, 'EBUSY');
+    assert.deepEqual(Object.keys(jsonObject(busy.out)), ['error']);
   });
 });

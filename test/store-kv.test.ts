@@ -115,3 +115,25 @@ test('filling the image gives ENOSPC; deletes still succeed', async () => {
   await s.delete('app', '/state/k0');
   await s.close();
 });
+
+test('a full image can always be emptied: every delete succeeds, then writes work again', async () => {
+  for (const size of [100, 1]) {
+    const s = await openMemory(await memoryImage(2 * MiB));
+    const value = new Uint8Array(size).fill(1);
+    let n = 0;
+    for (;;) {
+      try {
+        await s.put('app', `/state/k${n}`, value);
+        n++;
+      } catch (err) {
+        assert.ok(err instanceof StatefsError && err.code === 'ENOSPC', String(err));
+        break;
+      }
+    }
+    for (let i = 0; i < n; i++) await s.delete('app', `/state/k${i}`);
+    assert.deepEqual((await s.list('app')).keys, []);
+    for (let i = 0; i < n / 2; i++) await s.put('app', `/state/again${i}`, value);
+    console.log(`full image (${size}-byte values): ${n} puts until ENOSPC, all ${n} deleted, ${Math.ceil(n / 2)} written again`);
+    await s.close();
+  }
+});

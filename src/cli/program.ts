@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { addDelCommand } from './commands/del.js';
 import { addDiffCommand } from './commands/diff.js';
+import { addGcCommand } from './commands/gc.js';
 import { addGetCommand } from './commands/get.js';
 import { addLsCommand } from './commands/ls.js';
 import { addMkfsCommand } from './commands/mkfs.js';
@@ -23,7 +24,7 @@ import { addVerifyCommand } from './commands/verify.js';
  */
 export function buildProgram(): Command {
   const program = new Command('statefs')
-    .description('StateFS images from the command line: create, read, write, list, inspect, snapshot and mount')
+    .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot and mount')
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   addDelCommand(program);
   addLsCommand(program);
   addStatCommand(program);
+  addGcCommand(program);
   addTxnCommand(program);
   addSnapshotCommand(program);
   addSnapsCommand(program);

@@ -6,6 +6,8 @@ export type Access = 'read' | 'write';
 /** Open options a command may add to the ones its access implies. */
 interface SessionOptions {
   grants?: NonNullable<OpenOptions['grants']>;
+  /** `false`: no background GC cycles, so the command's own cycles are the only ones. */
+  autoGc?: boolean;
 }
 
 /** Open the image, run `use`, and always close it. */

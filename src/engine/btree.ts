@@ -18,8 +18,8 @@ const diffModule = require('sorted-btree/extended/diffAgainst') as {
 if (typeof diffModule.default !== 'function') throw new Error('sorted-btree: unexpected diffAgainst module shape');
 
 /**
- * Report the differences between two trees in key order, skipping subtrees they share (cheap for
- * a tree and its copy-on-write clones). Values are compared by identity.
+ * Report the differences between two trees (in no promised order), skipping subtrees they share
+ * (cheap for a tree and its copy-on-write clones). Values are compared by identity.
  */
 export function diffTrees<K, V>(
   a: BTree<K, V>,

@@ -29,3 +29,42 @@ export async function readEntryValue(device: BlockDevice, segmentSize: number, e
   }
   return parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : new Uint8Array(Buffer.concat(parts));
 }
+
+/**
+ * Read the values of many entries with one read per segment (not one per record), in segment
+ * order. `onValue` gets each entry's value, or the `EINTEGRITY` error of a damaged record.
+ */
+export async function readEntriesBySegment(
+  device: BlockDevice,
+  segmentSize: number,
+  entries: Iterable<Entry>,
+  onValue: (entry: Entry, value: Uint8Array | StatefsError) => void,
+): Promise<void> {
+  const bySegment = new Map<number, Entry[]>();
+  for (const e of entries) {
+    const first = e.extents[0];
+    if (first === undefined) continue;
+    let list = bySegment.get(first.segment);
+    if (list === undefined) bySegment.set(first.segment, (list = []));
+    list.push(e);
+  }
+  for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
+    const base = segmentOffset(segment, segmentSize);
+    const buf = await device.read(base, segmentSize);
+    for (const e of bySegment.get(segment) ?? []) {
+      const parts: Uint8Array[] = [];
+      let failure: StatefsError | undefined;
+      for (const x of e.extents) {
+        // Chunks of one transaction value may sit in the next segment: read those directly.
+        const r = x.segment === segment ? decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length)) : decodeRecord(await device.read(segmentOffset(x.segment, segmentSize) + x.offset, x.length), 0);
+        const value = r.ok && r.record.length === x.length ? valueOfRecord(r.record) : undefined;
+        if (value === undefined) {
+          failure = StatefsError.EINTEGRITY(`record holding a value is damaged (${r.ok ? 'wrong kind' : r.fault})`, { op: 'read', offset: segmentOffset(x.segment, segmentSize) + x.offset });
+          break;
+        }
+        parts.push(value);
+      }
+      onValue(e, failure ?? (parts.length === 1 && parts[0] !== undefined ? parts[0] : new Uint8Array(Buffer.concat(parts))));
+    }
+  }
+}

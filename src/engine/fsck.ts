@@ -2,7 +2,8 @@ import type { BlockDevice } from '../device/device.js';
 import { FileDevice } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
 import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
-import { readEntryValue } from './entry-reader.js';
+import { readEntriesBySegment, readEntryValue } from './entry-reader.js';
+import type { Entry } from './entry.js';
 import { replayImage, type Replayed } from './replay.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { Store } from './store.js';
@@ -62,12 +63,24 @@ export async function fsck(path: string, options: FsckOptions = {}): Promise<Fsc
   return finishRepair(report, again);
 }
 
-/** Check (and with `repair`, fix) an image on any device. The device is closed. */
+/** Check (and with `repair`, fix) an image on any device. The device is closed at the end. */
 export async function fsckDevice(device: BlockDevice, options: FsckOptions = {}): Promise<FsckReport> {
-  const report = await checkDevice(device, options);
-  if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
-  await repair(device, report);
-  return finishRepair(report, await checkDevice(device, {}));
+  // The check and the repair each close what they open: lend them a handle whose close is a no-op.
+  const lent: BlockDevice = {
+    size: device.size,
+    read: (offset, length) => device.read(offset, length),
+    write: (offset, data) => device.write(offset, data),
+    flush: () => device.flush(),
+    close: () => Promise.resolve(),
+  };
+  try {
+    const report = await checkDevice(lent, options);
+    if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
+    await repair(lent, report);
+    return finishRepair(report, await checkDevice(lent, {}));
+  } finally {
+    await device.close();
+  }
 }
 
 function finishRepair(before: FsckReport, after: FsckReport): FsckReport {
@@ -163,21 +176,14 @@ function fromOpenError(err: unknown): FsckFinding {
 /** Every value the live state or a snapshot reads: its records decode with a good CRC. */
 async function checkValues(device: BlockDevice, replayed: Replayed, findings: FsckFinding[], checked: FsckReport['checked']): Promise<void> {
   if (replayed.legacy !== undefined) return; // v1 values were read whole by replay
-  const seen = new Set<object>();
-  const trees = [...replayed.index.values(), ...replayed.snapshots.all().map((s) => s.tree)];
-  for (const tree of trees) {
-    for (const entry of tree.values()) {
-      if (seen.has(entry)) continue;
-      seen.add(entry);
-      checked.values++;
-      try {
-        await readEntryValue(device, replayed.sb.segmentSize, entry);
-      } catch (err) {
-        const offset = err instanceof StatefsError ? (err.offset ?? 0) : 0;
-        findings.push({ offset, reason: 'live-record-damaged', severity: 'fatal', message: err instanceof Error ? err.message : String(err) });
-      }
+  const entries = new Set<Entry>();
+  for (const tree of [...replayed.index.values(), ...replayed.snapshots.all().map((s) => s.tree)]) for (const e of tree.values()) entries.add(e);
+  await readEntriesBySegment(device, replayed.sb.segmentSize, entries, (_entry, value) => {
+    checked.values++;
+    if (value instanceof StatefsError) {
+      findings.push({ offset: value.offset ?? 0, reason: 'live-record-damaged', severity: 'fatal', message: value.message });
     }
-  }
+  });
 }
 
 /** Every snapshot's content digest, recomputed from the records on the device. */

@@ -100,7 +100,8 @@ export class JournalWriter<T> {
     tail: LogTail,
     nextSegSeq: number,
     private readonly allocator: SegmentAllocator,
-    private readonly reserveSegments: number,
+    /** Segments only deletes, snapshot deletion, checkpoints and GC may use (may grow with the index). */
+    private readonly reserveSegments: () => number,
     private readonly hooks: RoundHooks<T>,
     /** After a torn tail the head segment holds garbage past `tail`: move to a fresh segment first. */
     private mustRoll: boolean,
@@ -147,8 +148,11 @@ export class JournalWriter<T> {
       offset += len;
     }
     const free = this.allocator.freeCount();
-    const usable = options.useReserve === true ? free : free - this.reserveSegments;
-    if (rolls > 0 && rolls > usable) throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+    if (options.useReserve === true ? rolls > free : free - rolls < this.reserveSegments()) {
+      // Ordinary writes stop while the reserve is not whole — even in the current segment — so
+      // what checkpoints and GC borrowed from it comes back before they go on.
+      throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+    }
   }
 
   /** Place the records at the end of the log. Throws `EIO` after a failure, `ENOSPC` when full. */

@@ -85,7 +85,7 @@ export async function scanLog(
     }
     let batchStart = pos;
     let batch: LoggedRecord[] = [];
-    let fault: RecordFault | 'unsealed' | undefined;
+    let fault: RecordFault | 'unsealed' | 'stale' | undefined;
     while (pos < end) {
       const r = decodeRecord(buf, pos, end);
       if (!r.ok) {
@@ -95,7 +95,8 @@ export async function scanLog(
       if (r.record.opcode === Op.SYNC) {
         const mark = decodeSync(r.record.value);
         if (mark?.segSeq !== segSeq || mark.batchStart !== batchStart) {
-          fault = 'unsealed';
+          // A SYNC of another life of this segment: old bytes from before it was reused.
+          fault = mark !== undefined && mark.segSeq !== segSeq ? 'stale' : 'unsealed';
           break;
         }
         pos += r.record.length;
@@ -121,7 +122,8 @@ export async function scanLog(
       continue;
     }
     // Head segment: decide between a clean end, a torn tail and damage.
-    const clean = fault === 'zero' && batch.length === 0;
+    // Zeros, or the old bytes of a reused segment (records ending in another life's SYNC).
+    const clean = (fault === 'zero' && batch.length === 0) || fault === 'stale';
     let torn: TornTail | undefined;
     if (pos < sb.segmentSize) {
       // Even after zeros: the journal writes each segment's bytes in order with one write per
@@ -133,7 +135,7 @@ export async function scanLog(
           offset: base + pos,
         });
       }
-      if (!clean) torn = { offset: base + batchStart, fault: fault ?? 'unsealed' };
+      if (!clean) torn = { offset: base + batchStart, fault: fault === undefined || fault === 'stale' ? 'unsealed' : fault };
     }
     bytes += batchStart - start;
     // Headers are flushed in log order, each before any later one is written: a valid header

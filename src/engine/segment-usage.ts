@@ -39,7 +39,11 @@ export class SegmentUsage implements SegmentAllocator {
     }
   }
 
+  /** Entries counted (live or held by a snapshot): sizes the reserve for the next checkpoint. */
+  entries = 0;
+
   addEntry(e: Entry): void {
+    this.entries++;
     for (const x of e.extents) {
       this.refs[x.segment] = (this.refs[x.segment] ?? 0) + 1;
       this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
@@ -47,6 +51,7 @@ export class SegmentUsage implements SegmentAllocator {
   }
 
   removeEntry(e: Entry): void {
+    this.entries--;
     for (const x of e.extents) {
       const refs = (this.refs[x.segment] ?? 1) - 1;
       this.refs[x.segment] = refs;
@@ -110,6 +115,7 @@ export class SegmentUsage implements SegmentAllocator {
       this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
     }
     this.removeEntry(e);
+    this.entries++;
     e.extents = to;
   }
 }

@@ -28,7 +28,11 @@ import { writeSuperblock } from './superblock-io.js';
 export interface OpenOptions {
   /** Open without taking the lock and refuse every write with `EROFS`. */
   readOnly?: boolean;
-  /** Segments kept back for deletes and checkpoints (default: 2, or 1/32 of the image if more). */
+  /**
+   * Segments kept back for deletes, snapshot deletion, checkpoints and GC (default: 2, or 1/32
+   * of the image, or what a checkpoint of the current index needs plus one — whichever is most,
+   * at most half the image).
+   */
   reserveSegments?: number;
   /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
   checkpointBytes?: number;
@@ -94,7 +98,7 @@ export interface StoreStat {
   segmentsFree: number;
   /** Bytes in segments that are in use. */
   usedBytes: number;
-  /** Bytes of records that live state still reads. */
+  /** Bytes of records the live state or a snapshot still reads. */
   liveBytes: number;
   /** Used but not read by anything: reclaimable by compaction. */
   garbageBytes: number;
@@ -161,7 +165,7 @@ export class Store extends EventEmitter {
   private sb: Superblock;
   private checkpointing: Promise<void> | undefined;
   private bytesAtCheckpoint = 0;
-  private readonly reserveSegments: number;
+
   private lastCheckpointBytes = 0;
   private writeFailure: StatefsError | undefined;
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
@@ -207,15 +211,14 @@ export class Store extends EventEmitter {
     this.usage = new SegmentUsage(sb.segmentCount);
     for (const e of distinctEntries(index, this.snapshots)) this.usage.addEntry(e);
     this.usage.resetChain(scan.chain);
-    const reserve = options.reserveSegments ?? Math.max(2, Math.ceil(sb.segmentCount / 32));
-    this.reserveSegments = reserve;
+
     this.journal = new JournalWriter<Trees>(
       device,
       sb.segmentSize,
       scan.tail,
       scan.maxSegSeq + 1,
       this.usage,
-      reserve,
+      () => this.reserveSegments(),
       {
         sealed: () => this.keys.seal(),
         durable: (snapshot) => {
@@ -472,6 +475,8 @@ export class Store extends EventEmitter {
           if (Buffer.compare(x.value, y.value) !== 0) out.changed.push(fromBinary(bin));
         },
       );
+      // diffTrees walks from the highest key down; report bytewise ascending.
+      for (const list of [out.added, out.removed, out.changed]) list.sort((p, q) => Buffer.compare(Buffer.from(p), Buffer.from(q)));
       return out;
     });
   }
@@ -719,7 +724,7 @@ export class Store extends EventEmitter {
   private maybeGc(): void {
     if (this.options.autoGc === false || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
     const free = this.usage.freeCount();
-    const lowOnSpace = free <= Math.max(2 * this.reserveSegments, Math.floor(this.sb.segmentCount / 4));
+    const lowOnSpace = free <= Math.max(2 * this.reserveSegments(), Math.floor(this.sb.segmentCount / 4));
     const garbage = this.compactor.garbageBytes();
     if (garbage < this.sb.segmentSize || (!lowOnSpace && garbage < (this.sb.segmentCount * this.sb.segmentSize) / 4)) return;
     this.gcNow().catch(() => undefined);
@@ -837,7 +842,7 @@ export class Store extends EventEmitter {
    */
   private checkpointThreshold(): number {
     if (this.options.checkpointBytes !== undefined) return this.options.checkpointBytes;
-    const usable = this.sb.segmentCount - this.reserveSegments;
+    const usable = this.sb.segmentCount - this.reserveSegments();
     const segments = Math.min(4, Math.max(1, Math.floor(usable / 4)));
     return Math.max(segments * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
   }
@@ -852,6 +857,15 @@ export class Store extends EventEmitter {
     await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
     await this.gcNow().catch(() => undefined);
+  }
+
+  /** See `OpenOptions.reserveSegments`. A checkpoint entry takes about 48 bytes. */
+  private reserveSegments(): number {
+    if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
+    const { segmentCount, segmentSize } = this.sb;
+    const checkpoint = Math.max(this.lastCheckpointBytes, this.usage.entries * 48);
+    const forCheckpoint = 1 + Math.ceil((1.5 * checkpoint) / segmentSize);
+    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
   }
 
   private canCheckpoint(): boolean {

@@ -11,7 +11,7 @@ import { getU64, setU64, view } from './bytes.js';
  *
  * Payload, little-endian:
  *
- *   0   1  version        2 (version 1, written by mkfs of early images, ends after the entries)
+ *   0   1  version        2 (version 1 payloads end after the entries; still decoded)
  *   1   8  next_txn_id    transaction ids below this were used
  *   9   4  entry_count
  *   then entry_count live entries:

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { StoreStat, SubjectStat } from '../../engine/store.js';
+import type { SnapshotPin, StoreStat, SubjectStat } from '../../engine/store.js';
 import { checkSubject } from '../../engine/names.js';
 import { defineAction } from '../action.js';
 import { operand, requiredStringOption, wantsJson } from '../command-input.js';
@@ -10,7 +10,7 @@ import { withStore } from '../store-session.js';
 export function addStatCommand(program: Command): void {
   const cmd = program
     .command('stat')
-    .description('show space accounting for the image, or for one subject')
+    .description('show space accounting for the image, or for one subject: live, garbage, and what snapshots pin')
     .argument('[subject]', 'only this subject')
     .requiredOption('--image <path>', 'image file')
     .option('--json', 'print the accounting as a JSON object');
@@ -18,10 +18,15 @@ export function addStatCommand(program: Command): void {
     const subject = operand(cmd, 0);
     if (subject !== undefined) checkSubject(subject, 'stat');
     const stat = await withStore(requiredStringOption(cmd, 'image'), 'read', (store) => store.stat());
-    const shown = subject === undefined ? stat : { ...stat, subjects: [subjectStat(stat, subject)] };
+    if (subject === undefined) {
+      if (wantsJson(cmd)) writeJson(stat);
+      else writeLines(imageLines(stat));
+      return;
+    }
+    // The same StoreStat shape, with only that subject's entry and snapshots.
+    const shown: StoreStat = { ...stat, subjects: [subjectStat(stat, subject)], snapshots: stat.snapshots.filter((p) => p.subject === subject) };
     if (wantsJson(cmd)) writeJson(shown);
-    else if (subject === undefined) writeLines(imageLines(stat));
-    else writeLines(shown.subjects.map(subjectLine));
+    else writeLines([...shown.subjects.map(subjectLine), ...shown.snapshots.map((p) => `  ${pinLine(p)}`)]);
   });
 }
 
@@ -30,8 +35,16 @@ function subjectStat(stat: StoreStat, subject: string): SubjectStat {
   return stat.subjects.find((s) => s.subject === subject) ?? { subject, keys: 0, liveBytes: 0, snapshotOnlyBytes: 0, snapshots: 0 };
 }
 
+/** `app: 2 keys, 1.5 KiB live`, and for a subject with snapshots `, 12 KiB snapshot-only, 2 snapshots`. */
 function subjectLine(s: SubjectStat): string {
-  return `${s.subject}: ${s.keys} ${s.keys === 1 ? 'key' : 'keys'}, ${formatBytes(s.liveBytes)} live`;
+  const line = `${s.subject}: ${s.keys} ${s.keys === 1 ? 'key' : 'keys'}, ${formatBytes(s.liveBytes)} live`;
+  if (s.snapshots === 0 && s.snapshotOnlyBytes === 0) return line;
+  return `${line}, ${formatBytes(s.snapshotOnlyBytes)} snapshot-only, ${s.snapshots} ${s.snapshots === 1 ? 'snapshot' : 'snapshots'}`;
+}
+
+/** What deleting the snapshot would make reclaimable. */
+function pinLine(p: SnapshotPin): string {
+  return `snapshot ${p.subject}/${p.name} pins ${formatBytes(p.exclusiveBytes)}`;
 }
 
 function imageLines(stat: StoreStat): string[] {
@@ -43,5 +56,7 @@ function imageLines(stat: StoreStat): string[] {
     `subjects: ${stat.subjects.length}`,
     // Indented so a subject named like a heading above cannot be mistaken for it.
     ...stat.subjects.map((s) => `  ${subjectLine(s)}`),
+    `snapshots: ${stat.snapshots.length}`,
+    ...stat.snapshots.map((p) => `  ${pinLine(p)}`),
   ];
 }
