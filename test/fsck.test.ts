@@ -160,6 +160,7 @@ test('a mount naming a missing snapshot is repairable: the repair removes the mo
   appendBatch(img, tail, [record(0x25, Buffer.from('app\0/mnt/ghost', 'latin1'), Buffer.concat([u64(77), Buffer.from('app\0nosuch', 'latin1')]))]);
   const r = await fsckDevice(new MemoryDevice(img));
   assert.deepEqual([r.exitCode, reasons(r)], [1, ['mount-missing-snapshot']]);
+  assert.equal(r.findings[0]?.offset, SEG0 + tail, 'the MOUNT record');
   const fixed = await fsckDevice(new MemoryDevice(img), { repair: true });
   assert.equal(fixed.repaired, true);
   assert.equal((await fsckDevice(new MemoryDevice(img))).exitCode, 0);

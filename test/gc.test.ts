@@ -301,3 +301,25 @@ test('a full image gives ENOSPC deterministically; deletes then succeed and writ
   await a.s.close();
   await b.s.close();
 });
+
+test('a cycle can be cancelled with an AbortSignal; what it did stays done', async () => {
+  const s = await Store.openDevice(new MemoryDevice(await memoryImage(4 * MiB)), { autoGc: false });
+  for (let r = 0; r < 3; r++) for (let i = 0; i < 120; i++) await s.put('app', `/state/k${i}`, new Uint8Array(4000).fill(r + (i % 2)));
+  for (let i = 0; i < 120; i += 2) await s.delete('app', `/state/k${i}`);
+  await s.checkpoint();
+  const plan = await s.gcPlan();
+  assert.ok(plan.segmentsFreed >= 2, `plan frees ${plan.segmentsFreed} segments`);
+  const aborted = new AbortController();
+  aborted.abort();
+  assert.equal((await s.gcNow({ signal: aborted.signal })).segmentsFreed, 0, 'an aborted signal stops before the first segment');
+  const midway = new AbortController();
+  s.on('marker', (line: string) => {
+    if (line.startsWith('statefs: compact progress')) midway.abort();
+  });
+  const r = await s.gcNow({ signal: midway.signal });
+  assert.equal(r.segmentsFreed, 1, 'cancelled after the first freed segment');
+  const rest = await s.gcNow();
+  assert.equal(rest.segmentsFreed, plan.segmentsFreed - 1, 'the next cycle does the rest');
+  for (let i = 1; i < 120; i += 2) assert.deepEqual(await s.get('app', `/state/k${i}`), new Uint8Array(4000).fill(3));
+  await s.close();
+});

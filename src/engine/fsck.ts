@@ -124,7 +124,7 @@ async function checkDevice(device: BlockDevice, options: FsckOptions): Promise<F
     for (const m of replayed.mounts.all()) {
       checked.mounts++;
       if (replayed.snapshots.get(m.owner, m.name)?.id !== m.snapId) {
-        findings.push({ offset: 0, reason: 'mount-missing-snapshot', severity: 'repairable', message: `${m.caller}:${m.path} mounts ${m.owner}/${m.name}, which does not exist` });
+        findings.push({ offset: m.at, reason: 'mount-missing-snapshot', severity: 'repairable', message: `${m.caller}:${m.path} mounts ${m.owner}/${m.name}, which does not exist` });
       }
     }
     progress(1, 'done');
@@ -191,7 +191,7 @@ async function checkSnapshots(device: BlockDevice, replayed: Replayed, findings:
   for (const snap of replayed.snapshots.all()) {
     checked.snapshots++;
     if (snap.digest === undefined) {
-      findings.push({ offset: 0, reason: 'snapshot-digest-missing', severity: 'info', message: `${snap.subject}/${snap.name} has no recorded digest yet (it is recomputed on open)` });
+      findings.push({ offset: snap.at, reason: 'snapshot-digest-missing', severity: 'info', message: `${snap.subject}/${snap.name} has no recorded digest yet (it is recomputed on open)` });
       continue;
     }
     const digest = await snapshotDigest(snap.tree, async (bin) => {
@@ -199,7 +199,7 @@ async function checkSnapshots(device: BlockDevice, replayed: Replayed, findings:
       return entry === undefined ? new Uint8Array(0) : readEntryValue(device, replayed.sb.segmentSize, entry).catch(() => new Uint8Array(0));
     });
     if (Buffer.compare(digest, snap.digest) !== 0) {
-      findings.push({ offset: 0, reason: 'snapshot-digest-mismatch', severity: 'fatal', message: `${snap.subject}/${snap.name}: content does not match its digest` });
+      findings.push({ offset: snap.at, reason: 'snapshot-digest-mismatch', severity: 'fatal', message: `${snap.subject}/${snap.name}: content does not match its digest` });
     }
   }
 }

@@ -5,6 +5,8 @@ export interface Mount {
   owner: string;
   name: string;
   snapId: number;
+  /** Byte offset of the record that defines it (its MOUNT record, or the checkpoint holding it). */
+  at: number;
 }
 
 export const MOUNT_ROOT = '/mnt/';

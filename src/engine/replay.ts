@@ -271,9 +271,9 @@ function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: Snapsh
         tree.set(d.key, entry);
       }
     }
-    snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest });
+    snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest, at: absolute(index.sb, at) });
   }
-  for (const m of ckpt.mounts) mounts.add(m);
+  for (const m of ckpt.mounts) mounts.add({ ...m, at: absolute(index.sb, at) });
 }
 
 /** Apply a snapshot or mount record in log order. */
@@ -286,7 +286,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
       const id = decodeSnapId(record.value);
       if (id === undefined) throw damaged(sb, at, 'malformed SNAPSHOT');
       const tree = index.trees.get(subject)?.clone() ?? new BTree<string, Entry>();
-      snapshots.add({ subject, name, id, tree, digest: undefined });
+      snapshots.add({ subject, name, id, tree, digest: undefined, at: absolute(sb, at) });
       return;
     }
     case Op.SNAPDIGEST: {
@@ -309,7 +309,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
     case Op.MOUNT: {
       const target = decodeMount(record.value);
       if (target === undefined) throw damaged(sb, at, 'malformed MOUNT');
-      mounts.add({ caller: subject, path: name, ...target });
+      mounts.add({ caller: subject, path: name, ...target, at: absolute(sb, at) });
       return;
     }
     default:
@@ -322,7 +322,7 @@ class IndexBuilder {
   readonly trees: Trees = new Map();
   /** Every entry seen, by its first record, so a RELOC record can find what it moved. */
   readonly byRecord = new Map<string, Entry>();
-  constructor(private readonly sb: Superblock) {}
+  constructor(readonly sb: Superblock) {}
 
   set(ik: string, entry: Entry, at: Extent): void {
     const [subject, bin] = this.split(ik, at);

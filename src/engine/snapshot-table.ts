@@ -10,6 +10,8 @@ export interface Snapshot {
   tree: Tree;
   /** SHA-256 over the content in canonical order; undefined until computed. */
   digest: Uint8Array | undefined;
+  /** Byte offset of the record that defines it (its SNAPSHOT record, or the checkpoint holding it). */
+  at: number;
 }
 
 /** Every subject's snapshots, by name. */

@@ -6,7 +6,8 @@ import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } 
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { entryDiskBytes, type Entry } from './entry.js';
-import { JournalWriter, type RecordToWrite } from './journal-writer.js';
+import { JournalWriter, type Extent, type RecordToWrite } from './journal-writer.js';
+import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, indexKey, toBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
@@ -392,7 +393,14 @@ export class Store extends EventEmitter {
       if (this.snapshots.get(subject, name) !== undefined) throw StatefsError.EEXIST(`snapshot ${name}`, { op, subject, name });
       const id = this.snapshots.nextId;
       const appended = this.appendOrThrow([{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
-      const snap: Snapshot = { subject, name, id, tree: this.keys.workingTree(subject)?.clone() ?? new BTree<string, Entry>(), digest: undefined };
+      const snap: Snapshot = {
+        subject,
+        name,
+        id,
+        tree: this.keys.workingTree(subject)?.clone() ?? new BTree<string, Entry>(),
+        digest: undefined,
+        at: this.absolute(appended.extents[0]),
+      };
       this.snapshots.add(snap);
       await this.awaitDurable(appended.durable, op, subject, undefined);
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
@@ -528,7 +536,7 @@ export class Store extends EventEmitter {
       if (this.legacy) await this.upgradeLegacy();
       const target = { snapId: snap.id, owner, name };
       const appended = this.appendOrThrow([{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
-      this.mounts.add({ caller, path, ...target });
+      this.mounts.add({ caller, path, ...target, at: this.absolute(appended.extents[0]) });
       await this.awaitDurable(appended.durable, op, caller, undefined);
     });
   }
@@ -996,6 +1004,10 @@ export class Store extends EventEmitter {
     const next = this.metaQueue.then(run, run);
     this.metaQueue = next.catch(() => undefined);
     return next;
+  }
+
+  private absolute(x: Extent | undefined): number {
+    return x === undefined ? 0 : segmentOffset(x.segment, this.sb.segmentSize) + x.offset;
   }
 
   private marker(line: string): void {
