@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join, sep } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -1024,5 +1026,144 @@ test('gc: a bad --max-bytes and --plan with --until-clean are usage errors; --pl
     const busy = statefs(dir, ['gc', '--image', image, '--json']);
     assertFails(busy, 'EBUSY');
     assert.deepEqual(Object.keys(jsonObject(busy.out)), ['error']);
+  });
+});
+
+/*
+ * fsck. Damaged images are built as in fsck.test.ts: records encoded from
+ * docs/storage/statefs-v3.md by an encoder of the test's own, written into the image file.
+ */
+const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
+function record(opcode: number, key: Buffer, value: Buffer): Buffer {
+  const out = Buffer.alloc(15 + key.length + value.length);
+  out.writeUInt32LE(0x4e585346, 0);
+  out.writeUInt8(opcode, 4);
+  out.writeUInt16LE(key.length, 5);
+  out.writeUInt32LE(value.length, 7);
+  key.copy(out, 11);
+  value.copy(out, 11 + key.length);
+  out.writeUInt32LE(crc(out.subarray(0, out.length - 4)) >>> 0, out.length - 4);
+  return out;
+}
+function u64(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+/** Segment 0 starts after superblock slot A. */
+const SEG0 = 4096;
+
+const sha256 = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex');
+
+/** Where segment 0's log ends on a small image whose records are all in segment 0. */
+function logEnd(dir: string, image: string): number {
+  const used = jsonObject(ok(dir, ['stat', '--image', image, '--json']).out).usedBytes;
+  assert.ok(typeof used === 'number' && used > 0 && used < 256 * 1024, String(used));
+  return used;
+}
+
+test('fsck: a clean image is 0 (no progress bar off a terminal); a missing image is ENOENT; a legacy v1 image is 0', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'alpha']);
+    const clean = statefs(dir, ['fsck', image]);
+    assert.deepEqual([clean.status, clean.out, clean.err], [0, 'clean\n', '']);
+    // --dry-run without --repair is a plain check.
+    const dry = statefs(dir, ['fsck', image, '--dry-run']);
+    assert.deepEqual([dry.status, dry.out], [0, 'clean\n']);
+
+    const missing = statefs(dir, ['fsck', 'missing.img']);
+    assertFails(missing, 'ENOENT');
+    assert.equal(missing.out, '');
+
+    const v1 = Buffer.alloc(4 << 20);
+    Buffer.concat([record(1, Buffer.from('/state/a'), Buffer.from('1')), record(1, Buffer.from('/state/b'), Buffer.from('2'))]).copy(v1);
+    await writeFile(join(dir, 'v1.img'), v1);
+    const legacy = statefs(dir, ['fsck', 'v1.img']);
+    assert.equal(legacy.status, 0, legacy.err);
+    assert.match(legacy.out, /^0 info legacy-v1: .+\nclean\n$/);
+  });
+});
+
+test('fsck: an orphaned transaction is 1; --repair --dry-run plans and writes nothing; --repair repairs; then 0', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['put', '--image', image, 'app', '/state/a', 'alpha']);
+    const tail = logEnd(dir, image);
+    // PREPARE + PAYLOAD in a batch sealed by its SYNC (segment 0 has seg_seq 1), and no COMMIT.
+    const batch = Buffer.concat([
+      record(0x10, Buffer.from('app'), Buffer.concat([u64(1000), u32(1)])),
+      record(0x11, Buffer.from('app\0/state/orphan', 'latin1'), Buffer.concat([u64(1000), Buffer.from([1]), Buffer.from([0, 0, 1, 0]), Buffer.from('x')])),
+    ]);
+    const path = join(dir, image);
+    const bytes = await readFile(path);
+    Buffer.concat([batch, record(0x14, Buffer.alloc(0), Buffer.concat([u64(1), u32(tail)]))]).copy(bytes, SEG0 + tail);
+    await writeFile(path, bytes);
+    const at = SEG0 + tail;
+    const finding = `${String(at)} repairable orphaned-transaction: transaction 1000 of app was prepared but never committed or aborted\n`;
+
+    const check = statefs(dir, ['fsck', image]);
+    assert.deepEqual([check.status, check.out], [1, `${finding}repairable problems found (run with --repair)\n`]);
+
+    const json = statefs(dir, ['fsck', image, '--json']);
+    assert.equal(json.status, 1);
+    const report = jsonObject(json.out);
+    assert.deepEqual(Object.keys(report).sort(), ['checked', 'exitCode', 'findings', 'format', 'repaired']);
+    assert.deepEqual([report.exitCode, report.format, report.repaired], [1, 'v3', false]);
+    assert.deepEqual(report.findings, [
+      { offset: at, reason: 'orphaned-transaction', severity: 'repairable', message: 'transaction 1000 of app was prepared but never committed or aborted' },
+    ]);
+    assert.ok(isRecord(report.checked) && (numbers(report.checked, ['records', 'batches', 'values', 'snapshots', 'mounts']).records ?? 0) >= 3, json.out);
+
+    const before = await sha256(path);
+    const dry = statefs(dir, ['fsck', image, '--repair', '--dry-run']);
+    assert.equal(dry.status, 1, dry.err);
+    assert.equal(
+      dry.out,
+      `${finding}repair plan (dry run: nothing was written):\n  append ABORT for transaction 1000 of app prepared at byte ${String(at)}\nrepairable problems found (run with --repair)\n`,
+    );
+    assert.equal(await sha256(path), before, '--dry-run must not write');
+
+    // The repair needs the lock: a live writer holding it is EBUSY, with the usual status 1.
+    await writeFile(join(dir, `${image}.lock`), `${process.pid}\n`);
+    assertFails(statefs(dir, ['fsck', image, '--repair']), 'EBUSY');
+    assert.equal(await sha256(path), before, 'a refused repair must not write');
+    await rm(join(dir, `${image}.lock`));
+
+    const fixed = statefs(dir, ['fsck', image, '--repair']);
+    assert.deepEqual([fixed.status, fixed.out], [1, `${finding}repaired\n`], fixed.err);
+    assert.notEqual(await sha256(path), before);
+    const again = statefs(dir, ['fsck', image]);
+    assert.deepEqual([again.status, again.out], [0, 'clean\n'], again.err);
+    assert.equal(ok(dir, ['get', '--image', image, 'app', '/state/a']).out, 'alpha');
+  });
+});
+
+test('fsck: a bit flip mid-log is unrecoverable (2) and names its offset', async () => {
+  await withImage(async (dir, image) => {
+    ok(dir, ['txn', '--image', image, 'app', await writeOps(dir, 'ops.json', [
+      { op: 'put', key: '/state/a', valueBase64: Buffer.from('alpha').toString('base64') },
+      { op: 'put', key: '/state/b', valueBase64: Buffer.from('beta').toString('base64') },
+    ])]);
+    ok(dir, ['put', '--image', image, 'app', '/state/z', 'last']);
+    const path = join(dir, image);
+    const bytes = await readFile(path);
+    const at = bytes.indexOf(Buffer.from('app\0/state/a', 'latin1')) - 11;
+    assert.ok(at > SEG0 && bytes.readUInt32LE(at) === 0x4e585346, `no record for /state/a (${String(at)})`);
+    bytes.writeUInt8((bytes[at + 8] ?? 0) ^ 0x40, at + 8); // inside value_len
+    await writeFile(path, bytes);
+
+    const r = statefs(dir, ['fsck', image]);
+    assert.equal(r.status, 2, r.err);
+    assert.match(r.out, new RegExp(`^${String(at)} fatal damage-before-valid-records: .+\\nunrecoverable\\n$`));
+    const json = statefs(dir, ['fsck', image, '--json']);
+    assert.equal(json.status, 2);
+    const report = jsonObject(json.out);
+    assert.equal(report.exitCode, 2);
+    assert.ok(Array.isArray(report.findings) && isRecord(report.findings[0]), json.out);
+    assert.deepEqual([report.findings.length, report.findings[0].offset, report.findings[0].reason], [1, at, 'damage-before-valid-records']);
   });
 });

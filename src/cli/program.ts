@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { addDelCommand } from './commands/del.js';
 import { addDiffCommand } from './commands/diff.js';
+import { addFsckCommand } from './commands/fsck.js';
 import { addGcCommand } from './commands/gc.js';
 import { addGetCommand } from './commands/get.js';
 import { addLsCommand } from './commands/ls.js';
@@ -24,7 +25,7 @@ import { addVerifyCommand } from './commands/verify.js';
  */
 export function buildProgram(): Command {
   const program = new Command('statefs')
-    .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot and mount')
+    .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot, mount and check')
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   addRestoreCommand(program);
   addDiffCommand(program);
   addVerifyCommand(program);
+  addFsckCommand(program);
   addMountCommand(program);
   addUmountCommand(program);
   addMountsCommand(program);
