@@ -62,21 +62,6 @@ export class StatefsError extends Error {
     this.offset = ctx.offset;
   }
 
-  /** Same error with the operation filled in, for errors raised below the API layer. */
-  withOp(op: string): StatefsError {
-    if (this.op !== undefined) return this;
-    const copy = new StatefsError(this.code, this.message.slice(this.code.length + 2), {
-      op,
-      ...(this.subject === undefined ? {} : { subject: this.subject }),
-      ...(this.key === undefined ? {} : { key: this.key }),
-      ...(this.target === undefined ? {} : { name: this.target }),
-      ...(this.offset === undefined ? {} : { offset: this.offset }),
-      ...(this.cause === undefined ? {} : { cause: this.cause }),
-    });
-    copy.stack = this.stack ?? '';
-    return copy;
-  }
-
   static ENOENT(what: string, ctx?: ErrorContext): StatefsError {
     return new StatefsError('ENOENT', `${what} does not exist`, ctx);
   }

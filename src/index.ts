@@ -1,5 +1,5 @@
 export { Store } from './engine/store.js';
-export type { CreateOptions, ListOptions, ListPage, OpenOptions, OpenReport, StoreStat, SubjectStat } from './engine/store.js';
+export type { CreateOptions, ListOptions, ListPage, OpenOptions, OpenReport, StoreStat, SubjectStat } from './engine/store-types.js';
 export { StatefsError, ERROR_CODES, isStatefsError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { BlockDevice } from './device/device.js';
@@ -9,6 +9,6 @@ export { Transaction } from './engine/transaction.js';
 export type { TxnLimits } from './engine/transaction.js';
 export { fsck, fsckDevice } from './engine/fsck.js';
 export type { FsckFinding, FsckOptions, FsckReason, FsckReport, FsckSeverity } from './engine/fsck.js';
-export { LIVE } from './engine/store.js';
-export type { MountInfo, SnapshotDiff, SnapshotInfo, SnapshotPin } from './engine/store.js';
+export { LIVE } from './engine/store-types.js';
+export type { MountInfo, SnapshotDiff, SnapshotInfo, SnapshotPin } from './engine/store-types.js';
 export type { GcOptions, GcPlan, GcResult } from './engine/compactor.js';

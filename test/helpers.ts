@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
-import type { OpenOptions } from '../src/engine/store.js';
+import type { OpenOptions } from '../src/engine/store-types.js';
 
 export const MiB = 1024 * 1024;
 

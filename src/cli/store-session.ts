@@ -1,4 +1,5 @@
-import { Store, type OpenOptions } from '../engine/store.js';
+import { Store } from '../engine/store.js';
+import type { OpenOptions } from '../engine/store-types.js';
 
 /** `read` opens read-only and takes no lock, so it works beside a running writer. */
 export type Access = 'read' | 'write';

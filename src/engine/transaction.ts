@@ -1,5 +1,6 @@
 import { StatefsError } from '../errors.js';
 import { checkKey, checkSubject, toValue } from './names.js';
+import { settle } from './store-support.js';
 import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
 
 /** Caps on transactions (spec section 3); the defaults are the spec's. */
@@ -163,15 +164,6 @@ export class Transaction {
       return false;
     },
   };
-}
-
-/** Run `fn`; its result or its throw becomes the promise's outcome. */
-function settle<T>(fn: () => T): Promise<T> {
-  try {
-    return Promise.resolve(fn());
-  } catch (err) {
-    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-  }
 }
 
 /** Validate a whole op list in order against `base` (used again at commit: the store may have moved). */

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { LIVE, type SnapshotDiff } from '../../engine/store.js';
+import { LIVE, type SnapshotDiff } from '../../engine/store-types.js';
 import { defineAction } from '../action.js';
 import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
 import { writeJson, writeLines } from '../output.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ListOptions } from '../../engine/store.js';
+import type { ListOptions } from '../../engine/store-types.js';
 import { defineAction } from '../action.js';
 import { numberOption, operand, requiredOperand, requiredStringOption, stringOption, wantsJson } from '../command-input.js';
 import { writeJson, writeLines } from '../output.js';

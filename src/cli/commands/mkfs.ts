@@ -1,6 +1,7 @@
 import { stat, unlink } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { Store, type CreateOptions } from '../../engine/store.js';
+import { Store } from '../../engine/store.js';
+import type { CreateOptions } from '../../engine/store-types.js';
 import { isStatefsError } from '../../errors.js';
 import { defineAction } from '../action.js';
 import { flag, numberOption, requiredOperand, wantsJson } from '../command-input.js';

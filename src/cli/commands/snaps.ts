@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { SnapshotInfo } from '../../engine/store.js';
+import type { SnapshotInfo } from '../../engine/store-types.js';
 import { defineAction } from '../action.js';
 import { flag, requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
 import { formatBytes } from '../format-bytes.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { SnapshotPin, StoreStat, SubjectStat } from '../../engine/store.js';
+import type { SnapshotPin, StoreStat, SubjectStat } from '../../engine/store-types.js';
 import { checkSubject } from '../../engine/names.js';
 import { defineAction } from '../action.js';
 import { operand, requiredStringOption, wantsJson } from '../command-input.js';

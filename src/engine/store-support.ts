@@ -1,0 +1,81 @@
+/** Small pieces the Store is made of: record keys, paging, error wrapping. */
+import { StatefsError } from '../errors.js';
+import { diffTrees, BTree } from './btree.js';
+import type { Entry } from './entry.js';
+import type { Tree, Trees } from './keyspace.js';
+import { MOUNT_ROOT } from './mount-table.js';
+import { fromBinary, indexKey } from './names.js';
+import type { SnapshotTable } from './snapshot-table.js';
+import type { ListPage } from './store-types.js';
+
+export const EMPTY = new Uint8Array(0);
+
+/** Run `fn` and return its result as a promise; a synchronous throw becomes a rejection. */
+export function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(asStatefsError(err, 'unknown'));
+  }
+}
+
+export function isMountKey(key: unknown): key is string {
+  return typeof key === 'string' && key.startsWith(MOUNT_ROOT);
+}
+
+/** The key field of snapshot and mount records: subject (or caller), NUL, name (or path). */
+export function metaKey(subject: string, name: string): Uint8Array {
+  return Buffer.from(`${subject}\0${name}`, 'latin1');
+}
+
+/** Every entry held by a live tree or a snapshot, once each. */
+export function distinctEntries(trees: Trees, snapshots: SnapshotTable): Set<Entry> {
+  const out = new Set<Entry>();
+  for (const tree of trees.values()) for (const e of tree.values()) out.add(e);
+  for (const snap of snapshots.all()) {
+    const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
+    diffTrees(
+      snap.tree,
+      live,
+      (_k, e) => out.add(e),
+      () => undefined,
+      (_k, e) => out.add(e),
+    );
+  }
+  return out;
+}
+
+/** The key field of a v3 data record: subject, NUL, key bytes. */
+export function recordKey(subject: string, bin: string): Uint8Array {
+  return Buffer.from(indexKey(subject, bin), 'latin1');
+}
+
+/** One page of a tree's keys under `prefix`, after `after`, bytewise ascending. */
+export function listTree(tree: Tree | undefined, prefix: string, after: string | undefined, limit: number): ListPage {
+  const keys: string[] = [];
+  if (tree === undefined) return { keys };
+  const start = after !== undefined && after > prefix ? after : prefix;
+  for (const k of tree.keys(start)) {
+    if (!k.startsWith(prefix)) break;
+    if (after !== undefined && k <= after) continue;
+    if (keys.length === limit) return { keys, next: keys.at(-1) ?? '' };
+    keys.push(fromBinary(k));
+  }
+  return { keys };
+}
+
+export function asStatefsError(err: unknown, op: string): StatefsError {
+  return err instanceof StatefsError ? err : StatefsError.EIO(String(err), { op, cause: err });
+}
+
+/** Attach the operation and target to an error raised below the API. */
+export function withContext(err: unknown, op: string, subject: string | undefined, key: string | undefined): StatefsError {
+  const e = asStatefsError(err, op);
+  return new StatefsError(e.code, e.message.slice(e.code.length + 2), {
+    op,
+    ...(subject === undefined ? {} : { subject }),
+    ...(key === undefined ? {} : { key }),
+    ...(e.offset === undefined ? {} : { offset: e.offset }),
+    cause: e,
+  });
+}

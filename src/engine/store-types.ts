@@ -1,0 +1,128 @@
+import type { FormatOptions } from './mkfs.js';
+import type { TxnLimits } from './transaction.js';
+
+/** Options and results of the `Store` API. */
+
+export interface OpenOptions {
+  /** Open without taking the lock and refuse every write with `EROFS`. */
+  readOnly?: boolean;
+  /**
+   * Segments kept back for deletes, snapshot deletion, checkpoints and GC (default: 2, or 1/32
+   * of the image, or what a checkpoint of the current index needs plus one — whichever is most,
+   * at most half the image).
+   */
+  reserveSegments?: number;
+  /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
+  checkpointBytes?: number;
+  /**
+   * Cross-subject grants: `grants[caller]` lists the owners whose snapshots `caller` may mount
+   * (the daemon fills this from its policy file). Mounting another subject's snapshot without a
+   * grant is `EPERM`.
+   */
+  grants?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Run bounded GC cycles in the background when garbage or free space cross their thresholds
+   * (default true). With `false` (fixtures), space is reclaimed only by `gcNow`.
+   */
+  autoGc?: boolean;
+  /** Subject that owns the state of a legacy v1 image (default `legacy`). */
+  legacySubject?: string;
+  /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
+  txnLimits?: Partial<TxnLimits>;
+}
+
+export interface CreateOptions extends OpenOptions, FormatOptions {
+  /** Image size in bytes (default 256 MiB). */
+  size?: number;
+  /** Replace an existing file. */
+  force?: boolean;
+}
+
+export interface ListOptions {
+  /** At most this many keys (default 1,000, max 10,000). */
+  limit?: number;
+  /** Start after this key (the `next` of a previous page). */
+  after?: string;
+}
+
+export interface ListPage {
+  keys: string[];
+  /** Pass as `after` to get the next page; absent on the last page. */
+  next?: string;
+}
+
+export interface SubjectStat {
+  subject: string;
+  keys: number;
+  /** Bytes of this subject's live records on disk, framing included. */
+  liveBytes: number;
+  /** Bytes only this subject's snapshots keep alive (not read by its live state). */
+  snapshotOnlyBytes: number;
+  snapshots: number;
+}
+
+/** A snapshot and the bytes only it keeps alive (what deleting it would make reclaimable). */
+export interface SnapshotPin {
+  subject: string;
+  name: string;
+  exclusiveBytes: number;
+}
+
+export interface StoreStat {
+  capacity: number;
+  segmentSize: number;
+  segments: number;
+  segmentsUsed: number;
+  segmentsFree: number;
+  /** Bytes in segments that are in use. */
+  usedBytes: number;
+  /** Bytes of records the live state or a snapshot still reads. */
+  liveBytes: number;
+  /** Used but not read by anything: reclaimable by compaction. */
+  garbageBytes: number;
+  freeBytes: number;
+  subjects: SubjectStat[];
+  /** What each snapshot pins. */
+  snapshots: SnapshotPin[];
+}
+
+/** What happened while opening: how much was replayed and whether a torn tail was cut. */
+export interface OpenReport {
+  /** The layout found on the device; a legacy v1 image is upgraded to v3 by its first write. */
+  format: 'v3' | 'legacy-v1';
+  batchesReplayed: number;
+  recordsReplayed: number;
+  /** Byte offset of a torn tail that replay discarded (crash residue), if any. */
+  tornTailAt?: number;
+}
+
+/** A snapshot as `listSnaps(subject, { details: true })` reports it. */
+export interface SnapshotInfo {
+  name: string;
+  /** Store-wide creation sequence number. */
+  id: number;
+  keys: number;
+  /** Bytes of the records the snapshot reads (framing included). */
+  bytes: number;
+  /** Bytes only this snapshot keeps alive: what deleting it would free. */
+  exclusiveBytes: number;
+  /** Hex SHA-256 of the content in canonical order (undefined while still being computed). */
+  digest?: string;
+}
+
+/** Keys added, removed and changed from `a` to `b`, each bytewise sorted. */
+export interface SnapshotDiff {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export interface MountInfo {
+  path: string;
+  owner: string;
+  name: string;
+}
+
+/** Names the live state in `diffSnaps`. */
+export const LIVE = '@live';
+
