@@ -3,12 +3,12 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join, sep } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { formatBytes } from '../src/cli/format-bytes.js';
 import { withTempDir } from './helpers.js';
+import { record, u32, u64 } from './record-encoder.js';
 
 /*
  * These tests run the built CLI as a user would. Compiled, this file is dist/test/cli.test.js
@@ -1033,28 +1033,6 @@ test('gc: a bad --max-bytes and --plan with --until-clean are usage errors; --pl
  * fsck. Damaged images are built as in fsck.test.ts: records encoded from
  * docs/storage/statefs-v3.md by an encoder of the test's own, written into the image file.
  */
-const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
-function record(opcode: number, key: Buffer, value: Buffer): Buffer {
-  const out = Buffer.alloc(15 + key.length + value.length);
-  out.writeUInt32LE(0x4e585346, 0);
-  out.writeUInt8(opcode, 4);
-  out.writeUInt16LE(key.length, 5);
-  out.writeUInt32LE(value.length, 7);
-  key.copy(out, 11);
-  value.copy(out, 11 + key.length);
-  out.writeUInt32LE(crc(out.subarray(0, out.length - 4)) >>> 0, out.length - 4);
-  return out;
-}
-function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 /** Segment 0 starts after superblock slot A. */
 const SEG0 = 4096;
 

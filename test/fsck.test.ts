@@ -1,34 +1,12 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { fsckDevice, type FsckReport } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import { memoryImage, text } from './helpers.js';
+import { crc32cOf, record, u32, u64 } from './record-encoder.js';
 
-// Records built from docs/storage/statefs-v3.md with an encoder of the test's own.
-const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
-function record(opcode: number, key: Buffer, value: Buffer): Buffer {
-  const out = Buffer.alloc(15 + key.length + value.length);
-  out.writeUInt32LE(0x4e585346, 0);
-  out.writeUInt8(opcode, 4);
-  out.writeUInt16LE(key.length, 5);
-  out.writeUInt32LE(value.length, 7);
-  key.copy(out, 11);
-  value.copy(out, 11 + key.length);
-  out.writeUInt32LE(crc(out.subarray(0, out.length - 4)) >>> 0, out.length - 4);
-  return out;
-}
-const u64 = (n: number): Buffer => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-};
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-};
+// Records are built from docs/storage/statefs-v3.md by the tests' own encoder.
 const SEG0 = 4096; // segment 0 starts after superblock slot A
 /** Append one batch (records + SYNC) at the end of segment 0's log (segment 0 has sequence 1). */
 function appendBatch(img: Uint8Array, tail: number, records: Buffer[]): void {
@@ -176,7 +154,7 @@ test('a value under a snapshot altered with its CRC recomputed is caught by the 
   const len = Buffer.from(img).readUInt32LE(at + 7) + key.length + 15;
   const rec = Buffer.from(img.subarray(at, at + len));
   rec.write('ONE', len - 4 - 3, 'latin1');
-  rec.writeUInt32LE(crc(rec.subarray(0, len - 4)) >>> 0, len - 4);
+  rec.writeUInt32LE(crc32cOf(rec.subarray(0, len - 4)), len - 4);
   img.set(rec, at);
   const r = await fsckDevice(new MemoryDevice(img));
   assert.deepEqual([r.exitCode, reasons(r)], [2, ['snapshot-digest-mismatch']]);

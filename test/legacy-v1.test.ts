@@ -1,26 +1,15 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
+import { record } from './record-encoder.js';
 
-// An independent v1 encoder, written from docs/storage/statefs-v3.md ("Legacy v1 images"):
-// records back to back from byte 0: magic "NXSF" | opcode | key_len u16 | value_len u32 | key | value | crc32c.
-const crc = (createRequire(import.meta.url)('crc-32/crc32c') as { buf: (b: Uint8Array) => number }).buf;
+// v1 journals are v1 records back to back from byte 0 (docs/storage/statefs-v3.md, "Legacy v1
+// images"), encoded by the tests' own encoder.
 function v1Record(opcode: number, key: string, value = ''): Buffer {
-  const k = Buffer.from(key, 'utf8');
-  const v = Buffer.from(value, 'utf8');
-  const out = Buffer.alloc(15 + k.length + v.length);
-  out.write('FSXN', 0, 'latin1'); // 0x4E585346 little-endian
-  out.writeUInt8(opcode, 4);
-  out.writeUInt16LE(k.length, 5);
-  out.writeUInt32LE(v.length, 7);
-  k.copy(out, 11);
-  v.copy(out, 11 + k.length);
-  out.writeUInt32LE(crc(out.subarray(0, 11 + k.length + v.length)) >>> 0, 11 + k.length + v.length);
-  return out;
+  return record(opcode, Buffer.from(key, 'utf8'), Buffer.from(value, 'utf8'));
 }
 assert.equal(v1Record(1, 'k').subarray(0, 4).toString('hex'), '4653584e');
 
