@@ -70,6 +70,7 @@ export class Store extends EventEmitter {
   private bytesAtCheckpoint = 0;
 
   private lastCheckpointBytes = 0;
+  private entriesAtCheckpoint = 0;
   private writeFailure: StatefsError | undefined;
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
   private nextTxnId: number;
@@ -670,6 +671,7 @@ export class Store extends EventEmitter {
     const appended = this.appendOrThrow(records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
     this.bytesAtCheckpoint = this.journal.bytesAppended;
     this.lastCheckpointBytes = payload.length;
+    this.entriesAtCheckpoint = this.usage.entries;
     await this.awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
     const next: Superblock = {
       ...this.sb,
@@ -769,12 +771,16 @@ export class Store extends EventEmitter {
     await this.gcNow().catch(() => undefined);
   }
 
-  /** See `OpenOptions.reserveSegments`. A checkpoint entry takes about 48 bytes. */
+  /**
+   * See `OpenOptions.reserveSegments`. The next checkpoint is estimated from the last one's bytes
+   * per entry (48 before the first), times the entries held now, with a quarter for slack.
+   */
   private reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
     const { segmentCount, segmentSize } = this.sb;
-    const checkpoint = Math.max(this.lastCheckpointBytes, this.usage.entries * 48);
-    const forCheckpoint = 1 + Math.ceil((1.5 * checkpoint) / segmentSize);
+    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
+    const checkpoint = Math.max(this.lastCheckpointBytes, this.usage.entries * perEntry);
+    const forCheckpoint = 1 + Math.ceil((1.25 * checkpoint) / segmentSize);
     return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
   }
 
