@@ -11,11 +11,11 @@ const dir = await mkdtemp(join(tmpdir(), 'statefs-fsck-bench-'));
 try {
   for (const mib of sizes) {
     const path = join(dir, `fsck-${mib}.img`);
-    const store = await Store.create(path, { size: mib * 1024 * 1024, autoGc: false });
+    const store = await Store.create(path, { size: mib * 1024 * 1024 });
     const value = new Uint8Array(100).fill(3);
-    // Fill about half the image with 100-byte values (small records), 4,000 writes per flush;
+    // Fill about 40% of the image with 100-byte values (small records), 4,000 writes per flush;
     // the rest is the reserve a checkpoint of that many keys needs, and free space.
-    const records = Math.floor((mib * 1024 * 1024 * 0.5) / 140);
+    const records = Math.floor((mib * 1024 * 1024 * 0.4) / 140);
     for (let i = 0; i < records; i += 4000) {
       const batch: Promise<void>[] = [];
       for (let j = i; j < Math.min(records, i + 4000); j++) batch.push(store.put('bench', `/state/app${j % 64}/k${j}`, value));

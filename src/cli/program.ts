@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { addAuditCommand } from './commands/audit.js';
 import { addDelCommand } from './commands/del.js';
 import { addDiffCommand } from './commands/diff.js';
 import { addFsckCommand } from './commands/fsck.js';
@@ -8,6 +9,7 @@ import { addLsCommand } from './commands/ls.js';
 import { addMkfsCommand } from './commands/mkfs.js';
 import { addMountCommand } from './commands/mount.js';
 import { addMountsCommand } from './commands/mounts.js';
+import { addPolicyCommand } from './commands/policy.js';
 import { addPutCommand } from './commands/put.js';
 import { addRestoreCommand } from './commands/restore.js';
 import { addSnapRmCommand } from './commands/snap-rm.js';
@@ -51,5 +53,7 @@ export function buildProgram(): Command {
   addMountCommand(program);
   addUmountCommand(program);
   addMountsCommand(program);
+  addAuditCommand(program);
+  addPolicyCommand(program);
   return program;
 }

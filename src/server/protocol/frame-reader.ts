@@ -1,0 +1,69 @@
+import { StatefsError } from '../../errors.js';
+import { DEFAULT_MAX_FRAME, HEADER_SIZE, checkHeader, frameOf, type Frame } from './frame.js';
+
+/**
+ * Splits a byte stream into frames. Accepts chunks of any size (one byte at a time works), checks
+ * each header byte as it arrives, and never holds more than `maxFrameSize` bytes: the body buffer
+ * is allocated only after the header passed. The first error (EINVAL, or ENOTSUP for an unknown
+ * version) is sticky: the stream cannot be resynchronised, so the connection must be closed.
+ */
+export class FrameReader {
+  private readonly header = new Uint8Array(HEADER_SIZE);
+  private headerFill = 0;
+  private frame: Uint8Array | undefined;
+  private frameFill = 0;
+  private failed: StatefsError | undefined;
+
+  constructor(readonly maxFrameSize: number = DEFAULT_MAX_FRAME) {
+    if (!Number.isSafeInteger(maxFrameSize) || maxFrameSize < HEADER_SIZE) {
+      throw StatefsError.EINVAL(`max frame size ${maxFrameSize}`, { op: 'frame' });
+    }
+  }
+
+  /** Bytes held for the frame in progress (0 between frames). */
+  get buffered(): number {
+    return this.frame === undefined ? this.headerFill : this.frameFill;
+  }
+
+  push(chunk: Uint8Array): Frame[] {
+    if (this.failed !== undefined) throw this.failed;
+    try {
+      return this.take(chunk);
+    } catch (err) {
+      this.failed = err instanceof StatefsError ? err : StatefsError.EINVAL('frame', { op: 'frame', cause: err });
+      this.frame = undefined; // release the partial frame: nothing more will be read
+      this.headerFill = 0;
+      throw this.failed;
+    }
+  }
+
+  private take(chunk: Uint8Array): Frame[] {
+    const out: Frame[] = [];
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.frame === undefined) {
+        const n = Math.min(HEADER_SIZE - this.headerFill, chunk.length - off);
+        this.header.set(chunk.subarray(off, off + n), this.headerFill);
+        this.headerFill += n;
+        off += n;
+        const total = checkHeader(this.header, this.headerFill, this.maxFrameSize);
+        if (total === undefined || this.headerFill < HEADER_SIZE) continue;
+        this.frame = new Uint8Array(total);
+        this.frame.set(this.header);
+        this.frameFill = HEADER_SIZE;
+      } else {
+        const n = Math.min(this.frame.length - this.frameFill, chunk.length - off);
+        this.frame.set(chunk.subarray(off, off + n), this.frameFill);
+        this.frameFill += n;
+        off += n;
+      }
+      if (this.frameFill === this.frame.length) {
+        out.push(frameOf(this.frame));
+        this.frame = undefined;
+        this.frameFill = 0;
+        this.headerFill = 0;
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,178 @@
+import type { StatefsError } from '../../errors.js';
+import type { GcPlan, GcResult } from '../../engine/compactor.js';
+import type { ListPage, MountInfo, SnapshotDiff, SnapshotInfo, SnapshotPin, StoreStat } from '../../engine/store-types.js';
+import type { OpName } from './ops.js';
+
+/** Typed protocol messages. Wire layouts: request-codec.ts, response-codec.ts, docs/storage/protocol.md. */
+
+interface Req<O extends OpName> {
+  op: O;
+  requestId: number;
+}
+
+export interface HelloRequest extends Req<'HELLO'> {
+  token: string;
+}
+export interface KeyRequest<O extends 'GET' | 'DELETE'> extends Req<O> {
+  subject: string;
+  key: string;
+}
+export interface PutRequest extends Req<'PUT'> {
+  subject: string;
+  key: string;
+  value: Uint8Array;
+}
+export interface ListRequest extends Req<'LIST'> {
+  subject: string;
+  prefix: string;
+  /** Absent = the store's default (sent as 0). */
+  limit?: number;
+  after?: string;
+}
+export interface TxnPut {
+  type: 'put';
+  key: string;
+  value: Uint8Array;
+}
+export interface TxnDelete {
+  type: 'delete';
+  key: string;
+}
+export type TxnWireOp = TxnPut | TxnDelete;
+/** A whole transaction in one request: the server commits all of it or nothing. */
+export interface TxnRequest extends Req<'TXN'> {
+  subject: string;
+  ops: TxnWireOp[];
+}
+export interface SnapRequest<O extends 'SNAPSHOT' | 'DELETE_SNAP' | 'RESTORE_SNAP' | 'VERIFY_SNAP'> extends Req<O> {
+  subject: string;
+  name: string;
+}
+export interface ListSnapsRequest extends Req<'LIST_SNAPS'> {
+  subject: string;
+  details: boolean;
+}
+export interface DiffSnapsRequest extends Req<'DIFF_SNAPS'> {
+  subject: string;
+  a: string;
+  b: string;
+}
+export interface MountRequest extends Req<'MOUNT'> {
+  caller: string;
+  owner: string;
+  name: string;
+  path: string;
+}
+export interface UmountRequest extends Req<'UMOUNT'> {
+  caller: string;
+  path: string;
+}
+export interface ListMountsRequest extends Req<'LIST_MOUNTS'> {
+  caller: string;
+}
+export interface GcRequest<O extends 'GC_NOW' | 'GC_PLAN'> extends Req<O> {
+  /** Absent = the store's default (sent as 0). */
+  maxBytes?: number;
+}
+
+export type Request =
+  | HelloRequest
+  | PutRequest
+  | KeyRequest<'GET'>
+  | KeyRequest<'DELETE'>
+  | ListRequest
+  | Req<'SYNC'>
+  | TxnRequest
+  | SnapRequest<'SNAPSHOT'>
+  | ListSnapsRequest
+  | SnapRequest<'DELETE_SNAP'>
+  | SnapRequest<'RESTORE_SNAP'>
+  | DiffSnapsRequest
+  | SnapRequest<'VERIFY_SNAP'>
+  | MountRequest
+  | UmountRequest
+  | ListMountsRequest
+  | GcRequest<'GC_NOW'>
+  | GcRequest<'GC_PLAN'>
+  | Req<'STAT'>
+  | Req<'REOPEN'>;
+
+interface Res<O extends OpName> {
+  status: 'ok';
+  op: O;
+  requestId: number;
+}
+
+export interface HelloResponse extends Res<'HELLO'> {
+  subject: string;
+}
+export interface GetResponse extends Res<'GET'> {
+  /** Absent when the key does not exist. */
+  value?: Uint8Array;
+}
+export interface ListResponse extends Res<'LIST'> {
+  page: ListPage;
+}
+export interface ListSnapNamesResponse extends Res<'LIST_SNAPS'> {
+  details: false;
+  names: string[];
+}
+export interface ListSnapInfosResponse extends Res<'LIST_SNAPS'> {
+  details: true;
+  infos: SnapshotInfo[];
+}
+export interface DiffSnapsResponse extends Res<'DIFF_SNAPS'> {
+  diff: SnapshotDiff;
+}
+export interface VerifySnapResponse extends Res<'VERIFY_SNAP'> {
+  digest: string;
+}
+export interface ListMountsResponse extends Res<'LIST_MOUNTS'> {
+  mounts: MountInfo[];
+}
+export interface GcNowResponse extends Res<'GC_NOW'> {
+  result: GcResult;
+}
+/** What `Store.gcPlan` returns. */
+export interface WireGcPlan extends GcPlan {
+  pinnedBySnapshots: SnapshotPin[];
+}
+export interface GcPlanResponse extends Res<'GC_PLAN'> {
+  plan: WireGcPlan;
+}
+export interface StatResponse extends Res<'STAT'> {
+  stat: StoreStat;
+}
+
+export type OkResponse =
+  | HelloResponse
+  | Res<'PUT'>
+  | GetResponse
+  | Res<'DELETE'>
+  | ListResponse
+  | Res<'SYNC'>
+  | Res<'TXN'>
+  | Res<'SNAPSHOT'>
+  | ListSnapNamesResponse
+  | ListSnapInfosResponse
+  | Res<'DELETE_SNAP'>
+  | Res<'RESTORE_SNAP'>
+  | DiffSnapsResponse
+  | VerifySnapResponse
+  | Res<'MOUNT'>
+  | Res<'UMOUNT'>
+  | ListMountsResponse
+  | GcNowResponse
+  | GcPlanResponse
+  | StatResponse
+  | Res<'REOPEN'>;
+
+/** A failed request; `op` is undefined for connection-level errors (op byte 0, e.g. a bad frame). */
+export interface ErrorResponse {
+  status: 'error';
+  op: OpName | undefined;
+  requestId: number;
+  error: StatefsError;
+}
+
+export type Response = OkResponse | ErrorResponse;

@@ -1,0 +1,322 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { ERROR_CODES, StatefsError, type ErrorCode } from '../src/errors.js';
+import { DEFAULT_MAX_FRAME, HEADER_SIZE, encodeFrame, type Frame } from '../src/server/protocol/frame.js';
+import { FrameReader } from '../src/server/protocol/frame-reader.js';
+import type { OkResponse, Request, TxnWireOp } from '../src/server/protocol/messages.js';
+import { OP_NAMES, opByte } from '../src/server/protocol/ops.js';
+import { decodeRequest, encodeRequest } from '../src/server/protocol/request-codec.js';
+import { decodeResponse, encodeResponse, errorResponse } from '../src/server/protocol/response-codec.js';
+
+const seed = Number(process.env.STATEFS_SEED ?? Date.now() % 0x7fffffff);
+const fuzzFrames = Number(process.env.STATEFS_FUZZ_FRAMES ?? 100_000);
+console.log(`protocol: STATEFS_SEED=${seed}`);
+
+function one(frames: Frame[]): Frame {
+  assert.equal(frames.length, 1);
+  const [f] = frames;
+  assert.ok(f);
+  return f;
+}
+
+function readOne(bytes: Uint8Array): Frame {
+  return one(new FrameReader().push(bytes));
+}
+
+// ---- arbitraries ---------------------------------------------------------------------------
+
+/** fc.record builds null-prototype objects; deepStrictEqual wants plain ones. */
+function plain<T extends object>(arb: fc.Arbitrary<T>): fc.Arbitrary<T> {
+  return arb.map((x) => ({ ...x }));
+}
+
+const str = fc.string({ unit: 'binary', maxLength: 12 });
+const u64 = fc.nat({ max: Number.MAX_SAFE_INTEGER });
+const id = fc.nat({ max: 0xffff_ffff });
+const bytes = fc.uint8Array({ maxLength: 40 });
+const strs = fc.array(str, { maxLength: 5 });
+const optStr = fc.option(str, { nil: undefined });
+
+const txnOp: fc.Arbitrary<TxnWireOp> = fc.oneof(
+  plain(fc.record({ key: str, value: bytes })).map(({ key, value }): TxnWireOp => ({ type: 'put', key, value })),
+  str.map((key): TxnWireOp => ({ type: 'delete', key })),
+);
+
+const requestArb: fc.Arbitrary<Request> = fc.oneof(
+  fc.tuple(id, str).map(([requestId, token]): Request => ({ op: 'HELLO', requestId, token })),
+  fc.tuple(id, str, str, bytes).map(([requestId, subject, key, value]): Request => ({ op: 'PUT', requestId, subject, key, value })),
+  fc.tuple(id, str, str, fc.constantFrom('GET' as const, 'DELETE' as const)).map(([requestId, subject, key, op]): Request => ({ op, requestId, subject, key })),
+  fc.tuple(id, str, str, fc.option(fc.integer({ min: 1, max: 0xffff_ffff }), { nil: undefined }), optStr).map(([requestId, subject, prefix, limit, after]): Request => {
+    const req = { op: 'LIST' as const, requestId, subject, prefix };
+    const withLimit = limit === undefined ? req : { ...req, limit };
+    return after === undefined ? withLimit : { ...withLimit, after };
+  }),
+  fc.tuple(id, str, fc.array(txnOp, { maxLength: 6 })).map(([requestId, subject, ops]): Request => ({ op: 'TXN', requestId, subject, ops })),
+  fc
+    .tuple(id, str, str, fc.constantFrom('SNAPSHOT' as const, 'DELETE_SNAP' as const, 'RESTORE_SNAP' as const, 'VERIFY_SNAP' as const))
+    .map(([requestId, subject, name, op]): Request => ({ op, requestId, subject, name })),
+  fc.tuple(id, str, fc.boolean()).map(([requestId, subject, details]): Request => ({ op: 'LIST_SNAPS', requestId, subject, details })),
+  fc.tuple(id, str, str, str).map(([requestId, subject, a, b]): Request => ({ op: 'DIFF_SNAPS', requestId, subject, a, b })),
+  fc.tuple(id, str, str, str, str).map(([requestId, caller, owner, name, path]): Request => ({ op: 'MOUNT', requestId, caller, owner, name, path })),
+  fc.tuple(id, str, str).map(([requestId, caller, path]): Request => ({ op: 'UMOUNT', requestId, caller, path })),
+  fc.tuple(id, str).map(([requestId, caller]): Request => ({ op: 'LIST_MOUNTS', requestId, caller })),
+  fc.tuple(id, fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), fc.constantFrom('GC_NOW' as const, 'GC_PLAN' as const)).map(([requestId, maxBytes, op]): Request => (maxBytes === undefined ? { op, requestId } : { op, requestId, maxBytes })),
+  fc.tuple(id, fc.constantFrom('SYNC' as const, 'STAT' as const, 'REOPEN' as const)).map(([requestId, op]): Request => ({ op, requestId })),
+);
+
+const gcResult = plain(fc.record({ freedBytes: u64, movedBytes: u64, scannedBytes: u64, remainingGarbageBytes: u64, segmentsFreed: u64 }));
+const pin = plain(fc.record({ subject: str, name: str, exclusiveBytes: u64 }));
+const snapInfo = fc.tuple(str, u64, u64, u64, u64, fc.option(str, { nil: undefined })).map(([name, id, keys, bytes, exclusiveBytes, digest]) => {
+  const base = { name, id, keys, bytes, exclusiveBytes };
+  return digest === undefined ? base : { ...base, digest };
+});
+const storeStat = plain(fc.record({
+  capacity: u64,
+  segmentSize: u64,
+  segments: u64,
+  segmentsUsed: u64,
+  segmentsFree: u64,
+  usedBytes: u64,
+  liveBytes: u64,
+  garbageBytes: u64,
+  freeBytes: u64,
+  subjects: fc.array(plain(fc.record({ subject: str, keys: u64, liveBytes: u64, snapshotOnlyBytes: u64, snapshots: u64 })), { maxLength: 3 }),
+  snapshots: fc.array(pin, { maxLength: 3 }),
+}));
+const emptyOk = fc.constantFrom(...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN'] as const));
+
+const okArb: fc.Arbitrary<OkResponse> = fc.oneof(
+  fc.tuple(id, str).map(([requestId, subject]): OkResponse => ({ status: 'ok', op: 'HELLO', requestId, subject })),
+  fc.tuple(id, fc.option(bytes, { nil: undefined })).map(([requestId, value]): OkResponse => (value === undefined ? { status: 'ok', op: 'GET', requestId } : { status: 'ok', op: 'GET', requestId, value })),
+  fc.tuple(id, strs, optStr).map(([requestId, keys, next]): OkResponse => ({ status: 'ok', op: 'LIST', requestId, page: next === undefined ? { keys } : { keys, next } })),
+  fc.tuple(id, strs).map(([requestId, names]): OkResponse => ({ status: 'ok', op: 'LIST_SNAPS', requestId, details: false, names })),
+  fc.tuple(id, fc.array(snapInfo, { maxLength: 3 })).map(([requestId, infos]): OkResponse => ({ status: 'ok', op: 'LIST_SNAPS', requestId, details: true, infos })),
+  fc.tuple(id, strs, strs, strs).map(([requestId, added, removed, changed]): OkResponse => ({ status: 'ok', op: 'DIFF_SNAPS', requestId, diff: { added, removed, changed } })),
+  fc.tuple(id, str).map(([requestId, digest]): OkResponse => ({ status: 'ok', op: 'VERIFY_SNAP', requestId, digest })),
+  fc.tuple(id, fc.array(plain(fc.record({ path: str, owner: str, name: str })), { maxLength: 3 })).map(([requestId, mounts]): OkResponse => ({ status: 'ok', op: 'LIST_MOUNTS', requestId, mounts })),
+  fc.tuple(id, gcResult).map(([requestId, result]): OkResponse => ({ status: 'ok', op: 'GC_NOW', requestId, result })),
+  fc
+    .tuple(id, gcResult, fc.array(id, { maxLength: 4 }), fc.array(pin, { maxLength: 3 }))
+    .map(([requestId, result, segments, pinnedBySnapshots]): OkResponse => ({ status: 'ok', op: 'GC_PLAN', requestId, plan: { ...result, segments, pinnedBySnapshots } })),
+  fc.tuple(id, storeStat).map(([requestId, stat]): OkResponse => ({ status: 'ok', op: 'STAT', requestId, stat })),
+  fc.tuple(id, emptyOk).map(([requestId, op]): OkResponse => ({ status: 'ok', op, requestId })),
+);
+
+// ---- round trips ---------------------------------------------------------------------------
+
+test('every request op round-trips', () => {
+  const seen = new Set<string>();
+  fc.assert(
+    fc.property(requestArb, (req) => {
+      seen.add(req.op);
+      assert.deepEqual(decodeRequest(readOne(encodeRequest(req))), req);
+    }),
+    { seed, numRuns: 3000 },
+  );
+  assert.deepEqual([...seen].sort(), [...OP_NAMES].sort());
+});
+
+test('every ok response round-trips', () => {
+  const seen = new Set<string>();
+  fc.assert(
+    fc.property(okArb, (res) => {
+      seen.add(res.op);
+      assert.deepEqual(decodeResponse(readOne(encodeResponse(res))), res);
+    }),
+    { seed, numRuns: 3000 },
+  );
+  assert.deepEqual([...seen].sort(), [...OP_NAMES].sort());
+});
+
+test('error responses rebuild a StatefsError with the same code, number and message', () => {
+  const codes = Object.keys(ERROR_CODES).filter((c): c is ErrorCode => c in ERROR_CODES);
+  for (const code of codes) {
+    for (const op of [...OP_NAMES, undefined]) {
+      const err = new StatefsError(code, `something about ${code} ✓`, { op: 'put' });
+      const res = decodeResponse(readOne(errorResponse(7, op, err)));
+      assert.equal(res.status, 'error');
+      assert.equal(res.requestId, 7);
+      assert.equal(res.op, op);
+      assert.ok(res.error instanceof StatefsError);
+      assert.equal(res.error.code, code);
+      assert.equal(res.error.errno, ERROR_CODES[code]);
+      assert.equal(res.error.message, err.message);
+    }
+  }
+});
+
+test('a status that does not match its code string is EINVAL', () => {
+  const good = errorResponse(1, 'GET', StatefsError.ENOENT('k'));
+  const bad = good.slice();
+  bad[HEADER_SIZE] = ERROR_CODES.EPERM; // status byte now says EPERM, code string says ENOENT
+  assert.throws(() => decodeResponse(readOne(bad)), (e: unknown) => e instanceof StatefsError && e.code === 'EINVAL');
+});
+
+test('the frame layout matches the doc byte by byte', () => {
+  const bytes = encodeRequest({ op: 'GET', requestId: 0x01020304, subject: 'a', key: '/k' });
+  assert.deepEqual([...bytes], [14, 0, 0, 0, 1, 1, 4, 3, 2, 1, opByte('GET'), 1, 0, 0x61, 2, 0, 0x2f, 0x6b]);
+});
+
+test('oversized frames: EFBIG when encoding, EINVAL as soon as the length is read', () => {
+  const big = { op: 'PUT' as const, requestId: 1, subject: 's', key: '/k', value: new Uint8Array(2000) };
+  assert.throws(() => encodeRequest(big, 1024), (e: unknown) => e instanceof StatefsError && e.code === 'EFBIG');
+  const reader = new FrameReader(1024);
+  assert.throws(() => reader.push(encodeRequest(big).subarray(0, 4)), (e: unknown) => e instanceof StatefsError && e.code === 'EINVAL');
+  assert.equal(reader.buffered, 0);
+  assert.throws(() => reader.push(new Uint8Array(1)), (e: unknown) => e instanceof StatefsError && e.code === 'EINVAL'); // sticky
+});
+
+test('an unknown version is ENOTSUP at its byte; an unknown op is ENOTSUP on decode', () => {
+  const frame = encodeRequest({ op: 'SYNC', requestId: 1 });
+  const v2 = frame.slice();
+  v2[4] = 2;
+  const reader = new FrameReader();
+  assert.deepEqual(reader.push(v2.subarray(0, 4)), []);
+  assert.throws(() => reader.push(v2.subarray(4, 5)), (e: unknown) => e instanceof StatefsError && e.code === 'ENOTSUP');
+  const op99 = frame.slice();
+  op99[10] = 99;
+  assert.throws(() => decodeRequest(readOne(op99)), (e: unknown) => e instanceof StatefsError && e.code === 'ENOTSUP');
+});
+
+test('invalid UTF-8 and trailing bytes are EINVAL', () => {
+  const body = new Uint8Array([1, 0, 0x73, 2, 0, 0xc3, 0x28]); // subject "s", key = bad UTF-8
+  assert.throws(() => decodeRequest(readOne(encodeFrame(1, 1, opByte('GET'), body))), (e: unknown) => e instanceof StatefsError && e.code === 'EINVAL');
+  const trailing = new Uint8Array([1, 0, 0x73, 1, 0, 0x6b, 0]);
+  assert.throws(() => decodeRequest(readOne(encodeFrame(1, 1, opByte('GET'), trailing))), (e: unknown) => e instanceof StatefsError && e.code === 'EINVAL');
+});
+
+// ---- streaming -----------------------------------------------------------------------------
+
+const stream = [
+  encodeRequest({ op: 'PUT', requestId: 1, subject: 'svc', key: '/a', value: new Uint8Array([1, 2, 3]) }),
+  encodeRequest({ op: 'SYNC', requestId: 2 }),
+  encodeRequest({ op: 'LIST', requestId: 3, subject: 'svc', prefix: '/', limit: 10, after: '/a' }),
+];
+const joined = new Uint8Array(stream.reduce((n, f) => n + f.length, 0));
+stream.reduce((at, f) => (joined.set(f, at), at + f.length), 0);
+const expectedIds = [1, 2, 3];
+
+test('FrameReader: every split point of a three-frame stream', () => {
+  for (let cut = 0; cut <= joined.length; cut++) {
+    const reader = new FrameReader();
+    const frames = [...reader.push(joined.subarray(0, cut)), ...reader.push(joined.subarray(cut))];
+    assert.deepEqual(
+      frames.map((f) => decodeRequest(f).requestId),
+      expectedIds,
+    );
+    assert.equal(reader.buffered, 0);
+  }
+});
+
+test('FrameReader: one byte at a time', () => {
+  const reader = new FrameReader();
+  const frames: Frame[] = [];
+  for (const b of joined) frames.push(...reader.push(new Uint8Array([b])));
+  assert.deepEqual(
+    frames.map((f) => decodeRequest(f).requestId),
+    expectedIds,
+  );
+});
+
+// ---- fuzz ----------------------------------------------------------------------------------
+
+interface Mutation {
+  kind: 'random' | 'flip' | 'truncate' | 'length' | 'version' | 'op' | 'utf8';
+  req: Request;
+  noise: Uint8Array;
+  at: number;
+  value: number;
+  chunk: number;
+}
+
+const mutationArb: fc.Arbitrary<Mutation> = fc.record({
+  kind: fc.constantFrom('random' as const, 'flip' as const, 'truncate' as const, 'length' as const, 'version' as const, 'op' as const, 'utf8' as const),
+  req: requestArb,
+  noise: fc.uint8Array({ maxLength: 48 }),
+  at: fc.nat(),
+  value: fc.nat({ max: 0xffff_ffff }),
+  chunk: fc.integer({ min: 1, max: 64 }),
+});
+
+function mutate(m: Mutation): Uint8Array {
+  if (m.kind === 'random') return m.noise;
+  const frame = encodeRequest(m.req);
+  const dv = new DataView(frame.buffer);
+  switch (m.kind) {
+    case 'flip':
+      for (let i = 0; i < Math.max(1, m.noise.length % 4); i++) {
+        const at = (m.at + i * 7) % frame.length;
+        frame[at] = (frame[at] ?? 0) ^ (m.noise[i] ?? 0xff);
+      }
+      return frame;
+    case 'truncate':
+      return frame.subarray(0, m.at % frame.length);
+    case 'length':
+      dv.setUint32(0, m.value, true);
+      return frame;
+    case 'version':
+      dv.setUint8(4, m.value & 0xff);
+      return frame;
+    case 'op':
+      dv.setUint8(10, 21 + (m.value % 235));
+      return frame;
+    case 'utf8': {
+      const at = HEADER_SIZE + 2 + (m.at % Math.max(1, frame.length - HEADER_SIZE - 2));
+      if (at < frame.length) frame[at] = 0x80 | (m.value & 0x7f);
+      return frame;
+    }
+  }
+}
+
+test(`fuzz: ${fuzzFrames} malformed frames only ever raise StatefsError EINVAL/ENOTSUP, memory bounded`, () => {
+  const counts = { frames: 0, decoded: 0, EINVAL: 0, ENOTSUP: 0, incomplete: 0 };
+  const batch = 50;
+  const maxFrame = 256; // small, so huge lengths and the buffering bound are exercised
+  fc.assert(
+    fc.property(fc.array(mutationArb, { minLength: batch, maxLength: batch }), (muts) => {
+      for (const m of muts) {
+        counts.frames++;
+        const input = mutate(m);
+        const reader = new FrameReader(m.chunk % 2 === 0 ? maxFrame : DEFAULT_MAX_FRAME);
+        try {
+          const step = m.chunk % 5 === 0 ? 1 : m.chunk;
+          for (let off = 0; off < input.length; off += step) {
+            for (const f of reader.push(input.subarray(off, off + step))) {
+              decodeRequest(f);
+              counts.decoded++;
+            }
+            assert.ok(reader.buffered <= reader.maxFrameSize);
+          }
+          if (reader.buffered > 0) counts.incomplete++;
+        } catch (e) {
+          if (!(e instanceof StatefsError) || (e.code !== 'EINVAL' && e.code !== 'ENOTSUP')) throw e;
+          counts[e.code]++;
+        }
+        assert.ok(reader.buffered <= reader.maxFrameSize);
+      }
+    }),
+    { seed, numRuns: Math.ceil(fuzzFrames / batch) },
+  );
+  console.log(`protocol fuzz: seed ${seed}, ${JSON.stringify(counts)}`);
+  assert.ok(counts.frames >= fuzzFrames);
+  assert.ok(counts.EINVAL > 0 && counts.ENOTSUP > 0 && counts.incomplete > 0);
+});
+
+// ---- the doc -------------------------------------------------------------------------------
+
+test('protocol.md lists every op code and every status number as the code does', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const doc = await readFile(new URL('../../docs/storage/protocol.md', import.meta.url), 'utf8');
+  const opSection = doc.slice(doc.indexOf('## 3. Operations'), doc.indexOf('### Records'));
+  const ops = [...opSection.matchAll(/^\| (\d+) \| `([A-Z_]+)` \|/gm)].map((m) => [Number(m[1]), m[2]]);
+  assert.deepEqual(
+    ops,
+    OP_NAMES.map((name) => [opByte(name), name]),
+  );
+  const statuses = [...doc.matchAll(/\| (\d+) \| `(E[A-Z]+)` \|/g)].map((m) => [m[2], Number(m[1])]);
+  assert.deepEqual(
+    statuses.sort((a, b) => Number(a[1]) - Number(b[1])),
+    Object.entries(ERROR_CODES),
+  );
+});
