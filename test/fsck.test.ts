@@ -166,3 +166,11 @@ test('a legacy v1 image passes (0) and is reported as such', async () => {
   const r = await fsckDevice(new MemoryDevice(img));
   assert.deepEqual([r.exitCode, r.format, reasons(r)], [0, 'legacy-v1', ['legacy-v1']]);
 });
+
+test('a record kind this version does not know: open fails with ENOTSUP, fsck says unsupported-record', async () => {
+  const { img, tail } = await sample();
+  appendBatch(img, tail, [record(0x7f, Buffer.from('app\0/state/x', 'latin1'), Buffer.from('from the future'))]);
+  await assert.rejects(Store.openDevice(new MemoryDevice(img.slice())), (err: unknown) => err instanceof Error && 'code' in err && err.code === 'ENOTSUP');
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, reasons(r)], [2, ['unsupported-record']]);
+});
