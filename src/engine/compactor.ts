@@ -49,8 +49,8 @@ interface Move {
 export interface CompactorHost {
   readonly usage: SegmentUsage;
   readonly segmentSize: number;
-  /** Every distinct entry held by a live tree or a snapshot, with one place that holds it. */
-  heldEntries(): Iterable<Move>;
+  /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with one place that holds it. */
+  heldEntriesIn(segments: ReadonlySet<number>): Move[];
   /** Whether the entry is still held by anything (it may have been superseded since planning). */
   stillHeld(m: Move): boolean;
   append(records: RecordToWrite[]): Appended;
@@ -134,10 +134,7 @@ export class Compactor {
   }
 
   private movesFor(segments: Set<number>): Move[] {
-    const out: Move[] = [];
-    if (segments.size === 0) return out;
-    for (const m of this.host.heldEntries()) if (m.entry.extents.some((x) => segments.has(x.segment))) out.push(m);
-    return out;
+    return segments.size === 0 ? [] : this.host.heldEntriesIn(segments);
   }
 }
 

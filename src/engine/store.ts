@@ -138,7 +138,7 @@ export class Store extends EventEmitter {
     this.compactor = new Compactor({
       usage: this.usage,
       segmentSize: sb.segmentSize,
-      heldEntries: () => this.heldEntries(),
+      heldEntriesIn: (segments) => this.heldEntriesIn(segments),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
       marker: (line) => {
@@ -614,21 +614,24 @@ export class Store extends EventEmitter {
   }
 
   /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */
-  private *heldEntries(): Iterable<{ subject: string; bin: string; entry: Entry }> {
-    const seen = new Set<Entry>();
+  private heldEntriesIn(segments: ReadonlySet<number>): { subject: string; bin: string; entry: Entry }[] {
+    const out: { subject: string; bin: string; entry: Entry }[] = [];
+    const inSegments = (e: Entry): boolean => e.extents.some((x) => segments.has(x.segment));
+    // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
     for (const [subject, tree] of this.keys.workingTrees()) {
-      for (const [bin, entry] of tree.entries()) {
-        seen.add(entry);
-        yield { subject, bin, entry };
-      }
+      tree.forEachPair((bin, entry) => {
+        if (inSegments(entry)) out.push({ subject, bin, entry });
+      });
     }
+    const seen = new Set<Entry>();
     for (const snap of this.snapshots.all()) {
       for (const [bin, entry] of this.notLive(snap)) {
-        if (seen.has(entry)) continue;
+        if (seen.has(entry) || !inSegments(entry)) continue;
         seen.add(entry);
-        yield { subject: snap.subject, bin, entry };
+        out.push({ subject: snap.subject, bin, entry });
       }
     }
+    return out;
   }
 
   /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
