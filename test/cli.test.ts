@@ -288,11 +288,11 @@ test('--help exits 0 and lists the commands', async () => {
   });
 });
 
-test('statefsd says the daemon is not built yet and exits 69', async () => {
+test('statefsd without its required options is a usage error (exit 64)', async () => {
   await withDir((dir) => {
     const r = runScript(STATEFSD, [], dir);
-    assert.equal(r.status, 69);
-    assert.equal(r.err, 'statefsd: the daemon is not built yet (issue 7); use the library or the statefs CLI\n');
+    assert.equal(r.status, 64);
+    assert.match(r.err, /--image/);
     assert.equal(r.out, '');
   });
 });

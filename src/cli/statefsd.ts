@@ -1,5 +1,92 @@
 #!/usr/bin/env node
-import { EXIT_UNAVAILABLE } from './exit-codes.js';
+import { Command, CommanderError } from 'commander';
+import { isStatefsError } from '../errors.js';
+import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
+import { EXIT_USAGE, EXIT_UNAVAILABLE } from './exit-codes.js';
+import { ignoreBrokenPipe } from './output.js';
+import { parseSize } from './parse-number.js';
 
-process.stderr.write('statefsd: the daemon is not built yet (issue 7); use the library or the statefs CLI\n');
-process.exitCode = EXIT_UNAVAILABLE;
+interface DaemonArgs {
+  image: string;
+  socket: string;
+  policy: string;
+  audit: string;
+  createSize?: number;
+}
+
+const log = (message: string): void => {
+  process.stderr.write(`statefsd: ${message}\n`);
+};
+
+function parseArgs(argv: string[]): DaemonArgs {
+  const program = new Command('statefsd')
+    .description('serve one StateFS image on a Unix socket')
+    .requiredOption('--image <path>', 'image file')
+    .requiredOption('--socket <path>', 'Unix socket to listen on (mode 0600)')
+    .requiredOption('--policy <file>', 'policy file (subjects, token hashes, rights, grants)')
+    .requiredOption('--audit <file>', 'audit log (append-only JSON lines)')
+    .option('--create-size <size>', 'create the image with this size when it does not exist', parseSize)
+    .exitOverride()
+    .configureOutput({
+      outputError: (message, write) => {
+        write(`statefsd: ${message.replace(/^error: /, '')}`);
+      },
+    });
+  program.parse(argv);
+  return program.opts<DaemonArgs>();
+}
+
+async function main(): Promise<void> {
+  let args: DaemonArgs;
+  try {
+    args = parseArgs(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+      return;
+    }
+    throw err;
+  }
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon({
+      imagePath: args.image,
+      socketPath: args.socket,
+      policyPath: args.policy,
+      auditPath: args.audit,
+      ...(args.createSize === undefined ? {} : { createSize: args.createSize }),
+      onMarker: (line) => {
+        process.stdout.write(`${line}\n`);
+      },
+      log,
+    });
+  } catch (err) {
+    log(`cannot start: ${isStatefsError(err) || err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = EXIT_UNAVAILABLE;
+    return;
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: draining and closing`);
+    daemon.close().then(
+      () => {
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log(`close failed: ${err instanceof Error ? err.message : String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => {
+    stop('SIGTERM');
+  });
+  process.on('SIGINT', () => {
+    stop('SIGINT');
+  });
+}
+
+ignoreBrokenPipe();
+await main();

@@ -1,0 +1,135 @@
+import type { GcResult } from '../engine/compactor.js';
+import { KEY_ROOT } from '../engine/names.js';
+import type { ListOptions, ListPage, MountInfo, SnapshotDiff, SnapshotInfo, StoreStat } from '../engine/store-types.js';
+import { StatefsError } from '../errors.js';
+import type { OkResponse, TxnWireOp, WireGcPlan } from '../server/protocol/messages.js';
+import { ClientTxn } from './txn.js';
+import { WireConnection, type Outgoing } from './wire.js';
+
+export interface ConnectOptions {
+  /** Path of the daemon's Unix socket. */
+  socket: string;
+  token: string;
+}
+
+type Ok<O extends OkResponse['op']> = Extract<OkResponse, { op: O }>;
+
+function expect<O extends OkResponse['op']>(res: OkResponse, op: O): Ok<O> {
+  if (res.op !== op) throw StatefsError.EINVAL(`the daemon answered ${res.op} to ${op}`, { op: 'client' });
+  return res as Ok<O>;
+}
+
+const gcBody = (options: { maxBytes?: number }): { maxBytes?: number } => (options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes });
+
+/** The Store API over a daemon connection: same method names, argument order and error codes. */
+export class Client {
+  readonly #wire: WireConnection;
+  /** The subject the token authenticated as. */
+  readonly subject: string;
+
+  private constructor(wire: WireConnection, subject: string) {
+    this.#wire = wire;
+    this.subject = subject;
+  }
+
+  static async connect(options: ConnectOptions): Promise<Client> {
+    const wire = await WireConnection.open(options.socket);
+    try {
+      const hello = expect(await wire.request({ op: 'HELLO', token: options.token }), 'HELLO');
+      return new Client(wire, hello.subject);
+    } catch (err) {
+      await wire.close();
+      throw err;
+    }
+  }
+
+  async #call<O extends OkResponse['op']>(req: Outgoing & { op: O }): Promise<Ok<O>> {
+    return expect(await this.#wire.request(req), req.op);
+  }
+
+  async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
+    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+    await this.#call({ op: 'PUT', subject, key, value: bytes });
+  }
+
+  async get(subject: string, key: string): Promise<Uint8Array | undefined> {
+    return (await this.#call({ op: 'GET', subject, key })).value;
+  }
+
+  async delete(subject: string, key: string): Promise<void> {
+    await this.#call({ op: 'DELETE', subject, key });
+  }
+
+  async list(subject: string, prefix: string = KEY_ROOT, options: ListOptions = {}): Promise<ListPage> {
+    const extra = { ...(options.limit === undefined ? {} : { limit: options.limit }), ...(options.after === undefined ? {} : { after: options.after }) };
+    return (await this.#call({ op: 'LIST', subject, prefix, ...extra })).page;
+  }
+
+  async sync(): Promise<void> {
+    await this.#call({ op: 'SYNC' });
+  }
+
+  begin(subject: string): ClientTxn {
+    return new ClientTxn(subject, (ops: TxnWireOp[]) => this.#call({ op: 'TXN', subject, ops }).then(() => undefined));
+  }
+
+  async snapshot(subject: string, name: string): Promise<void> {
+    await this.#call({ op: 'SNAPSHOT', subject, name });
+  }
+
+  listSnaps(subject: string): Promise<string[]>;
+  listSnaps(subject: string, options: { details: true }): Promise<SnapshotInfo[]>;
+  async listSnaps(subject: string, options?: { details?: boolean }): Promise<string[] | SnapshotInfo[]> {
+    const res = await this.#call({ op: 'LIST_SNAPS', subject, details: options?.details === true });
+    return res.details ? res.infos : res.names;
+  }
+
+  async deleteSnap(subject: string, name: string): Promise<void> {
+    await this.#call({ op: 'DELETE_SNAP', subject, name });
+  }
+
+  async restoreSnap(subject: string, name: string): Promise<void> {
+    await this.#call({ op: 'RESTORE_SNAP', subject, name });
+  }
+
+  async diffSnaps(subject: string, a: string, b: string): Promise<SnapshotDiff> {
+    return (await this.#call({ op: 'DIFF_SNAPS', subject, a, b })).diff;
+  }
+
+  async verifySnapshot(subject: string, name: string): Promise<string> {
+    return (await this.#call({ op: 'VERIFY_SNAP', subject, name })).digest;
+  }
+
+  async mountSnap(caller: string, owner: string, name: string, mountPath: string): Promise<void> {
+    await this.#call({ op: 'MOUNT', caller, owner, name, path: mountPath });
+  }
+
+  async umount(caller: string, mountPath: string): Promise<void> {
+    await this.#call({ op: 'UMOUNT', caller, path: mountPath });
+  }
+
+  async listMounts(caller: string): Promise<MountInfo[]> {
+    return (await this.#call({ op: 'LIST_MOUNTS', caller })).mounts;
+  }
+
+  async gcNow(options: { maxBytes?: number } = {}): Promise<GcResult> {
+    return (await this.#call({ op: 'GC_NOW', ...gcBody(options) })).result;
+  }
+
+  async gcPlan(options: { maxBytes?: number } = {}): Promise<WireGcPlan> {
+    return (await this.#call({ op: 'GC_PLAN', ...gcBody(options) })).plan;
+  }
+
+  async stat(): Promise<StoreStat> {
+    return (await this.#call({ op: 'STAT' })).stat;
+  }
+
+  close(): Promise<void> {
+    return this.#wire.close();
+  }
+}
+
+/** Connect to a daemon and authenticate with `token` (EPERM for an unknown token). */
+export function connect(options: ConnectOptions): Promise<Client> {
+  return Client.connect(options);
+}

@@ -1,0 +1,121 @@
+import { createConnection, type Socket } from 'node:net';
+import { isStatefsError, StatefsError } from '../errors.js';
+import type { Frame } from '../server/protocol/frame.js';
+import { FrameReader } from '../server/protocol/frame-reader.js';
+import type { OkResponse, Request } from '../server/protocol/messages.js';
+import { encodeRequest } from '../server/protocol/request-codec.js';
+import { decodeResponse } from '../server/protocol/response-codec.js';
+
+/** A request without its id: the connection numbers requests itself. */
+export type Outgoing = Request extends infer R ? (R extends Request ? Omit<R, 'requestId'> : never) : never;
+
+interface Pending {
+  resolve: (res: OkResponse) => void;
+  reject: (err: StatefsError) => void;
+}
+
+const MAX_REQUEST_ID = 0xffff_ffff;
+
+/** One pipelined protocol connection: request id → pending promise; responses in any order. */
+export class WireConnection {
+  readonly #socket: Socket;
+  readonly #reader = new FrameReader();
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #failed: StatefsError | undefined;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      this.#onData(chunk);
+    });
+    socket.on('error', (err) => {
+      this.#fail(StatefsError.EIO(`daemon connection: ${err.message}`, { op: 'client', cause: err }));
+    });
+    socket.on('close', () => {
+      this.#fail(StatefsError.EBADF('the daemon connection is closed', { op: 'client' }));
+    });
+  }
+
+  static open(path: string): Promise<WireConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = createConnection(path);
+      const onError = (err: Error): void => {
+        reject(StatefsError.EIO(`connecting to ${path}: ${err.message}`, { op: 'connect', cause: err }));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        socket.off('error', onError);
+        resolve(new WireConnection(socket));
+      });
+    });
+  }
+
+  request(req: Outgoing): Promise<OkResponse> {
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    const requestId = this.#nextId;
+    this.#nextId = this.#nextId >= MAX_REQUEST_ID ? 1 : this.#nextId + 1;
+    let frame: Uint8Array;
+    try {
+      frame = encodeRequest({ ...req, requestId });
+    } catch (err) {
+      return Promise.reject(isStatefsError(err) ? err : StatefsError.EINVAL(String(err), { op: 'encode' }));
+    }
+    return new Promise((resolve, reject) => {
+      this.#pending.set(requestId, { resolve, reject });
+      this.#socket.write(frame);
+    });
+  }
+
+  close(): Promise<void> {
+    this.#fail(StatefsError.EBADF('the client is closed', { op: 'client' }));
+    return new Promise((resolve) => {
+      if (this.#socket.closed) resolve();
+      else {
+        this.#socket.once('close', () => {
+          resolve();
+        });
+        this.#socket.end();
+      }
+    });
+  }
+
+  #fail(err: StatefsError): void {
+    this.#failed ??= err;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(err);
+  }
+
+  #onData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.#reader.push(chunk);
+    } catch (err) {
+      this.#fail(isStatefsError(err) ? err : StatefsError.EINVAL('bad frame from the daemon', { op: 'client' }));
+      this.#socket.destroy();
+      return;
+    }
+    for (const frame of frames) this.#onFrame(frame);
+  }
+
+  #onFrame(frame: Frame): void {
+    let res;
+    try {
+      res = decodeResponse(frame);
+    } catch (err) {
+      this.#fail(isStatefsError(err) ? err : StatefsError.EINVAL('bad response from the daemon', { op: 'client' }));
+      this.#socket.destroy();
+      return;
+    }
+    if (res.requestId === 0 && res.status === 'error') {
+      this.#fail(res.error); // connection-level: the daemon closes the connection
+      return;
+    }
+    const pending = this.#pending.get(res.requestId);
+    if (pending === undefined) return;
+    this.#pending.delete(res.requestId);
+    if (res.status === 'error') pending.reject(res.error);
+    else pending.resolve(res);
+  }
+}

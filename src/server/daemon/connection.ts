@@ -1,0 +1,192 @@
+import type { Socket } from 'node:net';
+import { isStatefsError, StatefsError } from '../../errors.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { AuditEvent } from '../audit/audit-record.js';
+import { allows, authenticate, type Policy } from '../policy/policy.js';
+import type { Frame } from '../protocol/frame.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import type { OkResponse, Request } from '../protocol/messages.js';
+import { OP_NAMES, type OpName } from '../protocol/ops.js';
+import { decodeRequest } from '../protocol/request-codec.js';
+import { encodeResponse, errorResponse } from '../protocol/response-codec.js';
+import { execute, type DispatchHost } from './dispatch.js';
+import { needOf, targetOf } from './rights.js';
+
+/** What every connection shares with the daemon. */
+export interface ConnectionContext {
+  host: DispatchHost;
+  audit: AuditLog;
+  policy(): Policy;
+  maxInFlight: number;
+  closing(): boolean;
+  /** Registers an in-flight request so that `close()` can wait for it. */
+  track(work: Promise<void>): void;
+  log(message: string): void;
+}
+
+type Op = Exclude<Request, { op: 'HELLO' }>;
+
+const AUDITED: ReadonlySet<OpName> = new Set<OpName>(['SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'GC_NOW', 'REOPEN']);
+
+export function toStatefsError(err: unknown): StatefsError {
+  if (isStatefsError(err)) return err;
+  return StatefsError.EIO(err instanceof Error ? err.message : String(err), { op: 'daemon', cause: err });
+}
+
+/** One client connection: framing, HELLO, rights, pipelined dispatch. Never throws out of a handler. */
+export class Connection {
+  readonly #socket: Socket;
+  readonly #ctx: ConnectionContext;
+  readonly #reader = new FrameReader();
+  #caller: string | undefined;
+  #inFlight = 0;
+  #dead = false;
+
+  constructor(socket: Socket, ctx: ConnectionContext) {
+    this.#socket = socket;
+    this.#ctx = ctx;
+    socket.on('data', (chunk: Buffer) => {
+      this.#onData(chunk);
+    });
+    socket.on('error', (err) => {
+      ctx.log(`connection error: ${err.message}`);
+    });
+    socket.on('close', () => {
+      this.#dead = true;
+    });
+  }
+
+  /** Ends the connection once everything queued is written. */
+  end(): void {
+    this.#dead = true;
+    this.#socket.end();
+    // A peer that never closes its side must not hold the daemon's shutdown.
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
+  }
+
+  #send(frame: Uint8Array): void {
+    if (!this.#socket.destroyed && this.#socket.writable) this.#socket.write(frame);
+  }
+
+  /** Answer with one error frame and close: the stream cannot be trusted any more. */
+  #fatal(frame: Uint8Array): void {
+    this.#dead = true;
+    if (!this.#socket.destroyed && this.#socket.writable) this.#socket.end(frame);
+  }
+
+  #stopped(): boolean {
+    return this.#dead;
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#dead) return;
+    let frames: Frame[];
+    try {
+      frames = this.#reader.push(chunk);
+    } catch (err) {
+      this.#fatal(errorResponse(0, undefined, toStatefsError(err)));
+      return;
+    }
+    for (const frame of frames) {
+      if (this.#stopped()) return; // a fatal frame before this one closed the connection
+      this.#onFrame(frame);
+    }
+  }
+
+  #onFrame(frame: Frame): void {
+    let req: Request;
+    try {
+      req = decodeRequest(frame);
+    } catch (err) {
+      this.#fatal(errorResponse(frame.requestId, OP_NAMES[frame.op - 1], toStatefsError(err)));
+      return;
+    }
+    if (req.op === 'HELLO') {
+      this.#hello(req.requestId, req.token);
+      return;
+    }
+    if (this.#caller === undefined) {
+      this.#denyHello(req.requestId, req.op, 'the first request must be HELLO');
+      return;
+    }
+    if (this.#ctx.closing()) {
+      this.#send(errorResponse(req.requestId, req.op, StatefsError.EAGAIN('the daemon is shutting down', { op: req.op })));
+      return;
+    }
+    if (this.#inFlight >= this.#ctx.maxInFlight) {
+      const err = StatefsError.EAGAIN(`more than ${this.#ctx.maxInFlight} requests in flight on this connection`, { op: req.op });
+      this.#send(errorResponse(req.requestId, req.op, err));
+      return;
+    }
+    this.#inFlight += 1;
+    const caller = this.#caller;
+    const work = this.#run(caller, req).finally(() => {
+      this.#inFlight -= 1;
+    });
+    this.#ctx.track(work);
+  }
+
+  #hello(requestId: number, token: string): void {
+    if (this.#caller !== undefined) {
+      this.#send(errorResponse(requestId, 'HELLO', StatefsError.EINVAL('already authenticated', { op: 'HELLO' })));
+      return;
+    }
+    const subject = authenticate(this.#ctx.policy(), token);
+    if (subject === undefined) {
+      this.#denyHello(requestId, 'HELLO', 'unknown token');
+      return;
+    }
+    this.#caller = subject;
+    this.#send(encodeResponse({ status: 'ok', op: 'HELLO', requestId, subject }));
+  }
+
+  #denyHello(requestId: number, op: OpName, why: string): void {
+    this.#fatal(errorResponse(requestId, op, StatefsError.EPERM(why, { op })));
+    this.#ctx.track(this.#audit({ subject: '(unauthenticated)', op, result: 'EPERM', detail: why }));
+  }
+
+  async #audit(event: AuditEvent): Promise<void> {
+    try {
+      await this.#ctx.audit.append(event);
+    } catch (err) {
+      this.#ctx.log(`audit append failed: ${toStatefsError(err).message}`);
+    }
+  }
+
+  async #run(caller: string, req: Op): Promise<void> {
+    const target = targetOf(req);
+    const base = { subject: caller, op: req.op, ...(target === undefined ? {} : { target }) };
+    const policy = this.#ctx.policy();
+    const need = needOf(req);
+    const permitted = need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
+    if (!permitted) {
+      await this.#audit({ ...base, result: 'EPERM', detail: { right: need.right } });
+      const err = StatefsError.EPERM(`${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`, { op: req.op, subject: caller });
+      this.#send(errorResponse(req.requestId, req.op, err));
+      return;
+    }
+    let res: OkResponse | StatefsError;
+    try {
+      res = await execute(this.#ctx.host, req);
+    } catch (err) {
+      res = toStatefsError(err);
+    }
+    if (AUDITED.has(req.op)) {
+      const detail = !(res instanceof StatefsError) && res.op === 'GC_NOW' ? { detail: { freedBytes: res.result.freedBytes } } : {};
+      await this.#audit({ ...base, result: res instanceof StatefsError ? res.code : 'OK', ...detail });
+    }
+    this.#reply(req, res);
+  }
+
+  #reply(req: Op, res: OkResponse | StatefsError): void {
+    if (res instanceof StatefsError) {
+      this.#send(errorResponse(req.requestId, req.op, res));
+      return;
+    }
+    try {
+      this.#send(encodeResponse(res));
+    } catch (err) {
+      this.#send(errorResponse(req.requestId, req.op, toStatefsError(err)));
+    }
+  }
+}

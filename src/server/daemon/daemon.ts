@@ -1,0 +1,159 @@
+import { existsSync } from 'node:fs';
+import { chmod, rm } from 'node:fs/promises';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { Store } from '../../engine/store.js';
+import { StatefsError } from '../../errors.js';
+import { AuditLog } from '../audit/audit-log.js';
+import { loadPolicy } from '../policy/policy-file.js';
+import type { Policy } from '../policy/policy.js';
+import { Connection, toStatefsError } from './connection.js';
+import { errorResponse } from '../protocol/response-codec.js';
+
+export interface DaemonOptions {
+  imagePath: string;
+  socketPath: string;
+  policyPath: string;
+  auditPath: string;
+  /** Create the image with this many bytes when it does not exist. */
+  createSize?: number;
+  maxConnections?: number;
+  maxInFlight?: number;
+  /** Marker lines of the store (spec section 9). */
+  onMarker?: (line: string) => void;
+  /** Diagnostics (default: none). */
+  log?: (message: string) => void;
+}
+
+export interface Daemon {
+  close(): Promise<void>;
+}
+
+const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_IN_FLIGHT = 128;
+
+/** `grants[caller]`: the owners whose snapshots `caller` may mount, from the policy. */
+function mountGrants(policy: Policy): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [subject, entry] of policy.subjects) {
+    const owners = entry.grants.filter((g) => g.rights.includes('mount')).map((g) => g.owner);
+    if (owners.length > 0) out[subject] = owners;
+  }
+  return out;
+}
+
+async function openStore(options: DaemonOptions, policy: Policy): Promise<Store> {
+  const grants = mountGrants(policy);
+  if (options.createSize !== undefined && !existsSync(options.imagePath)) {
+    return Store.create(options.imagePath, { size: options.createSize, grants });
+  }
+  return Store.open(options.imagePath, { grants });
+}
+
+/** Removes a socket file no daemon answers on; EBUSY when one does. */
+async function clearStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      resolve(false);
+    });
+  });
+  if (live) throw StatefsError.EBUSY(`a daemon is already listening on ${path}`, { op: 'listen' });
+  await rm(path, { force: true });
+}
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Opens the image and serves it on a Unix socket until `close()`. */
+export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
+  const log = options.log ?? ((): void => undefined);
+  const policy = await loadPolicy(options.policyPath);
+  const audit = await AuditLog.open(options.auditPath);
+  let store: Store;
+  try {
+    store = await openStore(options, policy);
+  } catch (err) {
+    await audit.close();
+    throw err;
+  }
+  const onMarker = (line: string): void => {
+    options.onMarker?.(line);
+  };
+  store.on('marker', onMarker);
+  const inFlight = new Set<Promise<void>>();
+  const connections = new Set<Connection>();
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  let closing = false;
+  const host = {
+    store: (): Store => store,
+    reopen: async (): Promise<void> => {
+      await store.close();
+      store = await Store.open(options.imagePath, { grants: mountGrants(policy) });
+      store.on('marker', onMarker);
+    },
+  };
+  const ctx = {
+    host,
+    audit,
+    policy: (): Policy => policy,
+    maxInFlight: options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+    closing: (): boolean => closing,
+    track: (work: Promise<void>): void => {
+      inFlight.add(work);
+      void work.finally(() => inFlight.delete(work));
+    },
+    log,
+  };
+  const server = createServer((socket: Socket) => {
+    socket.on('error', (err) => {
+      log(`connection error: ${err.message}`);
+    });
+    if (closing || connections.size >= maxConnections) {
+      socket.end(errorResponse(0, undefined, StatefsError.EAGAIN(`more than ${maxConnections} connections`, { op: 'connect' })));
+      return;
+    }
+    const conn = new Connection(socket, ctx);
+    connections.add(conn);
+    socket.on('close', () => connections.delete(conn));
+  });
+  server.on('error', (err) => {
+    log(`server error: ${err.message}`);
+  });
+  try {
+    await clearStaleSocket(options.socketPath);
+    await listen(server, options.socketPath);
+    await chmod(options.socketPath, 0o600);
+  } catch (err) {
+    server.close();
+    await store.close();
+    await audit.close();
+    throw toStatefsError(err);
+  }
+  log(`listening on ${options.socketPath}`);
+  let closed: Promise<void> | undefined;
+  const shutdown = async (): Promise<void> => {
+    closing = true;
+    const stopped = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    for (const conn of connections) conn.end();
+    await stopped;
+    await store.close();
+    await audit.close();
+    log('closed');
+  };
+  return {
+    close: (): Promise<void> => (closed ??= shutdown()),
+  };
+}

@@ -1,0 +1,93 @@
+import type { Store } from '../../engine/store.js';
+import type { ListOptions } from '../../engine/store-types.js';
+import type { OkResponse, Request, TxnRequest } from '../protocol/messages.js';
+
+/** What a request runs against: the current store, and the admin-only reopen. */
+export interface DispatchHost {
+  store(): Store;
+  reopen(): Promise<void>;
+}
+
+async function runTxn(store: Store, req: TxnRequest): Promise<void> {
+  const txn = store.begin(req.subject);
+  try {
+    for (const op of req.ops) {
+      if (op.type === 'put') await txn.put(req.subject, op.key, op.value);
+      else await txn.delete(req.subject, op.key);
+    }
+    await txn.commit();
+  } catch (err) {
+    await txn.abort().catch(() => undefined);
+    throw err;
+  }
+}
+
+function gcOptions(maxBytes: number | undefined): { maxBytes?: number } {
+  return maxBytes === undefined || maxBytes === 0 ? {} : { maxBytes };
+}
+
+/** Runs one authorised request against the store and builds its OK response. */
+export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>): Promise<OkResponse> {
+  const store = host.store();
+  const { requestId } = req;
+  const ok = { status: 'ok', requestId } as const;
+  switch (req.op) {
+    case 'PUT':
+      await store.put(req.subject, req.key, req.value);
+      return { ...ok, op: req.op };
+    case 'GET': {
+      const value = await store.get(req.subject, req.key);
+      return value === undefined ? { ...ok, op: req.op } : { ...ok, op: req.op, value };
+    }
+    case 'DELETE':
+      await store.delete(req.subject, req.key);
+      return { ...ok, op: req.op };
+    case 'LIST': {
+      const options: ListOptions = {
+        ...(req.limit === undefined || req.limit === 0 ? {} : { limit: req.limit }),
+        ...(req.after === undefined ? {} : { after: req.after }),
+      };
+      return { ...ok, op: req.op, page: await store.list(req.subject, req.prefix, options) };
+    }
+    case 'SYNC':
+      await store.sync();
+      return { ...ok, op: req.op };
+    case 'TXN':
+      await runTxn(store, req);
+      return { ...ok, op: req.op };
+    case 'SNAPSHOT':
+      await store.snapshot(req.subject, req.name);
+      return { ...ok, op: req.op };
+    case 'LIST_SNAPS':
+      return req.details
+        ? { ...ok, op: req.op, details: true, infos: await store.listSnaps(req.subject, { details: true }) }
+        : { ...ok, op: req.op, details: false, names: await store.listSnaps(req.subject) };
+    case 'DELETE_SNAP':
+      await store.deleteSnap(req.subject, req.name);
+      return { ...ok, op: req.op };
+    case 'RESTORE_SNAP':
+      await store.restoreSnap(req.subject, req.name);
+      return { ...ok, op: req.op };
+    case 'DIFF_SNAPS':
+      return { ...ok, op: req.op, diff: await store.diffSnaps(req.subject, req.a, req.b) };
+    case 'VERIFY_SNAP':
+      return { ...ok, op: req.op, digest: await store.verifySnapshot(req.subject, req.name) };
+    case 'MOUNT':
+      await store.mountSnap(req.caller, req.owner, req.name, req.path);
+      return { ...ok, op: req.op };
+    case 'UMOUNT':
+      await store.umount(req.caller, req.path);
+      return { ...ok, op: req.op };
+    case 'LIST_MOUNTS':
+      return { ...ok, op: req.op, mounts: await store.listMounts(req.caller) };
+    case 'GC_NOW':
+      return { ...ok, op: req.op, result: await store.gcNow(gcOptions(req.maxBytes)) };
+    case 'GC_PLAN':
+      return { ...ok, op: req.op, plan: await store.gcPlan(gcOptions(req.maxBytes)) };
+    case 'STAT':
+      return { ...ok, op: req.op, stat: await store.stat() };
+    case 'REOPEN':
+      await host.reopen();
+      return { ...ok, op: req.op };
+  }
+}

@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { connect, type Client } from '../src/client/client.js';
+import { Store } from '../src/engine/store.js';
+import { isStatefsError, type ErrorCode } from '../src/errors.js';
+import { verifyAuditLog } from '../src/server/audit/verify.js';
+import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
+import { savePolicy } from '../src/server/policy/policy-file.js';
+import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { FrameReader } from '../src/server/protocol/frame-reader.js';
+import { decodeResponse } from '../src/server/protocol/response-codec.js';
+import { MiB, text, withTempDir } from './helpers.js';
+
+const STATEFSD = fileURLToPath(new URL('../src/cli/statefsd.js', import.meta.url));
+
+interface Setup {
+  image: string;
+  socket: string;
+  policy: string;
+  audit: string;
+  aliceToken: string;
+  bobToken: string;
+}
+
+/** alice: read/write/snapshot/mount with a read+mount grant on bob; bob: read/write/snapshot. */
+async function prepare(dir: string): Promise<Setup> {
+  const policy = emptyPolicy();
+  const aliceToken = newToken();
+  const bobToken = newToken();
+  policy.subjects.set('alice', { tokenSha256: hashToken(aliceToken), rights: ['read', 'write', 'snapshot', 'mount'], grants: [{ owner: 'bob', rights: ['read', 'mount'] }] });
+  policy.subjects.set('bob', { tokenSha256: hashToken(bobToken), rights: ['read', 'write', 'snapshot'], grants: [] });
+  const setup = { image: join(dir, 'img'), socket: join(dir, 'sock'), policy: join(dir, 'policy.json'), audit: join(dir, 'audit.log'), aliceToken, bobToken };
+  await savePolicy(setup.policy, policy);
+  return setup;
+}
+
+function start(s: Setup): Promise<Daemon> {
+  return startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, createSize: 8 * MiB });
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<ErrorCode | 'OK'> {
+  try {
+    await promise;
+    return 'OK';
+  } catch (err) {
+    if (isStatefsError(err)) return err.code;
+    throw err;
+  }
+}
+
+/** The API both `Store` and `Client` offer; the scenario runs against either. */
+type Api = Pick<Store, 'put' | 'get' | 'delete' | 'snapshot' | 'deleteSnap' | 'mountSnap'>;
+
+/** Error codes of a fixed sequence: alice reads bob's snapshot through a mount (grant). */
+async function errorScenario(alice: Api, bob: Api): Promise<(ErrorCode | 'OK')[]> {
+  return [
+    await codeOf(bob.put('bob', '/state/x', 'one')),
+    await codeOf(bob.snapshot('bob', 's1')),
+    await codeOf(bob.snapshot('bob', 's1')),
+    await codeOf(alice.mountSnap('alice', 'bob', 's1', '/mnt/b')),
+    await codeOf(alice.put('alice', '/mnt/b/x', 'two')),
+    await codeOf(bob.deleteSnap('bob', 'nope')),
+    await codeOf(bob.delete('bob', '/state/missing')),
+  ];
+}
+
+test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await start(s);
+    const clients: Client[] = [];
+    try {
+      const alice = await connect({ socket: s.socket, token: s.aliceToken });
+      const bob = await connect({ socket: s.socket, token: s.bobToken });
+      clients.push(alice, bob);
+      assert.equal(alice.subject, 'alice');
+
+      // Round trip.
+      await alice.put('alice', '/state/a', 'hello');
+      assert.equal(text(await alice.get('alice', '/state/a')), 'hello');
+      assert.deepEqual((await alice.list('alice', '/state')).keys, ['/state/a']);
+      assert.equal(await alice.get('alice', '/state/none'), undefined);
+
+      // 64 concurrent puts on one connection.
+      const keys = Array.from({ length: 64 }, (_, i) => `/state/many/k${i}`);
+      await Promise.all(keys.map((k, i) => alice.put('alice', k, `v${i}`)));
+      const values = await Promise.all(keys.map((k) => alice.get('alice', k)));
+      assert.deepEqual(values.map(text), keys.map((_, i) => `v${i}`));
+
+      // A transaction is one request.
+      const txn = alice.begin('alice');
+      await txn.put('alice', '/state/t1', 'a');
+      await txn.put('alice', '/state/t2', 'b');
+      await txn.commit();
+      assert.equal(text(await alice.get('alice', '/state/t2')), 'b');
+
+      // Denials: outside the caller's rights, and another subject without a grant.
+      assert.equal(await codeOf(bob.gcNow()), 'EPERM');
+      assert.equal(await codeOf(bob.get('alice', '/state/a')), 'EPERM');
+      assert.equal(await codeOf(alice.get('bob', '/state/none')), 'OK'); // granted
+      const audit = await verifyAuditLog(s.audit);
+      const lines = (await readFile(s.audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(lines.length, audit.lines);
+      assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GC_NOW' && l.result === 'EPERM'));
+      assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GET' && l.target === 'alice' && l.result === 'EPERM'));
+
+      // Same codes as the embedded store.
+      const wire = await errorScenario(alice, bob);
+      const embedded = await Store.create(join(dir, 'embedded'), { size: 8 * MiB, grants: { alice: ['bob'] } });
+      try {
+        assert.deepEqual(wire, await errorScenario(embedded, embedded));
+      } finally {
+        await embedded.close();
+      }
+      assert.deepEqual(wire, ['OK', 'OK', 'EEXIST', 'OK', 'EROFS', 'ENOENT', 'ENOENT']);
+      assert.equal(text(await alice.get('alice', '/mnt/b/x')), 'one');
+      const auditText = await readFile(s.audit, 'utf8');
+      assert.match(auditText, /"op":"SNAPSHOT"/);
+      assert.match(auditText, /"op":"MOUNT"/);
+
+      // A malformed frame: EINVAL connection-level error, then the connection closes.
+      const raw = createConnection(s.socket);
+      await once(raw, 'connect');
+      const reader = new FrameReader();
+      const frames: ReturnType<FrameReader['push']> = [];
+      raw.on('data', (chunk: Buffer) => frames.push(...reader.push(chunk)));
+      raw.write(Buffer.from([3, 0, 0, 0, 1, 1, 0, 0, 0, 0, 2]));
+      await once(raw, 'close');
+      const [first] = frames;
+      assert.ok(first !== undefined);
+      const res = decodeResponse(first);
+      assert.equal(res.status, 'error');
+      assert.equal(res.requestId, 0);
+      assert.equal(res.op, undefined);
+      assert.equal(res.error.code, 'EINVAL');
+
+      // A wrong token is EPERM; the daemon still serves a new client.
+      assert.equal(await codeOf(connect({ socket: s.socket, token: 'wrong' })), 'EPERM');
+      const again = await connect({ socket: s.socket, token: s.aliceToken });
+      clients.push(again);
+      assert.equal(text(await again.get('alice', '/state/a')), 'hello');
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await daemon.close();
+    }
+
+    const store = await Store.open(s.image);
+    try {
+      assert.equal(text(await store.get('alice', '/state/a')), 'hello');
+      assert.equal(text(await store.get('alice', '/state/many/k63')), 'v63');
+      assert.equal(text(await store.get('alice', '/state/t1')), 'a');
+    } finally {
+      await store.close();
+    }
+    await verifyAuditLog(s.audit);
+  });
+});
+
+test('daemon: EAGAIN beyond maxInFlight on one connection', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, createSize: 8 * MiB, maxInFlight: 2 });
+    const alice = await connect({ socket: s.socket, token: s.aliceToken });
+    try {
+      const codes = await Promise.all(Array.from({ length: 16 }, (_, i) => codeOf(alice.put('alice', `/state/k${i}`, 'v'))));
+      assert.ok(codes.includes('EAGAIN'), codes.join(','));
+      assert.ok(codes.every((c) => c === 'OK' || c === 'EAGAIN'), codes.join(','));
+    } finally {
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('statefsd: child process serves, SIGTERM exits 0', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const child = spawn(process.execPath, [STATEFSD, '--image', s.image, '--socket', s.socket, '--policy', s.policy, '--audit', s.audit, '--create-size', '8MiB'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    child.stdout.resume();
+    const exited = once(child, 'exit');
+    const deadline = Date.now() + 10_000;
+    while (!stderr.includes('listening')) {
+      assert.ok(Date.now() < deadline && child.exitCode === null, `statefsd did not start: ${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const client = await connect({ socket: s.socket, token: s.bobToken });
+    await client.put('bob', '/state/x', 'y');
+    assert.equal(text(await client.get('bob', '/state/x')), 'y');
+    await client.close();
+    child.kill('SIGTERM');
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 0, stderr);
+    const store = await Store.open(s.image);
+    try {
+      assert.equal(text(await store.get('bob', '/state/x')), 'y');
+    } finally {
+      await store.close();
+    }
+  });
+});
