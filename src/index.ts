@@ -12,3 +12,5 @@ export type { FsckFinding, FsckOptions, FsckReason, FsckReport, FsckSeverity } f
 export { LIVE } from './engine/store-types.js';
 export type { MountInfo, SnapshotDiff, SnapshotInfo, SnapshotPin } from './engine/store-types.js';
 export type { GcOptions, GcPlan, GcResult } from './engine/compactor.js';
+export { connect, Client } from './client/client.js';
+export type { ConnectOptions } from './client/client.js';
