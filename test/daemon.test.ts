@@ -93,6 +93,12 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
       const values = await Promise.all(keys.map((k) => alice.get('alice', k)));
       assert.deepEqual(values.map(text), keys.map((_, i) => `v${i}`));
 
+      // STAT shows per-subject lines only for subjects the caller may read (alice has a grant on
+      // bob; bob has none on alice).
+      await bob.put('bob', '/state/b', 'bee');
+      assert.deepEqual((await alice.stat()).subjects.map((x) => x.subject), ['alice', 'bob']);
+      assert.deepEqual((await bob.stat()).subjects.map((x) => x.subject), ['bob']);
+
       // A transaction is one request.
       const txn = alice.begin('alice');
       await txn.put('alice', '/state/t1', 'a');

@@ -171,6 +171,11 @@ export class Connection {
     } catch (err) {
       res = toStatefsError(err);
     }
+    if (!(res instanceof StatefsError) && res.op === 'STAT') {
+      // Image totals are shared; per-subject lines only for subjects the caller may read.
+      const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
+      res = { ...res, stat: { ...res.stat, subjects: res.stat.subjects.filter((x) => visible(x.subject)), snapshots: res.stat.snapshots.filter((x) => visible(x.subject)) } };
+    }
     if (AUDITED.has(req.op)) {
       const detail = !(res instanceof StatefsError) && res.op === 'GC_NOW' ? { detail: { freedBytes: res.result.freedBytes } } : {};
       await this.#audit({ ...base, result: res instanceof StatefsError ? res.code : 'OK', ...detail });
