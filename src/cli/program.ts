@@ -11,6 +11,7 @@ import { addMountCommand } from './commands/mount.js';
 import { addMountsCommand } from './commands/mounts.js';
 import { addPolicyCommand } from './commands/policy.js';
 import { addPutCommand } from './commands/put.js';
+import { addSelftestCommand } from './commands/selftest.js';
 import { addRestoreCommand, addSnapRmCommand } from './commands/snapshot-change.js';
 import { addSnapshotCommand } from './commands/snapshot.js';
 import { addSnapsCommand } from './commands/snaps.js';
@@ -54,5 +55,6 @@ export function buildProgram(): Command {
   addMountsCommand(program);
   addAuditCommand(program);
   addPolicyCommand(program);
+  addSelftestCommand(program);
   return program;
 }

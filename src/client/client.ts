@@ -124,6 +124,11 @@ export class Client {
     return (await this.#call({ op: 'STAT' })).stat;
   }
 
+  /** Admin: the daemon closes the image and replays it from the device. */
+  async reopen(): Promise<void> {
+    await this.#call({ op: 'REOPEN' });
+  }
+
   close(): Promise<void> {
     return this.#wire.close();
   }
