@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { defineAction } from '../action.js';
-import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { requiredOperand, wantsJson } from '../command-input.js';
 import { writeJson } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession } from '../store-session.js';
 
 export function addDelCommand(program: Command): void {
   const cmd = program
@@ -10,12 +10,12 @@ export function addDelCommand(program: Command): void {
     .description('delete a key')
     .argument('<subject>', 'subject name')
     .argument('<key>', 'key path under /state/')
-    .requiredOption('--image <path>', 'image file')
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
     const key = requiredOperand(cmd, 1);
-    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => store.delete(subject, key));
+    await withSession(cmd, 'write', (store) => store.delete(subject, key));
     if (wantsJson(cmd)) writeJson({ ok: true });
   });
 }

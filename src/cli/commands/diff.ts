@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { LIVE, type SnapshotDiff } from '../../engine/store-types.js';
 import { defineAction } from '../action.js';
-import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { requiredOperand, wantsJson } from '../command-input.js';
 import { writeJson, writeLines } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession } from '../store-session.js';
 
 export function addDiffCommand(program: Command): void {
   const cmd = program
@@ -12,13 +12,13 @@ export function addDiffCommand(program: Command): void {
     .argument('<subject>', 'subject name')
     .argument('<a>', `snapshot name, or ${LIVE}`)
     .argument('<b>', `snapshot name, or ${LIVE}`)
-    .requiredOption('--image <path>', 'image file')
     .option('--json', 'print the diff as a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
     const a = requiredOperand(cmd, 1);
     const b = requiredOperand(cmd, 2);
-    const diff = await withStore(requiredStringOption(cmd, 'image'), 'read', (store) => store.diffSnaps(subject, a, b));
+    const diff = await withSession(cmd, 'read', (store) => store.diffSnaps(subject, a, b));
     if (wantsJson(cmd)) writeJson(diff);
     else writeLines(diffLines(diff));
   });

@@ -1,12 +1,11 @@
 import { Option, type Command } from 'commander';
 import type { GcOptions, GcResult } from '../../engine/compactor.js';
-import type { Store } from '../../engine/store.js';
 import { defineAction } from '../action.js';
-import { flag, numberOption, requiredStringOption, wantsJson } from '../command-input.js';
+import { flag, numberOption, wantsJson } from '../command-input.js';
 import { formatBytes } from '../format-bytes.js';
 import { writeJson, writeLines } from '../output.js';
 import { parseSize } from '../parse-number.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession, type StoreLike } from '../store-session.js';
 
 /** `--until-clean` stops here even if cycles still free space (each cycle's moves can make new garbage). */
 const MAX_CYCLES = 1000;
@@ -21,19 +20,18 @@ export function addGcCommand(program: Command): void {
   const cmd = program
     .command('gc')
     .description('reclaim garbage: run one bounded compaction cycle (prints the progress markers the store emits)')
-    .requiredOption('--image <path>', 'image file')
     .option('--max-bytes <size>', 'segment bytes one cycle may process: bytes or 512K, 8MiB... (default 8MiB)', parseSize)
     .addOption(new Option('--until-clean', `repeat cycles until one frees nothing (at most ${MAX_CYCLES})`).conflicts('plan'))
     .option('--plan', 'only show what the next cycle would do, and what each snapshot pins (opens read-only)')
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
-    const image = requiredStringOption(cmd, 'image');
     const maxBytes = numberOption(cmd, 'maxBytes');
     const options: GcOptions = maxBytes === undefined ? {} : { maxBytes };
     const json = wantsJson(cmd);
 
     if (flag(cmd, 'plan')) {
-      const plan = await withStore(image, 'read', (store) => store.gcPlan(options));
+      const plan = await withSession(cmd, 'read', (store) => store.gcPlan(options));
       if (json) writeJson(plan);
       else {
         writeLines([
@@ -50,21 +48,13 @@ export function addGcCommand(program: Command): void {
 
     const markers: string[] = [];
     // Background cycles are off: the markers and results are those of this command's cycles alone.
-    const run = <T>(cycles: (store: Store) => Promise<T>): Promise<T> =>
-      withStore(
-        image,
-        'write',
-        (store) => {
-          // Subscribe before the first cycle; progress lines go out as they come (JSON gathers them).
-          store.on('marker', (line: unknown) => {
-            const text = String(line);
-            markers.push(text);
-            if (!json) writeLines([text]);
-          });
-          return cycles(store);
-        },
-        { autoGc: false },
-      );
+    // Progress lines go out as they come (JSON gathers them). Over --connect the markers are the
+    // daemon's, on its own stdout, and the daemon's background cycles go on as they will.
+    const onMarker = (text: string): void => {
+      markers.push(text);
+      if (!json) writeLines([text]);
+    };
+    const run = <T>(cycles: (store: StoreLike) => Promise<T>): Promise<T> => withSession(cmd, 'write', cycles, { autoGc: false, onMarker });
 
     if (flag(cmd, 'untilClean')) {
       const { total, capped } = await run((store) => runUntilClean(store, options, markers));
@@ -79,7 +69,7 @@ export function addGcCommand(program: Command): void {
 }
 
 /** Cycles until one frees nothing, or the cap: their sums, the last one's remaining garbage, and whether the cap stopped them. */
-async function runUntilClean(store: Store, options: GcOptions, markers: string[]): Promise<{ total: CleanResult; capped: boolean }> {
+async function runUntilClean(store: StoreLike, options: GcOptions, markers: string[]): Promise<{ total: CleanResult; capped: boolean }> {
   const total: CleanResult = { cycles: 0, freedBytes: 0, movedBytes: 0, scannedBytes: 0, remainingGarbageBytes: 0, segmentsFreed: 0, markers };
   while (total.cycles < MAX_CYCLES) {
     const cycle = await store.gcNow(options);

@@ -1,8 +1,9 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { defineAction } from '../action.js';
-import { requiredOperand, requiredStringOption, stringListOption, wantsJson } from '../command-input.js';
+import { requiredOperand, stringListOption, wantsJson } from '../command-input.js';
+import { EXIT_USAGE } from '../exit-codes.js';
 import { writeJson } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, viaDaemon, withSession } from '../store-session.js';
 
 export function addMountCommand(program: Command): void {
   const cmd = program
@@ -12,16 +13,21 @@ export function addMountCommand(program: Command): void {
     .argument('<owner>', 'subject whose snapshot it is')
     .argument('<name>', 'snapshot name')
     .argument('<mountPath>', 'where it appears: /mnt/<label>')
-    .requiredOption('--image <path>', 'image file')
     .option('--grant <caller:owner>', 'let caller mount snapshots of owner (repeatable)', collectGrant)
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const caller = requiredOperand(cmd, 0);
     const owner = requiredOperand(cmd, 1);
     const name = requiredOperand(cmd, 2);
     const mountPath = requiredOperand(cmd, 3);
-    const grants = grantTable(stringListOption(cmd, 'grant'));
-    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => store.mountSnap(caller, owner, name, mountPath), { grants });
+    const grantList = stringListOption(cmd, 'grant');
+    // A daemon's grants come from its policy file, not from the command line.
+    if (grantList.length > 0 && viaDaemon(cmd)) {
+      cmd.error('error: --grant works with --image only: over --connect, grants come from the daemon policy (statefs policy grant)', { exitCode: EXIT_USAGE, code: 'statefs.usage' });
+    }
+    const grants = grantTable(grantList);
+    await withSession(cmd, 'write', (store) => store.mountSnap(caller, owner, name, mountPath), { grants });
     if (wantsJson(cmd)) writeJson({ ok: true });
   });
 }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { defineAction } from '../action.js';
-import { operand, requiredOperand, requiredStringOption, stringOption, wantsJson } from '../command-input.js';
+import { operand, requiredOperand, stringOption, wantsJson } from '../command-input.js';
 import { EXIT_USAGE } from '../exit-codes.js';
 import { writeJson } from '../output.js';
 import { readValueFile } from '../read-value.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession } from '../store-session.js';
 
 export function addPutCommand(program: Command): void {
   const cmd = program
@@ -13,9 +13,9 @@ export function addPutCommand(program: Command): void {
     .argument('<subject>', 'subject name')
     .argument('<key>', 'key path under /state/')
     .argument('[value]', 'the value as text')
-    .requiredOption('--image <path>', 'image file')
     .option('--file <path>', 'read the value from a file, or stdin for -')
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
     const key = requiredOperand(cmd, 1);
@@ -26,7 +26,7 @@ export function addPutCommand(program: Command): void {
     }
     // Read the input before opening the image, so a slow stdin does not hold the lock.
     const value = text ?? (await readValueFile(file ?? '-', 'put'));
-    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => store.put(subject, key, value));
+    await withSession(cmd, 'write', (store) => store.put(subject, key, value));
     if (wantsJson(cmd)) writeJson({ ok: true });
   });
 }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import type { SnapshotInfo } from '../../engine/store-types.js';
 import { defineAction } from '../action.js';
-import { flag, requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { flag, requiredOperand, wantsJson } from '../command-input.js';
 import { formatBytes } from '../format-bytes.js';
 import { writeJson, writeLines } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession } from '../store-session.js';
 
 /** Hex digits of the digest shown in the --details table. */
 const DIGEST_PREFIX = 12;
@@ -14,18 +14,17 @@ export function addSnapsCommand(program: Command): void {
     .command('snaps')
     .description("list a subject's snapshots, bytewise ascending (--details: sizes and digests)")
     .argument('<subject>', 'subject name')
-    .requiredOption('--image <path>', 'image file')
     .option('--details', 'a table of id, keys, bytes, exclusive bytes and digest prefix')
     .option('--json', 'print a JSON array (of names, or of objects with --details)');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
-    const image = requiredStringOption(cmd, 'image');
     if (flag(cmd, 'details')) {
-      const snaps = await withStore(image, 'read', (store) => store.listSnaps(subject, { details: true }));
+      const snaps = await withSession(cmd, 'read', (store) => store.listSnaps(subject, { details: true }));
       if (wantsJson(cmd)) writeJson(snaps);
       else if (snaps.length > 0) writeLines(detailsTable(snaps));
     } else {
-      const names = await withStore(image, 'read', (store) => store.listSnaps(subject));
+      const names = await withSession(cmd, 'read', (store) => store.listSnaps(subject));
       if (wantsJson(cmd)) writeJson(names);
       else writeLines(names);
     }

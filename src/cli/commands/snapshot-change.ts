@@ -1,23 +1,22 @@
 import type { Command } from 'commander';
-import type { Store } from '../../engine/store.js';
 import { defineAction } from '../action.js';
-import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { requiredOperand, wantsJson } from '../command-input.js';
 import { writeJson } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession, type StoreLike } from '../store-session.js';
 
 /** A `<subject> <name>` command that changes one snapshot (or restores from it) and prints nothing but --json. */
-function addSnapshotChange(program: Command, name: string, description: string, change: (store: Store, subject: string, snap: string) => Promise<void>): void {
+function addSnapshotChange(program: Command, name: string, description: string, change: (store: StoreLike, subject: string, snap: string) => Promise<void>): void {
   const cmd = program
     .command(name)
     .description(description)
     .argument('<subject>', 'subject name')
     .argument('<name>', 'snapshot name')
-    .requiredOption('--image <path>', 'image file')
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
     const snap = requiredOperand(cmd, 1);
-    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => change(store, subject, snap));
+    await withSession(cmd, 'write', (store) => change(store, subject, snap));
     if (wantsJson(cmd)) writeJson({ ok: true });
   });
 }

@@ -2,22 +2,22 @@ import type { Command } from 'commander';
 import type { SnapshotPin, StoreStat, SubjectStat } from '../../engine/store-types.js';
 import { checkSubject } from '../../engine/names.js';
 import { defineAction } from '../action.js';
-import { operand, requiredStringOption, wantsJson } from '../command-input.js';
+import { operand, wantsJson } from '../command-input.js';
 import { formatBytes } from '../format-bytes.js';
 import { writeJson, writeLines } from '../output.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession } from '../store-session.js';
 
 export function addStatCommand(program: Command): void {
   const cmd = program
     .command('stat')
     .description('show space accounting for the image, or for one subject: live, garbage, and what snapshots pin')
     .argument('[subject]', 'only this subject')
-    .requiredOption('--image <path>', 'image file')
     .option('--json', 'print the accounting as a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = operand(cmd, 0);
     if (subject !== undefined) checkSubject(subject, 'stat');
-    const stat = await withStore(requiredStringOption(cmd, 'image'), 'read', (store) => store.stat());
+    const stat = await withSession(cmd, 'read', (store) => store.stat());
     if (subject === undefined) {
       if (wantsJson(cmd)) writeJson(stat);
       else writeLines(imageLines(stat));

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
-import type { Store } from '../../engine/store.js';
 import { defineAction } from '../action.js';
-import { requiredOperand, requiredStringOption, wantsJson } from '../command-input.js';
+import { requiredOperand, wantsJson } from '../command-input.js';
 import { writeJson, writeLines } from '../output.js';
 import { readValueFile } from '../read-value.js';
-import { withStore } from '../store-session.js';
+import { addSessionOptions, withSession, type StoreLike } from '../store-session.js';
 import { decodeTxnOps, type TxnFileOp } from '../txn-ops.js';
 
 export function addTxnCommand(program: Command): void {
@@ -13,21 +12,21 @@ export function addTxnCommand(program: Command): void {
     .description('apply a JSON array of put/del ops as one transaction: all or nothing')
     .argument('<subject>', 'subject name')
     .argument('<ops>', 'ops file, or - for stdin: [{"op":"put","key":...,"value"|"valueBase64":...},{"op":"del","key":...}]')
-    .requiredOption('--image <path>', 'image file')
     .option('--json', 'print a JSON object');
+  addSessionOptions(cmd);
   defineAction(cmd, async () => {
     const subject = requiredOperand(cmd, 0);
     const file = requiredOperand(cmd, 1);
     // Read and check the whole file before opening the image: a bad file touches nothing.
     const ops = decodeTxnOps(await readValueFile(file, 'txn'), file === '-' ? 'stdin' : file, subject);
-    await withStore(requiredStringOption(cmd, 'image'), 'write', (store) => applyOps(store, subject, ops));
+    await withSession(cmd, 'write', (store) => applyOps(store, subject, ops));
     if (wantsJson(cmd)) writeJson({ ok: true, ops: ops.length });
     else writeLines([`committed ${ops.length} ops`]);
   });
 }
 
 /** Buffer every op in one transaction, then commit; on a failure before commit, abort and rethrow. */
-async function applyOps(store: Store, subject: string, ops: readonly TxnFileOp[]): Promise<void> {
+async function applyOps(store: StoreLike, subject: string, ops: readonly TxnFileOp[]): Promise<void> {
   const tx = store.begin(subject);
   try {
     for (const o of ops) {
