@@ -27,23 +27,23 @@ if (!(await exists(policy))) {
 }
 const token = (await readFile(tokenFile, 'utf8')).trim();
 
+const cli = 'node dist/src/cli/statefs.js';
 console.log(`StateFS daemon on ${image}
   socket ${socket} (mode 0600), policy ${policy}, audit log ${audit}
-  admin token in ${tokenFile}
+  admin token in ${tokenFile} (${token.slice(0, 4)}…)
 
-In another terminal, talk to it with the client library:
-  node --input-type=module -e "
-    import { connect } from './dist/src/index.js';
-    const c = await connect({ socket: '${socket}', token: '${token.slice(0, 4)}…' /* cat ${tokenFile} */ });
-    await c.put('admin', '/state/hello', 'world');
-    console.log(Buffer.from(await c.get('admin', '/state/hello')).toString());
-    await c.snapshot('admin', 'first');
-    console.log(await c.listSnaps('admin'));
-    await c.close();"
-  node dist/src/cli/statefs.js audit verify ${audit}
-  node dist/src/cli/statefs.js policy add-subject ${policy} myservice --rights read,write,snapshot   # then restart
-Stop the daemon with Ctrl-C (it drains, syncs and exits 0); then the CLI works on the image directly:
-  node dist/src/cli/statefs.js ls --image ${image} admin
+In another terminal:
+  export STATEFS_TOKEN="$(cat ${tokenFile})"
+  ${cli} put --connect ${socket} admin /state/hello world
+  ${cli} get --connect ${socket} admin /state/hello
+  ${cli} snapshot --connect ${socket} admin first
+  ${cli} snaps --connect ${socket} admin --details
+  ${cli} selftest --connect ${socket}
+  ${cli} audit verify ${audit}
+From code: import { connect } from 'statefs' (here: './dist/src/index.js'), then
+  const c = await connect({ socket: '${socket}', token: process.env.STATEFS_TOKEN });
+Stop the daemon with Ctrl-C (it drains, syncs and exits 0); the CLI then also works on the image
+directly with --image ${image}.
 `);
 const daemon = spawn(process.execPath, ['dist/src/cli/statefsd.js', '--image', image, '--create-size', '256MiB', '--socket', socket, '--policy', policy, '--audit', audit], { stdio: 'inherit' });
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => daemon.kill(signal));
