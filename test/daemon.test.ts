@@ -34,7 +34,7 @@ async function prepare(dir: string): Promise<Setup> {
   const aliceToken = newToken();
   const bobToken = newToken();
   policy.subjects.set('alice', { tokenSha256: hashToken(aliceToken), rights: ['read', 'write', 'snapshot', 'mount'], grants: [{ owner: 'bob', rights: ['read', 'mount'] }] });
-  policy.subjects.set('bob', { tokenSha256: hashToken(bobToken), rights: ['read', 'write', 'snapshot'], grants: [] });
+  policy.subjects.set('bob', { tokenSha256: hashToken(bobToken), rights: ['read', 'write', 'snapshot'], grants: [], quota: { soft: 20_000, hard: 40_000 } });
   const setup = { image: join(dir, 'img'), socket: join(dir, 'sock'), policy: join(dir, 'policy.json'), audit: join(dir, 'audit.log'), aliceToken, bobToken };
   await savePolicy(setup.policy, policy);
   return setup;
@@ -115,6 +115,12 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
       assert.equal(lines.length, audit.lines);
       assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GC_NOW' && l.result === 'EPERM'));
       assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GET' && l.target === 'alice' && l.result === 'EPERM'));
+
+      // Quotas come from the policy: bob's hard quota is 40,000 bytes; denials are audited.
+      assert.equal(await codeOf(bob.put('bob', '/state/huge', new Uint8Array(50_000))), 'EDQUOTA');
+      await bob.put('bob', '/state/fits', new Uint8Array(30_000)); // over soft: accepted
+      const quotaLines = (await readFile(s.audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.ok(quotaLines.some((l) => l.subject === 'bob' && l.op === 'PUT' && l.result === 'EDQUOTA'));
 
       // Same codes as the embedded store.
       const wire = await errorScenario(alice, bob);

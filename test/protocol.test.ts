@@ -81,7 +81,7 @@ const storeStat = plain(fc.record({
   liveBytes: u64,
   garbageBytes: u64,
   freeBytes: u64,
-  subjects: fc.array(plain(fc.record({ subject: str, keys: u64, liveBytes: u64, snapshotOnlyBytes: u64, snapshots: u64 })), { maxLength: 3 }),
+  subjects: fc.array(plain(fc.record({ subject: str, keys: u64, liveBytes: u64, snapshotOnlyBytes: u64, usedBytes: u64, snapshots: u64 })), { maxLength: 3 }),
   snapshots: fc.array(pin, { maxLength: 3 }),
 }));
 const emptyOk = fc.constantFrom(...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN'] as const));

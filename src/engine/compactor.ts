@@ -2,7 +2,7 @@ import { StatefsError } from '../errors.js';
 import { encodeReloc } from '../format/meta-records.js';
 import { Op } from '../format/opcodes.js';
 import { recordLength } from '../format/record.js';
-import type { Entry } from './entry.js';
+import { entryDiskBytes, type Entry } from './entry.js';
 import type { Appended, RecordToWrite } from './journal-writer.js';
 import { indexKey } from './names.js';
 import type { SegmentUsage } from './segment-usage.js';
@@ -54,6 +54,8 @@ export interface CompactorHost {
   /** Whether the entry is still held by anything (it may have been superseded since planning). */
   stillHeld(m: Move): boolean;
   append(records: RecordToWrite[]): Appended;
+  /** A value of `subject` now lives in a record of another size. */
+  moved(subject: string, beforeBytes: number, afterBytes: number): void;
   marker(line: string): void;
 }
 
@@ -111,7 +113,9 @@ export class Compactor {
         const appended = this.host.append(records);
         moves.forEach((m, i) => {
           const to = appended.extents[i];
-          if (to !== undefined) this.host.usage.moveEntry(m.entry, [to]);
+          if (to === undefined) return;
+          this.host.moved(m.subject, entryDiskBytes(m.entry), to.length);
+          this.host.usage.moveEntry(m.entry, [to]);
         });
         await appended.durable;
         for (const r of records) moved += recordLength(r.key.length, r.value.length);

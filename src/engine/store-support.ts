@@ -28,19 +28,19 @@ export function metaKey(subject: string, name: string): Uint8Array {
   return Buffer.from(`${subject}\0${name}`, 'latin1');
 }
 
-/** Every entry held by a live tree or a snapshot, once each. */
-export function distinctEntries(trees: Trees, snapshots: SnapshotTable): Set<Entry> {
-  const out = new Set<Entry>();
-  for (const tree of trees.values()) for (const e of tree.values()) out.add(e);
+/** Every entry held by a live tree or a snapshot, once each, with the subject that holds it. */
+export function distinctEntries(trees: Trees, snapshots: SnapshotTable): [string, Entry][] {
+  const out: [string, Entry][] = [];
+  for (const [subject, tree] of trees) for (const e of tree.values()) out.push([subject, e]);
+  const seen = new Set<Entry>();
   for (const snap of snapshots.all()) {
     const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
-    diffTrees(
-      snap.tree,
-      live,
-      (_k, e) => out.add(e),
-      () => undefined,
-      (_k, e) => out.add(e),
-    );
+    const add = (_k: string, e: Entry): void => {
+      if (seen.has(e)) return;
+      seen.add(e);
+      out.push([snap.subject, e]);
+    };
+    diffTrees(snap.tree, live, add, () => undefined, add);
   }
   return out;
 }

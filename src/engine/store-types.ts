@@ -25,6 +25,15 @@ export interface OpenOptions {
    * (default true). With `false` (fixtures), space is reclaimed only by `gcNow`.
    */
   autoGc?: boolean;
+  /**
+   * Per-subject quotas in bytes of records held by the subject's live state and its snapshots.
+   * Over `soft`: the write succeeds and `statefs: quota warn ...` is emitted once per subject per
+   * `quotaWarnIntervalMs`. Over `hard`: `EDQUOTA` and `statefs: quota deny ...`. Deletes, snapshot
+   * deletion and restores are always allowed.
+   */
+  quotas?: Readonly<Record<string, { soft: number; hard: number }>>;
+  /** Minimum time between two soft-quota warnings for one subject (default 60 s). */
+  quotaWarnIntervalMs?: number;
   /** Subject that owns the state of a legacy v1 image (default `legacy`). */
   legacySubject?: string;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
@@ -58,6 +67,8 @@ export interface SubjectStat {
   liveBytes: number;
   /** Bytes only this subject's snapshots keep alive (not read by its live state). */
   snapshotOnlyBytes: number;
+  /** What quotas count: liveBytes + snapshotOnlyBytes, kept up to date write by write. */
+  usedBytes: number;
   snapshots: number;
 }
 

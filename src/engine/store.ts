@@ -32,6 +32,7 @@ import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { entryDiskBytes, type Entry } from './entry.js';
 import { JournalWriter, type Extent, type RecordToWrite } from './journal-writer.js';
+import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, indexKey, toBinary, toValue } from './names.js';
@@ -94,6 +95,10 @@ export class Store extends EventEmitter {
   private openTxnTotal = 0;
 
   private readonly usage: SegmentUsage;
+  /** Per subject: bytes of the records its live tree or its snapshots hold (what quotas count). */
+  private readonly subjectBytes = new Map<string, number>();
+  /** When each subject was last warned about its soft quota (markers only, never a decision). */
+  private readonly quotaWarnedAt = new Map<string, number>();
   private readonly journal: JournalWriter<Trees>;
   /** What happened while opening: how much was replayed, and any torn tail cut off. */
   readonly openReport: OpenReport;
@@ -113,7 +118,7 @@ export class Store extends EventEmitter {
     this.orphans = replayed.orphans;
     this.mounts = replayed.mounts;
     this.usage = new SegmentUsage(sb.segmentCount);
-    for (const e of distinctEntries(index, this.snapshots)) this.usage.addEntry(e);
+    for (const [subject, e] of distinctEntries(index, this.snapshots)) this.count(subject, e);
     this.usage.resetChain(scan.chain);
 
     this.journal = new JournalWriter<Trees>(
@@ -141,6 +146,9 @@ export class Store extends EventEmitter {
       heldEntriesIn: (segments) => this.heldEntriesIn(segments),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
+      moved: (subject, before, after) => {
+        this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + after - before);
+      },
       marker: (line) => {
         this.marker(line);
       },
@@ -202,6 +210,7 @@ export class Store extends EventEmitter {
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.PUT, key: recordKey(subject, bin), value: bytes };
+    this.checkQuota(subject, recordLength(record.key.length, bytes.length) - this.freedBy(subject, bin), op, key);
     if (!this.journal.fits([record])) {
       await this.reclaim();
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
@@ -339,7 +348,7 @@ export class Store extends EventEmitter {
         useReserve: true,
       });
       this.snapshots.remove(subject, name);
-      for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.usage.removeEntry(e);
+      for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
       await this.awaitDurable(appended.durable, op, subject, undefined);
     });
   }
@@ -540,7 +549,7 @@ export class Store extends EventEmitter {
       const tree = this.keys.workingTree(subject);
       const snaps = this.snapshots.of(subject);
       if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
-      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, snapshots: snaps.length };
+      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
       for (const e of tree?.values() ?? []) stat.liveBytes += entryDiskBytes(e);
       const counted = new Set<Entry>();
       for (const snap of snaps) {
@@ -716,10 +725,10 @@ export class Store extends EventEmitter {
       ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
     ];
     const appended = this.appendOrThrow(records, 'upgrade', undefined, undefined, { ownBatch: true });
-    entries.forEach(([, e], i) => {
+    entries.forEach(([ik, e], i) => {
       const extent = appended.extents[i + 1];
       if (extent !== undefined) e.extents = [extent];
-      this.usage.addEntry(e);
+      this.count(ik.slice(0, ik.indexOf('\0')), e);
     });
     await this.awaitDurable(appended.durable, 'upgrade', undefined, undefined);
     const sb: Superblock = {
@@ -845,6 +854,10 @@ export class Store extends EventEmitter {
     }
     records.push({ opcode: Op.COMMIT, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) });
     const onlyDeletes = ops.every((o) => o.value === null);
+    let delta = 0;
+    for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
+    for (const o of ops) delta -= this.freedBy(subject, o.bin);
+    if (!onlyDeletes) this.checkQuota(subject, delta, op, undefined);
     if (!this.journal.fits(records, { useReserve: onlyDeletes })) {
       await this.reclaim();
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
@@ -868,12 +881,49 @@ export class Store extends EventEmitter {
     const old = tree.get(bin);
     tree.set(bin, entry);
     this.release(subject, bin, old);
-    this.usage.addEntry(entry);
+    this.count(subject, entry);
+  }
+
+  /** Bytes a write of `bin` releases: its current entry, unless a snapshot keeps holding it. */
+  private freedBy(subject: string, bin: string): number {
+    const old = this.keys.workingTree(subject)?.get(bin);
+    return old === undefined || this.snapshots.holds(subject, bin, old) ? 0 : entryDiskBytes(old);
+  }
+
+  /** Refuse a write that would take `subject` over its hard quota; warn over the soft one. */
+  private checkQuota(subject: string, delta: number, op: string, key: string | undefined): void {
+    const quota = this.options.quotas?.[subject];
+    if (quota === undefined || delta <= 0) return;
+    const used = (this.subjectBytes.get(subject) ?? 0) + delta;
+    if (used > quota.hard) {
+      this.marker(`statefs: quota deny subject=${subject} used=${used} hard=${quota.hard}`);
+      throw StatefsError.EDQUOTA(`${subject} would use ${used} bytes (hard quota ${quota.hard})`, { op, subject, ...(key === undefined ? {} : { key }) });
+    }
+    if (used > quota.soft) {
+      const now = Date.now();
+      const last = this.quotaWarnedAt.get(subject);
+      if (last === undefined || now - last >= (this.options.quotaWarnIntervalMs ?? 60_000)) {
+        this.quotaWarnedAt.set(subject, now);
+        this.marker(`statefs: quota warn subject=${subject} used=${used} soft=${quota.soft}`);
+      }
+    }
+  }
+
+  /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
+  private count(subject: string, e: Entry): void {
+    this.usage.addEntry(e);
+    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + entryDiskBytes(e));
+  }
+
+  /** Nothing holds the entry any more. */
+  private uncount(subject: string, e: Entry): void {
+    this.usage.removeEntry(e);
+    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) - entryDiskBytes(e));
   }
 
   /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
   private release(subject: string, bin: string, old: Entry | undefined): void {
-    if (old !== undefined && !this.snapshots.holds(subject, bin, old)) this.usage.removeEntry(old);
+    if (old !== undefined && !this.snapshots.holds(subject, bin, old)) this.uncount(subject, old);
   }
 
   private deleteEntry(subject: string, bin: string): void {
@@ -953,7 +1003,7 @@ export class Store extends EventEmitter {
   }
 
   private releaseAfterRestore(subject: string, bin: string, e: Entry): void {
-    if (!this.snapshots.holds(subject, bin, e)) this.usage.removeEntry(e);
+    if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
   }
 
   private snapshotInfo(snap: Snapshot): SnapshotInfo {

@@ -32,7 +32,7 @@ export function addStatCommand(program: Command): void {
 
 /** A subject with no keys is not in the stat; report it as empty rather than missing. */
 function subjectStat(stat: StoreStat, subject: string): SubjectStat {
-  return stat.subjects.find((s) => s.subject === subject) ?? { subject, keys: 0, liveBytes: 0, snapshotOnlyBytes: 0, snapshots: 0 };
+  return stat.subjects.find((s) => s.subject === subject) ?? { subject, keys: 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: 0, snapshots: 0 };
 }
 
 /** `app: 2 keys, 1.5 KiB live`, and for a subject with snapshots `, 12 KiB snapshot-only, 2 snapshots`. */

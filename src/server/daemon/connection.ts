@@ -176,7 +176,8 @@ export class Connection {
       const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
       res = { ...res, stat: { ...res.stat, subjects: res.stat.subjects.filter((x) => visible(x.subject)), snapshots: res.stat.snapshots.filter((x) => visible(x.subject)) } };
     }
-    if (AUDITED.has(req.op)) {
+    // Administrative acts, and every quota denial.
+    if (AUDITED.has(req.op) || (res instanceof StatefsError && res.code === 'EDQUOTA')) {
       const detail = !(res instanceof StatefsError) && res.op === 'GC_NOW' ? { detail: { freedBytes: res.result.freedBytes } } : {};
       await this.#audit({ ...base, result: res instanceof StatefsError ? res.code : 'OK', ...detail });
     }

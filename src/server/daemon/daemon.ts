@@ -1,3 +1,4 @@
+import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
 import { chmod, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -41,12 +42,23 @@ function mountGrants(policy: Policy): Record<string, string[]> {
   return out;
 }
 
+/** Each subject's quota from the policy. */
+function quotas(policy: Policy): Record<string, { soft: number; hard: number }> {
+  const out: Record<string, { soft: number; hard: number }> = {};
+  for (const [subject, entry] of policy.subjects) if (entry.quota !== undefined) out[subject] = entry.quota;
+  return out;
+}
+
+/** Store options the policy decides: mount grants and quotas. */
+function storeOptions(policy: Policy): OpenOptions {
+  return { grants: mountGrants(policy), quotas: quotas(policy) };
+}
+
 async function openStore(options: DaemonOptions, policy: Policy): Promise<Store> {
-  const grants = mountGrants(policy);
   if (options.createSize !== undefined && !existsSync(options.imagePath)) {
-    return Store.create(options.imagePath, { size: options.createSize, grants });
+    return Store.create(options.imagePath, { size: options.createSize, ...storeOptions(policy) });
   }
-  return Store.open(options.imagePath, { grants });
+  return Store.open(options.imagePath, storeOptions(policy));
 }
 
 /** Removes a socket file no daemon answers on; EBUSY when one does. */
@@ -100,7 +112,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     store: (): Store => store,
     reopen: async (): Promise<void> => {
       await store.close();
-      store = await Store.open(options.imagePath, { grants: mountGrants(policy) });
+      store = await Store.open(options.imagePath, storeOptions(policy));
       store.on('marker', onMarker);
     },
   };

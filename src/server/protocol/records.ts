@@ -86,7 +86,7 @@ export function writeStoreStat(w: WireWriter, s: StoreStat): void {
   w.u64(s.capacity).u64(s.segmentSize).u64(s.segments).u64(s.segmentsUsed).u64(s.segmentsFree);
   w.u64(s.usedBytes).u64(s.liveBytes).u64(s.garbageBytes).u64(s.freeBytes);
   w.u32(s.subjects.length);
-  for (const x of s.subjects) w.str(x.subject).u64(x.keys).u64(x.liveBytes).u64(x.snapshotOnlyBytes).u64(x.snapshots);
+  for (const x of s.subjects) w.str(x.subject).u64(x.keys).u64(x.liveBytes).u64(x.snapshotOnlyBytes).u64(x.usedBytes).u64(x.snapshots);
   writePins(w, s.snapshots);
 }
 
@@ -102,8 +102,8 @@ export function readStoreStat(r: WireReader): StoreStat {
     garbageBytes: r.u64(),
     freeBytes: r.u64(),
   };
-  const n = r.count(2 + 32);
+  const n = r.count(2 + 40);
   const subjects: SubjectStat[] = [];
-  for (let i = 0; i < n; i++) subjects.push({ subject: r.str(), keys: r.u64(), liveBytes: r.u64(), snapshotOnlyBytes: r.u64(), snapshots: r.u64() });
+  for (let i = 0; i < n; i++) subjects.push({ subject: r.str(), keys: r.u64(), liveBytes: r.u64(), snapshotOnlyBytes: r.u64(), usedBytes: r.u64(), snapshots: r.u64() });
   return { ...head, subjects, snapshots: readPins(r) };
 }
