@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { connect, type Client } from '../src/client/client.js';
 import { Store } from '../src/engine/store.js';
-import { isStatefsError, type ErrorCode } from '../src/errors.js';
+import { StatefsError, isStatefsError, type ErrorCode } from '../src/errors.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
 import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
-import { savePolicy } from '../src/server/policy/policy-file.js';
+import { loadPolicy, savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
@@ -115,6 +115,20 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
       assert.equal(lines.length, audit.lines);
       assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GC_NOW' && l.result === 'EPERM'));
       assert.ok(lines.some((l) => l.subject === 'bob' && l.op === 'GET' && l.target === 'alice' && l.result === 'EPERM'));
+
+      // A policy reload (SIGHUP in statefsd) applies to the next request, and is audited.
+      const reloaded = await loadPolicy(s.policy);
+      const bobPolicy = reloaded.subjects.get('bob');
+      assert.ok(bobPolicy !== undefined);
+      reloaded.subjects.set('bob', { ...bobPolicy, rights: [...bobPolicy.rights, 'gc'] });
+      await savePolicy(s.policy, reloaded);
+      await daemon.reloadPolicy();
+      assert.equal(await codeOf(bob.gcNow()), 'OK');
+      await writeFile(s.policy, '{ not json');
+      await assert.rejects(daemon.reloadPolicy(), (err: unknown) => err instanceof StatefsError && err.code === 'EINVAL');
+      assert.equal(await codeOf(bob.gcNow()), 'OK', 'a bad file keeps the old policy');
+      await savePolicy(s.policy, reloaded);
+      assert.match(await readFile(s.audit, 'utf8'), /"op":"POLICY_RELOAD","result":"OK"/);
 
       // Quotas come from the policy: bob's hard quota is 40,000 bytes; denials are audited.
       assert.equal(await codeOf(bob.put('bob', '/state/huge', new Uint8Array(50_000))), 'EDQUOTA');

@@ -86,6 +86,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => {
     stop('SIGINT');
   });
+  process.on('SIGHUP', () => {
+    log('SIGHUP: reloading the policy');
+    daemon.reloadPolicy().catch(() => undefined); // logged and audited by the daemon
+  });
 }
 
 ignoreBrokenPipe();

@@ -106,7 +106,7 @@ export class Store extends EventEmitter {
   private constructor(
     private readonly device: BlockDevice,
     replayed: Replayed,
-    private readonly options: OpenOptions,
+    private options: OpenOptions,
   ) {
     super();
     const { sb, scan, index } = replayed;
@@ -499,6 +499,19 @@ export class Store extends EventEmitter {
       .all()
       .filter((m) => this.snapshots.get(m.owner, m.name)?.id !== m.snapId)
       .map((m) => ({ caller: m.caller, path: m.path }));
+  }
+
+  /**
+   * Replace the access rules that come from outside the image: cross-subject mount grants and
+   * quotas (the daemon calls this when it reloads its policy). Applies to the next request.
+   */
+  setAccess(access: Pick<OpenOptions, 'grants' | 'quotas'>): void {
+    const next: OpenOptions = { ...this.options };
+    delete next.grants;
+    delete next.quotas;
+    if (access.grants !== undefined) next.grants = access.grants;
+    if (access.quotas !== undefined) next.quotas = access.quotas;
+    this.options = next;
   }
 
   /** Resolves when every write issued before it is durable. */

@@ -27,6 +27,11 @@ export interface DaemonOptions {
 
 export interface Daemon {
   close(): Promise<void>;
+  /**
+   * Load the policy file again (SIGHUP in statefsd): tokens, rights, grants and quotas apply to
+   * the next request. An invalid file keeps the old policy and rejects. Audited either way.
+   */
+  reloadPolicy(): Promise<void>;
 }
 
 const DEFAULT_MAX_CONNECTIONS = 256;
@@ -91,7 +96,7 @@ function listen(server: Server, path: string): Promise<void> {
 /** Opens the image and serves it on a Unix socket until `close()`. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const log = options.log ?? ((): void => undefined);
-  const policy = await loadPolicy(options.policyPath);
+  let policy = await loadPolicy(options.policyPath);
   const audit = await AuditLog.open(options.auditPath);
   let store: Store;
   try {
@@ -165,7 +170,22 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await audit.close();
     log('closed');
   };
+  const reloadPolicy = async (): Promise<void> => {
+    try {
+      const next = await loadPolicy(options.policyPath);
+      policy = next;
+      store.setAccess(storeOptions(next));
+      await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
+      log('policy reloaded');
+    } catch (err) {
+      const e = toStatefsError(err);
+      await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: e.code, detail: e.message.slice(0, 200) }).catch(() => undefined);
+      log(`policy reload failed, keeping the old one: ${e.message}`);
+      throw e;
+    }
+  };
   return {
     close: (): Promise<void> => (closed ??= shutdown()),
+    reloadPolicy,
   };
 }
