@@ -236,3 +236,28 @@ test('statefsd: child process serves, SIGTERM exits 0', async () => {
     }
   });
 });
+
+test('daemon: loopback TCP only when asked, and only on a loopback address', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    await assert.rejects(
+      startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, createSize: 8 * MiB, listen: { host: '0.0.0.0', port: 0 } }),
+      (err: unknown) => isStatefsError(err) && err.code === 'EINVAL',
+    );
+    const plain = await start(s);
+    assert.equal(plain.tcpPort, undefined);
+    await plain.close();
+    const daemon = await startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, listen: { host: '127.0.0.1', port: 0 } });
+    try {
+      const port = daemon.tcpPort;
+      assert.ok(port !== undefined && port > 0);
+      const c = await connect({ host: '127.0.0.1', port, token: s.aliceToken });
+      await c.put('alice', '/state/tcp', 'over tcp');
+      assert.equal(text(await c.get('alice', '/state/tcp')), 'over tcp');
+      await c.close();
+      await assert.rejects(connect({ token: s.aliceToken }), (err: unknown) => isStatefsError(err) && err.code === 'EINVAL');
+    } finally {
+      await daemon.close();
+    }
+  });
+});

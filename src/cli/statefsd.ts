@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { isStatefsError } from '../errors.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_USAGE, EXIT_UNAVAILABLE } from './exit-codes.js';
@@ -12,6 +12,17 @@ interface DaemonArgs {
   policy: string;
   audit: string;
   createSize?: number;
+  listen?: { host: string; port: number };
+}
+
+/** `127.0.0.1:7400` or `[::1]:7400`; the daemon itself refuses non-loopback hosts. */
+function parseListen(text: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (m?.[1] === undefined || !Number.isInteger(port) || port > 65_535) {
+    throw new InvalidArgumentError('use host:port, e.g. 127.0.0.1:7400');
+  }
+  return { host: m[1], port };
 }
 
 const log = (message: string): void => {
@@ -26,6 +37,7 @@ function parseArgs(argv: string[]): DaemonArgs {
     .requiredOption('--policy <file>', 'policy file (subjects, token hashes, rights, grants)')
     .requiredOption('--audit <file>', 'audit log (append-only JSON lines)')
     .option('--create-size <size>', 'create the image with this size when it does not exist', parseSize)
+    .option('--listen <host:port>', 'also listen on loopback TCP (127.0.0.0/8 or ::1 only)', parseListen)
     .exitOverride()
     .configureOutput({
       outputError: (message, write) => {
@@ -55,6 +67,7 @@ async function main(): Promise<void> {
       policyPath: args.policy,
       auditPath: args.audit,
       ...(args.createSize === undefined ? {} : { createSize: args.createSize }),
+      ...(args.listen === undefined ? {} : { listen: args.listen }),
       onMarker: (line) => {
         process.stdout.write(`${line}\n`);
       },

@@ -7,8 +7,10 @@ import { ClientTxn } from './txn.js';
 import { WireConnection, type Outgoing } from './wire.js';
 
 export interface ConnectOptions {
-  /** Path of the daemon's Unix socket. */
-  socket: string;
+  /** Path of the daemon's Unix socket (or give `host` and `port` for its loopback TCP listener). */
+  socket?: string;
+  host?: string;
+  port?: number;
   token: string;
 }
 
@@ -33,7 +35,12 @@ export class Client {
   }
 
   static async connect(options: ConnectOptions): Promise<Client> {
-    const wire = await WireConnection.open(options.socket);
+    const { socket, host, port } = options;
+    const target = socket ?? (host !== undefined && port !== undefined ? { host, port } : undefined);
+    if (target === undefined || (socket !== undefined && (host !== undefined || port !== undefined))) {
+      throw StatefsError.EINVAL('connect needs either socket or host and port', { op: 'connect' });
+    }
+    const wire = await WireConnection.open(target);
     try {
       const hello = expect(await wire.request({ op: 'HELLO', token: options.token }), 'HELLO');
       return new Client(wire, hello.subject);

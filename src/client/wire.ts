@@ -37,11 +37,13 @@ export class WireConnection {
     });
   }
 
-  static open(path: string): Promise<WireConnection> {
+  /** Connect to a Unix socket path, or to `{ host, port }` (the daemon's loopback TCP listener). */
+  static open(target: string | { host: string; port: number }): Promise<WireConnection> {
     return new Promise((resolve, reject) => {
-      const socket = createConnection(path);
+      const socket = typeof target === 'string' ? createConnection(target) : createConnection(target.port, target.host);
+      const where = typeof target === 'string' ? target : `${target.host}:${target.port}`;
       const onError = (err: Error): void => {
-        reject(StatefsError.EIO(`connecting to ${path}: ${err.message}`, { op: 'connect', cause: err }));
+        reject(StatefsError.EIO(`connecting to ${where}: ${err.message}`, { op: 'connect', cause: err }));
       };
       socket.once('error', onError);
       socket.once('connect', () => {

@@ -1,7 +1,7 @@
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
 import { chmod, rm } from 'node:fs/promises';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
 import { Store } from '../../engine/store.js';
 import { StatefsError } from '../../errors.js';
 import { AuditLog } from '../audit/audit-log.js';
@@ -17,6 +17,8 @@ export interface DaemonOptions {
   auditPath: string;
   /** Create the image with this many bytes when it does not exist. */
   createSize?: number;
+  /** Also listen on TCP, loopback only (127.0.0.0/8 or ::1); port 0 picks a free port. */
+  listen?: { host: string; port: number };
   maxConnections?: number;
   maxInFlight?: number;
   /** Marker lines of the store (spec section 9). */
@@ -27,6 +29,8 @@ export interface DaemonOptions {
 
 export interface Daemon {
   close(): Promise<void>;
+  /** The TCP port the daemon listens on, when asked to (`options.listen`). */
+  readonly tcpPort: number | undefined;
   /**
    * Load the policy file again (SIGHUP in statefsd): tokens, rights, grants and quotas apply to
    * the next request. An invalid file keeps the old policy and rejects. Audited either way.
@@ -83,10 +87,22 @@ async function clearStaleSocket(path: string): Promise<void> {
   await rm(path, { force: true });
 }
 
-function listen(server: Server, path: string): Promise<void> {
+function tcpPortOf(server: Server | undefined): number | undefined {
+  const address = server?.address();
+  return typeof address === 'object' && address !== null ? address.port : undefined;
+}
+
+/** Only loopback addresses: the daemon's tokens travel in the clear. */
+function checkLoopback(host: string): void {
+  const v = isIP(host);
+  const loopback = (v === 4 && host.startsWith('127.')) || (v === 6 && (host === '::1' || host === '0:0:0:0:0:0:0:1'));
+  if (!loopback) throw StatefsError.EINVAL(`--listen ${host}: only a loopback address (127.0.0.0/8 or ::1) is allowed`, { op: 'listen' });
+}
+
+function listen(server: Server, where: string | { host: string; port: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    server.listen(typeof where === 'string' ? { path: where } : { host: where.host, port: where.port }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -96,6 +112,7 @@ function listen(server: Server, path: string): Promise<void> {
 /** Opens the image and serves it on a Unix socket until `close()`. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const log = options.log ?? ((): void => undefined);
+  if (options.listen !== undefined) checkLoopback(options.listen.host);
   let policy = await loadPolicy(options.policyPath);
   const audit = await AuditLog.open(options.auditPath);
   let store: Store;
@@ -133,7 +150,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     },
     log,
   };
-  const server = createServer((socket: Socket) => {
+  const accept = (socket: Socket): void => {
     socket.on('error', (err) => {
       log(`connection error: ${err.message}`);
     });
@@ -144,7 +161,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const conn = new Connection(socket, ctx);
     connections.add(conn);
     socket.on('close', () => connections.delete(conn));
-  });
+  };
+  const server = createServer(accept);
+  const tcp = options.listen === undefined ? undefined : createServer(accept);
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
   });
@@ -152,20 +171,24 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await clearStaleSocket(options.socketPath);
     await listen(server, options.socketPath);
     await chmod(options.socketPath, 0o600);
+    if (tcp !== undefined && options.listen !== undefined) await listen(tcp, options.listen);
   } catch (err) {
     server.close();
+    tcp?.close();
     await store.close();
     await audit.close();
     throw toStatefsError(err);
   }
-  log(`listening on ${options.socketPath}`);
+  log(`listening on ${options.socketPath}${tcp === undefined ? '' : ` and on TCP port ${String(tcpPortOf(tcp))} of ${options.listen?.host ?? ''}`}`);
   let closed: Promise<void> | undefined;
   const shutdown = async (): Promise<void> => {
     closing = true;
     const stopped = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+    const tcpStopped = tcp === undefined ? Promise.resolve() : new Promise<void>((resolve) => tcp.close(() => { resolve(); }));
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     for (const conn of connections) conn.end();
     await stopped;
+    await tcpStopped;
     await store.close();
     await audit.close();
     log('closed');
@@ -186,6 +209,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   };
   return {
     close: (): Promise<void> => (closed ??= shutdown()),
+    tcpPort: tcpPortOf(tcp),
     reloadPolicy,
   };
 }
