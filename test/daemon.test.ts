@@ -261,3 +261,32 @@ test('daemon: loopback TCP only when asked, and only on a loopback address', asy
     }
   });
 });
+
+test('daemon: a half-sent frame times out with EINVAL; an idle connection is closed', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, createSize: 8 * MiB, frameTimeoutMs: 200, idleTimeoutMs: 400 });
+    try {
+      const slow = createConnection(s.socket);
+      await once(slow, 'connect');
+      const got: Buffer[] = [];
+      slow.on('data', (b: Buffer) => got.push(b));
+      slow.write(Buffer.from([40, 0, 0, 0, 1])); // 5 bytes of a 44-byte frame, then silence
+      await once(slow, 'close');
+      const frames = new FrameReader().push(Buffer.concat(got));
+      const answer = frames[0] === undefined ? undefined : decodeResponse(frames[0]);
+      assert.ok(answer?.status === 'error', 'an error frame before the close');
+      assert.equal(answer.error.code, 'EINVAL');
+      const idle = createConnection(s.socket);
+      await once(idle, 'connect');
+      const t0 = Date.now();
+      await once(idle, 'close');
+      assert.ok(Date.now() - t0 >= 300, 'closed after the idle timeout, not at once');
+      const c = await connect({ socket: s.socket, token: s.aliceToken }); // the daemon still serves
+      await c.put('alice', '/state/after', 'x');
+      await c.close();
+    } finally {
+      await daemon.close();
+    }
+  });
+});

@@ -18,6 +18,10 @@ export interface ConnectionContext {
   audit: AuditLog;
   policy(): Policy;
   maxInFlight: number;
+  /** Close a connection that sent nothing and waited for nothing this long. */
+  idleTimeoutMs: number;
+  /** Refuse (EINVAL) a frame whose bytes stop arriving for this long. */
+  frameTimeoutMs: number;
   closing(): boolean;
   /** Registers an in-flight request so that `close()` can wait for it. */
   track(work: Promise<void>): void;
@@ -41,19 +45,46 @@ export class Connection {
   #caller: string | undefined;
   #inFlight = 0;
   #dead = false;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
     this.#ctx = ctx;
     socket.on('data', (chunk: Buffer) => {
       this.#onData(chunk);
+      this.#arm();
     });
+    this.#arm();
     socket.on('error', (err) => {
       ctx.log(`connection error: ${err.message}`);
     });
     socket.on('close', () => {
       this.#dead = true;
+      clearTimeout(this.#timer);
     });
+  }
+
+  /**
+   * One timer per connection: while a frame is half received it must complete within
+   * `frameTimeoutMs` (a slow-loris peer cannot hold a slot); otherwise a connection with no
+   * request in flight is closed after `idleTimeoutMs`.
+   */
+  #arm(): void {
+    clearTimeout(this.#timer);
+    if (this.#dead) return;
+    const partial = this.#reader.buffered > 0;
+    const ms = partial ? this.#ctx.frameTimeoutMs : this.#ctx.idleTimeoutMs;
+    this.#timer = setTimeout(() => {
+      if (this.#dead) return;
+      if (partial) {
+        this.#fatal(errorResponse(0, undefined, StatefsError.EINVAL(`a frame stayed incomplete for ${ms} ms`, { op: 'read' })));
+      } else if (this.#inFlight === 0) {
+        this.end();
+      } else {
+        this.#arm();
+      }
+    }, ms);
+    this.#timer.unref();
   }
 
   /** Ends the connection once everything queued is written. */
@@ -64,8 +95,13 @@ export class Connection {
     setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 
+  /** Backpressure: while the peer does not read its answers, stop reading its requests. */
   #send(frame: Uint8Array): void {
-    if (!this.#socket.destroyed && this.#socket.writable) this.#socket.write(frame);
+    if (this.#socket.destroyed || !this.#socket.writable) return;
+    if (!this.#socket.write(frame) && !this.#socket.isPaused()) {
+      this.#socket.pause();
+      this.#socket.once('drain', () => this.#socket.resume());
+    }
   }
 
   /** Answer with one error frame and close: the stream cannot be trusted any more. */

@@ -21,6 +21,10 @@ export interface DaemonOptions {
   listen?: { host: string; port: number };
   maxConnections?: number;
   maxInFlight?: number;
+  /** Close connections idle this long (default 5 min). */
+  idleTimeoutMs?: number;
+  /** Refuse frames whose bytes stop arriving for this long (default 10 s). */
+  frameTimeoutMs?: number;
   /** Marker lines of the store (spec section 9). */
   onMarker?: (line: string) => void;
   /** Diagnostics (default: none). */
@@ -143,6 +147,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     audit,
     policy: (): Policy => policy,
     maxInFlight: options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+    idleTimeoutMs: options.idleTimeoutMs ?? 5 * 60_000,
+    frameTimeoutMs: options.frameTimeoutMs ?? 10_000,
     closing: (): boolean => closing,
     track: (work: Promise<void>): void => {
       inFlight.add(work);
