@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import pino from 'pino';
 import { isStatefsError } from '../errors.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_USAGE, EXIT_UNAVAILABLE } from './exit-codes.js';
@@ -25,8 +26,13 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: m[1], port };
 }
 
+// Structured logs: one JSON object per line on stderr (pino); marker lines go to stdout.
+const logger = pino({ base: { name: 'statefsd', pid: process.pid } }, pino.destination(2));
 const log = (message: string): void => {
-  process.stderr.write(`statefsd: ${message}\n`);
+  logger.info(message);
+};
+const logError = (message: string): void => {
+  logger.error(message);
 };
 
 function parseArgs(argv: string[]): DaemonArgs {
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
       log,
     });
   } catch (err) {
-    log(`cannot start: ${isStatefsError(err) || err instanceof Error ? err.message : String(err)}`);
+    logError(`cannot start: ${isStatefsError(err) || err instanceof Error ? err.message : String(err)}`);
     process.exitCode = EXIT_UNAVAILABLE;
     return;
   }
@@ -88,7 +94,7 @@ async function main(): Promise<void> {
         process.exit(0);
       },
       (err: unknown) => {
-        log(`close failed: ${err instanceof Error ? err.message : String(err)}`);
+        logError(`close failed: ${err instanceof Error ? err.message : String(err)}`);
         process.exit(1);
       },
     );
