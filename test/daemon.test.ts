@@ -67,6 +67,14 @@ async function errorScenario(alice: Api, bob: Api): Promise<(ErrorCode | 'OK')[]
     await codeOf(alice.put('alice', '/mnt/b/x', 'two')),
     await codeOf(bob.deleteSnap('bob', 'nope')),
     await codeOf(bob.delete('bob', '/state/missing')),
+    await codeOf(bob.put('bob', '/state/x/child', 'c')),
+    await codeOf(bob.put('bob', '/state/dir/leaf', 'l')),
+    await codeOf(bob.put('bob', '/state/dir', 'd')),
+    await codeOf(bob.put('bob', '/state/big', new Uint8Array(65_537))),
+    await codeOf(bob.put('bob', 'state/no-slash', 'v')),
+    await codeOf(bob.put('bob', `/state/${'k'.repeat(250)}`, 'v')),
+    await codeOf(bob.snapshot('bob', 'n'.repeat(65))),
+    await codeOf(bob.deleteSnap('bob', 's1')),
   ];
 }
 
@@ -144,7 +152,23 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
       } finally {
         await embedded.close();
       }
-      assert.deepEqual(wire, ['OK', 'OK', 'EEXIST', 'OK', 'EROFS', 'ENOENT', 'ENOENT']);
+      assert.deepEqual(wire, ['OK', 'OK', 'EEXIST', 'OK', 'EROFS', 'ENOENT', 'ENOENT', 'ENOTDIR', 'OK', 'EISDIR', 'EFBIG', 'EINVAL', 'ENAMETOOLONG', 'ENAMETOOLONG', 'EBUSY']);
+
+      // Isolation: without a grant, bob can neither read, list, snapshot, mount nor gc alice's
+      // data; every denial is audited.
+      const denied = [
+        await codeOf(bob.get('alice', '/state/a')),
+        await codeOf(bob.list('alice', '/state/')),
+        await codeOf(bob.snapshot('alice', 'steal')),
+        await codeOf(bob.listSnaps('alice')),
+        await codeOf(bob.mountSnap('bob', 'alice', 'steal', '/mnt/steal')),
+        await codeOf(bob.diffSnaps('alice', '@live', '@live')),
+      ];
+      assert.deepEqual(denied, ['EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM']);
+      const denials = (await readFile(s.audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      for (const op of ['GET', 'LIST', 'SNAPSHOT', 'LIST_SNAPS', 'MOUNT', 'DIFF_SNAPS']) {
+        assert.ok(denials.some((l) => l.subject === 'bob' && l.op === op && l.result === 'EPERM'), `${op} denial audited`);
+      }
       assert.equal(text(await alice.get('alice', '/mnt/b/x')), 'one');
       const auditText = await readFile(s.audit, 'utf8');
       assert.match(auditText, /"op":"SNAPSHOT"/);
