@@ -4,16 +4,40 @@ import type * as SortedBTree from 'sorted-btree';
 // sorted-btree is CommonJS with its class on `exports.default`; under ESM interop a default
 // import yields the exports object, so take `.default` explicitly. Checked right here.
 const require = createRequire(import.meta.url);
-const mod = require('sorted-btree') as { default: new <K, V>() => SortedBTree.default<K, V> };
+const mod = require('sorted-btree') as {
+  default: new <K, V>(entries?: [K, V][], compare?: (a: K, b: K) => number, maxNodeSize?: number) => SortedBTree.default<K, V>;
+};
 if (typeof mod.default !== 'function') throw new Error('sorted-btree: unexpected module shape');
+const SortedMap = mod.default;
+/** Node size of every tree (wider than the library's 32: fewer levels for million-key trees). */
+const MAX_NODE_SIZE = 64;
 
-/** A B+ tree sorted map with O(1) copy-on-write `clone()`. */
-export const BTree = mod.default;
-export type BTree<K, V> = SortedBTree.default<K, V>;
+/** Plain `<` order: for our string keys it is bytewise order (binary strings), and cheaper than the library's default comparator, which also handles mixed types. */
+function compareKeys<K extends string | number>(a: K, b: K): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A B+ tree sorted map with O(1) copy-on-write `clone()` (clones keep the comparator). */
+export class BTree<K extends string | number, V> extends SortedMap<K, V> {
+  constructor() {
+    super(undefined, compareKeys, MAX_NODE_SIZE);
+  }
+}
+
+const bulkModule = require('sorted-btree/extended/bulkLoad') as {
+  bulkLoad: <K, V>(keys: K[], values: V[], maxNodeSize: number, compare: (a: K, b: K) => number) => SortedBTree.default<K, V>;
+};
+if (typeof bulkModule.bulkLoad !== 'function') throw new Error('sorted-btree: unexpected bulkLoad module shape');
+
+
+/** Build a tree from keys in strictly ascending order in O(n) (the caller checks the order). */
+export function bulkTree<K extends string | number, V>(keys: K[], values: V[]): BTree<K, V> {
+  return bulkModule.bulkLoad(keys, values, MAX_NODE_SIZE, compareKeys);
+}
 
 type DiffHandler<K, V> = ((k: K, v: V) => { break?: true } | undefined) | undefined;
 const diffModule = require('sorted-btree/extended/diffAgainst') as {
-  default: <K, V>(a: BTree<K, V>, b: BTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;
+  default: <K extends string | number, V>(a: BTree<K, V>, b: BTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;
 };
 if (typeof diffModule.default !== 'function') throw new Error('sorted-btree: unexpected diffAgainst module shape');
 
@@ -21,7 +45,7 @@ if (typeof diffModule.default !== 'function') throw new Error('sorted-btree: une
  * Report the differences between two trees (in no promised order), skipping subtrees they share
  * (cheap for a tree and its copy-on-write clones). Values are compared by identity.
  */
-export function diffTrees<K, V>(
+export function diffTrees<K extends string | number, V>(
   a: BTree<K, V>,
   b: BTree<K, V>,
   onlyA: (k: K, v: V) => void,

@@ -26,13 +26,18 @@ export function checkSubject(subject: unknown, op: string): string {
 
 /** UTF-8 bytes of `s` as a binary string; `EINVAL` for strings that are not well-formed UTF-16. */
 export function toBinary(s: string, what: string, op: string): string {
+  if (ASCII_RE.test(s)) return s; // the common case: ASCII is its own UTF-8
   if (!s.isWellFormed()) throw StatefsError.EINVAL(`${what} is not valid Unicode`, { op });
   return Buffer.from(s, 'utf8').toString('latin1');
 }
 
 export function fromBinary(b: string): string {
-  return Buffer.from(b, 'latin1').toString('utf8');
+  return ASCII_RE.test(b) ? b : Buffer.from(b, 'latin1').toString('utf8');
 }
+
+const ASCII_RE = /^[\x00-\x7f]*$/;
+/** An empty, `.` or `..` component, or a trailing slash. */
+const NON_CANONICAL_RE = /\/\/|\/\.\.?(?:\/|$)|\/$/;
 
 /**
  * Validate a key and return its binary form. Canonical paths only: under `root`, at most 255
@@ -46,10 +51,8 @@ export function checkKey(key: unknown, op: string, subject: string, root = KEY_R
     throw StatefsError.EINVAL(`key ${JSON.stringify(key)} must be a path under ${root}`, { op, subject, key });
   }
   if (bin.includes('\0')) throw StatefsError.EINVAL('key contains NUL', { op, subject, key });
-  for (const part of bin.slice(1).split('/')) {
-    if (part === '' || part === '.' || part === '..') {
-      throw StatefsError.EINVAL(`key ${JSON.stringify(key)} is not canonical (empty, . or .. component, or trailing /)`, { op, subject, key });
-    }
+  if (NON_CANONICAL_RE.test(bin)) {
+    throw StatefsError.EINVAL(`key ${JSON.stringify(key)} is not canonical (empty, . or .. component, or trailing /)`, { op, subject, key });
   }
   return bin;
 }

@@ -6,7 +6,7 @@ import { decodeRecord, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
-import { BTree } from './btree.js';
+import { BTree, bulkTree } from './btree.js';
 import type { Entry } from './entry.js';
 import type { Tree, Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
@@ -31,6 +31,8 @@ export interface Replayed {
   orphans: Orphan[];
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
   legacy?: LegacyImage;
+  /** The checkpoint replay started from: its records' bytes on disk, payload bytes and live entries. */
+  checkpoint: { recordBytes: number; payloadBytes: number; entries: number };
 }
 
 export interface Orphan {
@@ -49,7 +51,11 @@ interface PendingTxn {
   chunks: { ik: string; chunk: PayloadChunk; extent: Extent }[];
 }
 
-const NO_VALUE = new Uint8Array(0);
+/** The value of an entry loaded from a checkpoint until `readValues` reads it (compared by identity). */
+const UNREAD = new Uint8Array(0);
+/** An UNREAD entry already queued for reading. */
+const QUEUED = new Uint8Array(0);
+const EMPTY_VALUE = new Uint8Array(0);
 
 /**
  * Rebuild the index of a v3 image: load the checkpoint the superblock names (extents only), apply
@@ -60,15 +66,13 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const kind = await readImageKind(device);
   if (kind.kind === 'legacy-v1') return replayedLegacy(await replayLegacy(device, legacySubject), device.size);
   const sb = kind.sb;
-  const index = new IndexBuilder(sb);
-  const chunks: Uint8Array[] = [];
-  const ckpt = { loaded: false };
-  const txns = new Map<number, PendingTxn>();
   const snapshots = new SnapshotTable();
+  const index = new IndexBuilder(sb, snapshots);
+  const chunks: Uint8Array[] = [];
+  const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0 };
+  const txns = new Map<number, PendingTxn>();
   const mounts = new MountTable();
   const ids = { next: 1 };
-  /** Entries loaded from the checkpoint whose bytes are still to be read. */
-  const unread = new Set<Entry>();
   const apply = (batch: LoggedRecord[]): void => {
     for (const { record, extent } of batch) {
       switch (record.opcode) {
@@ -77,10 +81,14 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           if (c?.id !== sb.ckptId || ckpt.loaded) break; // an older or newer checkpoint: not ours
           if (c.index !== chunks.length) throw damaged(sb, extent, 'checkpoint chunks out of order');
           chunks.push(c.data.slice());
+          ckpt.recordBytes += extent.length;
           if (chunks.length === c.count) {
-            const decoded = decodeCheckpoint(Buffer.concat(chunks));
+            const payload = Buffer.concat(chunks);
+            const decoded = decodeCheckpoint(payload);
+            ckpt.payloadBytes = payload.length;
+            ckpt.entries = decoded.entries.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
-            loadCheckpoint(decoded, index, snapshots, mounts, unread, extent);
+            loadCheckpoint(decoded, index, snapshots, mounts, extent);
             ckpt.loaded = true;
           }
           break;
@@ -134,7 +142,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           requireCheckpoint(ckpt.loaded, sb, extent);
           const moved = decodeReloc(record.value);
           if (moved === undefined) throw damaged(sb, extent, 'malformed RELOC');
-          index.relocate(`${moved.segment}:${moved.offset}`, extent, moved.value, unread);
+          index.relocate({ segment: moved.segment, offset: moved.offset, length: 0 }, extent, moved.value);
           break;
         }
         case Op.SEGMENT:
@@ -148,9 +156,10 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
   const trees = [...index.trees.values(), ...snapshots.all().map((snap) => snap.tree)];
-  await readValues(device, sb, trees, unread);
+  await readValues(device, sb, trees);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
-  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans };
+  const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
 }
 
 /** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */
@@ -196,69 +205,80 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     records: legacy.records,
     bytes: 0,
   };
-  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), orphans: [], legacy };
+  const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0 };
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), orphans: [], legacy, checkpoint };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
   if (!loaded) throw damaged(sb, extent, 'data record before the checkpoint is complete');
 }
 
-/** Read the values of checkpointed entries that survived replay, one segment read at a time. */
-async function readValues(device: BlockDevice, sb: Superblock, trees: readonly Tree[], unread: Set<Entry>): Promise<void> {
+/**
+ * Read the values of checkpointed entries that survived replay (still `UNREAD`), one segment read
+ * at a time. Only entries still indexed after replay are read: a superseded one may point into a
+ * reused segment.
+ */
+async function readValues(device: BlockDevice, sb: Superblock, trees: readonly Tree[]): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
-  // Only entries still indexed after replay: a superseded one may point into a reused segment.
-  const live = new Set<Entry>();
-  for (const tree of trees) for (const e of tree.values()) if (unread.has(e)) live.add(e);
-  for (const e of live) {
-    for (const x of e.extents) {
-      let list = bySegment.get(x.segment);
-      if (list === undefined) bySegment.set(x.segment, (list = []));
-      if (list.at(-1) !== e) list.push(e);
+  for (const tree of trees) {
+    for (const e of tree.values()) {
+      const first = e.extents[0];
+      if (e.value !== UNREAD || first === undefined) continue;
+      e.value = QUEUED; // an entry shared by several trees is queued once
+      let list = bySegment.get(first.segment);
+      if (list === undefined) bySegment.set(first.segment, (list = []));
+      list.push(e);
     }
   }
-  const cache = new Map<number, Uint8Array>();
-  const segmentBytes = async (segment: number): Promise<Uint8Array> => {
-    let buf = cache.get(segment);
-    if (buf === undefined) {
-      if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
-      buf = await device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
-      cache.clear(); // keep one segment in memory at a time
-      cache.set(segment, buf);
-    }
-    return buf;
+  const read = async (segment: number): Promise<Uint8Array> => {
+    if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
+    return device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
+  };
+  const valueAt = (buf: Uint8Array, x: Extent): Uint8Array => {
+    const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
+    if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
+    const value = valueOfRecord(r.record);
+    if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
+    return value;
   };
   for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
-    for (const e of bySegment.get(segment) ?? []) {
-      if (!unread.has(e)) continue;
-      const parts: Uint8Array[] = [];
-      for (const x of e.extents) {
-        const buf = await segmentBytes(x.segment);
-        const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
-        if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
-        const value = valueOfRecord(r.record);
-        if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
-        parts.push(value);
+    const entries = bySegment.get(segment) ?? [];
+    const buf = await read(segment);
+    const values: Uint8Array[] = [];
+    let packed = 0;
+    for (const e of entries) {
+      let value: Uint8Array;
+      if (e.extents.length === 1 && e.extents[0] !== undefined) value = valueAt(buf, e.extents[0]);
+      else {
+        // A transaction value in several PAYLOAD records, possibly in other segments (rare).
+        const parts: Uint8Array[] = [];
+        for (const x of e.extents) parts.push(valueAt(x.segment === segment ? buf : await read(x.segment), x));
+        value = Buffer.concat(parts);
       }
-      e.value = parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : Buffer.concat(parts);
-      unread.delete(e);
+      values.push(value);
+      packed += value.length;
     }
+    // One allocation per segment instead of one per value: the values read from a segment share
+    // one buffer holding exactly those values (never the segment's other bytes).
+    const slab = new Uint8Array(packed);
+    let at = 0;
+    entries.forEach((entry, i) => {
+      const value = values[i] ?? EMPTY_VALUE;
+      slab.set(value, at);
+      entry.value = slab.subarray(at, at + value.length);
+      at += value.length;
+    });
   }
 }
 
 /** Load a checkpoint: live entries, snapshots (as differences from live) and mounts. Values are read later. */
-function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, unread: Set<Entry>, at: Extent): void {
+function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, at: Extent): void {
+  index.load(ckpt.entries, at);
   // The same record may be named by the live state and by snapshots: one Entry object per record.
   const entryFor = (extents: Extent[]): Entry => {
-    let entry = index.byRecord.get(recordId(extents[0]));
-    if (entry === undefined) {
-      entry = { value: NO_VALUE, extents };
-      unread.add(entry);
-    }
-    return entry;
-  };
-  for (const e of ckpt.entries) index.set(e.key, entryFor(e.extents), at);
-  const register = (e: Entry): void => {
-    index.byRecord.set(recordId(e.extents[0]), e);
+    const first = extents[0];
+    const entry = first === undefined ? undefined : index.find(first);
+    return entry ?? index.register({ value: UNREAD, extents });
   };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
   for (const s of ckpt.snapshots) {
@@ -266,9 +286,7 @@ function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: Snapsh
     for (const d of s.diff) {
       if (d.extents === null) tree.delete(d.key);
       else {
-        const entry = entryFor(d.extents);
-        register(entry);
-        tree.set(d.key, entry);
+        tree.set(d.key, entryFor(d.extents));
       }
     }
     snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest, at: absolute(index.sb, at) });
@@ -320,27 +338,77 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
 /** Builds the per-subject trees from index keys (`subject NUL key`) found in records and checkpoints. */
 class IndexBuilder {
   readonly trees: Trees = new Map();
-  /** Every entry seen, by its first record, so a RELOC record can find what it moved. */
-  readonly byRecord = new Map<string, Entry>();
-  constructor(readonly sb: Superblock) {}
+  /**
+   * Every indexed entry by its first record, so a RELOC record or a snapshot's checkpointed
+   * difference can find the entry it names. Built on first use (most opens never need it: a
+   * map of every entry costs a second per million keys) and kept up to date after that.
+   */
+  private byRecord: Map<number, Entry> | undefined;
+  constructor(
+    readonly sb: Superblock,
+    private readonly snapshots: SnapshotTable,
+  ) {}
 
   set(ik: string, entry: Entry, at: Extent): void {
     const [subject, bin] = this.split(ik, at);
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
     tree.set(bin, entry);
-    this.byRecord.set(recordId(entry.extents[0]), entry);
+    this.register(entry);
+  }
+
+  register(entry: Entry): Entry {
+    this.byRecord?.set(recordId(this.sb, entry.extents[0]), entry);
+    return entry;
+  }
+
+  /** The indexed entry (live or in a snapshot) whose first record is at `x`. */
+  find(x: Extent): Entry | undefined {
+    if (this.byRecord === undefined) {
+      this.byRecord = new Map();
+      const trees = [...this.trees.values(), ...this.snapshots.all().map((snap) => snap.tree)];
+      for (const tree of trees) for (const e of tree.values()) this.byRecord.set(recordId(this.sb, e.extents[0]), e);
+    }
+    return this.byRecord.get(recordId(this.sb, x));
+  }
+
+  /**
+   * Load a checkpoint's entries into empty trees. Checkpoints list each subject's keys in
+   * ascending order, so each tree is bulk-built in O(n); any other order is inserted key by key.
+   */
+  load(checkpointed: readonly { key: string; extents: Extent[] }[], at: Extent): void {
+    const bySubject = new Map<string, { bins: string[]; entries: Entry[]; sorted: boolean }>();
+    for (const { key, extents } of checkpointed) {
+      const entry: Entry = { value: UNREAD, extents };
+      const [subject, bin] = this.split(key, at);
+      let group = bySubject.get(subject);
+      if (group === undefined) bySubject.set(subject, (group = { bins: [], entries: [], sorted: true }));
+      const last = group.bins.at(-1);
+      if (last !== undefined && last >= bin) group.sorted = false;
+      group.bins.push(bin);
+      group.entries.push(entry);
+      this.register(entry);
+    }
+    for (const [subject, group] of bySubject) {
+      if (this.trees.has(subject) || !group.sorted) {
+        group.bins.forEach((bin, i) => {
+          const entry = group.entries[i];
+          if (entry !== undefined) this.set(`${subject}\0${bin}`, entry, at);
+        });
+      } else {
+        this.trees.set(subject, bulkTree(group.bins, group.entries));
+      }
+    }
   }
 
   /** GC moved the record at `from` to `to`: every tree holding that entry sees the new place. */
-  relocate(from: string, to: Extent, value: Uint8Array, unread: Set<Entry>): void {
-    const entry = this.byRecord.get(from);
+  relocate(from: Extent, to: Extent, value: Uint8Array): void {
+    const entry = this.find(from);
     if (entry === undefined) return; // nothing holds it any more
-    this.byRecord.delete(from);
+    this.byRecord?.delete(recordId(this.sb, from));
     entry.extents = [to];
-    entry.value = value.slice();
-    unread.delete(entry);
-    this.byRecord.set(recordId(to), entry);
+    entry.value = value.slice(); // no longer UNREAD
+    this.register(entry);
   }
 
   delete(ik: string, at: Extent): void {
@@ -355,8 +423,9 @@ class IndexBuilder {
   }
 }
 
-function recordId(x: Extent | undefined): string {
-  return x === undefined ? '' : `${x.segment}:${x.offset}`;
+/** A record's identity: its absolute byte offset (a number key keeps the map cheap at millions of entries). */
+function recordId(sb: Superblock, x: Extent | undefined): number {
+  return x === undefined ? -1 : absolute(sb, x);
 }
 
 function absolute(sb: Superblock, x: Extent): number {

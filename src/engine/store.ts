@@ -138,7 +138,11 @@ export class Store extends EventEmitter {
       // in place: open refused any tail holding a valid batch of this segment's life.
       replayed.legacy !== undefined,
     );
-    this.bytesAtCheckpoint = -scan.bytes;
+    // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
+    // with a large checkpoint and a short log must not make close write the same checkpoint again.
+    this.bytesAtCheckpoint = -(scan.bytes - replayed.checkpoint.recordBytes);
+    this.lastCheckpointBytes = replayed.checkpoint.payloadBytes;
+    this.entriesAtCheckpoint = replayed.checkpoint.entries;
     this.legacy = replayed.legacy !== undefined;
     this.compactor = new Compactor({
       usage: this.usage,

@@ -140,6 +140,9 @@ export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
 /** Appends little-endian fields to a growing buffer. */
 class Writer {
   private buf = new Uint8Array(1024);
+  private v = view(this.buf);
+  /** The same bytes as a Buffer, for latin1 string writes. */
+  private b = Buffer.from(this.buf.buffer);
   private at = 0;
 
   private room(n: number): DataView {
@@ -147,8 +150,10 @@ class Writer {
       const bigger = new Uint8Array(Math.max(this.buf.length * 2, this.at + n));
       bigger.set(this.buf.subarray(0, this.at));
       this.buf = bigger;
+      this.v = view(bigger);
+      this.b = Buffer.from(bigger.buffer);
     }
-    return view(this.buf);
+    return this.v;
   }
 
   u8(x: number): void {
@@ -176,7 +181,8 @@ class Writer {
   str(s: string, lengthBytes: 1 | 2): void {
     if (lengthBytes === 1) this.u8(s.length);
     else this.u16(s.length);
-    this.bytes(Buffer.from(s, 'latin1'));
+    this.room(s.length);
+    this.at += this.b.write(s, this.at, 'latin1');
   }
   extents(list: readonly CheckpointExtent[]): void {
     this.u8(list.length);
@@ -195,9 +201,11 @@ class Writer {
 class Reader {
   private at = 0;
   private readonly v: DataView;
+  private readonly b: Buffer;
 
   constructor(private readonly buf: Uint8Array) {
     this.v = view(buf);
+    this.b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
   bad(what: string): StatefsError {
@@ -227,7 +235,8 @@ class Reader {
   }
   str(lengthBytes: 1 | 2): string {
     const n = lengthBytes === 1 ? this.u8() : this.u16();
-    return Buffer.from(this.bytes(n)).toString('latin1');
+    const at = this.need(n);
+    return this.b.toString('latin1', at, at + n);
   }
   extents(): CheckpointExtent[] {
     const out: CheckpointExtent[] = [];

@@ -39,15 +39,17 @@ export function recordLength(keyLen: number, valueLen: number): number {
 
 /** Write one record into `out` at `at`; returns the bytes written. `out` must have room. */
 export function encodeRecordInto(out: Uint8Array, at: number, opcode: number, key: Uint8Array, value: Uint8Array): number {
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  view.setUint32(at, RECORD_MAGIC, true);
-  view.setUint8(at + 4, opcode);
-  view.setUint16(at + 5, key.length, true);
-  view.setUint32(at + 7, value.length, true);
+  // Byte stores rather than a DataView: records are encoded once per write, and a DataView per
+  // record shows up in profiles of bulk loads.
+  putU32(out, at, RECORD_MAGIC);
+  out[at + 4] = opcode;
+  out[at + 5] = key.length & 0xff;
+  out[at + 6] = key.length >>> 8;
+  putU32(out, at + 7, value.length);
   out.set(key, at + RECORD_HEADER);
   out.set(value, at + RECORD_HEADER + key.length);
   const body = RECORD_HEADER + key.length + value.length;
-  view.setUint32(at + body, crc32c(out.subarray(at, at + body)), true);
+  putU32(out, at + body, crc32c(out.subarray(at, at + body)));
   return body + 4;
 }
 
@@ -64,25 +66,36 @@ export function encodeRecord(opcode: number, key: Uint8Array, value: Uint8Array)
  */
 export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.length): DecodeResult {
   if (at + RECORD_HEADER > end) return { ok: false, fault: isZero(buf, at, Math.min(end, at + RECORD_HEADER)) ? 'zero' : 'truncated' };
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const magic = view.getUint32(at, true);
+  const magic = getU32(buf, at);
   if (magic !== RECORD_MAGIC) return { ok: false, fault: magic === 0 && isZero(buf, at, at + RECORD_HEADER) ? 'zero' : 'magic' };
-  const keyLen = view.getUint16(at + 5, true);
-  const valueLen = view.getUint32(at + 7, true);
+  const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
+  const valueLen = getU32(buf, at + 7);
   if (valueLen > MAX_RECORD_VALUE) return { ok: false, fault: 'length' };
   const body = RECORD_HEADER + keyLen + valueLen;
   if (at + body + 4 > end) return { ok: false, fault: 'truncated' };
-  const crc = view.getUint32(at + body, true);
+  const crc = getU32(buf, at + body);
   if (crc32c(buf.subarray(at, at + body)) !== crc) return { ok: false, fault: 'crc' };
   return {
     ok: true,
     record: {
-      opcode: view.getUint8(at + 4),
+      opcode: buf[at + 4] ?? 0,
       key: buf.subarray(at + RECORD_HEADER, at + RECORD_HEADER + keyLen),
       value: buf.subarray(at + RECORD_HEADER + keyLen, at + body),
       length: body + 4,
     },
   };
+}
+
+/** Little-endian u32 at `at`; the caller has checked the bounds. */
+function getU32(buf: Uint8Array, at: number): number {
+  return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
+}
+
+function putU32(out: Uint8Array, at: number, x: number): void {
+  out[at] = x & 0xff;
+  out[at + 1] = (x >>> 8) & 0xff;
+  out[at + 2] = (x >>> 16) & 0xff;
+  out[at + 3] = x >>> 24;
 }
 
 function isZero(buf: Uint8Array, from: number, to: number): boolean {
