@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { open, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { StatefsError } from '../errors.js';
@@ -22,6 +23,8 @@ export class FileDevice implements BlockDevice {
 
   private constructor(
     private readonly fh: FileHandle,
+    /** The same file opened with `O_DSYNC` (writable images only), for `writeDurable`. */
+    private readonly dsync: FileHandle | undefined,
     readonly size: number,
     readonly path: string,
     private readonly lockPath: string | undefined,
@@ -38,7 +41,8 @@ export class FileDevice implements BlockDevice {
       const fh = await openImage(path, options);
       try {
         const size = await imageSize(fh, path, options.create);
-        return new FileDevice(fh, size, path, lockPath);
+        const dsync = readOnly ? undefined : await open(path, constants.O_WRONLY | constants.O_DSYNC);
+        return new FileDevice(fh, dsync, size, path, lockPath);
       } catch (err) {
         await fh.close();
         throw err;
@@ -66,11 +70,24 @@ export class FileDevice implements BlockDevice {
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
+    await this.writeVia(this.fh, offset, data);
+  }
+
+  async writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    if (this.dsync === undefined) {
+      await this.write(offset, data);
+      await this.flush();
+      return;
+    }
+    await this.writeVia(this.dsync, offset, data);
+  }
+
+  private async writeVia(fh: FileHandle, offset: number, data: Uint8Array): Promise<void> {
     checkRange(this.size, offset, data.length, 'write');
     let done = 0;
     try {
       while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+        const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
         done += bytesWritten;
       }
     } catch (err) {
@@ -89,6 +106,7 @@ export class FileDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.dsync?.close();
     await this.fh.close();
     if (this.lockPath !== undefined) await unlink(this.lockPath).catch(() => undefined);
   }

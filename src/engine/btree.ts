@@ -17,6 +17,9 @@ function compareKeys<K extends string | number>(a: K, b: K): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** A sorted map: built by `new BTree()` or `bulkTree`, or cloned from another. */
+export type SortedTree<K, V> = SortedBTree.default<K, V>;
+
 /** A B+ tree sorted map with O(1) copy-on-write `clone()` (clones keep the comparator). */
 export class BTree<K extends string | number, V> extends SortedMap<K, V> {
   constructor() {
@@ -31,13 +34,13 @@ if (typeof bulkModule.bulkLoad !== 'function') throw new Error('sorted-btree: un
 
 
 /** Build a tree from keys in strictly ascending order in O(n) (the caller checks the order). */
-export function bulkTree<K extends string | number, V>(keys: K[], values: V[]): BTree<K, V> {
+export function bulkTree<K extends string | number, V>(keys: K[], values: V[]): SortedTree<K, V> {
   return bulkModule.bulkLoad(keys, values, MAX_NODE_SIZE, compareKeys);
 }
 
 type DiffHandler<K, V> = ((k: K, v: V) => { break?: true } | undefined) | undefined;
 const diffModule = require('sorted-btree/extended/diffAgainst') as {
-  default: <K extends string | number, V>(a: BTree<K, V>, b: BTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;
+  default: <K extends string | number, V>(a: SortedTree<K, V>, b: SortedTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;
 };
 if (typeof diffModule.default !== 'function') throw new Error('sorted-btree: unexpected diffAgainst module shape');
 
@@ -46,8 +49,8 @@ if (typeof diffModule.default !== 'function') throw new Error('sorted-btree: une
  * (cheap for a tree and its copy-on-write clones). Values are compared by identity.
  */
 export function diffTrees<K extends string | number, V>(
-  a: BTree<K, V>,
-  b: BTree<K, V>,
+  a: SortedTree<K, V>,
+  b: SortedTree<K, V>,
   onlyA: (k: K, v: V) => void,
   onlyB: (k: K, v: V) => void,
   different: (k: K, va: V, vb: V) => void,

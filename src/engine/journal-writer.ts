@@ -1,7 +1,7 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { encodeRecord, recordLength } from '../format/record.js';
+import { encodeRecord, encodeRecordInto, recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
 
@@ -166,13 +166,27 @@ export class JournalWriter<T> {
     if (options.ownBatch === true && this.open !== undefined && this.open.length > 0) this.seal();
     const extents: Extent[] = [];
     let batchStart: Appended['batchStart'] | undefined;
-    for (const r of records) {
-      const len = recordLength(r.key.length, r.value.length);
-      if (this.tail.offset + len + SYNC_RECORD_LENGTH > this.segmentSize) this.roll();
+    for (let i = 0; i < records.length; ) {
+      const first = records[i];
+      if (first === undefined) break;
+      if (this.tail.offset + recordLength(first.key.length, first.value.length) + SYNC_RECORD_LENGTH > this.segmentSize) this.roll();
       const part = this.openPart();
       batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
-      extents.push({ segment: this.tail.segment, offset: this.tail.offset, length: len });
-      this.push(part, encodeRecord(r.opcode, r.key, r.value));
+      // The records that fit in this segment, encoded into one buffer (one allocation, not one per record).
+      let end = i;
+      let bytes = 0;
+      for (let r = records[end]; r !== undefined; r = records[++end]) {
+        const len = recordLength(r.key.length, r.value.length);
+        if (this.tail.offset + bytes + len + SYNC_RECORD_LENGTH > this.segmentSize) break;
+        extents.push({ segment: this.tail.segment, offset: this.tail.offset + bytes, length: len });
+        bytes += len;
+      }
+      const run = new Uint8Array(bytes);
+      for (let at = 0; i < end; i++) {
+        const r = records[i];
+        if (r !== undefined) at += encodeRecordInto(run, at, r.opcode, r.key, r.value);
+      }
+      this.push(part, run);
     }
     const part = this.openPart();
     batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
@@ -289,8 +303,13 @@ export class JournalWriter<T> {
       run.flatMap((p) => p.chunks),
       run.reduce((n, p) => n + p.length, 0),
     );
-    await this.device.write(segmentOffset(first.segment, this.segmentSize) + first.start, bytes);
-    await this.device.flush();
+    const at = segmentOffset(first.segment, this.segmentSize) + first.start;
+    if (this.device.writeDurable !== undefined) {
+      await this.device.writeDurable(at, bytes);
+    } else {
+      await this.device.write(at, bytes);
+      await this.device.flush();
+    }
   }
 
   /**

@@ -1,12 +1,21 @@
-import { BTree } from './btree.js';
+import { BTree, type SortedTree } from './btree.js';
 import type { Entry } from './entry.js';
 import type { KeyView } from './tree-rules.js';
 
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
-export type Tree = BTree<string, Entry>;
+export type Tree = SortedTree<string, Entry>;
 
 /** Every subject's tree. */
 export type Trees = Map<string, Tree>;
+
+/** What one durable round makes visible: the trees, and the keys written in it (for point reads). */
+export interface Sealed {
+  trees: Trees;
+  /** Per subject, each key written in the round and its entry after it (undefined: deleted). */
+  changes: Map<string, Map<string, Entry | undefined>>;
+  /** Subjects whose tree was replaced wholesale (restore): their point-read maps are rebuilt. */
+  replaced: Set<string>;
+}
 
 /**
  * The live index, kept twice: `working` has every accepted write applied (writers validate
@@ -18,6 +27,14 @@ export class Keyspace {
   private committed: Trees;
   private lastSealed: Trees;
   private readonly dirty = new Set<string>();
+  private changes = new Map<string, Map<string, Entry | undefined>>();
+  private replaced = new Set<string>();
+  /**
+   * Hash maps of the committed state for point reads (a tree lookup compares strings at every
+   * level; a hash lookup does not). Built per subject on its first read, then kept in step by
+   * applying each durable round's changes.
+   */
+  private readonly points = new Map<string, Map<string, Entry>>();
 
   constructor(private readonly working: Trees) {
     this.committed = new Map();
@@ -25,12 +42,35 @@ export class Keyspace {
     this.lastSealed = this.committed;
   }
 
-  /** The working tree of `subject`, created empty on first use. */
-  writable(subject: string): Tree {
+  /** Set `bin` in the working tree of `subject` (created on first use); returns the entry it replaced. */
+  set(subject: string, bin: string, entry: Entry): Entry | undefined {
+    const tree = this.writable(subject);
+    const old = tree.get(bin);
+    tree.set(bin, entry);
+    this.changed(subject).set(bin, entry);
+    return old;
+  }
+
+  /** Remove `bin` from the working tree of `subject`; returns the entry it held. */
+  delete(subject: string, bin: string): Entry | undefined {
+    const tree = this.writable(subject);
+    const old = tree.get(bin);
+    tree.delete(bin);
+    this.changed(subject).set(bin, undefined);
+    return old;
+  }
+
+  private writable(subject: string): Tree {
     let tree = this.working.get(subject);
     if (tree === undefined) this.working.set(subject, (tree = new BTree<string, Entry>()));
     this.dirty.add(subject);
     return tree;
+  }
+
+  private changed(subject: string): Map<string, Entry | undefined> {
+    let keys = this.changes.get(subject);
+    if (keys === undefined) this.changes.set(subject, (keys = new Map<string, Entry | undefined>()));
+    return keys;
   }
 
   workingTree(subject: string): Tree | undefined {
@@ -41,6 +81,8 @@ export class Keyspace {
   replace(subject: string, tree: Tree): void {
     this.working.set(subject, tree);
     this.dirty.add(subject);
+    this.changes.delete(subject);
+    this.replaced.add(subject);
   }
 
   /** All working trees (checkpoints, accounting). */
@@ -49,8 +91,11 @@ export class Keyspace {
   }
 
   /** The state readers will see once the current round is durable. */
-  seal(): Trees {
-    if (this.dirty.size === 0) return this.lastSealed;
+  seal(): Sealed {
+    const sealed: Sealed = { trees: this.lastSealed, changes: this.changes, replaced: this.replaced };
+    this.changes = new Map();
+    this.replaced = new Set();
+    if (this.dirty.size === 0) return sealed;
     const next: Trees = new Map(this.lastSealed);
     for (const subject of this.dirty) {
       const tree = this.working.get(subject);
@@ -58,11 +103,33 @@ export class Keyspace {
     }
     this.dirty.clear();
     this.lastSealed = next;
-    return next;
+    sealed.trees = next;
+    return sealed;
   }
 
-  publish(trees: Trees): void {
-    this.committed = trees;
+  publish(sealed: Sealed): void {
+    this.committed = sealed.trees;
+    for (const subject of sealed.replaced) this.points.delete(subject);
+    for (const [subject, keys] of sealed.changes) {
+      const points = this.points.get(subject);
+      if (points === undefined) continue;
+      for (const [bin, entry] of keys) {
+        if (entry === undefined) points.delete(bin);
+        else points.set(bin, entry);
+      }
+    }
+  }
+
+  /** The acknowledged entry of `bin` (what a point read sees). */
+  readPoint(subject: string, bin: string): Entry | undefined {
+    let points = this.points.get(subject);
+    if (points === undefined) {
+      const tree = this.committed.get(subject);
+      if (tree === undefined) return undefined;
+      points = new Map(tree.entries());
+      this.points.set(subject, points);
+    }
+    return points.get(bin);
   }
 
   /** The acknowledged tree of `subject` (what readers see). */

@@ -26,16 +26,19 @@ export function checkSubject(subject: unknown, op: string): string {
 
 /** UTF-8 bytes of `s` as a binary string; `EINVAL` for strings that are not well-formed UTF-16. */
 export function toBinary(s: string, what: string, op: string): string {
-  if (ASCII_RE.test(s)) return s; // the common case: ASCII is its own UTF-8
+  if (isAscii(s)) return s; // the common case: ASCII is its own UTF-8
   if (!s.isWellFormed()) throw StatefsError.EINVAL(`${what} is not valid Unicode`, { op });
   return Buffer.from(s, 'utf8').toString('latin1');
 }
 
 export function fromBinary(b: string): string {
-  return ASCII_RE.test(b) ? b : Buffer.from(b, 'latin1').toString('utf8');
+  return isAscii(b) ? b : Buffer.from(b, 'latin1').toString('utf8');
 }
 
-const ASCII_RE = /^[\x00-\x7f]*$/;
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
 /** An empty, `.` or `..` component, or a trailing slash. */
 const NON_CANONICAL_RE = /\/\/|\/\.\.?(?:\/|$)|\/$/;
 

@@ -46,8 +46,9 @@ import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-reco
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
-import { Keyspace, type Tree, type Trees } from './keyspace.js';
+import { Keyspace, type Sealed, type Tree } from './keyspace.js';
 import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
+import { checkBatchAllowed } from './batch-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
 import { writeSuperblock } from './superblock-io.js';
@@ -99,7 +100,7 @@ export class Store extends EventEmitter {
   private readonly subjectBytes = new Map<string, number>();
   /** When each subject was last warned about its soft quota (markers only, never a decision). */
   private readonly quotaWarnedAt = new Map<string, number>();
-  private readonly journal: JournalWriter<Trees>;
+  private readonly journal: JournalWriter<Sealed>;
   /** What happened while opening: how much was replayed, and any torn tail cut off. */
   readonly openReport: OpenReport;
 
@@ -121,7 +122,7 @@ export class Store extends EventEmitter {
     for (const [subject, e] of distinctEntries(index, this.snapshots)) this.count(subject, e);
     this.usage.resetChain(scan.chain);
 
-    this.journal = new JournalWriter<Trees>(
+    this.journal = new JournalWriter<Sealed>(
       device,
       sb.segmentSize,
       scan.tail,
@@ -224,6 +225,49 @@ export class Store extends EventEmitter {
     await this.awaitDurable(appended.durable, op, subject, key);
   }
 
+  /**
+   * Store many values for `subject` with one journal append (a bulk load). Every key, value and
+   * tree rule is checked, and space and quota reserved, before anything is written: a refused
+   * batch writes nothing. Resolves once every record is durable. Not atomic across a crash: a
+   * batch larger than a segment is several journal batches, so after a crash a prefix of it (in
+   * the order given) may be present. Use a transaction for all-or-nothing. A key given twice
+   * takes its last value.
+   */
+  async putMany(subject: string, entries: Iterable<readonly [key: string, value: Uint8Array | string]>): Promise<void> {
+    const op = 'putMany';
+    this.checkWritable(op);
+    checkSubject(subject, op);
+    const keys: string[] = [];
+    const bins: string[] = [];
+    const records: RecordToWrite[] = [];
+    for (const [key, value] of entries) {
+      this.checkWritePath(subject, key, op);
+      const bin = checkKey(key, op, subject);
+      const bytes = toValue(value, op, subject, key);
+      keys.push(key);
+      bins.push(bin);
+      records.push({ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes });
+    }
+    if (records.length === 0) return;
+    if (this.legacy) await this.upgradeLegacy();
+    checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+    let delta = 0;
+    for (const r of records) delta += recordLength(r.key.length, r.value.length);
+    for (const bin of new Set(bins)) delta -= this.freedBy(subject, bin);
+    this.checkQuota(subject, delta, op, undefined);
+    if (!this.journal.fits(records)) {
+      await this.reclaim();
+      checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+    }
+    const appended = this.appendOrThrow(records, op, subject, undefined, {});
+    records.forEach((r, i) => {
+      const extent = appended.extents[i];
+      const bin = bins[i];
+      if (extent !== undefined && bin !== undefined) this.setEntry(subject, bin, { value: r.value.slice(), extents: [extent] });
+    });
+    await this.awaitDurable(appended.durable, op, subject, undefined);
+  }
+
   /** The value of `key`, or `undefined` if it has none. */
   get(subject: string, key: string): Promise<Uint8Array | undefined> {
     return settle(() => this.getNow(subject, key));
@@ -235,7 +279,7 @@ export class Store extends EventEmitter {
     checkSubject(subject, op);
     if (isMountKey(key)) return this.readMount(subject, key, op);
     const bin = checkKey(key, op, subject);
-    const entry = this.keys.read(subject)?.get(bin);
+    const entry = this.keys.readPoint(subject, bin);
     return entry === undefined ? undefined : new Uint8Array(entry.value);
   }
 
@@ -817,7 +861,7 @@ export class Store extends EventEmitter {
     return this.options.readOnly !== true && !this.legacy && this.writeFailure === undefined && this.journal.failed === undefined;
   }
 
-  private onDurable(sealed: Trees): void {
+  private onDurable(sealed: Sealed): void {
     this.keys.publish(sealed);
     this.maybeCheckpoint();
     this.maybeGc();
@@ -894,9 +938,7 @@ export class Store extends EventEmitter {
 
   /** Put `entry` in the working tree, releasing the entry it replaces. */
   private setEntry(subject: string, bin: string, entry: Entry): void {
-    const tree = this.keys.writable(subject);
-    const old = tree.get(bin);
-    tree.set(bin, entry);
+    const old = this.keys.set(subject, bin, entry);
     this.release(subject, bin, old);
     this.count(subject, entry);
   }
@@ -944,9 +986,7 @@ export class Store extends EventEmitter {
   }
 
   private deleteEntry(subject: string, bin: string): void {
-    const tree = this.keys.writable(subject);
-    const old = tree.get(bin);
-    tree.delete(bin);
+    const old = this.keys.delete(subject, bin);
     this.release(subject, bin, old);
   }
 
