@@ -5,7 +5,7 @@ import { isStatefsError } from '../errors.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_USAGE, EXIT_UNAVAILABLE } from './exit-codes.js';
 import { ignoreBrokenPipe } from './output.js';
-import { parseSize } from './parse-number.js';
+import { parseCount, parseSize } from './parse-number.js';
 
 interface DaemonArgs {
   image: string;
@@ -14,6 +14,8 @@ interface DaemonArgs {
   audit: string;
   createSize?: number;
   listen?: { host: string; port: number };
+  maxConnections?: number;
+  maxInFlight?: number;
 }
 
 /** `127.0.0.1:7400` or `[::1]:7400`; the daemon itself refuses non-loopback hosts. */
@@ -44,6 +46,8 @@ function parseArgs(argv: string[]): DaemonArgs {
     .requiredOption('--audit <file>', 'audit log (append-only JSON lines)')
     .option('--create-size <size>', 'create the image with this size when it does not exist', parseSize)
     .option('--listen <host:port>', 'also listen on loopback TCP (127.0.0.0/8 or ::1 only)', parseListen)
+    .option('--max-connections <n>', 'connections at once; more are refused with EAGAIN (default 256)', parseCount)
+    .option('--max-in-flight <n>', 'requests in flight per connection; more are refused with EAGAIN (default 128)', parseCount)
     .exitOverride()
     .configureOutput({
       outputError: (message, write) => {
@@ -74,6 +78,8 @@ async function main(): Promise<void> {
       auditPath: args.audit,
       ...(args.createSize === undefined ? {} : { createSize: args.createSize }),
       ...(args.listen === undefined ? {} : { listen: args.listen }),
+      ...(args.maxConnections === undefined ? {} : { maxConnections: args.maxConnections }),
+      ...(args.maxInFlight === undefined ? {} : { maxInFlight: args.maxInFlight }),
       onMarker: (line) => {
         process.stdout.write(`${line}\n`);
       },

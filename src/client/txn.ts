@@ -17,7 +17,7 @@ export class ClientTxn {
   }
 
   #check(subject: string, op: string): StatefsError | undefined {
-    if (this.#done) return StatefsError.EBADF('the transaction is finished', { op, subject });
+    if (this.#done) return StatefsError.EBADF('the transaction', { op, subject });
     if (subject !== this.#subject) return StatefsError.EXDEV(`the transaction belongs to ${this.#subject}`, { op, subject });
     return undefined;
   }
@@ -37,7 +37,7 @@ export class ClientTxn {
   }
 
   commit(): Promise<void> {
-    if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction is finished', { op: 'txn.commit', subject: this.#subject }));
+    if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction', { op: 'txn.commit', subject: this.#subject }));
     this.#done = true;
     return this.#send(this.#ops);
   }

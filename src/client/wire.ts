@@ -33,7 +33,7 @@ export class WireConnection {
       this.#fail(StatefsError.EIO(`daemon connection: ${err.message}`, { op: 'client', cause: err }));
     });
     socket.on('close', () => {
-      this.#fail(StatefsError.EBADF('the daemon connection is closed', { op: 'client' }));
+      this.#fail(StatefsError.EBADF('the daemon connection', { op: 'client' }));
     });
   }
 
@@ -70,7 +70,7 @@ export class WireConnection {
   }
 
   close(): Promise<void> {
-    this.#fail(StatefsError.EBADF('the client is closed', { op: 'client' }));
+    this.#fail(StatefsError.EBADF('the client', { op: 'client' }));
     return new Promise((resolve) => {
       if (this.#socket.closed) resolve();
       else {

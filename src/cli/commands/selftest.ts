@@ -4,9 +4,10 @@ import type { Command } from 'commander';
 import { connect, type Client } from '../../client/client.js';
 import { isStatefsError } from '../../errors.js';
 import { defineAction } from '../action.js';
-import { requiredStringOption, stringOption } from '../command-input.js';
+import { numberOption, requiredStringOption, stringOption } from '../command-input.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
 import { writeLines } from '../output.js';
+import { parseCount } from '../parse-number.js';
 
 const SNAPSHOT_OK = 'SELFTEST: statefs v3 snapshot ok';
 const COMPACT_OK = 'SELFTEST: statefs v3 compact ok';
@@ -19,7 +20,9 @@ const CHURN_ROUNDS = 6;
 const GC_CYCLES_PER_ROUND = 4;
 /** Requests in flight at once while churning (below the daemon's default per-connection limit). */
 const BATCH = 64;
-const RECONNECT_MS = 10_000;
+/** Default seconds for the restart: the command, the old daemon's exit, the new one's first answer. */
+const RESTART_TIMEOUT_S = 60;
+const POLL_MS = 100;
 
 /** A check that did not hold: reported as `FAIL: <message>`. */
 class SelftestFailure extends Error {}
@@ -127,26 +130,74 @@ async function churnAndCollect(client: Client, n: Names, expected: Expected): Pr
   throw new SelftestFailure(`gc freed no bytes in ${cycles} cycles after ${CHURN_ROUNDS} rounds of churn`);
 }
 
-function runShell(command: string): Promise<void> {
+/** When the restart (or reopen) must be over: the command done, the old daemon gone, the new one answering. */
+interface Deadline {
+  at: number;
+  seconds: number;
+}
+
+const deadlineIn = (seconds: number): Deadline => ({ at: Date.now() + seconds * 1000, seconds });
+
+function runShell(command: string, deadline: Deadline): Promise<void> {
   return new Promise((resolve, reject) => {
     // The command's output goes to stderr: stdout carries only the selftest's lines.
     const child = spawn(command, { shell: true, stdio: ['ignore', 2, 2] });
-    child.on('error', reject);
+    const timer = setTimeout(
+      () => {
+        child.kill('SIGKILL');
+        reject(new SelftestFailure(`restart command did not finish within ${deadline.seconds} s`));
+      },
+      Math.max(0, deadline.at - Date.now()),
+    );
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new SelftestFailure(`restart command: ${err.message}`));
+    });
     child.on('exit', (code, signal) => {
+      clearTimeout(timer);
       if (code === 0) resolve();
       else reject(new SelftestFailure(`restart command exited with ${code === null ? `signal ${String(signal)}` : `status ${code}`}`));
     });
   });
 }
 
-async function reconnect(socket: string, token: string): Promise<Client> {
-  const deadline = Date.now() + RECONNECT_MS;
+const sleep = (ms: number): Promise<void> =>
+  new Promise((resolve) => {
+    setTimeout(resolve, ms);
+  });
+
+/**
+ * A real restart ends every connection of the old daemon. Poll the connection opened before the
+ * restart until it stops answering; if it still answers at the deadline, the command left the
+ * old daemon running and the checks after it would prove nothing.
+ */
+async function awaitOldDaemonGone(old: Client, n: Names, deadline: Deadline): Promise<void> {
+  for (;;) {
+    try {
+      await old.listMounts(n.subject);
+    } catch {
+      return; // closed (EBADF / EIO) or shutting down (EAGAIN): the old daemon is going away
+    }
+    if (Date.now() >= deadline.at) {
+      throw new SelftestFailure(`the restart command left the daemon running: a connection from before the restart still answers after ${deadline.seconds} s`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/** Failures worth retrying while a daemon (re)starts: no socket yet or refused (EIO), closed (EBADF), shutting down or full (EAGAIN). */
+const RETRYABLE = new Set(['EIO', 'EBADF', 'EAGAIN']);
+
+async function reconnect(socket: string, token: string, deadline: Deadline): Promise<Client> {
   for (;;) {
     try {
       return await connect({ socket, token });
     } catch (err) {
-      if (Date.now() >= deadline) throw new SelftestFailure(`reconnect after restart: ${describe(err)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (isStatefsError(err) && !RETRYABLE.has(err.code)) throw new SelftestFailure(`reconnect after restart: ${describe(err)}`);
+      if (Date.now() >= deadline.at) {
+        throw new SelftestFailure(`no daemon answered on ${socket} within ${deadline.seconds} s of the restart (last error: ${describe(err)})`);
+      }
+      await sleep(POLL_MS);
     }
   }
 }
@@ -188,12 +239,14 @@ export function addSelftestCommand(program: Command): void {
     .description('run the v3 proof (snapshot, immutability, EROFS through a mount, gc after churn, restart) against a running daemon')
     .requiredOption('--connect <socket>', "the daemon's Unix socket")
     .option('--token <token>', 'token of the subject to test as (default: $STATEFS_TOKEN)')
-    .option('--restart-cmd <command>', 'shell command that restarts the daemon on the same image (default: an admin reopen request)');
+    .option('--restart-cmd <command>', 'shell command that restarts the daemon on the same image (default: an admin reopen request)')
+    .option('--restart-timeout <seconds>', `seconds the restart may take, until the daemon answers again (default ${RESTART_TIMEOUT_S})`, parseCount);
   defineAction(cmd, async () => {
     const socket = requiredStringOption(cmd, 'connect');
     const token = stringOption(cmd, 'token') ?? process.env.STATEFS_TOKEN;
     if (token === undefined || token === '') return cmd.error('selftest: --token or STATEFS_TOKEN is required');
     const restartCmd = stringOption(cmd, 'restartCmd');
+    const restartTimeout = numberOption(cmd, 'restartTimeout') ?? RESTART_TIMEOUT_S;
 
     const expected: Expected = { snapBytes: new Map(), latest: new Map(), digest: '' };
     let client: Client | undefined;
@@ -231,16 +284,22 @@ export function addSelftestCommand(program: Command): void {
       await churnAndCollect(first, n, expected);
 
       // (3) Restart on the same image, then the same checks again.
+      const deadline = deadlineIn(restartTimeout);
       if (restartCmd === undefined) {
         await step('reopen', () => first.reopen());
         await first.close().catch(() => undefined);
         client = undefined;
-        client = await reconnect(socket, token);
+        client = await reconnect(socket, token, deadline);
       } else {
-        await first.close().catch(() => undefined);
+        // Keep the first connection open across the command: a real restart must end it.
         client = undefined;
-        await step('restart command', () => runShell(restartCmd));
-        client = await reconnect(socket, token);
+        try {
+          await runShell(restartCmd, deadline);
+          await awaitOldDaemonGone(first, n, deadline);
+        } finally {
+          await first.close().catch(() => undefined);
+        }
+        client = await reconnect(socket, token, deadline);
       }
       const second = client;
       await checkSnapshot(second, n, expected, 'after restart');

@@ -8,6 +8,7 @@ import { AuditLog } from '../audit/audit-log.js';
 import { loadPolicy } from '../policy/policy-file.js';
 import type { Policy } from '../policy/policy.js';
 import { Connection, toStatefsError } from './connection.js';
+import { ImageGate } from './image-gate.js';
 import { errorResponse } from '../protocol/response-codec.js';
 
 export interface DaemonOptions {
@@ -119,27 +120,34 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   if (options.listen !== undefined) checkLoopback(options.listen.host);
   let policy = await loadPolicy(options.policyPath);
   const audit = await AuditLog.open(options.auditPath);
-  let store: Store;
-  try {
-    store = await openStore(options, policy);
-  } catch (err) {
-    await audit.close();
-    throw err;
-  }
   const onMarker = (line: string): void => {
     options.onMarker?.(line);
   };
+  const store = await openStore(options, policy).catch(async (err: unknown) => {
+    await audit.close();
+    throw err;
+  });
   store.on('marker', onMarker);
+  const image = new ImageGate(store, async () => {
+    const reopened = await Store.open(options.imagePath, storeOptions(policy));
+    reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
+    reopened.on('marker', onMarker);
+    return reopened;
+  });
   const inFlight = new Set<Promise<void>>();
   const connections = new Set<Connection>();
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   let closing = false;
   const host = {
-    store: (): Store => store,
+    use: <T>(fn: (s: Store) => Promise<T>): Promise<T> => image.use(fn),
     reopen: async (): Promise<void> => {
-      await store.close();
-      store = await Store.open(options.imagePath, storeOptions(policy));
-      store.on('marker', onMarker);
+      try {
+        await image.reopen();
+        log('image reopened');
+      } catch (err) {
+        log(`reopen failed, every request gets its error until a reopen succeeds: ${toStatefsError(err).message}`);
+        throw err;
+      }
     },
   };
   const ctx = {
@@ -181,7 +189,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   } catch (err) {
     server.close();
     tcp?.close();
-    await store.close();
+    await image.close();
     await audit.close();
     throw toStatefsError(err);
   }
@@ -195,7 +203,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     for (const conn of connections) conn.end();
     await stopped;
     await tcpStopped;
-    await store.close();
+    await image.close();
     await audit.close();
     log('closed');
   };
@@ -203,7 +211,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     try {
       const next = await loadPolicy(options.policyPath);
       policy = next;
-      store.setAccess(storeOptions(next));
+      image.current()?.setAccess(storeOptions(next));
       await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
       log('policy reloaded');
     } catch (err) {

@@ -2,9 +2,9 @@ import type { Store } from '../../engine/store.js';
 import type { ListOptions } from '../../engine/store-types.js';
 import type { OkResponse, Request, TxnRequest } from '../protocol/messages.js';
 
-/** What a request runs against: the current store, and the admin-only reopen. */
+/** What a request runs against: the served store (shared; see ImageGate), and the admin-only reopen. */
 export interface DispatchHost {
-  store(): Store;
+  use<T>(fn: (store: Store) => Promise<T>): Promise<T>;
   reopen(): Promise<void>;
 }
 
@@ -28,7 +28,14 @@ function gcOptions(maxBytes: number | undefined): { maxBytes?: number } {
 
 /** Runs one authorised request against the store and builds its OK response. */
 export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>): Promise<OkResponse> {
-  const store = host.store();
+  if (req.op === 'REOPEN') {
+    await host.reopen();
+    return { status: 'ok', requestId: req.requestId, op: req.op };
+  }
+  return host.use((store) => run(store, req));
+}
+
+async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>): Promise<OkResponse> {
   const { requestId } = req;
   const ok = { status: 'ok', requestId } as const;
   switch (req.op) {
@@ -86,8 +93,5 @@ export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'H
       return { ...ok, op: req.op, plan: await store.gcPlan(gcOptions(req.maxBytes)) };
     case 'STAT':
       return { ...ok, op: req.op, stat: await store.stat() };
-    case 'REOPEN':
-      await host.reopen();
-      return { ...ok, op: req.op };
   }
 }
