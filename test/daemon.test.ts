@@ -100,6 +100,9 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
       await Promise.all(keys.map((k, i) => alice.put('alice', k, `v${i}`)));
       const values = await Promise.all(keys.map((k) => alice.get('alice', k)));
       assert.deepEqual(values.map(text), keys.map((_, i) => `v${i}`));
+      // putMany through the client: the same method as Store's, pipelined puts.
+      await alice.putMany('alice', [['/state/bulk/a', 'A'], ['/state/bulk/b', new Uint8Array([66])]]);
+      assert.deepEqual((await Promise.all(['/state/bulk/a', '/state/bulk/b'].map((k) => alice.get('alice', k)))).map(text), ['A', 'B']);
 
       // STAT shows per-subject lines only for subjects the caller may read (alice has a grant on
       // bob; bob has none on alice).

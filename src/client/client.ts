@@ -59,6 +59,15 @@ export class Client {
     await this.#call({ op: 'PUT', subject, key, value: bytes });
   }
 
+  /**
+   * `Store.putMany` over the socket: the puts are pipelined on this connection (each durable,
+   * all awaited). Unlike the embedded call, the batch is not checked whole before the first put
+   * is sent: if one put is refused, the others may still have been written.
+   */
+  async putMany(subject: string, entries: Iterable<readonly [key: string, value: Uint8Array | string]>): Promise<void> {
+    await Promise.all(Array.from(entries, ([key, value]) => this.put(subject, key, value)));
+  }
+
   async get(subject: string, key: string): Promise<Uint8Array | undefined> {
     return (await this.#call({ op: 'GET', subject, key })).value;
   }
