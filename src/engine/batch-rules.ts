@@ -8,13 +8,18 @@ import { checkPutAllowed, type KeyView } from './tree-rules.js';
  * the error is the one the first failing put would get, and a refused batch is refused whole.
  */
 export function checkBatchAllowed(view: KeyView, bins: readonly string[], keys: readonly string[], subject: string, op: string): void {
-  const earlier = new BTree<string, true>();
+  // In ascending order no earlier key can lie below a later one, so a set answers every question
+  // about earlier keys; in any other order a sorted tree finds earlier descendants.
+  const ascending = bins.every((bin, i) => i === 0 || (bins[i - 1] ?? '') <= bin);
+  const earlierSet = new Set<string>();
+  const earlierTree = ascending ? undefined : new BTree<string, true>();
   const combined: KeyView = {
-    has: (bin) => earlier.has(bin) || view.has(bin),
-    hasChildren: (bin) => view.hasChildren(bin) || earlier.nextHigherKey(`${bin}/`)?.startsWith(`${bin}/`) === true,
+    has: (bin) => earlierSet.has(bin) || view.has(bin),
+    hasChildren: (bin) => view.hasChildren(bin) || earlierTree?.nextHigherKey(`${bin}/`)?.startsWith(`${bin}/`) === true,
   };
   bins.forEach((bin, i) => {
     checkPutAllowed(combined, bin, subject, keys[i] ?? fromBinary(bin), op);
-    earlier.set(bin, true);
+    earlierSet.add(bin);
+    earlierTree?.set(bin, true);
   });
 }

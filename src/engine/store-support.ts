@@ -55,13 +55,18 @@ export function listTree(tree: Tree | undefined, prefix: string, after: string |
   const keys: string[] = [];
   if (tree === undefined) return { keys };
   const start = after !== undefined && after > prefix ? after : prefix;
-  for (const k of tree.keys(start)) {
-    if (!k.startsWith(prefix)) break;
-    if (after !== undefined && k <= after) continue;
-    if (keys.length === limit) return { keys, next: keys.at(-1) ?? '' };
+  let next: string | undefined;
+  // Binary strings hold chars up to 0xff, so every key with the prefix sorts below prefix + U+0100.
+  tree.forRange(start, `${prefix}\u0100`, false, (k) => {
+    if (after !== undefined && k <= after) return undefined;
+    if (keys.length === limit) {
+      next = keys.at(-1) ?? '';
+      return { break: true };
+    }
     keys.push(fromBinary(k));
-  }
-  return { keys };
+    return undefined;
+  });
+  return next === undefined ? { keys } : { keys, next };
 }
 
 export function asStatefsError(err: unknown, op: string): StatefsError {
