@@ -56,7 +56,7 @@ const policy = emptyPolicy();
 policy.subjects.set('bench', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
 await savePolicy(join(dir, 'policy.json'), policy);
 const socket = join(dir, 'sock');
-const daemon = spawn(process.execPath, [STATEFSD, '--image', join(dir, 'img'), '--create-size', '256MiB', '--socket', socket, '--policy', join(dir, 'policy.json'), '--audit', join(dir, 'audit.log')], { stdio: 'ignore' });
+const daemon = spawn(process.execPath, [...(process.env.STATEFS_DAEMON_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.STATEFS_DAEMON_PROF}`]), STATEFSD, '--image', join(dir, 'img'), '--create-size', '256MiB', '--socket', socket, '--policy', join(dir, 'policy.json'), '--audit', join(dir, 'audit.log')], { stdio: 'ignore' });
 try {
   for (const n of [1, 16, 64]) {
     const clients = await Promise.all(Array.from({ length: n }, () => connectRetry(socket, token)));

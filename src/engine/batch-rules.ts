@@ -13,13 +13,20 @@ export function checkBatchAllowed(view: KeyView, bins: readonly string[], keys: 
   const ascending = bins.every((bin, i) => i === 0 || (bins[i - 1] ?? '') <= bin);
   const earlierSet = new Set<string>();
   const earlierTree = ascending ? undefined : new BTree<string, true>();
+  // Keys of a batch share parents: remember each parent's answer (until the batch adds that key).
+  const known = new Map<string, boolean>();
   const combined: KeyView = {
-    has: (bin) => earlierSet.has(bin) || view.has(bin),
+    has: (bin) => {
+      let has = known.get(bin);
+      if (has === undefined) known.set(bin, (has = earlierSet.has(bin) || view.has(bin)));
+      return has;
+    },
     hasChildren: (bin) => view.hasChildren(bin) || earlierTree?.nextHigherKey(`${bin}/`)?.startsWith(`${bin}/`) === true,
   };
   bins.forEach((bin, i) => {
     checkPutAllowed(combined, bin, subject, keys[i] ?? fromBinary(bin), op);
     earlierSet.add(bin);
+    known.delete(bin);
     earlierTree?.set(bin, true);
   });
 }

@@ -215,7 +215,7 @@ export class Store extends EventEmitter {
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.PUT, key: recordKey(subject, bin), value: bytes };
-    this.checkQuota(subject, recordLength(record.key.length, bytes.length) - this.freedBy(subject, bin), op, key);
+    if (this.options.quotas?.[subject] !== undefined) this.checkQuota(subject, recordLength(record.key.length, bytes.length) - this.freedBy(subject, bin), op, key);
     if (!this.journal.fits([record])) {
       await this.reclaim();
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
@@ -251,10 +251,12 @@ export class Store extends EventEmitter {
     if (records.length === 0) return;
     if (this.legacy) await this.upgradeLegacy();
     checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
-    let delta = 0;
-    for (const r of records) delta += recordLength(r.key.length, r.value.length);
-    for (const bin of new Set(bins)) delta -= this.freedBy(subject, bin);
-    this.checkQuota(subject, delta, op, undefined);
+    if (this.options.quotas?.[subject] !== undefined) {
+      let delta = 0;
+      for (const r of records) delta += recordLength(r.key.length, r.value.length);
+      for (const bin of new Set(bins)) delta -= this.freedBy(subject, bin);
+      this.checkQuota(subject, delta, op, undefined);
+    }
     if (!this.journal.fits(records)) {
       await this.reclaim();
       checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
