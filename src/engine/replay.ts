@@ -2,7 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { decodeRecord, type DecodedRecord } from '../format/record.js';
+import { decodeRecord, putValueBounds, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
@@ -235,6 +235,9 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: readonly T
     return device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
   };
   const valueAt = (buf: Uint8Array, x: Extent): Uint8Array => {
+    const end = Math.min(buf.length, x.offset + x.length);
+    const put = putValueBounds(buf, x.offset, end);
+    if (Array.isArray(put) && put[1] + 4 === end && end - x.offset === x.length) return buf.subarray(put[0], put[1]);
     const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
     if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
     const value = valueOfRecord(r.record);

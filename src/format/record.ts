@@ -1,4 +1,5 @@
 import { crc32c } from './crc32c.js';
+import { Op } from './opcodes.js';
 
 /*
  * Record framing (spec section 4), all integers little-endian:
@@ -84,6 +85,24 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
       length: body + 4,
     },
   };
+}
+
+/**
+ * Where the value of the PUT record at `at` lies, checked like `decodeRecord` (bounds, lengths,
+ * CRC) but without allocating: `[start, end)` in `buf`, or the fault. `undefined` when the record
+ * is whole but not a PUT (the caller decodes it fully). For reading millions of values at open.
+ */
+export function putValueBounds(buf: Uint8Array, at: number, end: number): [start: number, end: number] | RecordFault | undefined {
+  if (at + RECORD_HEADER > end) return 'truncated';
+  if (getU32(buf, at) !== RECORD_MAGIC) return 'magic';
+  const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
+  const valueLen = getU32(buf, at + 7);
+  if (valueLen > MAX_RECORD_VALUE) return 'length';
+  const body = RECORD_HEADER + keyLen + valueLen;
+  if (at + body + 4 > end) return 'truncated';
+  if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return 'crc';
+  if (buf[at + 4] !== Op.PUT) return undefined;
+  return [at + RECORD_HEADER + keyLen, at + body];
 }
 
 /** Little-endian u32 at `at`; the caller has checked the bounds. */
