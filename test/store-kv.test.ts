@@ -137,3 +137,26 @@ test('a full image can always be emptied: every delete succeeds, then writes wor
     await s.close();
   }
 });
+
+test('a stored value is the store’s own copy: changing the caller’s buffer (Buffer or Uint8Array) or a returned value changes nothing', async () => {
+  const store = await openMemory(await memoryImage());
+  const buf = Buffer.from('original');
+  const arr = new Uint8Array([1, 2, 3]);
+  await store.put('app', '/state/buf', buf);
+  await store.put('app', '/state/arr', arr);
+  await store.putMany('app', [['/state/many', buf]]);
+  const tx = store.begin('app');
+  await tx.put('app', '/state/txn', buf);
+  buf.write('CHANGED!');
+  arr[0] = 9;
+  await tx.commit();
+  assert.equal(text(await store.get('app', '/state/buf')), 'original');
+  assert.equal(text(await store.get('app', '/state/many')), 'original');
+  assert.equal(text(await store.get('app', '/state/txn')), 'original');
+  assert.deepEqual(await store.get('app', '/state/arr'), new Uint8Array([1, 2, 3]));
+  const got = await store.get('app', '/state/arr');
+  assert.ok(got !== undefined);
+  got[1] = 7;
+  assert.deepEqual(await store.get('app', '/state/arr'), new Uint8Array([1, 2, 3]));
+  await store.close();
+});

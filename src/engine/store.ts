@@ -42,6 +42,7 @@ import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { readEntryValue } from './entry-reader.js';
+import { copyOut, ownCopy } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
@@ -221,7 +222,7 @@ export class Store extends EventEmitter {
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
     const appended = this.appendOrThrow([record], op, subject, key, {});
-    this.setEntry(subject, bin, { value: bytes.slice(), extents: appended.extents });
+    this.setEntry(subject, bin, { value: ownCopy(bytes), extents: appended.extents });
     await this.awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -265,7 +266,7 @@ export class Store extends EventEmitter {
     records.forEach((r, i) => {
       const extent = appended.extents[i];
       const bin = bins[i];
-      if (extent !== undefined && bin !== undefined) this.setEntry(subject, bin, { value: r.value.slice(), extents: [extent] });
+      if (extent !== undefined && bin !== undefined) this.setEntry(subject, bin, { value: ownCopy(r.value), extents: [extent] });
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }
@@ -282,7 +283,7 @@ export class Store extends EventEmitter {
     if (isMountKey(key)) return this.readMount(subject, key, op);
     const bin = checkKey(key, op, subject);
     const entry = this.keys.readPoint(subject, bin);
-    return entry === undefined ? undefined : new Uint8Array(entry.value);
+    return entry === undefined ? undefined : copyOut(entry.value);
   }
 
   /** Remove `key`. `ENOENT` if it holds no value, `EISDIR` if it has children. Never `ENOSPC`. */
@@ -997,7 +998,7 @@ export class Store extends EventEmitter {
     children: (subject, bin) => this.keys.children(subject, bin),
     readCommitted: (subject, bin) => {
       const entry = this.keys.read(subject)?.get(bin);
-      return entry === undefined ? undefined : new Uint8Array(entry.value);
+      return entry === undefined ? undefined : copyOut(entry.value);
     },
     checkWritable: (op) => {
       this.checkWritable(op);
@@ -1114,7 +1115,7 @@ export class Store extends EventEmitter {
     if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });
     if (bin === mount.path) return undefined;
     const entry = this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
-    return entry === undefined ? undefined : new Uint8Array(entry.value);
+    return entry === undefined ? undefined : copyOut(entry.value);
   }
 
   private listMount(caller: string, prefix: string, after: string | undefined, limit: number, op: string): ListPage {

@@ -2,6 +2,7 @@ import { StatefsError } from '../errors.js';
 import { checkKey, checkSubject, toValue } from './names.js';
 import { settle } from './store-support.js';
 import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
+import { ownCopy } from './value-pool.js';
 
 /** Caps on transactions (spec section 3); the defaults are the spec's. */
 export interface TxnLimits {
@@ -76,7 +77,7 @@ export class Transaction {
       }
       checkPutAllowed(this.view, bin, subject, key, op);
       this.ops.delete(bin); // re-insert: the op order is the order of last writes
-      this.ops.set(bin, { bin, key, value: bytes.slice() });
+      this.ops.set(bin, { bin, key, value: ownCopy(bytes) });
       this.bytes += added;
     });
   }

@@ -1,0 +1,36 @@
+/*
+ * Copies of stored values handed to callers. Each `get` must return bytes the caller owns (the
+ * store's own copy must not be changed through it), but a fresh ArrayBuffer per value is the
+ * single largest cost of a point read: typed arrays over 64 bytes get an off-heap backing store,
+ * allocated and tracked one by one. Small copies are carved out of shared 8 KiB slabs instead —
+ * as Node's Buffer pool does — so a returned view may share its ArrayBuffer with other returned
+ * values (read it through its own `byteOffset`/`byteLength`).
+ */
+const SLAB = 8 * 1024;
+/** Values larger than this get a buffer of their own. */
+const POOLED_MAX = SLAB >>> 2;
+
+let slab = new ArrayBuffer(SLAB);
+let used = 0;
+
+/** A copy of `value` that the caller owns. */
+export function copyOut(value: Uint8Array): Uint8Array {
+  if (value.length > POOLED_MAX) return ownCopy(value);
+  if (used + value.length > SLAB) {
+    slab = new ArrayBuffer(SLAB);
+    used = 0;
+  }
+  const out = new Uint8Array(slab, used, value.length);
+  out.set(value);
+  used += (value.length + 7) & ~7; // keep views 8-byte aligned, as the Buffer pool does
+  return out;
+}
+
+/**
+ * The store's own copy of a caller's value: a plain Uint8Array over a buffer of its own. Not
+ * `value.slice()`: on a Buffer that is a view of the caller's memory (and for a string's bytes, of
+ * Node's shared Buffer pool), so a later change to the caller's buffer would change the stored value.
+ */
+export function ownCopy(value: Uint8Array): Uint8Array {
+  return new Uint8Array(value);
+}
