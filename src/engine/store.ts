@@ -42,7 +42,7 @@ import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { readEntryValue } from './entry-reader.js';
-import { copyOut, ownCopy } from './value-pool.js';
+import { copyOut, ownCopies, ownCopy } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
@@ -263,10 +263,12 @@ export class Store extends EventEmitter {
       checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
     }
     const appended = this.appendOrThrow(records, op, subject, undefined, {});
-    records.forEach((r, i) => {
+    const values = ownCopies(records.map((r) => r.value));
+    records.forEach((_, i) => {
       const extent = appended.extents[i];
       const bin = bins[i];
-      if (extent !== undefined && bin !== undefined) this.setEntry(subject, bin, { value: ownCopy(r.value), extents: [extent] });
+      const value = values[i];
+      if (extent !== undefined && bin !== undefined && value !== undefined) this.setEntry(subject, bin, { value, extents: [extent] });
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }

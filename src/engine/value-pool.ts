@@ -34,3 +34,21 @@ export function copyOut(value: Uint8Array): Uint8Array {
 export function ownCopy(value: Uint8Array): Uint8Array {
   return new Uint8Array(value);
 }
+
+/**
+ * The store's own copies of a batch of values, all in one new buffer (one allocation instead of
+ * one per value). The buffer lives while any of these values is still held, so memory kept for
+ * replaced values is bounded by the batch's size — the same rule open uses for the values it
+ * reads segment by segment.
+ */
+export function ownCopies(values: readonly Uint8Array[]): Uint8Array[] {
+  let total = 0;
+  for (const v of values) total += v.length;
+  const slab = new Uint8Array(total);
+  let at = 0;
+  return values.map((v) => {
+    slab.set(v, at);
+    at += v.length;
+    return slab.subarray(at - v.length, at);
+  });
+}
