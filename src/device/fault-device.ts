@@ -25,7 +25,16 @@ export interface FaultPlan {
   crash?: CrashPlan;
   failWrite?: FailPlan;
   failFlush?: FailPlan;
+  /**
+   * Record every successful write and flush in `trace`, so a test can rebuild what the disk may
+   * hold at any point: the writes before the last flush, plus any subset of those after it
+   * (test/reliability/ builds crash states and reorderings from it).
+   */
+  trace?: boolean;
 }
+
+/** One successful device call, in call order (see `FaultPlan.trace`). */
+export type TraceEvent = { kind: 'write'; offset: number; data: Uint8Array } | { kind: 'flush' };
 
 interface PendingWrite {
   offset: number;
@@ -44,6 +53,8 @@ export class FaultDevice implements BlockDevice {
   flushes = 0;
   reads = 0;
   crashed = false;
+  /** Successful writes and flushes, in order, when the plan asks for a trace. */
+  readonly trace: TraceEvent[] = [];
   private readonly disk: Uint8Array;
   private pending: PendingWrite[] = [];
   private readonly plan: FaultPlan;
@@ -98,7 +109,9 @@ export class FaultDevice implements BlockDevice {
     if (fail !== undefined && hits(fail, this.writes)) {
       return Promise.reject(new StatefsError(fail.code, `injected failure of write ${this.writes}`, { op: 'write', offset }));
     }
-    this.pending.push({ offset, data: data.slice() });
+    const copy = data.slice();
+    this.pending.push({ offset, data: copy });
+    if (this.plan.trace === true) this.trace.push({ kind: 'write', offset, data: copy });
     return Promise.resolve();
   }
 
@@ -112,6 +125,7 @@ export class FaultDevice implements BlockDevice {
       return Promise.reject(new StatefsError(fail.code, `injected failure of flush ${this.flushes}`, { op: 'flush' }));
     }
     this.applyPending();
+    if (this.plan.trace === true) this.trace.push({ kind: 'flush' });
     return Promise.resolve();
   }
 

@@ -4,6 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { encodeRecord, recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
+import { failpoint } from './failpoints.js';
 
 /** Where a record lives: segment index, byte offset in the segment, length with framing. */
 export interface Extent {
@@ -265,6 +266,7 @@ export class JournalWriter<T> {
         const token = this.hooks.sealed();
         try {
           for (const run of bySegment(parts)) await this.writeRun(run);
+          failpoint('journal.before-ack');
         } catch (err) {
           this.fail(err, parts);
           break;
@@ -290,6 +292,7 @@ export class JournalWriter<T> {
       run.reduce((n, p) => n + p.length, 0),
     );
     await this.device.write(segmentOffset(first.segment, this.segmentSize) + first.start, bytes);
+    failpoint('journal.before-flush');
     await this.device.flush();
   }
 

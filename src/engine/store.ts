@@ -31,7 +31,7 @@ import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } 
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { entryDiskBytes, type Entry } from './entry.js';
-import { JournalWriter, type Extent, type RecordToWrite } from './journal-writer.js';
+import { JournalWriter, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
@@ -51,6 +51,7 @@ import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
 import { writeSuperblock } from './superblock-io.js';
+import { failpoint, failpointArmed } from './failpoints.js';
 
 type Status = 'open' | 'closing' | 'closed';
 
@@ -315,6 +316,7 @@ export class Store extends EventEmitter {
       };
       this.snapshots.add(snap);
       await this.awaitDurable(appended.durable, op, subject, undefined);
+      failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
       void this.startDigest(snap);
     });
@@ -707,6 +709,7 @@ export class Store extends EventEmitter {
       ckptId: id,
     };
     try {
+      failpoint('superblock.switch');
       await writeSuperblock(this.device, next);
     } catch (err) {
       this.writeFailure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
@@ -875,8 +878,9 @@ export class Store extends EventEmitter {
       await this.reclaim();
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
-    const appended = this.appendOrThrow(records, op, subject, undefined, onlyDeletes ? { useReserve: true } : {});
-    this.nextTxnId++;
+    const options = onlyDeletes ? { useReserve: true } : {};
+    const appended = failpointArmed('txn.before-commit') ? await this.appendTxnSplit(records, op, subject, options) : this.appendOrThrow(records, op, subject, undefined, options);
+    this.nextTxnId = Math.max(this.nextTxnId, txnId + 1);
     let at = 1;
     ops.forEach((o, i) => {
       const count = chunkCounts[i] ?? 1;
@@ -886,6 +890,16 @@ export class Store extends EventEmitter {
       else this.setEntry(subject, o.bin, { value: o.value, extents });
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
+  }
+
+  /** Failpoint runs only: PREPARE and PAYLOADs made durable alone, the failpoint, then the COMMIT. */
+  private async appendTxnSplit(records: RecordToWrite[], op: string, subject: string, options: { useReserve?: boolean }): Promise<Appended> {
+    const head = this.appendOrThrow(records.slice(0, -1), op, subject, undefined, options);
+    this.nextTxnId++;
+    await this.awaitDurable(head.durable, op, subject, undefined);
+    failpoint('txn.before-commit');
+    const commit = this.appendOrThrow(records.slice(-1), op, subject, undefined, options);
+    return { ...commit, extents: [...head.extents, ...commit.extents] };
   }
 
   /** Put `entry` in the working tree, releasing the entry it replaces. */
