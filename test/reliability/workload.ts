@@ -102,7 +102,7 @@ export function generate(seed: number, count: number): { ops: WorkOp[]; states: 
 }
 
 /** The model's effect of one operation. */
-function apply(state: ModelState, op: WorkOp): ModelState {
+export function apply(state: ModelState, op: WorkOp): ModelState {
   const withLive = (subject: string, edit: (m: Map<string, Uint8Array>) => void): ModelState => {
     const live = new Map(state.live);
     const m = new Map(live.get(subject));
