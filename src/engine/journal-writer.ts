@@ -314,19 +314,13 @@ export class JournalWriter<T> {
 const EMPTY = new Uint8Array(0);
 
 /**
- * Runs of consecutive parts in the same segment (contiguous: each starts where the last ended),
- * each written with one write and one flush. A segment header is always a run of its own.
+ * The runs to write, each with one write and one flush: every part (one batch, or a segment
+ * header) is a run of its own. A write then never holds more than one SYNC, so a write the
+ * device tears or reorders leaves at most its own batch's SYNC past the damage, which replay
+ * tells apart from damage inside the log (docs/storage/statefs-v3.md §6.2).
  */
 function bySegment(parts: readonly Part[]): Part[][] {
-  const runs: Part[][] = [];
-  for (const part of parts) {
-    const last = runs.at(-1);
-    const prev = last?.at(-1);
-    const joins = prev !== undefined && prev.header !== true && part.header !== true && prev.segment === part.segment && prev.start + prev.length === part.start;
-    if (last !== undefined && joins) last.push(part);
-    else runs.push([part]);
-  }
-  return runs;
+  return parts.map((part) => [part]);
 }
 
 function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {

@@ -135,9 +135,10 @@ export class Store extends EventEmitter {
           this.onDurable(snapshot);
         },
       },
-      // A legacy image starts its v3 log in a fresh segment. After a torn tail the log goes on
-      // in place: open refused any tail holding a valid batch of this segment's life.
-      replayed.legacy !== undefined,
+      // A legacy image starts its v3 log in a fresh segment, and so does a log whose torn tail
+      // kept its own SYNC. After any other torn tail the log goes on in place: open refused any
+      // tail holding a valid batch of this segment's life.
+      replayed.legacy !== undefined || scan.torn?.sealedPast === true,
     );
     this.bytesAtCheckpoint = -scan.bytes;
     this.legacy = replayed.legacy !== undefined;

@@ -1,11 +1,11 @@
 import type { BlockDevice } from '../../src/device/device.js';
-import type { TraceEvent } from '../../src/device/fault-device.js';
+import { FaultDevice, type TraceEvent } from '../../src/device/fault-device.js';
 import { MemoryDevice, checkRange } from '../../src/device/memory-device.js';
 import { StatefsError } from '../../src/errors.js';
 import { fsckDevice } from '../../src/engine/fsck.js';
 import { Store } from '../../src/engine/store.js';
 import { mismatch, observe, type ModelState } from './model.js';
-import { STORE_OPTIONS } from './workload.js';
+import { STORE_OPTIONS, runOp, type WorkOp } from './workload.js';
 
 /** A write that reached (part of) the disk. */
 export interface Placed {
@@ -34,6 +34,19 @@ export function overlayDevice(base: Uint8Array, writes: readonly Placed[]): Bloc
     flush: () => Promise.resolve(),
     close: () => Promise.resolve(),
   };
+}
+
+/** Runs a workload to completion on a tracing device; `ackAt[i]` is the trace length when op i was acknowledged. */
+export async function tracedRun(base: Uint8Array, ops: readonly WorkOp[]): Promise<{ device: FaultDevice; ackAt: number[] }> {
+  const device = new FaultDevice(base, { trace: true });
+  const store = await Store.openDevice(device, STORE_OPTIONS);
+  const ackAt: number[] = [];
+  for (const op of ops) {
+    await runOp(store, op);
+    ackAt.push(device.trace.length);
+  }
+  await store.close();
+  return { device, ackAt };
 }
 
 /** The disk at one point of a trace: flushed bytes, plus the writes issued since the last flush. */
@@ -83,6 +96,8 @@ export function inFlight(ackAt: readonly number[], at: number, from: number): nu
 export interface CheckOptions {
   /** Run the library fsck on the image too (it must exit 0). */
   fsck?: boolean;
+  /** Then open it writable (on a copy), write, reopen: the writes are there and nothing old came back. */
+  writeAfter?: boolean;
 }
 
 /**
@@ -105,8 +120,44 @@ export async function checkRecovery(device: BlockDevice, before: ModelState, aft
   } finally {
     await store.close();
   }
-  if (options.fsck === true) return checkFsck(device);
+  if (options.fsck === true) {
+    const wrong = await checkFsck(device);
+    if (wrong !== undefined) return wrong;
+  }
+  if (options.writeAfter === true) return checkWritesAfter(device, before, after, perKey);
   return undefined;
+}
+
+const AFTER_KEYS = ['/state/after-crash-1', '/state/after-crash-2'];
+
+/**
+ * Reopen a crash state writable (on a copy), write two small values (each a batch shorter than
+ * most discarded tails), close and reopen: the store must show the recovered state plus exactly
+ * those values, and fsck must pass.
+ */
+async function checkWritesAfter(device: BlockDevice, before: ModelState, after: ModelState, perKey: boolean): Promise<string | undefined> {
+  const copy = new MemoryDevice(await device.read(0, device.size));
+  try {
+    const store = await Store.openDevice(copy, STORE_OPTIONS);
+    try {
+      for (const key of AFTER_KEYS) await store.put('beta', key, key);
+    } finally {
+      await store.close();
+    }
+    const again = await Store.openDevice(new MemoryDevice(copy.bytes), { ...STORE_OPTIONS, readOnly: true });
+    const seen = await observe(again).finally(() => again.close());
+    const beta = seen.live.get('beta');
+    for (const key of AFTER_KEYS) {
+      if (beta === undefined || Buffer.from(beta.get(key) ?? []).toString() !== key) return `after recovery: ${key} written, then not there`;
+      beta.delete(key);
+    }
+    if (beta?.size === 0) seen.live.delete('beta');
+    const wrong = mismatch(seen, before, after, perKey);
+    if (wrong !== undefined) return `after recovery and two writes: ${wrong}`;
+  } catch (err) {
+    return `after recovery: ${describeError(err)}`;
+  }
+  return checkFsck(new MemoryDevice(copy.bytes));
 }
 
 /** Crash residue fsck reports as repairable (spec §8: exit 1) rather than as information. */

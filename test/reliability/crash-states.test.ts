@@ -1,24 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FaultDevice } from '../../src/device/fault-device.js';
-import { Store } from '../../src/engine/store.js';
 import { MiB, memoryImage, rng } from '../helpers.js';
 import { recordFigures, reliabilityMode } from './counters.js';
-import { Violations, boundaries, checkRecovery, fsckRuns, inFlight, overlayDevice, torn } from './crash-image.js';
-import { generate, perKey, runOp, seedFrom, STORE_OPTIONS, type WorkOp } from './workload.js';
-
-/** Runs a workload to completion on a tracing device; `ackAt[i]` is the trace length when op i was acknowledged. */
-export async function tracedRun(base: Uint8Array, ops: readonly WorkOp[]): Promise<{ device: FaultDevice; ackAt: number[] }> {
-  const device = new FaultDevice(base, { trace: true });
-  const store = await Store.openDevice(device, STORE_OPTIONS);
-  const ackAt: number[] = [];
-  for (const op of ops) {
-    await runOp(store, op);
-    ackAt.push(device.trace.length);
-  }
-  await store.close();
-  return { device, ackAt };
-}
+import { Violations, boundaries, checkRecovery, fsckRuns, inFlight, overlayDevice, torn, tracedRun } from './crash-image.js';
+import { generate, perKey, seedFrom } from './workload.js';
 
 test('crash states at every write and flush boundary of a mixed workload', async () => {
   const thorough = reliabilityMode() === 'thorough';
@@ -46,7 +31,7 @@ test('crash states at every write and flush boundary of a mixed workload', async
     }
     for (const [variant, writes] of variants) {
       const label = `seed ${seed} event ${b.at}/${device.trace.length} op ${j} (${op?.kind ?? 'none'}) ${variant}`;
-      const wrong = await checkRecovery(overlayDevice(b.durable, writes), before, after, op !== undefined && perKey(op), { fsck: checked % fsckEvery === 0 });
+      const wrong = await checkRecovery(overlayDevice(b.durable, writes), before, after, op !== undefined && perKey(op), { fsck: checked % fsckEvery === 0, writeAfter: checked % fsckEvery === 3 });
       if (wrong !== undefined) violations.add(label, wrong);
       checked++;
     }
