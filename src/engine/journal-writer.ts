@@ -4,7 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { encodeRecord, recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
-import { failpoint } from './failpoints.js';
+import { failpoint, type FailpointName } from './failpoints.js';
 
 /** Where a record lives: segment index, byte offset in the segment, length with framing. */
 export interface Extent {
@@ -31,6 +31,8 @@ export interface AppendOptions {
   useReserve?: boolean;
   /** Start a fresh batch for these records (checkpoints start at a batch boundary). */
   ownBatch?: boolean;
+  /** Hit this failpoint just before the batch holding these records is written (with `ownBatch`). */
+  failpoint?: FailpointName;
 }
 
 export interface Appended {
@@ -70,6 +72,8 @@ interface Part {
   waiters: Waiter[];
   /** A segment header: written alone and flushed, no SYNC. */
   header?: true;
+  /** A failpoint to hit before this part is written (AppendOptions.failpoint). */
+  failpoint?: FailpointName;
 }
 
 /**
@@ -177,6 +181,7 @@ export class JournalWriter<T> {
     }
     const part = this.openPart();
     batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
+    if (options.failpoint !== undefined) part.failpoint = options.failpoint;
     const durable = new Promise<void>((resolve, reject) => {
       part.waiters.push({ resolve, reject });
     });
@@ -287,6 +292,7 @@ export class JournalWriter<T> {
   private async writeRun(run: Part[]): Promise<void> {
     const first = run[0];
     if (first === undefined) return;
+    if (first.failpoint !== undefined) failpoint(first.failpoint);
     const bytes = concat(
       run.flatMap((p) => p.chunks),
       run.reduce((n, p) => n + p.length, 0),

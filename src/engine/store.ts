@@ -51,7 +51,7 @@ import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
 import { writeSuperblock } from './superblock-io.js';
-import { failpoint, failpointArmed } from './failpoints.js';
+import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
 
 type Status = 'open' | 'closing' | 'closed';
 
@@ -828,7 +828,7 @@ export class Store extends EventEmitter {
     op: string,
     subject: string | undefined,
     key: string | undefined,
-    options: { useReserve?: boolean; ownBatch?: boolean },
+    options: { useReserve?: boolean; ownBatch?: boolean; failpoint?: FailpointName },
   ): ReturnType<JournalWriter<unknown>['append']> {
     try {
       return this.journal.append(records, options);
@@ -880,8 +880,8 @@ export class Store extends EventEmitter {
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
     const options = onlyDeletes ? { useReserve: true } : {};
-    const appended = failpointArmed('txn.before-commit') ? await this.appendTxnSplit(records, op, subject, options) : this.appendOrThrow(records, op, subject, undefined, options);
-    this.nextTxnId = Math.max(this.nextTxnId, txnId + 1);
+    const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : this.appendOrThrow(records, op, subject, undefined, options);
+    this.nextTxnId++;
     let at = 1;
     ops.forEach((o, i) => {
       const count = chunkCounts[i] ?? 1;
@@ -893,14 +893,15 @@ export class Store extends EventEmitter {
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }
 
-  /** Failpoint runs only: PREPARE and PAYLOADs made durable alone, the failpoint, then the COMMIT. */
-  private async appendTxnSplit(records: RecordToWrite[], op: string, subject: string, options: { useReserve?: boolean }): Promise<Appended> {
+  /**
+   * Failpoint runs only: the COMMIT in a batch of its own (so a write and flush of its own), and
+   * the failpoint hit just before that write, when PREPARE and the PAYLOADs are durable.
+   */
+  private appendTxnSplit(records: RecordToWrite[], op: string, subject: string, options: { useReserve?: boolean }): Appended {
     const head = this.appendOrThrow(records.slice(0, -1), op, subject, undefined, options);
-    this.nextTxnId++;
-    await this.awaitDurable(head.durable, op, subject, undefined);
-    failpoint('txn.before-commit');
-    const commit = this.appendOrThrow(records.slice(-1), op, subject, undefined, options);
-    return { ...commit, extents: [...head.extents, ...commit.extents] };
+    const commit = this.appendOrThrow(records.slice(-1), op, subject, undefined, { ...options, ownBatch: true, failpoint: 'txn.before-commit' });
+    const durable = Promise.all([head.durable, commit.durable]).then(() => undefined);
+    return { ...commit, extents: [...head.extents, ...commit.extents], durable };
   }
 
   /** Put `entry` in the working tree, releasing the entry it replaces. */

@@ -4,6 +4,10 @@ import { MiB, memoryImage, rng } from '../helpers.js';
 import { recordFigures, reliabilityMode } from './counters.js';
 import { Violations, boundaries, checkRecovery, fsckRuns, inFlight, overlayDevice, torn, tracedRun } from './crash-image.js';
 import { generate, perKey, seedFrom } from './workload.js';
+import { checkHygiene } from './hygiene.js';
+
+
+checkHygiene();
 
 test('crash states at every write and flush boundary of a mixed workload', async () => {
   const thorough = reliabilityMode() === 'thorough';

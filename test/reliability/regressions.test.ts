@@ -5,6 +5,7 @@ import { MemoryDevice } from '../../src/device/memory-device.js';
 import { Store } from '../../src/engine/store.js';
 import { memoryImage, text } from '../helpers.js';
 import { boundaries } from './crash-image.js';
+import { checkHygiene } from './hygiene.js';
 
 /** Regression tests for the engine bugs the reliability suite found (docs/reliability.md). */
 
@@ -31,6 +32,9 @@ async function lastWriteWithHole(base: Uint8Array, run: (s: Store) => Promise<vo
   assert.ok(image !== undefined);
   return image;
 }
+
+
+checkHygiene();
 
 test('a write that reaches the disk with an earlier sector missing is a torn tail, and the log goes on in a fresh segment', async () => {
   const base = await memoryImage();

@@ -101,6 +101,13 @@ export function generate(seed: number, count: number): { ops: WorkOp[]; states: 
   return { ops, states };
 }
 
+/** `generate`, then a checkpoint and a GC cycle (so GC relocates something at least once). */
+export function generateWithGc(seed: number, count: number): { ops: WorkOp[]; states: ModelState[] } {
+  const { ops, states } = generate(seed, count);
+  const last = states.at(-1) ?? EMPTY_STATE;
+  return { ops: [...ops, { kind: 'checkpoint' }, { kind: 'gc' }], states: [...states, last, last] };
+}
+
 /** The model's effect of one operation. */
 export function apply(state: ModelState, op: WorkOp): ModelState {
   const withLive = (subject: string, edit: (m: Map<string, Uint8Array>) => void): ModelState => {
