@@ -161,9 +161,14 @@ test('bit flips in every record kind and every metadata byte are detected, with 
   for (const [name, opcode] of KINDS) {
     const ofKind = records.filter((r) => r.opcode === opcode);
     assert.ok(ofKind.length > 0, `the workload wrote no ${name} record`);
-    // The latest records (replayed on open) and the earliest (behind a checkpoint, or relocated).
-    const chosen = thorough ? [...new Set([...ofKind.slice(-6), ...ofKind.slice(0, 2)])] : [...new Set([ofKind.at(-1), ofKind[0]])];
-    for (const r of chosen) if (r !== undefined) for (const p of positions(r, thorough || name === 'CKPT' || name === 'SEGMENT', thorough ? 160 : 48)) await flip(name, r.at + p, false);
+    // The latest records (replayed on open) and the earliest (behind a checkpoint, or relocated);
+    // in thorough mode every segment header and every byte of the current checkpoint too.
+    const latest = thorough ? [...ofKind.slice(-6), ...ofKind.slice(0, 2)] : [ofKind.at(-1), ofKind[0]];
+    const metadata = name === 'SEGMENT' || name === 'CKPT';
+    const everyHeader = thorough && name === 'SEGMENT' ? ofKind : [];
+    const chosen = [...new Set([...latest, ...everyHeader])];
+    const limit = metadata ? (thorough ? 64 * 1024 : 48) : thorough ? 160 : 48;
+    for (const r of chosen) if (r !== undefined) for (const p of positions(r, thorough || metadata, limit)) await flip(name, r.at + p, false);
   }
   for (const slot of [0, 1] as const) {
     const base = superblockOffset(slot, img.length);

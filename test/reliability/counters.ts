@@ -8,10 +8,11 @@ import { join, resolve } from 'node:path';
  */
 export const FIGURES = ['crashStates', 'reorderings', 'injectedFaults', 'bitFlips', 'killCycles', 'fuzzFrames', 'violations'] as const;
 
-/** One counter file: what one test recorded. */
+/** One counter file: what one test recorded (other fields, such as a seed, may be present and are ignored). */
 export interface FigureFile {
   suite: string;
-  mode: ReliabilityMode;
+  /** The mode the test ran in (absent in files written by hand or by older suites). */
+  mode?: ReliabilityMode;
   figures: Record<string, number>;
 }
 
@@ -53,7 +54,7 @@ export function readFigures(dir: string): Map<string, FigureFile> {
   for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
     const file = parseFigureFile(readFileSync(join(dir, name), 'utf8'));
     if (file === undefined) continue;
-    const sum = out.get(file.suite) ?? { suite: file.suite, mode: file.mode, figures: {} };
+    const sum: FigureFile = out.get(file.suite) ?? { suite: file.suite, figures: {} };
     for (const [k, v] of Object.entries(file.figures)) sum.figures[k] = (sum.figures[k] ?? 0) + v;
     out.set(file.suite, sum);
   }
@@ -70,8 +71,8 @@ function parseFigureFile(text: string): FigureFile | undefined {
   }
   if (typeof raw !== 'object' || raw === null) return undefined;
   const { suite, mode, figures } = raw as Record<string, unknown>; // checked field by field below
-  if (typeof suite !== 'string' || (mode !== 'fast' && mode !== 'thorough') || typeof figures !== 'object' || figures === null) return undefined;
+  if (typeof suite !== 'string' || typeof figures !== 'object' || figures === null) return undefined;
   const numbers: Record<string, number> = {};
   for (const [k, v] of Object.entries(figures)) if (typeof v === 'number' && Number.isFinite(v)) numbers[k] = v;
-  return { suite, mode, figures: numbers };
+  return mode === 'fast' || mode === 'thorough' ? { suite, mode, figures: numbers } : { suite, figures: numbers };
 }

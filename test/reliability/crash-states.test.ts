@@ -9,17 +9,14 @@ import { checkHygiene } from './hygiene.js';
 
 checkHygiene();
 
-test('crash states at every write and flush boundary of a mixed workload', async () => {
-  const thorough = reliabilityMode() === 'thorough';
-  const count = Number(process.env.STATEFS_OPS ?? (thorough ? 1000 : 250));
-  const seed = seedFrom(20261201);
+/** Every crash state of one seeded workload, checked against the model; adds to `violations`, returns the count. */
+async function sweep(seed: number, count: number, thorough: boolean, violations: Violations): Promise<{ checked: number; events: number }> {
   const fsckEvery = thorough ? 1 : 7;
-  console.log(`crash-states: seed ${seed} (STATEFS_SEED), ${count} operations, ${thorough ? 'thorough' : 'fast'} mode`);
   const { ops, states } = generate(seed, count);
   const base = await memoryImage(8 * MiB);
   const { device, ackAt } = await tracedRun(base, ops);
+  assert.ok(device.trace.length > ops.length, `only ${device.trace.length} device events`);
   const rand = rng(seed ^ 0x5eed);
-  const violations = new Violations();
   let checked = 0;
   let j = 0;
   for (const b of boundaries(base, device.trace)) {
@@ -35,15 +32,34 @@ test('crash states at every write and flush boundary of a mixed workload', async
     }
     for (const [variant, writes] of variants) {
       const label = `seed ${seed} event ${b.at}/${device.trace.length} op ${j} (${op?.kind ?? 'none'}) ${variant}`;
-      const wrong = await checkRecovery(overlayDevice(b.durable, writes), before, after, op !== undefined && perKey(op), { fsck: checked % fsckEvery === 0, writeAfter: checked % fsckEvery === 3 });
+      const wrong = await checkRecovery(overlayDevice(b.durable, writes), before, after, op !== undefined && perKey(op), {
+        fsck: checked % fsckEvery === 0,
+        writeAfter: checked % (thorough ? 2 : 7) === 1,
+      });
       if (wrong !== undefined) violations.add(label, wrong);
       checked++;
     }
   }
+  return { checked, events: device.trace.length };
+}
+
+test('crash states at every write and flush boundary of a mixed workload', async () => {
+  const thorough = reliabilityMode() === 'thorough';
+  const count = Number(process.env.STATEFS_OPS ?? (thorough ? 1000 : 250));
+  const seed = seedFrom(20261201);
+  const seeds = thorough ? [seed, seed + 1, seed + 2] : [seed];
+  console.log(`crash-states: seed ${seed} (STATEFS_SEED; ${seeds.length} workload(s), seed + 0..${seeds.length - 1}), ${count} operations each, ${thorough ? 'thorough' : 'fast'} mode`);
+  const violations = new Violations();
+  let checked = 0;
+  let events = 0;
+  for (const s of seeds) {
+    const r = await sweep(s, count, thorough, violations);
+    checked += r.checked;
+    events += r.events;
+  }
   console.log(
-    `crash-states: ${device.trace.length} device events, ${checked} crash states checked (fsck on ${fsckRuns.checked}, ${fsckRuns.repaired} with repairable crash residue), ${violations.count} violations`,
+    `crash-states: ${events} device events, ${checked} crash states checked (fsck on ${fsckRuns.checked}, ${fsckRuns.repaired} with repairable crash residue), ${violations.count} violations`,
   );
   recordFigures('crash-states', { crashStates: checked, fsckRuns: fsckRuns.checked, repairableResidue: fsckRuns.repaired, violations: violations.count });
-  assert.ok(device.trace.length > ops.length, `only ${device.trace.length} device events`);
   assert.equal(violations.count, 0, violations.summary);
 });

@@ -65,8 +65,9 @@ test('failpoints: kill -9 at every named failpoint, then recover: acknowledged o
   const rand = rng(seed);
   const count = 120;
   const perPoint = thorough ? 8 : 1;
-  const { ops, states } = generateWithGc(seed, count);
-  console.log(`failpoints: seed ${seed} (STATEFS_SEED), ${ops.length} operations per run, ${perPoint} hit(s) per failpoint and action, ${thorough ? 'thorough' : 'fast'} mode`);
+  // Run k uses the workload of seed + k, so repeated runs of a point see other histories.
+  const workloads = Array.from({ length: perPoint }, (_, k) => generateWithGc(seed + k, count));
+  console.log(`failpoints: seed ${seed} (STATEFS_SEED; run k uses seed + k), ${count + 2} operations per run, ${perPoint} run(s) per failpoint and action, ${thorough ? 'thorough' : 'fast'} mode`);
   const violations = new Violations();
   let kills = 0;
   let errors = 0;
@@ -75,13 +76,16 @@ test('failpoints: kill -9 at every named failpoint, then recover: acknowledged o
     for (const name of FAILPOINT_NAMES) {
       for (const action of ['crash', 'error'] as const) {
         for (let k = 0; k < perPoint; k++) {
+          const workload = workloads[k];
+          if (workload === undefined) throw new Error('no workload');
+          const { ops, states } = workload;
           const hit = 1 + Math.floor(rand() * HITS[name]);
           const spec = `${name}:${action}@${hit}`;
           const image = join(dir, `${name}-${action}-${k}.img`);
           const created = await Store.create(image, { size: 8 * MiB });
           await created.close();
-          const r = await runChild(image, seed, count, spec);
-          const label = `seed ${seed} ${spec} (after ${r.acked} acknowledged operations)`;
+          const r = await runChild(image, seed + k, count, spec);
+          const label = `seed ${seed + k} ${spec} (after ${r.acked} acknowledged operations)`;
           if (action === 'crash') {
             if (r.signal !== 'SIGKILL') {
               violations.add(label, `the child was not killed at the failpoint (exit ${r.code ?? r.signal ?? '?'}: ${r.lines.at(-1) ?? ''} ${r.stderr.slice(0, 300)})`);
