@@ -13,7 +13,8 @@ import { Violations, checkRecovery, overlayDevice } from './crash-image.js';
 import { generateWithGc, perKey, seedFrom } from './workload.js';
 import { checkHygiene } from './hygiene.js';
 
-const CHILD = fileURLToPath(new URL('./failpoint-child.js', import.meta.url));
+// Outside dist/test/: the test runner takes every file under a `test` folder for a test file.
+const CHILD = fileURLToPath(new URL('../../scripts/failpoint-child.js', import.meta.url));
 
 /** Hits to choose from for each failpoint (how often the workload passes it, roughly). */
 const HITS: Record<FailpointName, number> = {

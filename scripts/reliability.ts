@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FIGURES, readFigures, resultsDir } from './counters.js';
+import { FIGURES, readFigures, resultsDir } from '../test/reliability/counters.js';
 
 /*
  * `npm run reliability [-- --thorough]`: runs the reliability suites (every test file under
@@ -22,7 +22,7 @@ const LABELS: Record<(typeof FIGURES)[number], string> = {
   violations: 'violations (must be 0)',
 };
 
-const testRoot = fileURLToPath(new URL('..', import.meta.url));
+const testRoot = fileURLToPath(new URL('../test', import.meta.url));
 
 /** Test files that record figures: all of reliability/, and others that call recordFigures. */
 async function suiteFiles(): Promise<string[]> {

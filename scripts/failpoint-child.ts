@@ -1,10 +1,10 @@
 import { writeSync } from 'node:fs';
-import { StatefsError } from '../../src/errors.js';
-import { Store } from '../../src/engine/store.js';
-import { generateWithGc, runOp, STORE_OPTIONS } from './workload.js';
+import { StatefsError } from '../src/errors.js';
+import { Store } from '../src/engine/store.js';
+import { generateWithGc, runOp, STORE_OPTIONS } from '../test/reliability/workload.js';
 
 /*
- * The workload process of the failpoint kill tests (failpoints.test.ts): runs the seeded
+ * The workload process of the failpoint kill tests (test/reliability/failpoints.test.ts): runs the seeded
  * workload on an image file, one operation at a time, and prints `ack <i>` (synchronously, to
  * the pipe) after operation i is acknowledged. STATEFS_FAILPOINTS (set by the test) makes it die
  * at a named point, or makes the point fail: then it prints `error <code>` and closes the store.
