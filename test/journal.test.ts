@@ -78,7 +78,19 @@ test('damage followed by valid records is EINTEGRITY naming the offset, not a to
   const store = await Store.openDevice(new MemoryDevice(image));
   for (let i = 0; i < 40; i++) await store.put('app', `/state/k${i}`, `value-${i}`);
   await store.close();
-  for (const victim of ['/state/k10', '/state/k39']) {
+  {
+    // Damage in the last batch, followed only by that batch's own SYNC, is what a device that
+    // wrote the in-flight batch out of order leaves: a torn tail (docs/storage/statefs-v3.md §6.2).
+    const damaged = image.slice();
+    const at = recordOffset(damaged, 'app', '/state/k39');
+    flip(damaged, at + 11 + 'app\0/state/k39'.length, 0x01);
+    const s = await Store.openDevice(new MemoryDevice(damaged));
+    assert.equal(s.openReport.tornTailAt, at);
+    assert.equal(await s.get('app', '/state/k39'), undefined);
+    assert.equal(text(await s.get('app', '/state/k38')), 'value-38');
+    await s.close();
+  }
+  for (const victim of ['/state/k10', '/state/k38']) {
     const damaged = image.slice();
     const at = recordOffset(damaged, 'app', victim);
     flip(damaged, at + 11 + `app\0${victim}`.length, 0x01); // one bit of the value

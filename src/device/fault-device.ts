@@ -25,7 +25,16 @@ export interface FaultPlan {
   crash?: CrashPlan;
   failWrite?: FailPlan;
   failFlush?: FailPlan;
+  /**
+   * Record every successful write and flush in `trace`, so a test can rebuild what the disk may
+   * hold at any point: the writes before the last flush, plus any subset of those after it
+   * (test/reliability/ builds crash states and reorderings from it).
+   */
+  trace?: boolean;
 }
+
+/** One successful device call, in call order (see `FaultPlan.trace`). */
+export type TraceEvent = { kind: 'write'; offset: number; data: Uint8Array } | { kind: 'flush' };
 
 interface PendingWrite {
   offset: number;
@@ -44,9 +53,16 @@ export class FaultDevice implements BlockDevice {
   flushes = 0;
   reads = 0;
   crashed = false;
+  /** Reads, writes and flushes together (what `failCalls` counts). */
+  calls = 0;
+  /** Failures injected so far (by any plan). */
+  injected = 0;
+  /** Successful writes and flushes, in order, when the plan asks for a trace. */
+  readonly trace: TraceEvent[] = [];
   private readonly disk: Uint8Array;
   private pending: PendingWrite[] = [];
   private readonly plan: FaultPlan;
+  private callFail: FailPlan | undefined;
 
   constructor(sizeOrImage: number | Uint8Array, plan: FaultPlan = {}) {
     this.disk = typeof sizeOrImage === 'number' ? new Uint8Array(sizeOrImage) : sizeOrImage.slice();
@@ -72,9 +88,18 @@ export class FaultDevice implements BlockDevice {
     return this.diskImage();
   }
 
+  /**
+   * Fail device calls of any kind — reads, writes and flushes — counted from now: `at` 1 is the
+   * next call. A failed write changes nothing; a failed flush loses the unsynced writes.
+   */
+  failCalls(plan: FailPlan): void {
+    this.callFail = { ...plan, at: plan.at + this.calls };
+  }
+
   read(offset: number, length: number): Promise<Uint8Array> {
     this.reads++;
     if (this.crashed) return lost('read');
+    if (this.callFails()) return this.injectedFailure('read', offset);
     checkRange(this.size, offset, length, 'read');
     const out = this.disk.slice(offset, offset + length);
     for (const w of this.pending) overlay(out, offset, w);
@@ -96,9 +121,13 @@ export class FaultDevice implements BlockDevice {
     }
     const fail = this.plan.failWrite;
     if (fail !== undefined && hits(fail, this.writes)) {
+      this.injected++;
       return Promise.reject(new StatefsError(fail.code, `injected failure of write ${this.writes}`, { op: 'write', offset }));
     }
-    this.pending.push({ offset, data: data.slice() });
+    if (this.callFails()) return this.injectedFailure('write', offset);
+    const copy = data.slice();
+    this.pending.push({ offset, data: copy });
+    if (this.plan.trace === true) this.trace.push({ kind: 'write', offset, data: copy });
     return Promise.resolve();
   }
 
@@ -109,14 +138,32 @@ export class FaultDevice implements BlockDevice {
     if (fail !== undefined && hits(fail, this.flushes)) {
       // A failed flush loses the unsynced writes, as Linux may after writeback errors.
       this.pending = [];
+      this.injected++;
       return Promise.reject(new StatefsError(fail.code, `injected failure of flush ${this.flushes}`, { op: 'flush' }));
     }
+    if (this.callFails()) {
+      this.pending = [];
+      return this.injectedFailure('flush', undefined);
+    }
     this.applyPending();
+    if (this.plan.trace === true) this.trace.push({ kind: 'flush' });
     return Promise.resolve();
   }
 
   close(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** Counts a call; whether `failCalls` fails it. */
+  private callFails(): boolean {
+    this.calls++;
+    return this.callFail !== undefined && hits(this.callFail, this.calls);
+  }
+
+  private injectedFailure(op: string, offset: number | undefined): Promise<never> {
+    this.injected++;
+    const code = this.callFail?.code ?? 'EIO';
+    return Promise.reject(new StatefsError(code, `injected failure of device call ${this.calls} (${op})`, offset === undefined ? { op } : { op, offset }));
   }
 
   private applyPending(): void {

@@ -4,6 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { recordLength } from '../format/record.js';
 import { entryDiskBytes, type Entry } from './entry.js';
 import type { Appended, RecordToWrite } from './journal-writer.js';
+import { failpoint } from './failpoints.js';
 import { indexKey } from './names.js';
 import type { SegmentUsage } from './segment-usage.js';
 
@@ -118,6 +119,7 @@ export class Compactor {
           this.host.usage.moveEntry(m.entry, [to]);
         });
         await appended.durable;
+        failpoint('gc.relocate');
         for (const r of records) moved += recordLength(r.key.length, r.value.length);
       }
       if (this.host.usage.isFree(segment)) {

@@ -4,6 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { encodeRecord, encodeRecordInto, recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
+import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
 
 /** Where a record lives: segment index, byte offset in the segment, length with framing. */
 export interface Extent {
@@ -30,6 +31,8 @@ export interface AppendOptions {
   useReserve?: boolean;
   /** Start a fresh batch for these records (checkpoints start at a batch boundary). */
   ownBatch?: boolean;
+  /** Hit this failpoint just before the batch holding these records is written (with `ownBatch`). */
+  failpoint?: FailpointName;
 }
 
 export interface Appended {
@@ -69,6 +72,8 @@ interface Part {
   waiters: Waiter[];
   /** A segment header: written alone and flushed, no SYNC. */
   header?: true;
+  /** A failpoint to hit before this part is written (AppendOptions.failpoint). */
+  failpoint?: FailpointName;
 }
 
 /**
@@ -190,6 +195,7 @@ export class JournalWriter<T> {
     }
     const part = this.openPart();
     batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
+    if (options.failpoint !== undefined) part.failpoint = options.failpoint;
     const durable = new Promise<void>((resolve, reject) => {
       part.waiters.push({ resolve, reject });
     });
@@ -279,6 +285,7 @@ export class JournalWriter<T> {
         const token = this.hooks.sealed();
         try {
           for (const run of bySegment(parts)) await this.writeRun(run);
+          failpoint('journal.before-ack');
         } catch (err) {
           this.fail(err, parts);
           break;
@@ -299,15 +306,19 @@ export class JournalWriter<T> {
   private async writeRun(run: Part[]): Promise<void> {
     const first = run[0];
     if (first === undefined) return;
+    if (first.failpoint !== undefined) failpoint(first.failpoint);
     const bytes = concat(
       run.flatMap((p) => p.chunks),
       run.reduce((n, p) => n + p.length, 0),
     );
     const at = segmentOffset(first.segment, this.segmentSize) + first.start;
-    if (this.device.writeDurable !== undefined) {
+    // One O_DSYNC write where the device offers it; write then flush otherwise, and while the
+    // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
+    if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {
       await this.device.writeDurable(at, bytes);
     } else {
       await this.device.write(at, bytes);
+      failpoint('journal.before-flush');
       await this.device.flush();
     }
   }
@@ -330,19 +341,13 @@ export class JournalWriter<T> {
 const EMPTY = new Uint8Array(0);
 
 /**
- * Runs of consecutive parts in the same segment (contiguous: each starts where the last ended),
- * each written with one write and one flush. A segment header is always a run of its own.
+ * The runs to write, each with one write and one flush: every part (one batch, or a segment
+ * header) is a run of its own. A write then never holds more than one SYNC, so a write the
+ * device tears or reorders leaves at most its own batch's SYNC past the damage, which replay
+ * tells apart from damage inside the log (docs/storage/statefs-v3.md §6.2).
  */
 function bySegment(parts: readonly Part[]): Part[][] {
-  const runs: Part[][] = [];
-  for (const part of parts) {
-    const last = runs.at(-1);
-    const prev = last?.at(-1);
-    const joins = prev !== undefined && prev.header !== true && part.header !== true && prev.segment === part.segment && prev.start + prev.length === part.start;
-    if (last !== undefined && joins) last.push(part);
-    else runs.push([part]);
-  }
-  return runs;
+  return parts.map((part) => [part]);
 }
 
 function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {

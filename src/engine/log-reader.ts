@@ -16,6 +16,12 @@ export interface TornTail {
   /** Absolute byte offset in the image of the first byte that was discarded. */
   offset: number;
   fault: RecordFault | 'unsealed';
+  /**
+   * The discarded batch's own SYNC survived past the damage (the device kept a later part of the
+   * write in flight but not an earlier one): the log must go on in a fresh segment, so that SYNC
+   * can never seal anything later.
+   */
+  sealedPast?: true;
 }
 
 export interface LogScan {
@@ -129,13 +135,19 @@ export async function scanLog(
       // Even after zeros: the journal writes each segment's bytes in order with one write per
       // flush, so a valid batch of this segment's life past the end means the end is damage.
       const later = findLaterSync(buf, pos + 1, segSeq);
-      if (later !== undefined) {
+      // One exception: the only SYNC of this life past the stop is the one that seals the batch
+      // the stop is in. Each write holds one batch, so that is the write in flight at a crash,
+      // kept out of order (§6.2): a torn tail, though the batch's own SYNC survived.
+      const ownSync = later !== undefined && decodeSyncAt(buf, later)?.batchStart === batchStart && findLaterSync(buf, later + 1, segSeq) === undefined;
+      if (later !== undefined && !ownSync) {
         throw StatefsError.EINTEGRITY(`damaged record in segment ${segment} followed by valid records (a SYNC at ${base + later})`, {
           op: 'open',
           offset: base + pos,
         });
       }
-      if (!clean) torn = { offset: base + batchStart, fault: fault === undefined || fault === 'stale' ? 'unsealed' : fault };
+      const faultName = fault === undefined || fault === 'stale' ? 'unsealed' : fault;
+      if (ownSync) torn = { offset: base + batchStart, fault: faultName, sealedPast: true };
+      else if (!clean) torn = { offset: base + batchStart, fault: faultName };
     }
     bytes += batchStart - start;
     // Headers are flushed in log order, each before any later one is written: a valid header
@@ -160,6 +172,11 @@ function findLaterSync(buf: Uint8Array, from: number, segSeq: number): number | 
     if (r.ok && r.record.opcode === Op.SYNC && decodeSync(r.record.value)?.segSeq === segSeq) return at;
   }
   return undefined;
+}
+
+function decodeSyncAt(buf: Uint8Array, at: number): ReturnType<typeof decodeSync> {
+  const r = decodeRecord(buf, at);
+  return r.ok ? decodeSync(r.record.value) : undefined;
 }
 
 /** The valid SEGMENT header of every segment (undefined where there is none). */

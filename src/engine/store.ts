@@ -31,7 +31,7 @@ import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } 
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { entryDiskBytes, type Entry } from './entry.js';
-import { JournalWriter, type Extent, type RecordToWrite } from './journal-writer.js';
+import { JournalWriter, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
@@ -53,6 +53,7 @@ import { checkBatchAllowed } from './batch-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
 import { writeSuperblock } from './superblock-io.js';
+import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
 
 type Status = 'open' | 'closing' | 'closed';
 
@@ -136,9 +137,10 @@ export class Store extends EventEmitter {
           this.onDurable(snapshot);
         },
       },
-      // A legacy image starts its v3 log in a fresh segment. After a torn tail the log goes on
-      // in place: open refused any tail holding a valid batch of this segment's life.
-      replayed.legacy !== undefined,
+      // A legacy image starts its v3 log in a fresh segment, and so does a log whose torn tail
+      // kept its own SYNC. After any other torn tail the log goes on in place: open refused any
+      // tail holding a valid batch of this segment's life.
+      replayed.legacy !== undefined || scan.torn?.sealedPast === true,
     );
     // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
     // with a large checkpoint and a short log must not make close write the same checkpoint again.
@@ -368,6 +370,7 @@ export class Store extends EventEmitter {
       };
       this.snapshots.add(snap);
       await this.awaitDurable(appended.durable, op, subject, undefined);
+      failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
       void this.startDigest(snap);
     });
@@ -760,6 +763,7 @@ export class Store extends EventEmitter {
       ckptId: id,
     };
     try {
+      failpoint('superblock.switch');
       await writeSuperblock(this.device, next);
     } catch (err) {
       this.writeFailure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
@@ -877,7 +881,7 @@ export class Store extends EventEmitter {
     op: string,
     subject: string | undefined,
     key: string | undefined,
-    options: { useReserve?: boolean; ownBatch?: boolean },
+    options: { useReserve?: boolean; ownBatch?: boolean; failpoint?: FailpointName },
   ): ReturnType<JournalWriter<unknown>['append']> {
     try {
       return this.journal.append(records, options);
@@ -928,7 +932,8 @@ export class Store extends EventEmitter {
       await this.reclaim();
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
-    const appended = this.appendOrThrow(records, op, subject, undefined, onlyDeletes ? { useReserve: true } : {});
+    const options = onlyDeletes ? { useReserve: true } : {};
+    const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : this.appendOrThrow(records, op, subject, undefined, options);
     this.nextTxnId++;
     let at = 1;
     ops.forEach((o, i) => {
@@ -939,6 +944,17 @@ export class Store extends EventEmitter {
       else this.setEntry(subject, o.bin, { value: o.value, extents });
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
+  }
+
+  /**
+   * Failpoint runs only: the COMMIT in a batch of its own (so a write and flush of its own), and
+   * the failpoint hit just before that write, when PREPARE and the PAYLOADs are durable.
+   */
+  private appendTxnSplit(records: RecordToWrite[], op: string, subject: string, options: { useReserve?: boolean }): Appended {
+    const head = this.appendOrThrow(records.slice(0, -1), op, subject, undefined, options);
+    const commit = this.appendOrThrow(records.slice(-1), op, subject, undefined, { ...options, ownBatch: true, failpoint: 'txn.before-commit' });
+    const durable = Promise.all([head.durable, commit.durable]).then(() => undefined);
+    return { ...commit, extents: [...head.extents, ...commit.extents], durable };
   }
 
   /** Put `entry` in the working tree, releasing the entry it replaces. */
