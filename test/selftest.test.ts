@@ -7,6 +7,9 @@ import { startDaemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken, type Right } from '../src/server/policy/policy.js';
 import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const STATEFS = fileURLToPath(new URL('../src/cli/statefs.js', import.meta.url));
 
