@@ -8,6 +8,9 @@ import { isStatefsError } from '../src/errors.js';
 import { AuditLog } from '../src/server/audit/audit-log.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
 import { withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const STATEFS = fileURLToPath(new URL('../src/cli/statefs.js', import.meta.url));
 

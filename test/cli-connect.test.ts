@@ -7,6 +7,9 @@ import { startDaemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 /*
  * The built CLI with --connect against a daemon running in this process. The spawn is async: a

@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { formatBytes } from '../src/cli/format-bytes.js';
 import { withTempDir } from './helpers.js';
 import { record, u32, u64 } from './record-encoder.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 /*
  * These tests run the built CLI as a user would. Compiled, this file is dist/test/cli.test.js

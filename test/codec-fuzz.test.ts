@@ -7,6 +7,9 @@ import { RECORD_OVERHEAD, decodeRecord, encodeRecord } from '../src/format/recor
 import { decodeSegmentHeader, decodeSync, encodeSegmentHeader, encodeSync } from '../src/format/segment.js';
 import { decodeSuperblock, encodeSuperblock, type Superblock } from '../src/format/superblock.js';
 import { StatefsError } from '../src/errors.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const runs = Number(process.env.STATEFS_FUZZ_RUNS ?? 2000);
 const seed = Number(process.env.STATEFS_SEED ?? 42);

@@ -4,6 +4,9 @@ import { FaultDevice, type CrashPlan } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { memoryImage, rng } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 type Op = { kind: 'put'; subject: string; key: string; value: Uint8Array } | { kind: 'del'; subject: string; key: string };
 

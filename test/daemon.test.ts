@@ -16,8 +16,11 @@ import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
 import { MiB, text, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
 
 const STATEFSD = fileURLToPath(new URL('../src/cli/statefsd.js', import.meta.url));
+
+guardResources();
 
 interface Setup {
   image: string;
@@ -224,6 +227,36 @@ test('daemon: EAGAIN beyond maxInFlight on one connection', async () => {
       const codes = await Promise.all(Array.from({ length: 16 }, (_, i) => codeOf(alice.put('alice', `/state/k${i}`, 'v'))));
       assert.ok(codes.includes('EAGAIN'), codes.join(','));
       assert.ok(codes.every((c) => c === 'OK' || c === 'EAGAIN'), codes.join(','));
+    } finally {
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('daemon: connections over maxConnections get EAGAIN and are closed even when the peer keeps talking; close() still resolves', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, createSize: 8 * MiB, maxConnections: 1 });
+    const alice = await connect({ socket: s.socket, token: s.aliceToken });
+    try {
+      // Regression: a refused peer that sent bytes was never read, so its socket never closed and
+      // daemon.close() waited for it forever.
+      const extra = createConnection(s.socket);
+      const got: Buffer[] = [];
+      extra.on('data', (b: Buffer) => got.push(b));
+      const closed = once(extra, 'close');
+      await once(extra, 'connect');
+      extra.write(Buffer.from([40, 0, 0, 0, 1, 1]));
+      await once(extra, 'end');
+      const [answer] = new FrameReader().push(Buffer.concat(got));
+      assert.ok(answer !== undefined);
+      const res = decodeResponse(answer);
+      assert.ok(res.status === 'error' && res.requestId === 0);
+      assert.equal(res.error.code, 'EAGAIN');
+      extra.end();
+      await closed;
+      await alice.put('alice', '/state/still', 'served'); // the connection within the limit is unaffected
     } finally {
       await alice.close();
       await daemon.close();

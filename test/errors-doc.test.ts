@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ERROR_CODES, StatefsError, type ErrorCode } from '../src/errors.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 /** The error table of docs/storage/errors.md (tests run from dist/test/, so the doc is two levels up). */
 const DOC = new URL('../../docs/storage/errors.md', import.meta.url);

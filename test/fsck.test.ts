@@ -5,6 +5,9 @@ import { fsckDevice, type FsckReport } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import { memoryImage, text } from './helpers.js';
 import { crc32cOf, record, u32, u64 } from './record-encoder.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 // Records are built from docs/storage/statefs-v3.md by the tests' own encoder.
 const SEG0 = 4096; // segment 0 starts after superblock slot A

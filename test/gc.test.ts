@@ -6,6 +6,9 @@ import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { MiB, memoryImage, text } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const SEG = 256 * 1024;
 const HEADER = 35; // SEGMENT record: 15 + 20 (docs/storage/statefs-v3.md)

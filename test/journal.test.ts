@@ -5,6 +5,9 @@ import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { memoryImage, text } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
 

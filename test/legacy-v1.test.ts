@@ -5,6 +5,9 @@ import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { record } from './record-encoder.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 // v1 journals are v1 records back to back from byte 0 (docs/storage/statefs-v3.md, "Legacy v1
 // images"), encoded by the tests' own encoder.

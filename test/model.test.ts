@@ -1,4 +1,7 @@
 /**
+import { guardResources } from './hygiene.js';
+
+guardResources();
  * Model-based property test: random command sequences run against a real store on a
  * `FaultDevice` and against a plain in-memory model (a map per subject of key -> bytes). After
  * every step the store must agree with the model exactly: the keys `list` returns (in bytewise

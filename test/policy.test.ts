@@ -10,6 +10,9 @@ import { isStatefsError } from '../src/errors.js';
 import { loadPolicy, savePolicy } from '../src/server/policy/policy-file.js';
 import { allows, authenticate, emptyPolicy, hashToken, newToken, type Policy } from '../src/server/policy/policy.js';
 import { withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const sha = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
 const HASH_A = sha('a');

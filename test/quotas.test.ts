@@ -4,6 +4,9 @@ import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { MiB, memoryImage, rng } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const rec = (key: string, valueLen: number): number => 15 + 'app\0'.length + key.length + valueLen;
 

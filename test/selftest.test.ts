@@ -10,6 +10,9 @@ import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken, type Right } from '../src/server/policy/policy.js';
 import { processGone, runStatefs, sleep, startStatefsd, STATEFSD } from './daemon-process.js';
 import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const STATEFS = fileURLToPath(new URL('../src/cli/statefs.js', import.meta.url));
 

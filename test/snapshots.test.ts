@@ -7,6 +7,9 @@ import { LIVE } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
 import { crc32c } from '../src/format/crc32c.js';
 import { memoryImage, openMemory, text } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
 

@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { memoryImage, openMemory, text, withTempDir, MiB } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
 

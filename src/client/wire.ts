@@ -99,6 +99,11 @@ export class WireConnection {
       return;
     }
     for (const frame of frames) this.#onFrame(frame);
+    const failure = this.#reader.failure;
+    if (failure !== undefined) {
+      this.#fail(failure);
+      this.#socket.destroy();
+    }
   }
 
   #onFrame(frame: Frame): void {

@@ -501,7 +501,7 @@ export class Store extends EventEmitter {
       }
       const snap = this.requireSnapshot(owner, name, op);
       if (this.mounts.get(caller, path) !== undefined) throw StatefsError.EEXIST(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
-      if (this.legacy) await this.upgradeLegacy();
+      // No legacy upgrade here: a legacy v1 image has no snapshots, and creating one upgrades it.
       const target = { snapId: snap.id, owner, name };
       const appended = this.appendOrThrow([{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
       this.mounts.add({ caller, path, ...target, at: this.absolute(appended.extents[0]) });

@@ -13,6 +13,8 @@ export interface FigureFile {
   suite: string;
   /** The mode the test ran in (absent in files written by hand or by older suites). */
   mode?: ReliabilityMode;
+  /** The seed the test ran with, when it has one (a figure named `seed` is written here, not summed). */
+  seed?: number;
   figures: Record<string, number>;
 }
 
@@ -37,7 +39,8 @@ let sequence = 0;
 export function recordFigures(suite: string, figures: Record<string, number>): void {
   const dir = resultsDir();
   mkdirSync(dir, { recursive: true });
-  const file: FigureFile = { suite, mode: reliabilityMode(), figures };
+  const { seed, ...counts } = figures;
+  const file: FigureFile = { suite, mode: reliabilityMode(), ...(seed === undefined ? {} : { seed }), figures: counts };
   sequence++;
   writeFileSync(join(dir, `${suite}.${process.pid}.${sequence}.json`), `${JSON.stringify(file)}\n`);
 }

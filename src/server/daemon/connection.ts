@@ -20,7 +20,7 @@ export interface ConnectionContext {
   maxInFlight: number;
   /** Close a connection that sent nothing and waited for nothing this long. */
   idleTimeoutMs: number;
-  /** Refuse (EINVAL) a frame whose bytes stop arriving for this long. */
+  /** Refuse (EINVAL) a frame not complete this long after its first byte. */
   frameTimeoutMs: number;
   closing(): boolean;
   /** Registers an in-flight request so that `close()` can wait for it. */
@@ -46,6 +46,8 @@ export class Connection {
   #inFlight = 0;
   #dead = false;
   #timer: NodeJS.Timeout | undefined;
+  /** When the first byte of the frame now half received arrived (undefined between frames). */
+  #frameStarted: number | undefined;
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -65,19 +67,21 @@ export class Connection {
   }
 
   /**
-   * One timer per connection: while a frame is half received it must complete within
-   * `frameTimeoutMs` (a slow-loris peer cannot hold a slot); otherwise a connection with no
-   * request in flight is closed after `idleTimeoutMs`.
+   * One timer per connection: a frame must complete within `frameTimeoutMs` of its first byte,
+   * however its bytes trickle in (a slow-loris peer cannot hold a slot); otherwise a connection
+   * with no request in flight is closed after `idleTimeoutMs`.
    */
   #arm(): void {
     clearTimeout(this.#timer);
     if (this.#dead) return;
     const partial = this.#reader.buffered > 0;
-    const ms = partial ? this.#ctx.frameTimeoutMs : this.#ctx.idleTimeoutMs;
+    if (!partial) this.#frameStarted = undefined;
+    else this.#frameStarted ??= Date.now();
+    const ms = this.#frameStarted === undefined ? this.#ctx.idleTimeoutMs : Math.max(0, this.#frameStarted + this.#ctx.frameTimeoutMs - Date.now());
     this.#timer = setTimeout(() => {
       if (this.#dead) return;
       if (partial) {
-        this.#fatal(errorResponse(0, undefined, StatefsError.EINVAL(`a frame stayed incomplete for ${ms} ms`, { op: 'read' })));
+        this.#fatal(errorResponse(0, undefined, StatefsError.EINVAL(`a frame stayed incomplete for ${this.#ctx.frameTimeoutMs} ms`, { op: 'read' })));
       } else if (this.#inFlight === 0) {
         this.end();
       } else {
@@ -123,10 +127,14 @@ export class Connection {
       this.#fatal(errorResponse(0, undefined, toStatefsError(err)));
       return;
     }
+    if (frames.length > 0) this.#frameStarted = undefined; // the frame now partial, if any, began in this chunk
     for (const frame of frames) {
       if (this.#stopped()) return; // a fatal frame before this one closed the connection
       this.#onFrame(frame);
     }
+    // A framing error after the frames above: they were answered, now refuse the rest.
+    const failure = this.#reader.failure;
+    if (failure !== undefined && !this.#stopped()) this.#fatal(errorResponse(0, undefined, failure));
   }
 
   #onFrame(frame: Frame): void {

@@ -24,7 +24,7 @@ export interface DaemonOptions {
   maxInFlight?: number;
   /** Close connections idle this long (default 5 min). */
   idleTimeoutMs?: number;
-  /** Refuse frames whose bytes stop arriving for this long (default 10 s). */
+  /** Refuse a frame not complete this long after its first byte (default 10 s). */
   frameTimeoutMs?: number;
   /** Marker lines of the store (spec section 9). */
   onMarker?: (line: string) => void;
@@ -169,7 +169,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       log(`connection error: ${err.message}`);
     });
     if (closing || connections.size >= maxConnections) {
+      // Refuse: answer, then read and drop whatever the peer sends so that its end is seen and the
+      // socket closes (unread, it would stay open and hold close() forever); a peer that never
+      // closes its side is cut off after a second.
+      socket.resume();
       socket.end(errorResponse(0, undefined, StatefsError.EAGAIN(`more than ${maxConnections} connections`, { op: 'connect' })));
+      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
     const conn = new Connection(socket, ctx);

@@ -6,6 +6,9 @@ import { DEFAULT_MAX_FRAME, HEADER_SIZE, checkHeader, frameOf, type Frame } from
  * each header byte as it arrives, and never holds more than `maxFrameSize` bytes: the body buffer
  * is allocated only after the header passed. The first error (EINVAL, or ENOTSUP for an unknown
  * version) is sticky: the stream cannot be resynchronised, so the connection must be closed.
+ *
+ * How a stream is cut into chunks never changes what it yields: frames completed in a chunk before
+ * a framing error are still returned (the error is then in `failure`, and thrown by the next push).
  */
 export class FrameReader {
   private readonly header = new Uint8Array(HEADER_SIZE);
@@ -25,20 +28,30 @@ export class FrameReader {
     return this.frame === undefined ? this.headerFill : this.frameFill;
   }
 
+  /** The framing error that stopped the stream, if one did. Check it after handling what `push` returned. */
+  get failure(): StatefsError | undefined {
+    return this.failed;
+  }
+
+  /**
+   * The frames `chunk` completes. A framing error is thrown when no frame came before it in the
+   * chunk; otherwise those frames are returned and the error is left in `failure`.
+   */
   push(chunk: Uint8Array): Frame[] {
     if (this.failed !== undefined) throw this.failed;
+    const out: Frame[] = [];
     try {
-      return this.take(chunk);
+      this.take(chunk, out);
     } catch (err) {
       this.failed = err instanceof StatefsError ? err : StatefsError.EINVAL('frame', { op: 'frame', cause: err });
       this.frame = undefined; // release the partial frame: nothing more will be read
       this.headerFill = 0;
-      throw this.failed;
+      if (out.length === 0) throw this.failed;
     }
+    return out;
   }
 
-  private take(chunk: Uint8Array): Frame[] {
-    const out: Frame[] = [];
+  private take(chunk: Uint8Array, out: Frame[]): void {
     let off = 0;
     while (off < chunk.length) {
       if (this.frame === undefined) {
@@ -64,6 +77,5 @@ export class FrameReader {
         this.headerFill = 0;
       }
     }
-    return out;
   }
 }
