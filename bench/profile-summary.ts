@@ -66,7 +66,7 @@ function selfTimes(profile: CpuProfile): { total: number; byFunction: Map<string
 const args = process.argv.slice(2);
 const topAt = args.indexOf('--top');
 const top = topAt >= 0 ? Number(args[topAt + 1]) : 15;
-const files = args.filter((a, i) => a !== '--top' && i !== topAt + 1);
+const files = args.filter((_, i) => topAt < 0 || (i !== topAt && i !== topAt + 1));
 if (files.length === 0 || !Number.isInteger(top) || top < 1) {
   console.error('usage: node dist/bench/profile-summary.js <file.cpuprofile>... [--top N]');
   process.exit(2);

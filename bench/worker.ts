@@ -52,7 +52,7 @@ async function loadJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Rec
   const factory = ENGINES[name];
   const engine = await factory.create(dir, cfg.keys);
   try {
-    const { opsPerSec, method } = await timed(`${name} W3`, () => w3(engine, cfg));
+    const { opsPerSec, method } = await timed(`${name} W3`, () => profiled(`${name}-w3`, () => w3(engine, cfg)));
     rec.add('w3', opsPerSec);
     rec.note('w3.method', method);
     await readWorkloads(name, engine, cfg, rec);
@@ -66,7 +66,7 @@ async function loadJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Rec
 async function reopenJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Recorder): Promise<void> {
   const { keyOf } = keyLayout(cfg.keys, cfg.listKeys);
   const t0 = performance.now();
-  const engine = await ENGINES[name].open(dir);
+  const engine = await profiled(`${name}-reopen`, () => ENGINES[name].open(dir));
   try {
     const getter = engine.getters[0];
     if (getter === undefined) throw new Error(`${name}: no getter`);

@@ -27,11 +27,13 @@ export interface BenchEngine {
    * (a file beside the store for the peers that copy). Undefined: the engine has none.
    */
   readonly snapshot?: (tag: string) => Promise<void>;
-  /**
-   * Untimed, after each W7 run: a peer deletes its copy; StateFS waits for the snapshot's
-   * background digest, so it does not share the CPU with the next run.
-   */
+  /** Untimed, after each W7 run: a peer deletes its copy. */
   readonly afterSnapshot?: (tag: string) => Promise<void>;
+  /**
+   * At most this many W7 runs on the big store (default: BENCH_RUNS, at least 3). StateFS: 1,
+   * because each snapshot starts a background digest over every key that `close()` waits for.
+   */
+  readonly maxSnapshotRuns?: number;
   close(): Promise<void>;
 }
 

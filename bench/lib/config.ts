@@ -23,6 +23,8 @@ export interface BenchConfig {
   daemonSeconds: number;
   /** A job that repeats in fresh processes (W3 load, reopen) is repeated only while one took less than this. */
   repeatUnderSeconds: number;
+  /** Repetitions of the big-store jobs stop when the suite would pass this (shared among engines). */
+  budgetSeconds: number;
   engines: EngineName[];
 }
 
@@ -58,6 +60,7 @@ export function loadConfig(): BenchConfig {
     gcOps: Math.floor(num('BENCH_GC_OPS', quick ? 20_000 : 30_000)),
     daemonSeconds: num('BENCH_DAEMON_SECONDS', quick ? 0.5 : 2),
     repeatUnderSeconds: num('BENCH_REPEAT_UNDER_SECONDS', 20),
+    budgetSeconds: num('BENCH_BUDGET_SECONDS', 360),
     engines: engines(),
   };
 }
