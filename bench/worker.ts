@@ -12,7 +12,7 @@ import { profiled } from './lib/cpu-profile.js';
 import { allocatedBytes } from './lib/disk.js';
 import { describeGcLoad, gcLoadRun } from './lib/gc-load.js';
 import { VALUE_BYTES, benchValues, keyLayout } from './lib/keys.js';
-import { rawJob } from './lib/raw.js';
+import { fdatasyncLoop, rawJob } from './lib/raw.js';
 import { timed } from './lib/progress.js';
 import { Recorder } from './lib/recorder.js';
 import { DAEMON_CLIENTS, JOBS, REDIS_CLIENTS, type Job } from './lib/jobs.js';
@@ -27,7 +27,10 @@ async function writeJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Re
   const engine = await factory.create(join(dir, 'w'), 0);
   const nextWrite = freshWrites(cfg);
   try {
-    for (let r = 0; r < cfg.runs; r++) rec.add('w1', await w1(engine, cfg.seconds, nextWrite));
+    for (let r = 0; r < cfg.runs; r++) {
+      rec.add('w1.raw', fdatasyncLoop(join(dir, 'raw-w1.log'), 1, cfg.seconds)); // the limit, at the same moment
+      rec.add('w1', await w1(engine, cfg.seconds, nextWrite));
+    }
     await profiled(`${name}-w2`, async () => {
       for (let r = 0; r < cfg.runs; r++) rec.add('w2', await w2(engine, cfg.seconds, nextWrite));
     });
@@ -56,6 +59,7 @@ async function loadJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Rec
     rec.add('w3', opsPerSec);
     rec.note('w3.method', method);
     await readWorkloads(name, engine, cfg, rec);
+    for (const [key, value] of Object.entries((await engine.spaceDetails?.()) ?? {})) rec.add(`space.${key}`, value);
   } finally {
     await timed(`${name} close`, () => engine.close());
   }

@@ -34,6 +34,8 @@ export interface BenchEngine {
    * because each snapshot starts a background digest over every key that `close()` waits for.
    */
   readonly maxSnapshotRuns?: number;
+  /** Engine-specific space figures recorded (not tabled) after W7, e.g. StateFS's live vs garbage bytes. */
+  readonly spaceDetails?: () => Promise<Record<string, number>>;
   close(): Promise<void>;
 }
 

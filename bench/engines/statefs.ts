@@ -55,6 +55,10 @@ function wrap(store: Store): BenchEngine {
     list: async (prefix, limit) => (await store.list(SUBJECT, prefix, { limit })).keys.length,
     snapshot: (tag) => store.snapshot(SUBJECT, tag),
     maxSnapshotRuns: 1,
+    spaceDetails: async () => {
+      const st = await store.stat();
+      return { usedBytes: st.usedBytes, liveBytes: st.liveBytes, garbageBytes: st.garbageBytes, capacity: st.capacity };
+    },
     close: () => store.close(),
   };
 }

@@ -15,7 +15,7 @@ const LOG_BYTES = 64 * 1024 * 1024;
  * written and synced beforehand (like a log in a preallocated image: an fdatasync then has no
  * file size to update), wrapping around at its end; for `seconds`.
  */
-function fdatasyncLoop(path: string, perSync: number, seconds: number): number {
+export function fdatasyncLoop(path: string, perSync: number, seconds: number): number {
   const fd = openSync(path, 'w+');
   try {
     writeSync(fd, Buffer.alloc(LOG_BYTES));
@@ -54,6 +54,8 @@ function mapFigures(cfg: BenchConfig): { sets: number; gets: number } {
 }
 
 export function rawJob(dir: string, cfg: BenchConfig, rec: Recorder): void {
+  // W1's limit is also measured inside each engine's write job, run by run beside its W1
+  // (`w1.raw`): the disk's fdatasync rate drifts, so W1's target compares figures of one moment.
   for (let r = 0; r < cfg.runs; r++) {
     rec.add('w1', fdatasyncLoop(`${dir}/raw-w1.log`, 1, cfg.seconds));
     rec.add('w2', fdatasyncLoop(`${dir}/raw-w2.log`, W2_IN_FLIGHT, cfg.seconds));
