@@ -1,0 +1,49 @@
+// StateFS through its public embedded API (`Store`), one image file per store.
+import { join } from 'node:path';
+import { Store } from '../../src/index.js';
+import { SUBJECT } from '../lib/keys.js';
+import type { BenchEngine, EngineFactory } from './engine.js';
+
+const IMAGE = 'statefs.img';
+const MIB = 1024 * 1024;
+const BULK_CHUNK = 10_000;
+
+/** A sparse image with room for ~1 KiB per key (records, checkpoints, GC reserve): 1 GiB for 1M keys. */
+function imageBytes(keys: number): number {
+  return Math.max(256, Math.ceil(keys / 1024)) * MIB;
+}
+
+/** W3: `putMany` (one append per call, checked whole, durable when it resolves) in chunks of 10,000, then `sync()`. */
+async function bulkLoad(store: Store, count: number, keyOf: (i: number) => string, valueOf: (i: number) => Uint8Array): Promise<string> {
+  for (let from = 0; from < count; from += BULK_CHUNK) {
+    const to = Math.min(count, from + BULK_CHUNK);
+    await store.putMany(SUBJECT, Array.from({ length: to - from }, (_, j): [string, Uint8Array] => [keyOf(from + j), valueOf(from + j)]));
+  }
+  await store.sync();
+  return `putMany, ${BULK_CHUNK} per call, then sync()`;
+}
+
+function wrap(store: Store): BenchEngine {
+  return {
+    put: (key, value) => store.put(SUBJECT, key, value),
+    bulkLoad: (count, keyOf, valueOf) => bulkLoad(store, count, keyOf, valueOf),
+    getters: [{ name: 'get', kind: 'async', get: (key) => store.get(SUBJECT, key) }],
+    list: async (prefix, limit) => (await store.list(SUBJECT, prefix, { limit })).keys.length,
+    snapshot: (tag) => store.snapshot(SUBJECT, tag),
+    maxSnapshotRuns: 1,
+    spaceDetails: async () => {
+      const st = await store.stat();
+      return { usedBytes: st.usedBytes, liveBytes: st.liveBytes, garbageBytes: st.garbageBytes, capacity: st.capacity };
+    },
+    close: () => store.close(),
+  };
+}
+
+export const statefsEngine: EngineFactory = {
+  create: async (dir, expectedKeys) => wrap(await Store.create(join(dir, IMAGE), { size: imageBytes(expectedKeys) })),
+  open: async (dir) => wrap(await Store.open(join(dir, IMAGE))),
+  dataPath: (dir) => join(dir, IMAGE),
+  describe:
+    'StateFS (this repository, dist/), one sparse image file; every put resolves only after its record is fdatasync-ed ' +
+    '(group commit); W3 uses putMany (10,000 per call); W7 is `snapshot()` (durable when it resolves), once per store: each starts a background digest of every key.',
+};
