@@ -68,7 +68,7 @@ test('failpoints: kill -9 at every named failpoint, then recover: acknowledged o
   const perPoint = thorough ? 8 : 1;
   // Run k uses the workload of seed + k, so repeated runs of a point see other histories.
   const workloads = Array.from({ length: perPoint }, (_, k) => generateWithGc(seed + k, count));
-  console.log(`failpoints: seed ${seed} (STATEFS_SEED; run k uses seed + k), ${count + 2} operations per run, ${perPoint} run(s) per failpoint and action, ${thorough ? 'thorough' : 'fast'} mode`);
+  console.log(`failpoints: seed ${seed} (STATEFS_SEED; run k uses seed + k), ${workloads[0]?.ops.length ?? 0} operations per run, ${perPoint} run(s) per failpoint and action, ${thorough ? 'thorough' : 'fast'} mode`);
   const violations = new Violations();
   let kills = 0;
   let errors = 0;

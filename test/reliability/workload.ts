@@ -101,11 +101,23 @@ export function generate(seed: number, count: number): { ops: WorkOp[]; states: 
   return { ops, states };
 }
 
-/** `generate`, then a checkpoint and a GC cycle (so GC relocates something at least once). */
+/**
+ * `generate`, then 360 KB of new values (so the log leaves the segments the workload filled), a
+ * checkpoint (so those segments fall out of the log chain) and a GC cycle, which then has live
+ * values to relocate.
+ */
 export function generateWithGc(seed: number, count: number): { ops: WorkOp[]; states: ModelState[] } {
   const { ops, states } = generate(seed, count);
-  const last = states.at(-1) ?? EMPTY_STATE;
-  return { ops: [...ops, { kind: 'checkpoint' }, { kind: 'gc' }], states: [...states, last, last] };
+  let state = states.at(-1) ?? EMPTY_STATE;
+  const tail: WorkOp[] = [];
+  for (let i = 0; i < 6; i++) tail.push({ kind: 'put', subject: 'alpha', key: `/state/fill-${i}`, value: new Uint8Array(60_000).fill(i) });
+  tail.push({ kind: 'checkpoint' }, { kind: 'gc' });
+  const more: ModelState[] = [];
+  for (const op of tail) {
+    state = apply(state, op);
+    more.push(state);
+  }
+  return { ops: [...ops, ...tail], states: [...states, ...more] };
 }
 
 /** The model's effect of one operation. */
