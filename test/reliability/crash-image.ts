@@ -169,13 +169,15 @@ export const fsckRuns = { checked: 0, repaired: 0 };
 /**
  * Run the library fsck on a crash state. It must exit 0, or exit 1 (repairable) with only crash
  * residue — one torn superblock slot, a transaction prepared but never committed — that
- * `repair` then fixes (on a copy) to a clean re-check. Returns what is wrong, or `undefined`.
+ * `repair` then fixes (on a copy) to a clean re-check. With `requireClean` (after I/O errors,
+ * issue 9 item 3), only exit 0 passes. Returns what is wrong, or `undefined`.
  */
-export async function checkFsck(device: BlockDevice): Promise<string | undefined> {
+export async function checkFsck(device: BlockDevice, options: { requireClean?: boolean } = {}): Promise<string | undefined> {
   fsckRuns.checked++;
   const report = await fsckDevice(device);
   const list = report.findings.map((f) => `${f.reason}@${f.offset}`).join(', ');
   if (report.exitCode === 0) return undefined;
+  if (options.requireClean === true) return `fsck exit ${report.exitCode}, not 0: ${list}`;
   if (report.exitCode !== 1 || report.findings.some((f) => f.severity !== 'info' && !RESIDUE.has(f.reason))) return `fsck exit ${report.exitCode}: ${list}`;
   const copy = new MemoryDevice(await device.read(0, device.size));
   const repaired = await fsckDevice(copy, { repair: true });

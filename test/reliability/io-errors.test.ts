@@ -43,8 +43,8 @@ interface Outcome {
  * the error carries the injected code; a store that saw a write or flush fail refuses the
  * follow-up with `EIO` (a failed flush is never retried and acknowledged); what reaches the disk
  * is exactly the state before or after `op` (after, if it was acknowledged), with the follow-up
- * present if it was acknowledged; the image reopens and takes writes; fsck exits 0 (or repairs
- * crash residue, see checkFsck).
+ * present if it was acknowledged; the image reopens and takes writes; fsck exits 0 (nothing to
+ * repair: an I/O error leaves no residue that fsck reports).
  */
 async function faultRun(image: Uint8Array, op: WorkOp, before: ModelState, after: ModelState, n: number, code: Code, sticky: boolean): Promise<Outcome> {
   const device = new FaultDevice(image);
@@ -97,7 +97,7 @@ async function checkImage(bytes: Uint8Array, op: WorkOp, before: ModelState, aft
     wrong = mismatch(seen, acked ? after : before, after, perKey(op));
   }
   if (wrong !== undefined) return wrong;
-  const fsck = await checkFsck(dev);
+  const fsck = await checkFsck(dev, { requireClean: true });
   if (fsck !== undefined) return fsck;
   // The image takes writes again after a reopen.
   const again = await Store.openDevice(new MemoryDevice(bytes.slice()), STORE_OPTIONS);
