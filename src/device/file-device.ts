@@ -106,9 +106,14 @@ export class FileDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.dsync?.close();
-    await this.fh.close();
-    if (this.lockPath !== undefined) await unlink(this.lockPath).catch(() => undefined);
+    try {
+      await this.dsync?.close();
+      await this.fh.close();
+    } finally {
+      // Both handles are closed even if the first close fails; the lock goes in any case.
+      await this.fh.close().catch(() => undefined);
+      if (this.lockPath !== undefined) await unlink(this.lockPath).catch(() => undefined);
+    }
   }
 }
 
