@@ -72,10 +72,11 @@ export interface CliRun {
   stderr: string;
 }
 
-/** `statefs <args>` (STATEFS_TOKEN removed from the environment); `prefix` as for startStatefsd. */
-export async function runStatefs(args: readonly string[], prefix: readonly string[] = []): Promise<CliRun> {
+/** `statefs <args>` (STATEFS_TOKEN removed from the environment, then `extraEnv` added); `prefix` as for startStatefsd. */
+export async function runStatefs(args: readonly string[], prefix: readonly string[] = [], extraEnv: Record<string, string> = {}): Promise<CliRun> {
   const env = { ...process.env };
   delete env.STATEFS_TOKEN;
+  Object.assign(env, extraEnv);
   const [command, ...rest] = [...prefix, process.execPath, STATEFS, ...args];
   if (command === undefined) throw new Error('no command');
   const child = spawn(command, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] });
