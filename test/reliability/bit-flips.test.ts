@@ -12,7 +12,7 @@ import { Violations, describeError, overlayDevice } from './crash-image.js';
 import { appendOrphan, currentSuperblock, recordsOf, type FoundRecord } from './image-records.js';
 import { EMPTY_STATE, mismatch, observe, type ModelState } from './model.js';
 import { apply, generate, runOp, seedFrom, STORE_OPTIONS, type WorkOp } from './workload.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 /** Every opcode a v3 engine writes (CHECKPOINT 0x03 is a v1 no-op it never writes). */
 const KINDS = Object.entries(Op).filter(([name]) => name !== 'CHECKPOINT');
@@ -103,7 +103,7 @@ function positions(r: FoundRecord, every: boolean, limit: number): number[] {
 }
 
 
-checkHygiene();
+guardResources();
 
 test('bit flips in every record kind and every metadata byte are detected, with the fsck exit code the spec gives', async () => {
   const thorough = reliabilityMode() === 'thorough';

@@ -4,10 +4,10 @@ import { MiB, memoryImage, rng } from '../helpers.js';
 import { recordFigures, reliabilityMode } from './counters.js';
 import { Violations, boundaries, checkRecovery, fsckRuns, inFlight, overlayDevice, torn, tracedRun } from './crash-image.js';
 import { generate, perKey, seedFrom } from './workload.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 
-checkHygiene();
+guardResources();
 
 /** Every crash state of one seeded workload, checked against the model; adds to `violations`, returns the count. */
 async function sweep(seed: number, count: number, thorough: boolean, violations: Violations): Promise<{ checked: number; events: number }> {

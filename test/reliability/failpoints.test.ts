@@ -11,7 +11,7 @@ import { MiB, rng, withTempDir } from '../helpers.js';
 import { recordFigures, reliabilityMode } from './counters.js';
 import { Violations, checkRecovery, overlayDevice } from './crash-image.js';
 import { generateWithGc, perKey, seedFrom } from './workload.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 // Outside dist/test/: the test runner takes every file under a `test` folder for a test file.
 const CHILD = fileURLToPath(new URL('../../scripts/failpoint-child.js', import.meta.url));
@@ -50,7 +50,7 @@ async function runChild(image: string, seed: number, count: number, failpoints: 
 }
 
 
-checkHygiene();
+guardResources();
 
 test('failpoints: the variable is parsed once, and a bad one is EINVAL', () => {
   assert.deepEqual([...parseFailpoints('journal.before-flush, gc.relocate:error@3').entries()], [

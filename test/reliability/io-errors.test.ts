@@ -9,7 +9,7 @@ import { recordFigures, reliabilityMode } from './counters.js';
 import { Violations, checkFsck, checkRecovery, describeError, fsckRuns, overlayDevice } from './crash-image.js';
 import { mismatch, observe, type ModelState } from './model.js';
 import { generate, perKey, runOp, seedFrom, STORE_OPTIONS, type WorkOp } from './workload.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 type Code = 'EIO' | 'ENOSPC';
 
@@ -126,7 +126,7 @@ function chosen(ops: readonly WorkOp[], skip: number, perKind: number): number[]
 }
 
 
-checkHygiene();
+guardResources();
 
 test('I/O error loops: fail the nth device call of every kind of operation with EIO and ENOSPC, once and from then on', async () => {
   const thorough = reliabilityMode() === 'thorough';

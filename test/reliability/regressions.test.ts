@@ -5,7 +5,7 @@ import { MemoryDevice } from '../../src/device/memory-device.js';
 import { Store } from '../../src/engine/store.js';
 import { memoryImage, text } from '../helpers.js';
 import { boundaries } from './crash-image.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 /** Regression tests for the engine bugs the reliability suite found (docs/reliability.md). */
 
@@ -34,7 +34,7 @@ async function lastWriteWithHole(base: Uint8Array, run: (s: Store) => Promise<vo
 }
 
 
-checkHygiene();
+guardResources();
 
 test('a write that reaches the disk with an earlier sector missing is a torn tail, and the log goes on in a fresh segment', async () => {
   const base = await memoryImage();

@@ -4,7 +4,7 @@ import { MiB, memoryImage, rng } from '../helpers.js';
 import { recordFigures, reliabilityMode } from './counters.js';
 import { Violations, boundaries, checkRecovery, inFlight, overlayDevice, tracedRun, type Placed } from './crash-image.js';
 import { generate, perKey, seedFrom } from './workload.js';
-import { checkHygiene } from './hygiene.js';
+import { guardResources } from '../hygiene.js';
 
 /** Bytes a device may persist or lose as a unit (a sector). */
 const SECTOR = 512;
@@ -23,7 +23,7 @@ function sectors(writes: readonly Placed[]): Placed[] {
 }
 
 
-checkHygiene();
+guardResources();
 
 test('reordering: a later write (or sector) of a flush window persists without an earlier one', async () => {
   const thorough = reliabilityMode() === 'thorough';
