@@ -49,8 +49,9 @@ async function job(column: Column, name: Job, engine: EngineName, dir: string, e
 function gitCommit(): string {
   try {
     const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    // Result files change with every run; only changes to the code make the figures unreproducible.
-    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    // Results and docs change with every run; only changes to the code make the figures unreproducible.
+    const pathspec = ['.', ':(exclude)bench/results', ':(exclude)docs', ':(exclude)*.md'];
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', ...pathspec], { cwd: REPO_ROOT, encoding: 'utf8' });
     const dirty = status.trim() !== '';
     return dirty ? `${sha}+uncommitted changes` : sha;
   } catch {
