@@ -8,7 +8,7 @@ import type { Recorder } from './recorder.js';
 import { W2_IN_FLIGHT } from './workloads.js';
 
 const RECORD_BYTES = 128;
-const LOG_BYTES = 64 * 1024 * 1024;
+const LOG_BYTES = 4 * 1024 * 1024; // small: writing and syncing much more first slows the fdatasyncs that follow
 
 /**
  * Records/s writing `perSync` 128-byte records per fdatasync, one after the other, into a file
