@@ -354,6 +354,10 @@ class IndexBuilder {
 
   set(ik: string, entry: Entry, at: Extent): void {
     const [subject, bin] = this.split(ik, at);
+    this.setIn(subject, bin, entry);
+  }
+
+  private setIn(subject: string, bin: string, entry: Entry): void {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
     tree.set(bin, entry);
@@ -396,7 +400,7 @@ class IndexBuilder {
       if (this.trees.has(subject) || !group.sorted) {
         group.bins.forEach((bin, i) => {
           const entry = group.entries[i];
-          if (entry !== undefined) this.set(`${subject}\0${bin}`, entry, at);
+          if (entry !== undefined) this.setIn(subject, bin, entry);
         });
       } else {
         this.trees.set(subject, bulkTree(group.bins, group.entries));
