@@ -1,4 +1,5 @@
 export { Store } from './engine/store.js';
+export type { CommitMode } from './engine/commit-mode.js';
 export type { CreateOptions, ListOptions, ListPage, OpenOptions, OpenReport, StoreStat, SubjectStat } from './engine/store-types.js';
 export { StatefsError, ERROR_CODES, isStatefsError } from './errors.js';
 export type { ErrorCode } from './errors.js';

@@ -300,6 +300,15 @@ test('statefsd without its required options is a usage error (exit 64)', async (
   });
 });
 
+test('statefsd --commit-mode takes only auto, inline or background (exit 64 otherwise)', async () => {
+  await withDir((dir) => {
+    const r = runScript(STATEFSD, ['--image', 'i.img', '--socket', 's.sock', '--policy', 'p.json', '--audit', 'a.log', '--commit-mode', 'sometimes'], dir);
+    assert.equal(r.status, 64);
+    assert.match(r.err, /--commit-mode.*sometimes.*auto, inline, background/s);
+    assert.equal(r.out, '');
+  });
+});
+
 /** Write `ops` as a JSON ops file for `statefs txn` and return its name. */
 async function writeOps(dir: string, name: string, ops: unknown): Promise<string> {
   await writeFile(join(dir, name), JSON.stringify(ops));

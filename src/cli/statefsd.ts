@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
+import { COMMIT_MODES, type CommitMode } from '../engine/commit-mode.js';
 import { isStatefsError } from '../errors.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_USAGE, EXIT_UNAVAILABLE } from './exit-codes.js';
@@ -16,6 +17,7 @@ interface DaemonArgs {
   listen?: { host: string; port: number };
   maxConnections?: number;
   maxInFlight?: number;
+  commitMode?: CommitMode;
 }
 
 /** `127.0.0.1:7400` or `[::1]:7400`; the daemon itself refuses non-loopback hosts. */
@@ -48,6 +50,11 @@ function parseArgs(argv: string[]): DaemonArgs {
     .option('--listen <host:port>', 'also listen on loopback TCP (127.0.0.0/8 or ::1 only)', parseListen)
     .option('--max-connections <n>', 'connections at once; more are refused with EAGAIN (default 256)', parseCount)
     .option('--max-in-flight <n>', 'requests in flight per connection; more are refused with EAGAIN (default 128)', parseCount)
+    .addOption(
+      new Option('--commit-mode <mode>', 'where group commits wait for the disk: the event loop (inline), the I/O thread pool (background), or inline while commits take under 1 ms (auto)')
+        .choices(COMMIT_MODES)
+        .default('auto'),
+    )
     .exitOverride()
     .configureOutput({
       outputError: (message, write) => {
@@ -80,6 +87,7 @@ async function main(): Promise<void> {
       ...(args.listen === undefined ? {} : { listen: args.listen }),
       ...(args.maxConnections === undefined ? {} : { maxConnections: args.maxConnections }),
       ...(args.maxInFlight === undefined ? {} : { maxInFlight: args.maxInFlight }),
+      ...(args.commitMode === undefined ? {} : { commitMode: args.commitMode }),
       onMarker: (line) => {
         process.stdout.write(`${line}\n`);
       },

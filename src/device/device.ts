@@ -20,5 +20,10 @@ export interface BlockDevice {
    * the I/O thread pool per group commit instead of two.
    */
   writeDurable?(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * `writeDurable` on the calling thread, returning once the bytes are durable (optional; only
+   * used where `writeDurable` is offered). Errors are thrown, as `StatefsError`s.
+   */
+  writeDurableSync?(offset: number, data: Uint8Array): void;
   close(): Promise<void>;
 }

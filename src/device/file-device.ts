@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, fdatasyncSync, writeSync } from 'node:fs';
 import { open, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { StatefsError } from '../errors.js';
@@ -80,6 +80,22 @@ export class FileDevice implements BlockDevice {
       return;
     }
     await this.writeVia(this.dsync, offset, data);
+  }
+
+  /**
+   * `writeDurable` on the calling thread: returns once the bytes are durable, with no trip to
+   * the I/O thread pool (the event loop waits for the disk meanwhile; see `CommitMode`).
+   */
+  writeDurableSync(offset: number, data: Uint8Array): void {
+    checkRange(this.size, offset, data.length, 'write');
+    const fd = (this.dsync ?? this.fh).fd;
+    try {
+      let done = 0;
+      while (done < data.length) done += writeSync(fd, data, done, data.length - done, offset + done);
+      if (this.dsync === undefined) fdatasyncSync(fd);
+    } catch (err) {
+      throw ioError('write', err, offset);
+    }
   }
 
   private async writeVia(fh: FileHandle, offset: number, data: Uint8Array): Promise<void> {

@@ -4,6 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { encodeRecord, encodeRecordInto, recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
+import type { CommitPlacement } from './commit-mode.js';
 import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
 
 /** Where a record lives: segment index, byte offset in the segment, length with framing. */
@@ -110,6 +111,8 @@ export class JournalWriter<T> {
     private readonly hooks: RoundHooks<T>,
     /** After a torn tail the head segment holds garbage past `tail`: move to a fresh segment first. */
     private mustRoll: boolean,
+    /** Whether each round's durable write runs on the calling thread or the thread pool. */
+    private readonly placement: CommitPlacement,
   ) {
     this.tail = { ...tail };
     this.nextSegSeq = nextSegSeq;
@@ -315,7 +318,10 @@ export class JournalWriter<T> {
     // One O_DSYNC write where the device offers it; write then flush otherwise, and while the
     // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
     if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {
-      await this.device.writeDurable(at, bytes);
+      const started = performance.now();
+      if (this.placement.inline && this.device.writeDurableSync !== undefined) this.device.writeDurableSync(at, bytes);
+      else await this.device.writeDurable(at, bytes);
+      this.placement.record(performance.now() - started);
     } else {
       await this.device.write(at, bytes);
       failpoint('journal.before-flush');

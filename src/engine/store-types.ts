@@ -1,3 +1,4 @@
+import type { CommitMode } from './commit-mode.js';
 import type { FormatOptions } from './mkfs.js';
 import type { TxnLimits } from './transaction.js';
 
@@ -36,6 +37,11 @@ export interface OpenOptions {
   quotaWarnIntervalMs?: number;
   /** Subject that owns the state of a legacy v1 image (default `legacy`). */
   legacySubject?: string;
+  /**
+   * Where group commits wait for the disk (default `auto`: on the event loop's thread while the
+   * average commit takes under 1 ms, on the I/O thread pool otherwise). See `CommitMode`.
+   */
+  commitMode?: CommitMode;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
   txnLimits?: Partial<TxnLimits>;
 }

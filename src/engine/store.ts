@@ -46,6 +46,7 @@ import { copyOut, ownCopies, ownCopy } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
+import { CommitPlacement } from './commit-mode.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
 import { Keyspace, type Sealed, type Tree } from './keyspace.js';
 import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
@@ -110,6 +111,7 @@ export class Store extends EventEmitter {
     private readonly device: BlockDevice,
     replayed: Replayed,
     private options: OpenOptions,
+    placement: CommitPlacement,
   ) {
     super();
     const { sb, scan, index } = replayed;
@@ -141,6 +143,7 @@ export class Store extends EventEmitter {
       // kept its own SYNC. After any other torn tail the log goes on in place: open refused any
       // tail holding a valid batch of this segment's life.
       replayed.legacy !== undefined || scan.torn?.sealedPast === true,
+      placement,
     );
     // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
     // with a large checkpoint and a short log must not make close write the same checkpoint again.
@@ -198,7 +201,8 @@ export class Store extends EventEmitter {
   static async openDevice(device: BlockDevice, options: OpenOptions = {}): Promise<Store> {
     try {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
-      return new Store(device, await replayImage(device, legacySubject), options);
+      const placement = new CommitPlacement(options.commitMode);
+      return new Store(device, await replayImage(device, legacySubject), options, placement);
     } catch (err) {
       await device.close();
       throw err;

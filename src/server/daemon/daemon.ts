@@ -1,3 +1,4 @@
+import type { CommitMode } from '../../engine/commit-mode.js';
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
 import { chmod, rm } from 'node:fs/promises';
@@ -22,6 +23,8 @@ export interface DaemonOptions {
   listen?: { host: string; port: number };
   maxConnections?: number;
   maxInFlight?: number;
+  /** Where the store's group commits wait for the disk (default `auto`, see `CommitMode`). */
+  commitMode?: CommitMode;
   /** Close connections idle this long (default 5 min). */
   idleTimeoutMs?: number;
   /** Refuse a frame not complete this long after its first byte (default 10 s). */
@@ -68,11 +71,16 @@ function storeOptions(policy: Policy): OpenOptions {
   return { grants: mountGrants(policy), quotas: quotas(policy) };
 }
 
+/** Options of every open of the image: the policy's, and the daemon's own engine settings. */
+function openOptions(options: DaemonOptions, policy: Policy): OpenOptions {
+  return { ...storeOptions(policy), ...(options.commitMode === undefined ? {} : { commitMode: options.commitMode }) };
+}
+
 async function openStore(options: DaemonOptions, policy: Policy): Promise<Store> {
   if (options.createSize !== undefined && !existsSync(options.imagePath)) {
-    return Store.create(options.imagePath, { size: options.createSize, ...storeOptions(policy) });
+    return Store.create(options.imagePath, { size: options.createSize, ...openOptions(options, policy) });
   }
-  return Store.open(options.imagePath, storeOptions(policy));
+  return Store.open(options.imagePath, openOptions(options, policy));
 }
 
 /** Removes a socket file no daemon answers on; EBUSY when one does. */
@@ -129,7 +137,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
   store.on('marker', onMarker);
   const image = new ImageGate(store, async () => {
-    const reopened = await Store.open(options.imagePath, storeOptions(policy));
+    const reopened = await Store.open(options.imagePath, openOptions(options, policy));
     reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
     reopened.on('marker', onMarker);
     return reopened;

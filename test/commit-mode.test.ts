@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { BlockDevice } from '../src/device/device.js';
+import { FileDevice } from '../src/device/file-device.js';
+import { CommitPlacement, INLINE_MAX_MS, INLINE_RETURN_MS, type CommitMode } from '../src/engine/commit-mode.js';
+import { Store } from '../src/engine/store.js';
+import type { OpenOptions } from '../src/engine/store-types.js';
+import { StatefsError } from '../src/errors.js';
+import { MiB, text, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+test('auto commits inline while the disk is fast, moves to the thread pool when it is slow, and comes back', () => {
+  const p = new CommitPlacement('auto');
+  assert.equal(p.inline, true);
+  for (let i = 0; i < 50; i++) p.record(0.2);
+  assert.equal(p.inline, true, 'fast commits stay inline');
+  p.record(25); // one stall: the running average jumps over the limit at once
+  assert.equal(p.inline, false);
+  const fastCommits = commitsUntilInline(p, 0.1);
+  assert.ok(fastCommits > 1, `back inline after ${fastCommits} fast commit(s): the average must fall under ${INLINE_RETURN_MS} ms first`);
+  // Between the two thresholds the placement holds where it is.
+  const between = (INLINE_MAX_MS + INLINE_RETURN_MS) / 2;
+  for (let i = 0; i < 50; i++) p.record(between);
+  assert.equal(p.inline, true);
+});
+
+/** How many commits of `ms` it takes to bring `p` back inline (fails after 100). */
+function commitsUntilInline(p: CommitPlacement, ms: number): number {
+  for (let n = 1; n <= 100; n++) {
+    p.record(ms);
+    if (p.inline) return n;
+  }
+  return assert.fail('never came back inline');
+}
+
+test('inline and background never change with the disk', () => {
+  const inline = new CommitPlacement('inline');
+  const background = new CommitPlacement('background');
+  for (const ms of [50, 50, 50, 0.01, 0.01, 0.01]) {
+    inline.record(ms);
+    background.record(ms);
+    assert.equal(inline.inline, true);
+    assert.equal(background.inline, false);
+  }
+});
+
+/** A file device that counts which durable write the journal used, and can fail the inline one. */
+class CountingDevice implements BlockDevice {
+  inlineWrites = 0;
+  pooledWrites = 0;
+  failInline: StatefsError | undefined;
+  constructor(private readonly inner: FileDevice) {}
+  get size(): number {
+    return this.inner.size;
+  }
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.inner.read(offset, length);
+  }
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.inner.write(offset, data);
+  }
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+  writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    this.pooledWrites++;
+    return this.inner.writeDurable(offset, data);
+  }
+  writeDurableSync(offset: number, data: Uint8Array): void {
+    this.inlineWrites++;
+    if (this.failInline !== undefined) throw this.failInline;
+    this.inner.writeDurableSync(offset, data);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+async function openCounting(image: string, mode: CommitMode): Promise<{ store: Store; device: CountingDevice }> {
+  const device = new CountingDevice(await FileDevice.open(image));
+  return { store: await Store.openDevice(device, { commitMode: mode }), device };
+}
+
+test('every commit mode makes puts, batches and transactions durable on a file image', async () => {
+  await withTempDir(async (dir) => {
+    for (const mode of ['inline', 'background', 'auto'] as const) {
+      const image = join(dir, `${mode}.img`);
+      await (await Store.create(image, { size: 8 * MiB })).close();
+      const { store, device } = await openCounting(image, mode);
+      await store.put('app', '/state/one', '1');
+      await Promise.all(Array.from({ length: 20 }, (_, i) => store.put('app', `/state/group/k${i}`, `g${i}`)));
+      await store.putMany('app', [['/state/many/a', 'a'], ['/state/many/b', 'b']]);
+      const txn = store.begin('app');
+      await txn.put('app', '/state/txn', 't');
+      await txn.commit();
+      const durableWrites = device.inlineWrites + device.pooledWrites;
+      assert.ok(durableWrites >= 4, `${mode}: ${durableWrites} durable writes`);
+      if (mode === 'inline') assert.equal(device.pooledWrites, 0, 'inline: no journal write went to the thread pool');
+      if (mode === 'background') assert.equal(device.inlineWrites, 0, 'background: no journal write ran inline');
+      await store.close();
+
+      const again = await Store.open(image);
+      assert.equal(text(await again.get('app', '/state/one')), '1');
+      assert.equal(text(await again.get('app', '/state/group/k19')), 'g19');
+      assert.equal(text(await again.get('app', '/state/many/b')), 'b');
+      assert.equal(text(await again.get('app', '/state/txn')), 't');
+      await again.close();
+    }
+  });
+});
+
+test('an inline write that fails fails its puts with the device error, refuses later writes with EIO, and loses nothing acknowledged', async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, 'fail.img');
+    await (await Store.create(image, { size: 8 * MiB })).close();
+    const { store, device } = await openCounting(image, 'inline');
+    await store.put('app', '/state/kept', 'yes');
+    device.failInline = StatefsError.ENOSPC('injected: disk full', { op: 'write' });
+    const failed = await Promise.allSettled([store.put('app', '/state/lost', 'no'), store.put('app', '/state/lost2', 'no')]);
+    for (const r of failed) assert.ok(r.status === 'rejected' && r.reason instanceof StatefsError && r.reason.code === 'ENOSPC', r.status);
+    device.failInline = undefined;
+    await assert.rejects(store.put('app', '/state/after', 'no'), { code: 'EIO' });
+    assert.equal(text(await store.get('app', '/state/kept')), 'yes');
+    await store.close();
+
+    const again = await Store.open(image);
+    assert.equal(text(await again.get('app', '/state/kept')), 'yes');
+    assert.equal(await again.get('app', '/state/lost'), undefined);
+    await again.close();
+  });
+});
+
+test('an unknown commit mode is EINVAL, and the image is left unlocked', async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, 'bad.img');
+    await (await Store.create(image, { size: 8 * MiB })).close();
+    // As a JavaScript caller, out of the type system's reach, would pass it.
+    const options: OpenOptions = {};
+    Reflect.set(options, 'commitMode', 'sometimes');
+    await assert.rejects(Store.open(image, options), { code: 'EINVAL', message: /commit mode sometimes: use auto, inline, background/ });
+    const store = await Store.open(image);
+    await store.close();
+  });
+});
