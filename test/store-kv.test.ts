@@ -163,3 +163,34 @@ test('a stored value is the store’s own copy: changing the caller’s buffer (
   assert.deepEqual(await store.get('app', '/state/arr'), new Uint8Array([1, 2, 3]));
   await store.close();
 });
+
+test('point reads agree with the tree before and after a subject is read often enough to get its hash map', async () => {
+  const s = await openMemory(await memoryImage());
+  const expected = new Map<string, string>();
+  const write = async (key: string, value: string): Promise<void> => {
+    await s.put('app', key, value);
+    expected.set(key, value);
+  };
+  const gone = new Set(['/state/never']);
+  const checkAll = async (): Promise<void> => {
+    for (const [key, value] of expected) assert.equal(text(await s.get('app', key)), value, key);
+    for (const key of gone) assert.equal(await s.get('app', key), undefined, key);
+  };
+  for (let i = 0; i < 100; i++) await write(`/state/k${i}`, `v${i}`);
+  await checkAll(); // served from the tree
+  await s.snapshot('app', 'before');
+  for (let round = 0; round < 50; round++) await checkAll(); // 5,050 reads: the map is built on the way
+  await write('/state/k1', 'changed');
+  await s.delete('app', '/state/k2');
+  expected.delete('/state/k2');
+  gone.add('/state/k2');
+  await write('/state/new', 'n');
+  await checkAll(); // the map follows durable rounds
+  await s.restoreSnap('app', 'before'); // the map is dropped and the tree serves again
+  expected.clear();
+  for (let i = 0; i < 100; i++) expected.set(`/state/k${i}`, `v${i}`);
+  gone.delete('/state/k2');
+  gone.add('/state/new');
+  for (let round = 0; round < 50; round++) await checkAll();
+  await s.close();
+});

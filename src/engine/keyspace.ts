@@ -2,6 +2,9 @@ import { BTree, type SortedTree } from './btree.js';
 import type { Entry } from './entry.js';
 import type { KeyView } from './tree-rules.js';
 
+/** Point reads a subject serves from its tree before it gets a hash map (see `readPoint`). */
+const POINT_MAP_AFTER_READS = 4096;
+
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
 export type Tree = SortedTree<string, Entry>;
 
@@ -35,6 +38,8 @@ export class Keyspace {
    * applying each durable round's changes.
    */
   private readonly points = new Map<string, Map<string, Entry>>();
+  /** Point reads served from the tree, per subject without a map yet. */
+  private readonly treeReads = new Map<string, number>();
 
   constructor(private readonly working: Trees) {
     this.committed = new Map();
@@ -122,14 +127,22 @@ export class Keyspace {
 
   /** The acknowledged entry of `bin` (what a point read sees). */
   readPoint(subject: string, bin: string): Entry | undefined {
-    let points = this.points.get(subject);
-    if (points === undefined) {
-      const tree = this.committed.get(subject);
-      if (tree === undefined) return undefined;
-      points = new Map(tree.entries());
-      this.points.set(subject, points);
+    const points = this.points.get(subject);
+    if (points !== undefined) return points.get(bin);
+    const tree = this.committed.get(subject);
+    if (tree === undefined) return undefined;
+    // Building the map costs about as much as a few hundred thousand tree lookups on a large
+    // subject: a subject that is read rarely (or is read once, just after open) is served from
+    // its tree, and gets its map once it has been read often enough to repay it.
+    const reads = (this.treeReads.get(subject) ?? 0) + 1;
+    if (reads < POINT_MAP_AFTER_READS) {
+      this.treeReads.set(subject, reads);
+      return tree.get(bin);
     }
-    return points.get(bin);
+    this.treeReads.delete(subject);
+    const built = new Map(tree.entries());
+    this.points.set(subject, built);
+    return built.get(bin);
   }
 
   /** The acknowledged tree of `subject` (what readers see). */
