@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { BlockDevice } from '../src/device/device.js';
 import { FileDevice } from '../src/device/file-device.js';
-import { CommitPlacement, INLINE_MAX_MS, INLINE_RETURN_MS, type CommitMode } from '../src/engine/commit-mode.js';
+import { CommitPlacement, INLINE_MAX_BYTES, INLINE_MAX_MS, INLINE_RETURN_MS, type CommitMode } from '../src/engine/commit-mode.js';
 import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
@@ -12,38 +12,52 @@ import { guardResources } from './hygiene.js';
 
 guardResources();
 
+/** A group commit's size: well under the inline limit. */
+const SMALL = 4096;
+
 test('auto commits inline while the disk is fast, moves to the thread pool when it is slow, and comes back', () => {
   const p = new CommitPlacement('auto');
   assert.equal(p.inline, true);
-  for (let i = 0; i < 50; i++) p.record(0.2);
+  for (let i = 0; i < 50; i++) p.record(0.2, SMALL);
   assert.equal(p.inline, true, 'fast commits stay inline');
-  p.record(25); // one stall: the running average jumps over the limit at once
+  p.record(25, SMALL); // one stall: the running average jumps over the limit at once
   assert.equal(p.inline, false);
   const fastCommits = commitsUntilInline(p, 0.1);
   assert.ok(fastCommits > 1, `back inline after ${fastCommits} fast commit(s): the average must fall under ${INLINE_RETURN_MS} ms first`);
   // Between the two thresholds the placement holds where it is.
   const between = (INLINE_MAX_MS + INLINE_RETURN_MS) / 2;
-  for (let i = 0; i < 50; i++) p.record(between);
+  for (let i = 0; i < 50; i++) p.record(between, SMALL);
   assert.equal(p.inline, true);
 });
 
 /** How many commits of `ms` it takes to bring `p` back inline (fails after 100). */
 function commitsUntilInline(p: CommitPlacement, ms: number): number {
   for (let n = 1; n <= 100; n++) {
-    p.record(ms);
+    p.record(ms, SMALL);
     if (p.inline) return n;
   }
   return assert.fail('never came back inline');
 }
 
+test('auto sends large writes to the thread pool and leaves them out of the average', () => {
+  const p = new CommitPlacement('auto');
+  assert.equal(p.inlineFor(SMALL), true);
+  assert.equal(p.inlineFor(INLINE_MAX_BYTES), true);
+  assert.equal(p.inlineFor(INLINE_MAX_BYTES + 1), false);
+  for (let i = 0; i < 20; i++) p.record(40, 1024 * 1024); // a bulk load's slow megabyte writes
+  assert.equal(p.inlineFor(SMALL), true, 'small commits stay inline');
+  assert.equal(new CommitPlacement('inline').inlineFor(1024 * 1024), true, 'inline means every write');
+  assert.equal(new CommitPlacement('background').inlineFor(1), false);
+});
+
 test('inline and background never change with the disk', () => {
   const inline = new CommitPlacement('inline');
   const background = new CommitPlacement('background');
   for (const ms of [50, 50, 50, 0.01, 0.01, 0.01]) {
-    inline.record(ms);
-    background.record(ms);
-    assert.equal(inline.inline, true);
-    assert.equal(background.inline, false);
+    inline.record(ms, SMALL);
+    background.record(ms, SMALL);
+    assert.equal(inline.inlineFor(SMALL), true);
+    assert.equal(background.inlineFor(SMALL), false);
   }
 });
 

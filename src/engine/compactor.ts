@@ -133,10 +133,7 @@ export class Compactor {
 
   /** Reclaimable garbage: bytes nothing reads in used segments outside the log chain. */
   garbageBytes(): number {
-    const { usage, segmentSize } = this.host;
-    let garbage = 0;
-    for (const s of usage.gcCandidates(segmentSize)) garbage += segmentSize - (usage.liveBytes[s] ?? 0);
-    return garbage;
+    return this.host.usage.candidateGarbage(this.host.segmentSize);
   }
 
   private movesFor(segments: Set<number>): Move[] {

@@ -319,9 +319,9 @@ export class JournalWriter<T> {
     // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
     if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {
       const started = performance.now();
-      if (this.placement.inline && this.device.writeDurableSync !== undefined) this.device.writeDurableSync(at, bytes);
+      if (this.device.writeDurableSync !== undefined && this.placement.inlineFor(bytes.length)) this.device.writeDurableSync(at, bytes);
       else await this.device.writeDurable(at, bytes);
-      this.placement.record(performance.now() - started);
+      this.placement.record(performance.now() - started, bytes.length);
     } else {
       await this.device.write(at, bytes);
       failpoint('journal.before-flush');

@@ -104,6 +104,18 @@ export class SegmentUsage implements SegmentAllocator {
     return out.sort((a, b) => (this.liveBytes[a] ?? 0) - (this.liveBytes[b] ?? 0) || a - b);
   }
 
+  /** Garbage bytes in the `gcCandidates` segments: the same sum, without building and sorting the list (runs every round). */
+  candidateGarbage(segmentSize: number): number {
+    const minGarbage = segmentSize / 16;
+    let garbage = 0;
+    for (let s = 0; s < this.count; s++) {
+      if (this.free[s] !== 0 || this.inChain[s] !== 0) continue;
+      const dead = segmentSize - (this.liveBytes[s] ?? 0);
+      if (dead >= minGarbage) garbage += dead;
+    }
+    return garbage;
+  }
+
   isFree(segment: number): boolean {
     return this.free[segment] === 1;
   }
