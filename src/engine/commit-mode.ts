@@ -24,8 +24,12 @@ export const COMMIT_MODES: readonly CommitMode[] = ['auto', 'inline', 'backgroun
 export const INLINE_MAX_BYTES = 64 * 1024;
 /** `auto` moves commits to the thread pool when the running average commit takes longer than this. */
 export const INLINE_MAX_MS = 1;
-/** …and back inline once it is below this (the gap keeps it from flapping). */
-export const INLINE_RETURN_MS = 0.5;
+/**
+ * …and back inline once it is below this. Timed in the background, a commit includes the trip to
+ * the pool and back, so the disk itself is faster than this figure; the gap to `INLINE_MAX_MS`
+ * keeps the choice from flapping.
+ */
+export const INLINE_RETURN_MS = 0.8;
 /** Weight of the newest commit in the running average (about the last ten commits count). */
 const WEIGHT = 0.2;
 
