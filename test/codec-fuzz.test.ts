@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { decodeCheckpoint, decodeCheckpointChunk, encodeCheckpoint, encodeCheckpointChunk } from '../src/format/checkpoint.js';
+import { decodeCheckpoint, decodeCheckpointChunk, encodeCheckpoint, encodeCheckpointChunk, type CheckpointEntries } from '../src/format/checkpoint.js';
 import { crc32c } from '../src/format/crc32c.js';
 import { RECORD_OVERHEAD, decodeRecord, encodeRecord } from '../src/format/record.js';
 import { decodeSegmentHeader, decodeSync, encodeSegmentHeader, encodeSync } from '../src/format/segment.js';
@@ -114,15 +114,32 @@ test('segment headers, SYNC marks and checkpoint chunks round-trip and reject ba
   );
 });
 
+/** Entries as a checkpoint holds them: column by column, one run per stretch of one subject. */
+function columns(list: { subject: string; key: string; extents: [number, number, number][] }[]): CheckpointEntries {
+  const out: CheckpointEntries = { runs: [], keys: [], counts: [], extents: [] };
+  for (const e of list) {
+    const run = out.runs.at(-1);
+    if (run?.subject === e.subject) run.end++;
+    else out.runs.push({ subject: e.subject, end: out.keys.length + 1 });
+    out.keys.push(e.key);
+    out.counts.push(e.extents.length);
+    out.extents.push(...e.extents.flat());
+  }
+  return out;
+}
+
 const ckptArb = fc.record({
   nextTxnId: fc.integer({ min: 1, max: 2 ** 40 }),
-  entries: fc.array(
-    fc.record({
-      key: fc.string({ maxLength: 40 }).map((s) => Buffer.from(s, 'utf8').toString('latin1')),
-      extents: fc.array(fc.record({ segment: fc.nat({ max: 1000 }), offset: fc.nat({ max: 1 << 20 }), length: fc.nat({ max: 70_000 }) }, { noNullPrototype: true }), { minLength: 1, maxLength: 3 }),
-    }, { noNullPrototype: true }),
-    { maxLength: 20 },
-  ),
+  entries: fc
+    .array(
+      fc.record({
+        subject: fc.constantFrom('app', 'b.c', 'z'),
+        key: fc.string({ maxLength: 40 }).map((s) => Buffer.from(s, 'utf8').toString('latin1')),
+        extents: fc.array(fc.tuple(fc.nat({ max: 1000 }), fc.nat({ max: 1 << 20 }), fc.nat({ max: 70_000 })), { minLength: 1, maxLength: 3 }),
+      }, { noNullPrototype: true }),
+      { maxLength: 20 },
+    )
+    .map(columns),
   nextSnapId: fc.integer({ min: 1, max: 2 ** 40 }),
   snapshots: fc.array(
     fc.record(

@@ -3,7 +3,6 @@ import { BTree, diffTrees } from './btree.js';
 import type { Entry } from './entry.js';
 import type { Trees } from './keyspace.js';
 import type { MountTable } from './mount-table.js';
-import { indexKey } from './names.js';
 import type { SnapshotTable } from './snapshot-table.js';
 
 /**
@@ -12,9 +11,16 @@ import type { SnapshotTable } from './snapshot-table.js';
  * the mount tables.
  */
 export function buildCheckpoint(trees: Trees, snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Checkpoint {
-  const entries: Checkpoint['entries'] = [];
+  const entries: Checkpoint['entries'] = { runs: [], keys: [], counts: [], extents: [] };
   for (const [subject, tree] of [...trees].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    for (const [bin, e] of tree.entries()) entries.push({ key: indexKey(subject, bin), extents: e.extents });
+    if (tree.size === 0) continue;
+    tree.forEachPair((bin, e) => {
+      entries.keys.push(bin);
+      entries.counts.push(1 + e.moreRecords.length);
+      entries.extents.push(e.segment, e.offset, e.recordLength);
+      for (const x of e.moreRecords) entries.extents.push(x.segment, x.offset, x.length);
+    });
+    entries.runs.push({ subject, end: entries.keys.length });
   }
   const snaps: CheckpointSnapshot[] = [];
   for (const snap of snapshots.all()) {

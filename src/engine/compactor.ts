@@ -2,7 +2,7 @@ import { StatefsError } from '../errors.js';
 import { encodeReloc } from '../format/meta-records.js';
 import { Op } from '../format/opcodes.js';
 import { recordLength } from '../format/record.js';
-import { entryDiskBytes, type Entry } from './entry.js';
+import type { Entry } from './entry.js';
 import type { Appended, RecordToWrite } from './journal-writer.js';
 import { failpoint } from './failpoints.js';
 import { indexKey } from './names.js';
@@ -107,7 +107,8 @@ export class Compactor {
     for (const segment of plan.segments) {
       if (options.signal?.aborted === true) break;
       // Entries still here and still held (a write may have superseded one since planning).
-      const moves = plan.moves.filter((m) => m.entry.extents.some((x) => x.segment === segment) && this.host.stillHeld(m));
+      const here = new Set([segment]);
+      const moves = plan.moves.filter((m) => m.entry.hasRecordIn(here) && this.host.stillHeld(m));
       const records = moves.map(relocRecord);
       scanned += this.host.segmentSize;
       if (records.length > 0) {
@@ -115,8 +116,8 @@ export class Compactor {
         moves.forEach((m, i) => {
           const to = appended.extents[i];
           if (to === undefined) return;
-          this.host.moved(m.subject, entryDiskBytes(m.entry), to.length);
-          this.host.usage.moveEntry(m.entry, [to]);
+          this.host.moved(m.subject, m.entry.diskBytes, to.length);
+          this.host.usage.moveEntry(m.entry, to);
         });
         await appended.durable;
         failpoint('gc.relocate');
@@ -142,14 +143,13 @@ export class Compactor {
 }
 
 function relocRecord(m: Move): RecordToWrite {
-  const first = m.entry.extents[0];
   return {
     opcode: Op.RELOC,
     key: Buffer.from(indexKey(m.subject, m.bin), 'latin1'),
-    value: encodeReloc({ segment: first?.segment ?? 0, offset: first?.offset ?? 0, value: m.entry.value }),
+    value: encodeReloc({ segment: m.entry.segment, offset: m.entry.offset, value: m.entry.value }),
   };
 }
 
 function relocLength(m: Move): number {
-  return recordLength(m.subject.length + 1 + m.bin.length, 8 + m.entry.value.length);
+  return recordLength(m.subject.length + 1 + m.bin.length, 8 + m.entry.valueLength);
 }

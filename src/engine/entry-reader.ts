@@ -42,10 +42,9 @@ export async function readEntriesBySegment(
 ): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
   for (const e of entries) {
-    const first = e.extents[0];
-    if (first === undefined) continue;
-    let list = bySegment.get(first.segment);
-    if (list === undefined) bySegment.set(first.segment, (list = []));
+    if (e.recordLength === 0) continue;
+    let list = bySegment.get(e.segment);
+    if (list === undefined) bySegment.set(e.segment, (list = []));
     list.push(e);
   }
   for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {

@@ -1,14 +1,142 @@
 import type { Extent } from './journal-writer.js';
+import { copyOut } from './value-pool.js';
 
-/** One stored value: its bytes (kept in memory) and the records on disk that hold them. */
-export interface Entry {
-  value: Uint8Array;
-  extents: Extent[];
-}
+/** The segment of an entry that has no record on disk yet (a legacy v1 value before the upgrade). */
+const NO_RECORD = -1;
+/** The value length of an entry loaded from a checkpoint whose value replay has not read yet. */
+const UNREAD = -1;
+const NO_BYTES = new Uint8Array(0);
+const NO_EXTENTS: readonly Extent[] = [];
 
-/** Bytes an entry occupies on disk (framing included). */
-export function entryDiskBytes(e: Entry): number {
-  let n = 0;
-  for (const x of e.extents) n += x.length;
-  return n;
+/**
+ * One stored value as the index holds it — one object per key in the common case, which is
+ * what the index's memory and open time are made of (a million keys, a million entries):
+ *
+ * - the value is `valueLength` bytes at `start` in `bytes`, a buffer usually shared with other
+ *   values (a batch's values, or those read from one segment at open), so there is no view per
+ *   value: `copyValue` copies straight out of it;
+ * - the first record holding it is kept as three numbers; a value in several records (a
+ *   transaction value in several PAYLOAD chunks) keeps the others in `moreRecords`.
+ *
+ * Entries are shared by the working tree, committed trees, snapshots and mounts, so what an
+ * entry holds never changes once it is in a tree. Two changes say where the value is, not what
+ * it is, and every holder must see them: `fill` (replay reads the value of an entry loaded from
+ * a checkpoint, before the store opens) and `moveTo` (GC or the v1 upgrade wrote the value's
+ * record elsewhere).
+ */
+export class Entry {
+  private bytes: Uint8Array;
+  private start: number;
+  private size: number;
+  private seg: number;
+  private off: number;
+  private len: number;
+  private more: readonly Extent[];
+
+  private constructor(bytes: Uint8Array, start: number, size: number, segment: number, offset: number, length: number, more: readonly Extent[]) {
+    this.bytes = bytes;
+    this.start = start;
+    this.size = size;
+    this.seg = segment;
+    this.off = offset;
+    this.len = length;
+    this.more = more;
+  }
+
+  /** The value at `start..start+length` of `bytes` (which must not change), held in one record. */
+  static inRecord(bytes: Uint8Array, start: number, length: number, segment: number, offset: number, recordLength: number): Entry {
+    return new Entry(bytes, start, length, segment, offset, recordLength, NO_EXTENTS);
+  }
+
+  /** `value` (which must not change), held in the records `extents` (none: not on disk yet). */
+  static of(value: Uint8Array, extents: readonly Extent[]): Entry {
+    const first = extents[0];
+    if (first === undefined) return new Entry(value, 0, value.length, NO_RECORD, 0, 0, NO_EXTENTS);
+    return new Entry(value, 0, value.length, first.segment, first.offset, first.length, extents.length === 1 ? NO_EXTENTS : extents.slice(1));
+  }
+
+  /** An entry loaded from a checkpoint: its records are known, its value is read later (`fill`). */
+  static unread(segment: number, offset: number, recordLength: number, more: readonly Extent[]): Entry {
+    return new Entry(NO_BYTES, 0, UNREAD, segment, offset, recordLength, more.length === 0 ? NO_EXTENTS : more);
+  }
+
+  /** Whether the value is known (false only during replay, for an entry loaded from a checkpoint). */
+  get loaded(): boolean {
+    return this.size !== UNREAD;
+  }
+
+  /** Replay read the value of an `unread` entry: `length` bytes at `start` of `bytes`. */
+  fill(bytes: Uint8Array, start: number, length: number): void {
+    this.bytes = bytes;
+    this.start = start;
+    this.size = length;
+  }
+
+  /** The value was written to the record `to` (the only record holding it from now on). */
+  moveTo(to: Extent): void {
+    this.seg = to.segment;
+    this.off = to.offset;
+    this.len = to.length;
+    this.more = NO_EXTENTS;
+  }
+
+  get valueLength(): number {
+    return Math.max(this.size, 0);
+  }
+
+  /** A view of the value (the store's own bytes: never hand it out, never change it). */
+  get value(): Uint8Array {
+    return this.bytes.subarray(this.start, this.start + this.valueLength);
+  }
+
+  /** A copy of the value that the caller owns (the hot read path: no intermediate view). */
+  copyValue(): Uint8Array {
+    return copyOut(this.bytes, this.start, this.valueLength);
+  }
+
+  /** Whether both entries hold the same value bytes. */
+  sameValue(other: Entry): boolean {
+    return this.valueLength === other.valueLength && Buffer.compare(this.value, other.value) === 0;
+  }
+
+  /** Segment of the first record holding the value (`-1`: none yet). */
+  get segment(): number {
+    return this.seg;
+  }
+
+  /** Byte offset of the first record in its segment. */
+  get offset(): number {
+    return this.off;
+  }
+
+  /** Length of the first record, framing included (0: none yet). */
+  get recordLength(): number {
+    return this.len;
+  }
+
+  /** Records after the first (a value in several transaction chunks); usually none. */
+  get moreRecords(): readonly Extent[] {
+    return this.more;
+  }
+
+  /** Every record holding the value, in order (a new array: for the colder paths). */
+  get extents(): Extent[] {
+    if (this.seg === NO_RECORD) return [];
+    return [{ segment: this.seg, offset: this.off, length: this.len }, ...this.more];
+  }
+
+  /** Whether a record holding the value lies in one of `segments`. */
+  hasRecordIn(segments: ReadonlySet<number>): boolean {
+    if (this.seg === NO_RECORD) return false;
+    if (segments.has(this.seg)) return true;
+    for (const x of this.more) if (segments.has(x.segment)) return true;
+    return false;
+  }
+
+  /** Bytes the entry occupies on disk (framing included). */
+  get diskBytes(): number {
+    let n = this.len;
+    for (const x of this.more) n += x.length;
+    return n;
+  }
 }

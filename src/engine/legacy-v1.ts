@@ -4,7 +4,7 @@ import { Op } from '../format/opcodes.js';
 import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord } from '../format/record.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
-import type { Entry } from './entry.js';
+import { Entry } from './entry.js';
 import { defaultSegmentSize } from './mkfs.js';
 import type { Trees } from './keyspace.js';
 import { KEY_ROOT } from './names.js';
@@ -47,7 +47,7 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
     const r = decodeRecord(window, pos - windowStart);
     if (!r.ok || !isV1(r.record)) break;
     const bin = Buffer.from(r.record.key).toString('latin1');
-    if (r.record.opcode === Op.PUT) tree.set(bin, { value: r.record.value.slice(), extents: [] });
+    if (r.record.opcode === Op.PUT) tree.set(bin, Entry.of(r.record.value.slice(), []));
     else if (r.record.opcode === Op.DELETE) tree.delete(bin);
     pos += r.record.length;
     records++;

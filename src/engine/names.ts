@@ -90,6 +90,18 @@ export function splitIndexKey(ik: string): [string, string] | undefined {
   return [ik.slice(0, nul), ik.slice(nul + 1)];
 }
 
+/**
+ * Split a record's key bytes (`subject NUL key`) into subject and binary key; undefined if
+ * malformed. Both are decoded from the bytes as strings of their own: a key sliced out of the
+ * whole index key would keep that string alive for as long as the key is indexed.
+ */
+export function splitRecordKey(key: Uint8Array): [string, string] | undefined {
+  const nul = key.indexOf(0);
+  if (nul <= 0) return undefined;
+  const b = Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+  return [b.toString('latin1', 0, nul), b.toString('latin1', nul + 1)];
+}
+
 const SNAP_NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 
 /** Snapshot names and mount labels: 1–64 bytes of [A-Za-z0-9._-], not starting with `.`. */

@@ -1,23 +1,24 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint } from '../format/checkpoint.js';
+import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import { decodeRecord, putValueBounds, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree, bulkTree } from './btree.js';
-import type { Entry } from './entry.js';
-import type { Tree, Trees } from './keyspace.js';
+import { Entry } from './entry.js';
+import type { Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
 import { MountTable } from './mount-table.js';
 import { decodeMount, decodeReloc, decodeSnapDigest, decodeSnapId } from '../format/meta-records.js';
-import { splitIndexKey } from './names.js';
+import { splitIndexKey, splitRecordKey } from './names.js';
 import type { Extent } from './journal-writer.js';
 import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
 import { readImageKind } from './superblock-io.js';
 import { replayLegacy, type LegacyImage } from './legacy-v1.js';
 import { NO_SEGMENT } from '../format/segment.js';
+import { forEachDistinctEntry } from './store-support.js';
 
 export interface Replayed {
   sb: Superblock;
@@ -51,11 +52,8 @@ interface PendingTxn {
   chunks: { ik: string; chunk: PayloadChunk; extent: Extent }[];
 }
 
-/** The value of an entry loaded from a checkpoint until `readValues` reads it (compared by identity). */
-const UNREAD = new Uint8Array(0);
-/** An UNREAD entry already queued for reading. */
-const QUEUED = new Uint8Array(0);
 const EMPTY_VALUE = new Uint8Array(0);
+const NO_MORE_RECORDS: Extent[] = [];
 
 /**
  * Rebuild the index of a v3 image: load the checkpoint the superblock names (extents only), apply
@@ -74,6 +72,12 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const mounts = new MountTable();
   const ids = { next: 1 };
   const apply = (batch: LoggedRecord[]): void => {
+    // The batch's PUT values in one buffer of their own (not a copy each, and never a view of the
+    // segment, which would keep all of it alive): the rule `putMany` follows.
+    let putBytes = 0;
+    for (const { record } of batch) if (record.opcode === Op.PUT) putBytes += record.value.length;
+    const packed = new Uint8Array(putBytes);
+    let packedAt = 0;
     for (const { record, extent } of batch) {
       switch (record.opcode) {
         case Op.CKPT: {
@@ -86,7 +90,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
             const payload = Buffer.concat(chunks);
             const decoded = decodeCheckpoint(payload);
             ckpt.payloadBytes = payload.length;
-            ckpt.entries = decoded.entries.length;
+            ckpt.entries = decoded.entries.keys.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
             loadCheckpoint(decoded, index, snapshots, mounts, extent);
             ckpt.loaded = true;
@@ -95,7 +99,9 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         }
         case Op.PUT: {
           requireCheckpoint(ckpt.loaded, sb, extent);
-          index.set(Buffer.from(record.key).toString('latin1'), { value: record.value.slice(), extents: [extent] }, extent);
+          packed.set(record.value, packedAt);
+          index.put(record.key, Entry.inRecord(packed, packedAt, record.value.length, extent.segment, extent.offset, extent.length), extent);
+          packedAt += record.value.length;
           break;
         }
         case Op.DELETE:
@@ -142,7 +148,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           requireCheckpoint(ckpt.loaded, sb, extent);
           const moved = decodeReloc(record.value);
           if (moved === undefined) throw damaged(sb, extent, 'malformed RELOC');
-          index.relocate({ segment: moved.segment, offset: moved.offset, length: 0 }, extent, moved.value);
+          index.relocate(moved, extent, moved.value);
           break;
         }
         case Op.SEGMENT:
@@ -155,8 +161,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  const trees = [...index.trees.values(), ...snapshots.all().map((snap) => snap.tree)];
-  await readValues(device, sb, trees);
+  await readValues(device, sb, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
   return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
@@ -172,7 +177,7 @@ function applyCommitted(txn: PendingTxn, index: IndexBuilder, sb: Superblock, at
     const whole = run.length === first.chunk.count && run.every((c, j) => c.chunk.index === j && c.ik === first.ik && c.chunk.kind === first.chunk.kind);
     if (!whole) throw damaged(sb, first.extent, 'transaction payload chunks do not form whole values');
     if (first.chunk.kind === PAYLOAD_DELETE) index.delete(first.ik, first.extent);
-    else index.set(first.ik, { value: Buffer.concat(run.map((c) => c.chunk.data)), extents: run.map((c) => c.extent) }, first.extent);
+    else index.set(first.ik, Entry.of(Buffer.concat(run.map((c) => c.chunk.data)), run.map((c) => c.extent)), first.extent);
     i += run.length;
     ops++;
   }
@@ -214,32 +219,29 @@ function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): voi
 }
 
 /**
- * Read the values of checkpointed entries that survived replay (still `UNREAD`), one segment read
- * at a time. Only entries still indexed after replay are read: a superseded one may point into a
- * reused segment.
+ * Read the values of checkpointed entries that survived replay (not yet `loaded`), one segment
+ * read at a time. Only entries still indexed after replay are read: a superseded one may point
+ * into a reused segment.
  */
-async function readValues(device: BlockDevice, sb: Superblock, trees: readonly Tree[]): Promise<void> {
+async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
-  for (const tree of trees) {
-    for (const e of tree.values()) {
-      const first = e.extents[0];
-      if (e.value !== UNREAD || first === undefined) continue;
-      e.value = QUEUED; // an entry shared by several trees is queued once
-      let list = bySegment.get(first.segment);
-      if (list === undefined) bySegment.set(first.segment, (list = []));
-      list.push(e);
-    }
-  }
+  forEachDistinctEntry(trees, snapshots, (_subject, e) => {
+    if (e.loaded) return;
+    let list = bySegment.get(e.segment);
+    if (list === undefined) bySegment.set(e.segment, (list = []));
+    list.push(e);
+  });
   const read = async (segment: number): Promise<Uint8Array> => {
     if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
     return device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
   };
-  const valueAt = (buf: Uint8Array, x: Extent): Uint8Array => {
-    const end = Math.min(buf.length, x.offset + x.length);
-    const put = putValueBounds(buf, x.offset, end);
-    if (Array.isArray(put) && put[1] + 4 === end && end - x.offset === x.length) return buf.subarray(put[0], put[1]);
-    const r = decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length));
-    if (!r.ok || r.record.length !== x.length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
+  const valueAt = (buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array => {
+    const end = Math.min(buf.length, offset + length);
+    const put = putValueBounds(buf, offset, end);
+    if (Array.isArray(put) && put[1] + 4 === end && end - offset === length) return buf.subarray(put[0], put[1]);
+    const r = decodeRecord(buf, offset, end);
+    const x = { segment, offset, length };
+    if (!r.ok || r.record.length !== length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
     const value = valueOfRecord(r.record);
     if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
     return value;
@@ -250,12 +252,11 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: readonly T
     const values: Uint8Array[] = [];
     let packed = 0;
     for (const e of entries) {
-      let value: Uint8Array;
-      if (e.extents.length === 1 && e.extents[0] !== undefined) value = valueAt(buf, e.extents[0]);
-      else {
+      let value = valueAt(buf, segment, e.offset, e.recordLength);
+      if (e.moreRecords.length > 0) {
         // A transaction value in several PAYLOAD records, possibly in other segments (rare).
-        const parts: Uint8Array[] = [];
-        for (const x of e.extents) parts.push(valueAt(x.segment === segment ? buf : await read(x.segment), x));
+        const parts = [value];
+        for (const x of e.moreRecords) parts.push(valueAt(x.segment === segment ? buf : await read(x.segment), x.segment, x.offset, x.length));
         value = Buffer.concat(parts);
       }
       values.push(value);
@@ -268,7 +269,7 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: readonly T
     entries.forEach((entry, i) => {
       const value = values[i] ?? EMPTY_VALUE;
       slab.set(value, at);
-      entry.value = slab.subarray(at, at + value.length);
+      entry.fill(slab, at, value.length);
       at += value.length;
     });
   }
@@ -276,12 +277,12 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: readonly T
 
 /** Load a checkpoint: live entries, snapshots (as differences from live) and mounts. Values are read later. */
 function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, at: Extent): void {
-  index.load(ckpt.entries, at);
+  index.load(ckpt.entries);
   // The same record may be named by the live state and by snapshots: one Entry object per record.
   const entryFor = (extents: Extent[]): Entry => {
     const first = extents[0];
-    const entry = first === undefined ? undefined : index.find(first);
-    return entry ?? index.register({ value: UNREAD, extents });
+    const entry = first === undefined ? undefined : index.find(first.segment, first.offset);
+    return entry ?? index.register(Entry.unread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1)));
   };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
   for (const s of ckpt.snapshots) {
@@ -357,6 +358,13 @@ class IndexBuilder {
     this.setIn(subject, bin, entry);
   }
 
+  /** Index the entry of a PUT record whose key bytes are `key`. */
+  put(key: Uint8Array, entry: Entry, at: Extent): void {
+    const parts = splitRecordKey(key);
+    if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
+    this.setIn(parts[0], parts[1], entry);
+  }
+
   private setIn(subject: string, bin: string, entry: Entry): void {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
@@ -365,56 +373,65 @@ class IndexBuilder {
   }
 
   register(entry: Entry): Entry {
-    this.byRecord?.set(recordId(this.sb, entry.extents[0]), entry);
+    this.byRecord?.set(this.recordId(entry.segment, entry.offset), entry);
     return entry;
   }
 
-  /** The indexed entry (live or in a snapshot) whose first record is at `x`. */
-  find(x: Extent): Entry | undefined {
+  /** The indexed entry (live or in a snapshot) whose first record is at `offset` in `segment`. */
+  find(segment: number, offset: number): Entry | undefined {
     if (this.byRecord === undefined) {
-      this.byRecord = new Map();
-      const trees = [...this.trees.values(), ...this.snapshots.all().map((snap) => snap.tree)];
-      for (const tree of trees) for (const e of tree.values()) this.byRecord.set(recordId(this.sb, e.extents[0]), e);
+      const byRecord = new Map<number, Entry>();
+      forEachDistinctEntry(this.trees, this.snapshots, (_subject, e) => byRecord.set(this.recordId(e.segment, e.offset), e));
+      this.byRecord = byRecord;
     }
-    return this.byRecord.get(recordId(this.sb, x));
+    return this.byRecord.get(this.recordId(segment, offset));
+  }
+
+  /** A record's identity: its absolute byte offset (a number key keeps the map cheap at millions of entries). */
+  private recordId(segment: number, offset: number): number {
+    return segmentOffset(segment, this.sb.segmentSize) + offset;
   }
 
   /**
    * Load a checkpoint's entries into empty trees. Checkpoints list each subject's keys in
    * ascending order, so each tree is bulk-built in O(n); any other order is inserted key by key.
    */
-  load(checkpointed: readonly { key: string; extents: Extent[] }[], at: Extent): void {
-    const bySubject = new Map<string, { bins: string[]; entries: Entry[]; sorted: boolean }>();
-    for (const { key, extents } of checkpointed) {
-      const entry: Entry = { value: UNREAD, extents };
-      const [subject, bin] = this.split(key, at);
-      let group = bySubject.get(subject);
-      if (group === undefined) bySubject.set(subject, (group = { bins: [], entries: [], sorted: true }));
-      const last = group.bins.at(-1);
-      if (last !== undefined && last >= bin) group.sorted = false;
-      group.bins.push(bin);
-      group.entries.push(entry);
-      this.register(entry);
-    }
-    for (const [subject, group] of bySubject) {
-      if (this.trees.has(subject) || !group.sorted) {
-        group.bins.forEach((bin, i) => {
-          const entry = group.entries[i];
+  load(checkpointed: CheckpointEntries): void {
+    const { runs, keys, counts, extents } = checkpointed;
+    let from = 0;
+    let x = 0;
+    for (const { subject, end } of runs) {
+      const bins = from === 0 && end === keys.length ? keys : keys.slice(from, end);
+      const entries: Entry[] = [];
+      let sorted = !this.trees.has(subject);
+      for (let i = from; i < end; i++) {
+        const n = counts[i] ?? 1;
+        const more: Extent[] = n === 1 ? NO_MORE_RECORDS : [];
+        for (let k = 1; k < n; k++) more.push({ segment: extents[x + 3 * k] ?? 0, offset: extents[x + 3 * k + 1] ?? 0, length: extents[x + 3 * k + 2] ?? 0 });
+        entries.push(Entry.unread(extents[x] ?? 0, extents[x + 1] ?? 0, extents[x + 2] ?? 0, more));
+        x += 3 * n;
+        if (i > from && (keys[i - 1] ?? '') >= (keys[i] ?? '')) sorted = false;
+      }
+      if (sorted) {
+        this.trees.set(subject, bulkTree(bins, entries));
+        if (this.byRecord !== undefined) for (const e of entries) this.register(e);
+      } else {
+        bins.forEach((bin, i) => {
+          const entry = entries[i];
           if (entry !== undefined) this.setIn(subject, bin, entry);
         });
-      } else {
-        this.trees.set(subject, bulkTree(group.bins, group.entries));
       }
+      from = end;
     }
   }
 
   /** GC moved the record at `from` to `to`: every tree holding that entry sees the new place. */
-  relocate(from: Extent, to: Extent, value: Uint8Array): void {
-    const entry = this.find(from);
+  relocate(from: { segment: number; offset: number }, to: Extent, value: Uint8Array): void {
+    const entry = this.find(from.segment, from.offset);
     if (entry === undefined) return; // nothing holds it any more
-    this.byRecord?.delete(recordId(this.sb, from));
-    entry.extents = [to];
-    entry.value = value.slice(); // no longer UNREAD
+    this.byRecord?.delete(this.recordId(from.segment, from.offset));
+    entry.moveTo(to);
+    entry.fill(value.slice(), 0, value.length); // no longer unread
     this.register(entry);
   }
 
@@ -428,11 +445,6 @@ class IndexBuilder {
     if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
     return parts;
   }
-}
-
-/** A record's identity: its absolute byte offset (a number key keeps the map cheap at millions of entries). */
-function recordId(sb: Superblock, x: Extent | undefined): number {
-  return x === undefined ? -1 : absolute(sb, x);
 }
 
 function absolute(sb: Superblock, x: Extent): number {

@@ -1,6 +1,6 @@
 import { StatefsError } from '../errors.js';
 import type { Entry } from './entry.js';
-import type { SegmentAllocator } from './journal-writer.js';
+import type { Extent, SegmentAllocator } from './journal-writer.js';
 
 /**
  * Which segments are in use. A segment is in use while it is in the log chain (from the current
@@ -44,22 +44,30 @@ export class SegmentUsage implements SegmentAllocator {
 
   addEntry(e: Entry): void {
     this.entries++;
-    for (const x of e.extents) {
-      this.refs[x.segment] = (this.refs[x.segment] ?? 0) + 1;
-      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
-    }
+    if (e.recordLength === 0) return; // no record yet (a legacy v1 value)
+    this.addRecord(e.segment, e.recordLength);
+    for (const x of e.moreRecords) this.addRecord(x.segment, x.length);
   }
 
   removeEntry(e: Entry): void {
     this.entries--;
-    for (const x of e.extents) {
-      const refs = (this.refs[x.segment] ?? 1) - 1;
-      this.refs[x.segment] = refs;
-      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) - x.length;
-      if (refs === 0 && this.inChain[x.segment] === 0 && this.free[x.segment] === 0) {
-        this.free[x.segment] = 1;
-        this.freeTotal++;
-      }
+    if (e.recordLength === 0) return;
+    this.removeRecord(e.segment, e.recordLength);
+    for (const x of e.moreRecords) this.removeRecord(x.segment, x.length);
+  }
+
+  private addRecord(segment: number, length: number): void {
+    this.refs[segment] = (this.refs[segment] ?? 0) + 1;
+    this.liveBytes[segment] = (this.liveBytes[segment] ?? 0) + length;
+  }
+
+  private removeRecord(segment: number, length: number): void {
+    const refs = (this.refs[segment] ?? 1) - 1;
+    this.refs[segment] = refs;
+    this.liveBytes[segment] = (this.liveBytes[segment] ?? 0) - length;
+    if (refs === 0 && this.inChain[segment] === 0 && this.free[segment] === 0) {
+      this.free[segment] = 1;
+      this.freeTotal++;
     }
   }
 
@@ -120,14 +128,11 @@ export class SegmentUsage implements SegmentAllocator {
     return this.free[segment] === 1;
   }
 
-  /** Move an entry's accounting to new extents (GC relocation). */
-  moveEntry(e: Entry, to: Entry['extents']): void {
-    for (const x of to) {
-      this.refs[x.segment] = (this.refs[x.segment] ?? 0) + 1;
-      this.liveBytes[x.segment] = (this.liveBytes[x.segment] ?? 0) + x.length;
-    }
+  /** Move an entry, and its accounting, to the record `to` (GC relocation). */
+  moveEntry(e: Entry, to: Extent): void {
+    this.addRecord(to.segment, to.length);
     this.removeEntry(e);
     this.entries++;
-    e.extents = to;
+    e.moveTo(to);
   }
 }

@@ -28,21 +28,26 @@ export function metaKey(subject: string, name: string): Uint8Array {
   return Buffer.from(`${subject}\0${name}`, 'latin1');
 }
 
-/** Every entry held by a live tree or a snapshot, once each, with the subject that holds it. */
-export function distinctEntries(trees: Trees, snapshots: SnapshotTable): [string, Entry][] {
-  const out: [string, Entry][] = [];
-  for (const [subject, tree] of trees) for (const e of tree.values()) out.push([subject, e]);
+/**
+ * Call `fn` for every entry held by a live tree or a snapshot, once each, with the subject that
+ * holds it. Snapshots cost what they differ by from their subject's live tree, not their size.
+ */
+export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn: (subject: string, entry: Entry) => void): void {
+  for (const [subject, tree] of trees) {
+    tree.forEachPair((_bin, e) => {
+      fn(subject, e);
+    });
+  }
   const seen = new Set<Entry>();
   for (const snap of snapshots.all()) {
     const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
     const add = (_k: string, e: Entry): void => {
       if (seen.has(e)) return;
       seen.add(e);
-      out.push([snap.subject, e]);
+      fn(snap.subject, e);
     };
     diffTrees(snap.tree, live, add, () => undefined, add);
   }
-  return out;
 }
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */

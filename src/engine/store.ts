@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import {
   EMPTY,
   asStatefsError,
-  distinctEntries,
+  forEachDistinctEntry,
   isMountKey,
   listTree,
   metaKey,
@@ -30,7 +30,7 @@ import { StatefsError } from '../errors.js';
 import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
-import { entryDiskBytes, type Entry } from './entry.js';
+import { Entry } from './entry.js';
 import { JournalWriter, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
@@ -42,7 +42,7 @@ import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { readEntryValue } from './entry-reader.js';
-import { copyOut, ownCopies, ownCopy } from './value-pool.js';
+import { ownCopy, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import { SegmentUsage } from './segment-usage.js';
@@ -123,7 +123,9 @@ export class Store extends EventEmitter {
     this.orphans = replayed.orphans;
     this.mounts = replayed.mounts;
     this.usage = new SegmentUsage(sb.segmentCount);
-    for (const [subject, e] of distinctEntries(index, this.snapshots)) this.count(subject, e);
+    forEachDistinctEntry(index, this.snapshots, (subject, e) => {
+      this.count(subject, e);
+    });
     this.usage.resetChain(scan.chain);
 
     this.journal = new JournalWriter<Sealed>(
@@ -228,7 +230,7 @@ export class Store extends EventEmitter {
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
     const appended = this.appendOrThrow([record], op, subject, key, {});
-    this.setEntry(subject, bin, { value: ownCopy(bytes), extents: appended.extents });
+    this.setEntry(subject, bin, Entry.of(ownCopy(bytes), appended.extents));
     await this.awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -269,12 +271,13 @@ export class Store extends EventEmitter {
       checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
     }
     const appended = this.appendOrThrow(records, op, subject, undefined, {});
-    const values = ownCopies(records.map((r) => r.value));
-    records.forEach((_, i) => {
-      const extent = appended.extents[i];
+    const packed = packValues(records.map((r) => r.value));
+    let at = 0;
+    records.forEach((r, i) => {
+      const x = appended.extents[i];
       const bin = bins[i];
-      const value = values[i];
-      if (extent !== undefined && bin !== undefined && value !== undefined) this.setEntry(subject, bin, { value, extents: [extent] });
+      if (x !== undefined && bin !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, r.value.length, x.segment, x.offset, x.length));
+      at += r.value.length;
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }
@@ -291,7 +294,7 @@ export class Store extends EventEmitter {
     if (isMountKey(key)) return this.readMount(subject, key, op);
     const bin = checkKey(key, op, subject);
     const entry = this.keys.readPoint(subject, bin);
-    return entry === undefined ? undefined : copyOut(entry.value);
+    return entry?.copyValue();
   }
 
   /** Remove `key`. `ENOENT` if it holds no value, `EISDIR` if it has children. Never `ENOSPC`. */
@@ -452,7 +455,7 @@ export class Store extends EventEmitter {
         (bin) => out.removed.push(fromBinary(bin)),
         (bin) => out.added.push(fromBinary(bin)),
         (bin, x, y) => {
-          if (Buffer.compare(x.value, y.value) !== 0) out.changed.push(fromBinary(bin));
+          if (!x.sameValue(y)) out.changed.push(fromBinary(bin));
         },
       );
       // diffTrees walks from the highest key down; report bytewise ascending.
@@ -623,13 +626,13 @@ export class Store extends EventEmitter {
       const snaps = this.snapshots.of(subject);
       if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
       const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
-      for (const e of tree?.values() ?? []) stat.liveBytes += entryDiskBytes(e);
+      for (const e of tree?.values() ?? []) stat.liveBytes += e.diskBytes;
       const counted = new Set<Entry>();
       for (const snap of snaps) {
         for (const [, e] of this.notLive(snap)) {
           if (counted.has(e)) continue;
           counted.add(e);
-          stat.snapshotOnlyBytes += entryDiskBytes(e);
+          stat.snapshotOnlyBytes += e.diskBytes;
         }
       }
       subjects.push(stat);
@@ -698,17 +701,16 @@ export class Store extends EventEmitter {
   /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */
   private heldEntriesIn(segments: ReadonlySet<number>): { subject: string; bin: string; entry: Entry }[] {
     const out: { subject: string; bin: string; entry: Entry }[] = [];
-    const inSegments = (e: Entry): boolean => e.extents.some((x) => segments.has(x.segment));
     // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
     for (const [subject, tree] of this.keys.workingTrees()) {
       tree.forEachPair((bin, entry) => {
-        if (inSegments(entry)) out.push({ subject, bin, entry });
+        if (entry.hasRecordIn(segments)) out.push({ subject, bin, entry });
       });
     }
     const seen = new Set<Entry>();
     for (const snap of this.snapshots.all()) {
       for (const [bin, entry] of this.notLive(snap)) {
-        if (seen.has(entry) || !inSegments(entry)) continue;
+        if (seen.has(entry) || !entry.hasRecordIn(segments)) continue;
         seen.add(entry);
         out.push({ subject: snap.subject, bin, entry });
       }
@@ -801,7 +803,7 @@ export class Store extends EventEmitter {
     const appended = this.appendOrThrow(records, 'upgrade', undefined, undefined, { ownBatch: true });
     entries.forEach(([ik, e], i) => {
       const extent = appended.extents[i + 1];
-      if (extent !== undefined) e.extents = [extent];
+      if (extent !== undefined) e.moveTo(extent);
       this.count(ik.slice(0, ik.indexOf('\0')), e);
     });
     await this.awaitDurable(appended.durable, 'upgrade', undefined, undefined);
@@ -945,7 +947,7 @@ export class Store extends EventEmitter {
       const extents = appended.extents.slice(at, at + count);
       at += count;
       if (o.value === null) this.deleteEntry(subject, o.bin);
-      else this.setEntry(subject, o.bin, { value: o.value, extents });
+      else this.setEntry(subject, o.bin, Entry.of(o.value, extents));
     });
     await this.awaitDurable(appended.durable, op, subject, undefined);
   }
@@ -971,7 +973,7 @@ export class Store extends EventEmitter {
   /** Bytes a write of `bin` releases: its current entry, unless a snapshot keeps holding it. */
   private freedBy(subject: string, bin: string): number {
     const old = this.keys.workingTree(subject)?.get(bin);
-    return old === undefined || this.snapshots.holds(subject, bin, old) ? 0 : entryDiskBytes(old);
+    return old === undefined || this.snapshots.holds(subject, bin, old) ? 0 : old.diskBytes;
   }
 
   /** Refuse a write that would take `subject` over its hard quota; warn over the soft one. */
@@ -996,13 +998,13 @@ export class Store extends EventEmitter {
   /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
   private count(subject: string, e: Entry): void {
     this.usage.addEntry(e);
-    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + entryDiskBytes(e));
+    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + e.diskBytes);
   }
 
   /** Nothing holds the entry any more. */
   private uncount(subject: string, e: Entry): void {
     this.usage.removeEntry(e);
-    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) - entryDiskBytes(e));
+    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) - e.diskBytes);
   }
 
   /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
@@ -1020,7 +1022,7 @@ export class Store extends EventEmitter {
     children: (subject, bin) => this.keys.children(subject, bin),
     readCommitted: (subject, bin) => {
       const entry = this.keys.read(subject)?.get(bin);
-      return entry === undefined ? undefined : copyOut(entry.value);
+      return entry?.copyValue();
     },
     checkWritable: (op) => {
       this.checkWritable(op);
@@ -1090,9 +1092,9 @@ export class Store extends EventEmitter {
 
   private snapshotInfo(snap: Snapshot): SnapshotInfo {
     let bytes = 0;
-    for (const e of snap.tree.values()) bytes += entryDiskBytes(e);
+    for (const e of snap.tree.values()) bytes += e.diskBytes;
     let exclusiveBytes = 0;
-    for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += entryDiskBytes(e);
+    for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += e.diskBytes;
     const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
     if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
     return info;
@@ -1137,7 +1139,7 @@ export class Store extends EventEmitter {
     if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });
     if (bin === mount.path) return undefined;
     const entry = this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
-    return entry === undefined ? undefined : copyOut(entry.value);
+    return entry?.copyValue();
   }
 
   private listMount(caller: string, prefix: string, after: string | undefined, limit: number, op: string): ListPage {

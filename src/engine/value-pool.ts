@@ -13,16 +13,20 @@ const POOLED_MAX = SLAB >>> 2;
 let slab = new ArrayBuffer(SLAB);
 let used = 0;
 
-/** A copy of `value` that the caller owns. */
-export function copyOut(value: Uint8Array): Uint8Array {
-  if (value.length > POOLED_MAX) return ownCopy(value);
-  if (used + value.length > SLAB) {
+/** Below this length a byte loop beats creating a view of the source for `set`. */
+const LOOP_MAX = 48;
+
+/** A copy, that the caller owns, of the `length` bytes at `start` of `bytes`. */
+export function copyOut(bytes: Uint8Array, start: number, length: number): Uint8Array {
+  if (length > POOLED_MAX) return new Uint8Array(bytes.subarray(start, start + length)); // not slice(): on a Buffer that is a view
+  if (used + length > SLAB) {
     slab = new ArrayBuffer(SLAB);
     used = 0;
   }
-  const out = new Uint8Array(slab, used, value.length);
-  out.set(value);
-  used += (value.length + 7) & ~7; // keep views 8-byte aligned, as the Buffer pool does
+  const out = new Uint8Array(slab, used, length);
+  if (length <= LOOP_MAX) for (let i = 0; i < length; i++) out[i] = bytes[start + i] ?? 0;
+  else out.set(bytes.subarray(start, start + length));
+  used += (length + 7) & ~7; // keep views 8-byte aligned, as the Buffer pool does
   return out;
 }
 
@@ -36,19 +40,19 @@ export function ownCopy(value: Uint8Array): Uint8Array {
 }
 
 /**
- * The store's own copies of a batch of values, all in one new buffer (one allocation instead of
- * one per value). The buffer lives while any of these values is still held, so memory kept for
- * replaced values is bounded by the batch's size — the same rule open uses for the values it
- * reads segment by segment.
+ * The store's own copy of a batch of values, all in one new buffer (one allocation instead of
+ * one per value), in order and back to back: value i starts where value i-1 ends. The buffer
+ * lives while any of these values is still held, so memory kept for replaced values is bounded by
+ * the batch's size — the same rule open uses for the values it reads segment by segment.
  */
-export function ownCopies(values: readonly Uint8Array[]): Uint8Array[] {
+export function packValues(values: readonly Uint8Array[]): Uint8Array {
   let total = 0;
   for (const v of values) total += v.length;
-  const slab = new Uint8Array(total);
+  const packed = new Uint8Array(total);
   let at = 0;
-  return values.map((v) => {
-    slab.set(v, at);
+  for (const v of values) {
+    packed.set(v, at);
     at += v.length;
-    return slab.subarray(at - v.length, at);
-  });
+  }
+  return packed;
 }

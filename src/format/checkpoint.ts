@@ -35,9 +35,19 @@ export interface CheckpointExtent {
   length: number;
 }
 
-export interface CheckpointEntry {
-  key: string; // binary string (one char per byte)
-  extents: CheckpointExtent[];
+/**
+ * A checkpoint's live entries, column by column: a checkpoint holds every key of the store, and
+ * an object per entry (or per record) would cost more than the rest of opening it.
+ */
+export interface CheckpointEntries {
+  /** Runs of entries of one subject, in order: the run's entries end before index `end`. */
+  runs: { subject: string; end: number }[];
+  /** Each entry's key without its subject (a binary string: one char per byte). */
+  keys: string[];
+  /** Each entry's number of records (at least 1). */
+  counts: number[];
+  /** Every entry's records in entry order, three numbers each: segment, offset, length. */
+  extents: number[];
 }
 
 export interface CheckpointSnapshot {
@@ -59,24 +69,32 @@ export interface CheckpointMount {
 
 export interface Checkpoint {
   nextTxnId: number;
-  entries: CheckpointEntry[];
+  entries: CheckpointEntries;
   nextSnapId: number;
   snapshots: CheckpointSnapshot[];
   mounts: CheckpointMount[];
 }
 
 export function emptyCheckpoint(): Checkpoint {
-  return { nextTxnId: 1, entries: [], nextSnapId: 1, snapshots: [], mounts: [] };
+  return { nextTxnId: 1, entries: { runs: [], keys: [], counts: [], extents: [] }, nextSnapId: 1, snapshots: [], mounts: [] };
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
   const w = new Writer();
   w.u8(2);
   w.u64(ckpt.nextTxnId);
-  w.u32(ckpt.entries.length);
-  for (const e of ckpt.entries) {
-    w.str(e.key, 2);
-    w.extents(e.extents);
+  const { runs, keys, counts, extents } = ckpt.entries;
+  w.u32(keys.length);
+  let from = 0;
+  let x = 0;
+  for (const run of runs) {
+    for (let i = from; i < run.end; i++) {
+      w.indexKey(run.subject, keys[i] ?? '');
+      const n = counts[i] ?? 0;
+      w.u8(n);
+      for (const end = x + 3 * n; x < end; x++) w.u32(extents[x] ?? 0);
+    }
+    from = run.end;
   }
   w.u64(ckpt.nextSnapId);
   w.u32(ckpt.snapshots.length);
@@ -108,13 +126,7 @@ export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   const version = r.u8();
   if (version !== 1 && version !== 2) throw r.bad(`unknown version ${version}`);
   const nextTxnId = r.u64();
-  const entries: CheckpointEntry[] = [];
-  for (let n = r.u32(); n > 0; n--) {
-    const key = r.str(2);
-    const extents = r.extents();
-    if (extents.length === 0) throw r.bad('entry without extents');
-    entries.push({ key, extents });
-  }
+  const entries = r.entries();
   const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
   if (version === 1) return r.end(ckpt);
   ckpt.nextSnapId = r.u64();
@@ -184,6 +196,14 @@ class Writer {
     this.room(s.length);
     this.at += this.b.write(s, this.at, 'latin1');
   }
+  /** An index key (subject NUL key) with a 2-byte length prefix. */
+  indexKey(subject: string, key: string): void {
+    this.u16(subject.length + 1 + key.length);
+    this.room(subject.length + 1 + key.length);
+    this.at += this.b.write(subject, this.at, 'latin1');
+    this.buf[this.at++] = 0;
+    this.at += this.b.write(key, this.at, 'latin1');
+  }
   extents(list: readonly CheckpointExtent[]): void {
     this.u8(list.length);
     for (const x of list) {
@@ -237,6 +257,35 @@ class Reader {
     const n = lengthBytes === 1 ? this.u8() : this.u16();
     const at = this.need(n);
     return this.b.toString('latin1', at, at + n);
+  }
+  /**
+   * The live entries. Each key is decoded straight from its bytes, as its own string: a slice of
+   * the whole index key would keep that string alive for as long as the key is indexed.
+   */
+  entries(): CheckpointEntries {
+    const out: CheckpointEntries = { runs: [], keys: [], counts: [], extents: [] };
+    let run: { subject: string; end: number } | undefined;
+    let subjectAt = 0;
+    let subjectEnd = 0;
+    for (let n = this.u32(); n > 0; n--) {
+      const length = this.u16();
+      const at = this.need(length);
+      const nul = this.b.indexOf(0, at);
+      if (nul <= at || nul >= at + length) throw this.bad('entry key has no subject');
+      if (run === undefined || this.b.compare(this.b, subjectAt, subjectEnd, at, nul) !== 0) {
+        run = { subject: this.b.toString('latin1', at, nul), end: 0 };
+        out.runs.push(run);
+        subjectAt = at;
+        subjectEnd = nul;
+      }
+      out.keys.push(this.b.toString('latin1', nul + 1, at + length));
+      run.end = out.keys.length;
+      const count = this.u8();
+      if (count === 0) throw this.bad('entry without extents');
+      out.counts.push(count);
+      for (let i = 3 * count; i > 0; i--) out.extents.push(this.u32());
+    }
+    return out;
   }
   extents(): CheckpointExtent[] {
     const out: CheckpointExtent[] = [];
