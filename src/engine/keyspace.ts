@@ -140,7 +140,10 @@ export class Keyspace {
       return tree.get(bin);
     }
     this.treeReads.delete(subject);
-    const built = new Map(tree.entries());
+    const built = new Map<string, Entry>();
+    tree.forEachPair((key, entry) => {
+      built.set(key, entry); // not new Map(tree.entries()): an array per key to throw away
+    });
     this.points.set(subject, built);
     return built.get(bin);
   }

@@ -88,7 +88,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           ckpt.recordBytes += extent.length;
           if (chunks.length === c.count) {
             const payload = Buffer.concat(chunks);
-            const decoded = decodeCheckpoint(payload);
+            const decoded = decodeCheckpointAt(payload, sb, extent);
             ckpt.payloadBytes = payload.length;
             ckpt.entries = decoded.entries.keys.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
@@ -165,6 +165,16 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
   return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
+}
+
+/** Decode a checkpoint's payload; damage is `EINTEGRITY` at the CKPT record that completed it. */
+function decodeCheckpointAt(payload: Uint8Array, sb: Superblock, last: Extent): Checkpoint {
+  try {
+    return decodeCheckpoint(payload);
+  } catch (err) {
+    if (err instanceof StatefsError && err.code === 'EINTEGRITY' && err.offset === undefined) throw damaged(sb, last, err.message.slice(err.code.length + 2));
+    throw err;
+  }
 }
 
 /** Apply a committed transaction: each op is a run of PAYLOAD chunks 0..count-1 for one key. */

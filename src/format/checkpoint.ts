@@ -271,7 +271,7 @@ class Reader {
       const length = this.u16();
       const at = this.need(length);
       const nul = this.b.indexOf(0, at);
-      if (nul <= at || nul >= at + length) throw this.bad('entry key has no subject');
+      if (nul <= at || nul >= at + length) throw this.bad('record key has no subject');
       if (run === undefined || this.b.compare(this.b, subjectAt, subjectEnd, at, nul) !== 0) {
         run = { subject: this.b.toString('latin1', at, nul), end: 0 };
         out.runs.push(run);
