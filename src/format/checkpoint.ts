@@ -212,8 +212,9 @@ class Writer {
       this.u32(x.length);
     }
   }
+  /** The bytes written: a view, not a copy (a checkpoint of a million keys is tens of MB, and every caller copies it into records anyway). */
   finish(): Uint8Array {
-    return this.buf.slice(0, this.at);
+    return this.buf.subarray(0, this.at);
   }
 }
 
