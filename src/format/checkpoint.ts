@@ -80,7 +80,7 @@ export function emptyCheckpoint(): Checkpoint {
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
-  const w = new Writer();
+  const w = new Writer(entriesBytes(ckpt.entries) + 1024);
   w.u8(2);
   w.u64(ckpt.nextTxnId);
   const { runs, keys, counts, extents } = ckpt.entries;
@@ -149,13 +149,33 @@ export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   return r.end(ckpt);
 }
 
+/** Bytes of the header and the live entries: the bulk of a checkpoint, known before writing it. */
+function entriesBytes(entries: CheckpointEntries): number {
+  // Per entry: 2 key_len, subject, NUL, key, 1 extent_count, 12 per extent.
+  let n = 13 + 4 * entries.keys.length + 4 * entries.extents.length;
+  let from = 0;
+  for (const run of entries.runs) {
+    n += (run.end - from) * run.subject.length;
+    from = run.end;
+  }
+  for (const key of entries.keys) n += key.length;
+  return n;
+}
+
 /** Appends little-endian fields to a growing buffer. */
 class Writer {
-  private buf = new Uint8Array(1024);
-  private v = view(this.buf);
+  private buf: Uint8Array;
+  private v: DataView;
   /** The same bytes as a Buffer, for latin1 string writes. */
-  private b = Buffer.from(this.buf.buffer);
+  private b: Buffer;
   private at = 0;
+
+  /** `capacity`: the expected size (a million-key checkpoint is not grown by doubling from 1 KiB). */
+  constructor(capacity: number) {
+    this.buf = new Uint8Array(capacity);
+    this.v = view(this.buf);
+    this.b = Buffer.from(this.buf.buffer);
+  }
 
   private room(n: number): DataView {
     if (this.at + n > this.buf.length) {
