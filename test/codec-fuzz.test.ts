@@ -116,16 +116,18 @@ test('segment headers, SYNC marks and checkpoint chunks round-trip and reject ba
 
 /** Entries as a checkpoint holds them: column by column, one run per stretch of one subject. */
 function columns(list: { subject: string; key: string; extents: [number, number, number][] }[]): CheckpointEntries {
-  const out: CheckpointEntries = { runs: [], keys: [], counts: [], extents: [] };
-  for (const e of list) {
-    const run = out.runs.at(-1);
+  const runs: CheckpointEntries['runs'] = [];
+  for (const [i, e] of list.entries()) {
+    const run = runs.at(-1);
     if (run?.subject === e.subject) run.end++;
-    else out.runs.push({ subject: e.subject, end: out.keys.length + 1 });
-    out.keys.push(e.key);
-    out.counts.push(e.extents.length);
-    out.extents.push(...e.extents.flat());
+    else runs.push({ subject: e.subject, end: i + 1 });
   }
-  return out;
+  return {
+    runs,
+    keys: list.map((e) => e.key),
+    counts: Uint8Array.from(list, (e) => e.extents.length),
+    extents: Uint32Array.from(list.flatMap((e) => e.extents.flat())),
+  };
 }
 
 const ckptArb = fc.record({
@@ -193,5 +195,5 @@ test('a checkpoint entry whose key has no subject (no NUL after a first byte) is
     assert.throws(() => decodeCheckpoint(payload), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.message.includes('record key has no subject'));
   }
   const good = Buffer.concat([Buffer.from([1]), Buffer.alloc(8), Buffer.from([1, 0, 0, 0]), entry('app\0/state/a')]);
-  assert.deepEqual(decodeCheckpoint(good).entries, { runs: [{ subject: 'app', end: 1 }], keys: ['/state/a'], counts: [1], extents: [0, 0, 0] });
+  assert.deepEqual(decodeCheckpoint(good).entries, { runs: [{ subject: 'app', end: 1 }], keys: ['/state/a'], counts: Uint8Array.of(1), extents: Uint32Array.of(0, 0, 0) });
 });

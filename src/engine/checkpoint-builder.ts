@@ -1,4 +1,4 @@
-import type { Checkpoint, CheckpointSnapshot } from '../format/checkpoint.js';
+import { grown, type Checkpoint, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { BTree, diffTrees } from './btree.js';
 import type { Entry } from './entry.js';
 import type { Trees } from './keyspace.js';
@@ -11,17 +11,33 @@ import type { SnapshotTable } from './snapshot-table.js';
  * the mount tables.
  */
 export function buildCheckpoint(trees: Trees, snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Checkpoint {
-  const entries: Checkpoint['entries'] = { runs: [], keys: [], counts: [], extents: [] };
+  let total = 0;
+  for (const tree of trees.values()) total += tree.size;
+  // Columns, not an object per entry: a checkpoint lists every key of the store.
+  const runs: Checkpoint['entries']['runs'] = [];
+  const keys: string[] = [];
+  const counts = new Uint8Array(total);
+  let extents: Uint32Array = new Uint32Array(3 * total); // grown only for values in several records
+  let used = 0;
   for (const [subject, tree] of [...trees].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (tree.size === 0) continue;
     tree.forEachPair((bin, e) => {
-      entries.keys.push(bin);
-      entries.counts.push(1 + e.moreRecords.length);
-      entries.extents.push(e.segment, e.offset, e.recordLength);
-      for (const x of e.moreRecords) entries.extents.push(x.segment, x.offset, x.length);
+      const more = e.moreRecords;
+      counts[keys.length] = 1 + more.length;
+      keys.push(bin);
+      if (used + 3 + 3 * more.length > extents.length) extents = grown(extents, used + 3 + 3 * more.length);
+      extents[used++] = e.segment;
+      extents[used++] = e.offset;
+      extents[used++] = e.recordLength;
+      for (const x of more) {
+        extents[used++] = x.segment;
+        extents[used++] = x.offset;
+        extents[used++] = x.length;
+      }
     });
-    entries.runs.push({ subject, end: entries.keys.length });
+    runs.push({ subject, end: keys.length });
   }
+  const entries: Checkpoint['entries'] = { runs, keys, counts, extents: extents.subarray(0, used) };
   const snaps: CheckpointSnapshot[] = [];
   for (const snap of snapshots.all()) {
     const live = trees.get(snap.subject) ?? new BTree<string, Entry>();

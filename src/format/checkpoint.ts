@@ -45,9 +45,9 @@ export interface CheckpointEntries {
   /** Each entry's key without its subject (a binary string: one char per byte). */
   keys: string[];
   /** Each entry's number of records (at least 1). */
-  counts: number[];
+  counts: Uint8Array;
   /** Every entry's records in entry order, three numbers each: segment, offset, length. */
-  extents: number[];
+  extents: Uint32Array;
 }
 
 export interface CheckpointSnapshot {
@@ -76,7 +76,7 @@ export interface Checkpoint {
 }
 
 export function emptyCheckpoint(): Checkpoint {
-  return { nextTxnId: 1, entries: { runs: [], keys: [], counts: [], extents: [] }, nextSnapId: 1, snapshots: [], mounts: [] };
+  return { nextTxnId: 1, entries: { runs: [], keys: [], counts: new Uint8Array(0), extents: new Uint32Array(0) }, nextSnapId: 1, snapshots: [], mounts: [] };
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
@@ -147,6 +147,13 @@ export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
     ckpt.mounts.push({ caller: r.str(1), path: r.str(2), owner: r.str(1), name: r.str(1), snapId: r.u64() });
   }
   return r.end(ckpt);
+}
+
+/** `column` with room for at least `needed` numbers (its contents kept). */
+export function grown(column: Uint32Array, needed: number): Uint32Array {
+  const bigger = new Uint32Array(Math.max(needed, 2 * column.length));
+  bigger.set(column);
+  return bigger;
 }
 
 /** Bytes of the header and the live entries: the bulk of a checkpoint, known before writing it. */
@@ -284,29 +291,36 @@ class Reader {
    * the whole index key would keep that string alive for as long as the key is indexed.
    */
   entries(): CheckpointEntries {
-    const out: CheckpointEntries = { runs: [], keys: [], counts: [], extents: [] };
+    const total = this.u32();
+    if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    const runs: CheckpointEntries['runs'] = [];
+    const keys: string[] = [];
+    const counts = new Uint8Array(total);
+    let extents: Uint32Array = new Uint32Array(3 * total);
+    let used = 0;
     let run: { subject: string; end: number } | undefined;
     let subjectAt = 0;
     let subjectEnd = 0;
-    for (let n = this.u32(); n > 0; n--) {
+    for (let i = 0; i < total; i++) {
       const length = this.u16();
       const at = this.need(length);
       const nul = this.b.indexOf(0, at);
       if (nul <= at || nul >= at + length) throw this.bad('record key has no subject');
       if (run === undefined || this.b.compare(this.b, subjectAt, subjectEnd, at, nul) !== 0) {
         run = { subject: this.b.toString('latin1', at, nul), end: 0 };
-        out.runs.push(run);
+        runs.push(run);
         subjectAt = at;
         subjectEnd = nul;
       }
-      out.keys.push(this.b.toString('latin1', nul + 1, at + length));
-      run.end = out.keys.length;
+      keys.push(this.b.toString('latin1', nul + 1, at + length));
+      run.end = keys.length;
       const count = this.u8();
       if (count === 0) throw this.bad('entry without extents');
-      out.counts.push(count);
-      for (let i = 3 * count; i > 0; i--) out.extents.push(this.u32());
+      counts[i] = count;
+      if (used + 3 * count > extents.length) extents = grown(extents, used + 3 * count);
+      for (let k = 3 * count; k > 0; k--) extents[used++] = this.u32();
     }
-    return out;
+    return { runs, keys, counts, extents: extents.subarray(0, used) };
   }
   extents(): CheckpointExtent[] {
     const out: CheckpointExtent[] = [];
