@@ -159,3 +159,27 @@ test('an unknown commit mode is EINVAL, and the image is left unlocked', async (
     await store.close();
   });
 });
+
+test('inline commits still group: puts issued by separate callbacks of one event-loop turn share one flush', async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, 'group.img');
+    await (await Store.create(image, { size: 8 * MiB })).close();
+    const { store, device } = await openCounting(image, 'inline');
+    await store.put('app', '/state/warm', 'w');
+    const before = device.inlineWrites;
+    // Twenty timer callbacks due together run in one timers phase, each followed by its own
+    // microtask checkpoint — as the data events of twenty connections arrive in one poll phase.
+    const puts: Promise<void>[] = [];
+    for (let i = 0; i < 20; i++) {
+      setTimeout(() => {
+        puts.push(store.put('app', `/state/c${i}`, `v${i}`));
+      }, 0);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 0)); // due with them, runs after them
+    assert.equal(puts.length, 20);
+    await Promise.all(puts);
+    assert.equal(device.inlineWrites - before, 1, 'one durable write for the twenty puts');
+    assert.equal(device.pooledWrites, 0);
+    await store.close();
+  });
+});

@@ -268,11 +268,17 @@ export class JournalWriter<T> {
   private schedule(): void {
     if (this.scheduled || this.writing) return;
     this.scheduled = true;
-    // A microtask lets every append issued in the same tick join this round.
-    queueMicrotask(() => {
+    const start = (): void => {
       this.scheduled = false;
       void this.run();
-    });
+    };
+    // A round written in the background starts at the next microtask: appends issued in the same
+    // tick join it, and later ones gather behind it while it is written. A round written inline
+    // holds the event loop until it is durable, so it waits for the loop's next check phase
+    // instead: every request already read from a socket in this turn joins it (otherwise each
+    // connection's put would get a flush of its own).
+    if (this.placement.inline) setImmediate(start);
+    else queueMicrotask(start);
   }
 
   private async run(): Promise<void> {
