@@ -610,7 +610,7 @@ export class Store extends EventEmitter {
       await this.checkpointing?.catch(() => undefined);
       // Leave a checkpoint behind when the journal since the last one is long: the next open
       // replays what follows the checkpoint, so this keeps reopen cost bounded across sessions.
-      if (this.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.sb.segmentSize, this.lastCheckpointBytes) && this.canCheckpoint()) {
+      if (this.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.sb.segmentSize, this.lastCheckpointBytes / 8) && this.canCheckpoint()) {
         this.checkpointing ??= this.writeCheckpoint();
         await this.checkpointing.catch(() => undefined);
       }
