@@ -194,3 +194,21 @@ test('point reads agree with the tree before and after a subject is read often e
   for (let round = 0; round < 50; round++) await checkAll();
   await s.close();
 });
+
+test('getSync reads what get reads, returns a copy, and throws the same typed errors', async () => {
+  const s = await openMemory(await memoryImage());
+  await s.put('app', '/state/a', 'one');
+  await s.snapshot('app', 'snap');
+  await s.mountSnap('app', 'app', 'snap', '/mnt/s');
+  await s.put('app', '/state/a', 'two');
+  assert.equal(text(s.getSync('app', '/state/a')), 'two');
+  assert.equal(text(s.getSync('app', '/mnt/s/a')), 'one');
+  assert.equal(s.getSync('app', '/state/missing'), undefined);
+  const copy = s.getSync('app', '/state/a');
+  copy?.fill(0);
+  assert.equal(text(s.getSync('app', '/state/a')), 'two');
+  assert.throws(() => s.getSync('app', 'no-slash'), code('EINVAL'));
+  assert.throws(() => s.getSync('Bad Subject', '/state/a'), code('EINVAL'));
+  await s.close();
+  assert.throws(() => s.getSync('app', '/state/a'), code('EBADF'));
+});

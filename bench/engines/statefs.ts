@@ -27,7 +27,10 @@ function wrap(store: Store): BenchEngine {
   return {
     put: (key, value) => store.put(SUBJECT, key, value),
     bulkLoad: (count, keyOf, valueOf) => bulkLoad(store, count, keyOf, valueOf),
-    getters: [{ name: 'get', kind: 'async', get: (key) => store.get(SUBJECT, key) }],
+    getters: [
+      { name: 'get', kind: 'async', get: (key) => store.get(SUBJECT, key) },
+      { name: 'getSync', kind: 'sync', get: (key) => store.getSync(SUBJECT, key) },
+    ],
     list: async (prefix, limit) => (await store.list(SUBJECT, prefix, { limit })).keys.length,
     snapshot: (tag) => store.snapshot(SUBJECT, tag),
     maxSnapshotRuns: 1,

@@ -300,6 +300,19 @@ export class Store extends EventEmitter {
     return settle(() => this.getNow(subject, key));
   }
 
+  /**
+   * `get` without the promise, for embedded callers on a hot path: reads are served from memory
+   * either way, so nothing is lost but the wait for a microtask. Throws the same `StatefsError`s
+   * `get` rejects with. Not offered by the daemon's client, whose reads cross a socket.
+   */
+  getSync(subject: string, key: string): Uint8Array | undefined {
+    try {
+      return this.getNow(subject, key);
+    } catch (err) {
+      throw asStatefsError(err, 'get');
+    }
+  }
+
   private getNow(subject: string, key: string): Uint8Array | undefined {
     const op = 'get';
     this.checkOpen(op);
