@@ -277,7 +277,7 @@ export class JournalWriter<T> {
     // holds the event loop until it is durable, so it waits for the loop's next check phase
     // instead: every request already read from a socket in this turn joins it (otherwise each
     // connection's put would get a flush of its own).
-    if (this.placement.inline) setImmediate(start);
+    if (this.placement.inline && this.device.writeDurableSync !== undefined && this.device.writeDurable !== undefined) setImmediate(start);
     else queueMicrotask(start);
   }
 
