@@ -167,15 +167,15 @@ test('inline commits still group: puts issued by separate callbacks of one event
     const { store, device } = await openCounting(image, 'inline');
     await store.put('app', '/state/warm', 'w');
     const before = device.inlineWrites;
-    // Twenty timer callbacks due together run in one timers phase, each followed by its own
+    // Twenty immediates queued together run in one check phase, each followed by its own
     // microtask checkpoint — as the data events of twenty connections arrive in one poll phase.
     const puts: Promise<void>[] = [];
     for (let i = 0; i < 20; i++) {
-      setTimeout(() => {
+      setImmediate(() => {
         puts.push(store.put('app', `/state/c${i}`, `v${i}`));
-      }, 0);
+      });
     }
-    await new Promise((resolve) => setTimeout(resolve, 0)); // due with them, runs after them
+    await new Promise((resolve) => setImmediate(resolve)); // queued with them, runs after them
     assert.equal(puts.length, 20);
     await Promise.all(puts);
     assert.equal(device.inlineWrites - before, 1, 'one durable write for the twenty puts');
