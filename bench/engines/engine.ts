@@ -29,11 +29,6 @@ export interface BenchEngine {
   readonly snapshot?: (tag: string) => Promise<void>;
   /** Untimed, after each W7 run: a peer deletes its copy. */
   readonly afterSnapshot?: (tag: string) => Promise<void>;
-  /**
-   * At most this many W7 runs on the big store (default: BENCH_RUNS, at least 3). StateFS: 1,
-   * because each snapshot starts a background digest over every key that `close()` waits for.
-   */
-  readonly maxSnapshotRuns?: number;
   /** Engine-specific space figures recorded (not tabled) after W7, e.g. StateFS's live vs garbage bytes. */
   readonly spaceDetails?: () => Promise<Record<string, number>>;
   close(): Promise<void>;
