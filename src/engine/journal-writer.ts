@@ -18,6 +18,13 @@ export interface RecordToWrite {
   opcode: number;
   key: Uint8Array;
   value: Uint8Array;
+  /** Bytes of the value that come before `value` (a checkpoint chunk's header before its slice of the payload). */
+  valueHead?: Uint8Array;
+}
+
+/** The record's length on disk, framing included. */
+function lengthOf(r: RecordToWrite): number {
+  return recordLength(r.key.length, (r.valueHead?.length ?? 0) + r.value.length);
 }
 
 /** The end of the log: the segment being appended to and the next free byte in it. */
@@ -147,7 +154,7 @@ export class JournalWriter<T> {
     if (options.ownBatch === true && this.open !== undefined && this.open.length > 0) offset += SYNC_RECORD_LENGTH;
     let rolls = 0;
     for (const r of records) {
-      const len = recordLength(r.key.length, r.value.length);
+      const len = lengthOf(r);
       if (len > this.maxRecordLength) throw StatefsError.EFBIG(`record of ${len} bytes exceeds a segment`, { op: 'append' });
       if (offset + len + SYNC_RECORD_LENGTH > this.segmentSize) {
         rolls++;
@@ -177,14 +184,14 @@ export class JournalWriter<T> {
     for (let i = 0; i < records.length; ) {
       const first = records[i];
       if (first === undefined) break;
-      if (this.tail.offset + recordLength(first.key.length, first.value.length) + SYNC_RECORD_LENGTH > this.segmentSize) this.roll();
+      if (this.tail.offset + lengthOf(first) + SYNC_RECORD_LENGTH > this.segmentSize) this.roll();
       const part = this.openPart();
       batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
       // The records that fit in this segment, encoded into one buffer (one allocation, not one per record).
       let end = i;
       let bytes = 0;
       for (let r = records[end]; r !== undefined; r = records[++end]) {
-        const len = recordLength(r.key.length, r.value.length);
+        const len = lengthOf(r);
         if (this.tail.offset + bytes + len + SYNC_RECORD_LENGTH > this.segmentSize) break;
         extents.push({ segment: this.tail.segment, offset: this.tail.offset + bytes, length: len });
         bytes += len;
@@ -192,7 +199,7 @@ export class JournalWriter<T> {
       const run = new Uint8Array(bytes);
       for (let at = 0; i < end; i++) {
         const r = records[i];
-        if (r !== undefined) at += encodeRecordInto(run, at, r.opcode, r.key, r.value);
+        if (r !== undefined) at += encodeRecordInto(run, at, r.opcode, r.key, r.value, r.valueHead);
       }
       this.push(part, run);
     }

@@ -27,7 +27,7 @@ import {
 import type { BlockDevice } from '../device/device.js';
 import { FileDevice } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
-import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
+import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { Entry } from './entry.js';
@@ -779,7 +779,8 @@ export class Store extends EventEmitter {
     const records: RecordToWrite[] = [];
     for (let i = 0; i < count; i++) {
       const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
-      records.push({ opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(id, i, count, chunk) });
+      // The header goes beside the slice, not copied with it: no second copy of a large payload.
+      records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
     }
     const appended = this.appendOrThrow(records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
     this.bytesAtCheckpoint = this.journal.bytesAppended;

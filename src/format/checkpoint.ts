@@ -335,11 +335,18 @@ class Reader {
 
 export function encodeCheckpointChunk(id: number, index: number, count: number, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(CKPT_HEADER + data.length);
+  out.set(encodeCheckpointChunkHeader(id, index, count), 0);
+  out.set(data, CKPT_HEADER);
+  return out;
+}
+
+/** The header of a CKPT record's value, which its slice of the payload follows. */
+export function encodeCheckpointChunkHeader(id: number, index: number, count: number): Uint8Array {
+  const out = new Uint8Array(CKPT_HEADER);
   const v = view(out);
   setU64(v, 0, id);
   v.setUint32(8, index, true);
   v.setUint32(12, count, true);
-  out.set(data, CKPT_HEADER);
   return out;
 }
 

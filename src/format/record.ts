@@ -21,6 +21,8 @@ export const RECORD_OVERHEAD = 15;
 /** No record the engine writes has a value this large; a bigger length is damage, not data. */
 export const MAX_RECORD_VALUE = 1 << 20;
 
+const EMPTY = new Uint8Array(0);
+
 export interface DecodedRecord {
   opcode: number;
   key: Uint8Array;
@@ -38,18 +40,24 @@ export function recordLength(keyLen: number, valueLen: number): number {
   return RECORD_OVERHEAD + keyLen + valueLen;
 }
 
-/** Write one record into `out` at `at`; returns the bytes written. `out` must have room. */
-export function encodeRecordInto(out: Uint8Array, at: number, opcode: number, key: Uint8Array, value: Uint8Array): number {
+/**
+ * Write one record into `out` at `at`; returns the bytes written. `out` must have room. The value
+ * is `valueHead` followed by `value` (a caller with a header for a slice of a large buffer need
+ * not copy the slice to prepend it).
+ */
+export function encodeRecordInto(out: Uint8Array, at: number, opcode: number, key: Uint8Array, value: Uint8Array, valueHead: Uint8Array = EMPTY): number {
   // Byte stores rather than a DataView: records are encoded once per write, and a DataView per
   // record shows up in profiles of bulk loads.
+  const valueLength = valueHead.length + value.length;
   putU32(out, at, RECORD_MAGIC);
   out[at + 4] = opcode;
   out[at + 5] = key.length & 0xff;
   out[at + 6] = key.length >>> 8;
-  putU32(out, at + 7, value.length);
+  putU32(out, at + 7, valueLength);
   out.set(key, at + RECORD_HEADER);
-  out.set(value, at + RECORD_HEADER + key.length);
-  const body = RECORD_HEADER + key.length + value.length;
+  out.set(valueHead, at + RECORD_HEADER + key.length);
+  out.set(value, at + RECORD_HEADER + key.length + valueHead.length);
+  const body = RECORD_HEADER + key.length + valueLength;
   putU32(out, at + body, crc32c(out.subarray(at, at + body)));
   return body + 4;
 }
