@@ -6,7 +6,8 @@ import { Store } from '../src/engine/store.js';
 import { LIVE } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
 import { crc32c } from '../src/format/crc32c.js';
-import { memoryImage, openMemory, text } from './helpers.js';
+import { MiB, memoryImage, openMemory, text } from './helpers.js';
+import { referenceDigest } from './reliability/model.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -290,4 +291,22 @@ test('close waits for the background digest, so a later open checks against the 
   assert.equal(text(await r.get('app', '/state/k7')), 'VALUE 7');
   await assert.rejects(r.verifySnapshot('app', 'snap'), code('EINTEGRITY'));
   await r.close();
+});
+
+test('a snapshot digest is the documented byte stream, also for values that fill the hashing buffer', async () => {
+  const s = await openMemory(await memoryImage(16 * MiB));
+  const content = new Map<string, Uint8Array>();
+  // Sizes around the digest's 64 KiB gathering buffer: empty, tiny, whole-buffer and odd.
+  const sizes = [0, 1, 65_536, 65_530, 100, 65_536, 30_000, 40_000, 7, 65_000];
+  for (const [i, size] of sizes.entries()) {
+    const value = new Uint8Array(size).map((_, j) => (i * 31 + j) & 0xff);
+    const key = `/state/v/k${String(i).padStart(2, '0')}-é`;
+    await s.put('app', key, value);
+    content.set(key, value);
+  }
+  await s.snapshot('app', 'big');
+  await s.verifySnapshot('app', 'big');
+  const info = (await s.listSnaps('app', { details: true })).find((x) => x.name === 'big');
+  assert.equal(info?.digest, referenceDigest(content));
+  await s.close();
 });

@@ -194,10 +194,7 @@ async function checkSnapshots(device: BlockDevice, replayed: Replayed, findings:
       findings.push({ offset: snap.at, reason: 'snapshot-digest-missing', severity: 'info', message: `${snap.subject}/${snap.name} has no recorded digest yet (it is recomputed on open)` });
       continue;
     }
-    const digest = await snapshotDigest(snap.tree, async (bin) => {
-      const entry = snap.tree.get(bin);
-      return entry === undefined ? new Uint8Array(0) : readEntryValue(device, replayed.sb.segmentSize, entry).catch(() => new Uint8Array(0));
-    });
+    const digest = await snapshotDigest(snap.tree, (_bin, entry) => readEntryValue(device, replayed.sb.segmentSize, entry).catch(() => new Uint8Array(0)));
     if (Buffer.compare(digest, snap.digest) !== 0) {
       findings.push({ offset: snap.at, reason: 'snapshot-digest-mismatch', severity: 'fatal', message: `${snap.subject}/${snap.name}: content does not match its digest` });
     }

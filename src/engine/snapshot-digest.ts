@@ -1,32 +1,48 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { Entry } from './entry.js';
 import type { Tree } from './keyspace.js';
 
 /** Entries hashed between yields to the event loop, so digests never block writers for long. */
 const STEP = 2048;
+
+/** Bytes gathered before one `hash.update` (a native call per field would cost more than the hashing). */
+const SCRATCH = 64 * 1024;
 
 /**
  * The content digest of a snapshot: SHA-256 over its entries in key order, each as
  * `key_len u16 LE | key bytes | value_len u32 LE | value bytes`. `valueOf` supplies the bytes
  * (from memory when a snapshot is made, from disk when it is verified).
  */
-export async function snapshotDigest(tree: Tree, valueOf: (bin: string) => Promise<Uint8Array> | Uint8Array): Promise<Uint8Array> {
+export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: Entry) => Promise<Uint8Array> | Uint8Array): Promise<Uint8Array> {
   // Nothing before the first await: the caller (a snapshot that has just become durable) goes on
   // at once, and the hashing proceeds in steps behind it.
   await Promise.resolve();
   const hash = createHash('sha256');
-  const header = Buffer.alloc(4);
+  // The fields are gathered into one buffer and hashed a buffer at a time: the same byte stream.
+  const scratch = Buffer.allocUnsafe(SCRATCH);
+  let used = 0;
+  const flush = (): void => {
+    hash.update(scratch.subarray(0, used));
+    used = 0;
+  };
   let n = 0;
-  for (const bin of tree.keys()) {
-    const key = Buffer.from(bin, 'latin1');
-    const value = await valueOf(bin);
-    header.writeUInt16LE(key.length, 0);
-    hash.update(header.subarray(0, 2));
-    hash.update(key);
-    header.writeUInt32LE(value.length, 0);
-    hash.update(header);
-    hash.update(value);
+  for (const [bin, entry] of tree.entries()) {
+    const got = valueOf(bin, entry);
+    const value = got instanceof Uint8Array ? got : await got;
+    if (used + 6 + bin.length + value.length > SCRATCH) flush();
+    used = scratch.writeUInt16LE(bin.length, used);
+    used += scratch.write(bin, used, 'latin1');
+    used = scratch.writeUInt32LE(value.length, used);
+    if (used + value.length <= SCRATCH) {
+      scratch.set(value, used);
+      used += value.length;
+    } else {
+      flush(); // a value too large for what is left (at most 64 KiB): hashed on its own
+      hash.update(value);
+    }
     if (++n % STEP === 0) await yieldToLoop();
   }
+  flush();
   return new Uint8Array(hash.digest());
 }

@@ -500,9 +500,7 @@ export class Store extends EventEmitter {
       this.checkOpen(op);
       const snap = this.requireSnapshot(subject, name, op);
       const expected = snap.digest ?? (await this.startDigest(snap));
-      const actual = await snapshotDigest(snap.tree, async (bin) => {
-        const entry = snap.tree.get(bin);
-        if (entry === undefined) return EMPTY;
+      const actual = await snapshotDigest(snap.tree, async (bin, entry) => {
         try {
           return await readEntryValue(this.device, this.sb.segmentSize, entry);
         } catch (err) {
@@ -1131,7 +1129,7 @@ export class Store extends EventEmitter {
   private startDigest(snap: Snapshot): Promise<Uint8Array> {
     let job = this.digestJobs.get(snap.id);
     if (job !== undefined) return job;
-    job = snapshotDigest(snap.tree, (bin) => snap.tree.get(bin)?.value ?? EMPTY);
+    job = snapshotDigest(snap.tree, (_bin, entry) => entry.value);
     this.digestJobs.set(snap.id, job);
     const recorded = job
       .then(async (digest) => {
