@@ -27,9 +27,14 @@ export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: E
     used = 0;
   };
   let n = 0;
+  // Until the first yield to the event loop, every entry waits for a microtask, as the caller's
+  // own continuations do: a snapshot that has just become durable answers within a few entries
+  // (and a small snapshot's digest is done before the caller's next turn). After it, in-memory
+  // values are hashed a whole step at a time.
+  let stepping = false;
   for (const [bin, entry] of tree.entries()) {
     const got = valueOf(bin, entry);
-    const value = got instanceof Uint8Array ? got : await got;
+    const value = stepping && got instanceof Uint8Array ? got : await got;
     if (used + 6 + bin.length + value.length > SCRATCH) flush();
     used = scratch.writeUInt16LE(bin.length, used);
     used += scratch.write(bin, used, 'latin1');
@@ -41,7 +46,10 @@ export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: E
       flush(); // a value too large for what is left (at most 64 KiB): hashed on its own
       hash.update(value);
     }
-    if (++n % STEP === 0) await yieldToLoop();
+    if (++n % STEP === 0) {
+      await yieldToLoop();
+      stepping = true;
+    }
   }
   flush();
   return new Uint8Array(hash.digest());
