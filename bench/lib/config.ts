@@ -59,7 +59,7 @@ export function loadConfig(): BenchConfig {
     listKeys: Math.min(keys, 10_000),
     gcOps: Math.floor(num('BENCH_GC_OPS', quick ? 20_000 : 30_000)),
     daemonSeconds: num('BENCH_DAEMON_SECONDS', quick ? 0.5 : 2),
-    repeatUnderSeconds: num('BENCH_REPEAT_UNDER_SECONDS', 20),
+    repeatUnderSeconds: num('BENCH_REPEAT_UNDER_SECONDS', 40),
     budgetSeconds: num('BENCH_BUDGET_SECONDS', 360),
     engines: engines(),
   };
