@@ -9,7 +9,7 @@ import type { OkResponse, Request } from '../protocol/messages.js';
 import { OP_NAMES, type OpName } from '../protocol/ops.js';
 import { decodeRequest } from '../protocol/request-codec.js';
 import { encodeResponse, errorResponse } from '../protocol/response-codec.js';
-import { execute, type DispatchHost } from './dispatch.js';
+import { execute, getNow, type DispatchHost } from './dispatch.js';
 import { needOf, targetOf } from './rights.js';
 
 /** What every connection shares with the daemon. */
@@ -162,6 +162,7 @@ export class Connection {
       this.#send(errorResponse(req.requestId, req.op, err));
       return;
     }
+    if (req.op === 'GET' && this.#answerGetNow(this.#caller, req)) return;
     this.#inFlight += 1;
     const caller = this.#caller;
     const work = this.#run(caller, req).finally(() => {
@@ -195,6 +196,24 @@ export class Connection {
     } catch (err) {
       this.#ctx.log(`audit append failed: ${toStatefsError(err).message}`);
     }
+  }
+
+  /**
+   * A permitted GET while the store is ready: read and answer at once (errors included). False:
+   * the request takes the ordinary path (a denial is audited there, a reopen waited for).
+   */
+  #answerGetNow(caller: string, req: Extract<Op, { op: 'GET' }>): boolean {
+    if (!allows(this.#ctx.policy(), caller, 'read', req.subject)) return false;
+    let res: OkResponse | undefined;
+    try {
+      res = getNow(this.#ctx.host, req);
+    } catch (err) {
+      this.#send(errorResponse(req.requestId, req.op, toStatefsError(err)));
+      return true;
+    }
+    if (res === undefined) return false;
+    this.#reply(req, res);
+    return true;
   }
 
   async #run(caller: string, req: Op): Promise<void> {

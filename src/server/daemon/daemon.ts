@@ -148,6 +148,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let closing = false;
   const host = {
     use: <T>(fn: (s: Store) => Promise<T>): Promise<T> => image.use(fn),
+    ready: (): Store | undefined => image.ready(),
     reopen: async (): Promise<void> => {
       try {
         await image.reopen();

@@ -5,6 +5,8 @@ import type { OkResponse, Request, TxnRequest } from '../protocol/messages.js';
 /** What a request runs against: the served store (shared; see ImageGate), and the admin-only reopen. */
 export interface DispatchHost {
   use<T>(fn: (store: Store) => Promise<T>): Promise<T>;
+  /** The store, when a request may use it synchronously (open, no reopen under way). */
+  ready(): Store | undefined;
   reopen(): Promise<void>;
 }
 
@@ -24,6 +26,18 @@ async function runTxn(store: Store, req: TxnRequest): Promise<void> {
 
 function gcOptions(maxBytes: number | undefined): { maxBytes?: number } {
   return maxBytes === undefined || maxBytes === 0 ? {} : { maxBytes };
+}
+
+/**
+ * A GET answered on the spot: the read is served from memory (`getSync`), so while the store is
+ * ready it needs no promise, no gate and no in-flight slot. `undefined`: take the ordinary path.
+ */
+export function getNow(host: DispatchHost, req: Extract<Request, { op: 'GET' }>): OkResponse | undefined {
+  const store = host.ready();
+  if (store === undefined) return undefined;
+  const value = store.getSync(req.subject, req.key);
+  const ok = { status: 'ok', requestId: req.requestId, op: req.op } as const;
+  return value === undefined ? ok : { ...ok, value };
 }
 
 /** Runs one authorised request against the store and builds its OK response. */

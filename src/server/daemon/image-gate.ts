@@ -31,6 +31,11 @@ export class ImageGate {
     return this.#store;
   }
 
+  /** The store, when a request may use it at once: open, and no reopen under way (else `use`). */
+  ready(): Store | undefined {
+    return this.#reopening === undefined ? this.#store : undefined;
+  }
+
   /** Run `fn` on the store; waits while a reopen is under way. */
   async use<T>(fn: (store: Store) => Promise<T>): Promise<T> {
     while (this.#reopening !== undefined) await this.#reopening.catch(() => undefined);
