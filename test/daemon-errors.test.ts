@@ -397,12 +397,18 @@ test('daemon errors: ENOTSUP from a REOPEN of an image holding an unknown record
     const daemon = await startStatefsd(daemonArgs(dir, image, ['--create-size', '8MiB']));
     const client = await connect({ socket: join(dir, 'sock'), token: admin.token });
     try {
-      // Requests pipelined behind a REOPEN wait for it; none meets the closed store (EBADF).
-      const outcomes = await Promise.all([client.reopen(), ...Array.from({ length: 40 }, (_, i) => client.put('admin', `/state/k${i}`, `v${i}`))].map(errorOf));
+      // Requests pipelined behind a REOPEN wait for it; none meets the closed store (EBADF) —
+      // GETs included, which the daemon otherwise answers on the spot.
+      await client.put('admin', '/state/before', 'b');
+      const reopened = client.reopen();
+      const puts = Array.from({ length: 40 }, (_, i) => client.put('admin', `/state/k${i}`, `v${i}`));
+      const gets = Array.from({ length: 10 }, () => client.get('admin', '/state/before'));
+      const outcomes = await Promise.all([reopened, ...puts, ...gets].map(errorOf));
       assert.deepEqual(
         outcomes.map((e) => e?.code ?? 'OK'),
         outcomes.map(() => 'OK'),
       );
+      for (const got of await Promise.all(gets)) assert.equal(text(got), 'b');
       assert.equal(text(await client.get('admin', '/state/k39')), 'v39');
 
       // A record from "a newer version": the PUT of /state/future with an unknown opcode.
