@@ -93,6 +93,13 @@ class CountingDevice implements BlockDevice {
   }
 }
 
+/** A new, closed 8 MiB image file in `dir`. */
+async function newImage(dir: string, name: string): Promise<string> {
+  const image = join(dir, name);
+  await (await Store.create(image, { size: 8 * MiB })).close();
+  return image;
+}
+
 async function openCounting(image: string, mode: CommitMode): Promise<{ store: Store; device: CountingDevice }> {
   const device = new CountingDevice(await FileDevice.open(image));
   return { store: await Store.openDevice(device, { commitMode: mode }), device };
@@ -101,8 +108,7 @@ async function openCounting(image: string, mode: CommitMode): Promise<{ store: S
 test('every commit mode makes puts, batches and transactions durable on a file image', async () => {
   await withTempDir(async (dir) => {
     for (const mode of ['inline', 'background', 'auto'] as const) {
-      const image = join(dir, `${mode}.img`);
-      await (await Store.create(image, { size: 8 * MiB })).close();
+      const image = await newImage(dir, `${mode}.img`);
       const { store, device } = await openCounting(image, mode);
       await store.put('app', '/state/one', '1');
       await Promise.all(Array.from({ length: 20 }, (_, i) => store.put('app', `/state/group/k${i}`, `g${i}`)));
@@ -128,8 +134,7 @@ test('every commit mode makes puts, batches and transactions durable on a file i
 
 test('an inline write that fails fails its puts with the device error, refuses later writes with EIO, and loses nothing acknowledged', async () => {
   await withTempDir(async (dir) => {
-    const image = join(dir, 'fail.img');
-    await (await Store.create(image, { size: 8 * MiB })).close();
+    const image = await newImage(dir, 'fail.img');
     const { store, device } = await openCounting(image, 'inline');
     await store.put('app', '/state/kept', 'yes');
     device.failInline = StatefsError.ENOSPC('injected: disk full', { op: 'write' });
@@ -149,8 +154,7 @@ test('an inline write that fails fails its puts with the device error, refuses l
 
 test('an unknown commit mode is EINVAL, and the image is left unlocked', async () => {
   await withTempDir(async (dir) => {
-    const image = join(dir, 'bad.img');
-    await (await Store.create(image, { size: 8 * MiB })).close();
+    const image = await newImage(dir, 'bad.img');
     // As a JavaScript caller, out of the type system's reach, would pass it.
     const options: OpenOptions = {};
     Reflect.set(options, 'commitMode', 'sometimes');
@@ -162,8 +166,7 @@ test('an unknown commit mode is EINVAL, and the image is left unlocked', async (
 
 test('inline commits still group: puts issued by separate callbacks of one event-loop turn share one flush', async () => {
   await withTempDir(async (dir) => {
-    const image = join(dir, 'group.img');
-    await (await Store.create(image, { size: 8 * MiB })).close();
+    const image = await newImage(dir, 'group.img');
     const { store, device } = await openCounting(image, 'inline');
     await store.put('app', '/state/warm', 'w');
     const before = device.inlineWrites;

@@ -106,6 +106,8 @@ export class JournalWriter<T> {
   private idleWaiters: (() => void)[] = [];
   /** Bytes appended since the writer was created (for checkpoint policy and stats). */
   bytesAppended = 0;
+  /** The device can make a write durable on the calling thread (`writeDurableSync`). */
+  private readonly canWriteInline: boolean;
 
   constructor(
     private readonly device: BlockDevice,
@@ -123,6 +125,7 @@ export class JournalWriter<T> {
   ) {
     this.tail = { ...tail };
     this.nextSegSeq = nextSegSeq;
+    this.canWriteInline = device.writeDurable !== undefined && device.writeDurableSync !== undefined;
   }
 
   get failed(): StatefsError | undefined {
@@ -284,7 +287,7 @@ export class JournalWriter<T> {
     // holds the event loop until it is durable, so it waits for the loop's next check phase
     // instead: every request already read from a socket in this turn joins it (otherwise each
     // connection's put would get a flush of its own).
-    if (this.placement.inline && this.device.writeDurableSync !== undefined && this.device.writeDurable !== undefined) setImmediate(start);
+    if (this.canWriteInline && this.placement.inline) setImmediate(start);
     else queueMicrotask(start);
   }
 

@@ -37,6 +37,12 @@ export function toStatefsError(err: unknown): StatefsError {
   return StatefsError.EIO(err instanceof Error ? err.message : String(err), { op: 'daemon', cause: err });
 }
 
+/** Whether the policy gives `caller` the right `req` needs, on every subject it names. */
+function permitted(policy: Policy, caller: string, req: Op): boolean {
+  const need = needOf(req);
+  return need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
+}
+
 /** One client connection: framing, HELLO, rights, pipelined dispatch. Never throws out of a handler. */
 export class Connection {
   readonly #socket: Socket;
@@ -203,7 +209,7 @@ export class Connection {
    * the request takes the ordinary path (a denial is audited there, a reopen waited for).
    */
   #answerGetNow(caller: string, req: Extract<Op, { op: 'GET' }>): boolean {
-    if (!allows(this.#ctx.policy(), caller, 'read', req.subject)) return false;
+    if (!permitted(this.#ctx.policy(), caller, req)) return false;
     let res: OkResponse | undefined;
     try {
       res = getNow(this.#ctx.host, req);
@@ -221,8 +227,7 @@ export class Connection {
     const base = { subject: caller, op: req.op, ...(target === undefined ? {} : { target }) };
     const policy = this.#ctx.policy();
     const need = needOf(req);
-    const permitted = need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
-    if (!permitted) {
+    if (!permitted(policy, caller, req)) {
       await this.#audit({ ...base, result: 'EPERM', detail: { right: need.right } });
       const err = StatefsError.EPERM(`${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`, { op: req.op, subject: caller });
       this.#send(errorResponse(req.requestId, req.op, err));

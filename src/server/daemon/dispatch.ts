@@ -35,7 +35,10 @@ function gcOptions(maxBytes: number | undefined): { maxBytes?: number } {
 export function getNow(host: DispatchHost, req: Extract<Request, { op: 'GET' }>): OkResponse | undefined {
   const store = host.ready();
   if (store === undefined) return undefined;
-  const value = store.getSync(req.subject, req.key);
+  return getAnswer(req, store.getSync(req.subject, req.key));
+}
+
+function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | undefined): OkResponse {
   const ok = { status: 'ok', requestId: req.requestId, op: req.op } as const;
   return value === undefined ? ok : { ...ok, value };
 }
@@ -56,10 +59,8 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
     case 'PUT':
       await store.put(req.subject, req.key, req.value);
       return { ...ok, op: req.op };
-    case 'GET': {
-      const value = await store.get(req.subject, req.key);
-      return value === undefined ? { ...ok, op: req.op } : { ...ok, op: req.op, value };
-    }
+    case 'GET':
+      return getAnswer(req, await store.get(req.subject, req.key));
     case 'DELETE':
       await store.delete(req.subject, req.key);
       return { ...ok, op: req.op };
