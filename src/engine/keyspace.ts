@@ -1,4 +1,5 @@
 import { BTree, type SortedTree } from './btree.js';
+import { DirectoryCounts } from './directory-counts.js';
 import type { Entry } from './entry.js';
 import type { KeyView } from './tree-rules.js';
 
@@ -40,6 +41,12 @@ export class Keyspace {
   private readonly points = new Map<string, Map<string, Entry>>();
   /** Point reads served from the tree, per subject without a map yet. */
   private readonly treeReads = new Map<string, number>();
+  /**
+   * The working trees' directories, per subject, for the tree rules. Built on a subject's first
+   * write (one walk of its keys), then kept in step by `set` and `delete`; dropped on `replace`.
+   */
+  private readonly dirs = new Map<string, DirectoryCounts>();
+  private readonly views = new Map<string, KeyView>();
 
   constructor(private readonly working: Trees) {
     this.committed = new Map();
@@ -52,6 +59,7 @@ export class Keyspace {
     const tree = this.writable(subject);
     const old = tree.get(bin);
     tree.set(bin, entry);
+    if (old === undefined) this.dirs.get(subject)?.added(bin);
     this.changed(subject).set(bin, entry);
     return old;
   }
@@ -61,6 +69,7 @@ export class Keyspace {
     const tree = this.writable(subject);
     const old = tree.get(bin);
     tree.delete(bin);
+    if (old !== undefined) this.dirs.get(subject)?.removed(bin);
     this.changed(subject).set(bin, undefined);
     return old;
   }
@@ -85,6 +94,7 @@ export class Keyspace {
   /** Replace a subject's working tree wholesale (restore). */
   replace(subject: string, tree: Tree): void {
     this.working.set(subject, tree);
+    this.dirs.delete(subject);
     this.dirty.add(subject);
     this.changes.delete(subject);
     this.replaced.add(subject);
@@ -159,13 +169,31 @@ export class Keyspace {
 
   /** The working keys of `subject` as the tree rules see them. */
   view(subject: string): KeyView {
-    return {
-      has: (bin) => this.working.get(subject)?.has(bin) === true,
-      hasChildren: (bin) => {
-        const next = this.working.get(subject)?.nextHigherKey(`${bin}/`);
-        return next?.startsWith(`${bin}/`) === true;
-      },
-    };
+    let view = this.views.get(subject);
+    if (view === undefined) {
+      const isDirectory = (bin: string): boolean => this.directories(subject).has(bin);
+      view = {
+        has: (bin) => this.working.get(subject)?.has(bin) === true,
+        hasChildren: isDirectory,
+        isKnownDirectory: isDirectory,
+      };
+      this.views.set(subject, view);
+    }
+    return view;
+  }
+
+  private directories(subject: string): DirectoryCounts {
+    let dirs = this.dirs.get(subject);
+    if (dirs === undefined) {
+      const tree = this.working.get(subject);
+      dirs = DirectoryCounts.of((visit) => {
+        tree?.forEachPair((bin) => {
+          visit(bin);
+        });
+      });
+      this.dirs.set(subject, dirs);
+    }
+    return dirs;
   }
 
   /** Working keys strictly below `bin` in the tree. */

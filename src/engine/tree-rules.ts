@@ -5,6 +5,12 @@ import { KEY_ROOT, fromBinary } from './names.js';
 export interface KeyView {
   has(bin: string): boolean;
   hasChildren(bin: string): boolean;
+  /**
+   * A cheap, one-sided `hasChildren`: true only if `bin` certainly has children. Views that can
+   * answer it without a search (the store's directory counts) offer it; the rules then skip the
+   * walk over a new key's ancestors when its parent is already a directory.
+   */
+  isKnownDirectory?(bin: string): boolean;
 }
 
 /**
@@ -12,9 +18,14 @@ export interface KeyView {
  * key may not have children (`EISDIR`).
  */
 export function checkPutAllowed(view: KeyView, bin: string, subject: string, key: string, op: string): void {
-  for (let slash = bin.indexOf('/', KEY_ROOT.length); slash !== -1; slash = bin.indexOf('/', slash + 1)) {
-    const parent = bin.slice(0, slash);
-    if (view.has(parent)) throw StatefsError.ENOTDIR(key, fromBinary(parent), { op, subject });
+  // A parent with children is a directory, and in keys that keep these rules no directory or
+  // ancestor of one holds a value: nothing above `bin` needs looking at.
+  const lastSlash = bin.lastIndexOf('/');
+  if (lastSlash < KEY_ROOT.length || view.isKnownDirectory?.(bin.slice(0, lastSlash)) !== true) {
+    for (let slash = bin.indexOf('/', KEY_ROOT.length); slash !== -1; slash = bin.indexOf('/', slash + 1)) {
+      const parent = bin.slice(0, slash);
+      if (view.has(parent)) throw StatefsError.ENOTDIR(key, fromBinary(parent), { op, subject });
+    }
   }
   if (view.hasChildren(bin)) throw StatefsError.EISDIR(key, { op, subject });
 }

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { DirectoryCounts } from '../src/engine/directory-counts.js';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { memoryImage, openMemory } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
+
+/** Every directory path of `keys`: each proper prefix ending before a slash (as the counts name them). */
+function directoriesOf(keys: Iterable<string>): Set<string> {
+  const dirs = new Set<string>();
+  for (const key of keys) for (let slash = key.indexOf('/', 1); slash !== -1; slash = key.indexOf('/', slash + 1)) dirs.add(key.slice(0, slash));
+  return dirs;
+}
+
+const segment = fc.constantFrom('a', 'b', 'a-1', 'a0', 'c');
+const keyArb = fc.array(segment, { minLength: 1, maxLength: 4 }).map((parts) => `/state/${parts.join('/')}`);
+const opArb = fc.record({ add: fc.boolean(), key: keyArb });
+
+test('directory counts name exactly the directories of the keys, kept in step or built from sorted keys', () => {
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 60 }), (ops) => {
+      const keys = new Set<string>();
+      const counts = DirectoryCounts.of(() => undefined);
+      for (const { add, key } of ops) {
+        if (add && !keys.has(key)) {
+          keys.add(key);
+          counts.added(key);
+        } else if (!add && keys.has(key)) {
+          keys.delete(key);
+          counts.removed(key);
+        }
+      }
+      const built = DirectoryCounts.of((visit) => {
+        for (const key of [...keys].sort()) visit(key);
+      });
+      const expected = directoriesOf(keys);
+      // Every candidate path, present or not: a directory whose last key went must be gone.
+      for (const candidate of directoriesOf(ops.map((o) => `${o.key}/x`))) {
+        assert.equal(counts.has(candidate), expected.has(candidate), `kept in step: ${candidate}`);
+        assert.equal(built.has(candidate), expected.has(candidate), `built: ${candidate}`);
+      }
+    }),
+    { seed: 20261126, numRuns: 300 },
+  );
+});
+
+test('a restore brings back the directories of the snapshot for the tree rules', async () => {
+  const s: Store = await openMemory(await memoryImage());
+  try {
+    await s.put('app', '/state/a/b', 'v');
+    await s.snapshot('app', 'with-dir');
+    await s.delete('app', '/state/a/b');
+    await s.put('app', '/state/a', 'now a key'); // `/state/a` stops being a directory
+    await s.restoreSnap('app', 'with-dir');
+    await assert.rejects(s.put('app', '/state/a', 'x'), code('EISDIR'));
+    await s.put('app', '/state/a/c', 'beside b');
+    assert.deepEqual((await s.list('app', '/state/')).keys, ['/state/a/b', '/state/a/c']);
+  } finally {
+    await s.close();
+  }
+});
+
+test('a batch under an existing directory still meets ENOTDIR from a key above it', async () => {
+  const s: Store = await openMemory(await memoryImage());
+  try {
+    await s.put('app', '/state/x/y/z', 'deep');
+    await s.put('app', '/state/k', 'a key');
+    await assert.rejects(s.put('app', '/state/k/sub', 'under a key'), code('ENOTDIR'));
+    await assert.rejects(s.putMany('app', [['/state/x/y/w', '1'], ['/state/k/q', '2']]), code('ENOTDIR'));
+    await s.putMany('app', [['/state/x/y/w', '1'], ['/state/x/v', '2']]);
+    await assert.rejects(s.put('app', '/state/x/y', 'has children'), code('EISDIR'));
+  } finally {
+    await s.close();
+  }
+});
