@@ -74,7 +74,8 @@ interface Part {
   segment: number;
   segSeq: number;
   start: number;
-  chunks: Uint8Array[];
+  /** The part's encoded bytes are `bytes[0, length)` (a buffer the journal reuses once written). */
+  bytes: Uint8Array;
   length: number;
   /** Appends whose last record is in this part. */
   waiters: Waiter[];
@@ -104,6 +105,8 @@ export class JournalWriter<T> {
   private scheduled = false;
   private failure: StatefsError | undefined;
   private idleWaiters: (() => void)[] = [];
+  /** Buffers of parts already written, for later parts to encode into (`reserve`). */
+  private readonly spareBuffers: Uint8Array[] = [];
   /** Bytes appended since the writer was created (for checkpoint policy and stats). */
   bytesAppended = 0;
   /** The device can make a write durable on the calling thread (`writeDurableSync`). */
@@ -199,12 +202,11 @@ export class JournalWriter<T> {
         extents.push({ segment: this.tail.segment, offset: this.tail.offset + bytes, length: len });
         bytes += len;
       }
-      const run = new Uint8Array(bytes);
-      for (let at = 0; i < end; i++) {
+      const run = this.reserve(part, bytes);
+      for (let at = run.at; i < end; i++) {
         const r = records[i];
-        if (r !== undefined) at += encodeRecordInto(run, at, r.opcode, r.key, r.value, r.valueHead);
+        if (r !== undefined) at += encodeRecordInto(run.bytes, at, r.opcode, r.key, r.value, r.valueHead);
       }
-      this.push(part, run);
     }
     const part = this.openPart();
     batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
@@ -235,15 +237,47 @@ export class JournalWriter<T> {
   }
 
   private openPart(): Part {
-    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, chunks: [], length: 0, waiters: [] };
+    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, bytes: EMPTY, length: 0, waiters: [] };
     return this.open;
   }
 
+  /**
+   * Room for `n` more bytes at the end of `part` (and the log): the buffer to encode them into and
+   * where. Records are encoded straight into the part's buffer, one per part rather than one per
+   * append, taken from the buffers of rounds already written where one is large enough.
+   */
+  private reserve(part: Part, n: number): { bytes: Uint8Array; at: number } {
+    const at = part.length;
+    if (at + n > part.bytes.length) {
+      // An empty part gets just what it needs (a bulk append is not copied again); a growing one
+      // doubles, so a round of many small appends copies its bytes about once.
+      const wanted = at === 0 ? n + SYNC_RECORD_LENGTH : Math.max(at + n + SYNC_RECORD_LENGTH, 2 * part.bytes.length);
+      const grown = this.takeBuffer(Math.min(wanted, this.segmentSize));
+      grown.set(part.bytes.subarray(0, at));
+      this.giveBuffer(part.bytes);
+      part.bytes = grown;
+    }
+    part.length += n;
+    this.tail.offset += n;
+    this.bytesAppended += n;
+    return { bytes: part.bytes, at };
+  }
+
   private push(part: Part, bytes: Uint8Array): void {
-    part.chunks.push(bytes);
-    part.length += bytes.length;
-    this.tail.offset += bytes.length;
-    this.bytesAppended += bytes.length;
+    const room = this.reserve(part, bytes.length);
+    room.bytes.set(bytes, room.at);
+  }
+
+  private takeBuffer(min: number): Uint8Array {
+    const i = this.spareBuffers.findIndex((b) => b.length >= min);
+    if (i === -1) return new Uint8Array(Math.max(min, SPARE_BUFFER_MIN));
+    const [taken] = this.spareBuffers.splice(i, 1);
+    return taken ?? new Uint8Array(Math.max(min, SPARE_BUFFER_MIN));
+  }
+
+  /** Keep a written part's buffer for later parts (a few, and none of a bulk append's size). */
+  private giveBuffer(bytes: Uint8Array): void {
+    if (bytes.length >= SPARE_BUFFER_MIN && bytes.length <= SPARE_BUFFER_MAX && this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(bytes);
   }
 
   /** Close the open part with its SYNC record and queue it for writing. */
@@ -270,7 +304,7 @@ export class JournalWriter<T> {
     // The header is a part of its own, outside every batch, written and flushed before any other
     // byte of the segment: once a byte of this life can be on disk, its sequence number is.
     const header = encodeSegmentHeader({ segSeq, segIndex: segment, prevIndex: prev.segment, prevEnd: prev.offset });
-    const part: Part = { segment, segSeq, start: 0, chunks: [], length: 0, waiters: [], header: true };
+    const part: Part = { segment, segSeq, start: 0, bytes: EMPTY, length: 0, waiters: [], header: true };
     this.push(part, encodeRecord(Op.SEGMENT, EMPTY, header));
     this.sealedParts.push(part);
   }
@@ -303,14 +337,18 @@ export class JournalWriter<T> {
         this.inFlight = parts;
         const token = this.hooks.sealed();
         try {
-          for (const run of bySegment(parts)) await this.writeRun(run);
+          for (const part of parts) await this.writePart(part);
           failpoint('journal.before-ack');
         } catch (err) {
           this.fail(err, parts);
           break;
         }
         this.hooks.durable(token);
-        for (const part of parts) for (const w of part.waiters) w.resolve();
+        for (const part of parts) {
+          for (const w of part.waiters) w.resolve();
+          this.giveBuffer(part.bytes);
+          part.bytes = EMPTY;
+        }
       }
     } finally {
       this.writing = false;
@@ -321,16 +359,16 @@ export class JournalWriter<T> {
     }
   }
 
-  /** Write a run of contiguous parts of one segment with one write, then flush. */
-  private async writeRun(run: Part[]): Promise<void> {
-    const first = run[0];
-    if (first === undefined) return;
-    if (first.failpoint !== undefined) failpoint(first.failpoint);
-    const bytes = concat(
-      run.flatMap((p) => p.chunks),
-      run.reduce((n, p) => n + p.length, 0),
-    );
-    const at = segmentOffset(first.segment, this.segmentSize) + first.start;
+  /**
+   * Write one part (one batch, or a segment header) with one write, then flush. A write then never
+   * holds more than one SYNC, so a write the device tears or reorders leaves at most its own
+   * batch's SYNC past the damage, which replay tells apart from damage inside the log
+   * (docs/storage/statefs-v3.md §6.2).
+   */
+  private async writePart(part: Part): Promise<void> {
+    if (part.failpoint !== undefined) failpoint(part.failpoint);
+    const bytes = part.bytes.subarray(0, part.length);
+    const at = segmentOffset(part.segment, this.segmentSize) + part.start;
     // One O_DSYNC write where the device offers it; write then flush otherwise, and while the
     // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
     if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {
@@ -361,25 +399,9 @@ export class JournalWriter<T> {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Part buffers: the smallest allocated, the largest kept for reuse, and how many are kept. */
+const SPARE_BUFFER_MIN = 64 * 1024;
+const SPARE_BUFFER_MAX = 1024 * 1024;
+const SPARE_BUFFERS = 4;
 
-/**
- * The runs to write, each with one write and one flush: every part (one batch, or a segment
- * header) is a run of its own. A write then never holds more than one SYNC, so a write the
- * device tears or reorders leaves at most its own batch's SYNC past the damage, which replay
- * tells apart from damage inside the log (docs/storage/statefs-v3.md §6.2).
- */
-function bySegment(parts: readonly Part[]): Part[][] {
-  return parts.map((part) => [part]);
-}
-
-function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {
-  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0];
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}
 
