@@ -64,9 +64,26 @@ export interface RoundHooks<T> {
   durable(token: T): void;
 }
 
-interface Waiter {
+interface Deferred {
+  promise: Promise<void>;
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+function deferred(): Deferred {
+  let resolve: () => void = () => undefined;
+  let reject: (err: unknown) => void = () => undefined;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** The promise that settles with `part`. */
+function doneOf(part: Part): Promise<void> {
+  part.done ??= deferred();
+  return part.done.promise;
 }
 
 /** A contiguous run of one batch inside one segment, waiting to be written. */
@@ -77,8 +94,11 @@ interface Part {
   /** The part's encoded bytes are `bytes[0, length)` (a buffer the journal reuses once written). */
   bytes: Uint8Array;
   length: number;
-  /** Appends whose last record is in this part. */
-  waiters: Waiter[];
+  /**
+   * Resolves when the part is durable, rejects if its round fails: shared by every append whose
+   * last record is in this part (one promise per part, not one per append). Made on first use.
+   */
+  done?: Deferred;
   /** A segment header: written alone and flushed, no SYNC. */
   header?: true;
   /** A failpoint to hit before this part is written (AppendOptions.failpoint). */
@@ -211,9 +231,7 @@ export class JournalWriter<T> {
     const part = this.openPart();
     batchStart ??= { segment: part.segment, segSeq: part.segSeq, offset: part.start };
     if (options.failpoint !== undefined) part.failpoint = options.failpoint;
-    const durable = new Promise<void>((resolve, reject) => {
-      part.waiters.push({ resolve, reject });
-    });
+    const durable = doneOf(part);
     this.schedule();
     return { extents, batchStart, durable };
   }
@@ -223,9 +241,7 @@ export class JournalWriter<T> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     const last = this.open !== undefined && this.open.length > 0 ? this.open : (this.sealedParts.at(-1) ?? this.inFlight?.at(-1));
     if (last === undefined) return Promise.resolve();
-    const p = new Promise<void>((resolve, reject) => {
-      last.waiters.push({ resolve, reject });
-    });
+    const p = doneOf(last);
     this.schedule();
     return p;
   }
@@ -237,7 +253,7 @@ export class JournalWriter<T> {
   }
 
   private openPart(): Part {
-    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, bytes: EMPTY, length: 0, waiters: [] };
+    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, bytes: EMPTY, length: 0 };
     return this.open;
   }
 
@@ -304,7 +320,7 @@ export class JournalWriter<T> {
     // The header is a part of its own, outside every batch, written and flushed before any other
     // byte of the segment: once a byte of this life can be on disk, its sequence number is.
     const header = encodeSegmentHeader({ segSeq, segIndex: segment, prevIndex: prev.segment, prevEnd: prev.offset });
-    const part: Part = { segment, segSeq, start: 0, bytes: EMPTY, length: 0, waiters: [], header: true };
+    const part: Part = { segment, segSeq, start: 0, bytes: EMPTY, length: 0, header: true };
     this.push(part, encodeRecord(Op.SEGMENT, EMPTY, header));
     this.sealedParts.push(part);
   }
@@ -345,7 +361,7 @@ export class JournalWriter<T> {
         }
         this.hooks.durable(token);
         for (const part of parts) {
-          for (const w of part.waiters) w.resolve();
+          part.done?.resolve();
           this.giveBuffer(part.bytes);
           part.bytes = EMPTY;
         }
@@ -393,8 +409,8 @@ export class JournalWriter<T> {
     const queued = [...this.sealedParts, ...(this.open === undefined ? [] : [this.open])];
     this.sealedParts = [];
     this.open = undefined;
-    for (const part of inFlight) for (const w of part.waiters) w.reject(cause);
-    for (const part of queued) for (const w of part.waiters) w.reject(this.failure);
+    for (const part of inFlight) part.done?.reject(cause);
+    for (const part of queued) part.done?.reject(this.failure);
   }
 }
 
