@@ -212,3 +212,31 @@ test('getSync reads what get reads, returns a copy, and throws the same typed er
   await s.close();
   assert.throws(() => s.getSync('app', '/state/a'), code('EBADF'));
 });
+
+test('getInto copies a value into the caller\'s buffer only when it fits, and returns its length', async () => {
+  const s = await openMemory(await memoryImage());
+  const long = 'x'.repeat(100); // past the byte-loop threshold: the other copy path
+  await s.put('app', '/state/a', 'one');
+  await s.put('app', '/state/long', long);
+  await s.snapshot('app', 'snap');
+  await s.mountSnap('app', 'app', 'snap', '/mnt/s');
+  await s.put('app', '/state/a', 'twenty');
+  const target = new Uint8Array(128).fill(0xee);
+  assert.equal(s.getInto('app', '/state/a', target), 6);
+  assert.equal(text(target.subarray(0, 6)), 'twenty');
+  assert.equal(target[6], 0xee, 'nothing written past the value');
+  assert.equal(s.getInto('app', '/state/long', target), 100);
+  assert.equal(text(target.subarray(0, 100)), long);
+  assert.equal(s.getInto('app', '/mnt/s/a', target), 3);
+  assert.equal(text(target.subarray(0, 3)), 'one');
+  assert.equal(s.getInto('app', '/state/missing', target), undefined);
+  const small = new Uint8Array(4).fill(0xee);
+  assert.equal(s.getInto('app', '/state/a', small), 6, 'too small: the length, nothing copied');
+  assert.deepEqual([...small], [0xee, 0xee, 0xee, 0xee]);
+  target.fill(0);
+  assert.equal(text(s.getSync('app', '/state/a')), 'twenty', 'the store never shares its bytes with the target');
+  assert.throws(() => s.getInto('app', '/state/a', 'not bytes' as unknown as Uint8Array), code('EINVAL'));
+  assert.throws(() => s.getInto('app', 'no-slash', target), code('EINVAL'));
+  await s.close();
+  assert.throws(() => s.getInto('app', '/state/a', target), code('EBADF'));
+});

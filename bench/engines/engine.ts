@@ -1,10 +1,18 @@
 // What the workloads need from a store. Each engine (StateFS and every peer) implements it with
 // its own idiomatic, crash-safe calls; durable means fsynced before the promise resolves.
 
+/**
+ * What a get returns to W4: the value, or (for a getter that copies into a reused buffer, as
+ * lmdb-js's `getBinaryFast` and StateFS's `getInto` do) a view whose `length` is the value's.
+ */
+export interface ReadValue {
+  readonly length: number;
+}
+
 /** One way of reading a value: W4 times each getter an engine offers. */
 export type Getter =
-  | { name: string; kind: 'sync'; get: (key: string) => Uint8Array | undefined }
-  | { name: string; kind: 'async'; get: (key: string) => Promise<Uint8Array | undefined> };
+  | { name: string; kind: 'sync'; get: (key: string) => ReadValue | undefined }
+  | { name: string; kind: 'async'; get: (key: string) => Promise<ReadValue | undefined> };
 
 export interface BenchEngine {
   /** One durable put (W1; W2's in-flight puts unless `putGroup` is given). */

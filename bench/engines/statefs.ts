@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Store } from '../../src/index.js';
 import { SUBJECT } from '../lib/keys.js';
-import type { BenchEngine, EngineFactory } from './engine.js';
+import type { BenchEngine, EngineFactory, ReadValue } from './engine.js';
 
 const IMAGE = 'statefs.img';
 const MIB = 1024 * 1024;
@@ -39,6 +39,17 @@ async function digestThenDelete(store: Store, tag: string): Promise<void> {
   await store.deleteSnap(SUBJECT, tag);
 }
 
+/** `getInto` with one reused buffer, as lmdb-js's `getBinaryFast` reuses one (its `length` is the last value's). */
+const intoBuffer = new Uint8Array(4096);
+const lastRead = { length: 0 };
+function readInto(store: Store, key: string): ReadValue | undefined {
+  const length = store.getInto(SUBJECT, key, intoBuffer);
+  if (length === undefined) return undefined;
+  if (length > intoBuffer.length) throw new Error(`value of ${length} bytes is larger than the bench's buffer`);
+  lastRead.length = length;
+  return lastRead;
+}
+
 function wrap(store: Store): BenchEngine {
   return {
     put: (key, value) => store.put(SUBJECT, key, value),
@@ -46,6 +57,7 @@ function wrap(store: Store): BenchEngine {
     getters: [
       { name: 'get', kind: 'async', get: (key) => store.get(SUBJECT, key) },
       { name: 'getSync', kind: 'sync', get: (key) => store.getSync(SUBJECT, key) },
+      { name: 'getInto', kind: 'sync', get: (key) => readInto(store, key) },
     ],
     list: async (prefix, limit) => (await store.list(SUBJECT, prefix, { limit })).keys.length,
     snapshot: (tag) => store.snapshot(SUBJECT, tag),

@@ -1,5 +1,5 @@
 import type { Extent } from './journal-writer.js';
-import { copyOut } from './value-pool.js';
+import { copyInto, copyOut } from './value-pool.js';
 
 /** The segment of an entry that has no record on disk yet (a legacy v1 value before the upgrade). */
 const NO_RECORD = -1;
@@ -92,6 +92,13 @@ export class Entry {
   /** A copy of the value that the caller owns (the hot read path: no intermediate view). */
   copyValue(): Uint8Array {
     return copyOut(this.bytes, this.start, this.valueLength);
+  }
+
+  /** Copy the value to the start of `target` if it fits; returns its length either way. */
+  copyValueInto(target: Uint8Array): number {
+    const length = this.valueLength;
+    if (length <= target.length) copyInto(this.bytes, this.start, length, target);
+    return length;
   }
 
   /** Whether both entries hold the same value bytes. */

@@ -313,14 +313,34 @@ export class Store extends EventEmitter {
     }
   }
 
+  /**
+   * `getSync` into the caller's buffer, for readers that take values one at a time: no allocation
+   * per read. Returns the value's length (`undefined` if the key has no value). The bytes are
+   * copied to the start of `target` only when they fit: a result larger than `target.length` means
+   * nothing was copied — ask again with a buffer that large. `target` is the caller's; the store
+   * never keeps it.
+   */
+  getInto(subject: string, key: string, target: Uint8Array): number | undefined {
+    try {
+      if (!(target instanceof Uint8Array)) throw StatefsError.EINVAL('getInto needs a Uint8Array to copy into', { op: 'get', subject, key });
+      const entry = this.lookup(subject, key);
+      return entry === undefined ? undefined : entry.copyValueInto(target);
+    } catch (err) {
+      throw asStatefsError(err, 'get');
+    }
+  }
+
   private getNow(subject: string, key: string): Uint8Array | undefined {
+    return this.lookup(subject, key)?.copyValue();
+  }
+
+  /** The acknowledged entry `get` reads for `key` (a mounted snapshot's under `/mnt/`). */
+  private lookup(subject: string, key: string): Entry | undefined {
     const op = 'get';
     this.checkOpen(op);
     checkSubject(subject, op);
     if (isMountKey(key)) return this.readMount(subject, key, op);
-    const bin = checkKey(key, op, subject);
-    const entry = this.keys.readPoint(subject, bin);
-    return entry?.copyValue();
+    return this.keys.readPoint(subject, checkKey(key, op, subject));
   }
 
   /** Remove `key`. `ENOENT` if it holds no value, `EISDIR` if it has children. Never `ENOSPC`. */
@@ -1158,13 +1178,12 @@ export class Store extends EventEmitter {
   }
 
   /** A read of `/mnt/<label>/<rest>`: the mounted snapshot's `/state/<rest>`. */
-  private readMount(caller: string, key: string, op: string): Uint8Array | undefined {
+  private readMount(caller: string, key: string, op: string): Entry | undefined {
     const bin = checkKey(key, op, caller, MOUNT_ROOT);
     const mount = this.mounts.covering(caller, bin);
     if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });
     if (bin === mount.path) return undefined;
-    const entry = this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
-    return entry?.copyValue();
+    return this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
   }
 
   private listMount(caller: string, prefix: string, after: string | undefined, limit: number, op: string): ListPage {

@@ -24,10 +24,15 @@ export function copyOut(bytes: Uint8Array, start: number, length: number): Uint8
     used = 0;
   }
   const out = new Uint8Array(slab, used, length);
-  if (length <= LOOP_MAX) for (let i = 0; i < length; i++) out[i] = bytes[start + i] ?? 0;
-  else out.set(bytes.subarray(start, start + length));
+  copyInto(bytes, start, length, out);
   used += (length + 7) & ~7; // keep views 8-byte aligned, as the Buffer pool does
   return out;
+}
+
+/** Copy the `length` bytes at `start` of `bytes` to the start of `target` (which has room). */
+export function copyInto(bytes: Uint8Array, start: number, length: number, target: Uint8Array): void {
+  if (length <= LOOP_MAX) for (let i = 0; i < length; i++) target[i] = bytes[start + i] ?? 0;
+  else target.set(bytes.subarray(start, start + length));
 }
 
 /**
