@@ -1,4 +1,4 @@
-import { BTree } from './btree.js';
+import { DirectoryCounts } from './directory-counts.js';
 import { fromBinary } from './names.js';
 import { checkPutAllowed, type KeyView } from './tree-rules.js';
 
@@ -8,25 +8,25 @@ import { checkPutAllowed, type KeyView } from './tree-rules.js';
  * the error is the one the first failing put would get, and a refused batch is refused whole.
  */
 export function checkBatchAllowed(view: KeyView, bins: readonly string[], keys: readonly string[], subject: string, op: string): void {
-  // In ascending order no earlier key can lie below a later one, so a set answers every question
-  // about earlier keys; in any other order a sorted tree finds earlier descendants.
-  const ascending = bins.every((bin, i) => i === 0 || (bins[i - 1] ?? '') <= bin);
-  const earlierSet = new Set<string>();
-  const earlierTree = ascending ? undefined : new BTree<string, true>();
+  const earlier = new Set<string>();
+  // The directories the batch's earlier keys make, counted as the store counts its own.
+  const earlierDirs = new DirectoryCounts();
   // Keys of a batch share parents: remember each parent's answer (until the batch adds that key).
   const known = new Map<string, boolean>();
   const combined: KeyView = {
     has: (bin) => {
       let has = known.get(bin);
-      if (has === undefined) known.set(bin, (has = earlierSet.has(bin) || view.has(bin)));
+      if (has === undefined) known.set(bin, (has = earlier.has(bin) || view.has(bin)));
       return has;
     },
-    hasChildren: (bin) => view.hasChildren(bin) || earlierTree?.nextHigherKey(`${bin}/`)?.startsWith(`${bin}/`) === true,
+    hasChildren: (bin) => earlierDirs.has(bin) || view.hasChildren(bin),
+    isKnownDirectory: (bin) => earlierDirs.has(bin) || view.isKnownDirectory?.(bin) === true,
   };
   bins.forEach((bin, i) => {
     checkPutAllowed(combined, bin, subject, keys[i] ?? fromBinary(bin), op);
-    earlierSet.add(bin);
+    if (earlier.has(bin)) return; // a key given twice: its last value wins, nothing new to count
+    earlier.add(bin);
+    earlierDirs.added(bin);
     known.delete(bin);
-    earlierTree?.set(bin, true);
   });
 }

@@ -79,3 +79,46 @@ test('a batch under an existing directory still meets ENOTDIR from a key above i
     await s.close();
   }
 });
+
+/** The code a write fails with, or 'ok'. */
+async function outcome(write: () => Promise<void>): Promise<string> {
+  try {
+    await write();
+    return 'ok';
+  } catch (err) {
+    if (err instanceof StatefsError) return err.code;
+    throw err;
+  }
+}
+
+test('putMany meets exactly the error the same puts one by one would, or writes the same keys', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(keyArb, { maxLength: 6 }), fc.array(keyArb, { minLength: 1, maxLength: 8 }), async (before, batch) => {
+      const [one, many] = [await openMemory(await memoryImage()), await openMemory(await memoryImage())];
+      try {
+        for (const key of before) {
+          const a = await outcome(() => one.put('app', key, 'v'));
+          assert.equal(await outcome(() => many.put('app', key, 'v')), a);
+        }
+        let expected = 'ok';
+        const probe = await openMemory(await memoryImage()); // the batch's puts one by one, on a copy
+        try {
+          for (const key of before) await outcome(() => probe.put('app', key, 'v'));
+          for (const key of batch) {
+            expected = await outcome(() => probe.put('app', key, 'w'));
+            if (expected !== 'ok') break;
+          }
+        } finally {
+          await probe.close();
+        }
+        assert.equal(await outcome(() => many.putMany('app', batch.map((k) => [k, 'w']))), expected, `batch ${JSON.stringify(batch)} after ${JSON.stringify(before)}`);
+        if (expected === 'ok') for (const key of batch) await one.put('app', key, 'w');
+        assert.deepEqual((await many.list('app', '/state/')).keys, (await one.list('app', '/state/')).keys, 'a refused batch writes nothing');
+      } finally {
+        await one.close();
+        await many.close();
+      }
+    }),
+    { seed: 20261126, numRuns: 150 },
+  );
+});
