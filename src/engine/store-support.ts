@@ -52,8 +52,18 @@ export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn:
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */
 export function recordKey(subject: string, bin: string): Uint8Array {
-  return Buffer.from(indexKey(subject, bin), 'latin1');
+  const length = subject.length + 1 + bin.length;
+  // A short key is copied char by char into a typed array small enough to live on the JS heap:
+  // cheaper than a call into Buffer's latin1 encoder and a slice of its pool.
+  if (length > SHORT_RECORD_KEY) return Buffer.from(indexKey(subject, bin), 'latin1');
+  const out = new Uint8Array(length);
+  for (let i = 0; i < subject.length; i++) out[i] = subject.charCodeAt(i);
+  for (let i = 0, at = subject.length + 1; i < bin.length; i++) out[at + i] = bin.charCodeAt(i);
+  return out;
 }
+
+/** Record keys up to this length are built by `recordKey`'s loop (V8 keeps typed arrays this small on its heap). */
+const SHORT_RECORD_KEY = 64;
 
 /** One page of a tree's keys under `prefix`, after `after`, bytewise ascending. */
 export function listTree(tree: Tree | undefined, prefix: string, after: string | undefined, limit: number): ListPage {

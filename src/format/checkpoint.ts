@@ -1,5 +1,5 @@
 import { StatefsError } from '../errors.js';
-import { getU64, setU64, view } from './bytes.js';
+import { getU64, setU64, view, writeLatin1 } from './bytes.js';
 
 /*
  * Index checkpoint. Its payload is split into CKPT records (opcode 0x30), key empty, value:
@@ -221,15 +221,15 @@ class Writer {
     if (lengthBytes === 1) this.u8(s.length);
     else this.u16(s.length);
     this.room(s.length);
-    this.at += this.b.write(s, this.at, 'latin1');
+    this.at += writeLatin1(this.buf, this.b, this.at, s);
   }
   /** An index key (subject NUL key) with a 2-byte length prefix. */
   indexKey(subject: string, key: string): void {
     this.u16(subject.length + 1 + key.length);
     this.room(subject.length + 1 + key.length);
-    this.at += this.b.write(subject, this.at, 'latin1');
+    this.at += writeLatin1(this.buf, this.b, this.at, subject);
     this.buf[this.at++] = 0;
-    this.at += this.b.write(key, this.at, 'latin1');
+    this.at += writeLatin1(this.buf, this.b, this.at, key);
   }
   extents(list: readonly CheckpointExtent[]): void {
     this.u8(list.length);
