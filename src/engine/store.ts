@@ -250,15 +250,20 @@ export class Store extends EventEmitter {
     const bin = checkKey(key, op, subject);
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
-    const record: RecordToWrite = { opcode: Op.PUT, key: recordKey(subject, bin), value: bytes };
-    if (this.options.quotas?.[subject] !== undefined) this.checkQuota(subject, recordLength(record.key.length, bytes.length) - this.freedBy(subject, bin), op, key);
-    if (!this.journal.fits([record])) {
+    const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
+    if (this.options.quotas?.[subject] !== undefined) this.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.freedBy(subject, bin), op, key);
+    if (!this.journal.fits(records)) {
       await this.reclaim();
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
-    const appended = this.appendOrThrow([record], op, subject, key, {});
+    const appended = this.appendOrThrow(records, op, subject, key, {});
     this.setEntry(subject, bin, Entry.of(ownCopy(bytes), appended.extents));
-    await this.awaitDurable(appended.durable, op, subject, key);
+    // Awaited here rather than through `awaitDurable`: one async call fewer on the hottest path.
+    try {
+      await appended.durable;
+    } catch (err) {
+      throw withContext(err, op, subject, key);
+    }
   }
 
   /**
