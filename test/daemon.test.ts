@@ -234,7 +234,9 @@ test('client: values it returns stay intact while later answers are read, small 
       assert.deepEqual(a, small(1));
       assert.deepEqual(b, small(2));
       assert.equal(bigs.length, 5);
-      bigs.forEach((v, n) => assert.deepEqual(v, big(n)));
+      bigs.forEach((v, n) => {
+        assert.deepEqual(v, big(n));
+      });
       for (const v of later) assert.deepEqual(v, small(2));
       await c.close();
     } finally {
