@@ -218,6 +218,33 @@ test('daemon: KV, pipelining, rights, audit, error codes, bad frames, reopen', a
   });
 });
 
+test('client: values it returns stay intact while later answers are read, small or spanning many reads', async () => {
+  // The client reads every answer into one buffer it reuses; what it hands out must be copies.
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await start(s);
+    try {
+      const c = await connect({ socket: s.socket, token: s.aliceToken });
+      const small = (n: number): Uint8Array => new Uint8Array(100).fill(n);
+      const big = (n: number): Uint8Array => new Uint8Array(65_536).map((_, i) => (i + n) % 251); // frames over the 64 KiB read buffer
+      const bigKeys = [0, 1, 2, 3, 4].map((n) => `/state/big${n}`);
+      await Promise.all([c.put('alice', '/state/a', small(1)), c.put('alice', '/state/b', small(2)), ...bigKeys.map((k, n) => c.put('alice', k, big(n)))]);
+      const [a, b, ...bigs] = await Promise.all([c.get('alice', '/state/a'), c.get('alice', '/state/b'), ...bigKeys.map((k) => c.get('alice', k))]);
+      const later = await Promise.all(Array.from({ length: 50 }, () => c.get('alice', '/state/b'))); // more reads reuse the buffer
+      assert.deepEqual(a, small(1));
+      assert.deepEqual(b, small(2));
+      assert.equal(bigs.length, 5);
+      bigs.forEach((v, n) => {
+        assert.deepEqual(v, big(n));
+      });
+      for (const v of later) assert.deepEqual(v, small(2));
+      await c.close();
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
 test('daemon: EAGAIN beyond maxInFlight on one connection', async () => {
   await withTempDir(async (dir) => {
     const s = await prepare(dir);

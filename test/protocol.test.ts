@@ -240,6 +240,43 @@ test('FrameReader: one byte at a time', () => {
   );
 });
 
+test('FrameReader: a frame whole in its chunk is a view of the chunk, not a copy; decoding copies what it keeps', () => {
+  const value = new Uint8Array([1, 2, 3, 4, 5]);
+  const chunk = new Uint8Array([...encodeRequest({ op: 'PUT', requestId: 5, subject: 'svc', key: '/k', value }), ...encodeRequest({ op: 'SYNC', requestId: 6 })]);
+  const frames = new FrameReader().push(chunk);
+  assert.equal(frames.length, 2);
+  for (const f of frames) assert.equal(f.body.buffer, chunk.buffer);
+  const req = decodeRequest(one(frames.slice(0, 1)));
+  assert.ok(req.op === 'PUT');
+  chunk.fill(0xee); // the socket's buffer may be reused: the decoded request must not change
+  assert.deepEqual([...req.value], [...value]);
+  assert.equal(req.key, '/k');
+  // A frame cut across chunks is still assembled in a buffer of its own.
+  const split = encodeRequest({ op: 'GET', requestId: 7, subject: 'svc', key: '/k' });
+  const reader = new FrameReader();
+  assert.equal(reader.push(split.subarray(0, 13)).length, 0);
+  const tail = split.slice(13);
+  const [late] = reader.push(tail);
+  assert.ok(late !== undefined && late.body.buffer !== tail.buffer && late.body.buffer !== split.buffer);
+  assert.equal(decodeRequest(late).requestId, 7);
+});
+
+test('strings on the wire: ASCII and UTF-8 alike, the 65,535-byte limit counted in bytes', () => {
+  const get = (key: string): Request => ({ op: 'GET', requestId: 1, subject: 'svc', key });
+  for (const key of ['/plain', '/caf\u00e9', '/ascii-then-\u{1F600}', '\u00e9first', '/lone-\uD800', '']) {
+    const back = decodeRequest(readOne(encodeRequest(get(key))));
+    assert.ok(back.op === 'GET');
+    assert.equal(back.key, new TextDecoder().decode(new TextEncoder().encode(key))); // a lone surrogate becomes U+FFFD, as TextEncoder does
+  }
+  const big = 2 * 1024 * 1024;
+  const isEinval = (e: unknown): boolean => e instanceof StatefsError && e.code === 'EINVAL';
+  assert.equal(encodeRequest(get('a'.repeat(65_535)), big).length > 65_535, true);
+  assert.throws(() => encodeRequest(get('a'.repeat(65_536)), big), isEinval);
+  assert.ok(encodeRequest(get('\u00e9'.repeat(32_767)), big).length > 65_534); // 65,534 bytes
+  assert.throws(() => encodeRequest(get('\u00e9'.repeat(32_768)), big), isEinval); // 65,536 bytes, though only 32,768 chars
+  assert.throws(() => encodeRequest(get('a'.repeat(65_000) + '\u00e9'.repeat(300)), big), isEinval); // ASCII at first, over in UTF-8
+});
+
 // ---- the doc -------------------------------------------------------------------------------
 
 test('protocol.md lists every op code and every status number as the code does', async () => {

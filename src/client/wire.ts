@@ -15,6 +15,7 @@ interface Pending {
 }
 
 const MAX_REQUEST_ID = 0xffff_ffff;
+const READ_BUFFER_BYTES = 64 * 1024;
 
 /** One pipelined protocol connection: request id → pending promise; responses in any order. */
 export class WireConnection {
@@ -26,9 +27,6 @@ export class WireConnection {
 
   private constructor(socket: Socket) {
     this.#socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.#onData(chunk);
-    });
     socket.on('error', (err) => {
       this.#fail(StatefsError.EIO(`daemon connection: ${err.message}`, { op: 'client', cause: err }));
     });
@@ -40,15 +38,26 @@ export class WireConnection {
   /** Connect to a Unix socket path, or to `{ host, port }` (the daemon's loopback TCP listener). */
   static open(target: string | { host: string; port: number }): Promise<WireConnection> {
     return new Promise((resolve, reject) => {
-      const socket = typeof target === 'string' ? createConnection(target) : createConnection(target.port, target.host);
+      // Reads land in one buffer of this connection's, handed straight to the frame reader (no
+      // stream events, no buffer per read): frames whole in a read are decoded before the next
+      // read reuses the buffer, and the decoders copy what they keep.
+      const onread = {
+        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        callback: (n: number, buf: Uint8Array): boolean => {
+          conn.#onData(buf.subarray(0, n)); // `conn` is set: reads start only once connected
+          return true;
+        },
+      };
+      const socket = typeof target === 'string' ? createConnection({ path: target, onread }) : createConnection({ port: target.port, host: target.host, onread });
       const where = typeof target === 'string' ? target : `${target.host}:${target.port}`;
       const onError = (err: Error): void => {
         reject(StatefsError.EIO(`connecting to ${where}: ${err.message}`, { op: 'connect', cause: err }));
       };
+      const conn = new WireConnection(socket);
       socket.once('error', onError);
       socket.once('connect', () => {
         socket.off('error', onError);
-        resolve(new WireConnection(socket));
+        resolve(conn);
       });
     });
   }
@@ -89,7 +98,7 @@ export class WireConnection {
     for (const p of pending) p.reject(err);
   }
 
-  #onData(chunk: Buffer): void {
+  #onData(chunk: Uint8Array): void {
     let frames: Frame[];
     try {
       frames = this.#reader.push(chunk);

@@ -52,6 +52,8 @@ export class Connection {
   #inFlight = 0;
   #dead = false;
   #timer: NodeJS.Timeout | undefined;
+  /** Whether `#timer` limits a partial frame (else it is the idle timer). */
+  #timerForFrame = false;
   /** When the first byte of the frame now half received arrived (undefined between frames). */
   #frameStarted: number | undefined;
 
@@ -78,11 +80,21 @@ export class Connection {
    * with no request in flight is closed after `idleTimeoutMs`.
    */
   #arm(): void {
-    clearTimeout(this.#timer);
-    if (this.#dead) return;
+    if (this.#dead) {
+      clearTimeout(this.#timer);
+      return;
+    }
     const partial = this.#reader.buffered > 0;
+    if (!partial && this.#timer !== undefined && !this.#timerForFrame) {
+      // The common case, between frames with the idle timer running: restart it (no new timer).
+      this.#frameStarted = undefined;
+      this.#timer.refresh();
+      return;
+    }
+    clearTimeout(this.#timer);
     if (!partial) this.#frameStarted = undefined;
     else this.#frameStarted ??= Date.now();
+    this.#timerForFrame = partial;
     const ms = this.#frameStarted === undefined ? this.#ctx.idleTimeoutMs : Math.max(0, this.#frameStarted + this.#ctx.frameTimeoutMs - Date.now());
     this.#timer = setTimeout(() => {
       if (this.#dead) return;

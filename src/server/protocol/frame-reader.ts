@@ -54,6 +54,16 @@ export class FrameReader {
   private take(chunk: Uint8Array, out: Frame[]): void {
     let off = 0;
     while (off < chunk.length) {
+      if (this.frame === undefined && this.headerFill === 0 && chunk.length - off >= HEADER_SIZE) {
+        // A whole header in the chunk, and maybe the whole frame: then the frame is a view of the
+        // chunk, not a copy (the decoders copy what they keep).
+        const total = checkHeader(chunk.subarray(off, off + HEADER_SIZE), HEADER_SIZE, this.maxFrameSize) ?? HEADER_SIZE;
+        if (total <= chunk.length - off) {
+          out.push(frameOf(chunk.subarray(off, off + total)));
+          off += total;
+          continue;
+        }
+      }
       if (this.frame === undefined) {
         const n = Math.min(HEADER_SIZE - this.headerFill, chunk.length - off);
         this.header.set(chunk.subarray(off, off + n), this.headerFill);

@@ -1,4 +1,5 @@
 import { StatefsError } from '../../errors.js';
+import { WireWriter } from './wire-writer.js';
 
 /*
  * Frame (both directions), little-endian:
@@ -39,16 +40,15 @@ function fail(why: string): StatefsError {
  */
 export function checkHeader(header: Uint8Array, have: number, maxFrameSize: number): number | undefined {
   if (have < 4) return undefined;
-  const dv = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  const length = dv.getUint32(0, true);
+  const length = ((header[0] ?? 0) | ((header[1] ?? 0) << 8) | ((header[2] ?? 0) << 16) | ((header[3] ?? 0) << 24)) >>> 0;
   if (length < HEADER_SIZE - 4) throw fail(`length ${length} is shorter than the header`);
   if (length + 4 > maxFrameSize) throw fail(`frame of ${length + 4} bytes over the limit of ${maxFrameSize}`);
   if (have >= 5) {
-    const version = dv.getUint8(4);
+    const version = header[4] ?? 0;
     if (version !== FRAME_VERSION) throw StatefsError.ENOTSUP(`protocol version ${version}`, { op: 'frame' });
   }
   if (have >= 6) {
-    const kind = dv.getUint8(5);
+    const kind = header[5] ?? 0;
     if (kind !== KIND_REQUEST && kind !== KIND_RESPONSE) throw fail(`kind ${kind}`);
   }
   return length + 4;
@@ -56,24 +56,38 @@ export function checkHeader(header: Uint8Array, have: number, maxFrameSize: numb
 
 /** Builds a frame; a frame over `maxFrameSize` is EFBIG (the caller answers with an error instead). */
 export function encodeFrame(kind: FrameKind, requestId: number, op: number, body: Uint8Array, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
-  const total = HEADER_SIZE + body.length;
+  const w = frameWriter(body.length);
+  w.raw(body);
+  return sealFrame(w, kind, requestId, op, maxFrameSize);
+}
+
+/** A writer for one frame's body, with room for the header before it (see `sealFrame`). */
+export function frameWriter(bodyBytes = 53): WireWriter {
+  return new WireWriter(HEADER_SIZE + bodyBytes, HEADER_SIZE);
+}
+
+/**
+ * The frame whose body `w` (from `frameWriter`) holds: the header is written into the room left
+ * before the body, so the frame is built in one buffer. EFBIG over `maxFrameSize`.
+ */
+export function sealFrame(w: WireWriter, kind: FrameKind, requestId: number, op: number, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
+  const out = w.bytesWritten();
+  const total = out.length;
   if (total > maxFrameSize) throw StatefsError.EFBIG(`frame of ${total} bytes over the limit of ${maxFrameSize}`, { op: 'encode' });
   if (!Number.isInteger(requestId) || requestId < 0 || requestId > 0xffff_ffff) throw StatefsError.EINVAL(`request id ${requestId}`, { op: 'encode' });
-  const out = new Uint8Array(total);
-  const dv = new DataView(out.buffer);
+  const dv = new DataView(out.buffer, out.byteOffset, HEADER_SIZE);
   dv.setUint32(0, total - 4, true);
   dv.setUint8(4, FRAME_VERSION);
   dv.setUint8(5, kind);
   dv.setUint32(6, requestId, true);
   dv.setUint8(10, op);
-  out.set(body, HEADER_SIZE);
   return out;
 }
 
 /** Reads the kind, request id and op of a complete, checked frame buffer. */
 export function frameOf(buf: Uint8Array): Frame {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const kind = dv.getUint8(5);
-  if (kind !== KIND_REQUEST && kind !== KIND_RESPONSE) throw fail(`kind ${kind}`); // checked by checkHeader; narrows here
-  return { kind, requestId: dv.getUint32(6, true), op: dv.getUint8(10), body: buf.subarray(HEADER_SIZE) };
+  const kind = buf[5];
+  if (kind !== KIND_REQUEST && kind !== KIND_RESPONSE) throw fail(`kind ${String(kind)}`); // checked by checkHeader; narrows here
+  const requestId = ((buf[6] ?? 0) | ((buf[7] ?? 0) << 8) | ((buf[8] ?? 0) << 16) | ((buf[9] ?? 0) << 24)) >>> 0;
+  return { kind, requestId, op: buf[10] ?? 0, body: buf.subarray(HEADER_SIZE) };
 }

@@ -1,9 +1,9 @@
 import { StatefsError } from '../../errors.js';
-import { DEFAULT_MAX_FRAME, KIND_REQUEST, encodeFrame, type Frame } from './frame.js';
+import { DEFAULT_MAX_FRAME, KIND_REQUEST, frameWriter, sealFrame, type Frame } from './frame.js';
 import type { Request, TxnWireOp } from './messages.js';
 import { opByte, opName } from './ops.js';
 import { WireReader } from './wire-reader.js';
-import { WireWriter } from './wire-writer.js';
+import type { WireWriter } from './wire-writer.js';
 
 /*
  * Request bodies (after the frame header; primitives: wire-writer.ts):
@@ -85,10 +85,23 @@ function writeBody(w: WireWriter, req: Request): void {
   }
 }
 
+/** A guess at the body's size that fits the common requests, so the frame is built in one buffer. */
+function bodyBytesOf(req: Request): number {
+  switch (req.op) {
+    case 'PUT':
+      return 8 + req.subject.length + req.key.length + req.value.length;
+    case 'GET':
+    case 'DELETE':
+      return 4 + req.subject.length + req.key.length;
+    default:
+      return 64;
+  }
+}
+
 export function encodeRequest(req: Request, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
-  const w = new WireWriter();
+  const w = frameWriter(bodyBytesOf(req));
   writeBody(w, req);
-  return encodeFrame(KIND_REQUEST, req.requestId, opByte(req.op), w.finish(), maxFrameSize);
+  return sealFrame(w, KIND_REQUEST, req.requestId, opByte(req.op), maxFrameSize);
 }
 
 function readTxnOps(r: WireReader): TxnWireOp[] {

@@ -1,5 +1,5 @@
 import { ERROR_CODES, StatefsError, type ErrorCode } from '../../errors.js';
-import { DEFAULT_MAX_FRAME, KIND_RESPONSE, encodeFrame, type Frame } from './frame.js';
+import { DEFAULT_MAX_FRAME, KIND_RESPONSE, frameWriter, sealFrame, type Frame } from './frame.js';
 import type { OkResponse, Response } from './messages.js';
 import { NO_OP, opByte, opName, type OpName } from './ops.js';
 import {
@@ -15,7 +15,7 @@ import {
   writeStoreStat,
 } from './records.js';
 import { WireReader } from './wire-reader.js';
-import { WireWriter } from './wire-writer.js';
+import type { WireWriter } from './wire-writer.js';
 
 /*
  * Response bodies (after the frame header; primitives: wire-writer.ts, records: records.ts):
@@ -104,7 +104,8 @@ function bareMessage(err: StatefsError): string {
 
 /** Encodes a response frame. A result over `maxFrameSize` is EFBIG: answer with `errorResponse` instead. */
 export function encodeResponse(res: Response, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
-  const w = new WireWriter();
+  // Sized for the common answers (a GET's value; an error's message), so the frame is built in one buffer.
+  const w = frameWriter(res.status === 'error' ? 64 + res.error.message.length : res.op === 'GET' ? 8 + (res.value?.length ?? 0) : 53);
   if (res.status === 'error') {
     w.u16(res.error.errno).str(res.error.code).str(bareMessage(res.error));
   } else {
@@ -112,7 +113,7 @@ export function encodeResponse(res: Response, maxFrameSize = DEFAULT_MAX_FRAME):
     writeResult(w, res);
   }
   const op = res.op === undefined ? NO_OP : opByte(res.op);
-  return encodeFrame(KIND_RESPONSE, res.requestId, op, w.finish(), maxFrameSize);
+  return sealFrame(w, KIND_RESPONSE, res.requestId, op, maxFrameSize);
 }
 
 /** The error frame answering `requestId` (0 and op undefined for a connection-level error). */

@@ -1,3 +1,4 @@
+import { copyOut } from '../../engine/value-pool.js';
 import { StatefsError } from '../../errors.js';
 
 // Layouts: see wire-writer.ts. Every read is bounds-checked; a length is never trusted.
@@ -61,10 +62,11 @@ export class WireReader {
     }
   }
 
+  /** A copy the caller owns (small ones share a slab, as the store's own reads do: see `copyOut`). */
   bytes(): Uint8Array {
     const n = this.u32();
     const at = this.need(n);
-    return this.buf.slice(at, at + n);
+    return copyOut(this.buf, at, n);
   }
 
   optStr(): string | undefined {

@@ -21,21 +21,32 @@ function checkUint(value: number, max: number, what: string): void {
   }
 }
 
-/** Appends primitives to a growing buffer; every value is range-checked (EINVAL). */
+/**
+ * Appends primitives to a growing buffer; every value is range-checked (EINVAL). The buffer comes
+ * from Node's Buffer pool (`allocUnsafe`: every byte handed out is written first), so a small frame
+ * costs no allocation of its own; give a capacity that fits the whole frame to avoid growing it.
+ */
 export class WireWriter {
-  private buf = new Uint8Array(64);
-  private dv = new DataView(this.buf.buffer);
-  private len = 0;
+  private buf: Uint8Array;
+  private dv: DataView;
+  private len: number;
+
+  /** `head` bytes at the start are left for the caller to fill (a frame header, see `bytesWritten`). */
+  constructor(capacity = 64, head = 0) {
+    this.buf = Buffer.allocUnsafe(Math.max(capacity, head, 16));
+    this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    this.len = head;
+  }
 
   private reserve(n: number): number {
     const at = this.len;
     if (at + n > this.buf.length) {
       let size = this.buf.length * 2;
       while (size < at + n) size *= 2;
-      const next = new Uint8Array(size);
+      const next = Buffer.allocUnsafe(size);
       next.set(this.buf.subarray(0, at));
       this.buf = next;
-      this.dv = new DataView(next.buffer);
+      this.dv = new DataView(next.buffer, next.byteOffset, next.byteLength);
     }
     this.len = at + n;
     return at;
@@ -74,18 +85,48 @@ export class WireWriter {
   }
 
   str(value: string): this {
-    const data = utf8.encode(value);
-    if (data.length > MAX_STRING_BYTES) {
-      throw StatefsError.EINVAL(`string of ${data.length} bytes over ${MAX_STRING_BYTES}`, { op: 'encode' });
+    // Most strings on the wire (subjects, keys, names) are ASCII: copy their char codes straight
+    // into the buffer; anything else is encoded as UTF-8 in place.
+    const chars = value.length;
+    if (chars <= MAX_STRING_BYTES) {
+      const at = this.reserve(2 + chars);
+      const buf = this.buf;
+      let i = 0;
+      for (; i < chars; i++) {
+        const c = value.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[at + 2 + i] = c;
+      }
+      if (i === chars) {
+        this.dv.setUint16(at, chars, true);
+        return this;
+      }
+      this.len = at; // not ASCII: take the general path
     }
-    this.u16(data.length);
-    const at = this.reserve(data.length); // reserve first: it may replace this.buf
-    this.buf.set(data, at);
+    return this.utf8Str(value);
+  }
+
+  private utf8Str(value: string): this {
+    const at = this.reserve(2 + value.length * 3); // UTF-8 takes at most 3 bytes per UTF-16 unit
+    const { written } = utf8.encodeInto(value, this.buf.subarray(at + 2));
+    if (written > MAX_STRING_BYTES) {
+      this.len = at;
+      throw StatefsError.EINVAL(`string of ${written} bytes over ${MAX_STRING_BYTES}`, { op: 'encode' });
+    }
+    this.dv.setUint16(at, written, true);
+    this.len = at + 2 + written;
     return this;
   }
 
   bytes(value: Uint8Array): this {
     this.u32(value.length);
+    const at = this.reserve(value.length);
+    this.buf.set(value, at);
+    return this;
+  }
+
+  /** Bytes as they are, with no length before them. */
+  raw(value: Uint8Array): this {
     const at = this.reserve(value.length);
     this.buf.set(value, at);
     return this;
@@ -102,7 +143,8 @@ export class WireWriter {
     return this;
   }
 
-  finish(): Uint8Array {
-    return this.buf.slice(0, this.len);
+  /** Bytes written so far, the head included: a view of the writer's buffer (no copy). */
+  bytesWritten(): Uint8Array {
+    return this.buf.subarray(0, this.len);
   }
 }
