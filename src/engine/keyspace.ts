@@ -47,6 +47,8 @@ export class Keyspace {
    */
   private readonly dirs = new Map<string, DirectoryCounts>();
   private readonly views = new Map<string, KeyView>();
+  /** Whether the last `set` added a key (rather than replaced one): the guess for the next. */
+  private lastSetAdded = true;
 
   constructor(private readonly working: Trees) {
     this.committed = new Map();
@@ -57,8 +59,21 @@ export class Keyspace {
   /** Set `bin` in the working tree of `subject` (created on first use); returns the entry it replaced. */
   set(subject: string, bin: string, entry: Entry): Entry | undefined {
     const tree = this.writable(subject);
-    const old = tree.get(bin);
-    tree.set(bin, entry);
+    // Inserting a new key takes one walk of the tree, replacing a key two (the old entry, then the
+    // new one). Writes tend to come in runs of one kind (a load adds keys, a service updates its
+    // own), so guess from the last one: a wrong guess costs one walk more.
+    let old: Entry | undefined;
+    if (this.lastSetAdded) {
+      if (!tree.set(bin, entry, false)) {
+        old = tree.get(bin);
+        tree.set(bin, entry);
+        this.lastSetAdded = false;
+      }
+    } else {
+      old = tree.get(bin);
+      tree.set(bin, entry);
+      this.lastSetAdded = old === undefined;
+    }
     if (old === undefined) this.dirs.get(subject)?.added(bin);
     this.changed(subject).set(bin, entry);
     return old;
