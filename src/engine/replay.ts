@@ -2,7 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { decodeRecord, putValueBounds, type DecodedRecord } from '../format/record.js';
+import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
@@ -228,10 +228,14 @@ function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): voi
   if (!loaded) throw damaged(sb, extent, 'data record before the checkpoint is complete');
 }
 
+/** Adjacent segments read at open with one device call, up to this many bytes. */
+const READ_RUN_BYTES = 4 * 1024 * 1024;
+
 /**
- * Read the values of checkpointed entries that survived replay (not yet `loaded`), one segment
- * read at a time. Only entries still indexed after replay are read: a superseded one may point
- * into a reused segment.
+ * Read the values of checkpointed entries that survived replay (not yet `loaded`), in segment
+ * order. Only entries still indexed after replay are read: a superseded one may point into a
+ * reused segment. Adjacent segments are read with one call, and the next run is read while this
+ * one's records are checked, so the disk and the CRCs overlap.
  */
 async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<void> {
   const bySegment = new Map<number, Entry[]>();
@@ -241,47 +245,117 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, sna
     if (list === undefined) bySegment.set(e.segment, (list = []));
     list.push(e);
   });
-  const read = async (segment: number): Promise<Uint8Array> => {
+  const segments = [...bySegment.keys()].sort((a, b) => a - b);
+  const runs = segmentRuns(segments, sb.segmentCount, Math.max(1, Math.floor(READ_RUN_BYTES / sb.segmentSize)));
+  const readSegment = async (segment: number): Promise<Uint8Array> => {
     if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
     return device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
   };
-  const valueAt = (buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array => {
-    const end = Math.min(buf.length, offset + length);
-    const put = putValueBounds(buf, offset, end);
-    if (Array.isArray(put) && put[1] + 4 === end && end - offset === length) return buf.subarray(put[0], put[1]);
-    const r = decodeRecord(buf, offset, end);
-    const x = { segment, offset, length };
-    if (!r.ok || r.record.length !== length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
-    const value = valueOfRecord(r.record);
-    if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
-    return value;
+  // Two buffers, reused: one being read while the other's records are checked.
+  const most = runs.reduce((n, run) => Math.max(n, run.count), 0) * sb.segmentSize;
+  const buffers = device.readInto === undefined ? [] : [new Uint8Array(most), new Uint8Array(runs.length > 1 ? most : 0)];
+  const readRun = async (r: number): Promise<Uint8Array> => {
+    const run = runs[r];
+    if (run === undefined) return EMPTY_VALUE; // past the last run
+    if (run.first >= sb.segmentCount) return readSegment(run.first);
+    const offset = segmentOffset(run.first, sb.segmentSize);
+    const length = run.count * sb.segmentSize;
+    const into = buffers[r % 2];
+    if (into === undefined || device.readInto === undefined) return device.read(offset, length);
+    await device.readInto(offset, into.subarray(0, length));
+    return into.subarray(0, length);
   };
-  for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
-    const entries = bySegment.get(segment) ?? [];
-    const buf = await read(segment);
-    const values: Uint8Array[] = [];
+  const filler = new SegmentFiller(sb, readSegment);
+  let next = readRun(0);
+  for (let r = 0; r < runs.length; r++) {
+    const run = runs[r];
+    if (run === undefined) break;
+    const buf = await next;
+    next = readRun(r + 1);
+    next.catch(() => undefined); // its failure is reported when it is awaited, in order
+    for (let i = 0; i < run.count; i++) {
+      const entries = bySegment.get(run.first + i);
+      if (entries !== undefined) await filler.fill(buf.subarray(i * sb.segmentSize, (i + 1) * sb.segmentSize), run.first + i, entries);
+    }
+  }
+}
+
+interface SegmentRun {
+  first: number;
+  count: number;
+}
+
+/** Ascending `segments` as runs of adjacent ones, each at most `most` long and within `segmentCount` (past it: alone). */
+function segmentRuns(segments: readonly number[], segmentCount: number, most: number): SegmentRun[] {
+  const runs: SegmentRun[] = [];
+  let run: SegmentRun | undefined;
+  for (const s of segments) {
+    if (run !== undefined && s === run.first + run.count && run.count < most && s < segmentCount) run.count++;
+    else runs.push((run = { first: s, count: 1 }));
+  }
+  return runs;
+}
+
+/**
+ * Fills unread entries with their values from one segment's bytes. The values of a segment get
+ * one buffer holding exactly those values (never the segment's other bytes): one allocation per
+ * segment, not one per value, and no view per value kept.
+ */
+class SegmentFiller {
+  /** Per entry of the segment: its value's start in the segment, or -1 (the value is in `joined`). */
+  private starts = new Int32Array(1024);
+
+  constructor(
+    private readonly sb: Superblock,
+    private readonly readSegment: (segment: number) => Promise<Uint8Array>,
+  ) {}
+
+  async fill(buf: Uint8Array, segment: number, entries: readonly Entry[]): Promise<void> {
+    if (this.starts.length < entries.length) this.starts = new Int32Array(Math.max(entries.length, 2 * this.starts.length));
+    const starts = this.starts;
+    // Values that are not one PUT record's bytes: transaction values, RELOC copies (rare).
+    let joined: Map<number, Uint8Array> | undefined;
     let packed = 0;
-    for (const e of entries) {
-      let value = valueAt(buf, segment, e.offset, e.recordLength);
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === undefined) continue;
+      const start = e.moreRecords.length === 0 ? putValueStart(buf, e.offset, e.recordLength) : -1;
+      starts[i] = start;
+      if (start >= 0) {
+        packed += e.offset + e.recordLength - 4 - start;
+        continue;
+      }
+      let value = this.valueAt(buf, segment, e.offset, e.recordLength);
       if (e.moreRecords.length > 0) {
-        // A transaction value in several PAYLOAD records, possibly in other segments (rare).
+        // A transaction value in several PAYLOAD records, possibly in other segments.
         const parts = [value];
-        for (const x of e.moreRecords) parts.push(valueAt(x.segment === segment ? buf : await read(x.segment), x.segment, x.offset, x.length));
+        for (const x of e.moreRecords) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
         value = Buffer.concat(parts);
       }
-      values.push(value);
+      (joined ??= new Map()).set(i, value);
       packed += value.length;
     }
-    // One allocation per segment instead of one per value: the values read from a segment share
-    // one buffer holding exactly those values (never the segment's other bytes).
     const slab = new Uint8Array(packed);
     let at = 0;
-    entries.forEach((entry, i) => {
-      const value = values[i] ?? EMPTY_VALUE;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === undefined) continue;
+      const start = starts[i] ?? -1;
+      const value = start >= 0 ? buf.subarray(start, e.offset + e.recordLength - 4) : (joined?.get(i) ?? EMPTY_VALUE);
       slab.set(value, at);
-      entry.fill(slab, at, value.length);
+      e.fill(slab, at, value.length);
       at += value.length;
-    });
+    }
+  }
+
+  /** The value held by the record at `offset` (any kind that holds one); damage is `EINTEGRITY`. */
+  private valueAt(buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array {
+    const r = decodeRecord(buf, offset, Math.min(buf.length, offset + length));
+    const x = { segment, offset, length };
+    if (!r.ok || r.record.length !== length) throw damaged(this.sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
+    const value = valueOfRecord(r.record);
+    if (value === undefined) throw damaged(this.sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
+    return value;
   }
 }
 
