@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
+import { CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
@@ -66,7 +66,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const sb = kind.sb;
   const snapshots = new SnapshotTable();
   const index = new IndexBuilder(sb, snapshots);
-  const chunks: Uint8Array[] = [];
+  const payload = new PayloadAssembler(device.size);
   const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0 };
   const txns = new Map<number, PendingTxn>();
   const mounts = new MountTable();
@@ -83,13 +83,13 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         case Op.CKPT: {
           const c = decodeCheckpointChunk(record.value);
           if (c?.id !== sb.ckptId || ckpt.loaded) break; // an older or newer checkpoint: not ours
-          if (c.index !== chunks.length) throw damaged(sb, extent, 'checkpoint chunks out of order');
-          chunks.push(c.data.slice());
+          if (c.index !== payload.chunks) throw damaged(sb, extent, 'checkpoint chunks out of order');
+          payload.add(c.data, c.count);
           ckpt.recordBytes += extent.length;
-          if (chunks.length === c.count) {
-            const payload = Buffer.concat(chunks);
-            const decoded = decodeCheckpointAt(payload, sb, extent);
-            ckpt.payloadBytes = payload.length;
+          if (payload.chunks === c.count) {
+            const decoded = decodeCheckpointAt(payload.bytes, sb, extent);
+            ckpt.payloadBytes = payload.bytes.length;
+            payload.release();
             ckpt.entries = decoded.entries.keys.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
             loadCheckpoint(decoded, index, snapshots, mounts, extent);
@@ -165,6 +165,43 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
   return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
+}
+
+/**
+ * A checkpoint's payload put together from its CKPT records' chunks in one buffer, sized from the
+ * chunk count (not a copy of each chunk and then one of them all: a million-key checkpoint is
+ * tens of MB).
+ */
+class PayloadAssembler {
+  private buf = EMPTY_VALUE;
+  private used = 0;
+  /** Chunks added so far. */
+  chunks = 0;
+
+  /** `limit`: no checkpoint is larger than the image, whatever its chunk count says. */
+  constructor(private readonly limit: number) {}
+
+  add(data: Uint8Array, count: number): void {
+    if (this.chunks === 0) this.buf = new Uint8Array(Math.min(count * CKPT_CHUNK, this.limit));
+    if (this.used + data.length > this.buf.length) {
+      const bigger = new Uint8Array(Math.max(2 * this.buf.length, this.used + data.length));
+      bigger.set(this.bytes);
+      this.buf = bigger;
+    }
+    this.buf.set(data, this.used);
+    this.used += data.length;
+    this.chunks++;
+  }
+
+  get bytes(): Uint8Array {
+    return this.buf.subarray(0, this.used);
+  }
+
+  /** Let the payload go once it is decoded. */
+  release(): void {
+    this.buf = EMPTY_VALUE;
+    this.used = 0;
+  }
 }
 
 /** Decode a checkpoint's payload; damage is `EINTEGRITY` at the CKPT record that completed it. */
