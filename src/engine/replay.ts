@@ -348,10 +348,29 @@ class SegmentFiller {
   ) {}
 
   async fill(buf: Uint8Array, segment: number, entries: readonly Entry[]): Promise<void> {
+    const joined = new Map<number, Uint8Array>();
+    let packed = this.locate(buf, segment, entries, joined);
+    // A transaction value in several PAYLOAD records, possibly in other segments (rare). Kept out
+    // of `locate` and `copy`: their loops run once per value, and stay free of awaits.
+    for (const [i, first] of joined) {
+      const e = entries[i];
+      if (e === undefined || e.moreRecords.length === 0) continue;
+      const parts = [first];
+      for (const x of e.moreRecords) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
+      const value = Buffer.concat(parts);
+      joined.set(i, value);
+      packed += value.length - first.length;
+    }
+    this.copy(buf, entries, joined, packed);
+  }
+
+  /**
+   * Check each entry's (first) record and note where its value is: `starts[i]` for a PUT's value
+   * in `buf`, else -1 and the value (or its first part) in `joined`. Returns the values' bytes.
+   */
+  private locate(buf: Uint8Array, segment: number, entries: readonly Entry[], joined: Map<number, Uint8Array>): number {
     if (this.starts.length < entries.length) this.starts = new Int32Array(Math.max(entries.length, 2 * this.starts.length));
     const starts = this.starts;
-    // Values that are not one PUT record's bytes: transaction values, RELOC copies (rare).
-    let joined: Map<number, Uint8Array> | undefined;
     let packed = 0;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
@@ -360,25 +379,25 @@ class SegmentFiller {
       starts[i] = start;
       if (start >= 0) {
         packed += e.offset + e.recordLength - 4 - start;
-        continue;
+      } else {
+        const value = this.valueAt(buf, segment, e.offset, e.recordLength);
+        joined.set(i, value);
+        packed += value.length;
       }
-      let value = this.valueAt(buf, segment, e.offset, e.recordLength);
-      if (e.moreRecords.length > 0) {
-        // A transaction value in several PAYLOAD records, possibly in other segments.
-        const parts = [value];
-        for (const x of e.moreRecords) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
-        value = Buffer.concat(parts);
-      }
-      (joined ??= new Map()).set(i, value);
-      packed += value.length;
     }
+    return packed;
+  }
+
+  /** Copy the values into one new buffer of `packed` bytes, and fill the entries with them. */
+  private copy(buf: Uint8Array, entries: readonly Entry[], joined: ReadonlyMap<number, Uint8Array>, packed: number): void {
+    const starts = this.starts;
     const slab = new Uint8Array(packed);
     let at = 0;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       if (e === undefined) continue;
       const start = starts[i] ?? -1;
-      const value = start >= 0 ? buf.subarray(start, e.offset + e.recordLength - 4) : (joined?.get(i) ?? EMPTY_VALUE);
+      const value = start >= 0 ? buf.subarray(start, e.offset + e.recordLength - 4) : (joined.get(i) ?? EMPTY_VALUE);
       slab.set(value, at);
       e.fill(slab, at, value.length);
       at += value.length;
