@@ -18,7 +18,7 @@ import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
 import { readImageKind } from './superblock-io.js';
 import { replayLegacy, type LegacyImage } from './legacy-v1.js';
 import { NO_SEGMENT } from '../format/segment.js';
-import { forEachDistinctEntry } from './store-support.js';
+import { accountIndex, forEachDistinctEntry, type IndexAccounting } from './store-support.js';
 
 export interface Replayed {
   sb: Superblock;
@@ -34,6 +34,8 @@ export interface Replayed {
   legacy?: LegacyImage;
   /** The checkpoint replay started from: its records' bytes on disk, payload bytes and live entries. */
   checkpoint: { recordBytes: number; payloadBytes: number; entries: number };
+  /** Records per segment and bytes per subject of the replayed index. */
+  accounting: IndexAccounting;
 }
 
 export interface Orphan {
@@ -161,10 +163,10 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  await readValues(device, sb, index.trees, snapshots);
+  const accounting = await readValues(device, sb, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
-  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting };
 }
 
 /**
@@ -258,7 +260,9 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     bytes: 0,
   };
   const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0 };
-  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), orphans: [], legacy, checkpoint };
+  const snapshots = new SnapshotTable();
+  const accounting = accountIndex(legacy.index, snapshots, legacy.segmentCount);
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
@@ -272,11 +276,12 @@ const READ_RUN_BYTES = 4 * 1024 * 1024;
  * Read the values of checkpointed entries that survived replay (not yet `loaded`), in segment
  * order. Only entries still indexed after replay are read: a superseded one may point into a
  * reused segment. Adjacent segments are read with one call, and the next run is read while this
- * one's records are checked, so the disk and the CRCs overlap.
+ * one's records are checked, so the disk and the CRCs overlap. Returns the index's accounting,
+ * counted in the same walk.
  */
-async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<void> {
+async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<IndexAccounting> {
   const bySegment = new Map<number, Entry[]>();
-  forEachDistinctEntry(trees, snapshots, (_subject, e) => {
+  const accounting = accountIndex(trees, snapshots, sb.segmentCount, (e) => {
     if (e.loaded) return;
     let list = bySegment.get(e.segment);
     if (list === undefined) bySegment.set(e.segment, (list = []));
@@ -314,7 +319,7 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, sna
       const entries = bySegment.get(run.first + i);
       if (entries !== undefined) await filler.fill(buf.subarray(i * sb.segmentSize, (i + 1) * sb.segmentSize), run.first + i, entries);
     }
-  }
+  }  return accounting;
 }
 
 interface SegmentRun {
