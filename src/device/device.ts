@@ -12,6 +12,11 @@ export interface BlockDevice {
   /** Capacity in bytes. */
   readonly size: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Read `into.length` bytes at `offset` into `into` (optional: callers fall back to `read`). For
+   * reading a whole image's worth of segments through one reused buffer instead of a new one each.
+   */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;
   /**

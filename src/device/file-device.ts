@@ -54,19 +54,25 @@ export class FileDevice implements BlockDevice {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(this.size, offset, length, 'read');
     const buf = new Uint8Array(length);
+    await this.readInto(offset, buf);
+    return buf;
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    const length = into.length;
+    checkRange(this.size, offset, length, 'read');
     let done = 0;
     try {
       while (done < length) {
-        const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
+        const { bytesRead } = await this.fh.read(into, done, length - done, offset + done);
         if (bytesRead === 0) break; // past the end of a sparse file: zeros
         done += bytesRead;
       }
     } catch (err) {
       throw ioError('read', err, offset);
     }
-    return buf;
+    into.fill(0, done);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

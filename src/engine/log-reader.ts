@@ -179,14 +179,21 @@ function decodeSyncAt(buf: Uint8Array, at: number): ReturnType<typeof decodeSync
   return r.ok ? decodeSync(r.record.value) : undefined;
 }
 
+const HEADER_READS_IN_FLIGHT = 16;
+
 /** The valid SEGMENT header of every segment (undefined where there is none). */
 export async function readSegmentHeaders(device: BlockDevice, sb: Superblock): Promise<(SegmentHeader | undefined)[]> {
   const out: (SegmentHeader | undefined)[] = [];
-  for (let i = 0; i < sb.segmentCount; i++) {
-    const buf = await device.read(segmentOffset(i, sb.segmentSize), SEGMENT_RECORD_LENGTH);
-    const r = decodeRecord(buf, 0);
+  const header = async (i: number): Promise<SegmentHeader | undefined> => {
+    const r = decodeRecord(await device.read(segmentOffset(i, sb.segmentSize), SEGMENT_RECORD_LENGTH), 0);
     const h = r.ok && r.record.opcode === Op.SEGMENT ? decodeSegmentHeader(r.record.value) : undefined;
-    out.push(h?.segIndex === i ? h : undefined);
+    return h?.segIndex === i ? h : undefined;
+  };
+  // A few reads in flight at a time, not one trip to the thread pool and back per segment.
+  for (let from = 0; from < sb.segmentCount; from += HEADER_READS_IN_FLIGHT) {
+    const batch: Promise<SegmentHeader | undefined>[] = [];
+    for (let i = from; i < Math.min(sb.segmentCount, from + HEADER_READS_IN_FLIGHT); i++) batch.push(header(i));
+    out.push(...(await Promise.all(batch)));
   }
   return out;
 }

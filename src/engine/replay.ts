@@ -1,8 +1,8 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
+import { CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { decodeRecord, putValueBounds, type DecodedRecord } from '../format/record.js';
+import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
@@ -18,7 +18,7 @@ import { scanLog, type LogScan, type LoggedRecord } from './log-reader.js';
 import { readImageKind } from './superblock-io.js';
 import { replayLegacy, type LegacyImage } from './legacy-v1.js';
 import { NO_SEGMENT } from '../format/segment.js';
-import { forEachDistinctEntry } from './store-support.js';
+import { accountIndex, forEachDistinctEntry, type IndexAccounting } from './store-support.js';
 
 export interface Replayed {
   sb: Superblock;
@@ -34,6 +34,8 @@ export interface Replayed {
   legacy?: LegacyImage;
   /** The checkpoint replay started from: its records' bytes on disk, payload bytes and live entries. */
   checkpoint: { recordBytes: number; payloadBytes: number; entries: number };
+  /** Records per segment and bytes per subject of the replayed index. */
+  accounting: IndexAccounting;
 }
 
 export interface Orphan {
@@ -66,7 +68,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const sb = kind.sb;
   const snapshots = new SnapshotTable();
   const index = new IndexBuilder(sb, snapshots);
-  const chunks: Uint8Array[] = [];
+  const payload = new PayloadAssembler(device.size);
   const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0 };
   const txns = new Map<number, PendingTxn>();
   const mounts = new MountTable();
@@ -83,13 +85,13 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         case Op.CKPT: {
           const c = decodeCheckpointChunk(record.value);
           if (c?.id !== sb.ckptId || ckpt.loaded) break; // an older or newer checkpoint: not ours
-          if (c.index !== chunks.length) throw damaged(sb, extent, 'checkpoint chunks out of order');
-          chunks.push(c.data.slice());
+          if (c.index !== payload.chunks) throw damaged(sb, extent, 'checkpoint chunks out of order');
+          payload.add(c.data, c.count);
           ckpt.recordBytes += extent.length;
-          if (chunks.length === c.count) {
-            const payload = Buffer.concat(chunks);
-            const decoded = decodeCheckpointAt(payload, sb, extent);
-            ckpt.payloadBytes = payload.length;
+          if (payload.chunks === c.count) {
+            const decoded = decodeCheckpointAt(payload.bytes, sb, extent);
+            ckpt.payloadBytes = payload.bytes.length;
+            payload.release();
             ckpt.entries = decoded.entries.keys.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
             loadCheckpoint(decoded, index, snapshots, mounts, extent);
@@ -161,10 +163,47 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  await readValues(device, sb, index.trees, snapshots);
+  const accounting = await readValues(device, sb, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
-  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint };
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting };
+}
+
+/**
+ * A checkpoint's payload put together from its CKPT records' chunks in one buffer, sized from the
+ * chunk count (not a copy of each chunk and then one of them all: a million-key checkpoint is
+ * tens of MB).
+ */
+class PayloadAssembler {
+  private buf = EMPTY_VALUE;
+  private used = 0;
+  /** Chunks added so far. */
+  chunks = 0;
+
+  /** `limit`: no checkpoint is larger than the image, whatever its chunk count says. */
+  constructor(private readonly limit: number) {}
+
+  add(data: Uint8Array, count: number): void {
+    if (this.chunks === 0) this.buf = new Uint8Array(Math.min(count * CKPT_CHUNK, this.limit));
+    if (this.used + data.length > this.buf.length) {
+      const bigger = new Uint8Array(Math.max(2 * this.buf.length, this.used + data.length));
+      bigger.set(this.bytes);
+      this.buf = bigger;
+    }
+    this.buf.set(data, this.used);
+    this.used += data.length;
+    this.chunks++;
+  }
+
+  get bytes(): Uint8Array {
+    return this.buf.subarray(0, this.used);
+  }
+
+  /** Let the payload go once it is decoded. */
+  release(): void {
+    this.buf = EMPTY_VALUE;
+    this.used = 0;
+  }
 }
 
 /** Decode a checkpoint's payload; damage is `EINTEGRITY` at the CKPT record that completed it. */
@@ -221,67 +260,163 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     bytes: 0,
   };
   const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0 };
-  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots: new SnapshotTable(), mounts: new MountTable(), orphans: [], legacy, checkpoint };
+  const snapshots = new SnapshotTable();
+  const accounting = accountIndex(legacy.index, snapshots, legacy.segmentCount);
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
   if (!loaded) throw damaged(sb, extent, 'data record before the checkpoint is complete');
 }
 
+/** Adjacent segments read at open with one device call, up to this many bytes. */
+const READ_RUN_BYTES = 4 * 1024 * 1024;
+
 /**
- * Read the values of checkpointed entries that survived replay (not yet `loaded`), one segment
- * read at a time. Only entries still indexed after replay are read: a superseded one may point
- * into a reused segment.
+ * Read the values of checkpointed entries that survived replay (not yet `loaded`), in segment
+ * order. Only entries still indexed after replay are read: a superseded one may point into a
+ * reused segment. Adjacent segments are read with one call, and the next run is read while this
+ * one's records are checked, so the disk and the CRCs overlap. Returns the index's accounting,
+ * counted in the same walk.
  */
-async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<void> {
+async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<IndexAccounting> {
   const bySegment = new Map<number, Entry[]>();
-  forEachDistinctEntry(trees, snapshots, (_subject, e) => {
+  const accounting = accountIndex(trees, snapshots, sb.segmentCount, (e) => {
     if (e.loaded) return;
     let list = bySegment.get(e.segment);
     if (list === undefined) bySegment.set(e.segment, (list = []));
     list.push(e);
   });
-  const read = async (segment: number): Promise<Uint8Array> => {
+  const segments = [...bySegment.keys()].sort((a, b) => a - b);
+  const runs = segmentRuns(segments, sb.segmentCount, Math.max(1, Math.floor(READ_RUN_BYTES / sb.segmentSize)));
+  const readSegment = async (segment: number): Promise<Uint8Array> => {
     if (segment >= sb.segmentCount) throw StatefsError.EINTEGRITY(`checkpoint names segment ${segment}`, { op: 'open' });
     return device.read(segmentOffset(segment, sb.segmentSize), sb.segmentSize);
   };
-  const valueAt = (buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array => {
-    const end = Math.min(buf.length, offset + length);
-    const put = putValueBounds(buf, offset, end);
-    if (Array.isArray(put) && put[1] + 4 === end && end - offset === length) return buf.subarray(put[0], put[1]);
-    const r = decodeRecord(buf, offset, end);
-    const x = { segment, offset, length };
-    if (!r.ok || r.record.length !== length) throw damaged(sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
-    const value = valueOfRecord(r.record);
-    if (value === undefined) throw damaged(sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
-    return value;
+  // Two buffers, reused: one being read while the other's records are checked.
+  const most = runs.reduce((n, run) => Math.max(n, run.count), 0) * sb.segmentSize;
+  const buffers = device.readInto === undefined ? [] : [new Uint8Array(most), new Uint8Array(runs.length > 1 ? most : 0)];
+  const readRun = async (r: number): Promise<Uint8Array> => {
+    const run = runs[r];
+    if (run === undefined) return EMPTY_VALUE; // past the last run
+    if (run.first >= sb.segmentCount) return readSegment(run.first);
+    const offset = segmentOffset(run.first, sb.segmentSize);
+    const length = run.count * sb.segmentSize;
+    const into = buffers[r % 2];
+    if (into === undefined || device.readInto === undefined) return device.read(offset, length);
+    await device.readInto(offset, into.subarray(0, length));
+    return into.subarray(0, length);
   };
-  for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
-    const entries = bySegment.get(segment) ?? [];
-    const buf = await read(segment);
-    const values: Uint8Array[] = [];
-    let packed = 0;
-    for (const e of entries) {
-      let value = valueAt(buf, segment, e.offset, e.recordLength);
-      if (e.moreRecords.length > 0) {
-        // A transaction value in several PAYLOAD records, possibly in other segments (rare).
-        const parts = [value];
-        for (const x of e.moreRecords) parts.push(valueAt(x.segment === segment ? buf : await read(x.segment), x.segment, x.offset, x.length));
-        value = Buffer.concat(parts);
-      }
-      values.push(value);
-      packed += value.length;
+  const filler = new SegmentFiller(sb, readSegment);
+  let next = readRun(0);
+  for (let r = 0; r < runs.length; r++) {
+    const run = runs[r];
+    if (run === undefined) break;
+    const buf = await next;
+    next = readRun(r + 1);
+    next.catch(() => undefined); // its failure is reported when it is awaited, in order
+    for (let i = 0; i < run.count; i++) {
+      const entries = bySegment.get(run.first + i);
+      if (entries !== undefined) await filler.fill(buf.subarray(i * sb.segmentSize, (i + 1) * sb.segmentSize), run.first + i, entries);
     }
-    // One allocation per segment instead of one per value: the values read from a segment share
-    // one buffer holding exactly those values (never the segment's other bytes).
+  }  return accounting;
+}
+
+interface SegmentRun {
+  first: number;
+  count: number;
+}
+
+/** Ascending `segments` as runs of adjacent ones, each at most `most` long and within `segmentCount` (past it: alone). */
+function segmentRuns(segments: readonly number[], segmentCount: number, most: number): SegmentRun[] {
+  const runs: SegmentRun[] = [];
+  let run: SegmentRun | undefined;
+  for (const s of segments) {
+    if (run !== undefined && s === run.first + run.count && run.count < most && s < segmentCount) run.count++;
+    else runs.push((run = { first: s, count: 1 }));
+  }
+  return runs;
+}
+
+/**
+ * Fills unread entries with their values from one segment's bytes. The values of a segment get
+ * one buffer holding exactly those values (never the segment's other bytes): one allocation per
+ * segment, not one per value, and no view per value kept.
+ */
+class SegmentFiller {
+  /** Per entry of the segment: its value's start in the segment, or -1 (the value is in `joined`). */
+  private starts = new Int32Array(1024);
+
+  constructor(
+    private readonly sb: Superblock,
+    private readonly readSegment: (segment: number) => Promise<Uint8Array>,
+  ) {}
+
+  async fill(buf: Uint8Array, segment: number, entries: readonly Entry[]): Promise<void> {
+    const joined = new Map<number, Uint8Array>();
+    let packed = this.locate(buf, segment, entries, joined);
+    // A transaction value in several PAYLOAD records, possibly in other segments (rare). Kept out
+    // of `locate` and `copy`: their loops run once per value, and stay free of awaits.
+    for (const [i, first] of joined) {
+      const e = entries[i];
+      if (e === undefined || e.moreRecords.length === 0) continue;
+      const parts = [first];
+      for (const x of e.moreRecords) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
+      const value = Buffer.concat(parts);
+      joined.set(i, value);
+      packed += value.length - first.length;
+    }
+    this.copy(buf, entries, joined, packed);
+  }
+
+  /**
+   * Check each entry's (first) record and note where its value is: `starts[i]` for a PUT's value
+   * in `buf`, else -1 and the value (or its first part) in `joined`. Returns the values' bytes.
+   */
+  private locate(buf: Uint8Array, segment: number, entries: readonly Entry[], joined: Map<number, Uint8Array>): number {
+    if (this.starts.length < entries.length) this.starts = new Int32Array(Math.max(entries.length, 2 * this.starts.length));
+    const starts = this.starts;
+    let packed = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === undefined) continue;
+      const start = e.moreRecords.length === 0 ? putValueStart(buf, e.offset, e.recordLength) : -1;
+      starts[i] = start;
+      if (start >= 0) {
+        packed += e.offset + e.recordLength - 4 - start;
+      } else {
+        const value = this.valueAt(buf, segment, e.offset, e.recordLength);
+        joined.set(i, value);
+        packed += value.length;
+      }
+    }
+    return packed;
+  }
+
+  /** Copy the values into one new buffer of `packed` bytes, and fill the entries with them. */
+  private copy(buf: Uint8Array, entries: readonly Entry[], joined: ReadonlyMap<number, Uint8Array>, packed: number): void {
+    const starts = this.starts;
     const slab = new Uint8Array(packed);
     let at = 0;
-    entries.forEach((entry, i) => {
-      const value = values[i] ?? EMPTY_VALUE;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === undefined) continue;
+      const start = starts[i] ?? -1;
+      const value = start >= 0 ? buf.subarray(start, e.offset + e.recordLength - 4) : (joined.get(i) ?? EMPTY_VALUE);
       slab.set(value, at);
-      entry.fill(slab, at, value.length);
+      e.fill(slab, at, value.length);
       at += value.length;
-    });
+    }
+  }
+
+  /** The value held by the record at `offset` (any kind that holds one); damage is `EINTEGRITY`. */
+  private valueAt(buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array {
+    const r = decodeRecord(buf, offset, Math.min(buf.length, offset + length));
+    const x = { segment, offset, length };
+    if (!r.ok || r.record.length !== length) throw damaged(this.sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
+    const value = valueOfRecord(r.record);
+    if (value === undefined) throw damaged(this.sb, x, `live value points at a record with opcode 0x${r.record.opcode.toString(16)}`);
+    return value;
   }
 }
 

@@ -5,6 +5,7 @@ import type { Entry } from './entry.js';
 import type { Tree, Trees } from './keyspace.js';
 import { MOUNT_ROOT } from './mount-table.js';
 import { fromBinary, indexKey } from './names.js';
+import { SegmentUsage } from './segment-usage.js';
 import type { SnapshotTable } from './snapshot-table.js';
 import type { ListPage } from './store-types.js';
 
@@ -48,6 +49,37 @@ export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn:
     };
     diffTrees(snap.tree, live, add, () => undefined, add);
   }
+}
+
+/** What an opened index holds on disk: records per segment, and per subject the bytes of its records. */
+export interface IndexAccounting {
+  usage: SegmentUsage;
+  subjectBytes: Map<string, number>;
+}
+
+/**
+ * Count every distinct entry of an opened index (live trees and snapshots) into a new
+ * `SegmentUsage` and per-subject bytes, calling `visit` for each entry on the way: open walks
+ * the index once for this and for its own needs (a million keys, one walk). Each subject's bytes
+ * are summed first, one map update per subject, not per key.
+ */
+export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCount: number, visit?: (entry: Entry) => void): IndexAccounting {
+  const usage = new SegmentUsage(segmentCount);
+  const subjectBytes = new Map<string, number>();
+  let subject = '';
+  let sum = 0;
+  forEachDistinctEntry(trees, snapshots, (of, e) => {
+    if (of !== subject) {
+      if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
+      subject = of;
+      sum = 0;
+    }
+    usage.addEntry(e);
+    sum += e.diskBytes;
+    visit?.(e);
+  });
+  if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
+  return { usage, subjectBytes };
 }
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import {
   EMPTY,
   asStatefsError,
-  forEachDistinctEntry,
   isMountKey,
   listTree,
   metaKey,
@@ -45,7 +44,7 @@ import { readEntryValue } from './entry-reader.js';
 import { ownCopy, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
-import { SegmentUsage } from './segment-usage.js';
+import type { SegmentUsage } from './segment-usage.js';
 import { CommitPlacement } from './commit-mode.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
 import { Keyspace, type Sealed, type Tree } from './keyspace.js';
@@ -136,23 +135,9 @@ export class Store extends EventEmitter {
     this.snapshots = replayed.snapshots;
     this.orphans = replayed.orphans;
     this.mounts = replayed.mounts;
-    this.usage = new SegmentUsage(sb.segmentCount);
-    // As `count` for each entry, with each subject's bytes summed first (one map update per
-    // subject, not per key: this runs over every key at open).
-    const bytes = new Map<string, number>();
-    let subject = '';
-    let sum = 0;
-    forEachDistinctEntry(index, this.snapshots, (of, e) => {
-      if (of !== subject) {
-        if (sum !== 0) bytes.set(subject, (bytes.get(subject) ?? 0) + sum);
-        subject = of;
-        sum = 0;
-      }
-      this.usage.addEntry(e);
-      sum += e.diskBytes;
-    });
-    if (sum !== 0) bytes.set(subject, (bytes.get(subject) ?? 0) + sum);
-    for (const [of, n] of bytes) this.subjectBytes.set(of, n);
+    // Counted by replay in the walk of the index it makes anyway.
+    this.usage = replayed.accounting.usage;
+    for (const [of, n] of replayed.accounting.subjectBytes) this.subjectBytes.set(of, n);
     this.usage.resetChain(scan.chain);
 
     this.journal = new JournalWriter<Sealed>(

@@ -288,11 +288,15 @@ class Reader {
   }
   /**
    * The live entries. Each key is decoded straight from its bytes, as its own string: a slice of
-   * the whole index key would keep that string alive for as long as the key is indexed.
+   * the whole index key would keep that string alive for as long as the key is indexed. This runs
+   * once per key at open, so fields are read with byte loads, not a call each: the subject is
+   * found and compared with the previous one in a loop (subjects are short), and an entry's
+   * extents are bounds-checked once.
    */
   entries(): CheckpointEntries {
     const total = this.u32();
     if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    const buf = this.buf;
     const runs: CheckpointEntries['runs'] = [];
     const keys: string[] = [];
     const counts = new Uint8Array(total);
@@ -300,25 +304,27 @@ class Reader {
     let used = 0;
     let run: { subject: string; end: number } | undefined;
     let subjectAt = 0;
-    let subjectEnd = 0;
+    let subjectLength = -1;
     for (let i = 0; i < total; i++) {
       const length = this.u16();
       const at = this.need(length);
-      const nul = this.b.indexOf(0, at);
-      if (nul <= at || nul >= at + length) throw this.bad('record key has no subject');
-      if (run === undefined || this.b.compare(this.b, subjectAt, subjectEnd, at, nul) !== 0) {
+      const end = at + length;
+      let nul = at;
+      while (nul < end && buf[nul] !== 0) nul++;
+      if (nul === at || nul === end) throw this.bad('record key has no subject');
+      if (run === undefined || !sameBytes(buf, subjectAt, subjectLength, at, nul - at)) {
         run = { subject: this.b.toString('latin1', at, nul), end: 0 };
         runs.push(run);
         subjectAt = at;
-        subjectEnd = nul;
+        subjectLength = nul - at;
       }
-      keys.push(this.b.toString('latin1', nul + 1, at + length));
+      keys.push(this.b.toString('latin1', nul + 1, end));
       run.end = keys.length;
       const count = this.u8();
       if (count === 0) throw this.bad('entry without extents');
       counts[i] = count;
       if (used + 3 * count > extents.length) extents = grown(extents, used + 3 * count);
-      for (let k = 3 * count; k > 0; k--) extents[used++] = this.u32();
+      for (let x = this.need(12 * count), stop = x + 12 * count; x < stop; x += 4) extents[used++] = u32At(buf, x);
     }
     return { runs, keys, counts, extents: extents.subarray(0, used) };
   }
@@ -331,6 +337,18 @@ class Reader {
     if (this.at !== this.buf.length) throw this.bad('trailing bytes');
     return value;
   }
+}
+
+/** Whether the `length` bytes at `a` and at `b` of `buf` are equal (`length` -1: never). */
+function sameBytes(buf: Uint8Array, a: number, length: number, b: number, bLength: number): boolean {
+  if (length !== bLength) return false;
+  for (let i = 0; i < length; i++) if (buf[a + i] !== buf[b + i]) return false;
+  return true;
+}
+
+/** Little-endian u32 at `at`; the caller has checked the bounds. */
+function u32At(buf: Uint8Array, at: number): number {
+  return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
 }
 
 export function encodeCheckpointChunk(id: number, index: number, count: number, data: Uint8Array): Uint8Array {

@@ -96,21 +96,21 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
 }
 
 /**
- * Where the value of the PUT record at `at` lies, checked like `decodeRecord` (bounds, lengths,
- * CRC) but without allocating: `[start, end)` in `buf`, or the fault. `undefined` when the record
- * is whole but not a PUT (the caller decodes it fully). For reading millions of values at open.
+ * Where the value of the PUT record of exactly `length` bytes at `at` in `buf` starts (it ends
+ * where the record's CRC does: 4 bytes before the record's end), checked like `decodeRecord`
+ * (bounds, lengths, CRC) but without allocating. -1 for anything else — damage, another opcode,
+ * another length — which the caller decodes with `decodeRecord` to learn what it is. For reading
+ * millions of values at open.
  */
-export function putValueBounds(buf: Uint8Array, at: number, end: number): [start: number, end: number] | RecordFault | undefined {
-  if (at + RECORD_HEADER > end) return 'truncated';
-  if (getU32(buf, at) !== RECORD_MAGIC) return 'magic';
+export function putValueStart(buf: Uint8Array, at: number, length: number): number {
+  if (at + length > buf.length || length < RECORD_OVERHEAD) return -1;
+  if (getU32(buf, at) !== RECORD_MAGIC || buf[at + 4] !== Op.PUT) return -1;
   const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
   const valueLen = getU32(buf, at + 7);
-  if (valueLen > MAX_RECORD_VALUE) return 'length';
   const body = RECORD_HEADER + keyLen + valueLen;
-  if (at + body + 4 > end) return 'truncated';
-  if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return 'crc';
-  if (buf[at + 4] !== Op.PUT) return undefined;
-  return [at + RECORD_HEADER + keyLen, at + body];
+  if (valueLen > MAX_RECORD_VALUE || body + 4 !== length) return -1;
+  if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return -1;
+  return at + RECORD_HEADER + keyLen;
 }
 
 /** Little-endian u32 at `at`; the caller has checked the bounds. */

@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { MAX_RECORD_VALUE, decodeRecord, putValueStart } from '../src/format/record.js';
+import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+import { record } from './record-encoder.js';
+
+guardResources();
+
+/*
+ * Open reads the values of checkpointed entries segment by segment, adjacent segments in runs of
+ * up to 4 MiB, through two reused buffers on a file image (a fresh buffer per run otherwise).
+ * These stores span more than one run, with values of many sizes and a transaction value in
+ * several PAYLOAD records, so every path of that reading is taken on both kinds of device.
+ */
+
+const SUBJECTS = ['app', 'billing', 'zeta'];
+const KEYS = 3000;
+
+/** Key i's value: its own bytes (so a value read from the wrong place cannot pass), 1 to ~4 KiB long. */
+function valueOf(i: number): Buffer {
+  const v = Buffer.alloc(1 + ((i * 977) % 4000));
+  for (let j = 0; j < v.length; j++) v[j] = (i * 31 + j * 7) & 0xff;
+  v.write(`<${i}>`, 0, 'latin1');
+  return v;
+}
+
+const subjectOf = (i: number): string => SUBJECTS[i % SUBJECTS.length] ?? 'app';
+const keyOf = (i: number): string => `/state/k${i}`;
+const bigValue = Buffer.alloc(40 * 1024, 'transaction value ');
+
+/** Writes the keys (and one 40 KiB transaction value), then closes: close writes a checkpoint, so the next open reads every value through it. */
+async function fill(s: Store): Promise<void> {
+  for (let from = 0; from < KEYS; from += 500) {
+    for (const subject of SUBJECTS) {
+      const batch: [string, Uint8Array][] = [];
+      for (let i = from; i < from + 500; i++) if (subjectOf(i) === subject) batch.push([keyOf(i), valueOf(i)]);
+      await s.putMany(subject, batch);
+    }
+  }
+  const t = s.begin('app');
+  await t.put('app', '/state/big', bigValue);
+  await t.commit();
+  assert.ok((await s.stat()).usedBytes > 5 * MiB, 'the values span more than one read run (4 MiB)');
+  await s.close();
+}
+
+function checkAll(s: Store): void {
+  for (let i = 0; i < KEYS; i++) assert.deepEqual(s.getSync(subjectOf(i), keyOf(i)), new Uint8Array(valueOf(i)), `key ${i}`);
+  assert.deepEqual(s.getSync('app', '/state/big'), new Uint8Array(bigValue));
+}
+
+test('open reads back every checkpointed value of a file image, across several read runs', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    await fill(await Store.create(path, { size: 16 * MiB, autoGc: false }));
+    const s = await Store.open(path, { autoGc: false });
+    try {
+      assert.ok(s.openReport.recordsReplayed < 10, 'the values come from the checkpoint, not from replayed records');
+      checkAll(s);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+test('open reads back every checkpointed value of a memory image (a device without readInto)', async () => {
+  const device = new MemoryDevice(16 * MiB);
+  await Store.format(device, { zeroed: true });
+  await fill(await Store.openDevice(device, { autoGc: false }));
+  const s = await Store.openDevice(new MemoryDevice(device.bytes), { autoGc: false });
+  try {
+    checkAll(s);
+  } finally {
+    await s.close();
+  }
+});
+
+test('a damaged byte in a checkpointed value is EINTEGRITY at open, at its record, in any read run', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    await fill(await Store.create(path, { size: 16 * MiB, autoGc: false }));
+    const clean = await readFile(path);
+    for (const i of [5, KEYS - 7]) {
+      const image = Buffer.from(clean);
+      const value = valueOf(i);
+      const at = image.indexOf(value);
+      assert.ok(at > 0, `value ${i} is in the image`);
+      assert.equal(image.indexOf(value, at + 1), -1, `value ${i} is in the image once`);
+      const last = at + value.length - 1;
+      image[last] = (image[last] ?? 0) ^ 0x40;
+      await writeFile(path, image);
+      const record = at - 11 - (subjectOf(i).length + 1 + keyOf(i).length); // header, then subject NUL key
+      await assert.rejects(Store.open(path), (err: unknown) => {
+        assert.ok(err instanceof StatefsError, String(err));
+        assert.equal(err.code, 'EINTEGRITY');
+        assert.match(err.message, /record holding a live value is damaged \(crc\)/);
+        assert.equal(err.offset, record);
+        return true;
+      });
+    }
+  });
+});
+
+test('putValueStart finds the value of an intact PUT of the given length, and nothing else', () => {
+  const PUT = 0x01;
+  const DELETE = 0x02;
+  const put = record(PUT, Buffer.from('app\0/state/a', 'latin1'), Buffer.from('a value'));
+  const at = 5;
+  const image = (r: Buffer): Buffer => Buffer.concat([Buffer.alloc(at, 0xee), r, Buffer.alloc(3, 0xee)]);
+  const valueStart = at + 11 + 'app\0/state/a'.length;
+  assert.equal(putValueStart(image(put), at, put.length), valueStart);
+  assert.equal(Buffer.from(image(put).subarray(valueStart, at + put.length - 4)).toString(), 'a value');
+
+  const flipped = (i: number): Buffer => {
+    const r = Buffer.from(put);
+    r[i] = (r[i] ?? 0) ^ 1;
+    return r;
+  };
+  const hugeValue = Buffer.from(put);
+  hugeValue.writeUInt32LE(MAX_RECORD_VALUE + 1, 7);
+  const cases: [string, Buffer, number, number][] = [
+    ['a length past the buffer', image(put), at, put.length + 4],
+    ['a length shorter than any record', image(put), at, 14],
+    ['another length than the record', image(put), at, put.length - 1],
+    ['a damaged magic', image(flipped(0)), at, put.length],
+    ['another opcode', image(record(DELETE, Buffer.from('app\0/state/a', 'latin1'), Buffer.from('a value'))), at, put.length],
+    ['a value length over the maximum', image(hugeValue), at, put.length],
+    ['a damaged value byte (CRC)', image(flipped(put.length - 6)), at, put.length],
+    ['a damaged CRC', image(flipped(put.length - 1)), at, put.length],
+  ];
+  for (const [what, buf, from, length] of cases) {
+    assert.equal(putValueStart(buf, from, length), -1, what);
+    const r = decodeRecord(buf, from, Math.min(buf.length, from + length));
+    assert.ok(!r.ok || r.record.opcode !== PUT || r.record.length !== length, `${what}: decodeRecord agrees it is not that PUT`);
+  }
+});
