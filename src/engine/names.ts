@@ -13,7 +13,11 @@ export const KEY_ROOT = '/state/';
 
 const SUBJECT_RE = /^[a-z0-9][a-z0-9._-]*$/;
 
+/** The last subject that passed `checkSubject`: callers name the same few subjects over and over. */
+let lastGoodSubject: string | undefined;
+
 export function checkSubject(subject: unknown, op: string): string {
+  if (lastGoodSubject !== undefined && subject === lastGoodSubject) return lastGoodSubject;
   if (typeof subject !== 'string' || subject.length === 0) {
     throw StatefsError.EINVAL('subject must be a non-empty string', { op });
   }
@@ -21,6 +25,7 @@ export function checkSubject(subject: unknown, op: string): string {
   if (!SUBJECT_RE.test(subject)) {
     throw StatefsError.EINVAL(`subject ${JSON.stringify(subject)}: use 1-64 of [a-z0-9._-], starting with a letter or digit`, { op, subject });
   }
+  lastGoodSubject = subject;
   return subject;
 }
 
@@ -47,6 +52,7 @@ const NON_CANONICAL_RE = /\/\/|\/\.\.?(?:\/|$)|\/$/;
  * bytes, no empty, `.` or `..` components, no trailing slash, no NUL.
  */
 export function checkKey(key: unknown, op: string, subject: string, root = KEY_ROOT): string {
+  if (typeof key === 'string' && isPlainCanonicalKey(key, root)) return key; // ASCII: its own binary form
   if (typeof key !== 'string') throw StatefsError.EINVAL('key must be a string', { op, subject });
   const bin = toBinary(key, 'key', op);
   if (bin.length > MAX_KEY_BYTES) throw StatefsError.ENAMETOOLONG(`key of ${bin.length} bytes (max ${MAX_KEY_BYTES})`, { op, subject, key });
@@ -59,6 +65,30 @@ export function checkKey(key: unknown, op: string, subject: string, root = KEY_R
   }
   return bin;
 }
+
+/**
+ * The common case of `checkKey` in one pass over the chars: an ASCII key under `root` (which
+ * ends with `/`) of at most 255 bytes, with no NUL, no empty, `.` or `..` component and no
+ * trailing slash. False sends the key through the full checks, which name what is wrong.
+ */
+function isPlainCanonicalKey(key: string, root: string): boolean {
+  const n = key.length;
+  if (n <= root.length || n > MAX_KEY_BYTES || !key.startsWith(root)) return false;
+  let component = root.length; // where the current component starts
+  for (let i = component; i <= n; i++) {
+    const c = i === n ? SLASH : key.charCodeAt(i);
+    if (c === 0 || c > 0x7f) return false;
+    if (c !== SLASH) continue;
+    const length = i - component;
+    if (length === 0) return false; // an empty component, or a trailing slash
+    if (length <= 2 && key.charCodeAt(component) === DOT && (length === 1 || key.charCodeAt(component + 1) === DOT)) return false;
+    component = i + 1;
+  }
+  return true;
+}
+
+const SLASH = 0x2f;
+const DOT = 0x2e;
 
 /** A listing prefix: any string of at most 255 bytes without NUL that starts with `/`. */
 export function checkPrefix(prefix: unknown, op: string, subject: string): string {
