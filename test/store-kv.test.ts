@@ -240,3 +240,37 @@ test('getInto copies a value into the caller\'s buffer only when it fits, and re
   await s.close();
   assert.throws(() => s.getInto('app', '/state/a', target), code('EBADF'));
 });
+
+test('put values of every byte and size read back exactly: get, getSync, getInto, after GC moves them, and after reopen', async () => {
+  const img = await memoryImage(16 * MiB);
+  const s = await openMemory(img, { autoGc: false });
+  const backing = new Uint8Array(70_000 + 3);
+  for (let i = 0; i < backing.length; i++) backing[i] = (i * 131 + 7) & 0xff;
+  const sizes = [0, 1, 24, 25, 100, 256, 2048, 2049, 5000, 65_536];
+  // Views at an odd offset into a larger buffer (a Uint8Array and a Buffer): the store must copy
+  // exactly the view's bytes, whatever the caller's buffer holds around them.
+  const valueOf = (n: number): Uint8Array => (n % 2 === 0 ? backing.subarray(3, 3 + n) : Buffer.from(backing.buffer, 3, n));
+  for (const n of sizes) await s.put('app', `/state/v${n}`, valueOf(n));
+  await s.put('app', '/state/pad', new Uint8Array(60_000)); // beside the values, then garbage
+  await s.delete('app', '/state/pad');
+  const target = new Uint8Array(70_000);
+  const check = (store: typeof s, when: string): void => {
+    for (const n of sizes) {
+      const want = Uint8Array.from(valueOf(n));
+      assert.deepEqual(Uint8Array.from(store.getSync('app', `/state/v${n}`) ?? []), want, `${when}: getSync of ${n} bytes`);
+      assert.equal(store.getInto('app', `/state/v${n}`, target), n, `${when}: getInto length of ${n} bytes`);
+      assert.deepEqual(target.subarray(0, n), want, `${when}: getInto of ${n} bytes`);
+    }
+  };
+  for (const n of sizes) assert.deepEqual(Uint8Array.from((await s.get('app', `/state/v${n}`)) ?? []), Uint8Array.from(valueOf(n)), `get of ${n} bytes`);
+  check(s, 'after put');
+  // Fill the log, then free the values' segments: GC writes them again from what the store holds.
+  for (let i = 0; i < 40; i++) await s.put('app', `/state/fill${i % 4}`, new Uint8Array(60_000).fill(i));
+  const moved = await s.gcNow({ maxBytes: 16 * MiB });
+  assert.ok(moved.movedBytes >= sizes.reduce((a, b) => a + b, 0), `GC moved ${moved.movedBytes} bytes: the values among them`);
+  check(s, 'after GC');
+  await s.close();
+  const reopened = await openMemory(img);
+  check(reopened, 'after reopen');
+  await reopened.close();
+});

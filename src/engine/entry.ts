@@ -1,5 +1,5 @@
 import type { Extent } from './journal-writer.js';
-import { copyInto, copyOut } from './value-pool.js';
+import { copyInto, copyOut, copyOutText, copyTextInto } from './value-pool.js';
 
 /** The segment of an entry that has no record on disk yet (a legacy v1 value before the upgrade). */
 const NO_RECORD = -1;
@@ -12,7 +12,8 @@ const NO_EXTENTS: readonly Extent[] = [];
  * One stored value as the index holds it — one object per key in the common case, which is
  * what the index's memory and open time are made of (a million keys, a million entries):
  *
- * - the value is `valueLength` bytes at `start` in `bytes`, a buffer usually shared with other
+ * - the value is a binary string (one char per byte: a put's value, `ofText`), or `valueLength`
+ *   bytes at `start` in `bytes`, a buffer usually shared with other
  *   values (a batch's values, or those read from one segment at open), so there is no view per
  *   value: `copyValue` copies straight out of it;
  * - the first record holding it is kept as three numbers; a value in several records (a
@@ -25,7 +26,7 @@ const NO_EXTENTS: readonly Extent[] = [];
  * record elsewhere).
  */
 export class Entry {
-  private bytes: Uint8Array;
+  private bytes: Uint8Array | string;
   private start: number;
   private size: number;
   private seg: number;
@@ -33,7 +34,7 @@ export class Entry {
   private len: number;
   private more: readonly Extent[];
 
-  private constructor(bytes: Uint8Array, start: number, size: number, segment: number, offset: number, length: number, more: readonly Extent[]) {
+  private constructor(bytes: Uint8Array | string, start: number, size: number, segment: number, offset: number, length: number, more: readonly Extent[]) {
     this.bytes = bytes;
     this.start = start;
     this.size = size;
@@ -41,6 +42,13 @@ export class Entry {
     this.off = offset;
     this.len = length;
     this.more = more;
+  }
+
+  /** `text` (a binary string: one char per byte), held in the records `extents`. */
+  static ofText(text: string, extents: readonly Extent[]): Entry {
+    const first = extents[0];
+    if (first === undefined) return new Entry(text, 0, text.length, NO_RECORD, 0, 0, NO_EXTENTS);
+    return new Entry(text, 0, text.length, first.segment, first.offset, first.length, extents.length === 1 ? NO_EXTENTS : extents.slice(1));
   }
 
   /** The value at `start..start+length` of `bytes` (which must not change), held in one record. */
@@ -86,23 +94,30 @@ export class Entry {
 
   /** A view of the value (the store's own bytes: never hand it out, never change it). */
   get value(): Uint8Array {
-    return this.bytes.subarray(this.start, this.start + this.valueLength);
+    const bytes = this.bytes;
+    if (typeof bytes === 'string') return Buffer.from(bytes, 'latin1'); // a copy: for the colder paths
+    return bytes.subarray(this.start, this.start + this.valueLength);
   }
 
   /** A copy of the value that the caller owns (the hot read path: no intermediate view). */
   copyValue(): Uint8Array {
-    return copyOut(this.bytes, this.start, this.valueLength);
+    const bytes = this.bytes;
+    return typeof bytes === 'string' ? copyOutText(bytes) : copyOut(bytes, this.start, this.valueLength);
   }
 
   /** Copy the value to the start of `target` if it fits; returns its length either way. */
   copyValueInto(target: Uint8Array): number {
     const length = this.valueLength;
-    if (length <= target.length) copyInto(this.bytes, this.start, length, target);
+    if (length > target.length) return length;
+    const bytes = this.bytes;
+    if (typeof bytes === 'string') copyTextInto(bytes, target);
+    else copyInto(bytes, this.start, length, target);
     return length;
   }
 
   /** Whether both entries hold the same value bytes. */
   sameValue(other: Entry): boolean {
+    if (typeof this.bytes === 'string' && typeof other.bytes === 'string') return this.bytes === other.bytes;
     return this.valueLength === other.valueLength && Buffer.compare(this.value, other.value) === 0;
   }
 

@@ -41,7 +41,7 @@ import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { readEntryValue } from './entry-reader.js';
-import { ownCopy, packValues } from './value-pool.js';
+import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
 import type { SegmentUsage } from './segment-usage.js';
@@ -242,7 +242,7 @@ export class Store extends EventEmitter {
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
     const appended = this.appendOrThrow(records, op, subject, key, {});
-    this.setEntry(subject, bin, Entry.of(ownCopy(bytes), appended.extents));
+    this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
     // Awaited here rather than through `awaitDurable`: one async call fewer on the hottest path.
     try {
       await appended.durable;
