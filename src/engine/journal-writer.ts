@@ -419,5 +419,3 @@ const EMPTY = new Uint8Array(0);
 const SPARE_BUFFER_MIN = 64 * 1024;
 const SPARE_BUFFER_MAX = 1024 * 1024;
 const SPARE_BUFFERS = 4;
-
-
