@@ -51,8 +51,10 @@ test('directory counts name exactly the directories of the keys, kept in step or
 });
 
 test('a restore brings back the directories of the snapshot for the tree rules', async () => {
-  const s: Store = await openMemory(await memoryImage());
+  const s: Store = await openMemory(await memoryImage(16 * 1024 * 1024));
   try {
+    // Enough writes first that the subject's rules are answered from its directory counts.
+    await s.putMany('app', Array.from({ length: 4200 }, (_, i): [string, string] => [`/state/f/k${i}`, 'v']));
     await s.put('app', '/state/a/b', 'v');
     await s.snapshot('app', 'with-dir');
     await s.delete('app', '/state/a/b');
@@ -60,7 +62,7 @@ test('a restore brings back the directories of the snapshot for the tree rules',
     await s.restoreSnap('app', 'with-dir');
     await assert.rejects(s.put('app', '/state/a', 'x'), code('EISDIR'));
     await s.put('app', '/state/a/c', 'beside b');
-    assert.deepEqual((await s.list('app', '/state/')).keys, ['/state/a/b', '/state/a/c']);
+    assert.deepEqual((await s.list('app', '/state/a/')).keys, ['/state/a/b', '/state/a/c']);
   } finally {
     await s.close();
   }
@@ -121,4 +123,28 @@ test('putMany meets exactly the error the same puts one by one would, or writes 
     }),
     { seed: 20261126, numRuns: 150 },
   );
+});
+
+test('tree rules agree before and after a subject is written often enough to get directory counts', async () => {
+  const s: Store = await openMemory(await memoryImage(16 * 1024 * 1024));
+  try {
+    const check = async (when: string): Promise<void> => {
+      await assert.rejects(s.put('app', '/state/d3', 'x'), code('EISDIR'), when);
+      await assert.rejects(s.put('app', '/state/d3/k3/under', 'x'), code('ENOTDIR'), when);
+      await assert.rejects(s.delete('app', '/state/d4'), code('EISDIR'), when);
+      await assert.rejects(s.putMany('app', [['/state/d5/new', 'x'], ['/state/d5', 'y']]), code('EISDIR'), when);
+    };
+    for (let i = 0; i < 100; i++) await s.put('app', `/state/d${i % 10}/k${i}`, 'v');
+    await check('answered from the tree');
+    // Every put asks "has children?" at least once: past 4,096 the subject has its counts.
+    for (let i = 100; i < 5000; i++) await s.put('app', `/state/d${i % 10}/k${i}`, 'v');
+    await check('answered from the counts');
+    // The counts follow deletes: once a directory is empty its name may hold a value.
+    for (let i = 9; i < 5000; i += 10) await s.delete('app', `/state/d9/k${i}`);
+    await s.put('app', '/state/d9', 'now a key');
+    await assert.rejects(s.put('app', '/state/d9/k9', 'x'), code('ENOTDIR'));
+    assert.equal((await s.list('app', '/state/d9', { limit: 10 })).keys.length, 1);
+  } finally {
+    await s.close();
+  }
 });

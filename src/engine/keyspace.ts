@@ -5,6 +5,8 @@ import type { KeyView } from './tree-rules.js';
 
 /** Point reads a subject serves from its tree before it gets a hash map (see `readPoint`). */
 const POINT_MAP_AFTER_READS = 4096;
+/** "Has children?" questions a subject's tree answers before the subject gets directory counts. */
+const DIRECTORY_COUNTS_AFTER = 4096;
 
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
 export type Tree = SortedTree<string, Entry>;
@@ -42,10 +44,13 @@ export class Keyspace {
   /** Point reads served from the tree, per subject without a map yet. */
   private readonly treeReads = new Map<string, number>();
   /**
-   * The working trees' directories, per subject, for the tree rules. Built on a subject's first
-   * write (one walk of its keys), then kept in step by `set` and `delete`; dropped on `replace`.
+   * The working trees' directories, per subject, for the tree rules. Built once a subject has been
+   * written often enough to repay the walk of its keys, then kept in step by `set` and `delete`;
+   * dropped on `replace`.
    */
   private readonly dirs = new Map<string, DirectoryCounts>();
+  /** "Has children?" questions answered from the tree, per subject without counts yet. */
+  private readonly treeChildQueries = new Map<string, number>();
   private readonly views = new Map<string, KeyView>();
   /** Whether the last `set` added a key (rather than replaced one): the guess for the next. */
   private lastSetAdded = true;
@@ -186,28 +191,43 @@ export class Keyspace {
   view(subject: string): KeyView {
     let view = this.views.get(subject);
     if (view === undefined) {
-      const isDirectory = (bin: string): boolean => this.directories(subject).has(bin);
+      const hasChildren = (bin: string): boolean => {
+        const dirs = this.directories(subject);
+        if (dirs !== undefined) return dirs.has(bin);
+        const prefix = `${bin}/`;
+        return this.working.get(subject)?.nextHigherKey(prefix)?.startsWith(prefix) === true;
+      };
       view = {
         has: (bin) => this.working.get(subject)?.has(bin) === true,
-        hasChildren: isDirectory,
-        isKnownDirectory: isDirectory,
+        hasChildren,
+        isKnownDirectory: hasChildren,
       };
       this.views.set(subject, view);
     }
     return view;
   }
 
-  private directories(subject: string): DirectoryCounts {
-    let dirs = this.dirs.get(subject);
-    if (dirs === undefined) {
-      const tree = this.working.get(subject);
-      dirs = DirectoryCounts.of((visit) => {
-        tree?.forEachPair((bin) => {
-          visit(bin);
-        });
-      });
-      this.dirs.set(subject, dirs);
+  /**
+   * The subject's directory counts, if it has them or has now earned them. Building them walks
+   * every key of the subject (about 80 ms at a million keys): a subject written rarely (or once,
+   * just after open) is served from its tree, as point reads are (`readPoint`).
+   */
+  private directories(subject: string): DirectoryCounts | undefined {
+    const built = this.dirs.get(subject);
+    if (built !== undefined) return built;
+    const asked = (this.treeChildQueries.get(subject) ?? 0) + 1;
+    if (asked < DIRECTORY_COUNTS_AFTER) {
+      this.treeChildQueries.set(subject, asked);
+      return undefined;
     }
+    this.treeChildQueries.delete(subject);
+    const tree = this.working.get(subject);
+    const dirs = DirectoryCounts.of((visit) => {
+      tree?.forEachPair((bin) => {
+        visit(bin);
+      });
+    });
+    this.dirs.set(subject, dirs);
     return dirs;
   }
 
