@@ -243,12 +243,7 @@ export class Store extends EventEmitter {
     }
     const appended = this.appendOrThrow(records, op, subject, key, {});
     this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
-    // Awaited here rather than through `awaitDurable`: one async call fewer on the hottest path.
-    try {
-      await appended.durable;
-    } catch (err) {
-      throw withContext(err, op, subject, key);
-    }
+    await this.awaitDurable(appended.durable, op, subject, key);
   }
 
   /**
