@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { FaultDevice, type CrashPlan } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
+import type { OpenOptions } from '../src/engine/store-types.js';
 import { memoryImage, rng } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
@@ -91,22 +92,23 @@ async function checkRecovered(image: Uint8Array, history: Map<string, KeyHistory
   }
 }
 
-async function crashRun(base: Uint8Array, ops: Op[], crash: CrashPlan): Promise<{ image: Uint8Array; history: Map<string, KeyHistory>; crashed: boolean }> {
+async function crashRun(base: Uint8Array, ops: Op[], crash: CrashPlan, options: OpenOptions): Promise<{ image: Uint8Array; history: Map<string, KeyHistory>; crashed: boolean }> {
   const device = new FaultDevice(base, { crash });
-  const store = await Store.openDevice(device, { checkpointBytes: 96 * 1024 });
+  const store = await Store.openDevice(device, options);
   const history = new Map<string, KeyHistory>();
   await run(store, ops, history);
   await store.close();
   return { image: device.diskImage(), history, crashed: device.crashed };
 }
 
-test('a crash at every device write of a 2,000-operation workload loses no acknowledged write', async () => {
+/** Run the workload once per device write, crashing at that write (cleanly, and with a torn unsynced tail), and check each image. */
+async function crashEveryWrite(label: string, count: number, options: OpenOptions): Promise<void> {
   const seed = Number(process.env.STATEFS_SEED ?? 20261126);
-  const ops = workload(seed, 2000);
+  const ops = workload(seed, count);
   const base = await memoryImage();
   // A clean run counts the device writes (journal rounds, checkpoints and superblock switches).
   const probe = new FaultDevice(base);
-  const probeStore = await Store.openDevice(probe, { checkpointBytes: 96 * 1024 });
+  const probeStore = await Store.openDevice(probe, options);
   await run(probeStore, ops, new Map());
   await probeStore.close();
   const totalWrites = probe.writes;
@@ -118,7 +120,7 @@ test('a crash at every device write of a 2,000-operation workload loses no ackno
       { atWrite: n, keepUnsynced: true, tornBytes: 1 + ((n * 7919) % 4000) },
     ];
     for (const crash of variants) {
-      const r = await crashRun(base, ops, crash);
+      const r = await crashRun(base, ops, crash, options);
       assert.ok(r.crashed, `crash point ${n} was not reached`);
       const after = await Store.openDevice(new MemoryDevice(r.image.slice()));
       await after.close();
@@ -126,5 +128,15 @@ test('a crash at every device write of a 2,000-operation workload loses no ackno
       checked++;
     }
   }
-  console.log(`crash-kv: seed ${seed}, ${ops.length} ops, ${totalWrites} device writes, ${checked} crash states checked`);
+  console.log(`crash-kv (${label}): seed ${seed}, ${ops.length} ops, ${totalWrites} device writes, ${checked} crash states checked`);
+}
+
+test('a crash at every device write of a 2,000-operation workload loses no acknowledged write', async () => {
+  await crashEveryWrite('checkpoints in one step', 2000, { checkpointBytes: 96 * 1024 });
+});
+
+test('a crash at every device write loses no acknowledged write while checkpoints are built in steps between writes', async () => {
+  // Steps of 8 entries: each checkpoint spans many turns, and the writes made meanwhile are
+  // written again after its records.
+  await crashEveryWrite('checkpoints in steps of 8 entries', 2000, { checkpointBytes: 48 * 1024, checkpointStepEntries: 8 });
 });

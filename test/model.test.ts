@@ -44,7 +44,8 @@ const STEP_TIMEOUT_MS = 20_000;
 const SHRINK_SECONDS = envInt('STATEFS_MODEL_SHRINK_SECONDS', 90);
 
 const IMAGE_SIZE = 8 * MiB;
-const OPEN_OPTIONS: OpenOptions = { checkpointBytes: 32 * 1024 };
+// Checkpoints built 4 entries per turn: the model's operations run between their steps.
+const OPEN_OPTIONS: OpenOptions = { checkpointBytes: 32 * 1024, checkpointStepEntries: 4 };
 
 // Limits from the spec (names.ts, transaction.ts defaults).
 const KEY_ROOT = '/state/';

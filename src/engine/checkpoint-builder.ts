@@ -1,55 +1,107 @@
-import { grown, type Checkpoint, type CheckpointSnapshot } from '../format/checkpoint.js';
+import { CheckpointEncoder, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { BTree, diffTrees } from './btree.js';
 import type { Entry } from './entry.js';
-import type { Trees } from './keyspace.js';
+import type { Tree, Trees } from './keyspace.js';
 import type { MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
 
+/** About what a checkpoint entry takes besides its key: length, NUL, extent count, one extent. */
+const ENTRY_OVERHEAD_BYTES = 16;
+/** A guess of a key's bytes, to size the payload before the first entry (it grows if short). */
+const KEY_BYTES_GUESS = 32;
+
 /**
- * The checkpoint of the current state: every live entry, each snapshot as its differences from
- * its subject's live tree (so its size follows what changed since, not the snapshot's size), and
- * the mount tables.
+ * A checkpoint of the live trees as they were when it began (`trees`: copy-on-write clones no
+ * write changes), encoded a step at a time so that a large index does not hold the event loop:
+ * `step` until it returns true, then `finish`. Each snapshot is written as its differences from
+ * these trees (so its size follows what changed, not the snapshot's size).
  */
-export function buildCheckpoint(trees: Trees, snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Checkpoint {
-  let total = 0;
-  for (const tree of trees.values()) total += tree.size;
-  // Columns, not an object per entry: a checkpoint lists every key of the store.
-  const runs: Checkpoint['entries']['runs'] = [];
-  const keys: string[] = [];
-  const counts = new Uint8Array(total);
-  let extents: Uint32Array = new Uint32Array(3 * total); // grown only for values in several records
-  let used = 0;
-  for (const [subject, tree] of [...trees].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (tree.size === 0) continue;
-    tree.forEachPair((bin, e) => {
-      const more = e.moreRecords;
-      counts[keys.length] = 1 + more.length;
-      keys.push(bin);
-      if (used + 3 + 3 * more.length > extents.length) extents = grown(extents, used + 3 + 3 * more.length);
-      extents[used++] = e.segment;
-      extents[used++] = e.offset;
-      extents[used++] = e.recordLength;
-      for (const x of more) {
-        extents[used++] = x.segment;
-        extents[used++] = x.offset;
-        extents[used++] = x.length;
+export class CheckpointBuild {
+  private readonly subjects: [string, Tree][];
+  private readonly encoder: CheckpointEncoder;
+  /** The next subject to encode, and the last key of it already encoded (undefined: none yet). */
+  private subjectAt = 0;
+  private after: string | undefined;
+
+  constructor(readonly trees: Trees) {
+    this.subjects = [...trees].filter(([, tree]) => tree.size > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    let bytes = 0;
+    for (const [subject, tree] of this.subjects) bytes += tree.size * (ENTRY_OVERHEAD_BYTES + subject.length + KEY_BYTES_GUESS);
+    this.encoder = new CheckpointEncoder(bytes);
+  }
+
+  /** Encode up to `most` more live entries; true once every entry is encoded. */
+  step(most: number): boolean {
+    const encoder = this.encoder;
+    let left = most;
+    for (let subjectAt = this.subjectAt; subjectAt < this.subjects.length; subjectAt++) {
+      const [subject, tree] = this.subjects[subjectAt] ?? ['', new BTree<string, Entry>()];
+      const after = this.after;
+      const last = tree.maxKey() ?? '';
+      tree.forRange(after ?? (tree.minKey() ?? ''), last, true, (bin, e) => {
+        if (bin === after) return undefined;
+        if (left === 0) return { break: true };
+        encoder.entry(subject, bin, e.segment, e.offset, e.recordLength, e.moreRecords);
+        this.after = bin;
+        left--;
+        return undefined;
+      });
+      if (left === 0 && this.after !== last) {
+        this.subjectAt = subjectAt; // this subject's keys after `this.after` are next
+        return false;
       }
-    });
-    runs.push({ subject, end: keys.length });
+      this.after = undefined;
+    }
+    this.subjectAt = this.subjects.length;
+    return true;
   }
-  const entries: Checkpoint['entries'] = { runs, keys, counts, extents: extents.subarray(0, used) };
-  const snaps: CheckpointSnapshot[] = [];
-  for (const snap of snapshots.all()) {
-    const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
-    const diff: CheckpointSnapshot['diff'] = [];
+
+  /** The payload: the entries (every `step` done), then the snapshots and mounts as they are now. */
+  finish(snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Uint8Array {
+    while (!this.step(Number.POSITIVE_INFINITY));
+    const snaps: CheckpointSnapshot[] = [];
+    for (const snap of snapshots.all()) {
+      const live = this.trees.get(snap.subject) ?? new BTree<string, Entry>();
+      const diff: CheckpointSnapshot['diff'] = [];
+      diffTrees(
+        snap.tree,
+        live,
+        (key, e) => diff.push({ key, extents: e.extents }),
+        (key) => diff.push({ key, extents: null }),
+        (key, e) => diff.push({ key, extents: e.extents }),
+      );
+      snaps.push({ subject: snap.subject, name: snap.name, id: snap.id, digest: snap.digest, diff });
+    }
+    return this.encoder.finish({ nextTxnId, nextSnapId: snapshots.nextId, snapshots: snaps, mounts: mounts.all() });
+  }
+}
+
+/** Copy-on-write clones of `trees` (O(1) each): what they hold now, whatever is written later. */
+export function frozenTrees(trees: Trees): Trees {
+  const frozen: Trees = new Map();
+  for (const [subject, tree] of trees) frozen.set(subject, tree.clone());
+  return frozen;
+}
+
+/** A key whose live entry changed: its entry now, or undefined where it was deleted. */
+export interface LiveChange {
+  subject: string;
+  bin: string;
+  entry: Entry | undefined;
+}
+
+/** How `now` differs from `before` (a frozen copy of it): cheap when little changed, as shared subtrees are skipped. */
+export function changesSince(before: Trees, now: Trees): LiveChange[] {
+  const changes: LiveChange[] = [];
+  const empty = new BTree<string, Entry>();
+  for (const subject of new Set([...before.keys(), ...now.keys()])) {
     diffTrees(
-      snap.tree,
-      live,
-      (key, e) => diff.push({ key, extents: e.extents }),
-      (key) => diff.push({ key, extents: null }),
-      (key, e) => diff.push({ key, extents: e.extents }),
+      before.get(subject) ?? empty,
+      now.get(subject) ?? empty,
+      (bin) => changes.push({ subject, bin, entry: undefined }),
+      (bin, entry) => changes.push({ subject, bin, entry }),
+      (bin, _was, entry) => changes.push({ subject, bin, entry }),
     );
-    snaps.push({ subject: snap.subject, name: snap.name, id: snap.id, digest: snap.digest, diff });
   }
-  return { nextTxnId, entries, nextSnapId: snapshots.nextId, snapshots: snaps, mounts: mounts.all() };
+  return changes;
 }

@@ -16,6 +16,11 @@ export interface OpenOptions {
   /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
   checkpointBytes?: number;
   /**
+   * Live entries a checkpoint encodes per turn of the event loop (default 8,192, about 5 ms): a
+   * checkpoint of a large index is built over many turns while reads and writes go on.
+   */
+  checkpointStepEntries?: number;
+  /**
    * Cross-subject grants: `grants[caller]` lists the owners whose snapshots `caller` may mount
    * (the daemon fills this from its policy file). Mounting another subject's snapshot without a
    * grant is `EPERM`.

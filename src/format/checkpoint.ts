@@ -80,45 +80,90 @@ export function emptyCheckpoint(): Checkpoint {
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
-  const w = new Writer(entriesBytes(ckpt.entries) + 1024);
-  w.u8(2);
-  w.u64(ckpt.nextTxnId);
+  const encoder = new CheckpointEncoder(entriesBytes(ckpt.entries));
   const { runs, keys, counts, extents } = ckpt.entries;
-  w.u32(keys.length);
   let from = 0;
   let x = 0;
   for (const run of runs) {
     for (let i = from; i < run.end; i++) {
-      w.indexKey(run.subject, keys[i] ?? '');
       const n = counts[i] ?? 0;
-      w.u8(n);
-      for (const end = x + 3 * n; x < end; x++) w.u32(extents[x] ?? 0);
+      encoder.entryOf(run.subject, keys[i] ?? '', extents.subarray(x, x + 3 * n));
+      x += 3 * n;
     }
     from = run.end;
   }
-  w.u64(ckpt.nextSnapId);
-  w.u32(ckpt.snapshots.length);
-  for (const snap of ckpt.snapshots) {
-    w.str(snap.subject, 1);
-    w.str(snap.name, 1);
-    w.u64(snap.id);
-    w.u8(snap.digest === undefined ? 0 : 1);
-    if (snap.digest !== undefined) w.bytes(snap.digest);
-    w.u32(snap.diff.length);
-    for (const d of snap.diff) {
-      w.str(d.key, 2);
-      w.extents(d.extents ?? []);
+  return encoder.finish(ckpt);
+}
+
+/**
+ * Encodes a checkpoint's payload entry by entry, so a caller can spread a large index over
+ * several turns of the event loop: `entry` for each live entry in order (subjects ascending,
+ * each subject's keys ascending), then `finish` with the rest.
+ */
+export class CheckpointEncoder {
+  private readonly w: Writer;
+  private count = 0;
+
+  /** `expectedBytes`: about how large the payload will be (it grows if that was short). */
+  constructor(expectedBytes: number) {
+    this.w = new Writer(expectedBytes + 1024);
+    this.w.u8(2);
+    this.w.u64(0); // next_txn_id, known at `finish`
+    this.w.u32(0); // entry_count, known at `finish`
+  }
+
+  /** A live entry held in one record, or in several (`more`). */
+  entry(subject: string, key: string, segment: number, offset: number, length: number, more: readonly CheckpointExtent[]): void {
+    this.w.indexKey(subject, key);
+    this.w.u8(1 + more.length);
+    this.w.u32(segment);
+    this.w.u32(offset);
+    this.w.u32(length);
+    for (const x of more) {
+      this.w.u32(x.segment);
+      this.w.u32(x.offset);
+      this.w.u32(x.length);
     }
+    this.count++;
   }
-  w.u32(ckpt.mounts.length);
-  for (const m of ckpt.mounts) {
-    w.str(m.caller, 1);
-    w.str(m.path, 2);
-    w.str(m.owner, 1);
-    w.str(m.name, 1);
-    w.u64(m.snapId);
+
+  /** A live entry whose records are `extents`: three numbers each (segment, offset, length). */
+  entryOf(subject: string, key: string, extents: Uint32Array): void {
+    this.w.indexKey(subject, key);
+    this.w.u8(extents.length / 3);
+    for (const n of extents) this.w.u32(n);
+    this.count++;
   }
-  return w.finish();
+
+  /** The payload: the entries given, then `rest`'s transaction id, snapshots and mounts. */
+  finish(rest: Omit<Checkpoint, 'entries'>): Uint8Array {
+    const w = this.w;
+    w.u64(rest.nextSnapId);
+    w.u32(rest.snapshots.length);
+    for (const snap of rest.snapshots) {
+      w.str(snap.subject, 1);
+      w.str(snap.name, 1);
+      w.u64(snap.id);
+      w.u8(snap.digest === undefined ? 0 : 1);
+      if (snap.digest !== undefined) w.bytes(snap.digest);
+      w.u32(snap.diff.length);
+      for (const d of snap.diff) {
+        w.str(d.key, 2);
+        w.extents(d.extents ?? []);
+      }
+    }
+    w.u32(rest.mounts.length);
+    for (const m of rest.mounts) {
+      w.str(m.caller, 1);
+      w.str(m.path, 2);
+      w.str(m.owner, 1);
+      w.str(m.name, 1);
+      w.u64(m.snapId);
+    }
+    w.u64At(1, rest.nextTxnId);
+    w.u32At(9, this.count);
+    return w.finish();
+  }
 }
 
 export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
@@ -210,6 +255,14 @@ class Writer {
   u64(x: number): void {
     setU64(this.room(8), this.at, x);
     this.at += 8;
+  }
+  /** Overwrite the u32 at `at` (already written). */
+  u32At(at: number, x: number): void {
+    this.v.setUint32(at, x, true);
+  }
+  /** Overwrite the u64 at `at` (already written). */
+  u64At(at: number, x: number): void {
+    setU64(this.v, at, x);
   }
   bytes(b: Uint8Array): void {
     this.room(b.length);
