@@ -9,6 +9,8 @@ import type { SnapshotTable } from './snapshot-table.js';
 const ENTRY_OVERHEAD_BYTES = 16;
 /** A guess of a key's bytes, to size the payload before the first entry (it grows if short). */
 const KEY_BYTES_GUESS = 32;
+/** Room over the last checkpoint's bytes per entry (a buffer too small grows by half, with a copy). */
+const PER_ENTRY_SLACK = 1.05;
 
 /**
  * A checkpoint of the live trees as they were when it began (`trees`: copy-on-write clones no
@@ -22,12 +24,23 @@ export class CheckpointBuild {
   /** The next subject to encode, and the last key of it already encoded (undefined: none yet). */
   private subjectAt = 0;
   private after: string | undefined;
+  /** Live entries the checkpoint holds. */
+  readonly entries: number;
 
-  constructor(readonly trees: Trees) {
+  /** `bytesPerEntry`: the last checkpoint's, if known, to size the payload (a guess otherwise). */
+  constructor(
+    readonly trees: Trees,
+    bytesPerEntry?: number,
+  ) {
     this.subjects = [...trees].filter(([, tree]) => tree.size > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     let bytes = 0;
-    for (const [subject, tree] of this.subjects) bytes += tree.size * (ENTRY_OVERHEAD_BYTES + subject.length + KEY_BYTES_GUESS);
-    this.encoder = new CheckpointEncoder(bytes);
+    let entries = 0;
+    for (const [subject, tree] of this.subjects) {
+      entries += tree.size;
+      bytes += tree.size * (bytesPerEntry === undefined ? ENTRY_OVERHEAD_BYTES + subject.length + KEY_BYTES_GUESS : bytesPerEntry * PER_ENTRY_SLACK);
+    }
+    this.entries = entries;
+    this.encoder = new CheckpointEncoder(Math.ceil(bytes));
   }
 
   /** Encode up to `most` more live entries; true once every entry is encoded. */

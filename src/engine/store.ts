@@ -825,7 +825,7 @@ export class Store extends EventEmitter {
    */
   private async writeCheckpoint(): Promise<void> {
     while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
-    const build = new CheckpointBuild(frozenTrees(this.keys.workingTrees()));
+    const build = new CheckpointBuild(frozenTrees(this.keys.workingTrees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
     // Low on space, in one go: a write that finds no room waits for the checkpoint (`reclaim`),
     // and none may take the reserve meanwhile (`leaveReserveToCheckpoint`).
     const step = this.lowOnSpace() ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
@@ -851,7 +851,7 @@ export class Store extends EventEmitter {
     });
     this.bytesAtCheckpoint = this.journal.bytesAppended;
     this.lastCheckpointBytes = payload.length;
-    this.entriesAtCheckpoint = this.usage.entries;
+    this.entriesAtCheckpoint = build.entries; // the payload's entries (those of P), for its bytes per entry
     await this.awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
     const next: Superblock = {
       ...this.sb,

@@ -231,7 +231,8 @@ class Writer {
 
   private room(n: number): DataView {
     if (this.at + n > this.buf.length) {
-      const bigger = new Uint8Array(Math.max(this.buf.length * 2, this.at + n));
+      // By half, not double: a checkpoint of a large index is tens of MB, and its size is estimated well.
+      const bigger = new Uint8Array(Math.max(this.buf.length + (this.buf.length >>> 1), this.at + n));
       bigger.set(this.buf.subarray(0, this.at));
       this.buf = bigger;
       this.v = view(bigger);
