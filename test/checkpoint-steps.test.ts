@@ -11,7 +11,8 @@ import { MountTable } from '../src/engine/mount-table.js';
 import { SnapshotTable } from '../src/engine/snapshot-table.js';
 import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
-import { MiB, memoryImage, text } from './helpers.js';
+import { MiB, memoryImage, rng, text } from './helpers.js';
+import { StatefsError } from '../src/errors.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -143,4 +144,211 @@ test('a checkpoint built in steps of any size encodes exactly what it encodes in
     ),
     { numRuns: 300 },
   );
+});
+
+const big = (tag: string): string => 'x'.repeat(60_000) + tag;
+
+/** Open `image` as it would be after a crash now and after a clean close, and run `check` on each. */
+async function reopenBoth(crashed: Uint8Array, closed: Uint8Array, check: (s: Store, label: string) => Promise<void>): Promise<void> {
+  for (const [label, image] of [['after a crash', crashed], ['after a clean close', closed]] as const) {
+    const s = await Store.openDevice(new MemoryDevice(image), { autoGc: false });
+    try {
+      await check(s, label);
+    } finally {
+      await s.close();
+    }
+  }
+}
+
+test('a snapshot taken while a checkpoint is built keeps the records it names, even once their segments are reused', async () => {
+  const image = await memoryImage(4 * MiB);
+  const s = await Store.openDevice(new MemoryDevice(image), { ...STEPPED, checkpointStepEntries: 1 });
+  await s.putMany('app', Array.from({ length: 200 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  for (let i = 0; i < 5; i++) await s.put('junk', '/state/filler', big(`p${i}`));
+  const checkpoint = s.checkpoint();
+  await turn();
+  await s.put('app', '/state/k', `B-${big('b')}`);
+  await s.snapshot('app', 'S2'); // holds the entry the checkpoint writes again for the live key
+  for (let i = 0; i < 8; i++) {
+    await turn();
+    await s.put('junk', '/state/filler', big(String(i)));
+  }
+  await checkpoint;
+  const usedBefore = (await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes;
+  for (let i = 0; i < 30; i++) await s.put('junk', '/state/filler2', big(`f${i}`)); // reuses every free segment
+  await s.sync();
+  const digest = await s.verifySnapshot('app', 'S2');
+  const crashed = new Uint8Array(image);
+  await s.close();
+  await reopenBoth(crashed, image, async (r, label) => {
+    assert.equal(text(await r.get('app', '/state/k'))?.slice(0, 2), 'B-', label);
+    assert.equal(await r.verifySnapshot('app', 'S2'), digest, label);
+    assert.equal((await r.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes, usedBefore, `${label}: the subject's bytes as counted before`);
+  });
+});
+
+test('a restore while a checkpoint is built leaves the snapshot its records', async () => {
+  const image = await memoryImage(4 * MiB);
+  const s = await Store.openDevice(new MemoryDevice(image), { ...STEPPED, checkpointStepEntries: 1 });
+  await s.put('app', '/state/a', `A0-${big('0')}`);
+  await s.snapshot('app', 'S');
+  await s.put('app', '/state/a', 'A1');
+  for (let i = 0; i < 12; i++) await s.put('app', '/state/filler', big(String(i)));
+  await s.putMany('app', Array.from({ length: 40 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  await s.checkpoint(); // the snapshot's record is now outside the log chain, held only by it
+  const checkpoint = s.checkpoint();
+  await turn();
+  await s.restoreSnap('app', 'S');
+  await checkpoint;
+  for (let i = 0; i < 40; i++) await s.put('app', '/state/filler2', big(`f${i}`));
+  await s.sync();
+  const digest = await s.verifySnapshot('app', 'S');
+  const crashed = new Uint8Array(image);
+  await s.close();
+  await reopenBoth(crashed, image, async (r, label) => {
+    assert.equal(text(await r.get('app', '/state/a'))?.slice(0, 3), 'A0-', label);
+    assert.equal(await r.verifySnapshot('app', 'S'), digest, label);
+  });
+});
+
+test('writes made while a checkpoint is built that leave no room for it beside them: the checkpoint is written as of its end, and no write fails', async () => {
+  const image = await memoryImage(4 * MiB);
+  const s = await Store.openDevice(new MemoryDevice(image), { checkpointStepEntries: 1, checkpointBytes: 64 * MiB });
+  await s.putMany('app', Array.from({ length: 400 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  await s.checkpoint();
+  const progress = { done: false };
+  const checkpoint = s.checkpoint().finally(() => {
+    progress.done = true;
+  });
+  let puts = 0;
+  while (!progress.done) await s.put('app', `/state/big${puts++ % 30}`, big(String(puts))); // ENOSPC would throw here
+  await checkpoint;
+  assert.ok(puts > 30, `only ${puts} puts ran beside the checkpoint`);
+  await s.put('app', '/state/after', 'y');
+  const expect = await liveState(s, 'app');
+  await s.close();
+  const r = await Store.openDevice(new MemoryDevice(image));
+  try {
+    assert.deepEqual(await liveState(r, 'app'), expect);
+  } finally {
+    await r.close();
+  }
+});
+
+test('gcNow waiting for a checkpoint does not start once the store is closing', async () => {
+  const image = await memoryImage(4 * MiB);
+  const seed = await Store.openDevice(new MemoryDevice(image), { autoGc: false, checkpointBytes: 64 * MiB });
+  await seed.putMany('app', Array.from({ length: 300 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  for (let i = 0; i < 28; i++) await seed.put('app', '/state/g', big(String(i)));
+  await seed.close();
+  let closed = false;
+  let lateWrites = 0;
+  const device = new MemoryDevice(image);
+  const write = device.write.bind(device);
+  device.write = (offset, data) => {
+    if (closed) lateWrites++;
+    return write(offset, data);
+  };
+  const close = device.close.bind(device);
+  device.close = () => {
+    closed = true;
+    return close();
+  };
+  const s = await Store.openDevice(device, { checkpointStepEntries: 1, checkpointBytes: 64 * MiB, autoGc: false });
+  const checkpoint = s.checkpoint();
+  await turn();
+  const gc = s.gcNow({ maxSegments: 6 });
+  await turn();
+  await s.close();
+  await checkpoint;
+  await assert.rejects(gc, (err: unknown) => err instanceof Error && 'code' in err && err.code === 'EBADF');
+  assert.equal(lateWrites, 0);
+});
+
+test('random writes, snapshots, restores and GC beside checkpoints built 1-4 entries per turn: every durable image holds the model', async () => {
+  const first = Number(process.env.STATEFS_SEED ?? 1);
+  const runs = Number(process.env.STATEFS_CHECKPOINT_RUNS ?? 40);
+  let crashes = 0;
+  for (let seed = first; seed < first + runs; seed++) {
+    const rand = rng(seed);
+    const image = await memoryImage(4 * MiB);
+    const s = await Store.openDevice(new MemoryDevice(image), { checkpointStepEntries: 1 + Math.floor(rand() * 4), checkpointBytes: 64 * MiB, autoGc: rand() < 0.5 });
+    const model = new Map<string, string>();
+    const snaps = new Map<string, Map<string, string>>();
+    await s.putMany('app', Array.from({ length: 60 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+    for (let i = 0; i < 60; i++) model.set(`/state/k${i}`, `v${i}`);
+    let running: Promise<void> | undefined;
+    let snapCount = 0;
+    try {
+      for (let step = 0; step < 250; step++) {
+        const x = rand();
+        const key = `/state/k${Math.floor(rand() * 70)}`;
+        const names = [...snaps.keys()];
+        const pick = names[Math.floor(rand() * names.length)];
+        try {
+          if (x < 0.35) {
+            const value = `${rand() < 0.2 ? 'B'.repeat(20_000 + Math.floor(rand() * 40_000)) : 'v'}${step}`;
+            await s.put('app', key, value);
+            model.set(key, value);
+          } else if (x < 0.45) {
+            if (model.has(key)) {
+              await s.delete('app', key);
+              model.delete(key);
+            }
+          } else if (x < 0.52) {
+            const name = `s${snapCount++}`;
+            await s.snapshot('app', name);
+            snaps.set(name, new Map(model));
+          } else if (x < 0.57) {
+            if (pick !== undefined) {
+              await s.restoreSnap('app', pick);
+              model.clear();
+              for (const [k, v] of snaps.get(pick) ?? []) model.set(k, v);
+            }
+          } else if (x < 0.61) {
+            if (pick !== undefined && names.length > 2) {
+              await s.deleteSnap('app', pick);
+              snaps.delete(pick);
+            }
+          } else if (x < 0.68) {
+            running ??= s
+              .checkpoint()
+              .catch(() => undefined)
+              .finally(() => {
+                running = undefined;
+              });
+          } else if (x < 0.71) {
+            await s.gcNow().catch(() => undefined);
+          } else if (x < 0.9) {
+            await turn();
+          } else {
+            // A crash now: what is on the device reopens to the model (every write above was acknowledged).
+            await s.sync();
+            crashes++;
+            const crashed = await Store.openDevice(new MemoryDevice(new Uint8Array(image)), { autoGc: false });
+            try {
+              assert.deepEqual(await liveState(crashed, 'app'), new Map(model), `seed ${seed} step ${step}: live state`);
+              for (const [name, want] of snaps) {
+                await crashed.mountSnap('app', 'app', name, `/mnt/${name}`);
+                const got = new Map<string, string | undefined>();
+                for (const k of (await crashed.list('app', `/mnt/${name}/`, { limit: 10_000 })).keys) got.set(`/state/${k.slice(`/mnt/${name}/`.length)}`, text(await crashed.get('app', k)));
+                assert.deepEqual(got, new Map(want), `seed ${seed} step ${step}: snapshot ${name}`);
+              }
+            } finally {
+              await crashed.close();
+            }
+          }
+        } catch (err) {
+          // A full image refuses writes: the model did not apply them either.
+          if (err instanceof StatefsError && err.code === 'ENOSPC') continue;
+          throw err;
+        }
+      }
+    } finally {
+      await running;
+      await s.close();
+    }
+  }
+  assert.ok(crashes > runs, `only ${crashes} crash images checked`);
+  console.log(`checkpoint steps: seeds ${first}..${first + runs - 1}, ${crashes} crash images checked`);
 });

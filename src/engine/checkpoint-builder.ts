@@ -13,7 +13,7 @@ const KEY_BYTES_GUESS = 32;
 const PER_ENTRY_SLACK = 1.05;
 
 /**
- * A checkpoint of the live trees as they were when it began (`trees`: copy-on-write clones no
+ * A checkpoint of the live trees as they were when it began (`frozen`: copy-on-write clones no
  * write changes), encoded a step at a time so that a large index does not hold the event loop:
  * `step` until it returns true, then `finish`. Each snapshot is written as its differences from
  * these trees (so its size follows what changed, not the snapshot's size).
@@ -27,12 +27,12 @@ export class CheckpointBuild {
   /** Live entries the checkpoint holds. */
   readonly entries: number;
 
-  /** `bytesPerEntry`: the last checkpoint's, if known, to size the payload (a guess otherwise). */
+  /** `frozen`: the trees to write (clones no write changes); `bytesPerEntry`: the last checkpoint's, if known, to size the payload (a guess otherwise). */
   constructor(
-    readonly trees: Trees,
+    readonly frozen: Trees,
     bytesPerEntry?: number,
   ) {
-    this.subjects = [...trees].filter(([, tree]) => tree.size > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    this.subjects = [...frozen].filter(([, tree]) => tree.size > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     let bytes = 0;
     let entries = 0;
     for (const [subject, tree] of this.subjects) {
@@ -74,7 +74,7 @@ export class CheckpointBuild {
     while (!this.step(Number.POSITIVE_INFINITY));
     const snaps: CheckpointSnapshot[] = [];
     for (const snap of snapshots.all()) {
-      const live = this.trees.get(snap.subject) ?? new BTree<string, Entry>();
+      const live = this.frozen.get(snap.subject) ?? new BTree<string, Entry>();
       const diff: CheckpointSnapshot['diff'] = [];
       diffTrees(
         snap.tree,

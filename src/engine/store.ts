@@ -36,7 +36,7 @@ import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, indexKey, toBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
-import { CheckpointBuild, changesSince, frozenTrees } from './checkpoint-builder.js';
+import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
 import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
@@ -83,6 +83,22 @@ const AUTO_GC_CYCLE_SHARE = 1 / 8;
  * about 5 ms here, against 0.65 s for a million keys in one go.
  */
 const CHECKPOINT_STEP_ENTRIES = 8192;
+
+/**
+ * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
+ * made while it was built (section 7.2 of docs/storage/statefs-v3.md).
+ */
+function checkpointRecords(id: number, payload: Uint8Array, changes: readonly LiveChange[]): RecordToWrite[] {
+  const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
+  const records: RecordToWrite[] = [];
+  for (let i = 0; i < count; i++) {
+    const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
+    // The header goes beside the slice, not copied with it: no second copy of a large payload.
+    records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
+  }
+  for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry?.value ?? EMPTY });
+  return records;
+}
 
 /** Let timers, I/O and other requests run (setImmediate: after the poll phase, not before it). */
 function yieldToEventLoop(): Promise<void> {
@@ -182,7 +198,7 @@ export class Store extends EventEmitter {
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
       moved: (subject, before, after) => {
-        this.recount(subject, after - before);
+        this.addSubjectBytes(subject, after - before);
       },
       marker: (line) => {
         this.marker(line);
@@ -364,8 +380,8 @@ export class Store extends EventEmitter {
     const bin = checkKey(key, op, subject);
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
-    if (this.reserveHeldByCheckpoint([record])) {
-      await this.leaveReserveToCheckpoint([record]);
+    if (this.mustWaitForCheckpoint([record])) {
+      await this.waitForCheckpoint([record]);
       checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     }
     if (!this.journal.fits([record], { useReserve: true })) {
@@ -469,7 +485,7 @@ export class Store extends EventEmitter {
         throw StatefsError.EBUSY(`snapshot ${name} is mounted at ${where}`, { op, subject, name });
       }
       const record = { opcode: Op.SNAPDEL, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
-      if (this.reserveHeldByCheckpoint([record])) await this.leaveReserveToCheckpoint([record]);
+      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
       const appended = this.appendOrThrow([record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
       for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
@@ -583,7 +599,7 @@ export class Store extends EventEmitter {
       const path = checkMountPath(mountPath, op, caller);
       if (this.mounts.get(caller, path) === undefined) throw StatefsError.ENOENT(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
       const record = { opcode: Op.UMOUNT, key: metaKey(caller, path), value: EMPTY };
-      if (this.reserveHeldByCheckpoint([record])) await this.leaveReserveToCheckpoint([record]);
+      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
       const appended = this.appendOrThrow([record], op, caller, undefined, { useReserve: true });
       this.mounts.remove(caller, path);
       await this.awaitDurable(appended.durable, op, caller, undefined);
@@ -610,7 +626,7 @@ export class Store extends EventEmitter {
     this.checkWritable(op);
     if (this.orphans.length === 0) return 0;
     const records = this.orphans.map((o) => ({ opcode: Op.ABORT, key: Buffer.from(o.subject, 'latin1'), value: encodeTxnMark({ txnId: o.txnId, opCount: 0 }) }));
-    if (this.reserveHeldByCheckpoint(records)) await this.leaveReserveToCheckpoint(records);
+    if (this.mustWaitForCheckpoint(records)) await this.waitForCheckpoint(records);
     const appended = this.appendOrThrow(records, op, undefined, undefined, { useReserve: true });
     await this.awaitDurable(appended.durable, op, undefined, undefined);
     const n = this.orphans.length;
@@ -660,7 +676,9 @@ export class Store extends EventEmitter {
       // Leave a checkpoint behind when the journal since the last one is long: the next open
       // replays what follows the checkpoint, so this keeps reopen cost bounded across sessions.
       if (this.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.sb.segmentSize, this.lastCheckpointBytes / 8) && this.canCheckpoint()) {
-        this.checkpointing ??= this.writeCheckpoint();
+        this.checkpointing ??= this.writeCheckpoint().finally(() => {
+          this.checkpointing = undefined;
+        });
         await this.checkpointing.catch(() => undefined);
       }
       await this.journal.idle();
@@ -735,6 +753,7 @@ export class Store extends EventEmitter {
       if (this.legacy) await this.upgradeLegacy();
       // Never while a checkpoint is being built: it has read where records are.
       while (this.checkpointing !== undefined) await this.checkpointing.catch(() => undefined);
+      this.checkWritable(op); // the store may be closing by now
       this.gcRunning ??= this.compactor.run(options).finally(() => {
         this.gcRunning = undefined;
       });
@@ -781,6 +800,11 @@ export class Store extends EventEmitter {
     return out;
   }
 
+  /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
+  private checkpointBuild(): CheckpointBuild {
+    return new CheckpointBuild(frozenTrees(this.keys.workingTrees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
+  }
+
   /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */
   private lowOnSpace(): boolean {
     return this.usage.freeCount() <= Math.max(2 * this.reserveSegments(), Math.floor(this.sb.segmentCount * AUTO_GC_FREE_SHARE));
@@ -825,33 +849,48 @@ export class Store extends EventEmitter {
    */
   private async writeCheckpoint(): Promise<void> {
     while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
-    const build = new CheckpointBuild(frozenTrees(this.keys.workingTrees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
+    let build = this.checkpointBuild();
     // Low on space, in one go: a write that finds no room waits for the checkpoint (`reclaim`),
-    // and none may take the reserve meanwhile (`leaveReserveToCheckpoint`).
+    // and none may take the reserve meanwhile (`mustWaitForCheckpoint`).
     const step = this.lowOnSpace() ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
     while (!build.step(step)) await yieldToEventLoop();
     // From here to the append: one turn, nothing changes under it.
-    const payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
-    const changes = changesSince(build.trees, this.keys.workingTrees());
     const id = this.sb.ckptId + 1;
-    const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
-    const records: RecordToWrite[] = [];
-    for (let i = 0; i < count; i++) {
-      const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
-      // The header goes beside the slice, not copied with it: no second copy of a large payload.
-      records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
+    let payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
+    let changes = changesSince(build.frozen, this.keys.workingTrees());
+    let records = checkpointRecords(id, payload, changes);
+    if (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true })) {
+      // The reserve is sized for a checkpoint, not for it and every write made while it was
+      // built: the state as it is now, in one go, with nothing to write again.
+      build = this.checkpointBuild();
+      payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
+      changes = [];
+      records = checkpointRecords(id, payload, changes);
     }
-    for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry?.value ?? EMPTY });
     const appended = this.appendOrThrow(records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
+    const count = records.length - changes.length;
+    let rewritten = 0;
     changes.forEach((c, i) => {
       const to = appended.extents[count + i];
+      rewritten += to?.length ?? 0;
       if (c.entry === undefined || to === undefined) return;
-      this.recount(c.subject, to.length - c.entry.diskBytes);
+      if (this.snapshots.holds(c.subject, c.bin, c.entry)) {
+        // A snapshot taken (or restored) since P shares this entry, and the payload names its
+        // record for that snapshot: the live key gets an entry of its own at the new record, as
+        // replay will build it, and the snapshot keeps the old one.
+        const own = c.entry.copyAt(to);
+        this.keys.set(c.subject, c.bin, own);
+        this.count(c.subject, own);
+        return;
+      }
+      this.addSubjectBytes(c.subject, to.length - c.entry.diskBytes);
       this.usage.moveEntry(c.entry, to);
     });
-    this.bytesAtCheckpoint = this.journal.bytesAppended;
+    // The changes written again after the CKPT records are replayed one by one, as journal is:
+    // they count toward the next checkpoint (as replay counts them when the store reopens).
+    this.bytesAtCheckpoint = this.journal.bytesAppended - rewritten;
     this.lastCheckpointBytes = payload.length;
-    this.entriesAtCheckpoint = build.entries; // the payload's entries (those of P), for its bytes per entry
+    this.entriesAtCheckpoint = build.entries; // the payload's own entries, for its bytes per entry
     await this.awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
     const next: Superblock = {
       ...this.sb,
@@ -968,14 +1007,14 @@ export class Store extends EventEmitter {
   /**
    * Whether `records`, written with the reserve allowed (deletes and the like), would take some
    * of it while a checkpoint is being built: the reserve is what that checkpoint will be written
-   * into, so such a write waits for it first (`leaveReserveToCheckpoint`).
+   * into, so such a write waits for it first (`waitForCheckpoint`).
    */
-  private reserveHeldByCheckpoint(records: RecordToWrite[]): boolean {
+  private mustWaitForCheckpoint(records: RecordToWrite[]): boolean {
     return this.checkpointing !== undefined && !this.journal.fits(records, {});
   }
 
-  private async leaveReserveToCheckpoint(records: RecordToWrite[]): Promise<void> {
-    while (this.reserveHeldByCheckpoint(records)) await this.checkpointing?.catch(() => undefined);
+  private async waitForCheckpoint(records: RecordToWrite[]): Promise<void> {
+    while (this.mustWaitForCheckpoint(records)) await this.checkpointing?.catch(() => undefined);
   }
 
   private canCheckpoint(): boolean {
@@ -1040,8 +1079,8 @@ export class Store extends EventEmitter {
     for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
     for (const o of ops) delta -= this.freedBy(subject, o.bin);
     if (!onlyDeletes) this.checkQuota(subject, delta, op, undefined);
-    if (onlyDeletes && this.reserveHeldByCheckpoint(records)) {
-      await this.leaveReserveToCheckpoint(records);
+    if (onlyDeletes && this.mustWaitForCheckpoint(records)) {
+      await this.waitForCheckpoint(records);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
     if (!this.journal.fits(records, { useReserve: onlyDeletes })) {
@@ -1108,17 +1147,17 @@ export class Store extends EventEmitter {
   /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
   private count(subject: string, e: Entry): void {
     this.usage.addEntry(e);
-    this.recount(subject, e.diskBytes);
+    this.addSubjectBytes(subject, e.diskBytes);
   }
 
   /** Nothing holds the entry any more. */
   private uncount(subject: string, e: Entry): void {
     this.usage.removeEntry(e);
-    this.recount(subject, -e.diskBytes);
+    this.addSubjectBytes(subject, -e.diskBytes);
   }
 
   /** The subject's records take `delta` more bytes (GC or a checkpoint wrote a value again: the difference). */
-  private recount(subject: string, delta: number): void {
+  private addSubjectBytes(subject: string, delta: number): void {
     this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + delta);
   }
 
@@ -1225,7 +1264,7 @@ export class Store extends EventEmitter {
       .then(async (digest) => {
         snap.digest = digest;
         const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
-        if (this.reserveHeldByCheckpoint([record])) await this.leaveReserveToCheckpoint([record]);
+        if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
         if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
         await this.journal.append([record], { useReserve: true }).durable;
       })
