@@ -168,13 +168,15 @@ test('a snapshot taken while a checkpoint is built keeps the records it names, e
   const checkpoint = s.checkpoint();
   await turn();
   await s.put('app', '/state/k', `B-${big('b')}`);
-  await s.snapshot('app', 'S2'); // holds the entry the checkpoint writes again for the live key
+  await s.snapshot('app', 'S2'); // shares the value of the live key written after the checkpoint began
+  const usedDuring = (await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes;
   for (let i = 0; i < 8; i++) {
     await turn();
     await s.put('junk', '/state/filler', big(String(i)));
   }
   await checkpoint;
   const usedBefore = (await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes;
+  assert.equal(usedBefore, usedDuring, 'the checkpoint stored no second copy of the shared value');
   for (let i = 0; i < 30; i++) await s.put('junk', '/state/filler2', big(`f${i}`)); // reuses every free segment
   await s.sync();
   const digest = await s.verifySnapshot('app', 'S2');
@@ -351,4 +353,15 @@ test('random writes, snapshots, restores and GC beside checkpoints built 1-4 ent
   }
   assert.ok(crashes > runs, `only ${crashes} crash images checked`);
   console.log(`checkpoint steps: seeds ${first}..${first + runs - 1}, ${crashes} crash images checked`);
+});
+
+test('checkpointStepEntries must be a whole number of at least 1, or Infinity (one turn)', async () => {
+  for (const bad of [0, -1, 1.5, Number.NaN]) {
+    await assert.rejects(Store.openDevice(new MemoryDevice(await memoryImage()), { checkpointStepEntries: bad }), (err: unknown) => err instanceof StatefsError && err.code === 'EINVAL', String(bad));
+  }
+  const s = await Store.openDevice(new MemoryDevice(await memoryImage()), { checkpointStepEntries: Number.POSITIVE_INFINITY });
+  await s.putMany('app', Array.from({ length: 50 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  await s.checkpoint();
+  assert.equal(text(await s.get('app', '/state/k7')), 'v7');
+  await s.close();
 });

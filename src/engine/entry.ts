@@ -80,11 +80,6 @@ export class Entry {
     this.size = length;
   }
 
-  /** Another entry with the same value, held in the one record `to` (this one stays where it is). */
-  copyAt(to: Extent): Entry {
-    return new Entry(this.bytes, this.start, this.size, to.segment, to.offset, to.length, NO_EXTENTS);
-  }
-
   /** The value was written to the record `to` (the only record holding it from now on). */
   moveTo(to: Extent): void {
     this.seg = to.segment;

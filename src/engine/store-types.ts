@@ -17,7 +17,8 @@ export interface OpenOptions {
   checkpointBytes?: number;
   /**
    * Live entries a checkpoint encodes per turn of the event loop (default 8,192, about 5 ms): a
-   * checkpoint of a large index is built over many turns while reads and writes go on.
+   * checkpoint of a large index is built over many turns while reads and writes go on, and the
+   * keys written meanwhile are written again after it. `Infinity`: in one turn.
    */
   checkpointStepEntries?: number;
   /**

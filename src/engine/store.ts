@@ -111,6 +111,8 @@ export class Store extends EventEmitter {
   private readonly keys: Keyspace;
   private sb: Superblock;
   private checkpointing: Promise<void> | undefined;
+  /** Snapshots taken and restored so far: a checkpoint built in steps checks that none was meanwhile. */
+  private snapshotsTaken = 0;
   private bytesAtCheckpoint = 0;
 
   private lastCheckpointBytes = 0;
@@ -242,7 +244,9 @@ export class Store extends EventEmitter {
     try {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
       const step = options.checkpointStepEntries;
-      if (step !== undefined && !(Number.isSafeInteger(step) && step >= 1)) throw StatefsError.EINVAL(`checkpointStepEntries ${String(step)}: use a whole number of at least 1`, { op: 'open' });
+      if (step !== undefined && !((Number.isSafeInteger(step) && step >= 1) || step === Number.POSITIVE_INFINITY)) {
+        throw StatefsError.EINVAL(`checkpointStepEntries ${String(step)}: use a whole number of at least 1, or Infinity`, { op: 'open' });
+      }
       const placement = new CommitPlacement(options.commitMode);
       return new Store(device, await replayImage(device, legacySubject), options, placement);
     } catch (err) {
@@ -453,6 +457,7 @@ export class Store extends EventEmitter {
         at: this.absolute(appended.extents[0]),
       };
       this.snapshots.add(snap);
+      this.snapshotsTaken++;
       await this.awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
@@ -513,6 +518,7 @@ export class Store extends EventEmitter {
         },
       );
       this.keys.replace(subject, restored);
+      this.snapshotsTaken++;
       await this.awaitDurable(appended.durable, op, subject, undefined);
     });
   }
@@ -850,6 +856,7 @@ export class Store extends EventEmitter {
   private async writeCheckpoint(): Promise<void> {
     while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
     let build = this.checkpointBuild();
+    const snapshotsAtP = this.snapshotsTaken;
     // Low on space, in one go: a write that finds no room waits for the checkpoint (`reclaim`),
     // and none may take the reserve meanwhile (`mustWaitForCheckpoint`).
     const step = this.lowOnSpace() ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
@@ -859,9 +866,13 @@ export class Store extends EventEmitter {
     let payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
     let changes = changesSince(build.frozen, this.keys.workingTrees());
     let records = checkpointRecords(id, payload, changes);
-    if (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true })) {
-      // The reserve is sized for a checkpoint, not for it and every write made while it was
-      // built: the state as it is now, in one go, with nothing to write again.
+    if (this.snapshotsTaken !== snapshotsAtP || (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true }))) {
+      // The state as it is now, in one go, with nothing to write again, when
+      // - a snapshot was taken or restored meanwhile: its differences from P would name records
+      //   written after P — at places P's superseded entries may name too, once their segments
+      //   were reused — and it shares values the checkpoint would write again for the live keys;
+      // - or the writes made meanwhile leave no room for the checkpoint beside them (the reserve
+      //   is sized for a checkpoint, not for it and every write made while it was built).
       build = this.checkpointBuild();
       payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
       changes = [];
@@ -874,15 +885,6 @@ export class Store extends EventEmitter {
       const to = appended.extents[count + i];
       rewritten += to?.length ?? 0;
       if (c.entry === undefined || to === undefined) return;
-      if (this.snapshots.holds(c.subject, c.bin, c.entry)) {
-        // A snapshot taken (or restored) since P shares this entry, and the payload names its
-        // record for that snapshot: the live key gets an entry of its own at the new record, as
-        // replay will build it, and the snapshot keeps the old one.
-        const own = c.entry.copyAt(to);
-        this.keys.set(c.subject, c.bin, own);
-        this.count(c.subject, own);
-        return;
-      }
       this.addSubjectBytes(c.subject, to.length - c.entry.diskBytes);
       this.usage.moveEntry(c.entry, to);
     });
