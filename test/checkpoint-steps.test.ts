@@ -3,6 +3,9 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { decodeCheckpoint } from '../src/format/checkpoint.js';
+import { Op } from '../src/format/opcodes.js';
+import { decodeRecord } from '../src/format/record.js';
+import { decodeTxnMark } from '../src/format/txn-records.js';
 import { BTree } from '../src/engine/btree.js';
 import { CheckpointBuild } from '../src/engine/checkpoint-builder.js';
 import { Entry } from '../src/engine/entry.js';
@@ -364,4 +367,34 @@ test('checkpointStepEntries must be a whole number of at least 1, or Infinity (o
   await s.checkpoint();
   assert.equal(text(await s.get('app', '/state/k7')), 'v7');
   await s.close();
+});
+
+test('transactions that wait for a checkpoint take their ids after waiting: ids follow log order', async () => {
+  const image = await memoryImage(4 * MiB);
+  const s = await Store.openDevice(new MemoryDevice(image), { checkpointStepEntries: 1, checkpointBytes: 64 * MiB, autoGc: false });
+  await s.putMany('app', Array.from({ length: 400 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]));
+  let n = 0;
+  for (let size = 60_000; size >= 1; size = Math.floor(size / 2)) {
+    try {
+      for (;;) await s.put('app', `/state/f${n++}`, 'x'.repeat(size));
+    } catch (err) {
+      if (!(err instanceof StatefsError && err.code === 'ENOSPC')) throw err;
+    }
+  }
+  const checkpoint = s.checkpoint();
+  const t1 = s.begin('app');
+  await t1.delete('app', '/state/k1');
+  const t2 = s.begin('app');
+  await t2.delete('app', '/state/k2');
+  await Promise.all([t1.commit(), t2.commit(), checkpoint]);
+  await s.close();
+  // Every PREPARE on the image, in log order of this run (both are in the image's last segments written).
+  const ids: number[] = [];
+  for (let at = 0; at + 15 < image.length; at++) {
+    if (image[at] !== 0x46 || image[at + 1] !== 0x53 || image[at + 2] !== 0x58 || image[at + 3] !== 0x4e || image[at + 4] !== Op.PREPARE) continue;
+    const r = decodeRecord(image, at);
+    const mark = r.ok ? decodeTxnMark(r.record.value) : undefined;
+    if (mark !== undefined) ids.push(mark.txnId);
+  }
+  assert.deepEqual([...ids].sort((a, b) => a - b), [1, 2]);
 });
