@@ -874,7 +874,9 @@ export class Store extends EventEmitter {
    * between P and Q, written again as PUT and DELETE records: replayed from the new checkpoint
    * the log gives the state at Q, and replayed from the old one (a crash before the superblock
    * switch) the re-written records repeat the state the log already reached. GC, which moves
-   * records, does not run while a checkpoint is being built.
+   * records, does not run while a checkpoint is being built. When a snapshot was taken or
+   * restored meanwhile, or the re-written records would not fit, the checkpoint is built again
+   * at Q in one turn instead (docs/storage/statefs-v3.md, section 7.2).
    */
   private async writeCheckpoint(): Promise<void> {
     while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
@@ -1170,7 +1172,7 @@ export class Store extends EventEmitter {
     this.addSubjectBytes(subject, -e.diskBytes);
   }
 
-  /** The subject's records take `delta` more bytes (GC or a checkpoint wrote a value again: the difference). */
+  /** The subject's records take `delta` more bytes (fewer, if negative). */
   private addSubjectBytes(subject: string, delta: number): void {
     this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + delta);
   }
