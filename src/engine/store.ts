@@ -83,6 +83,8 @@ const AUTO_GC_CYCLE_SHARE = 1 / 8;
  * about 5 ms here, against 0.65 s for a million keys in one go.
  */
 const CHECKPOINT_STEP_ENTRIES = 8192;
+/** Builds in steps a checkpoint starts over when snapshots are taken meanwhile, before it builds in one go. */
+const CHECKPOINT_RESTARTS = 2;
 
 /**
  * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
@@ -875,29 +877,36 @@ export class Store extends EventEmitter {
    * the log gives the state at Q, and replayed from the old one (a crash before the superblock
    * switch) the re-written records repeat the state the log already reached. GC, which moves
    * records, does not run while a checkpoint is being built. When a snapshot was taken or
-   * restored meanwhile, or the re-written records would not fit, the checkpoint is built again
-   * at Q in one turn instead (docs/storage/statefs-v3.md, section 7.2).
+   * restored meanwhile the build starts over (in one turn after two restarts); when the
+   * re-written records would not fit, it is built again at Q in one turn instead
+   * (docs/storage/statefs-v3.md, section 7.2).
    */
   private async writeCheckpoint(): Promise<void> {
     while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
     let build = this.checkpointBuild();
-    const snapshotsAtP = this.snapshotsTaken;
-    // Low on space, in one go: a write that finds no room waits for the checkpoint (`reclaim`),
-    // and none may take the reserve meanwhile (`mustWaitForCheckpoint`).
-    const step = this.lowOnSpace() ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
-    while (!build.step(step)) await yieldToEventLoop();
+    for (let attempt = 1; ; attempt++) {
+      const snapshotsAtP = this.snapshotsTaken;
+      // Low on space, or after restarts, in one go: a write that finds no room waits for the
+      // checkpoint (`reclaim`), and none may take the reserve meanwhile (`mustWaitForCheckpoint`).
+      const oneGo = this.lowOnSpace() || attempt > CHECKPOINT_RESTARTS;
+      const step = oneGo ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
+      while (!build.step(step)) await yieldToEventLoop();
+      if (this.snapshotsTaken === snapshotsAtP) break;
+      // A snapshot was taken or restored meanwhile: its differences from P would name records
+      // written after P — at places P's superseded entries may name too, once their segments were
+      // reused — and it would share values the checkpoint writes again for the live keys. Start
+      // again from the state now.
+      build = this.checkpointBuild();
+    }
     // From here to the append: one turn, nothing changes under it.
     const id = this.sb.ckptId + 1;
     let payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
     let changes = changesSince(build.frozen, this.keys.workingTrees());
     let records = checkpointRecords(id, payload, changes);
-    if (this.snapshotsTaken !== snapshotsAtP || (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true }))) {
-      // The state as it is now, in one go, with nothing to write again, when
-      // - a snapshot was taken or restored meanwhile: its differences from P would name records
-      //   written after P — at places P's superseded entries may name too, once their segments
-      //   were reused — and it shares values the checkpoint would write again for the live keys;
-      // - or the writes made meanwhile leave no room for the checkpoint beside them (the reserve
-      //   is sized for a checkpoint, not for it and every write made while it was built).
+    if (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true })) {
+      // The writes made meanwhile leave no room for the checkpoint beside them (the reserve is
+      // sized for a checkpoint, not for it and every write made while it was built): the state
+      // as it is now, in one go, with nothing to write again.
       build = this.checkpointBuild();
       payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
       changes = [];
