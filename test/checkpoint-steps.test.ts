@@ -151,6 +151,11 @@ test('a checkpoint built in steps of any size encodes exactly what it encodes in
 
 const big = (tag: string): string => 'x'.repeat(60_000) + tag;
 
+/** The bytes of records `subject`'s live state and snapshots hold, as `stat()` counts them. */
+async function usedBytesOf(s: Store, subject: string): Promise<number | undefined> {
+  return (await s.stat()).subjects.find((x) => x.subject === subject)?.usedBytes;
+}
+
 /** Open `image` as it would be after a crash now and after a clean close, and run `check` on each. */
 async function reopenBoth(crashed: Uint8Array, closed: Uint8Array, check: (s: Store, label: string) => Promise<void>): Promise<void> {
   for (const [label, image] of [['after a crash', crashed], ['after a clean close', closed]] as const) {
@@ -172,13 +177,13 @@ test('a snapshot taken while a checkpoint is built keeps the records it names, e
   await turn();
   await s.put('app', '/state/k', `B-${big('b')}`);
   await s.snapshot('app', 'S2'); // shares the value of the live key written after the checkpoint began
-  const usedDuring = (await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes;
+  const usedDuring = await usedBytesOf(s, 'app');
   for (let i = 0; i < 8; i++) {
     await turn();
     await s.put('junk', '/state/filler', big(String(i)));
   }
   await checkpoint;
-  const usedBefore = (await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes;
+  const usedBefore = await usedBytesOf(s, 'app');
   assert.equal(usedBefore, usedDuring, 'the checkpoint stored no second copy of the shared value');
   for (let i = 0; i < 30; i++) await s.put('junk', '/state/filler2', big(`f${i}`)); // reuses every free segment
   await s.sync();
@@ -188,7 +193,7 @@ test('a snapshot taken while a checkpoint is built keeps the records it names, e
   await reopenBoth(crashed, image, async (r, label) => {
     assert.equal(text(await r.get('app', '/state/k'))?.slice(0, 2), 'B-', label);
     assert.equal(await r.verifySnapshot('app', 'S2'), digest, label);
-    assert.equal((await r.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes, usedBefore, `${label}: the subject's bytes as counted before`);
+    assert.equal(await usedBytesOf(r, 'app'), usedBefore, `${label}: the subject's bytes as counted before`);
   });
 });
 
