@@ -191,3 +191,30 @@ test('a transaction value of several chunks that straddles a segment boundary re
   const report = await fsckDevice(new MemoryDevice(img));
   assert.equal(report.exitCode, 0, JSON.stringify(report.findings));
 });
+
+test('a superblock write that fails inside the reclaim before a put gives that put EIO, not ENOSPC', async () => {
+  // A device whose superblock slots (the first and last 4 KiB) refuse writes once armed.
+  class SuperblockFailDevice extends MemoryDevice {
+    armed = false;
+    override write(offset: number, data: Uint8Array): Promise<void> {
+      if (this.armed && (offset === 0 || offset === this.size - 4096)) return Promise.reject(StatefsError.EIO('superblock slot refused', { op: 'write' }));
+      return super.write(offset, data);
+    }
+  }
+  const device = new SuperblockFailDevice(await memoryImage(4 * MiB));
+  // No checkpoint before the image is full: the first is the one the reclaim writes.
+  const s = await Store.openDevice(device, { checkpointBytes: 1e12 });
+  try {
+    device.armed = true;
+    let failure: unknown;
+    for (let i = 0; i < 2000 && failure === undefined; i++) {
+      await s.put('app', `/state/k${i % 20}`, 'x'.repeat(20_000)).catch((err: unknown) => {
+        failure = err;
+      });
+    }
+    assert.ok(code('EIO')(failure), `got ${String(failure)}`);
+    await assert.rejects(s.put('app', '/state/after', 'v'), code('EIO'), 'and every later write');
+  } finally {
+    await s.close().catch(() => undefined);
+  }
+});

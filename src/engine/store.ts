@@ -295,7 +295,7 @@ export class Store extends EventEmitter {
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
     if (this.options.quotas?.[subject] !== undefined) this.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.freedBy(subject, bin), op, key);
     if (!this.journal.fits(records)) {
-      await this.reclaim();
+      await this.reclaim(op);
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
     const appended = this.appendOrThrow(records, op, subject, key, {});
@@ -336,7 +336,7 @@ export class Store extends EventEmitter {
       this.checkQuota(subject, delta, op, undefined);
     }
     if (!this.journal.fits(records)) {
-      await this.reclaim();
+      await this.reclaim(op);
       checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
     }
     const appended = this.appendOrThrow(records, op, subject, undefined, {});
@@ -410,11 +410,11 @@ export class Store extends EventEmitter {
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
     if (this.mustWaitForCheckpoint([record])) {
-      await this.waitForCheckpoint([record]);
+      await this.waitForCheckpoint([record], op);
       checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     }
     if (!this.journal.fits([record], { useReserve: true })) {
-      await this.reclaim();
+      await this.reclaim(op);
       checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     }
     const appended = this.appendOrThrow([record], op, subject, key, { useReserve: true });
@@ -515,7 +515,7 @@ export class Store extends EventEmitter {
         throw StatefsError.EBUSY(`snapshot ${name} is mounted at ${where}`, { op, subject, name });
       }
       const record = { opcode: Op.SNAPDEL, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
-      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
+      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], op);
       const appended = this.appendOrThrow([record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
       for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
@@ -630,7 +630,7 @@ export class Store extends EventEmitter {
       const path = checkMountPath(mountPath, op, caller);
       if (this.mounts.get(caller, path) === undefined) throw StatefsError.ENOENT(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
       const record = { opcode: Op.UMOUNT, key: metaKey(caller, path), value: EMPTY };
-      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
+      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], op);
       const appended = this.appendOrThrow([record], op, caller, undefined, { useReserve: true });
       this.mounts.remove(caller, path);
       await this.awaitDurable(appended.durable, op, caller, undefined);
@@ -657,7 +657,7 @@ export class Store extends EventEmitter {
     this.checkWritable(op);
     if (this.orphans.length === 0) return 0;
     const records = this.orphans.map((o) => ({ opcode: Op.ABORT, key: Buffer.from(o.subject, 'latin1'), value: encodeTxnMark({ txnId: o.txnId, opCount: 0 }) }));
-    if (this.mustWaitForCheckpoint(records)) await this.waitForCheckpoint(records);
+    if (this.mustWaitForCheckpoint(records)) await this.waitForCheckpoint(records, op);
     const appended = this.appendOrThrow(records, op, undefined, undefined, { useReserve: true });
     await this.awaitDurable(appended.durable, op, undefined, undefined);
     const n = this.orphans.length;
@@ -1019,13 +1019,15 @@ export class Store extends EventEmitter {
   /**
    * Before a write gives up with `ENOSPC`: a checkpoint (frees segments that hold only
    * superseded records and lets GC at the ones behind it), then one GC cycle. Not with
-   * `autoGc: false`, where space comes back only through `gcNow`.
+   * `autoGc: false`, where space comes back only through `gcNow`. Then `op` is checked again: a
+   * checkpoint that failed here, or a close meanwhile, answers `EIO` or `EBADF`, not `ENOSPC`.
    */
-  private async reclaim(): Promise<void> {
+  private async reclaim(op: string): Promise<void> {
     if (this.legacy || !this.canCheckpoint() || this.options.autoGc === false) return;
     await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
     await this.gcNow().catch(() => undefined);
+    this.checkWritable(op);
   }
 
   /**
@@ -1050,8 +1052,10 @@ export class Store extends EventEmitter {
     return this.checkpointing !== undefined && !this.journal.fits(records, {});
   }
 
-  private async waitForCheckpoint(records: RecordToWrite[]): Promise<void> {
+  /** Then `op` is checked again, as after `reclaim`: the checkpoint waited for may have failed. */
+  private async waitForCheckpoint(records: RecordToWrite[], op: string): Promise<void> {
     while (this.mustWaitForCheckpoint(records)) await this.checkpointing?.catch(() => undefined);
+    this.checkWritable(op);
   }
 
   private canCheckpoint(): boolean {
@@ -1100,11 +1104,11 @@ export class Store extends EventEmitter {
     for (const o of ops) delta -= this.freedBy(subject, o.bin);
     if (!onlyDeletes) this.checkQuota(subject, delta, op, undefined);
     if (onlyDeletes && this.mustWaitForCheckpoint(records)) {
-      await this.waitForCheckpoint(records);
+      await this.waitForCheckpoint(records, op);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
     if (!this.journal.fits(records, { useReserve: onlyDeletes })) {
-      await this.reclaim();
+      await this.reclaim(op);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
     // Another transaction may have committed while this one waited: ids follow log order.
@@ -1289,7 +1293,7 @@ export class Store extends EventEmitter {
       .then(async (digest) => {
         snap.digest = digest;
         const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
-        if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record]);
+        if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
         if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
         await this.journal.append([record], { useReserve: true }).durable;
       })
