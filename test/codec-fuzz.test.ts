@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { decodeCheckpoint, decodeCheckpointChunk, encodeCheckpoint, encodeCheckpointChunk, type CheckpointEntries } from '../src/format/checkpoint.js';
+import { decodeCheckpoint, decodeCheckpointChunk, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../src/format/checkpoint.js';
 import { crc32c } from '../src/format/crc32c.js';
 import { RECORD_OVERHEAD, decodeRecord, encodeRecord } from '../src/format/record.js';
 import { decodeSegmentHeader, decodeSync, encodeSegmentHeader, encodeSync } from '../src/format/segment.js';
@@ -135,9 +135,13 @@ const ckptArb = fc.record({
   entries: fc
     .array(
       fc.record({
-        subject: fc.constantFrom('app', 'b.c', 'z'),
-        key: fc.string({ maxLength: 40 }).map((s) => Buffer.from(s, 'utf8').toString('latin1')),
-        extents: fc.array(fc.tuple(fc.nat({ max: 1000 }), fc.nat({ max: 1 << 20 }), fc.nat({ max: 70_000 })), { minLength: 1, maxLength: 3 }),
+        // Subjects that are prefixes of each other, and keys that share long prefixes, for the
+        // shared-prefix keys of version 3; extents up to 2^32 - 1 for its 5-byte varints.
+        subject: fc.constantFrom('app', 'apps', 'ap', 'b.c', 'z'),
+        key: fc
+          .oneof(fc.string({ maxLength: 40 }), fc.string({ maxLength: 3 }).map((s) => `/state/app1/k${s}`))
+          .map((s) => Buffer.from(s, 'utf8').toString('latin1')),
+        extents: fc.array(fc.tuple(fc.nat({ max: 1000 }), fc.integer({ min: 0, max: 0xffff_ffff }), fc.nat({ max: 70_000 })), { minLength: 1, maxLength: 3 }),
       }, { noNullPrototype: true }),
       { maxLength: 20 },
     )
@@ -182,6 +186,70 @@ test('checkpoint payloads round-trip; truncations and garbage give EINTEGRITY, n
     }),
     params,
   );
+});
+
+/**
+ * The version 2 payload of `ckpt` (each entry's key and extents written whole), built here byte by
+ * byte as the engine before version 3 wrote it: images written then must still open.
+ */
+function version2Payload(ckpt: Checkpoint): Uint8Array {
+  const rest = encodeCheckpoint({ ...ckpt, entries: emptyCheckpoint().entries }); // version, ids, count 0, then snapshots and mounts
+  const parts: Buffer[] = [Buffer.from([2]), Buffer.from(rest.subarray(1, 9))];
+  const count = Buffer.alloc(4);
+  count.writeUInt32LE(ckpt.entries.keys.length);
+  parts.push(count);
+  const { runs, keys, counts, extents } = ckpt.entries;
+  let i = 0;
+  let x = 0;
+  for (const run of runs) {
+    for (; i < run.end; i++) {
+      const key = Buffer.from(`${run.subject}\0${keys[i] ?? ''}`, 'latin1');
+      const head = Buffer.alloc(2);
+      head.writeUInt16LE(key.length);
+      const n = counts[i] ?? 0;
+      const xs = Buffer.alloc(1 + 12 * n);
+      xs[0] = n;
+      for (let j = 0; j < 3 * n; j++) xs.writeUInt32LE(extents[x++] ?? 0, 1 + 4 * j);
+      parts.push(head, key, xs);
+    }
+  }
+  parts.push(Buffer.from(rest.subarray(13)));
+  return new Uint8Array(Buffer.concat(parts)); // not a Buffer: decoded digests are then Uint8Arrays, as from the engine's own payloads
+}
+
+test('version 2 checkpoint payloads (written before keys shared their prefixes) decode to the same checkpoint', () => {
+  fc.assert(
+    fc.property(ckptArb, (ckpt) => {
+      assert.deepEqual(decodeCheckpoint(version2Payload(ckpt)), ckpt);
+    }),
+    params,
+  );
+});
+
+test('version 3 entries of sorted keys take a third of version 2 bytes; bad prefix lengths and varints are EINTEGRITY', () => {
+  const list = Array.from({ length: 10_000 }, (_, i) => ({ subject: 'bench', key: `/state/app${i % 10}/k${String(i).padStart(6, '0')}`, extents: [[3 + (i >> 12), (i * 141) % (1 << 20), 141] as [number, number, number]] }));
+  list.sort((a, b) => (a.key < b.key ? -1 : 1));
+  const ckpt: Checkpoint = { ...emptyCheckpoint(), entries: columns(list) };
+  const v3 = encodeCheckpoint(ckpt);
+  const v2 = version2Payload(ckpt);
+  assert.deepEqual(decodeCheckpoint(v3), ckpt);
+  assert.ok(v3.length * 3 < v2.length, `${v3.length} bytes against ${v2.length}`);
+  const header = [3, 1, 0, 0, 0, 0, 0, 0, 0];
+  const tail = new Array<number>(16).fill(0); // next_snap_id, no snapshots, no mounts
+  const payload = (entries: number[], count: number): Uint8Array => Uint8Array.from([...header, count, 0, 0, 0, ...entries, ...tail]);
+  const bad = (entries: number[], count: number, reason: string): void => {
+    assert.throws(() => decodeCheckpoint(payload(entries, count)), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.message.includes(reason), reason);
+  };
+  const first = [0, 3, 0x61, 0, 0x6b, 1, 0, 0, 0]; // "a NUL k", one extent (0, 0, 0)
+  assert.equal(decodeCheckpoint(payload([...first, 3, 1, 0x6c, 1, 0, 0, 0], 2)).entries.keys.join(), 'k,kl');
+  bad([...first, 4, 1, 0x6c, 1, 0, 0, 0], 2, 'shares more bytes'); // 4 bytes of a 3-byte key
+  bad([0, 3, 0x61, 0, 0x6b, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0], 1, 'over 32 bits'); // 2^32
+  bad([0, 3, 0x61, 0, 0x6b, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0, 0], 1, 'over 32 bits'); // six bytes
+  bad([0, 3, 0x61, 0x62, 0x6b, 1, 0, 0, 0], 1, 'no subject'); // no NUL
+  bad([0, 3, 0, 0x61, 0x6b, 1, 0, 0, 0], 1, 'no subject'); // NUL first
+  bad([0, 0x80, 0x80, 0x04], 1, 'over 65535'); // a key of 65536 bytes
+  bad([...first, 2, 0, 0], 2, 'without extents');
+  assert.deepEqual(decodeCheckpoint(payload([0, 3, 0x61, 0, 0x6b, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0], 1)).entries.extents, Uint32Array.of(0xffff_ffff, 0, 0));
 });
 
 test('a checkpoint entry whose key has no subject (no NUL after a first byte) is EINTEGRITY', () => {

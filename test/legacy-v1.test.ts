@@ -6,6 +6,7 @@ import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { record } from './record-encoder.js';
 import { guardResources } from './hygiene.js';
+import { memoryImage } from './helpers.js';
 
 guardResources();
 
@@ -112,7 +113,7 @@ test('damage in a v1 journal followed by valid records is EINTEGRITY; a torn v1 
   await s.close();
 });
 
-test('a store just upgraded from v1 holds back no more space than the same image reopened', async () => {
+test('a store just upgraded from v1 holds back no more space than a v3 store given the same keys', async () => {
   const fill = async (s: Store): Promise<number> => {
     let n = 0;
     try {
@@ -125,19 +126,20 @@ test('a store just upgraded from v1 holds back no more space than the same image
     }
     return n;
   };
-  const image = (): Uint8Array => v1Image(16 * 1024 * 1024, Array.from({ length: 20_000 }, (_, i) => v1Record(0x01, `/state/k${i}`, `v${i}`)));
+  const size = 16 * 1024 * 1024;
+  const keys = Array.from({ length: 20_000 }, (_, i): [string, string] => [`/state/k${i}`, `v${i}`]);
   const options = { autoGc: false, checkpointBytes: 1024 * 1024 * 1024 };
-  const upgraded = await Store.openDevice(new MemoryDevice(image()), options);
+  const upgraded = await Store.openDevice(new MemoryDevice(v1Image(size, keys.map(([k, v]) => v1Record(0x01, k, v)))), options);
   await upgraded.put('legacy', '/state/first', 'upgrade');
   const sameSession = await fill(upgraded);
   await upgraded.close();
-  const img = image();
-  const first = await Store.openDevice(new MemoryDevice(img), options);
-  await first.put('legacy', '/state/first', 'upgrade');
-  await first.close();
-  const reopened = await Store.openDevice(new MemoryDevice(img), options);
-  const afterReopen = await fill(reopened);
-  await reopened.close();
+  // The same keys written to a v3 store: neither store has written a checkpoint of them yet, so
+  // both estimate the next one alike, and hold back alike when each key is counted once.
+  const v3 = await Store.openDevice(new MemoryDevice(await memoryImage(size)), options);
+  await v3.putMany('legacy', keys);
+  await v3.put('legacy', '/state/first', 'upgrade');
+  const fresh = await fill(v3);
+  await v3.close();
   // The upgraded store counts each upgraded key once (it counted them twice: a reserve twice as large).
-  assert.ok(sameSession >= afterReopen, `${sameSession} puts just after the upgrade, ${afterReopen} after reopening`);
+  assert.ok(sameSession >= fresh, `${sameSession} puts just after the upgrade, ${fresh} in the v3 store`);
 });

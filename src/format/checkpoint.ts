@@ -9,15 +9,16 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  *   12  4  chunk_count
  *   16  n  payload bytes (at most CKPT_CHUNK)
  *
- * Payload, little-endian:
+ * Payload, little-endian (varint: unsigned LEB128, at most 5 bytes, below 2^32):
  *
- *   0   1  version        2 (version 1 payloads end after the entries; still decoded)
+ *   0   1  version        3 (versions 1 and 2 are still decoded: see below)
  *   1   8  next_txn_id    transaction ids below this were used
  *   9   4  entry_count
- *   then entry_count live entries:
- *       2  key_len, then key (subject NUL key bytes)
+ *   then entry_count live entries, each index key (subject NUL key bytes) as the bytes it shares
+ *   with the previous entry's and the rest:
+ *       varint shared, varint rest_len, rest_len bytes (the key is previous[0, shared) + rest)
  *       1  extent_count (1 for PUT, one per PAYLOAD chunk for transaction values)
- *       extent_count x (4 segment, 4 offset, 4 length): records holding the value
+ *       extent_count x (varint segment, varint offset, varint length): records holding the value
  *   8  next_snap_id
  *   4  snapshot_count, then per snapshot:
  *       1+n subject, 1+n name (u8 length, bytes), 8 snap_id, 1 has_digest, [32 sha256],
@@ -25,7 +26,12 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  *          2 key_len, key bytes (no subject), 1 extent_count (0 = key absent in the snapshot), extents
  *   4  mount_count, then per mount:
  *       1+n caller, 2+n path (u16 length), 1+n owner, 1+n name, 8 snap_id
+ *
+ * Version 2 wrote each entry whole: 2 key_len, key, 1 extent_count, then u32 segment, offset and
+ * length per extent (41 bytes for a typical entry; version 3 takes about 14, since sorted keys share
+ * most of their bytes). Version 1 is version 2 ending after the entries.
  */
+const VERSION = 3;
 export const CKPT_CHUNK = 64 * 1024;
 const CKPT_HEADER = 16;
 
@@ -107,32 +113,47 @@ export class CheckpointEncoder {
   /** `expectedBytes`: about how large the payload will be (it grows if that was short). */
   constructor(expectedBytes: number) {
     this.w = new Writer(expectedBytes + 1024);
-    this.w.u8(2);
+    this.w.u8(VERSION);
     this.w.u64(0); // next_txn_id, known at `finish`
     this.w.u32(0); // entry_count, known at `finish`
   }
 
   /** A live entry held in one record, or in several (`more`). */
   entry(subject: string, key: string, segment: number, offset: number, length: number, more: readonly CheckpointExtent[]): void {
-    this.w.indexKey(subject, key);
+    this.indexKey(subject, key);
     this.w.u8(1 + more.length);
-    this.w.u32(segment);
-    this.w.u32(offset);
-    this.w.u32(length);
+    this.w.varint(segment);
+    this.w.varint(offset);
+    this.w.varint(length);
     for (const x of more) {
-      this.w.u32(x.segment);
-      this.w.u32(x.offset);
-      this.w.u32(x.length);
+      this.w.varint(x.segment);
+      this.w.varint(x.offset);
+      this.w.varint(x.length);
     }
     this.count++;
   }
 
   /** A live entry whose records are `extents`: three numbers each (segment, offset, length). */
   entryOf(subject: string, key: string, extents: Uint32Array): void {
-    this.w.indexKey(subject, key);
+    this.indexKey(subject, key);
     this.w.u8(extents.length / 3);
-    for (const n of extents) this.w.u32(n);
+    for (const n of extents) this.w.varint(n);
     this.count++;
+  }
+
+  private prevSubject: string | undefined;
+  private prevKey = '';
+
+  /** The entry's index key as the bytes it shares with the previous entry's, and the rest. */
+  private indexKey(subject: string, key: string): void {
+    const prev = this.prevSubject;
+    // Subjects hold no NUL, so two different subjects differ at or before the shorter one's NUL.
+    const shared = prev === subject ? subject.length + 1 + commonPrefix(key, this.prevKey) : prev === undefined ? 0 : commonPrefix(subject, prev);
+    this.prevSubject = subject;
+    this.prevKey = key;
+    this.w.varint(shared);
+    this.w.varint(subject.length + 1 + key.length - shared);
+    this.w.indexKeyFrom(subject, key, shared);
   }
 
   /** The payload: the entries given, then `rest`'s transaction id, snapshots and mounts. */
@@ -169,9 +190,9 @@ export class CheckpointEncoder {
 export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   const r = new Reader(buf);
   const version = r.u8();
-  if (version !== 1 && version !== 2) throw r.bad(`unknown version ${version}`);
+  if (version !== 1 && version !== 2 && version !== VERSION) throw r.bad(`unknown version ${version}`);
   const nextTxnId = r.u64();
-  const entries = r.entries();
+  const entries = version === VERSION ? r.sharedPrefixEntries() : r.entries();
   const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
   if (version === 1) return r.end(ckpt);
   ckpt.nextSnapId = r.u64();
@@ -201,10 +222,12 @@ export function grown(column: Uint32Array, needed: number): Uint32Array {
   return bigger;
 }
 
-/** Bytes of the header and the live entries: the bulk of a checkpoint, known before writing it. */
+/** At most the bytes of the header and the live entries: the bulk of a checkpoint, known before writing it. */
 function entriesBytes(entries: CheckpointEntries): number {
-  // Per entry: 2 key_len, subject, NUL, key, 1 extent_count, 12 per extent.
-  let n = 13 + 4 * entries.keys.length + 4 * entries.extents.length;
+  // Per entry at most: 2 x 3 varint bytes for the key's split (keys are under 64 KiB), subject,
+  // NUL, key, 1 extent_count, 3 x 5 per extent. Keys share bytes, so this is well over: for
+  // whole-index checkpoints the builder sizes its buffer from the last one instead.
+  let n = 13 + 7 * entries.keys.length + 5 * entries.extents.length;
   let from = 0;
   for (const run of entries.runs) {
     n += (run.end - from) * run.subject.length;
@@ -277,13 +300,28 @@ class Writer {
     this.room(s.length);
     this.at += writeLatin1(this.buf, this.b, this.at, s);
   }
-  /** An index key (subject NUL key) with a 2-byte length prefix. */
-  indexKey(subject: string, key: string): void {
-    this.u16(subject.length + 1 + key.length);
-    this.room(subject.length + 1 + key.length);
-    this.at += writeLatin1(this.buf, this.b, this.at, subject);
-    this.buf[this.at++] = 0;
-    this.at += writeLatin1(this.buf, this.b, this.at, key);
+  /** Unsigned LEB128 of `x` (below 2^32): 7 bits per byte, low first, high bit set on all but the last. */
+  varint(x: number): void {
+    this.room(5);
+    const buf = this.buf;
+    let at = this.at;
+    while (x >= 0x80) {
+      buf[at++] = (x & 0x7f) | 0x80;
+      x >>>= 7;
+    }
+    buf[at++] = x;
+    this.at = at;
+  }
+  /** The bytes of the index key `subject NUL key` from byte `from` on (keys are short: a char loop). */
+  indexKeyFrom(subject: string, key: string, from: number): void {
+    const length = subject.length + 1 + key.length;
+    this.room(length - from);
+    const buf = this.buf;
+    let at = this.at;
+    for (let i = from; i < subject.length; i++) buf[at++] = subject.charCodeAt(i);
+    if (from <= subject.length) buf[at++] = 0;
+    for (let i = Math.max(0, from - subject.length - 1); i < key.length; i++) buf[at++] = key.charCodeAt(i);
+    this.at = at;
   }
   extents(list: readonly CheckpointExtent[]): void {
     this.u8(list.length);
@@ -382,6 +420,70 @@ class Reader {
     }
     return { runs, keys, counts, extents: extents.subarray(0, used) };
   }
+  /** An unsigned LEB128 below 2^32 (at most 5 bytes). */
+  varint(): number {
+    const buf = this.buf;
+    let at = this.at;
+    let x = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (at >= buf.length) throw this.bad('truncated');
+      const b = buf[at++] ?? 0;
+      if (shift === 28 && b > 0x0f) throw this.bad('varint over 32 bits');
+      x += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    this.at = at;
+    return x;
+  }
+  /**
+   * The live entries of a version 3 payload (`entries` decodes versions 1 and 2 into the same
+   * columns). The index key is rebuilt in one scratch buffer from the bytes it shares with the
+   * previous one; the subject is decoded again only where the shared bytes stop inside it.
+   */
+  sharedPrefixEntries(): CheckpointEntries {
+    const total = this.u32();
+    if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    const buf = this.buf;
+    const runs: CheckpointEntries['runs'] = [];
+    const keys: string[] = [];
+    const counts = new Uint8Array(total);
+    let extents: Uint32Array = new Uint32Array(3 * total);
+    let used = 0;
+    let run: { subject: string; end: number } | undefined;
+    let key = Buffer.alloc(256);
+    let length = 0; // of the previous index key
+    let nul = -1; // where the previous index key's subject ends
+    for (let i = 0; i < total; i++) {
+      const shared = this.varint();
+      const rest = this.varint();
+      if (shared > length) throw this.bad('key shares more bytes than the previous key has');
+      const next = shared + rest;
+      if (next > 0xffff) throw this.bad('index key over 65535 bytes');
+      if (next > key.length) {
+        const bigger = Buffer.alloc(Math.max(next, 2 * key.length));
+        bigger.set(key.subarray(0, shared));
+        key = bigger;
+      }
+      const at = this.need(rest);
+      for (let j = 0; j < rest; j++) key[shared + j] = buf[at + j] ?? 0;
+      length = next;
+      if (run === undefined || shared <= nul) {
+        nul = 0;
+        while (nul < length && key[nul] !== 0) nul++;
+        if (nul === 0 || nul === length) throw this.bad('record key has no subject');
+        const subject = key.toString('latin1', 0, nul);
+        if (run?.subject !== subject) runs.push((run = { subject, end: 0 }));
+      }
+      keys.push(key.toString('latin1', nul + 1, length));
+      run.end = keys.length;
+      const count = this.u8();
+      if (count === 0) throw this.bad('entry without extents');
+      counts[i] = count;
+      if (used + 3 * count > extents.length) extents = grown(extents, used + 3 * count);
+      for (let x = 0; x < 3 * count; x++) extents[used++] = this.varint();
+    }
+    return { runs, keys, counts, extents: extents.subarray(0, used) };
+  }
   extents(): CheckpointExtent[] {
     const out: CheckpointExtent[] = [];
     for (let n = this.u8(); n > 0; n--) out.push({ segment: this.u32(), offset: this.u32(), length: this.u32() });
@@ -391,6 +493,14 @@ class Reader {
     if (this.at !== this.buf.length) throw this.bad('trailing bytes');
     return value;
   }
+}
+
+/** How many chars `a` and `b` share from their start. */
+function commonPrefix(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
 }
 
 /** Whether the `length` bytes at `a` and at `b` of `buf` are equal (`length` -1: never). */
