@@ -2,6 +2,7 @@
 import { StatefsError } from '../errors.js';
 import { diffTrees, BTree } from './btree.js';
 import type { Entry } from './entry.js';
+import type { AppendOptions, Appended, JournalWriter, RecordToWrite } from './journal-writer.js';
 import type { Tree, Trees } from './keyspace.js';
 import { MOUNT_ROOT } from './mount-table.js';
 import { fromBinary, indexKey } from './names.js';
@@ -130,4 +131,29 @@ export function withContext(err: unknown, op: string, subject: string | undefine
     ...(e.offset === undefined ? {} : { offset: e.offset }),
     cause: e,
   });
+}
+
+/** Append `records` to the journal; an error (no room, a failed store) gets the operation and target. */
+export function appendOrThrow(
+  journal: Pick<JournalWriter<unknown>, 'append'>,
+  records: RecordToWrite[],
+  op: string,
+  subject: string | undefined,
+  key: string | undefined,
+  options: AppendOptions,
+): Appended {
+  try {
+    return journal.append(records, options);
+  } catch (err) {
+    throw withContext(err, op, subject, key);
+  }
+}
+
+/** Wait for appended records to be durable; a failed write gets the operation and target. */
+export async function awaitDurable(durable: Promise<void>, op: string, subject: string | undefined, key: string | undefined): Promise<void> {
+  try {
+    await durable;
+  } catch (err) {
+    throw withContext(err, op, subject, key);
+  }
 }

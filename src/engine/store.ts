@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
 import {
   EMPTY,
+  appendOrThrow,
   asStatefsError,
+  awaitDurable,
   isMountKey,
   listTree,
   metaKey,
@@ -26,7 +28,6 @@ import {
 import type { BlockDevice } from '../device/device.js';
 import { FileDevice } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
-import { CKPT_CHUNK, emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { Entry } from './entry.js';
@@ -34,9 +35,11 @@ import { JournalWriter, type Appended, type Extent, type RecordToWrite } from '.
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
-import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, indexKey, toBinary, toValue } from './names.js';
+import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
-import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
+import { Checkpointer, type CheckpointerHost } from './checkpointer.js';
+import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
+import { autoGcCycle } from './auto-gc.js';
 import { MOUNT_ROOT, MountTable } from './mount-table.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { snapshotDigest } from './snapshot-digest.js';
@@ -52,8 +55,7 @@ import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { checkBatchAllowed } from './batch-rules.js';
 import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
 import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
-import { writeSuperblock } from './superblock-io.js';
-import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
+import { failpoint, failpointArmed } from './failpoints.js';
 
 type Status = 'open' | 'closing' | 'closed';
 
@@ -65,43 +67,6 @@ const MAX_LIST_LIMIT = 10_000;
  * writes share flushes (group commit). Reads see acknowledged writes only: the index readers use
  * is replaced by the writers' index at the end of each durable round.
  */
-/*
- * Automatic GC (docs/storage/statefs-v3.md §8.3). The later a cycle starts, the more garbage the
- * segments it empties hold, and the fewer live bytes it moves per byte it frees: starting when an
- * eighth of the image is free (not a quarter), and emptying at most an eighth of the image per
- * cycle (the emptiest segments; the default bound alone is half of a 16 MiB image), cut the bytes
- * written per byte put under the GC benchmark's load from 1.99 to 1.46.
- */
-/** A cycle starts when the free segments are at most this share of the image (or twice the reserve)… */
-const AUTO_GC_FREE_SHARE = 1 / 8;
-/** …or when the reclaimable garbage is at least this share of it. */
-const AUTO_GC_GARBAGE_SHARE = 1 / 2;
-/** An automatic cycle empties at most this share of the image's segments (and the default byte bound). */
-const AUTO_GC_CYCLE_SHARE = 1 / 8;
-/**
- * Live entries a checkpoint encodes per turn of the event loop (`OpenOptions.checkpointStepEntries`):
- * about 5 ms here, against 0.65 s for a million keys in one go.
- */
-const CHECKPOINT_STEP_ENTRIES = 8192;
-/** Builds in steps a checkpoint starts over when snapshots are taken meanwhile, before it builds in one go. */
-const CHECKPOINT_RESTARTS = 2;
-
-/**
- * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
- * made while it was built (section 7.2 of docs/storage/statefs-v3.md).
- */
-function checkpointRecords(id: number, payload: Uint8Array, changes: readonly LiveChange[]): RecordToWrite[] {
-  const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
-  const records: RecordToWrite[] = [];
-  for (let i = 0; i < count; i++) {
-    const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
-    // The header goes beside the slice, not copied with it: no second copy of a large payload.
-    records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
-  }
-  for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry?.value ?? EMPTY });
-  return records;
-}
-
 /** A transaction's records: PREPARE, the PAYLOAD chunks of each op (their counts, per op), COMMIT. */
 function txnRecords(subject: string, ops: readonly TxnOp[], txnId: number): { records: RecordToWrite[]; chunkCounts: number[] } {
   const subjectKey = Buffer.from(subject, 'latin1');
@@ -125,23 +90,12 @@ function txnRecords(subject: string, ops: readonly TxnOp[], txnId: number): { re
   return { records, chunkCounts };
 }
 
-/** Let timers, I/O and other requests run (setImmediate: after the poll phase, not before it). */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 export class Store extends EventEmitter {
   private status: Status = 'open';
   /** The live index: working (writers) and committed (readers) trees per subject. */
   private readonly keys: Keyspace;
   private sb: Superblock;
-  private checkpointing: Promise<void> | undefined;
-  /** Snapshots taken and restored so far: a checkpoint built in steps checks that none was meanwhile. */
-  private snapshotsTaken = 0;
-  private bytesAtCheckpoint = 0;
-
-  private lastCheckpointBytes = 0;
-  private entriesAtCheckpoint = 0;
+  private readonly checkpointer: Checkpointer;
   private writeFailure: StatefsError | undefined;
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
   private nextTxnId: number;
@@ -160,6 +114,7 @@ export class Store extends EventEmitter {
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
   private legacy: boolean;
   private upgrading: Promise<void> | undefined;
+  private readonly upgradeHost: UpgradeHost;
   private gcRunning: Promise<GcResult> | undefined;
   private readonly compactor: Compactor;
   private openTxnTotal = 0;
@@ -199,7 +154,7 @@ export class Store extends EventEmitter {
       scan.tail,
       scan.maxSegSeq + 1,
       this.usage,
-      () => this.reserveSegments(),
+      () => this.checkpointer.reserveSegments(),
       {
         sealed: () => this.keys.seal(),
         durable: (snapshot) => {
@@ -212,11 +167,36 @@ export class Store extends EventEmitter {
       replayed.legacy !== undefined || scan.torn?.sealedPast === true,
       placement,
     );
-    // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
-    // with a large checkpoint and a short log must not make close write the same checkpoint again.
-    this.bytesAtCheckpoint = -(scan.bytes - replayed.checkpoint.recordBytes);
-    this.lastCheckpointBytes = replayed.checkpoint.payloadBytes;
-    this.entriesAtCheckpoint = replayed.checkpoint.entries;
+    const imageHost: CheckpointerHost = {
+      device,
+      usage: this.usage,
+      journal: this.journal,
+      snapshots: this.snapshots,
+      mounts: this.mounts,
+      trees: () => this.keys.workingTrees(),
+      nextTxnId: () => this.nextTxnId,
+      superblock: () => this.sb,
+      switched: (next) => {
+        this.sb = next;
+        this.usage.trimChainBefore(next.ckptSegment);
+      },
+      gcRunning: () => this.gcRunning,
+      moved: (subject, before, after) => {
+        this.addSubjectBytes(subject, after - before);
+      },
+      writeFailed: (error) => {
+        this.writeFailure = error;
+      },
+    };
+    this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint);
+    this.upgradeHost = {
+      ...imageHost,
+      upgraded: (next) => {
+        this.sb = next;
+        this.legacy = false;
+        this.usage.trimChainBefore(next.ckptSegment);
+      },
+    };
     this.legacy = replayed.legacy !== undefined;
     this.compactor = new Compactor({
       usage: this.usage,
@@ -298,9 +278,9 @@ export class Store extends EventEmitter {
       await this.reclaim(op);
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
     }
-    const appended = this.appendOrThrow(records, op, subject, key, {});
+    const appended = appendOrThrow(this.journal, records, op, subject, key, {});
     this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
-    await this.awaitDurable(appended.durable, op, subject, key);
+    await awaitDurable(appended.durable, op, subject, key);
   }
 
   /**
@@ -339,7 +319,7 @@ export class Store extends EventEmitter {
       await this.reclaim(op);
       checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
     }
-    const appended = this.appendOrThrow(records, op, subject, undefined, {});
+    const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
     const packed = packValues(records.map((r) => r.value));
     let at = 0;
     records.forEach((r, i) => {
@@ -348,7 +328,7 @@ export class Store extends EventEmitter {
       if (x !== undefined && bin !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, r.value.length, x.segment, x.offset, x.length));
       at += r.value.length;
     });
-    await this.awaitDurable(appended.durable, op, subject, undefined);
+    await awaitDurable(appended.durable, op, subject, undefined);
   }
 
   /** The value of `key`, or `undefined` if it has none. */
@@ -409,7 +389,7 @@ export class Store extends EventEmitter {
     const bin = checkKey(key, op, subject);
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
-    if (this.mustWaitForCheckpoint([record])) {
+    if (this.checkpointer.mustWaitFor([record])) {
       await this.waitForCheckpoint([record], op);
       checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     }
@@ -417,9 +397,9 @@ export class Store extends EventEmitter {
       await this.reclaim(op);
       checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
     }
-    const appended = this.appendOrThrow([record], op, subject, key, { useReserve: true });
+    const appended = appendOrThrow(this.journal, [record], op, subject, key, { useReserve: true });
     this.deleteEntry(subject, bin);
-    await this.awaitDurable(appended.durable, op, subject, key);
+    await awaitDurable(appended.durable, op, subject, key);
   }
 
   /** Keys of `subject` starting with `prefix`, bytewise ascending, a page at a time. */
@@ -472,7 +452,7 @@ export class Store extends EventEmitter {
       if (this.legacy) await this.upgradeLegacy();
       if (this.snapshots.get(subject, name) !== undefined) throw StatefsError.EEXIST(`snapshot ${name}`, { op, subject, name });
       const id = this.snapshots.nextId;
-      const appended = this.appendOrThrow([{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
+      const appended = appendOrThrow(this.journal, [{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
       const snap: Snapshot = {
         subject,
         name,
@@ -482,8 +462,8 @@ export class Store extends EventEmitter {
         at: this.absolute(appended.extents[0]),
       };
       this.snapshots.add(snap);
-      this.snapshotsTaken++;
-      await this.awaitDurable(appended.durable, op, subject, undefined);
+      this.checkpointer.snapshotChanged();
+      await awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
       void this.startDigest(snap);
@@ -515,11 +495,11 @@ export class Store extends EventEmitter {
         throw StatefsError.EBUSY(`snapshot ${name} is mounted at ${where}`, { op, subject, name });
       }
       const record = { opcode: Op.SNAPDEL, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
-      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], op);
-      const appended = this.appendOrThrow([record], op, subject, undefined, { useReserve: true });
+      if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], op);
+      const appended = appendOrThrow(this.journal, [record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
       for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
-      await this.awaitDurable(appended.durable, op, subject, undefined);
+      await awaitDurable(appended.durable, op, subject, undefined);
     });
   }
 
@@ -528,7 +508,7 @@ export class Store extends EventEmitter {
     const op = 'restoreSnap';
     return this.meta(op, async () => {
       const snap = this.requireSnapshot(subject, name, op);
-      const appended = this.appendOrThrow([{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
+      const appended = appendOrThrow(this.journal, [{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
       const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
       const restored = snap.tree.clone();
       diffTrees(
@@ -543,8 +523,8 @@ export class Store extends EventEmitter {
         },
       );
       this.keys.replace(subject, restored);
-      this.snapshotsTaken++;
-      await this.awaitDurable(appended.durable, op, subject, undefined);
+      this.checkpointer.snapshotChanged();
+      await awaitDurable(appended.durable, op, subject, undefined);
     });
   }
 
@@ -616,9 +596,9 @@ export class Store extends EventEmitter {
       if (this.mounts.get(caller, path) !== undefined) throw StatefsError.EEXIST(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
       // No legacy upgrade here: a legacy v1 image has no snapshots, and creating one upgrades it.
       const target = { snapId: snap.id, owner, name };
-      const appended = this.appendOrThrow([{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
+      const appended = appendOrThrow(this.journal, [{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
       this.mounts.add({ caller, path, ...target, at: this.absolute(appended.extents[0]) });
-      await this.awaitDurable(appended.durable, op, caller, undefined);
+      await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
 
@@ -630,10 +610,10 @@ export class Store extends EventEmitter {
       const path = checkMountPath(mountPath, op, caller);
       if (this.mounts.get(caller, path) === undefined) throw StatefsError.ENOENT(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
       const record = { opcode: Op.UMOUNT, key: metaKey(caller, path), value: EMPTY };
-      if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], op);
-      const appended = this.appendOrThrow([record], op, caller, undefined, { useReserve: true });
+      if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], op);
+      const appended = appendOrThrow(this.journal, [record], op, caller, undefined, { useReserve: true });
       this.mounts.remove(caller, path);
-      await this.awaitDurable(appended.durable, op, caller, undefined);
+      await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
 
@@ -657,9 +637,9 @@ export class Store extends EventEmitter {
     this.checkWritable(op);
     if (this.orphans.length === 0) return 0;
     const records = this.orphans.map((o) => ({ opcode: Op.ABORT, key: Buffer.from(o.subject, 'latin1'), value: encodeTxnMark({ txnId: o.txnId, opCount: 0 }) }));
-    if (this.mustWaitForCheckpoint(records)) await this.waitForCheckpoint(records, op);
-    const appended = this.appendOrThrow(records, op, undefined, undefined, { useReserve: true });
-    await this.awaitDurable(appended.durable, op, undefined, undefined);
+    if (this.checkpointer.mustWaitFor(records)) await this.waitForCheckpoint(records, op);
+    const appended = appendOrThrow(this.journal, records, op, undefined, undefined, { useReserve: true });
+    await awaitDurable(appended.durable, op, undefined, undefined);
     const n = this.orphans.length;
     this.orphans = [];
     return n;
@@ -703,15 +683,8 @@ export class Store extends EventEmitter {
       await this.gcRunning?.catch(() => undefined);
       await Promise.all(this.digestWrites);
       await this.journal.drain().catch(() => undefined);
-      await this.checkpointing?.catch(() => undefined);
-      // Leave a checkpoint behind when the journal since the last one is long: the next open
-      // replays what follows the checkpoint, so this keeps reopen cost bounded across sessions.
-      if (this.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.sb.segmentSize, this.lastCheckpointBytes / 8) && this.canCheckpoint()) {
-        this.checkpointing ??= this.writeCheckpoint().finally(() => {
-          this.checkpointing = undefined;
-        });
-        await this.checkpointing.catch(() => undefined);
-      }
+      await this.checkpointer.running?.catch(() => undefined);
+      if (this.checkpointer.dueAtClose() && this.canCheckpoint()) await this.checkpointer.run().catch(() => undefined);
       await this.journal.idle();
     } finally {
       this.status = 'closed';
@@ -783,7 +756,7 @@ export class Store extends EventEmitter {
       this.checkWritable(op);
       if (this.legacy) await this.upgradeLegacy();
       // Never while a checkpoint is being built: it has read where records are.
-      while (this.checkpointing !== undefined) await this.checkpointing.catch(() => undefined);
+      while (this.checkpointer.running !== undefined) await this.checkpointer.running.catch(() => undefined);
       this.checkWritable(op); // the store may be closing by now
       this.gcRunning ??= this.compactor.run(options).finally(() => {
         this.gcRunning = undefined;
@@ -831,24 +804,11 @@ export class Store extends EventEmitter {
     return out;
   }
 
-  /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
-  private checkpointBuild(): CheckpointBuild {
-    return new CheckpointBuild(frozenTrees(this.keys.workingTrees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
-  }
-
-  /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */
-  private lowOnSpace(): boolean {
-    return this.usage.freeCount() <= Math.max(2 * this.reserveSegments(), Math.floor(this.sb.segmentCount * AUTO_GC_FREE_SHARE));
-  }
-
   /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
   private maybeGc(): void {
     if (this.options.autoGc === false || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
-    const { segmentCount, segmentSize } = this.sb;
-    const lowOnSpace = this.lowOnSpace();
-    const garbage = this.compactor.garbageBytes();
-    if (garbage < segmentSize || (!lowOnSpace && garbage < segmentCount * segmentSize * AUTO_GC_GARBAGE_SHARE)) return;
-    this.gcNow({ maxSegments: Math.max(1, Math.floor(segmentCount * AUTO_GC_CYCLE_SHARE)) }).catch(() => undefined);
+    const cycle = autoGcCycle(this.compactor.garbageBytes(), this.checkpointer.lowOnSpace(), this.sb);
+    if (cycle !== undefined) this.gcNow(cycle).catch(() => undefined);
   }
 
   /**
@@ -861,159 +821,28 @@ export class Store extends EventEmitter {
     } catch (err) {
       return Promise.reject(asStatefsError(err, 'checkpoint'));
     }
-    this.checkpointing ??= (this.legacy ? this.upgradeLegacy() : this.writeCheckpoint()).finally(() => {
-      this.checkpointing = undefined;
-    });
-    return this.checkpointing;
+    return this.checkpointer.run(this.legacy ? () => this.upgradeLegacy() : undefined);
   }
 
   // ---- internals ----------------------------------------------------------------------------
 
   /**
-   * A checkpoint describes the live trees as they were when it began (P), built a step at a time
-   * between turns of the event loop, while writes go on. Its records land later (Q), and replay
-   * starts at them, so the batch that holds them also holds, after them, every live change made
-   * between P and Q, written again as PUT and DELETE records: replayed from the new checkpoint
-   * the log gives the state at Q, and replayed from the old one (a crash before the superblock
-   * switch) the re-written records repeat the state the log already reached. GC, which moves
-   * records, does not run while a checkpoint is being built. When a snapshot was taken or
-   * restored meanwhile the build starts over (in one turn after two restarts); when the
-   * re-written records would not fit, it is built again at Q in one turn instead
-   * (docs/storage/statefs-v3.md, section 7.2).
-   */
-  private async writeCheckpoint(): Promise<void> {
-    while (this.gcRunning !== undefined) await this.gcRunning.catch(() => undefined);
-    let build = this.checkpointBuild();
-    for (let attempt = 1; ; attempt++) {
-      const snapshotsAtP = this.snapshotsTaken;
-      // Low on space, or after restarts, in one go: a write that finds no room waits for the
-      // checkpoint (`reclaim`), and none may take the reserve meanwhile (`mustWaitForCheckpoint`).
-      const oneGo = this.lowOnSpace() || attempt > CHECKPOINT_RESTARTS;
-      const step = oneGo ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
-      while (!build.step(step)) await yieldToEventLoop();
-      if (this.snapshotsTaken === snapshotsAtP) break;
-      // A snapshot was taken or restored meanwhile: its differences from P would name records
-      // written after P — at places P's superseded entries may name too, once their segments were
-      // reused — and it would share values the checkpoint writes again for the live keys. Start
-      // again from the state now.
-      build = this.checkpointBuild();
-    }
-    // From here to the append: one turn, nothing changes under it.
-    const id = this.sb.ckptId + 1;
-    let payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
-    let changes = changesSince(build.frozen, this.keys.workingTrees());
-    let records = checkpointRecords(id, payload, changes);
-    if (changes.length > 0 && !this.journal.fits(records, { useReserve: true, ownBatch: true })) {
-      // The writes made meanwhile leave no room for the checkpoint beside them (the reserve is
-      // sized for a checkpoint, not for it and every write made while it was built): the state
-      // as it is now, in one go, with nothing to write again.
-      build = this.checkpointBuild();
-      payload = build.finish(this.snapshots, this.mounts, this.nextTxnId);
-      changes = [];
-      records = checkpointRecords(id, payload, changes);
-    }
-    const appended = this.appendOrThrow(records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
-    const count = records.length - changes.length;
-    changes.forEach((c, i) => {
-      const to = appended.extents[count + i];
-      if (c.entry === undefined || to === undefined) return;
-      this.addSubjectBytes(c.subject, to.length - c.entry.diskBytes);
-      this.usage.moveEntry(c.entry, to);
-    });
-    // The changes written again count with the checkpoint here: under heavy writes, counting
-    // them toward the next one made checkpoints follow each other (1M-key load: peak RSS +70 MB,
-    // +20 MB on disk). After a reopen replay counts them as journal (it reads them one by one).
-    this.bytesAtCheckpoint = this.journal.bytesAppended;
-    this.lastCheckpointBytes = payload.length;
-    this.entriesAtCheckpoint = build.entries; // the payload's own entries, for its bytes per entry
-    await this.awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
-    const next: Superblock = {
-      ...this.sb,
-      generation: this.sb.generation + 1,
-      ckptSegment: appended.batchStart.segment,
-      ckptOffset: appended.batchStart.offset,
-      ckptSegSeq: appended.batchStart.segSeq,
-      ckptId: id,
-    };
-    try {
-      failpoint('superblock.switch');
-      await writeSuperblock(this.device, next);
-    } catch (err) {
-      this.writeFailure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
-      throw this.writeFailure;
-    }
-    this.sb = next;
-    this.usage.trimChainBefore(next.ckptSegment);
-  }
-
-  /**
-   * Upgrade a legacy v1 image in place: write a v3 log (an empty checkpoint, then every v1 value
-   * as a PUT) into the segments past the v1 journal, then superblock slot B — at the end of the
-   * device, outside the v1 journal — so a crash at any point leaves either the intact v1 image or
-   * the upgraded one. `ENOSPC` (nothing written; the image stays v1 and readable) if it cannot fit.
+   * Upgrade a legacy v1 image in place before its first write (`writeUpgrade`); a failed upgrade
+   * is tried again by the next write.
    */
   private upgradeLegacy(): Promise<void> {
-    this.upgrading ??= this.writeUpgrade().catch((err: unknown) => {
+    this.upgrading ??= writeUpgrade(this.upgradeHost).catch((err: unknown) => {
       this.upgrading = undefined;
       throw err;
     });
     return this.upgrading;
   }
 
-  private async writeUpgrade(): Promise<void> {
-    const entries: [string, Entry][] = [];
-    for (const [subject, tree] of this.keys.workingTrees()) for (const [bin, e] of tree.entries()) entries.push([indexKey(subject, bin), e]);
-    const records: RecordToWrite[] = [
-      { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint())) },
-      ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
-    ];
-    const appended = this.appendOrThrow(records, 'upgrade', undefined, undefined, { ownBatch: true });
-    entries.forEach(([ik, e], i) => {
-      const extent = appended.extents[i + 1];
-      if (extent === undefined) return;
-      // Open counted the entry already (with no record): now its record, once.
-      this.usage.moveEntry(e, extent);
-      this.addSubjectBytes(ik.slice(0, ik.indexOf('\0')), e.diskBytes);
-    });
-    await this.awaitDurable(appended.durable, 'upgrade', undefined, undefined);
-    const sb: Superblock = {
-      ...this.sb,
-      generation: 1,
-      ckptSegment: appended.batchStart.segment,
-      ckptOffset: appended.batchStart.offset,
-      ckptSegSeq: appended.batchStart.segSeq,
-      ckptId: 1,
-    };
-    try {
-      await writeSuperblock(this.device, sb);
-      // Then slot A (over the start of the old v1 journal) with the same pointers, so either slot
-      // can be damaged later without losing the upgrade.
-      await writeSuperblock(this.device, { ...sb, generation: 2 });
-    } catch (err) {
-      this.writeFailure = StatefsError.EIO('superblock write failed during the v1 upgrade; reopen the store', { op: 'upgrade', cause: err });
-      throw this.writeFailure;
-    }
-    this.sb = { ...sb, generation: 2 };
-    this.legacy = false;
-    this.usage.trimChainBefore(sb.ckptSegment);
-  }
-
   private maybeCheckpoint(): void {
-    if (this.checkpointing !== undefined || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
-    if (this.journal.bytesAppended - this.bytesAtCheckpoint < this.checkpointThreshold()) return;
+    if (this.checkpointer.running !== undefined || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
+    if (!this.checkpointer.due()) return;
     // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
     this.checkpoint().catch(() => undefined);
-  }
-
-  /**
-   * Journal bytes between checkpoints: the option, else four segments (fewer on small images: a
-   * quarter of the segments outside the reserve), and never less than twice the last checkpoint.
-   */
-  private checkpointThreshold(): number {
-    if (this.options.checkpointBytes !== undefined) return this.options.checkpointBytes;
-    const usable = this.sb.segmentCount - this.reserveSegments();
-    const segments = Math.min(4, Math.max(1, Math.floor(usable / 4)));
-    return Math.max(segments * this.sb.segmentSize, 2 * this.lastCheckpointBytes);
   }
 
   /**
@@ -1031,30 +860,11 @@ export class Store extends EventEmitter {
   }
 
   /**
-   * See `OpenOptions.reserveSegments`. The next checkpoint is estimated from the last one's bytes
-   * per entry (48 before the first), times the entries held now, with a quarter for slack.
+   * Wait until `records` may take the reserve (`Checkpointer.mustWaitFor`). Then `op` is checked
+   * again, as after `reclaim`: the checkpoint waited for may have failed.
    */
-  private reserveSegments(): number {
-    if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
-    const { segmentCount, segmentSize } = this.sb;
-    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
-    const checkpoint = Math.max(this.lastCheckpointBytes, this.usage.entries * perEntry);
-    const forCheckpoint = 1 + Math.ceil((1.25 * checkpoint) / segmentSize);
-    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
-  }
-
-  /**
-   * Whether `records`, written with the reserve allowed (deletes and the like), would take some
-   * of it while a checkpoint is being built: the reserve is what that checkpoint will be written
-   * into, so such a write waits for it first (`waitForCheckpoint`).
-   */
-  private mustWaitForCheckpoint(records: RecordToWrite[]): boolean {
-    return this.checkpointing !== undefined && !this.journal.fits(records, {});
-  }
-
-  /** Then `op` is checked again, as after `reclaim`: the checkpoint waited for may have failed. */
   private async waitForCheckpoint(records: RecordToWrite[], op: string): Promise<void> {
-    while (this.mustWaitForCheckpoint(records)) await this.checkpointing?.catch(() => undefined);
+    while (this.checkpointer.mustWaitFor(records)) await this.checkpointer.running?.catch(() => undefined);
     this.checkWritable(op);
   }
 
@@ -1066,28 +876,6 @@ export class Store extends EventEmitter {
     this.keys.publish(sealed);
     this.maybeCheckpoint();
     this.maybeGc();
-  }
-
-  private appendOrThrow(
-    records: RecordToWrite[],
-    op: string,
-    subject: string | undefined,
-    key: string | undefined,
-    options: { useReserve?: boolean; ownBatch?: boolean; failpoint?: FailpointName },
-  ): ReturnType<JournalWriter<unknown>['append']> {
-    try {
-      return this.journal.append(records, options);
-    } catch (err) {
-      throw withContext(err, op, subject, key);
-    }
-  }
-
-  private async awaitDurable(durable: Promise<void>, op: string, subject: string | undefined, key: string | undefined): Promise<void> {
-    try {
-      await durable;
-    } catch (err) {
-      throw withContext(err, op, subject, key);
-    }
   }
 
   /** Write a transaction as PREPARE, PAYLOADs, COMMIT in one append, then apply it. */
@@ -1103,7 +891,7 @@ export class Store extends EventEmitter {
     for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
     for (const o of ops) delta -= this.freedBy(subject, o.bin);
     if (!onlyDeletes) this.checkQuota(subject, delta, op, undefined);
-    if (onlyDeletes && this.mustWaitForCheckpoint(records)) {
+    if (onlyDeletes && this.checkpointer.mustWaitFor(records)) {
       await this.waitForCheckpoint(records, op);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
     }
@@ -1117,7 +905,7 @@ export class Store extends EventEmitter {
       ({ records, chunkCounts } = txnRecords(subject, ops, txnId));
     }
     const options = onlyDeletes ? { useReserve: true } : {};
-    const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : this.appendOrThrow(records, op, subject, undefined, options);
+    const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : appendOrThrow(this.journal, records, op, subject, undefined, options);
     this.nextTxnId++;
     let at = 1;
     ops.forEach((o, i) => {
@@ -1127,7 +915,7 @@ export class Store extends EventEmitter {
       if (o.value === null) this.deleteEntry(subject, o.bin);
       else this.setEntry(subject, o.bin, Entry.of(o.value, extents));
     });
-    await this.awaitDurable(appended.durable, op, subject, undefined);
+    await awaitDurable(appended.durable, op, subject, undefined);
   }
 
   /**
@@ -1135,8 +923,8 @@ export class Store extends EventEmitter {
    * the failpoint hit just before that write, when PREPARE and the PAYLOADs are durable.
    */
   private appendTxnSplit(records: RecordToWrite[], op: string, subject: string, options: { useReserve?: boolean }): Appended {
-    const head = this.appendOrThrow(records.slice(0, -1), op, subject, undefined, options);
-    const commit = this.appendOrThrow(records.slice(-1), op, subject, undefined, { ...options, ownBatch: true, failpoint: 'txn.before-commit' });
+    const head = appendOrThrow(this.journal, records.slice(0, -1), op, subject, undefined, options);
+    const commit = appendOrThrow(this.journal, records.slice(-1), op, subject, undefined, { ...options, ownBatch: true, failpoint: 'txn.before-commit' });
     const durable = Promise.all([head.durable, commit.durable]).then(() => undefined);
     return { ...commit, extents: [...head.extents, ...commit.extents], durable };
   }
@@ -1293,7 +1081,7 @@ export class Store extends EventEmitter {
       .then(async (digest) => {
         snap.digest = digest;
         const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
-        if (this.mustWaitForCheckpoint([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
+        if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
         if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
         await this.journal.append([record], { useReserve: true }).durable;
       })

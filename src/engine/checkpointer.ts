@@ -1,0 +1,260 @@
+import type { BlockDevice } from '../device/device.js';
+import { StatefsError } from '../errors.js';
+import { CKPT_CHUNK, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
+import { Op } from '../format/opcodes.js';
+import type { Superblock } from '../format/superblock.js';
+import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
+import { isLowOnSpace } from './auto-gc.js';
+import { failpoint } from './failpoints.js';
+import type { JournalWriter, RecordToWrite } from './journal-writer.js';
+import type { Trees } from './keyspace.js';
+import type { MountTable } from './mount-table.js';
+import type { Replayed } from './replay.js';
+import type { SegmentUsage } from './segment-usage.js';
+import type { SnapshotTable } from './snapshot-table.js';
+import { EMPTY, appendOrThrow, awaitDurable, recordKey } from './store-support.js';
+import type { OpenOptions } from './store-types.js';
+import { writeSuperblock } from './superblock-io.js';
+
+/**
+ * Live entries a checkpoint encodes per turn of the event loop (`OpenOptions.checkpointStepEntries`):
+ * about 5 ms here, against 0.65 s for a million keys in one go.
+ */
+const CHECKPOINT_STEP_ENTRIES = 8192;
+/** Builds in steps a checkpoint starts over when snapshots are taken meanwhile, before it builds in one go. */
+const CHECKPOINT_RESTARTS = 2;
+
+/** What the checkpointer needs from the store. */
+export interface CheckpointerHost {
+  readonly device: BlockDevice;
+  readonly usage: SegmentUsage;
+  readonly journal: Readonly<Pick<JournalWriter<unknown>, 'fits' | 'append' | 'bytesAppended'>>;
+  readonly snapshots: SnapshotTable;
+  readonly mounts: MountTable;
+  /** The working trees: what a checkpoint describes. */
+  trees(): Trees;
+  /** The next transaction id (a checkpoint records it). */
+  nextTxnId(): number;
+  /** The superblock the store uses now. */
+  superblock(): Superblock;
+  /** `next` is on disk and names a newer checkpoint: the store uses it from now on. */
+  switched(next: Superblock): void;
+  /** The GC cycle running, if any: GC moves records, so a checkpoint is not built meanwhile. */
+  gcRunning(): Promise<unknown> | undefined;
+  /** A value of `subject` now lives in a record of another size. */
+  moved(subject: string, beforeBytes: number, afterBytes: number): void;
+  /** A superblock write failed: the store refuses writes with `error` until reopened. */
+  writeFailed(error: StatefsError): void;
+}
+
+/** The options the checkpointer reads (see `OpenOptions`). */
+export type CheckpointOptions = Readonly<Pick<OpenOptions, 'reserveSegments' | 'checkpointBytes' | 'checkpointStepEntries'>>;
+
+/**
+ * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
+ * made while it was built (section 7.2 of docs/storage/statefs-v3.md).
+ */
+function checkpointRecords(id: number, payload: Uint8Array, changes: readonly LiveChange[]): RecordToWrite[] {
+  const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
+  const records: RecordToWrite[] = [];
+  for (let i = 0; i < count; i++) {
+    const chunk = payload.subarray(i * CKPT_CHUNK, (i + 1) * CKPT_CHUNK);
+    // The header goes beside the slice, not copied with it: no second copy of a large payload.
+    records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
+  }
+  for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry?.value ?? EMPTY });
+  return records;
+}
+
+/** Let timers, I/O and other requests run (setImmediate: after the poll phase, not before it). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * The store's checkpoints: when the next one is due, the segments kept in reserve for it, and
+ * writing it (one at a time) and pointing the superblock at it.
+ */
+export class Checkpointer {
+  private inProgress: Promise<void> | undefined;
+  /** Snapshots taken and restored so far: a checkpoint built in steps checks that none was meanwhile. */
+  private snapshotsTaken = 0;
+  /** Journal bytes appended when the last checkpoint was written. */
+  private bytesAtCheckpoint: number;
+  /** The last checkpoint's payload bytes and live entries (they size the next one and the reserve). */
+  private lastCheckpointBytes: number;
+  private entriesAtCheckpoint: number;
+
+  /** `journalBytes`: the journal replay read, `opened`: the checkpoint replay started from. */
+  constructor(
+    private readonly host: CheckpointerHost,
+    private readonly options: CheckpointOptions,
+    journalBytes: number,
+    opened: Replayed['checkpoint'],
+  ) {
+    // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
+    // with a large checkpoint and a short log must not make close write the same checkpoint again.
+    this.bytesAtCheckpoint = -(journalBytes - opened.recordBytes);
+    this.lastCheckpointBytes = opened.payloadBytes;
+    this.entriesAtCheckpoint = opened.entries;
+  }
+
+  /** The checkpoint being written, if any. */
+  get running(): Promise<void> | undefined {
+    return this.inProgress;
+  }
+
+  /**
+   * Start `write` (by default: write a checkpoint of the index as it is now) unless a checkpoint
+   * is running already; resolves when the running one is done. A legacy image's upgrade runs
+   * here too: it writes the image's first v3 checkpoint.
+   */
+  run(write: () => Promise<void> = () => this.write()): Promise<void> {
+    this.inProgress ??= write().finally(() => {
+      this.inProgress = undefined;
+    });
+    return this.inProgress;
+  }
+
+  /** A snapshot was taken or restored: a checkpoint being built in steps starts over. */
+  snapshotChanged(): void {
+    this.snapshotsTaken++;
+  }
+
+  /** Whether the journal since the last checkpoint has reached `checkpointThreshold`. */
+  due(): boolean {
+    return this.host.journal.bytesAppended - this.bytesAtCheckpoint >= this.checkpointThreshold();
+  }
+
+  /**
+   * Whether close should leave a checkpoint behind: the journal since the last one is long (a
+   * segment, or an eighth of that checkpoint). The next open replays what follows the
+   * checkpoint, so this keeps reopen cost bounded across sessions.
+   */
+  dueAtClose(): boolean {
+    return this.host.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.host.superblock().segmentSize, this.lastCheckpointBytes / 8);
+  }
+
+  /**
+   * See `OpenOptions.reserveSegments`. The next checkpoint is estimated from the last one's bytes
+   * per entry (48 before the first), times the entries held now, with a quarter for slack.
+   */
+  reserveSegments(): number {
+    if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
+    const { segmentCount, segmentSize } = this.host.superblock();
+    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
+    const checkpoint = Math.max(this.lastCheckpointBytes, this.host.usage.entries * perEntry);
+    const forCheckpoint = 1 + Math.ceil((1.25 * checkpoint) / segmentSize);
+    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
+  }
+
+  /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */
+  lowOnSpace(): boolean {
+    return isLowOnSpace(this.host.usage.freeCount(), this.reserveSegments(), this.host.superblock().segmentCount);
+  }
+
+  /**
+   * Whether `records`, written with the reserve allowed (deletes and the like), would take some
+   * of it while a checkpoint is being built: the reserve is what that checkpoint will be written
+   * into, so such a write waits for it first (`Store.waitForCheckpoint`).
+   */
+  mustWaitFor(records: RecordToWrite[]): boolean {
+    return this.inProgress !== undefined && !this.host.journal.fits(records, {});
+  }
+
+  /**
+   * Journal bytes between checkpoints: the option, else four segments (fewer on small images: a
+   * quarter of the segments outside the reserve), and never less than twice the last checkpoint.
+   */
+  private checkpointThreshold(): number {
+    if (this.options.checkpointBytes !== undefined) return this.options.checkpointBytes;
+    const { segmentCount, segmentSize } = this.host.superblock();
+    const usable = segmentCount - this.reserveSegments();
+    const segments = Math.min(4, Math.max(1, Math.floor(usable / 4)));
+    return Math.max(segments * segmentSize, 2 * this.lastCheckpointBytes);
+  }
+
+  /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
+  private checkpointBuild(): CheckpointBuild {
+    return new CheckpointBuild(frozenTrees(this.host.trees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
+  }
+
+  /**
+   * A checkpoint describes the live trees as they were when it began (P), built a step at a time
+   * between turns of the event loop, while writes go on. Its records land later (Q), and replay
+   * starts at them, so the batch that holds them also holds, after them, every live change made
+   * between P and Q, written again as PUT and DELETE records: replayed from the new checkpoint
+   * the log gives the state at Q, and replayed from the old one (a crash before the superblock
+   * switch) the re-written records repeat the state the log already reached. GC, which moves
+   * records, does not run while a checkpoint is being built. When a snapshot was taken or
+   * restored meanwhile the build starts over (in one turn after two restarts); when the
+   * re-written records would not fit, it is built again at Q in one turn instead
+   * (docs/storage/statefs-v3.md, section 7.2).
+   */
+  private async write(): Promise<void> {
+    for (let gc = this.host.gcRunning(); gc !== undefined; gc = this.host.gcRunning()) await gc.catch(() => undefined);
+    let build = this.checkpointBuild();
+    for (let attempt = 1; ; attempt++) {
+      const snapshotsAtP = this.snapshotsTaken;
+      // Low on space, or after restarts, in one go: a write that finds no room waits for the
+      // checkpoint (`reclaim`), and none may take the reserve meanwhile (`mustWaitFor`).
+      const oneGo = this.lowOnSpace() || attempt > CHECKPOINT_RESTARTS;
+      const step = oneGo ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
+      while (!build.step(step)) await yieldToEventLoop();
+      if (this.snapshotsTaken === snapshotsAtP) break;
+      // A snapshot was taken or restored meanwhile: its differences from P would name records
+      // written after P — at places P's superseded entries may name too, once their segments were
+      // reused — and it would share values the checkpoint writes again for the live keys. Start
+      // again from the state now.
+      build = this.checkpointBuild();
+    }
+    // From here to the append: one turn, nothing changes under it.
+    const { journal, snapshots, mounts } = this.host;
+    const id = this.host.superblock().ckptId + 1;
+    let payload = build.finish(snapshots, mounts, this.host.nextTxnId());
+    let changes = changesSince(build.frozen, this.host.trees());
+    let records = checkpointRecords(id, payload, changes);
+    if (changes.length > 0 && !journal.fits(records, { useReserve: true, ownBatch: true })) {
+      // The writes made meanwhile leave no room for the checkpoint beside them (the reserve is
+      // sized for a checkpoint, not for it and every write made while it was built): the state
+      // as it is now, in one go, with nothing to write again.
+      build = this.checkpointBuild();
+      payload = build.finish(snapshots, mounts, this.host.nextTxnId());
+      changes = [];
+      records = checkpointRecords(id, payload, changes);
+    }
+    const appended = appendOrThrow(journal, records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
+    const count = records.length - changes.length;
+    changes.forEach((c, i) => {
+      const to = appended.extents[count + i];
+      if (c.entry === undefined || to === undefined) return;
+      this.host.moved(c.subject, c.entry.diskBytes, to.length);
+      this.host.usage.moveEntry(c.entry, to);
+    });
+    // The changes written again count with the checkpoint here: under heavy writes, counting
+    // them toward the next one made checkpoints follow each other (1M-key load: peak RSS +70 MB,
+    // +20 MB on disk). After a reopen replay counts them as journal (it reads them one by one).
+    this.bytesAtCheckpoint = journal.bytesAppended;
+    this.lastCheckpointBytes = payload.length;
+    this.entriesAtCheckpoint = build.entries; // the payload's own entries, for its bytes per entry
+    await awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
+    const sb = this.host.superblock();
+    const next: Superblock = {
+      ...sb,
+      generation: sb.generation + 1,
+      ckptSegment: appended.batchStart.segment,
+      ckptOffset: appended.batchStart.offset,
+      ckptSegSeq: appended.batchStart.segSeq,
+      ckptId: id,
+    };
+    try {
+      failpoint('superblock.switch');
+      await writeSuperblock(this.host.device, next);
+    } catch (err) {
+      const failure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
+      this.host.writeFailed(failure);
+      throw failure;
+    }
+    this.host.switched(next);
+  }
+}
