@@ -50,6 +50,14 @@ export interface CheckpointerHost {
 /** The options the checkpointer reads (see `OpenOptions`). */
 export type CheckpointOptions = Readonly<Pick<OpenOptions, 'reserveSegments' | 'checkpointBytes' | 'checkpointStepEntries'>>;
 
+/** `EINVAL` for a `checkpointStepEntries` that is not a whole number of at least 1, or Infinity. */
+export function checkCheckpointOptions(options: CheckpointOptions): void {
+  const step = options.checkpointStepEntries;
+  if (step !== undefined && !((Number.isSafeInteger(step) && step >= 1) || step === Number.POSITIVE_INFINITY)) {
+    throw StatefsError.EINVAL(`checkpointStepEntries ${String(step)}: use a whole number of at least 1, or Infinity`, { op: 'open' });
+  }
+}
+
 /**
  * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
  * made while it was built (section 7.2 of docs/storage/statefs-v3.md).
@@ -197,7 +205,7 @@ export class Checkpointer {
     for (let attempt = 1; ; attempt++) {
       const snapshotsAtP = this.snapshotsTaken;
       // Low on space, or after restarts, in one go: a write that finds no room waits for the
-      // checkpoint (`reclaim`), and none may take the reserve meanwhile (`mustWaitFor`).
+      // checkpoint (`Store.reclaim`), and none may take the reserve meanwhile (`mustWaitFor`).
       const oneGo = this.lowOnSpace() || attempt > CHECKPOINT_RESTARTS;
       const step = oneGo ? Number.POSITIVE_INFINITY : (this.options.checkpointStepEntries ?? CHECKPOINT_STEP_ENTRIES);
       while (!build.step(step)) await yieldToEventLoop();

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Entry } from './entry.js';
 import type { Tree } from './keyspace.js';
+import type { Snapshot } from './snapshot-table.js';
 
 /** Entries hashed between yields to the event loop, so digests never block writers for long. */
 const STEP = 2048;
@@ -53,4 +54,43 @@ export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: E
   }
   flush();
   return new Uint8Array(hash.digest());
+}
+
+/**
+ * Snapshot digests computed in the background from the values in memory, one job per snapshot
+ * at a time, each recorded by `record` (a SNAPDIGEST record) once known.
+ */
+export class DigestJobs {
+  /** Digests being computed, by snapshot id. */
+  private readonly jobs = new Map<number, Promise<Uint8Array>>();
+  /** Digests being computed and recorded; close waits for them so they reach the disk. */
+  private readonly writes = new Set<Promise<void>>();
+
+  constructor(private readonly record: (snap: Snapshot, digest: Uint8Array) => Promise<void>) {}
+
+  /** Compute a snapshot's digest in the background (unless it is being computed) and record it once known. */
+  start(snap: Snapshot): Promise<Uint8Array> {
+    let job = this.jobs.get(snap.id);
+    if (job !== undefined) return job;
+    job = snapshotDigest(snap.tree, (_bin, entry) => entry.value);
+    this.jobs.set(snap.id, job);
+    const recorded = job
+      .then((digest) => {
+        snap.digest = digest;
+        return this.record(snap, digest);
+      })
+      // A digest that did not reach the disk is recomputed after the next open.
+      .catch(() => undefined)
+      .finally(() => {
+        this.jobs.delete(snap.id);
+        this.writes.delete(recorded);
+      });
+    this.writes.add(recorded);
+    return job;
+  }
+
+  /** Resolves once every digest started so far is recorded, or failed to be. */
+  recorded(): Promise<unknown> {
+    return Promise.all(this.writes);
+  }
 }

@@ -23,7 +23,6 @@ import {
   type SnapshotInfo,
   type SnapshotPin,
   type StoreStat,
-  type SubjectStat,
 } from './store-types.js';
 import type { BlockDevice } from '../device/device.js';
 import { FileDevice } from '../device/file-device.js';
@@ -35,14 +34,16 @@ import { JournalWriter, type Appended, type Extent, type RecordToWrite } from '.
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
-import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toBinary, toValue } from './names.js';
+import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
-import { Checkpointer, type CheckpointerHost } from './checkpointer.js';
+import { Checkpointer, checkCheckpointOptions, type CheckpointerHost } from './checkpointer.js';
 import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
 import { autoGcCycle } from './auto-gc.js';
-import { MOUNT_ROOT, MountTable } from './mount-table.js';
+import { MOUNT_ROOT, type MountTable } from './mount-table.js';
+import { MountNamespace } from './mount-namespace.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
-import { snapshotDigest } from './snapshot-digest.js';
+import { DigestJobs, snapshotDigest } from './snapshot-digest.js';
+import { SpaceAccounting } from './space-accounting.js';
 import { readEntryValue } from './entry-reader.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
@@ -53,8 +54,8 @@ import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compact
 import { Keyspace, type Sealed, type Tree } from './keyspace.js';
 import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { checkBatchAllowed } from './batch-rules.js';
-import { DEFAULT_TXN_LIMITS, Transaction, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
-import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
+import { DEFAULT_TXN_LIMITS, OpenTxnCounts, Transaction, txnRecords, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
+import { encodeTxnMark } from '../format/txn-records.js';
 import { failpoint, failpointArmed } from './failpoints.js';
 
 type Status = 'open' | 'closing' | 'closed';
@@ -67,29 +68,6 @@ const MAX_LIST_LIMIT = 10_000;
  * writes share flushes (group commit). Reads see acknowledged writes only: the index readers use
  * is replaced by the writers' index at the end of each durable round.
  */
-/** A transaction's records: PREPARE, the PAYLOAD chunks of each op (their counts, per op), COMMIT. */
-function txnRecords(subject: string, ops: readonly TxnOp[], txnId: number): { records: RecordToWrite[]; chunkCounts: number[] } {
-  const subjectKey = Buffer.from(subject, 'latin1');
-  const records: RecordToWrite[] = [{ opcode: Op.PREPARE, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) }];
-  const chunkCounts: number[] = [];
-  for (const o of ops) {
-    const key = recordKey(subject, o.bin);
-    if (o.value === null) {
-      records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_DELETE, index: 0, count: 1, data: EMPTY }) });
-      chunkCounts.push(1);
-      continue;
-    }
-    const count = Math.max(1, Math.ceil(o.value.length / TXN_CHUNK));
-    for (let i = 0; i < count; i++) {
-      const data = o.value.subarray(i * TXN_CHUNK, (i + 1) * TXN_CHUNK);
-      records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_PUT, index: i, count, data }) });
-    }
-    chunkCounts.push(count);
-  }
-  records.push({ opcode: Op.COMMIT, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) });
-  return { records, chunkCounts };
-}
-
 export class Store extends EventEmitter {
   private status: Status = 'open';
   /** The live index: working (writers) and committed (readers) trees per subject. */
@@ -100,15 +78,13 @@ export class Store extends EventEmitter {
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
   private nextTxnId: number;
   private readonly txnLimits: TxnLimits;
-  private readonly openTxns = new Map<string, number>();
+  private readonly openTxns: OpenTxnCounts;
   private readonly snapshots: SnapshotTable;
   /** Transactions replay found prepared and never finished (see `abortOrphans`). */
   private orphans: Orphan[];
   private readonly mounts: MountTable;
-  /** Digests being computed, by snapshot id. */
-  private readonly digestJobs = new Map<number, Promise<Uint8Array>>();
-  /** Digests being computed and recorded; close waits for them so they reach the disk. */
-  private readonly digestWrites = new Set<Promise<void>>();
+  private readonly mountNamespace: MountNamespace;
+  private readonly digests = new DigestJobs((snap, digest) => this.recordDigest(snap, digest));
   /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
   private metaQueue: Promise<unknown> = Promise.resolve();
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
@@ -117,13 +93,9 @@ export class Store extends EventEmitter {
   private readonly upgradeHost: UpgradeHost;
   private gcRunning: Promise<GcResult> | undefined;
   private readonly compactor: Compactor;
-  private openTxnTotal = 0;
 
   private readonly usage: SegmentUsage;
-  /** Per subject: bytes of the records its live tree or its snapshots hold (what quotas count). */
-  private readonly subjectBytes = new Map<string, number>();
-  /** When each subject was last warned about its soft quota (markers only, never a decision). */
-  private readonly quotaWarnedAt = new Map<string, number>();
+  private readonly space: SpaceAccounting;
   private readonly journal: JournalWriter<Sealed>;
   /** What happened while opening: how much was replayed, and any torn tail cut off. */
   readonly openReport: OpenReport;
@@ -139,13 +111,26 @@ export class Store extends EventEmitter {
     this.sb = sb;
     this.nextTxnId = replayed.nextTxnId;
     this.txnLimits = { ...DEFAULT_TXN_LIMITS, ...options.txnLimits };
+    this.openTxns = new OpenTxnCounts(this.txnLimits);
     this.keys = new Keyspace(index);
     this.snapshots = replayed.snapshots;
     this.orphans = replayed.orphans;
     this.mounts = replayed.mounts;
+    this.mountNamespace = new MountNamespace(this.mounts, this.snapshots);
     // Counted by replay in the walk of the index it makes anyway.
     this.usage = replayed.accounting.usage;
-    for (const [of, n] of replayed.accounting.subjectBytes) this.subjectBytes.set(of, n);
+    this.space = new SpaceAccounting(
+      {
+        usage: this.usage,
+        snapshots: this.snapshots,
+        trees: () => this.keys.workingTrees(),
+        quotaOptions: () => this.options,
+        marker: (line) => {
+          this.marker(line);
+        },
+      },
+      replayed.accounting.subjectBytes,
+    );
     this.usage.resetChain(scan.chain);
 
     this.journal = new JournalWriter<Sealed>(
@@ -167,6 +152,9 @@ export class Store extends EventEmitter {
       replayed.legacy !== undefined || scan.torn?.sealedPast === true,
       placement,
     );
+    const moved = (subject: string, before: number, after: number): void => {
+      this.space.addSubjectBytes(subject, after - before);
+    };
     const imageHost: CheckpointerHost = {
       device,
       usage: this.usage,
@@ -181,9 +169,7 @@ export class Store extends EventEmitter {
         this.usage.trimChainBefore(next.ckptSegment);
       },
       gcRunning: () => this.gcRunning,
-      moved: (subject, before, after) => {
-        this.addSubjectBytes(subject, after - before);
-      },
+      moved,
       writeFailed: (error) => {
         this.writeFailure = error;
       },
@@ -201,17 +187,15 @@ export class Store extends EventEmitter {
     this.compactor = new Compactor({
       usage: this.usage,
       segmentSize: sb.segmentSize,
-      heldEntriesIn: (segments) => this.heldEntriesIn(segments),
+      heldEntriesIn: (segments) => this.space.heldEntriesIn(segments),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
-      moved: (subject, before, after) => {
-        this.addSubjectBytes(subject, after - before);
-      },
+      moved,
       marker: (line) => {
         this.marker(line);
       },
     });
-    for (const snap of this.snapshots.all()) if (snap.digest === undefined) void this.startDigest(snap);
+    for (const snap of this.snapshots.all()) if (snap.digest === undefined) void this.digests.start(snap);
     this.openReport = {
       format: replayed.legacy === undefined ? 'v3' : 'legacy-v1',
       batchesReplayed: scan.batches,
@@ -248,10 +232,7 @@ export class Store extends EventEmitter {
   static async openDevice(device: BlockDevice, options: OpenOptions = {}): Promise<Store> {
     try {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
-      const step = options.checkpointStepEntries;
-      if (step !== undefined && !((Number.isSafeInteger(step) && step >= 1) || step === Number.POSITIVE_INFINITY)) {
-        throw StatefsError.EINVAL(`checkpointStepEntries ${String(step)}: use a whole number of at least 1, or Infinity`, { op: 'open' });
-      }
+      checkCheckpointOptions(options);
       const placement = new CommitPlacement(options.commitMode);
       return new Store(device, await replayImage(device, legacySubject), options, placement);
     } catch (err) {
@@ -267,13 +248,13 @@ export class Store extends EventEmitter {
     const op = 'put';
     this.checkWritable(op);
     checkSubject(subject, op);
-    this.checkWritePath(subject, key, op);
+    this.mountNamespace.checkWritePath(subject, key, op);
     if (this.legacy) await this.upgradeLegacy();
     const bin = checkKey(key, op, subject);
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
-    if (this.options.quotas?.[subject] !== undefined) this.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.freedBy(subject, bin), op, key);
+    if (this.options.quotas?.[subject] !== undefined) this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
     if (!this.journal.fits(records)) {
       await this.reclaim(op);
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
@@ -299,7 +280,7 @@ export class Store extends EventEmitter {
     const bins: string[] = [];
     const records: RecordToWrite[] = [];
     for (const [key, value] of entries) {
-      this.checkWritePath(subject, key, op);
+      this.mountNamespace.checkWritePath(subject, key, op);
       const bin = checkKey(key, op, subject);
       const bytes = toValue(value, op, subject, key);
       keys.push(key);
@@ -312,8 +293,8 @@ export class Store extends EventEmitter {
     if (this.options.quotas?.[subject] !== undefined) {
       let delta = 0;
       for (const r of records) delta += recordLength(r.key.length, r.value.length);
-      for (const bin of new Set(bins)) delta -= this.freedBy(subject, bin);
-      this.checkQuota(subject, delta, op, undefined);
+      for (const bin of new Set(bins)) delta -= this.space.freedBy(subject, bin);
+      this.space.checkQuota(subject, delta, op, undefined);
     }
     if (!this.journal.fits(records)) {
       await this.reclaim(op);
@@ -375,7 +356,7 @@ export class Store extends EventEmitter {
     const op = 'get';
     this.checkOpen(op);
     checkSubject(subject, op);
-    if (isMountKey(key)) return this.readMount(subject, key, op);
+    if (isMountKey(key)) return this.mountNamespace.read(subject, key, op);
     return this.keys.readPoint(subject, checkKey(key, op, subject));
   }
 
@@ -384,7 +365,7 @@ export class Store extends EventEmitter {
     const op = 'delete';
     this.checkWritable(op);
     checkSubject(subject, op);
-    this.checkWritePath(subject, key, op);
+    this.mountNamespace.checkWritePath(subject, key, op);
     if (this.legacy) await this.upgradeLegacy();
     const bin = checkKey(key, op, subject);
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
@@ -417,7 +398,7 @@ export class Store extends EventEmitter {
       throw StatefsError.EINVAL(`limit ${String(limit)}: use 1 to ${MAX_LIST_LIMIT}`, { op, subject });
     }
     const after = options.after === undefined ? undefined : checkPrefix(options.after, op, subject);
-    if (binPrefix.startsWith(MOUNT_ROOT)) return this.listMount(subject, binPrefix, after, limit, op);
+    if (binPrefix.startsWith(MOUNT_ROOT)) return this.mountNamespace.list(subject, binPrefix, after, limit, op);
     return listTree(this.keys.read(subject), binPrefix, after, limit);
   }
 
@@ -429,11 +410,7 @@ export class Store extends EventEmitter {
     const op = 'begin';
     this.checkWritable(op);
     checkSubject(subject, op);
-    const mine = this.openTxns.get(subject) ?? 0;
-    if (mine >= this.txnLimits.perSubject) throw StatefsError.EAGAIN(`${subject} has ${mine} open transactions`, { op, subject });
-    if (this.openTxnTotal >= this.txnLimits.perStore) throw StatefsError.EAGAIN(`the store has ${this.openTxnTotal} open transactions`, { op, subject });
-    this.openTxns.set(subject, mine + 1);
-    this.openTxnTotal++;
+    this.openTxns.open(subject, op);
     return new Transaction(this.txnHost, subject, this.txnLimits);
   }
 
@@ -466,7 +443,7 @@ export class Store extends EventEmitter {
       await awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
-      void this.startDigest(snap);
+      void this.digests.start(snap);
     });
   }
 
@@ -480,7 +457,7 @@ export class Store extends EventEmitter {
       checkSubject(subject, op);
       const snaps = this.snapshots.of(subject);
       if (options?.details !== true) return snaps.map((snap) => snap.name);
-      return snaps.map((snap) => this.snapshotInfo(snap));
+      return snaps.map((snap) => this.space.snapshotInfo(snap));
     });
   }
 
@@ -498,7 +475,7 @@ export class Store extends EventEmitter {
       if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], op);
       const appended = appendOrThrow(this.journal, [record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
-      for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
+      this.space.releaseSnapshot(snap);
       await awaitDurable(appended.durable, op, subject, undefined);
     });
   }
@@ -515,11 +492,11 @@ export class Store extends EventEmitter {
         old,
         restored,
         (bin, e) => {
-          this.releaseAfterRestore(subject, bin, e);
+          this.space.release(subject, bin, e);
         },
         () => undefined,
         (bin, e) => {
-          this.releaseAfterRestore(subject, bin, e);
+          this.space.release(subject, bin, e);
         },
       );
       this.keys.replace(subject, restored);
@@ -561,7 +538,7 @@ export class Store extends EventEmitter {
     return (async () => {
       this.checkOpen(op);
       const snap = this.requireSnapshot(subject, name, op);
-      const expected = snap.digest ?? (await this.startDigest(snap));
+      const expected = snap.digest ?? (await this.digests.start(snap));
       const actual = await snapshotDigest(snap.tree, async (bin, entry) => {
         try {
           return await readEntryValue(this.device, this.sb.segmentSize, entry);
@@ -681,7 +658,7 @@ export class Store extends EventEmitter {
     try {
       await this.metaQueue;
       await this.gcRunning?.catch(() => undefined);
-      await Promise.all(this.digestWrites);
+      await this.digests.recorded();
       await this.journal.drain().catch(() => undefined);
       await this.checkpointer.running?.catch(() => undefined);
       if (this.checkpointer.dueAtClose() && this.canCheckpoint()) await this.checkpointer.run().catch(() => undefined);
@@ -703,45 +680,9 @@ export class Store extends EventEmitter {
 
   private statNow(): StoreStat {
     this.checkOpen('stat');
-    const subjects: SubjectStat[] = [];
-    const names = new Set([...this.keys.workingTrees().keys(), ...this.snapshots.all().map((snap) => snap.subject)]);
-    for (const subject of [...names].sort()) {
-      const tree = this.keys.workingTree(subject);
-      const snaps = this.snapshots.of(subject);
-      if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
-      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
-      for (const e of tree?.values() ?? []) stat.liveBytes += e.diskBytes;
-      const counted = new Set<Entry>();
-      for (const snap of snaps) {
-        for (const [, e] of this.notLive(snap)) {
-          if (counted.has(e)) continue;
-          counted.add(e);
-          stat.snapshotOnlyBytes += e.diskBytes;
-        }
-      }
-      subjects.push(stat);
-    }
-    const { segmentSize, segmentCount, capacity } = this.sb;
-    const segmentsFree = this.usage.freeCount();
-    const segmentsUsed = segmentCount - segmentsFree;
     // The head segment's unwritten tail is free space, not used.
-    const headFree = this.legacy ? 0 : segmentSize - this.journal.position.offset;
-    const usedBytes = segmentsUsed * segmentSize - headFree;
-    let liveBytes = 0;
-    for (let seg = 0; seg < segmentCount; seg++) liveBytes += this.usage.liveBytes[seg] ?? 0;
-    return {
-      capacity,
-      segmentSize,
-      segments: segmentCount,
-      segmentsUsed,
-      segmentsFree,
-      usedBytes,
-      liveBytes,
-      garbageBytes: usedBytes - liveBytes,
-      freeBytes: segmentsFree * segmentSize + headFree,
-      subjects,
-      snapshots: this.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes })),
-    };
+    const headFree = this.legacy ? 0 : this.sb.segmentSize - this.journal.position.offset;
+    return this.space.stat(this.sb, headFree);
   }
 
   // ---- compaction ---------------------------------------------------------------------------
@@ -779,29 +720,9 @@ export class Store extends EventEmitter {
     return settle(() => {
       this.checkOpen('gcPlan');
       const { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed } = this.compactor.plan(options);
-      const pinnedBySnapshots = this.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes }));
+      const pinnedBySnapshots = this.space.pinnedBySnapshots();
       return { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed, pinnedBySnapshots };
     });
-  }
-
-  /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */
-  private heldEntriesIn(segments: ReadonlySet<number>): { subject: string; bin: string; entry: Entry }[] {
-    const out: { subject: string; bin: string; entry: Entry }[] = [];
-    // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
-    for (const [subject, tree] of this.keys.workingTrees()) {
-      tree.forEachPair((bin, entry) => {
-        if (entry.hasRecordIn(segments)) out.push({ subject, bin, entry });
-      });
-    }
-    const seen = new Set<Entry>();
-    for (const snap of this.snapshots.all()) {
-      for (const [bin, entry] of this.notLive(snap)) {
-        if (seen.has(entry) || !entry.hasRecordIn(segments)) continue;
-        seen.add(entry);
-        out.push({ subject: snap.subject, bin, entry });
-      }
-    }
-    return out;
   }
 
   /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
@@ -889,8 +810,8 @@ export class Store extends EventEmitter {
     const onlyDeletes = ops.every((o) => o.value === null);
     let delta = 0;
     for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
-    for (const o of ops) delta -= this.freedBy(subject, o.bin);
-    if (!onlyDeletes) this.checkQuota(subject, delta, op, undefined);
+    for (const o of ops) delta -= this.space.freedBy(subject, o.bin);
+    if (!onlyDeletes) this.space.checkQuota(subject, delta, op, undefined);
     if (onlyDeletes && this.checkpointer.mustWaitFor(records)) {
       await this.waitForCheckpoint(records, op);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
@@ -932,60 +853,13 @@ export class Store extends EventEmitter {
   /** Put `entry` in the working tree, releasing the entry it replaces. */
   private setEntry(subject: string, bin: string, entry: Entry): void {
     const old = this.keys.set(subject, bin, entry);
-    this.release(subject, bin, old);
-    this.count(subject, entry);
-  }
-
-  /** Bytes a write of `bin` releases: its current entry, unless a snapshot keeps holding it. */
-  private freedBy(subject: string, bin: string): number {
-    const old = this.keys.workingTree(subject)?.get(bin);
-    return old === undefined || this.snapshots.holds(subject, bin, old) ? 0 : old.diskBytes;
-  }
-
-  /** Refuse a write that would take `subject` over its hard quota; warn over the soft one. */
-  private checkQuota(subject: string, delta: number, op: string, key: string | undefined): void {
-    const quota = this.options.quotas?.[subject];
-    if (quota === undefined || delta <= 0) return;
-    const used = (this.subjectBytes.get(subject) ?? 0) + delta;
-    if (used > quota.hard) {
-      this.marker(`statefs: quota deny subject=${subject} used=${used} hard=${quota.hard}`);
-      throw StatefsError.EDQUOTA(`${subject} would use ${used} bytes (hard quota ${quota.hard})`, { op, subject, ...(key === undefined ? {} : { key }) });
-    }
-    if (used > quota.soft) {
-      const now = Date.now();
-      const last = this.quotaWarnedAt.get(subject);
-      if (last === undefined || now - last >= (this.options.quotaWarnIntervalMs ?? 60_000)) {
-        this.quotaWarnedAt.set(subject, now);
-        this.marker(`statefs: quota warn subject=${subject} used=${used} soft=${quota.soft}`);
-      }
-    }
-  }
-
-  /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
-  private count(subject: string, e: Entry): void {
-    this.usage.addEntry(e);
-    this.addSubjectBytes(subject, e.diskBytes);
-  }
-
-  /** Nothing holds the entry any more. */
-  private uncount(subject: string, e: Entry): void {
-    this.usage.removeEntry(e);
-    this.addSubjectBytes(subject, -e.diskBytes);
-  }
-
-  /** The subject's records take `delta` more bytes (fewer, if negative). */
-  private addSubjectBytes(subject: string, delta: number): void {
-    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + delta);
-  }
-
-  /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
-  private release(subject: string, bin: string, old: Entry | undefined): void {
-    if (old !== undefined && !this.snapshots.holds(subject, bin, old)) this.uncount(subject, old);
+    this.space.release(subject, bin, old);
+    this.space.count(subject, entry);
   }
 
   private deleteEntry(subject: string, bin: string): void {
     const old = this.keys.delete(subject, bin);
-    this.release(subject, bin, old);
+    this.space.release(subject, bin, old);
   }
 
   private readonly txnHost: TxnHost = {
@@ -999,17 +873,13 @@ export class Store extends EventEmitter {
       this.checkWritable(op);
     },
     checkWritePath: (subject, key, op) => {
-      this.checkWritePath(subject, key, op);
+      this.mountNamespace.checkWritePath(subject, key, op);
     },
     commitTxn: (subject, ops) => this.commitTxn(subject, ops),
     releaseTxn: (subject) => {
-      const n = (this.openTxns.get(subject) ?? 1) - 1;
-      if (n === 0) this.openTxns.delete(subject);
-      else this.openTxns.set(subject, n);
-      this.openTxnTotal--;
+      this.openTxns.close(subject);
     },
   };
-
 
   /** Run a snapshot or mount change after the previous one finished. */
   private meta<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -1043,85 +913,12 @@ export class Store extends EventEmitter {
     return this.requireSnapshot(subject, name, op).tree;
   }
 
-  /** Entries of a snapshot that its subject's live tree does not hold. */
-  private notLive(snap: Snapshot): [string, Entry][] {
-    const out: [string, Entry][] = [];
-    const live = this.keys.workingTree(snap.subject) ?? new BTree<string, Entry>();
-    diffTrees(
-      snap.tree,
-      live,
-      (bin, e) => out.push([bin, e]),
-      () => undefined,
-      (bin, e) => out.push([bin, e]),
-    );
-    return out;
-  }
-
-  private releaseAfterRestore(subject: string, bin: string, e: Entry): void {
-    if (!this.snapshots.holds(subject, bin, e)) this.uncount(subject, e);
-  }
-
-  private snapshotInfo(snap: Snapshot): SnapshotInfo {
-    let bytes = 0;
-    for (const e of snap.tree.values()) bytes += e.diskBytes;
-    let exclusiveBytes = 0;
-    for (const [bin, e] of this.notLive(snap)) if (!this.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += e.diskBytes;
-    const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
-    if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
-    return info;
-  }
-
-  /** Compute a snapshot's digest in the background and record it (SNAPDIGEST) once known. */
-  private startDigest(snap: Snapshot): Promise<Uint8Array> {
-    let job = this.digestJobs.get(snap.id);
-    if (job !== undefined) return job;
-    job = snapshotDigest(snap.tree, (_bin, entry) => entry.value);
-    this.digestJobs.set(snap.id, job);
-    const recorded = job
-      .then(async (digest) => {
-        snap.digest = digest;
-        const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
-        if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
-        if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
-        await this.journal.append([record], { useReserve: true }).durable;
-      })
-      // A digest that did not reach the disk is recomputed after the next open.
-      .catch(() => undefined)
-      .finally(() => {
-        this.digestJobs.delete(snap.id);
-        this.digestWrites.delete(recorded);
-      });
-    this.digestWrites.add(recorded);
-    return job;
-  }
-
-  /** Writes only ever go under /state/: at or under a mount is `EROFS`, elsewhere under /mnt/ `EINVAL`. */
-  private checkWritePath(subject: string, key: string, op: string): void {
-    if (!isMountKey(key)) return;
-    const bin = toBinary(key, 'key', op);
-    const mount = this.mounts.covering(subject, bin);
-    if (mount !== undefined) throw StatefsError.EROFS(`${key} is under the read-only mount ${fromBinary(mount.path)}`, { op, subject, key });
-    throw StatefsError.EINVAL(`key ${key} is not under /state/ (and no snapshot is mounted there)`, { op, subject, key });
-  }
-
-  /** A read of `/mnt/<label>/<rest>`: the mounted snapshot's `/state/<rest>`. */
-  private readMount(caller: string, key: string, op: string): Entry | undefined {
-    const bin = checkKey(key, op, caller, MOUNT_ROOT);
-    const mount = this.mounts.covering(caller, bin);
-    if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });
-    if (bin === mount.path) return undefined;
-    return this.snapshots.get(mount.owner, mount.name)?.tree.get(`/state${bin.slice(mount.path.length)}`);
-  }
-
-  private listMount(caller: string, prefix: string, after: string | undefined, limit: number, op: string): ListPage {
-    const mount = this.mounts.covering(caller, prefix);
-    if (mount === undefined) throw StatefsError.ENOENT(`mount for ${fromBinary(prefix)}`, { op, subject: caller });
-    const tree = this.snapshots.get(mount.owner, mount.name)?.tree;
-    const toOwner = (bin: string): string => `/state${bin.slice(mount.path.length)}`;
-    const ownerAfter = after === undefined ? undefined : after.startsWith(mount.path) ? toOwner(after) : undefined;
-    const page = listTree(tree, toOwner(prefix), ownerAfter, limit);
-    const back = (k: string): string => `${fromBinary(mount.path)}${k.slice('/state'.length)}`;
-    return page.next === undefined ? { keys: page.keys.map(back) } : { keys: page.keys.map(back), next: back(page.next) };
+  /** Record a snapshot's digest (SNAPDIGEST), unless the store cannot write or the snapshot is gone by then. */
+  private async recordDigest(snap: Snapshot, digest: Uint8Array): Promise<void> {
+    const record = { opcode: Op.SNAPDIGEST, key: metaKey(snap.subject, snap.name), value: encodeSnapDigest(snap.id, digest) };
+    if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
+    if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
+    await this.journal.append([record], { useReserve: true }).durable;
   }
 
   private checkOpen(op: string): void {

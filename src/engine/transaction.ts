@@ -1,6 +1,9 @@
 import { StatefsError } from '../errors.js';
+import { Op } from '../format/opcodes.js';
+import { PAYLOAD_DELETE, PAYLOAD_PUT, TXN_CHUNK, encodePayload, encodeTxnMark } from '../format/txn-records.js';
+import type { RecordToWrite } from './journal-writer.js';
 import { checkKey, checkSubject, toValue } from './names.js';
-import { settle } from './store-support.js';
+import { EMPTY, recordKey, settle } from './store-support.js';
 import { checkDeleteAllowed, checkPutAllowed, type KeyView } from './tree-rules.js';
 import { ownCopy } from './value-pool.js';
 
@@ -184,4 +187,52 @@ export function validateTxnOps(base: KeyView, children: (bin: string) => Iterabl
     else checkPutAllowed(view, o.bin, subject, o.key, 'txn.commit');
     applied.set(o.bin, o.value !== null);
   }
+}
+
+/** Open transactions per subject and per store, held to `TxnLimits`. */
+export class OpenTxnCounts {
+  private readonly bySubject = new Map<string, number>();
+  private total = 0;
+
+  constructor(private readonly limits: TxnLimits) {}
+
+  /** One more transaction on `subject`; `EAGAIN` when the subject or the store is at its limit. */
+  open(subject: string, op: string): void {
+    const mine = this.bySubject.get(subject) ?? 0;
+    if (mine >= this.limits.perSubject) throw StatefsError.EAGAIN(`${subject} has ${mine} open transactions`, { op, subject });
+    if (this.total >= this.limits.perStore) throw StatefsError.EAGAIN(`the store has ${this.total} open transactions`, { op, subject });
+    this.bySubject.set(subject, mine + 1);
+    this.total++;
+  }
+
+  /** A transaction on `subject` committed or aborted. */
+  close(subject: string): void {
+    const n = (this.bySubject.get(subject) ?? 1) - 1;
+    if (n === 0) this.bySubject.delete(subject);
+    else this.bySubject.set(subject, n);
+    this.total--;
+  }
+}
+
+/** A transaction's records: PREPARE, the PAYLOAD chunks of each op (their counts, per op), COMMIT. */
+export function txnRecords(subject: string, ops: readonly TxnOp[], txnId: number): { records: RecordToWrite[]; chunkCounts: number[] } {
+  const subjectKey = Buffer.from(subject, 'latin1');
+  const records: RecordToWrite[] = [{ opcode: Op.PREPARE, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) }];
+  const chunkCounts: number[] = [];
+  for (const o of ops) {
+    const key = recordKey(subject, o.bin);
+    if (o.value === null) {
+      records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_DELETE, index: 0, count: 1, data: EMPTY }) });
+      chunkCounts.push(1);
+      continue;
+    }
+    const count = Math.max(1, Math.ceil(o.value.length / TXN_CHUNK));
+    for (let i = 0; i < count; i++) {
+      const data = o.value.subarray(i * TXN_CHUNK, (i + 1) * TXN_CHUNK);
+      records.push({ opcode: Op.PAYLOAD, key, value: encodePayload({ txnId, kind: PAYLOAD_PUT, index: i, count, data }) });
+    }
+    chunkCounts.push(count);
+  }
+  records.push({ opcode: Op.COMMIT, key: subjectKey, value: encodeTxnMark({ txnId, opCount: ops.length }) });
+  return { records, chunkCounts };
 }

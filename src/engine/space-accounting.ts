@@ -1,0 +1,192 @@
+import { StatefsError } from '../errors.js';
+import type { Superblock } from '../format/superblock.js';
+import { BTree, diffTrees } from './btree.js';
+import type { Entry } from './entry.js';
+import type { Trees } from './keyspace.js';
+import type { SegmentUsage } from './segment-usage.js';
+import type { Snapshot, SnapshotTable } from './snapshot-table.js';
+import type { OpenOptions, SnapshotInfo, SnapshotPin, StoreStat, SubjectStat } from './store-types.js';
+
+/** What space accounting needs from the store. */
+export interface SpaceHost {
+  readonly usage: SegmentUsage;
+  readonly snapshots: SnapshotTable;
+  /** The working trees: what the live state holds. */
+  trees(): Trees;
+  /** The quotas in force now (`setAccess` replaces them). */
+  quotaOptions(): Pick<OpenOptions, 'quotas' | 'quotaWarnIntervalMs'>;
+  marker(line: string): void;
+}
+
+/** An entry held by a live tree or a snapshot, with a subject and key that hold it. */
+interface HeldEntry {
+  subject: string;
+  bin: string;
+  entry: Entry;
+}
+
+/**
+ * Space accounting: the records each entry held by a live tree or a snapshot keeps in use, per
+ * segment (`SegmentUsage`) and per subject (what quotas count), the quota checks on writes, and
+ * the figures `stat`, `listSnaps` and `gcPlan` report.
+ */
+export class SpaceAccounting {
+  /** Per subject: bytes of the records its live tree or its snapshots hold (what quotas count). */
+  private readonly subjectBytes: Map<string, number>;
+  /** When each subject was last warned about its soft quota (markers only, never a decision). */
+  private readonly quotaWarnedAt = new Map<string, number>();
+
+  /** `subjectBytes`: per subject, as open counted them (`IndexAccounting`). */
+  constructor(
+    private readonly host: SpaceHost,
+    subjectBytes: ReadonlyMap<string, number>,
+  ) {
+    this.subjectBytes = new Map(subjectBytes);
+  }
+
+  /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
+  count(subject: string, e: Entry): void {
+    this.host.usage.addEntry(e);
+    this.addSubjectBytes(subject, e.diskBytes);
+  }
+
+  /** Nothing holds the entry any more. */
+  private uncount(subject: string, e: Entry): void {
+    this.host.usage.removeEntry(e);
+    this.addSubjectBytes(subject, -e.diskBytes);
+  }
+
+  /** The subject's records take `delta` more bytes (fewer, if negative). */
+  addSubjectBytes(subject: string, delta: number): void {
+    this.subjectBytes.set(subject, (this.subjectBytes.get(subject) ?? 0) + delta);
+  }
+
+  /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
+  release(subject: string, bin: string, old: Entry | undefined): void {
+    if (old !== undefined && !this.host.snapshots.holds(subject, bin, old)) this.uncount(subject, old);
+  }
+
+  /** A snapshot was deleted (it is out of the table): what no live tree or other snapshot holds is free. */
+  releaseSnapshot(snap: Snapshot): void {
+    for (const [bin, e] of this.notLive(snap)) if (!this.host.snapshots.holds(snap.subject, bin, e)) this.uncount(snap.subject, e);
+  }
+
+  /** Bytes a write of `bin` releases: its current entry, unless a snapshot keeps holding it. */
+  freedBy(subject: string, bin: string): number {
+    const old = this.host.trees().get(subject)?.get(bin);
+    return old === undefined || this.host.snapshots.holds(subject, bin, old) ? 0 : old.diskBytes;
+  }
+
+  /** Refuse a write that would take `subject` over its hard quota; warn over the soft one. */
+  checkQuota(subject: string, delta: number, op: string, key: string | undefined): void {
+    const options = this.host.quotaOptions();
+    const quota = options.quotas?.[subject];
+    if (quota === undefined || delta <= 0) return;
+    const used = (this.subjectBytes.get(subject) ?? 0) + delta;
+    if (used > quota.hard) {
+      this.host.marker(`statefs: quota deny subject=${subject} used=${used} hard=${quota.hard}`);
+      throw StatefsError.EDQUOTA(`${subject} would use ${used} bytes (hard quota ${quota.hard})`, { op, subject, ...(key === undefined ? {} : { key }) });
+    }
+    if (used > quota.soft) {
+      const now = Date.now();
+      const last = this.quotaWarnedAt.get(subject);
+      if (last === undefined || now - last >= (options.quotaWarnIntervalMs ?? 60_000)) {
+        this.quotaWarnedAt.set(subject, now);
+        this.host.marker(`statefs: quota warn subject=${subject} used=${used} soft=${quota.soft}`);
+      }
+    }
+  }
+
+  /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */
+  heldEntriesIn(segments: ReadonlySet<number>): HeldEntry[] {
+    const out: HeldEntry[] = [];
+    // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
+    for (const [subject, tree] of this.host.trees()) {
+      tree.forEachPair((bin, entry) => {
+        if (entry.hasRecordIn(segments)) out.push({ subject, bin, entry });
+      });
+    }
+    const seen = new Set<Entry>();
+    for (const snap of this.host.snapshots.all()) {
+      for (const [bin, entry] of this.notLive(snap)) {
+        if (seen.has(entry) || !entry.hasRecordIn(segments)) continue;
+        seen.add(entry);
+        out.push({ subject: snap.subject, bin, entry });
+      }
+    }
+    return out;
+  }
+
+  /** Entries of a snapshot that its subject's live tree does not hold. */
+  private notLive(snap: Snapshot): [string, Entry][] {
+    const out: [string, Entry][] = [];
+    const live = this.host.trees().get(snap.subject) ?? new BTree<string, Entry>();
+    diffTrees(
+      snap.tree,
+      live,
+      (bin, e) => out.push([bin, e]),
+      () => undefined,
+      (bin, e) => out.push([bin, e]),
+    );
+    return out;
+  }
+
+  /** A snapshot's keys and bytes, the bytes only it holds, and its digest once known. */
+  snapshotInfo(snap: Snapshot): SnapshotInfo {
+    let bytes = 0;
+    for (const e of snap.tree.values()) bytes += e.diskBytes;
+    let exclusiveBytes = 0;
+    for (const [bin, e] of this.notLive(snap)) if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += e.diskBytes;
+    const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
+    if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
+    return info;
+  }
+
+  /** What each snapshot pins: bytes no GC cycle can reclaim while it exists. */
+  pinnedBySnapshots(): SnapshotPin[] {
+    return this.host.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes }));
+  }
+
+  /** Space accounting for the image and each subject; `headFree`: the head segment's unwritten tail. */
+  stat(image: Pick<Superblock, 'capacity' | 'segmentSize' | 'segmentCount'>, headFree: number): StoreStat {
+    const { usage, snapshots } = this.host;
+    const trees = this.host.trees();
+    const subjects: SubjectStat[] = [];
+    const names = new Set([...trees.keys(), ...snapshots.all().map((snap) => snap.subject)]);
+    for (const subject of [...names].sort()) {
+      const tree = trees.get(subject);
+      const snaps = snapshots.of(subject);
+      if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
+      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
+      for (const e of tree?.values() ?? []) stat.liveBytes += e.diskBytes;
+      const counted = new Set<Entry>();
+      for (const snap of snaps) {
+        for (const [, e] of this.notLive(snap)) {
+          if (counted.has(e)) continue;
+          counted.add(e);
+          stat.snapshotOnlyBytes += e.diskBytes;
+        }
+      }
+      subjects.push(stat);
+    }
+    const { segmentSize, segmentCount, capacity } = image;
+    const segmentsFree = usage.freeCount();
+    const segmentsUsed = segmentCount - segmentsFree;
+    const usedBytes = segmentsUsed * segmentSize - headFree;
+    let liveBytes = 0;
+    for (let seg = 0; seg < segmentCount; seg++) liveBytes += usage.liveBytes[seg] ?? 0;
+    return {
+      capacity,
+      segmentSize,
+      segments: segmentCount,
+      segmentsUsed,
+      segmentsFree,
+      usedBytes,
+      liveBytes,
+      garbageBytes: usedBytes - liveBytes,
+      freeBytes: segmentsFree * segmentSize + headFree,
+      subjects,
+      snapshots: this.pinnedBySnapshots(),
+    };
+  }
+}
