@@ -420,16 +420,29 @@ class Reader {
     }
     return { runs, keys, counts, extents: extents.subarray(0, used) };
   }
-  /** An unsigned LEB128 below 2^32 (at most 5 bytes). */
+  /**
+   * An unsigned LEB128 below 2^32 (at most 5 bytes). Runs five times per entry at open: the
+   * one-byte case is kept small enough to inline, and no step needs a float.
+   */
   varint(): number {
+    const b = this.buf[this.at];
+    if (b === undefined || b >= 0x80) return this.longVarint();
+    this.at++;
+    return b;
+  }
+  private longVarint(): number {
     const buf = this.buf;
     let at = this.at;
     let x = 0;
     for (let shift = 0; ; shift += 7) {
       if (at >= buf.length) throw this.bad('truncated');
       const b = buf[at++] ?? 0;
-      if (shift === 28 && b > 0x0f) throw this.bad('varint over 32 bits');
-      x += (b & 0x7f) * 2 ** shift;
+      if (shift === 28) {
+        if (b > 0x0f) throw this.bad('varint over 32 bits');
+        x += b * 0x1000_0000; // the top 4 bits: past int32, so added, not shifted
+        break;
+      }
+      x |= (b & 0x7f) << shift;
       if (b < 0x80) break;
     }
     this.at = at;
