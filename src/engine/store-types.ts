@@ -13,7 +13,12 @@ export interface OpenOptions {
    * at most half the image).
    */
   reserveSegments?: number;
-  /** Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last checkpoint). */
+  /**
+   * Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last
+   * checkpoint or 80 bytes per entry it held, but at most a quarter of the image outside the
+   * reserve; docs/storage/statefs-v3.md 7.3). Above that quarter, a full image may not be
+   * emptied by deletes alone (Appendix A, item 8).
+   */
   checkpointBytes?: number;
   /**
    * Live entries a checkpoint encodes per turn of the event loop (default 8,192, about 5 ms): a
