@@ -378,6 +378,12 @@ class Reader {
     const at = this.need(n);
     return this.b.toString('latin1', at, at + n);
   }
+  /** `entry_count`, and the columns for that many entries (extents: 3 numbers each, grown as needed). */
+  private startColumns(): { runs: CheckpointEntries['runs']; keys: string[]; counts: Uint8Array } {
+    const total = this.u32();
+    if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    return { runs: [], keys: [], counts: new Uint8Array(total) };
+  }
   /**
    * The live entries. Each key is decoded straight from its bytes, as its own string: a slice of
    * the whole index key would keep that string alive for as long as the key is indexed. This runs
@@ -386,18 +392,14 @@ class Reader {
    * extents are bounds-checked once.
    */
   entries(): CheckpointEntries {
-    const total = this.u32();
-    if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    const { runs, keys, counts } = this.startColumns();
+    let extents: Uint32Array = new Uint32Array(3 * counts.length);
     const buf = this.buf;
-    const runs: CheckpointEntries['runs'] = [];
-    const keys: string[] = [];
-    const counts = new Uint8Array(total);
-    let extents: Uint32Array = new Uint32Array(3 * total);
     let used = 0;
     let run: { subject: string; end: number } | undefined;
     let subjectAt = 0;
     let subjectLength = -1;
-    for (let i = 0; i < total; i++) {
+    for (let i = 0; i < counts.length; i++) {
       const length = this.u16();
       const at = this.need(length);
       const end = at + length;
@@ -454,19 +456,15 @@ class Reader {
    * previous one; the subject is decoded again only where the shared bytes stop inside it.
    */
   sharedPrefixEntries(): CheckpointEntries {
-    const total = this.u32();
-    if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
+    const { runs, keys, counts } = this.startColumns();
+    let extents: Uint32Array = new Uint32Array(3 * counts.length);
     const buf = this.buf;
-    const runs: CheckpointEntries['runs'] = [];
-    const keys: string[] = [];
-    const counts = new Uint8Array(total);
-    let extents: Uint32Array = new Uint32Array(3 * total);
     let used = 0;
     let run: { subject: string; end: number } | undefined;
     let key = Buffer.alloc(256);
     let length = 0; // of the previous index key
     let nul = -1; // where the previous index key's subject ends
-    for (let i = 0; i < total; i++) {
+    for (let i = 0; i < counts.length; i++) {
       const shared = this.varint();
       const rest = this.varint();
       if (shared > length) throw this.bad('key shares more bytes than the previous key has');
