@@ -217,6 +217,14 @@ function version2Payload(ckpt: Checkpoint): Uint8Array {
   return new Uint8Array(Buffer.concat(parts)); // not a Buffer: decoded digests are then Uint8Arrays, as from the engine's own payloads
 }
 
+test('keys longer than 320 bytes (only a v1 image has them) round-trip, sharing at most 320 bytes', () => {
+  const keys = ['x', 'y', 'z'].map((c) => `/state/${'d'.repeat(990)}${c}`);
+  const ckpt: Checkpoint = { ...emptyCheckpoint(), entries: columns(keys.map((key) => ({ subject: 'legacy', key, extents: [[1, 2, 3]] }))) };
+  const bytes = encodeCheckpoint(ckpt);
+  assert.deepEqual(decodeCheckpoint(bytes), ckpt);
+  assert.ok(bytes.length > 2 * (1005 - 320), `${bytes.length} bytes: the bytes past the 320 shared are written`);
+});
+
 test('version 2 checkpoint payloads (written before keys shared their prefixes) decode to the same checkpoint', () => {
   fc.assert(
     fc.property(ckptArb, (ckpt) => {
@@ -249,6 +257,10 @@ test('version 3 entries of sorted keys take a third of version 2 bytes; bad pref
   bad([0, 3, 0, 0x61, 0x6b, 1, 0, 0, 0], 1, 'no subject'); // NUL first
   bad([0, 0x80, 0x80, 0x04], 1, 'over 65535'); // a key of 65536 bytes
   bad([...first, 2, 0, 0], 2, 'without extents');
+  // A key may share at most 320 bytes: a 7-byte entry can no longer make a 64 KiB key string.
+  const long = [0, 0xc4, 0x02, 0x61, 0, ...new Array<number>(322).fill(0x6b), 1, 0, 0, 0]; // "a NUL" + 322 k's: 324 bytes
+  assert.equal(decodeCheckpoint(payload([...long, 0xc0, 0x02, 4, 0x6c, 0x6c, 0x6c, 0x6c, 1, 0, 0, 0], 2)).entries.keys[1]?.length, 322);
+  bad([...long, 0xc1, 0x02, 3, 0x6c, 0x6c, 0x6c, 1, 0, 0, 0], 2, 'more than 320');
   assert.deepEqual(decodeCheckpoint(payload([0, 3, 0x61, 0, 0x6b, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0], 1)).entries.extents, Uint32Array.of(0xffff_ffff, 0, 0));
 });
 

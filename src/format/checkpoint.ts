@@ -16,7 +16,7 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  *   9   4  entry_count
  *   then entry_count live entries, each index key (subject NUL key bytes) as the bytes it shares
  *   with the previous entry's and the rest:
- *       varint shared, varint rest_len, rest_len bytes (the key is previous[0, shared) + rest)
+ *       varint shared (at most 320), varint rest_len, rest_len bytes (the key is previous[0, shared) + rest)
  *       1  extent_count (1 for PUT, one per PAYLOAD chunk for transaction values)
  *       extent_count x (varint segment, varint offset, varint length): records holding the value
  *   8  next_snap_id
@@ -32,6 +32,14 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  * most of their bytes). Version 1 is version 2 ending after the entries.
  */
 const VERSION = 3;
+/**
+ * Most bytes an entry's index key may share with the previous one: the longest index key the
+ * API writes (a 64-byte subject, NUL, a 255-byte key). Longer keys (only a v1 image's) pay their
+ * bytes beyond it; so a payload decodes to at most ~46 key bytes per byte, where sharing up to the
+ * 65,535 a key may hold let a 7-byte entry make a 64 KiB string (a crafted payload of 220 kB
+ * decoded to 1.2 GB of keys).
+ */
+const MAX_SHARED = 64 + 1 + 255;
 export const CKPT_CHUNK = 64 * 1024;
 const CKPT_HEADER = 16;
 
@@ -148,7 +156,8 @@ export class CheckpointEncoder {
   private indexKey(subject: string, key: string): void {
     const prev = this.prevSubject;
     // Subjects hold no NUL, so two different subjects differ at or before the shorter one's NUL.
-    const shared = prev === subject ? subject.length + 1 + commonPrefix(key, this.prevKey) : prev === undefined ? 0 : commonPrefix(subject, prev);
+    const common = prev === subject ? subject.length + 1 + commonPrefix(key, this.prevKey) : prev === undefined ? 0 : commonPrefix(subject, prev);
+    const shared = Math.min(common, MAX_SHARED);
     this.prevSubject = subject;
     this.prevKey = key;
     this.w.varint(shared);
@@ -468,6 +477,7 @@ class Reader {
       const shared = this.varint();
       const rest = this.varint();
       if (shared > length) throw this.bad('key shares more bytes than the previous key has');
+      if (shared > MAX_SHARED) throw this.bad(`key shares more than ${MAX_SHARED} bytes`);
       const next = shared + rest;
       if (next > 0xffff) throw this.bad('index key over 65535 bytes');
       if (next > key.length) {
