@@ -155,10 +155,28 @@ export class Checkpointer {
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
     const { segmentCount, segmentSize } = this.host.superblock();
-    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
-    const checkpoint = Math.max(this.lastCheckpointBytes, this.host.usage.entries * perEntry);
-    const forCheckpoint = 1 + Math.ceil((1.25 * checkpoint) / segmentSize);
+    const forCheckpoint = 1 + Math.ceil((1.25 * this.nextCheckpointBytes()) / segmentSize);
     return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
+  }
+
+  /**
+   * Free segments a reserve user must leave before it takes more of the reserve without a
+   * reclaim first (`Store.reclaimBeforeReserve`): room for the next checkpoint, as estimated, and
+   * the segment it may start in. Never more than the reserve.
+   */
+  segmentsForCheckpoint(): number {
+    const { segmentSize } = this.host.superblock();
+    return Math.min(this.reserveSegments(), 1 + Math.ceil(this.nextCheckpointBytes() / segmentSize));
+  }
+
+  /** Whether anything was appended since the last checkpoint (a new one would differ from it). */
+  journalSinceCheckpoint(): boolean {
+    return this.host.journal.bytesAppended > this.bytesAtCheckpoint;
+  }
+
+  private nextCheckpointBytes(): number {
+    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
+    return Math.max(this.lastCheckpointBytes, this.host.usage.entries * perEntry);
   }
 
   /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */

@@ -37,6 +37,8 @@ export interface LogTail {
 export interface AppendOptions {
   /** May use the reserved segments (deletes, snapshot deletion, GC, checkpoints). */
   useReserve?: boolean;
+  /** With `useReserve`: leave at least this many segments free (what a checkpoint needs). */
+  keepFree?: number;
   /** Start a fresh batch for these records (checkpoints start at a batch boundary). */
   ownBatch?: boolean;
   /** Hit this failpoint just before the batch holding these records is written (with `ownBatch`). */
@@ -189,7 +191,7 @@ export class JournalWriter<T> {
       offset += len;
     }
     const free = this.allocator.freeCount();
-    if (options.useReserve === true ? rolls > free : free - rolls < this.reserveSegments()) {
+    if (options.useReserve === true ? free - rolls < (options.keepFree ?? 0) : free - rolls < this.reserveSegments()) {
       // Ordinary writes stop while the reserve is not whole — even in the current segment — so
       // what checkpoints and GC borrowed from it comes back before they go on.
       throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });

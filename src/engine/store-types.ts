@@ -16,8 +16,7 @@ export interface OpenOptions {
   /**
    * Journal bytes after which a checkpoint is written (default: 4 segments, or twice the last
    * checkpoint or 80 bytes per entry it held, but at most a quarter of the image outside the
-   * reserve; docs/storage/statefs-v3.md 7.3). Above that quarter, a full image may not be
-   * emptied by deletes alone (Appendix A, item 8).
+   * reserve; docs/storage/statefs-v3.md 7.3).
    */
   checkpointBytes?: number;
   /**
