@@ -28,7 +28,7 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  *       1+n caller, 2+n path (u16 length), 1+n owner, 1+n name, 8 snap_id
  *
  * Version 2 wrote each entry whole: 2 key_len, key, 1 extent_count, then u32 segment, offset and
- * length per extent (41 bytes for a typical entry; version 3 takes about 14, since sorted keys share
+ * length per extent (41 bytes for a typical entry; version 3 about 11, since sorted keys share
  * most of their bytes). Version 1 is version 2 ending after the entries.
  */
 const VERSION = 3;
@@ -236,7 +236,7 @@ function entriesBytes(entries: CheckpointEntries): number {
   // Per entry at most: 2 x 3 varint bytes for the key's split (keys are under 64 KiB), subject,
   // NUL, key, 1 extent_count, 3 x 5 per extent. Keys share bytes, so this is well over: for
   // whole-index checkpoints the builder sizes its buffer from the last one instead.
-  let n = 13 + 7 * entries.keys.length + 5 * entries.extents.length;
+  let n = 13 + 8 * entries.keys.length + 5 * entries.extents.length;
   let from = 0;
   for (const run of entries.runs) {
     n += (run.end - from) * run.subject.length;
