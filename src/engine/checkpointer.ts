@@ -136,7 +136,7 @@ export class Checkpointer {
 
   /** Whether the journal since the last checkpoint has reached `checkpointThreshold`. */
   due(): boolean {
-    return this.host.journal.bytesAppended - this.bytesAtCheckpoint >= this.checkpointThreshold();
+    return this.journalBytesSinceCheckpoint() >= this.checkpointThreshold();
   }
 
   /**
@@ -145,7 +145,7 @@ export class Checkpointer {
    * checkpoint, so this keeps reopen cost bounded across sessions.
    */
   dueAtClose(): boolean {
-    return this.host.journal.bytesAppended - this.bytesAtCheckpoint >= Math.max(this.host.superblock().segmentSize, this.lastCheckpointBytes / 8);
+    return this.journalBytesSinceCheckpoint() >= Math.max(this.host.superblock().segmentSize, this.lastCheckpointBytes / 8);
   }
 
   /**
@@ -161,7 +161,7 @@ export class Checkpointer {
 
   /**
    * Free segments a reserve user must leave before it takes more of the reserve without a
-   * reclaim first (`Store.reclaimBeforeReserve`): room for the next checkpoint, as estimated, and
+   * reclaim first (`Store.reserveUserMustReclaim`): room for the next checkpoint, as estimated, and
    * the segment it may start in. Never more than the reserve.
    */
   segmentsForCheckpoint(): number {
@@ -169,14 +169,18 @@ export class Checkpointer {
     return Math.min(this.reserveSegments(), 1 + Math.ceil(this.nextCheckpointBytes() / segmentSize));
   }
 
-  /** Whether anything was appended since the last checkpoint (a new one would differ from it). */
-  journalSinceCheckpoint(): boolean {
-    return this.host.journal.bytesAppended > this.bytesAtCheckpoint;
+  /** Journal bytes appended since the last checkpoint (above 0: a new one would differ from it). */
+  journalBytesSinceCheckpoint(): number {
+    return this.host.journal.bytesAppended - this.bytesAtCheckpoint;
+  }
+
+  /** The last checkpoint's payload bytes per entry of its own (undefined before one with entries). */
+  private bytesPerEntry(): number | undefined {
+    return this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined;
   }
 
   private nextCheckpointBytes(): number {
-    const perEntry = this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : 48;
-    return Math.max(this.lastCheckpointBytes, this.host.usage.entries * perEntry);
+    return Math.max(this.lastCheckpointBytes, this.host.usage.entries * (this.bytesPerEntry() ?? 48));
   }
 
   /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */
@@ -214,7 +218,7 @@ export class Checkpointer {
 
   /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
   private checkpointBuild(): CheckpointBuild {
-    return new CheckpointBuild(frozenTrees(this.host.trees()), this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined);
+    return new CheckpointBuild(frozenTrees(this.host.trees()), this.bytesPerEntry());
   }
 
   /**

@@ -775,8 +775,8 @@ export class Store extends EventEmitter {
    * for its checkpoint (an 8 MiB image of 1-byte values: delete 41,152 of 131,036 got `ENOSPC`).
    */
   private reserveUserMustReclaim(records: RecordToWrite[]): boolean {
-    if (!this.journal.fits(records, { useReserve: true })) return true;
-    return this.checkpointer.journalSinceCheckpoint() && !this.journal.fits(records, { useReserve: true, keepFree: this.checkpointer.segmentsForCheckpoint() });
+    const keepFree = this.checkpointer.journalBytesSinceCheckpoint() > 0 ? this.checkpointer.segmentsForCheckpoint() : 0;
+    return !this.journal.fits(records, { useReserve: true, keepFree });
   }
 
   /**
