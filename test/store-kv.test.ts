@@ -143,6 +143,84 @@ test('a full image can always be emptied: every delete succeeds, then writes wor
   }
 });
 
+/** A random key of `length` bytes under /state/ (lowercase letters), from `next` in [0, 1). */
+function randomKey(next: () => number, length: number): string {
+  let key = '/state/';
+  while (key.length < length) key += String.fromCharCode(97 + Math.floor(next() * 26));
+  return key;
+}
+
+/** A deterministic generator of numbers in [0, 1) (mulberry32). */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Put `value` under keys from `keyOf` until ENOSPC (the only error allowed); the keys written. */
+async function fillUntilFull(s: Store, subject: string, keyOf: (i: number) => string, value: Uint8Array): Promise<string[]> {
+  const keys: string[] = [];
+  for (;;) {
+    const key = keyOf(keys.length);
+    try {
+      await s.put(subject, key, value);
+    } catch (err) {
+      assert.ok(err instanceof StatefsError && err.code === 'ENOSPC', String(err));
+      return keys;
+    }
+    keys.push(key);
+  }
+}
+
+test('a full image can be emptied whatever its keys: short sorted keys checkpointed, then long random ones', async () => {
+  // The reserve was sized from the last checkpoint's bytes per entry: ~9 for these short sorted
+  // keys, ~265 for the random 255-byte ones that followed, so the reserve held 2-3 segments for
+  // a checkpoint needing 7-9, and delete 2,610 of 27,356 got ENOSPC.
+  const s = await openMemory(await memoryImage(4 * MiB));
+  const value = new Uint8Array(1).fill(1);
+  const short = Array.from({ length: 20_000 }, (_, i): [string, Uint8Array] => [`/state/k${String(i).padStart(7, '0')}`, value]);
+  for (let i = 0; i < short.length; i += 5_000) await s.putMany('app', short.slice(i, i + 5_000));
+  await s.checkpoint();
+  const next = seeded(7);
+  const long = await fillUntilFull(s, 'app', () => randomKey(next, 255), value);
+  assert.ok(long.length > 1_000, `${long.length} long keys`);
+  const keys = [...short.map(([k]) => k), ...long].reverse();
+  for (const key of keys) await s.delete('app', key);
+  assert.deepEqual((await s.list('app')).keys, []);
+  await s.put('app', '/state/again', value);
+  console.log(`4 MiB image: 20,000 short keys, a checkpoint, ${long.length} random 255-byte keys until ENOSPC, all ${keys.length} deleted`);
+  await s.close();
+});
+
+test('a full image with snapshots can be emptied: deleting every key, then the snapshots, always succeeds', async () => {
+  // Each delete of a key a snapshot holds adds that snapshot a difference to write in the next
+  // checkpoint: the reserve must be sized for those too.
+  const s = await openMemory(await memoryImage(4 * MiB));
+  const value = new Uint8Array(1).fill(1);
+  const next = seeded(11);
+  const first: string[] = [];
+  for (const [count, name] of [[3_000, 'one'], [1_000, 'two']] as const) {
+    for (let i = 0; i < count; i++) {
+      const key = randomKey(next, 100);
+      await s.put('app', key, value);
+      first.push(key);
+    }
+    await s.snapshot('app', name);
+  }
+  const more = await fillUntilFull(s, 'app', () => randomKey(next, 120), value);
+  const keys = [...first, ...more];
+  for (const key of keys) await s.delete('app', key);
+  assert.deepEqual((await s.list('app')).keys, []);
+  for (const name of ['one', 'two']) await s.deleteSnap('app', name);
+  await fillUntilFull(s, 'app', (i) => `/state/again${i}`, value);
+  console.log(`4 MiB image with 2 snapshots: ${first.length} + ${more.length} keys until ENOSPC, all ${keys.length} live keys deleted, then the snapshots`);
+  await s.close();
+});
+
 test('a stored value is the store’s own copy: changing the caller’s buffer (Buffer or Uint8Array) or a returned value changes nothing', async () => {
   const store = await openMemory(await memoryImage());
   const buf = Buffer.from('original');

@@ -1,8 +1,10 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { CKPT_CHUNK, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
+import { CHECKPOINT_VERSION, CKPT_CHUNK, CKPT_RECORD_LENGTH, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
+import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
+import { DIGEST_BYTES, boundBesidesLiveEntries } from './checkpoint-bound.js';
 import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
 import { isLowOnSpace } from './auto-gc.js';
 import { failpoint } from './failpoints.js';
@@ -94,22 +96,51 @@ export class Checkpointer {
   private snapshotsTaken = 0;
   /** Journal bytes appended when the last checkpoint was written. */
   private bytesAtCheckpoint: number;
-  /** The last checkpoint's payload bytes and live entries (they size the next one and the reserve). */
+  /** The last checkpoint's payload bytes and live entries (they size the next one and its cadence). */
   private lastCheckpointBytes: number;
   private entriesAtCheckpoint: number;
+  /**
+   * The next checkpoint's payload is at most `boundBase + growth` bytes (what the reserve is sized
+   * for): `boundBase` is a bound of the state at the last checkpoint (its payload, or at open a
+   * bound of the state replayed), `growth` the most each change since can add (`grew`).
+   */
+  private boundBase: number;
+  private growth = 0;
+  /** `growth` when the checkpoint being built took its state: what that checkpoint covers. */
+  private growthAtBuild = 0;
 
-  /** `journalBytes`: the journal replay read, `opened`: the checkpoint replay started from. */
+  /**
+   * `journalBytes`: the journal replay read, `opened`: the checkpoint replay started from,
+   * `liveEntriesBound`: the most bytes the live entries replay left take in a checkpoint.
+   */
   constructor(
     private readonly host: CheckpointerHost,
     private readonly options: CheckpointOptions,
     journalBytes: number,
     opened: Replayed['checkpoint'],
+    liveEntriesBound: number,
   ) {
     // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
     // with a large checkpoint and a short log must not make close write the same checkpoint again.
     this.bytesAtCheckpoint = -(journalBytes - opened.recordBytes);
     this.lastCheckpointBytes = opened.payloadBytes;
     this.entriesAtCheckpoint = opened.entries;
+    // The state is the checkpoint's when nothing follows it and it is of this version: the next
+    // one is the same bytes (plus the digests found since). Otherwise, a bound of the state.
+    const asCheckpointed = this.journalBytesSinceCheckpoint() === 0 && opened.version === CHECKPOINT_VERSION;
+    this.boundBase = asCheckpointed ? opened.payloadBytes + this.digestsToCome() : liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
+  }
+
+  /** A change since the last checkpoint may make the next one up to `bytes` longer (`checkpoint-bound.ts`). */
+  grew(bytes: number): void {
+    this.growth += bytes;
+  }
+
+  /** Bytes the digests of snapshots still computing will add to a checkpoint. */
+  private digestsToCome(): number {
+    let n = 0;
+    for (const snap of this.host.snapshots.all()) if (snap.digest === undefined) n += DIGEST_BYTES;
+    return n;
   }
 
   /** The checkpoint being written, if any. */
@@ -149,24 +180,34 @@ export class Checkpointer {
   }
 
   /**
-   * See `OpenOptions.reserveSegments`. The next checkpoint is estimated from the last one's bytes
-   * per entry (48 before the first), times the entries held now, with a quarter for slack.
+   * See `OpenOptions.reserveSegments`. Room for a checkpoint of a quarter more than the next
+   * one's bound (`nextCheckpointBytes`): the quarter is for what the writes allowed up to the
+   * reserve add to the bound. Never the whole image: some segment must hold the log's head.
    */
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
-    const { segmentCount, segmentSize } = this.host.superblock();
-    const forCheckpoint = 1 + Math.ceil((1.25 * this.nextCheckpointBytes()) / segmentSize);
-    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), Math.floor(segmentCount / 2));
+    const { segmentCount } = this.host.superblock();
+    const forCheckpoint = this.segmentsToHold(1.25 * this.nextCheckpointBytes());
+    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), segmentCount - 1);
   }
 
   /**
    * Free segments a reserve user must leave before it takes more of the reserve without a
-   * reclaim first (`Store.reserveUserMustReclaim`): room for the next checkpoint, as estimated, and
-   * the segment it may start in. Never more than the reserve.
+   * reclaim first (`Store.reserveUserMustReclaim`): room for the next checkpoint, by its bound.
+   * Never more than the reserve.
    */
   segmentsForCheckpoint(): number {
-    const { segmentSize } = this.host.superblock();
-    return Math.min(this.reserveSegments(), 1 + Math.ceil(this.nextCheckpointBytes() / segmentSize));
+    return Math.min(this.reserveSegments(), this.segmentsToHold(this.nextCheckpointBytes()));
+  }
+
+  /**
+   * Segments a checkpoint payload of `bytes` takes: its CKPT records, as many whole ones per
+   * segment as fit beside the segment's own record and a SYNC (three of 64 KiB in a 256 KiB
+   * segment), and the segment it starts in.
+   */
+  private segmentsToHold(bytes: number): number {
+    const perSegment = Math.max(1, Math.floor((this.host.superblock().segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH) / CKPT_RECORD_LENGTH));
+    return 1 + Math.ceil(Math.ceil(bytes / CKPT_CHUNK) / perSegment);
   }
 
   /** Journal bytes appended since the last checkpoint (above 0: a new one would differ from it). */
@@ -179,8 +220,9 @@ export class Checkpointer {
     return this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined;
   }
 
+  /** At least the payload bytes of a checkpoint of the state now (docs/storage/statefs-v3.md 7.3). */
   private nextCheckpointBytes(): number {
-    return Math.max(this.lastCheckpointBytes, this.host.usage.entries * (this.bytesPerEntry() ?? 48));
+    return this.boundBase + this.growth;
   }
 
   /** Whether free segments are down to twice the reserve, or an eighth of the image (whichever is more). */
@@ -218,6 +260,7 @@ export class Checkpointer {
 
   /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
   private checkpointBuild(): CheckpointBuild {
+    this.growthAtBuild = this.growth;
     return new CheckpointBuild(frozenTrees(this.host.trees()), this.bytesPerEntry());
   }
 
@@ -277,6 +320,10 @@ export class Checkpointer {
     // them toward the next one made checkpoints follow each other (1M-key load: peak RSS +70 MB,
     // +20 MB on disk). After a reopen replay counts them as journal (it reads them one by one).
     this.bytesAtCheckpoint = journal.bytesAppended;
+    // The payload is the state when the build began; what changed since (the moves just made too) still grows the next.
+    this.boundBase = payload.length + this.digestsToCome();
+    this.growth = Math.max(0, this.growth - this.growthAtBuild);
+    this.growthAtBuild = 0;
     this.lastCheckpointBytes = payload.length;
     this.entriesAtCheckpoint = build.entries; // the payload's own entries, for its bytes per entry
     await awaitDurable(appended.durable, 'checkpoint', undefined, undefined);

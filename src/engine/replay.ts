@@ -33,7 +33,7 @@ export interface Replayed {
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
   legacy?: LegacyImage;
   /** The checkpoint replay started from: its records' bytes on disk, payload bytes and live entries. */
-  checkpoint: { recordBytes: number; payloadBytes: number; entries: number };
+  checkpoint: { recordBytes: number; payloadBytes: number; entries: number; version: number };
   /** Records per segment and bytes per subject of the replayed index. */
   accounting: IndexAccounting;
 }
@@ -69,7 +69,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const snapshots = new SnapshotTable();
   const index = new IndexBuilder(sb, snapshots);
   const payload = new PayloadAssembler(device.size);
-  const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0 };
+  const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0, version: 0 };
   const txns = new Map<number, PendingTxn>();
   const mounts = new MountTable();
   const ids = { next: 1 };
@@ -91,6 +91,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           if (payload.chunks === c.count) {
             const decoded = decodeCheckpointAt(payload.bytes, sb, extent);
             ckpt.payloadBytes = payload.bytes.length;
+            ckpt.version = payload.bytes[0] ?? 0; // decoded: a version it knows
             payload.release();
             ckpt.entries = decoded.entries.keys.length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
@@ -165,7 +166,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
   const accounting = await readValues(device, sb, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
-  const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries };
+  const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries, version: ckpt.version };
   return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting };
 }
 
@@ -259,7 +260,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     records: legacy.records,
     bytes: 0,
   };
-  const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0 };
+  const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0 };
   const snapshots = new SnapshotTable();
   const accounting = accountIndex(legacy.index, snapshots, legacy.segmentCount);
   return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting };

@@ -39,18 +39,13 @@ export class SegmentUsage implements SegmentAllocator {
     }
   }
 
-  /** Entries counted (live or held by a snapshot): sizes the reserve for the next checkpoint. */
-  entries = 0;
-
   addEntry(e: Entry): void {
-    this.entries++;
     if (e.recordLength === 0) return; // no record yet (a legacy v1 value)
     this.addRecord(e.segment, e.recordLength);
     for (const x of e.moreRecords) this.addRecord(x.segment, x.length);
   }
 
   removeEntry(e: Entry): void {
-    this.entries--;
     if (e.recordLength === 0) return;
     this.removeRecord(e.segment, e.recordLength);
     for (const x of e.moreRecords) this.removeRecord(x.segment, x.length);
@@ -132,7 +127,6 @@ export class SegmentUsage implements SegmentAllocator {
   moveEntry(e: Entry, to: Extent): void {
     this.addRecord(to.segment, to.length);
     this.removeEntry(e);
-    this.entries++;
     e.moveTo(to);
   }
 }

@@ -36,6 +36,11 @@ export class SnapshotTable {
     if (named?.size === 0) this.bySubject.delete(subject);
   }
 
+  /** How many snapshots `subject` has. */
+  countOf(subject: string): number {
+    return this.bySubject.get(subject)?.size ?? 0;
+  }
+
   /** The subject's snapshots, names in bytewise ascending order. */
   of(subject: string): Snapshot[] {
     const named = this.bySubject.get(subject);

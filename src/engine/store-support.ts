@@ -1,6 +1,7 @@
 /** Small pieces the Store is made of: record keys, paging, error wrapping. */
 import { StatefsError } from '../errors.js';
 import { diffTrees, BTree } from './btree.js';
+import { liveEntryBound } from './checkpoint-bound.js';
 import type { Entry } from './entry.js';
 import type { AppendOptions, Appended, JournalWriter, RecordToWrite } from './journal-writer.js';
 import type { Tree, Trees } from './keyspace.js';
@@ -32,12 +33,13 @@ export function metaKey(subject: string, name: string): Uint8Array {
 
 /**
  * Call `fn` for every entry held by a live tree or a snapshot, once each, with the subject that
- * holds it. Snapshots cost what they differ by from their subject's live tree, not their size.
+ * holds it, and for a live entry its key (`liveBin`). Snapshots cost what they differ by from
+ * their subject's live tree, not their size.
  */
-export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn: (subject: string, entry: Entry) => void): void {
+export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn: (subject: string, entry: Entry, liveBin?: string) => void): void {
   for (const [subject, tree] of trees) {
-    tree.forEachPair((_bin, e) => {
-      fn(subject, e);
+    tree.forEachPair((bin, e) => {
+      fn(subject, e, bin);
     });
   }
   const seen = new Set<Entry>();
@@ -56,6 +58,8 @@ export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn:
 export interface IndexAccounting {
   usage: SegmentUsage;
   subjectBytes: Map<string, number>;
+  /** The most bytes the live entries take in a checkpoint (`liveEntryBound`), summed in the same walk. */
+  liveEntriesBound: number;
 }
 
 /**
@@ -69,7 +73,8 @@ export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCoun
   const subjectBytes = new Map<string, number>();
   let subject = '';
   let sum = 0;
-  forEachDistinctEntry(trees, snapshots, (of, e) => {
+  let liveEntriesBound = 0;
+  forEachDistinctEntry(trees, snapshots, (of, e, liveBin) => {
     if (of !== subject) {
       if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
       subject = of;
@@ -77,10 +82,11 @@ export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCoun
     }
     usage.addEntry(e);
     sum += e.diskBytes;
+    if (liveBin !== undefined) liveEntriesBound += liveEntryBound(of, liveBin, e);
     visit?.(e);
   });
   if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
-  return { usage, subjectBytes };
+  return { usage, subjectBytes, liveEntriesBound };
 }
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */

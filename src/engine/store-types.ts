@@ -9,8 +9,8 @@ export interface OpenOptions {
   readOnly?: boolean;
   /**
    * Segments kept back for deletes, snapshot deletion, checkpoints and GC (default: 2, or 1/32
-   * of the image, or what a checkpoint of the current index needs plus one — whichever is most,
-   * at most half the image).
+   * of the image, or room for an upper bound of the next checkpoint plus a quarter — whichever
+   * is most, short of the whole image; docs/storage/statefs-v3.md 8.2).
    */
   reserveSegments?: number;
   /**

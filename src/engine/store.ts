@@ -36,6 +36,7 @@ import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
+import { MOVED_RECORD_BOUND, changeBound, mountBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Checkpointer, checkCheckpointOptions, type CheckpointerHost } from './checkpointer.js';
 import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
 import { autoGcCycle } from './auto-gc.js';
@@ -154,6 +155,11 @@ export class Store extends EventEmitter {
     );
     const moved = (subject: string, before: number, after: number): void => {
       this.space.addSubjectBytes(subject, after - before);
+      this.checkpointer.grew(MOVED_RECORD_BOUND);
+    };
+    // A legacy entry's first record: open's bound of the index counted it already.
+    const upgradedValue = (subject: string, before: number, after: number): void => {
+      this.space.addSubjectBytes(subject, after - before);
     };
     const imageHost: CheckpointerHost = {
       device,
@@ -174,9 +180,10 @@ export class Store extends EventEmitter {
         this.writeFailure = error;
       },
     };
-    this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint);
+    this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint, replayed.accounting.liveEntriesBound);
     this.upgradeHost = {
       ...imageHost,
+      moved: upgradedValue,
       upgraded: (next) => {
         this.sb = next;
         this.legacy = false;
@@ -439,6 +446,7 @@ export class Store extends EventEmitter {
         at: this.absolute(appended.extents[0]),
       };
       this.snapshots.add(snap);
+      this.checkpointer.grew(snapshotHeaderBound(subject, name));
       this.checkpointer.snapshotChanged();
       await awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
@@ -488,15 +496,20 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
       const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
       const restored = snap.tree.clone();
+      const snaps = this.snapshots.countOf(subject);
       diffTrees(
         old,
         restored,
         (bin, e) => {
           this.space.release(subject, bin, e);
+          this.checkpointer.grew(changeBound(subject, bin, e, undefined, snaps));
         },
-        () => undefined,
         (bin, e) => {
+          this.checkpointer.grew(changeBound(subject, bin, undefined, e, snaps));
+        },
+        (bin, e, next) => {
           this.space.release(subject, bin, e);
+          this.checkpointer.grew(changeBound(subject, bin, e, next, snaps));
         },
       );
       this.keys.replace(subject, restored);
@@ -575,6 +588,7 @@ export class Store extends EventEmitter {
       const target = { snapId: snap.id, owner, name };
       const appended = appendOrThrow(this.journal, [{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
       this.mounts.add({ caller, path, ...target, at: this.absolute(appended.extents[0]) });
+      this.checkpointer.grew(mountBound({ caller, path, ...target }));
       await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
@@ -769,14 +783,19 @@ export class Store extends EventEmitter {
   /**
    * Whether a reserve user (a delete, a transaction of deletes) reclaims before appending
    * `records`: when they do not fit even with the reserve, and also, if anything was written
-   * since the last checkpoint, when they would leave less free than that checkpoint's successor
-   * needs. Without the second, a run of deletes on a full image could use the whole reserve
+   * since the last checkpoint, when they would leave less free than the next checkpoint needs
+   * while it still fits. Without the second, a run of deletes on a full image could use the whole reserve
    * before any checkpoint trimmed the chain, and the reclaim that finally ran would have no room
    * for its checkpoint (an 8 MiB image of 1-byte values: delete 41,152 of 131,036 got `ENOSPC`).
    */
   private reserveUserMustReclaim(records: RecordToWrite[]): boolean {
-    const keepFree = this.checkpointer.journalBytesSinceCheckpoint() > 0 ? this.checkpointer.segmentsForCheckpoint() : 0;
-    return !this.journal.fits(records, { useReserve: true, keepFree });
+    if (!this.journal.fits(records, { useReserve: true })) return true;
+    if (this.checkpointer.journalBytesSinceCheckpoint() === 0) return false;
+    const keepFree = this.checkpointer.segmentsForCheckpoint();
+    // Only while the checkpoint still fits: past that a reclaim cannot write it, and trying
+    // before every delete would rebuild it for each (deletes of keys that snapshots hold make
+    // it grow: each such snapshot gains a difference).
+    return this.usage.freeCount() >= keepFree && !this.journal.fits(records, { useReserve: true, keepFree });
   }
 
   /**
@@ -868,11 +887,13 @@ export class Store extends EventEmitter {
     const old = this.keys.set(subject, bin, entry);
     this.space.release(subject, bin, old);
     this.space.count(subject, entry);
+    this.checkpointer.grew(changeBound(subject, bin, old, entry, this.snapshots.countOf(subject)));
   }
 
   private deleteEntry(subject: string, bin: string): void {
     const old = this.keys.delete(subject, bin);
     this.space.release(subject, bin, old);
+    if (old !== undefined) this.checkpointer.grew(changeBound(subject, bin, old, undefined, this.snapshots.countOf(subject)));
   }
 
   private readonly txnHost: TxnHost = {

@@ -1,5 +1,6 @@
 import { StatefsError } from '../errors.js';
 import { getU64, setU64, view, writeLatin1 } from './bytes.js';
+import { RECORD_OVERHEAD } from './record.js';
 
 /*
  * Index checkpoint. Its payload is split into CKPT records (opcode 0x30), key empty, value:
@@ -31,7 +32,7 @@ import { getU64, setU64, view, writeLatin1 } from './bytes.js';
  * length per extent (41 bytes for a typical entry; version 3 about 11, since sorted keys share
  * most of their bytes). Version 1 is version 2 ending after the entries.
  */
-const VERSION = 3;
+export const CHECKPOINT_VERSION = 3;
 /**
  * Most bytes an entry's index key may share with the previous one: the longest index key the
  * API writes (a 64-byte subject, NUL, a 255-byte key). Longer keys (only a v1 image's) pay their
@@ -42,6 +43,8 @@ const VERSION = 3;
 const MAX_SHARED = 64 + 1 + 255;
 export const CKPT_CHUNK = 64 * 1024;
 const CKPT_HEADER = 16;
+/** A full CKPT record: framing, chunk header, a whole chunk of payload (all but a payload's last chunk are whole). */
+export const CKPT_RECORD_LENGTH = RECORD_OVERHEAD + CKPT_HEADER + CKPT_CHUNK;
 
 export interface CheckpointExtent {
   segment: number;
@@ -121,7 +124,7 @@ export class CheckpointEncoder {
   /** `expectedBytes`: about how large the payload will be (it grows if that was short). */
   constructor(expectedBytes: number) {
     this.w = new Writer(expectedBytes + 1024);
-    this.w.u8(VERSION);
+    this.w.u8(CHECKPOINT_VERSION);
     this.w.u64(0); // next_txn_id, known at `finish`
     this.w.u32(0); // entry_count, known at `finish`
   }
@@ -199,9 +202,9 @@ export class CheckpointEncoder {
 export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   const r = new Reader(buf);
   const version = r.u8();
-  if (version !== 1 && version !== 2 && version !== VERSION) throw r.bad(`unknown version ${version}`);
+  if (version !== 1 && version !== 2 && version !== CHECKPOINT_VERSION) throw r.bad(`unknown version ${version}`);
   const nextTxnId = r.u64();
-  const entries = version === VERSION ? r.sharedPrefixEntries() : r.entries();
+  const entries = version === CHECKPOINT_VERSION ? r.sharedPrefixEntries() : r.entries();
   const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
   if (version === 1) return r.end(ckpt);
   ckpt.nextSnapId = r.u64();

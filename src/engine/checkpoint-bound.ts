@@ -1,0 +1,101 @@
+import { BTree, diffTrees } from './btree.js';
+import type { Entry } from './entry.js';
+import type { Trees } from './keyspace.js';
+import type { Mount, MountTable } from './mount-table.js';
+import type { SnapshotTable } from './snapshot-table.js';
+
+/*
+ * Upper bounds of a version 3 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
+ * segments kept in reserve for the next checkpoint (7.3). Every key is counted whole (as if it
+ * shared nothing with the previous one) and every varint at its widest, so a bound never depends
+ * on which keys happen to be neighbours: an estimate from the last checkpoint's bytes per entry
+ * did, and sorted short keys followed by random long ones left a full image that could not be
+ * emptied (Appendix A, item 8).
+ *
+ * Why a change can be bounded on its own: the payload's keys are sorted, and for sorted X < Z < Y
+ * the bytes Y shares with Z are at least those it shares with X. So inserting Z never makes
+ * another entry longer (Y shares more, and its rest shrinks by at least what its `shared`
+ * varint can grow); deleting Z can make Y's rest longer by at most Z's own rest, which Z's removed
+ * entry (two varints, the rest, the count, an extent) more than pays for.
+ */
+
+/** Fixed fields: version, next_txn_id, entry_count, next_snap_id, snapshot_count, mount_count. */
+const PAYLOAD_FIXED = 1 + 8 + 4 + 8 + 4 + 4;
+/** A live entry beyond its index key and extents: varint shared (≤ 320: 2 bytes), varint rest_len (3), extent_count (1). */
+const LIVE_ENTRY_FIXED = 2 + 3 + 1;
+/** A live entry's extent: three varints of at most 5 bytes. */
+const LIVE_EXTENT = 15;
+/** A snapshot's difference beyond its key and extents: key_len (2), extent_count (1); extents 12 bytes each. */
+const DIFF_FIXED = 3;
+const DIFF_EXTENT = 12;
+/** A snapshot beyond its subject and name: their two length bytes, snap_id, has_digest, the digest, diff_count. */
+const SNAPSHOT_FIXED = 1 + 1 + 8 + 1 + 32 + 4;
+/** An entry moved to one new record (by GC, the v1 upgrade, a checkpoint's re-written change): its extent at its widest. */
+export const MOVED_RECORD_BOUND = LIVE_EXTENT;
+/** A digest a checkpoint did not have yet, recorded since. */
+export const DIGEST_BYTES = 32;
+
+function extentCount(e: Entry): number {
+  return 1 + e.moreRecords.length;
+}
+
+/** Most bytes a live entry of `subject`'s key `bin` holding `e` takes. */
+export function liveEntryBound(subject: string, bin: string, e: Entry): number {
+  return LIVE_ENTRY_FIXED + subject.length + 1 + bin.length + LIVE_EXTENT * extentCount(e);
+}
+
+/** Most bytes one snapshot's difference at `bin` takes: naming `held` (the snapshot's entry), or none (absent in the snapshot). */
+function diffEntryBound(bin: string, held: Entry | undefined): number {
+  return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * extentCount(held));
+}
+
+/** Most bytes a live entry's change of records can add: its extents written at their widest. */
+function movedEntryBound(e: Entry): number {
+  return LIVE_EXTENT * extentCount(e);
+}
+
+export function snapshotHeaderBound(subject: string, name: string): number {
+  return SNAPSHOT_FIXED + subject.length + name.length;
+}
+
+export function mountBound(m: Pick<Mount, 'caller' | 'path' | 'owner' | 'name'>): number {
+  return 1 + m.caller.length + 2 + m.path.length + 1 + m.owner.length + 1 + m.name.length + 8;
+}
+
+/**
+ * Most bytes a change of `subject`'s key `bin` from `before` to `after` (undefined: absent) can
+ * add to the next checkpoint, given the subject's snapshot count. The live entry: a new one whole,
+ * a changed one its extents (the key takes the same bytes). A snapshot gains a difference at `bin`
+ * only if it held what the live tree held before (`before`, or nothing), so the difference names
+ * `before`: no snapshot needs looking at.
+ */
+export function changeBound(subject: string, bin: string, before: Entry | undefined, after: Entry | undefined, snapshotsOfSubject: number): number {
+  const live = after === undefined ? 0 : before === undefined ? liveEntryBound(subject, bin, after) : movedEntryBound(after);
+  return snapshotsOfSubject === 0 ? live : live + snapshotsOfSubject * diffEntryBound(bin, before);
+}
+
+/**
+ * Most bytes a checkpoint of this state takes besides its live entries (`liveEntriesBound`
+ * sums those in open's walk of the index): the fixed fields, each snapshot and its differences
+ * from the live tree (a walk of those differences only), and the mounts.
+ */
+export function boundBesidesLiveEntries(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
+  let n = PAYLOAD_FIXED;
+  for (const snap of snapshots.all()) {
+    n += snapshotHeaderBound(snap.subject, snap.name);
+    const add = (bin: string, held: Entry | undefined): void => {
+      n += diffEntryBound(bin, held);
+    };
+    diffTrees(
+      snap.tree,
+      trees.get(snap.subject) ?? new BTree<string, Entry>(),
+      add,
+      (bin) => {
+        add(bin, undefined);
+      },
+      add,
+    );
+  }
+  for (const m of mounts.all()) n += mountBound(m);
+  return n;
+}
