@@ -1,12 +1,12 @@
 import { BTree, diffTrees } from './btree.js';
 import type { Entry } from './entry.js';
-import type { Trees } from './keyspace.js';
+import type { Tree, Trees } from './keyspace.js';
 import type { Mount, MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
 
 /*
  * Upper bounds of a version 3 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
- * segments kept in reserve for the next checkpoint (7.3). Every key is counted whole (as if it
+ * segments kept in reserve for the next checkpoint (8.2). Every key is counted whole (as if it
  * shared nothing with the previous one) and every varint at its widest, so a bound never depends
  * on which keys happen to be neighbours: an estimate from the last checkpoint's bytes per entry
  * did, and sorted short keys followed by random long ones left a full image that could not be
@@ -30,7 +30,11 @@ const DIFF_FIXED = 3;
 const DIFF_EXTENT = 12;
 /** A snapshot beyond its subject and name: their two length bytes, snap_id, has_digest, the digest, diff_count. */
 const SNAPSHOT_FIXED = 1 + 1 + 8 + 1 + 32 + 4;
-/** An entry moved to one new record (by GC, the v1 upgrade, a checkpoint's re-written change): its extent at its widest. */
+/**
+ * An entry moved to one new record (by GC, or a checkpoint's re-written change): its extent at
+ * its widest. (The v1 upgrade's moves are not counted: open's bound of a legacy state counts
+ * each entry's first record already.)
+ */
 export const MOVED_RECORD_BOUND = LIVE_EXTENT;
 /** A digest a checkpoint did not have yet, recorded since. */
 export const DIGEST_BYTES = 32;
@@ -50,7 +54,7 @@ function diffEntryBound(bin: string, held: Entry | undefined): number {
 }
 
 /** Most bytes a live entry's change of records can add: its extents written at their widest. */
-function movedEntryBound(e: Entry): number {
+export function movedEntryBound(e: Entry): number {
   return LIVE_EXTENT * extentCount(e);
 }
 
@@ -72,6 +76,19 @@ export function mountBound(m: Pick<Mount, 'caller' | 'path' | 'owner' | 'name'>)
 export function changeBound(subject: string, bin: string, before: Entry | undefined, after: Entry | undefined, snapshotsOfSubject: number): number {
   const live = after === undefined ? 0 : before === undefined ? liveEntryBound(subject, bin, after) : movedEntryBound(after);
   return snapshotsOfSubject === 0 ? live : live + snapshotsOfSubject * diffEntryBound(bin, before);
+}
+
+/** Most bytes a restore of `subject` from a snapshot's tree can add: `changeBound` of each key it changes. */
+export function restoreBound(subject: string, live: Tree | undefined, restored: Tree, snapshotsOfSubject: number): number {
+  let n = 0;
+  diffTrees(
+    live ?? new BTree<string, Entry>(),
+    restored,
+    (bin, before) => (n += changeBound(subject, bin, before, undefined, snapshotsOfSubject)),
+    (bin, after) => (n += changeBound(subject, bin, undefined, after, snapshotsOfSubject)),
+    (bin, before, after) => (n += changeBound(subject, bin, before, after, snapshotsOfSubject)),
+  );
+  return n;
 }
 
 /**

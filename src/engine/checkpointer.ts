@@ -106,8 +106,10 @@ export class Checkpointer {
    */
   private boundBase: number;
   private growth = 0;
-  /** `growth` when the checkpoint being built took its state: what that checkpoint covers. */
+  /** `growth` when the checkpoint being built took its state (set by `checkpointBuild`): what that checkpoint covers. */
   private growthAtBuild = 0;
+  /** Journal bytes and free segments when a checkpoint last failed for want of room (`mayRetry`). */
+  private noRoomAt: { bytes: number; free: number } | undefined;
 
   /**
    * `journalBytes`: the journal replay read, `opened`: the checkpoint replay started from,
@@ -125,10 +127,12 @@ export class Checkpointer {
     this.bytesAtCheckpoint = -(journalBytes - opened.recordBytes);
     this.lastCheckpointBytes = opened.payloadBytes;
     this.entriesAtCheckpoint = opened.entries;
-    // The state is the checkpoint's when nothing follows it and it is of this version: the next
-    // one is the same bytes (plus the digests found since). Otherwise, a bound of the state.
-    const asCheckpointed = this.journalBytesSinceCheckpoint() === 0 && opened.version === CHECKPOINT_VERSION;
-    this.boundBase = asCheckpointed ? opened.payloadBytes + this.digestsToCome() : liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
+    // From a checkpoint of this version: its bytes, the digests it lacked, and what the records
+    // replayed past it can add. From an older one (or a legacy image), a bound of the whole state.
+    this.boundBase =
+      opened.version === CHECKPOINT_VERSION
+        ? opened.payloadBytes + DIGEST_BYTES * opened.undigested + opened.growth
+        : liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
   }
 
   /** A change since the last checkpoint may make the next one up to `bytes` longer (`checkpoint-bound.ts`). */
@@ -154,10 +158,31 @@ export class Checkpointer {
    * here too: it writes the image's first v3 checkpoint.
    */
   run(write: () => Promise<void> = () => this.write()): Promise<void> {
-    this.inProgress ??= write().finally(() => {
-      this.inProgress = undefined;
-    });
+    this.inProgress ??= write()
+      .then(
+        () => {
+          this.noRoomAt = undefined;
+        },
+        (err: unknown) => {
+          if (err instanceof StatefsError && err.code === 'ENOSPC') this.noRoomAt = { bytes: this.host.journal.bytesAppended, free: this.host.usage.freeCount() };
+          throw err;
+        },
+      )
+      .finally(() => {
+        this.inProgress = undefined;
+      });
     return this.inProgress;
+  }
+
+  /**
+   * Whether a checkpoint may be worth trying: none has failed for want of room, or since the
+   * last one did a segment of journal was appended (its records may have shrunk the state) or
+   * segments were freed. Without this, a checkpoint that cannot fit would be rebuilt after
+   * every write (deletes of keys that snapshots hold grow it, and go on without it).
+   */
+  mayRetry(): boolean {
+    const at = this.noRoomAt;
+    return at === undefined || this.host.usage.freeCount() > at.free || this.host.journal.bytesAppended - at.bytes >= this.host.superblock().segmentSize;
   }
 
   /** A snapshot was taken or restored: a checkpoint being built in steps starts over. */
@@ -181,8 +206,9 @@ export class Checkpointer {
 
   /**
    * See `OpenOptions.reserveSegments`. Room for a checkpoint of a quarter more than the next
-   * one's bound (`nextCheckpointBytes`): the quarter is for what the writes allowed up to the
-   * reserve add to the bound. Never the whole image: some segment must hold the log's head.
+   * one's bound (`nextCheckpointBytes`): slack for the writes still allowed while the reserve
+   * catches up with them (a checkpoint is due once it nears the free space, `due`). Never the
+   * whole image: some segment must hold the log's head.
    */
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
@@ -220,7 +246,7 @@ export class Checkpointer {
     return this.entriesAtCheckpoint > 0 ? this.lastCheckpointBytes / this.entriesAtCheckpoint : undefined;
   }
 
-  /** At least the payload bytes of a checkpoint of the state now (docs/storage/statefs-v3.md 7.3). */
+  /** At least the payload bytes of a checkpoint of the state now (docs/storage/statefs-v3.md 8.2). */
   private nextCheckpointBytes(): number {
     return this.boundBase + this.growth;
   }

@@ -7,6 +7,7 @@ import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from 
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree, bulkTree } from './btree.js';
+import { MOVED_RECORD_BOUND, changeBound, liveEntryBound, mountBound, movedEntryBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Entry } from './entry.js';
 import type { Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
@@ -33,7 +34,12 @@ export interface Replayed {
   /** Set for a legacy v1 image: `sb` then describes the v3 layout the first write will create. */
   legacy?: LegacyImage;
   /** The checkpoint replay started from: its records' bytes on disk, payload bytes and live entries. */
-  checkpoint: { recordBytes: number; payloadBytes: number; entries: number; version: number };
+  /**
+   * The checkpoint replay started from: its records' and payload's bytes, its live entries, its
+   * payload version (0: none, a legacy image), its snapshots without a digest, and the most the
+   * records replayed past it can add to the next checkpoint (`checkpoint-bound.ts`).
+   */
+  checkpoint: { recordBytes: number; payloadBytes: number; entries: number; version: number; undigested: number; growth: number };
   /** Records per segment and bytes per subject of the replayed index. */
   accounting: IndexAccounting;
 }
@@ -69,7 +75,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   const snapshots = new SnapshotTable();
   const index = new IndexBuilder(sb, snapshots);
   const payload = new PayloadAssembler(device.size);
-  const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0, version: 0 };
+  const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0 };
   const txns = new Map<number, PendingTxn>();
   const mounts = new MountTable();
   const ids = { next: 1 };
@@ -94,6 +100,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
             ckpt.version = payload.bytes[0] ?? 0; // decoded: a version it knows
             payload.release();
             ckpt.entries = decoded.entries.keys.length;
+            ckpt.undigested = decoded.snapshots.filter((snap) => snap.digest === undefined).length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
             loadCheckpoint(decoded, index, snapshots, mounts, extent);
             ckpt.loaded = true;
@@ -166,7 +173,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
   const accounting = await readValues(device, sb, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
-  const checkpoint = { recordBytes: ckpt.recordBytes, payloadBytes: ckpt.payloadBytes, entries: ckpt.entries, version: ckpt.version };
+  const { recordBytes, payloadBytes, entries, version, undigested } = ckpt;
+  const checkpoint = { recordBytes, payloadBytes, entries, version, undigested, growth: index.growth };
   return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting };
 }
 
@@ -260,7 +268,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     records: legacy.records,
     bytes: 0,
   };
-  const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0 };
+  const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0, growth: 0 };
   const snapshots = new SnapshotTable();
   const accounting = accountIndex(legacy.index, snapshots, legacy.segmentCount);
   return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting };
@@ -455,6 +463,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
       if (id === undefined) throw damaged(sb, at, 'malformed SNAPSHOT');
       const tree = index.trees.get(subject)?.clone() ?? new BTree<string, Entry>();
       snapshots.add({ subject, name, id, tree, digest: undefined, at: absolute(sb, at) });
+      index.growth += snapshotHeaderBound(subject, name);
       return;
     }
     case Op.SNAPDIGEST: {
@@ -471,6 +480,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
     case Op.RESTORE: {
       const snap = snapshots.get(subject, name);
       if (snap?.id !== decodeSnapId(record.value) || snap === undefined) throw damaged(sb, at, `RESTORE of unknown snapshot ${name}`);
+      index.growth += restoreBound(subject, index.trees.get(subject), snap.tree, snapshots.countOf(subject));
       index.trees.set(subject, snap.tree.clone());
       return;
     }
@@ -478,6 +488,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
       const target = decodeMount(record.value);
       if (target === undefined) throw damaged(sb, at, 'malformed MOUNT');
       mounts.add({ caller: subject, path: name, ...target, at: absolute(sb, at) });
+      index.growth += mountBound({ caller: subject, path: name, ...target });
       return;
     }
     default:
@@ -494,6 +505,11 @@ class IndexBuilder {
    * map of every entry costs a second per million keys) and kept up to date after that.
    */
   private byRecord: Map<number, Entry> | undefined;
+  /**
+   * The most the records replayed past the checkpoint can add to the next one, as the store
+   * counts its own changes (`checkpoint-bound.ts`): the reserve's bound after this open.
+   */
+  growth = 0;
   constructor(
     readonly sb: Superblock,
     private readonly snapshots: SnapshotTable,
@@ -514,7 +530,14 @@ class IndexBuilder {
   private setIn(subject: string, bin: string, entry: Entry): void {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
-    tree.set(bin, entry);
+    const snaps = this.snapshots.countOf(subject);
+    // The entry replaced matters to the bound only through snapshots: look it up only then.
+    if (snaps > 0) {
+      this.growth += changeBound(subject, bin, tree.get(bin), entry, snaps);
+      tree.set(bin, entry);
+    } else {
+      this.growth += tree.set(bin, entry) ? liveEntryBound(subject, bin, entry) : movedEntryBound(entry);
+    }
     this.register(entry);
   }
 
@@ -576,6 +599,7 @@ class IndexBuilder {
     const entry = this.find(from.segment, from.offset);
     if (entry === undefined) return; // nothing holds it any more
     this.byRecord?.delete(this.recordId(from.segment, from.offset));
+    this.growth += MOVED_RECORD_BOUND;
     entry.moveTo(to);
     entry.fill(value.slice(), 0, value.length); // no longer unread
     this.register(entry);
@@ -583,7 +607,10 @@ class IndexBuilder {
 
   delete(ik: string, at: Extent): void {
     const [subject, bin] = this.split(ik, at);
-    this.trees.get(subject)?.delete(bin);
+    const tree = this.trees.get(subject);
+    const snaps = this.snapshots.countOf(subject);
+    if (snaps > 0) this.growth += changeBound(subject, bin, tree?.get(bin), undefined, snaps);
+    tree?.delete(bin);
   }
 
   private split(ik: string, at: Extent): [string, string] {

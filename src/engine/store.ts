@@ -36,7 +36,7 @@ import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
-import { MOVED_RECORD_BOUND, changeBound, mountBound, snapshotHeaderBound } from './checkpoint-bound.js';
+import { MOVED_RECORD_BOUND, changeBound, mountBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Checkpointer, checkCheckpointOptions, type CheckpointerHost } from './checkpointer.js';
 import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
 import { autoGcCycle } from './auto-gc.js';
@@ -496,20 +496,16 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
       const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
       const restored = snap.tree.clone();
-      const snaps = this.snapshots.countOf(subject);
+      this.checkpointer.grew(restoreBound(subject, old, restored, this.snapshots.countOf(subject)));
       diffTrees(
         old,
         restored,
         (bin, e) => {
           this.space.release(subject, bin, e);
-          this.checkpointer.grew(changeBound(subject, bin, e, undefined, snaps));
         },
+        () => undefined,
         (bin, e) => {
-          this.checkpointer.grew(changeBound(subject, bin, undefined, e, snaps));
-        },
-        (bin, e, next) => {
           this.space.release(subject, bin, e);
-          this.checkpointer.grew(changeBound(subject, bin, e, next, snaps));
         },
       );
       this.keys.replace(subject, restored);
@@ -775,7 +771,7 @@ export class Store extends EventEmitter {
 
   private maybeCheckpoint(): void {
     if (this.checkpointer.running !== undefined || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
-    if (!this.checkpointer.due()) return;
+    if (!this.checkpointer.due() || !this.checkpointer.mayRetry()) return;
     // Background work: a failure poisons the store (writeFailure) and surfaces on the next write.
     this.checkpoint().catch(() => undefined);
   }
@@ -792,20 +788,29 @@ export class Store extends EventEmitter {
     if (!this.journal.fits(records, { useReserve: true })) return true;
     if (this.checkpointer.journalBytesSinceCheckpoint() === 0) return false;
     const keepFree = this.checkpointer.segmentsForCheckpoint();
-    // Only while the checkpoint still fits: past that a reclaim cannot write it, and trying
-    // before every delete would rebuild it for each (deletes of keys that snapshots hold make
-    // it grow: each such snapshot gains a difference).
-    return this.usage.freeCount() >= keepFree && !this.journal.fits(records, { useReserve: true, keepFree });
+    // Not after a checkpoint failed for want of room, until something changed (`mayRetry`):
+    // trying before every delete would rebuild it for each (deletes of keys that snapshots hold
+    // make it grow: each such snapshot gains a difference). Its real size is often below the
+    // bound, so it is tried again now and then.
+    return !this.journal.fits(records, { useReserve: true, keepFree }) && this.checkpointer.mayRetry();
   }
 
   /**
    * Before a write gives up with `ENOSPC`: a checkpoint (frees segments that hold only
-   * superseded records and lets GC at the ones behind it), then one GC cycle. Not with
-   * `autoGc: false`, where space comes back only through `gcNow`. Then `op` is checked again: a
+   * superseded records and lets GC at the ones behind it), then one GC cycle. With
+   * `autoGc: false`, where space comes back only through `gcNow`, only a wait for a checkpoint
+   * already running. Then `op` is checked again: a
    * checkpoint that failed here, or a close meanwhile, answers `EIO` or `EBADF`, not `ENOSPC`.
    */
   private async reclaim(op: string): Promise<void> {
-    if (this.legacy || !this.canCheckpoint() || this.options.autoGc === false) return;
+    if (this.legacy || !this.canCheckpoint()) return;
+    if (this.options.autoGc === false) {
+      // No reclaim of its own, but a checkpoint already running gives back what it covers (and
+      // brings the reserve's bound down to its real size): worth waiting for.
+      await this.checkpointer.running?.catch(() => undefined);
+      this.checkWritable(op);
+      return;
+    }
     await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
     await this.gcNow().catch(() => undefined);
