@@ -191,11 +191,16 @@ export class JournalWriter<T> {
       offset += len;
     }
     const free = this.allocator.freeCount();
-    // A reserve user that takes no new segment leaves the free ones as they are: `keepFree` binds only when it rolls.
-    if (options.useReserve === true ? rolls > free || (rolls > 0 && free - rolls < (options.keepFree ?? 0)) : free - rolls < this.reserveSegments()) {
-      // Ordinary writes stop while the reserve is not whole — even in the current segment — so
-      // what checkpoints and GC borrowed from it comes back before they go on.
-      throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+    if (options.useReserve === true) {
+      // A reserve user that takes no new segment leaves the free ones as they are: `keepFree` binds only when it rolls.
+      if (rolls > free || (rolls > 0 && free - rolls < (options.keepFree ?? 0))) throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed)`, { op: 'append' });
+      return;
+    }
+    // Ordinary writes stop while the reserve is not whole — even in the current segment — so
+    // what checkpoints and GC borrowed from it comes back before they go on.
+    const reserve = this.reserveSegments();
+    if (free - rolls < reserve) {
+      throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed, ${reserve} kept for deletes and the next checkpoint)`, { op: 'append' });
     }
   }
 
