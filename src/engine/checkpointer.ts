@@ -175,9 +175,18 @@ export class Checkpointer {
   }
 
   /**
+   * A snapshot or mount was deleted: the next checkpoint may be much smaller than the one that
+   * last failed for want of room, with no segment freed (review: an image emptied of its keys and
+   * snapshots refused puts with `autoGc: false`). Worth trying again.
+   */
+  shrank(): void {
+    this.noRoomAt = undefined;
+  }
+
+  /**
    * Whether a checkpoint may be worth trying: none has failed for want of room, or since the
-   * last one did a segment of journal was appended (its records may have shrunk the state) or
-   * segments were freed. Without this, a checkpoint that cannot fit would be rebuilt after
+   * last one did a segment of journal was appended (its records may have shrunk the state),
+   * segments were freed, or a snapshot or mount was deleted (`shrank`). Without this, a checkpoint that cannot fit would be rebuilt after
    * every write (deletes of keys that snapshots hold grow it, and go on without it).
    */
   mayRetry(): boolean {

@@ -200,7 +200,7 @@ export class JournalWriter<T> {
     // what checkpoints and GC borrowed from it comes back before they go on.
     const reserve = this.reserveSegments();
     if (free - rolls < reserve) {
-      throw StatefsError.ENOSPC(`image full (${free} free segments, ${rolls} needed, ${reserve} kept for deletes and the next checkpoint)`, { op: 'append' });
+      throw StatefsError.ENOSPC(`no room outside the reserve (${free} free segments, ${rolls} needed, ${reserve} kept for deletes and the next checkpoint)`, { op: 'append' });
     }
   }
 

@@ -484,6 +484,7 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
       this.space.releaseSnapshot(snap);
+      this.checkpointer.shrank();
       await awaitDurable(appended.durable, op, subject, undefined);
     });
   }
@@ -600,6 +601,7 @@ export class Store extends EventEmitter {
       if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], op);
       const appended = appendOrThrow(this.journal, [record], op, caller, undefined, { useReserve: true });
       this.mounts.remove(caller, path);
+      this.checkpointer.shrank();
       await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
@@ -779,10 +781,12 @@ export class Store extends EventEmitter {
   /**
    * Whether a reserve user (a delete, a transaction of deletes) reclaims before appending
    * `records`: when they do not fit even with the reserve, and also, if anything was written
-   * since the last checkpoint, when they would leave less free than the next checkpoint needs
-   * while it still fits. Without the second, a run of deletes on a full image could use the whole reserve
-   * before any checkpoint trimmed the chain, and the reclaim that finally ran would have no room
-   * for its checkpoint (an 8 MiB image of 1-byte values: delete 41,152 of 131,036 got `ENOSPC`).
+   * since the last checkpoint, when they take a new segment and would leave less free than the
+   * next checkpoint's bound needs (unless a checkpoint failed for want of room and nothing has
+   * changed since: `Checkpointer.mayRetry`). Without the second, a run of deletes on a full image
+   * could use the whole reserve before any checkpoint trimmed the chain, and the reclaim that
+   * finally ran would have no room for its checkpoint (an 8 MiB image of 1-byte values: delete
+   * 41,152 of 131,036 got `ENOSPC`).
    */
   private reserveUserMustReclaim(records: RecordToWrite[]): boolean {
     if (!this.journal.fits(records, { useReserve: true })) return true;
