@@ -186,8 +186,9 @@ export class Checkpointer {
   /**
    * Whether a checkpoint may be worth trying: none has failed for want of room, or since the
    * last one did a segment of journal was appended (its records may have shrunk the state),
-   * segments were freed, or a snapshot or mount was deleted (`shrank`). Without this, a checkpoint that cannot fit would be rebuilt after
-   * every write (deletes of keys that snapshots hold grow it, and go on without it).
+   * segments were freed, or a snapshot or mount was deleted (`shrank`). Without this, a
+   * checkpoint that cannot fit would be rebuilt after every write (deletes of keys that
+   * snapshots hold grow it, and go on without it).
    */
   mayRetry(): boolean {
     const at = this.noRoomAt;
@@ -215,9 +216,8 @@ export class Checkpointer {
 
   /**
    * See `OpenOptions.reserveSegments`. Room for a checkpoint of a quarter more than the next
-   * one's bound (`nextCheckpointBytes`): slack for the writes still allowed while the reserve
-   * catches up with them (a checkpoint is due once it nears the free space, `due`). Never the
-   * whole image: some segment must hold the log's head.
+   * one's bound (`nextCheckpointBytes`): slack for what the last ordinary write let in adds to
+   * the bound. Never the whole image: some segment must hold the log's head.
    */
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
