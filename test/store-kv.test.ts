@@ -165,19 +165,25 @@ async function fillUntilFull(s: Store, subject: string, keyOf: (i: number) => st
   }
 }
 
+/** 20,000 short sorted keys (about 9 bytes each in a checkpoint), put in batches and checkpointed; the keys. */
+async function putShortSortedKeys(s: Store, value: Uint8Array): Promise<string[]> {
+  const keys = Array.from({ length: 20_000 }, (_, i) => `/state/k${String(i).padStart(7, '0')}`);
+  for (let i = 0; i < keys.length; i += 5_000) await s.putMany('app', keys.slice(i, i + 5_000).map((k): [string, Uint8Array] => [k, value]));
+  await s.checkpoint();
+  return keys;
+}
+
 test('a full image can be emptied whatever its keys: short sorted keys checkpointed, then long random ones', async () => {
   // The reserve was sized from the last checkpoint's bytes per entry: ~9 for these short sorted
   // keys, ~265 for the random 255-byte ones that followed, so the reserve held 2-3 segments for
   // a checkpoint needing 7-9, and delete 2,610 of 27,356 got ENOSPC.
   const s = await openMemory(await memoryImage(4 * MiB));
   const value = new Uint8Array(1).fill(1);
-  const short = Array.from({ length: 20_000 }, (_, i): [string, Uint8Array] => [`/state/k${String(i).padStart(7, '0')}`, value]);
-  for (let i = 0; i < short.length; i += 5_000) await s.putMany('app', short.slice(i, i + 5_000));
-  await s.checkpoint();
+  const short = await putShortSortedKeys(s, value);
   const next = rng(7);
   const long = await fillUntilFull(s, 'app', () => randomKey(next, 255), value);
   assert.ok(long.length > 1_000, `${long.length} long keys`);
-  const keys = [...short.map(([k]) => k), ...long].reverse();
+  const keys = [...short, ...long].reverse();
   for (const key of keys) await s.delete('app', key);
   assert.deepEqual((await s.list('app')).keys, []);
   await s.put('app', '/state/again', value);
@@ -192,9 +198,7 @@ test('after a crash the reopened store sizes its reserve from what it replayed: 
   const image = await memoryImage(4 * MiB);
   const s = await openMemory(image);
   const value = new Uint8Array(1).fill(1);
-  const short = Array.from({ length: 20_000 }, (_, i): [string, Uint8Array] => [`/state/k${String(i).padStart(7, '0')}`, value]);
-  for (let i = 0; i < short.length; i += 5_000) await s.putMany('app', short.slice(i, i + 5_000));
-  await s.checkpoint();
+  const short = await putShortSortedKeys(s, value);
   const before = rng(5);
   const written = Array.from({ length: 500 }, () => randomKey(before, 255));
   for (const key of written) await s.put('app', key, value);
@@ -207,7 +211,7 @@ test('after a crash the reopened store sizes its reserve from what it replayed: 
   const intact = await fillUntilFull(s, 'app', fillKeys(6), value);
   const reopened = await fillUntilFull(crashed, 'app', fillKeys(6), value);
   assert.ok(reopened.length >= intact.length - 10, `${reopened.length} puts after the crash, ${intact.length} in the store before it`);
-  for (const key of [...short.map(([k]) => k), ...written, ...reopened]) await crashed.delete('app', key);
+  for (const key of [...short, ...written, ...reopened]) await crashed.delete('app', key);
   assert.deepEqual((await crashed.list('app')).keys, []);
   console.log(`crash after 500 long keys: ${reopened.length} more until ENOSPC after reopening, ${intact.length} without the crash; all deleted`);
   await crashed.close();
