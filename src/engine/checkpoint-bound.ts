@@ -49,7 +49,7 @@ export function liveEntryBound(subject: string, bin: string, e: Entry): number {
 }
 
 /** Most bytes one snapshot's difference at `bin` takes: naming `held` (the snapshot's entry), or none (absent in the snapshot). */
-function diffEntryBound(bin: string, held: Entry | undefined): number {
+export function diffEntryBound(bin: string, held: Entry | undefined): number {
   return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * extentCount(held));
 }
 

@@ -4,7 +4,8 @@ import { CHECKPOINT_VERSION, CKPT_CHUNK, CKPT_RECORD_LENGTH, encodeCheckpointChu
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
-import { DIGEST_BYTES, boundBesidesLiveEntries } from './checkpoint-bound.js';
+import { DIGEST_BYTES, boundBesidesLiveEntries, snapshotHeaderBound } from './checkpoint-bound.js';
+import { EmptyingBound } from './emptying-bound.js';
 import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
 import { isLowOnSpace } from './auto-gc.js';
 import { failpoint } from './failpoints.js';
@@ -14,7 +15,7 @@ import type { MountTable } from './mount-table.js';
 import type { Replayed } from './replay.js';
 import type { SegmentUsage } from './segment-usage.js';
 import type { SnapshotTable } from './snapshot-table.js';
-import { EMPTY, appendOrThrow, awaitDurable, recordKey } from './store-support.js';
+import { EMPTY, appendOrThrow, awaitDurable, recordKey, type IndexAccounting } from './store-support.js';
 import type { OpenOptions } from './store-types.js';
 import { writeSuperblock } from './superblock-io.js';
 
@@ -108,19 +109,22 @@ export class Checkpointer {
   private growth = 0;
   /** `growth` when the checkpoint being built took its state (set by `checkpointBuild`): what that checkpoint covers. */
   private growthAtBuild = 0;
+  /** What deleting the live keys can add to a checkpoint: the reserve keeps room for it too. */
+  readonly emptying: EmptyingBound;
   /** Journal bytes and free segments when a checkpoint last failed for want of room (`mayRetry`). */
   private noRoomAt: { bytes: number; free: number } | undefined;
 
   /**
    * `journalBytes`: the journal replay read, `opened`: the checkpoint replay started from,
-   * `liveEntriesBound`: the most bytes the live entries replay left take in a checkpoint.
+   * `accounting`: open's sums over the live entries replay left (their most bytes in a
+   * checkpoint, whole and as differences).
    */
   constructor(
     private readonly host: CheckpointerHost,
     private readonly options: CheckpointOptions,
     journalBytes: number,
     opened: Replayed['checkpoint'],
-    liveEntriesBound: number,
+    accounting: Pick<IndexAccounting, 'liveEntriesBound' | 'liveDiffBytes'>,
   ) {
     // The journal since the checkpoint, not counting the checkpoint itself: reopening an image
     // with a large checkpoint and a short log must not make close write the same checkpoint again.
@@ -132,7 +136,8 @@ export class Checkpointer {
     this.boundBase =
       opened.version === CHECKPOINT_VERSION
         ? opened.payloadBytes + DIGEST_BYTES * opened.undigested + opened.growth
-        : liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
+        : accounting.liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
+    this.emptying = new EmptyingBound(host.trees(), host.snapshots, accounting.liveDiffBytes);
   }
 
   /** A change since the last checkpoint may make the next one up to `bytes` longer (`checkpoint-bound.ts`). */
@@ -221,9 +226,40 @@ export class Checkpointer {
    */
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;
+    return Math.min(this.reserveFor(0), this.host.superblock().segmentCount - 1);
+  }
+
+  /**
+   * The reserve before the cap, with `more` bytes of differences to keep room for: the next
+   * checkpoint's bound and what deleting every live key can add to it (`EmptyingBound`).
+   */
+  private reserveFor(more: number): number {
     const { segmentCount } = this.host.superblock();
-    const forCheckpoint = this.segmentsToHold(1.25 * this.nextCheckpointBytes());
-    return Math.min(Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint), segmentCount - 1);
+    const forCheckpoint = this.segmentsToHold(1.25 * (this.nextCheckpointBytes() + this.emptying.bytes + more));
+    return Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint);
+  }
+
+  /**
+   * Whether the free segments hold the reserve a snapshot of `subject` named `name` would need:
+   * room for each key it holds as a difference of its own (`EmptyingBound`). Always, with a
+   * fixed `reserveSegments`.
+   */
+  snapshotFits(subject: string, name: string): boolean {
+    return this.snapshotRoom(subject, name).fits;
+  }
+
+  /** `ENOSPC` unless `snapshotFits`. */
+  checkRoomForSnapshot(subject: string, name: string): void {
+    const { fits, needed, free } = this.snapshotRoom(subject, name);
+    if (fits) return;
+    throw StatefsError.ENOSPC(`no room to keep snapshot ${name}: deleting the keys it holds would need ${needed} segments kept in reserve, ${free} free`, { op: 'snapshot', subject, name });
+  }
+
+  private snapshotRoom(subject: string, name: string): { fits: boolean; needed: number; free: number } {
+    const free = this.host.usage.freeCount();
+    if (this.options.reserveSegments !== undefined) return { fits: true, needed: 0, free };
+    const needed = this.reserveFor(this.emptying.forNewSnapshot(subject) + snapshotHeaderBound(subject, name));
+    return { fits: needed <= Math.min(free, this.host.superblock().segmentCount - 1), needed, free };
   }
 
   /**

@@ -1,7 +1,7 @@
 /** Small pieces the Store is made of: record keys, paging, error wrapping. */
 import { StatefsError } from '../errors.js';
 import { diffTrees, BTree } from './btree.js';
-import { liveEntryBound } from './checkpoint-bound.js';
+import { diffEntryBound, liveEntryBound } from './checkpoint-bound.js';
 import type { Entry } from './entry.js';
 import type { AppendOptions, Appended, JournalWriter, RecordToWrite } from './journal-writer.js';
 import type { Tree, Trees } from './keyspace.js';
@@ -60,6 +60,8 @@ export interface IndexAccounting {
   subjectBytes: Map<string, number>;
   /** The most bytes the live entries take in a checkpoint (`liveEntryBound`), summed in the same walk. */
   liveEntriesBound: number;
+  /** Per subject, the most bytes its live entries take as a snapshot's differences (`EmptyingBound`). */
+  liveDiffBytes: Map<string, number>;
 }
 
 /**
@@ -74,19 +76,29 @@ export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCoun
   let subject = '';
   let sum = 0;
   let liveEntriesBound = 0;
+  const liveDiffBytes = new Map<string, number>();
+  let diffSum = 0;
+  const flush = (): void => {
+    if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
+    if (diffSum !== 0) liveDiffBytes.set(subject, (liveDiffBytes.get(subject) ?? 0) + diffSum);
+  };
   forEachDistinctEntry(trees, snapshots, (of, e, liveBin) => {
     if (of !== subject) {
-      if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
+      flush();
       subject = of;
       sum = 0;
+      diffSum = 0;
     }
     usage.addEntry(e);
     sum += e.diskBytes;
-    if (liveBin !== undefined) liveEntriesBound += liveEntryBound(of, liveBin, e);
+    if (liveBin !== undefined) {
+      liveEntriesBound += liveEntryBound(of, liveBin, e);
+      diffSum += diffEntryBound(liveBin, e);
+    }
     visit?.(e);
   });
-  if (sum !== 0) subjectBytes.set(subject, (subjectBytes.get(subject) ?? 0) + sum);
-  return { usage, subjectBytes, liveEntriesBound };
+  flush();
+  return { usage, subjectBytes, liveEntriesBound, liveDiffBytes };
 }
 
 /** The key field of a v3 data record: subject, NUL, key bytes. */

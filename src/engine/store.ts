@@ -180,7 +180,7 @@ export class Store extends EventEmitter {
         this.writeFailure = error;
       },
     };
-    this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint, replayed.accounting.liveEntriesBound);
+    this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint, replayed.accounting);
     this.upgradeHost = {
       ...imageHost,
       moved: upgradedValue,
@@ -427,6 +427,8 @@ export class Store extends EventEmitter {
    * Capture `subject`'s state — every write acknowledged before the call, no uncommitted
    * transaction — as snapshot `name`. O(1) in the number of keys. Resolves once the snapshot's
    * record is durable, then emits the marker `statefs: snapshot subject=<subject> name=<name>`.
+   * `ENOSPC` if, even after a reclaim, the free segments cannot hold the reserve it needs: room
+   * to delete every key it holds later (docs/storage/statefs-v3.md 8.2).
    */
   snapshot(subject: string, name: string): Promise<void> {
     const op = 'snapshot';
@@ -435,6 +437,9 @@ export class Store extends EventEmitter {
       checkSnapName(name, op, subject);
       if (this.legacy) await this.upgradeLegacy();
       if (this.snapshots.get(subject, name) !== undefined) throw StatefsError.EEXIST(`snapshot ${name}`, { op, subject, name });
+      // Room to delete every key it holds later: reclaim first if that room is not free now.
+      if (!this.checkpointer.snapshotFits(subject, name)) await this.reclaim(op);
+      this.checkpointer.checkRoomForSnapshot(subject, name);
       const id = this.snapshots.nextId;
       const appended = appendOrThrow(this.journal, [{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
       const snap: Snapshot = {
@@ -446,6 +451,7 @@ export class Store extends EventEmitter {
         at: this.absolute(appended.extents[0]),
       };
       this.snapshots.add(snap);
+      this.checkpointer.emptying.taken(snap);
       this.checkpointer.grew(snapshotHeaderBound(subject, name));
       this.checkpointer.snapshotChanged();
       await awaitDurable(appended.durable, op, subject, undefined);
@@ -484,6 +490,7 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [record], op, subject, undefined, { useReserve: true });
       this.snapshots.remove(subject, name);
       this.space.releaseSnapshot(snap);
+      this.checkpointer.emptying.deleted(snap);
       this.checkpointer.shrank();
       await awaitDurable(appended.durable, op, subject, undefined);
     });
@@ -510,6 +517,7 @@ export class Store extends EventEmitter {
         },
       );
       this.keys.replace(subject, restored);
+      this.checkpointer.emptying.restored(subject, snap);
       this.checkpointer.snapshotChanged();
       await awaitDurable(appended.durable, op, subject, undefined);
     });
@@ -897,12 +905,15 @@ export class Store extends EventEmitter {
     this.space.release(subject, bin, old);
     this.space.count(subject, entry);
     this.checkpointer.grew(changeBound(subject, bin, old, entry, this.snapshots.countOf(subject)));
+    this.checkpointer.emptying.changed(subject, bin, old, entry);
   }
 
   private deleteEntry(subject: string, bin: string): void {
     const old = this.keys.delete(subject, bin);
     this.space.release(subject, bin, old);
-    if (old !== undefined) this.checkpointer.grew(changeBound(subject, bin, old, undefined, this.snapshots.countOf(subject)));
+    if (old === undefined) return;
+    this.checkpointer.grew(changeBound(subject, bin, old, undefined, this.snapshots.countOf(subject)));
+    this.checkpointer.emptying.changed(subject, bin, old, undefined);
   }
 
   private readonly txnHost: TxnHost = {
