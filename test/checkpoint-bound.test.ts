@@ -38,7 +38,8 @@ type Op =
   | { kind: 'restore'; pick: number }
   | { kind: 'mount'; caller: string; path: string; pick: number }
   | { kind: 'move'; subject: string; pick: number; to: Extent }
-  | { kind: 'digest'; pick: number };
+  | { kind: 'digest'; pick: number }
+  | { kind: 'checkpoint' };
 
 const subjectArb = fc.constantFrom(...SUBJECTS);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -50,13 +51,19 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('mount' as const), caller: subjectArb, path: fc.stringMatching(/^\/mnt\/[a-z]{1,20}$/), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('move' as const), subject: subjectArb, pick: fc.nat(), to: extentArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('digest' as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('checkpoint' as const) }) },
 );
 
-/** What a checkpoint of this state takes: the encoder's own output. */
-function checkpointSize(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
+/** A checkpoint of this state: the encoder's own output, and the build (for what it says of the snapshots). */
+function checkpointOf(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): { size: number; build: CheckpointBuild } {
   const build = new CheckpointBuild(frozenTrees(trees));
   build.step(Number.POSITIVE_INFINITY);
-  return build.finish(snapshots, mounts, 2 ** 40).length;
+  return { size: build.finish(snapshots, mounts, 2 ** 40).length, build };
+}
+
+/** What a checkpoint of this state takes. */
+function checkpointSize(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
+  return checkpointOf(trees, snapshots, mounts).size;
 }
 
 function nth<T>(items: readonly T[], pick: number): T | undefined {
@@ -128,6 +135,8 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
       if (snap !== undefined) snap.digest = new Uint8Array(32).fill(9);
       return 0; // a snapshot's header bound counts its digest from the start
     }
+    case 'checkpoint':
+      return 0; // the caller writes it (its bound starts again from its size)
   }
 }
 
@@ -159,6 +168,13 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
       let bound = checkpointSize(trees, snapshots, mounts);
       for (const op of ops) {
         bound += apply(op, trees, snapshots, mounts, emptying);
+        if (op.kind === 'checkpoint') {
+          // As the checkpointer does once one is written: the bound is its size, and each
+          // snapshot's share drops to what it still shares with the state written.
+          const written = checkpointOf(trees, snapshots, mounts);
+          bound = written.size;
+          emptying.tighten(written.build.heldDifferences);
+        }
         const size = checkpointSize(trees, snapshots, mounts);
         assert.ok(size <= bound, `after ${op.kind}: checkpoint ${size} bytes, bound ${bound}`);
         const opened = accountIndex(trees, snapshots, 1 << 20);
@@ -169,7 +185,8 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
         assert.ok(emptyingAtOpen.bytes <= emptying.bytes, `after ${op.kind}: open's emptying bound ${emptyingAtOpen.bytes}, the store's ${emptying.bytes}`);
         for (const keep of [0, 2, 3]) {
           const left = checkpointSize(emptied(trees, keep), snapshots, mounts);
-          assert.ok(left <= bound + emptyingAtOpen.bytes, `after ${op.kind}, live keys but every ${keep}th deleted: checkpoint ${left} bytes, bound ${bound} + ${emptyingAtOpen.bytes}`);
+          assert.ok(left <= bound + emptying.bytes, `after ${op.kind}, live keys but every ${keep}th deleted: checkpoint ${left} bytes, bound ${bound} + ${emptying.bytes}`);
+          assert.ok(left <= atOpen + emptyingAtOpen.bytes, `after ${op.kind}, live keys but every ${keep}th deleted: checkpoint ${left} bytes, open's bound ${atOpen} + ${emptyingAtOpen.bytes}`);
         }
         checked++;
       }

@@ -1,5 +1,6 @@
 import { CheckpointEncoder, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { BTree, diffTrees } from './btree.js';
+import { diffEntryBound } from './checkpoint-bound.js';
 import type { Entry } from './entry.js';
 import type { Tree, Trees } from './keyspace.js';
 import type { MountTable } from './mount-table.js';
@@ -26,6 +27,11 @@ export class CheckpointBuild {
   private after: string | undefined;
   /** Live entries the checkpoint holds. */
   readonly entries: number;
+  /**
+   * Per snapshot id, after `finish`: the most bytes its differences naming an entry of its own
+   * take (`diffEntryBound`): what the checkpoint already holds of it (`EmptyingBound.tighten`).
+   */
+  readonly heldDifferences = new Map<number, number>();
 
   /** `frozen`: the trees to write (clones no write changes); `bytesPerEntry`: the last checkpoint's, if known, to size the payload (a guess otherwise). */
   constructor(
@@ -76,13 +82,13 @@ export class CheckpointBuild {
     for (const snap of snapshots.all()) {
       const live = this.frozen.get(snap.subject) ?? new BTree<string, Entry>();
       const diff: CheckpointSnapshot['diff'] = [];
-      diffTrees(
-        snap.tree,
-        live,
-        (key, e) => diff.push({ key, extents: e.extents }),
-        (key) => diff.push({ key, extents: null }),
-        (key, e) => diff.push({ key, extents: e.extents }),
-      );
+      let held = 0;
+      const differs = (key: string, e: Entry): void => {
+        diff.push({ key, extents: e.extents });
+        held += diffEntryBound(key, e);
+      };
+      diffTrees(snap.tree, live, differs, (key) => diff.push({ key, extents: null }), differs);
+      this.heldDifferences.set(snap.id, held);
       snaps.push({ subject: snap.subject, name: snap.name, id: snap.id, digest: snap.digest, diff });
     }
     return this.encoder.finish({ nextTxnId, nextSnapId: snapshots.nextId, snapshots: snaps, mounts: mounts.all() });

@@ -4,7 +4,7 @@ import { CHECKPOINT_VERSION, CKPT_CHUNK, CKPT_RECORD_LENGTH, encodeCheckpointChu
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
-import { DIGEST_BYTES, boundBesidesLiveEntries, snapshotHeaderBound } from './checkpoint-bound.js';
+import { DIGEST_BYTES, boundBesidesLiveEntries } from './checkpoint-bound.js';
 import { EmptyingBound } from './emptying-bound.js';
 import { CheckpointBuild, changesSince, frozenTrees, type LiveChange } from './checkpoint-builder.js';
 import { isLowOnSpace } from './auto-gc.js';
@@ -145,6 +145,11 @@ export class Checkpointer {
     this.growth += bytes;
   }
 
+  /** The v1 upgrade wrote its checkpoint (empty: the values follow it as records), `payloadBytes` long. */
+  upgraded(payloadBytes: number): void {
+    this.lastCheckpointBytes = payloadBytes;
+  }
+
   /** Bytes the digests of snapshots still computing will add to a checkpoint. */
   private digestsToCome(): number {
     let n = 0;
@@ -230,36 +235,28 @@ export class Checkpointer {
   }
 
   /**
-   * The reserve before the cap, with `more` bytes of differences to keep room for: the next
-   * checkpoint's bound and what deleting every live key can add to it (`EmptyingBound`).
+   * The reserve before the cap, with `more` bytes to keep room for. Room for the next checkpoint:
+   * its bound (`C`) and a quarter more (slack for what the last ordinary write let in), and what
+   * deleting every live key can add to it (`E`, `EmptyingBound`); and for what that checkpoint
+   * takes beyond the one on disk: that one is given back only once the next has landed, and
+   * deletes then need room for the one after it, so twice the next less the one on disk (review:
+   * a 16 MiB image whose checkpoints grew as it filled could not be emptied without it).
    */
   private reserveFor(more: number): number {
     const { segmentCount } = this.host.superblock();
-    const forCheckpoint = this.segmentsToHold(1.25 * (this.nextCheckpointBytes() + this.emptying.bytes + more));
-    return Math.max(2, Math.ceil(segmentCount / 32), forCheckpoint);
+    const bound = this.nextCheckpointBytes();
+    const next = bound + this.emptying.bytes + more;
+    const afterNext = 2 * this.segmentsToHold(next) - this.segmentsToHold(this.lastCheckpointBytes);
+    return Math.max(2, Math.ceil(segmentCount / 32), this.segmentsToHold(next + bound / 4), afterNext);
   }
 
   /**
-   * Whether the free segments hold the reserve a snapshot of `subject` named `name` would need:
-   * room for each key it holds as a difference of its own (`EmptyingBound`). Always, with a
-   * fixed `reserveSegments`.
+   * The reserve an ordinary write that grows the next checkpoint by `bytes` beyond what `grew`
+   * has counted must leave whole (a snapshot, a restore: `AppendOptions.reserveAfter`), or
+   * undefined with a fixed `reserveSegments`.
    */
-  snapshotFits(subject: string, name: string): boolean {
-    return this.snapshotRoom(subject, name).fits;
-  }
-
-  /** `ENOSPC` unless `snapshotFits`. */
-  checkRoomForSnapshot(subject: string, name: string): void {
-    const { fits, needed, free } = this.snapshotRoom(subject, name);
-    if (fits) return;
-    throw StatefsError.ENOSPC(`no room to keep snapshot ${name}: deleting the keys it holds would need ${needed} segments kept in reserve, ${free} free`, { op: 'snapshot', subject, name });
-  }
-
-  private snapshotRoom(subject: string, name: string): { fits: boolean; needed: number; free: number } {
-    const free = this.host.usage.freeCount();
-    if (this.options.reserveSegments !== undefined) return { fits: true, needed: 0, free };
-    const needed = this.reserveFor(this.emptying.forNewSnapshot(subject) + snapshotHeaderBound(subject, name));
-    return { fits: needed <= Math.min(free, this.host.superblock().segmentCount - 1), needed, free };
+  reserveAfter(bytes: number): number | undefined {
+    return this.options.reserveSegments === undefined ? this.reserveFor(bytes) : undefined;
   }
 
   /**
@@ -396,6 +393,7 @@ export class Checkpointer {
     this.growth = Math.max(0, this.growth - this.growthAtBuild);
     this.growthAtBuild = 0;
     this.lastCheckpointBytes = payload.length;
+    this.emptying.tighten(build.heldDifferences);
     this.entriesAtCheckpoint = build.entries; // the payload's own entries, for its bytes per entry
     await awaitDurable(appended.durable, 'checkpoint', undefined, undefined);
     const sb = this.host.superblock();

@@ -39,6 +39,8 @@ export interface AppendOptions {
   useReserve?: boolean;
   /** With `useReserve`: leave at least this many segments free (what a checkpoint needs). */
   keepFree?: number;
+  /** Without `useReserve`: the reserve to leave whole, when the write makes it larger than it is now (a snapshot, a restore). */
+  reserveAfter?: number;
   /** Start a fresh batch for these records (checkpoints start at a batch boundary). */
   ownBatch?: boolean;
   /** Hit this failpoint just before the batch holding these records is written (with `ownBatch`). */
@@ -198,7 +200,7 @@ export class JournalWriter<T> {
     }
     // Ordinary writes stop while the reserve is not whole — even in the current segment — so
     // what checkpoints and GC borrowed from it comes back before they go on.
-    const reserve = this.reserveSegments();
+    const reserve = Math.max(this.reserveSegments(), options.reserveAfter ?? 0);
     if (free - rolls < reserve) {
       throw StatefsError.ENOSPC(`no room outside the reserve (${free} free segments, ${rolls} needed, ${reserve} kept for deletes and the next checkpoint)`, { op: 'append' });
     }

@@ -24,8 +24,8 @@ export interface UpgradeHost {
   moved(subject: string, beforeBytes: number, afterBytes: number): void;
   /** A superblock write failed: the store refuses writes with `error` until reopened. */
   writeFailed(error: StatefsError): void;
-  /** The image is v3 now: `sb` is on disk, in both slots. */
-  upgraded(sb: Superblock): void;
+  /** The image is v3 now: `sb` is on disk, in both slots, naming a checkpoint of `checkpointBytes` of payload. */
+  upgraded(sb: Superblock, checkpointBytes: number): void;
 }
 
 /**
@@ -37,8 +37,9 @@ export interface UpgradeHost {
 export async function writeUpgrade(host: UpgradeHost): Promise<void> {
   const entries: [string, Entry][] = [];
   for (const [subject, tree] of host.trees()) for (const [bin, e] of tree.entries()) entries.push([indexKey(subject, bin), e]);
+  const checkpoint = encodeCheckpoint(emptyCheckpoint());
   const records: RecordToWrite[] = [
-    { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint())) },
+    { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, checkpoint) },
     ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
   ];
   const appended = appendOrThrow(host.journal, records, 'upgrade', undefined, undefined, { ownBatch: true });
@@ -68,5 +69,5 @@ export async function writeUpgrade(host: UpgradeHost): Promise<void> {
     host.writeFailed(failure);
     throw failure;
   }
-  host.upgraded({ ...sb, generation: 2 });
+  host.upgraded({ ...sb, generation: 2 }, checkpoint.length);
 }

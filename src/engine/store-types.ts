@@ -9,10 +9,10 @@ export interface OpenOptions {
   readOnly?: boolean;
   /**
    * Segments kept back for deletes, snapshot deletion, checkpoints and GC (default: 2, or 1/32
-   * of the image, or room for an upper bound of the next checkpoint, and of what deleting every
-   * live key would add to it while snapshots exist, plus a quarter — whichever is most, short of
-   * the whole image; docs/storage/statefs-v3.md 8.2). When set, a snapshot is not checked
-   * against it.
+   * of the image, or room for an upper bound of the next checkpoint with what deleting live keys
+   * can add to it while snapshots exist, and for the one after it — whichever is most, short of
+   * the whole image; docs/storage/statefs-v3.md 8.2). When set, snapshots and restores are
+   * checked against it as any ordinary write, not against what they grow.
    */
   reserveSegments?: number;
   /**

@@ -30,7 +30,7 @@ import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { Entry } from './entry.js';
-import { JournalWriter, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
+import { JournalWriter, type AppendOptions, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
@@ -184,9 +184,10 @@ export class Store extends EventEmitter {
     this.upgradeHost = {
       ...imageHost,
       moved: upgradedValue,
-      upgraded: (next) => {
+      upgraded: (next, checkpointBytes) => {
         this.sb = next;
         this.legacy = false;
+        this.checkpointer.upgraded(checkpointBytes);
         this.usage.trimChainBefore(next.ckptSegment);
       },
     };
@@ -437,11 +438,12 @@ export class Store extends EventEmitter {
       checkSnapName(name, op, subject);
       if (this.legacy) await this.upgradeLegacy();
       if (this.snapshots.get(subject, name) !== undefined) throw StatefsError.EEXIST(`snapshot ${name}`, { op, subject, name });
-      // Room to delete every key it holds later: reclaim first if that room is not free now.
-      if (!this.checkpointer.snapshotFits(subject, name)) await this.reclaim(op);
-      this.checkpointer.checkRoomForSnapshot(subject, name);
       const id = this.snapshots.nextId;
-      const appended = appendOrThrow(this.journal, [{ opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) }], op, subject, undefined, {});
+      const record = { opcode: Op.SNAPSHOT, key: metaKey(subject, name), value: encodeSnapId(id) };
+      // Room to delete every key it holds later: reclaim first if that room is not free now.
+      const growth = (): number => this.checkpointer.emptying.forNewSnapshot(subject) + snapshotHeaderBound(subject, name);
+      const options = this.roomToGrow([record], growth()) ?? (await this.reclaimToGrow([record], growth, op, subject, name, 'keep', 'deleting the keys it holds later'));
+      const appended = appendOrThrow(this.journal, [record], op, subject, undefined, options);
       const snap: Snapshot = {
         subject,
         name,
@@ -496,12 +498,20 @@ export class Store extends EventEmitter {
     });
   }
 
-  /** Make `subject`'s live state equal to snapshot `name`, in one commit. */
+  /**
+   * Make `subject`'s live state equal to snapshot `name`, in one commit. `ENOSPC` if, even after
+   * a reclaim, the free segments cannot hold the reserve the next checkpoint then needs
+   * (docs/storage/statefs-v3.md 8.2).
+   */
   restoreSnap(subject: string, name: string): Promise<void> {
     const op = 'restoreSnap';
     return this.meta(op, async () => {
       const snap = this.requireSnapshot(subject, name, op);
-      const appended = appendOrThrow(this.journal, [{ opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) }], op, subject, undefined, {});
+      const record = { opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
+      // A restore can grow the next checkpoint by a whole subject: room for that first.
+      const growth = (): number => restoreBound(subject, this.keys.workingTree(subject), snap.tree, this.snapshots.countOf(subject)) + this.checkpointer.emptying.forRestore(subject);
+      const options = this.roomToGrow([record], growth()) ?? (await this.reclaimToGrow([record], growth, op, subject, name, 'restore', 'the next checkpoint'));
+      const appended = appendOrThrow(this.journal, [record], op, subject, undefined, options);
       const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
       const restored = snap.tree.clone();
       this.checkpointer.grew(restoreBound(subject, old, restored, this.snapshots.countOf(subject)));
@@ -827,6 +837,27 @@ export class Store extends EventEmitter {
     await this.checkpoint().catch(() => undefined);
     await this.gcNow().catch(() => undefined);
     this.checkWritable(op);
+  }
+
+  /**
+   * Append options for `records`, an ordinary write that grows the next checkpoint by `bytes`
+   * more than `grew` counts (a snapshot, a restore): the reserve they must leave whole is the one
+   * that growth calls for (docs/storage/statefs-v3.md 8.2). Undefined if they do not fit.
+   */
+  private roomToGrow(records: RecordToWrite[], bytes: number): AppendOptions | undefined {
+    const reserveAfter = this.checkpointer.reserveAfter(bytes);
+    const options: AppendOptions = reserveAfter === undefined ? {} : { reserveAfter };
+    return this.journal.fits(records, options) ? options : undefined;
+  }
+
+  /** `roomToGrow` after a reclaim; else `ENOSPC`: no room to `verb` snapshot `name`, which `why` needs. */
+  private async reclaimToGrow(records: RecordToWrite[], growth: () => number, op: string, subject: string, name: string, verb: string, why: string): Promise<AppendOptions> {
+    await this.reclaim(op);
+    const bytes = growth();
+    const options = this.roomToGrow(records, bytes);
+    if (options !== undefined) return options;
+    const needed = this.checkpointer.reserveAfter(bytes) ?? this.checkpointer.reserveSegments();
+    throw StatefsError.ENOSPC(`no room to ${verb} snapshot ${name}: ${why} would need ${needed} segments kept in reserve, ${this.usage.freeCount()} free`, { op, subject, name });
   }
 
   /**
