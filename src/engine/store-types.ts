@@ -35,7 +35,9 @@ export interface OpenOptions {
   grants?: Readonly<Record<string, readonly string[]>>;
   /**
    * Run bounded GC cycles in the background when garbage or free space cross their thresholds
-   * (default true). With `false` (fixtures), space is reclaimed only by `gcNow`.
+   * (default true). With `false` (fixtures), segments are emptied only by `gcNow`; checkpoints
+   * still give back the journal they cover, and a delete that would take the room the next
+   * checkpoint needs runs one first.
    */
   autoGc?: boolean;
   /**
