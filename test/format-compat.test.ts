@@ -42,7 +42,7 @@ async function expectFixtureState(s: Store): Promise<void> {
   assert.ok((await s.verifySnapshot('app', 'before')).length > 0);
 }
 
-test('an image whose checkpoint is payload version 2 opens and passes fsck; its next checkpoint is version 3 and reads the same', async () => {
+test('an image whose checkpoint is payload version 2 opens and passes fsck; its next checkpoint is version 4 and reads the same', async () => {
   const img = new Uint8Array(gunzipSync(readFileSync(V2_IMAGE)));
   assert.equal(currentCheckpointVersion(img), 2, 'the fixture holds a version 2 checkpoint');
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
@@ -51,10 +51,63 @@ test('an image whose checkpoint is payload version 2 opens and passes fsck; its 
   await s.put('app', '/state/dir1/k1', 'changed again');
   await s.checkpoint();
   await s.close();
-  assert.equal(currentCheckpointVersion(img), 3);
+  assert.equal(currentCheckpointVersion(img), 4);
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
   const r = await Store.openDevice(new MemoryDevice(img));
   await r.put('app', '/state/dir1/k1', 'changed');
   await expectFixtureState(r);
+  await r.close();
+});
+
+// Written by the engine at 3cf087d (payload version 3: every snapshot written against the live
+// tree; version 4 writes each against the next newer snapshot of its subject). 4 MiB, 256 KiB
+// segments, `autoGc: false`; the operations are `v3Operations` below, then a checkpoint, close.
+const V3_IMAGE = new URL('../../test/fixtures/v3-snapshots.img.gz', import.meta.url);
+
+/** The fixture's history: applied to a model here, to the store when it was written. */
+function v3Operations(): { snapshots: Map<string, Map<string, string>>; live: Map<string, string> } {
+  const live = new Map<string, string>();
+  const snapshots = new Map<string, Map<string, string>>();
+  for (let i = 0; i < 60; i++) live.set(`/state/k${i}`, `v${i}`);
+  snapshots.set('s1', new Map(live));
+  for (let i = 0; i < 60; i += 3) live.set(`/state/k${i}`, `w${i}`);
+  for (let i = 0; i < 60; i += 5) live.delete(`/state/k${i}`);
+  for (let j = 0; j < 10; j++) live.set(`/state/n${j}`, `n${j}`);
+  snapshots.set('s2', new Map(live));
+  for (let i = 0; i < 60; i += 4) live.set(`/state/k${i}`, `x${i}`);
+  for (let j = 0; j < 5; j++) live.delete(`/state/n${j}`);
+  snapshots.set('s3', new Map(live));
+  live.set('/state/k1', 'live');
+  live.delete('/state/k2');
+  return { snapshots, live };
+}
+
+async function expectV3State(s: Store): Promise<void> {
+  const { snapshots, live } = v3Operations();
+  const read = async (prefix: string): Promise<Map<string, string>> => {
+    const out = new Map<string, string>();
+    for (const key of (await s.list('app', prefix, { limit: 1000 })).keys) out.set(key.replace(prefix, '/state/'), text(await s.get('app', key)) ?? '(missing)');
+    return out;
+  };
+  assert.deepEqual(await read('/state/'), live);
+  for (const [name, expected] of snapshots) {
+    await s.mountSnap('app', 'app', name, `/mnt/${name}`);
+    assert.deepEqual(await read(`/mnt/${name}/`), expected, `snapshot ${name}`);
+    await s.umount('app', `/mnt/${name}`);
+  }
+}
+
+test('an image whose snapshots are in a payload version 3 checkpoint reads them as written; its next checkpoint is version 4 and reads the same', async () => {
+  const img = new Uint8Array(gunzipSync(readFileSync(V3_IMAGE)));
+  assert.equal(currentCheckpointVersion(img), 3, 'the fixture holds a version 3 checkpoint');
+  assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
+  const s = await Store.openDevice(new MemoryDevice(img));
+  await expectV3State(s);
+  await s.checkpoint();
+  await s.close();
+  assert.equal(currentCheckpointVersion(img), 4);
+  assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
+  const r = await Store.openDevice(new MemoryDevice(img));
+  await expectV3State(r);
   await r.close();
 });

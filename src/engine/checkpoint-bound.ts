@@ -5,7 +5,7 @@ import type { Mount, MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
 
 /*
- * Upper bounds of a version 3 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
+ * Upper bounds of a version 4 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
  * segments kept in reserve for the next checkpoint (8.2). Every key is counted whole (as if it
  * shared nothing with the previous one) and every varint at its widest, so a bound never depends
  * on which keys happen to be neighbours: an estimate from the last checkpoint's bytes per entry
@@ -69,13 +69,14 @@ export function mountBound(m: Pick<Mount, 'caller' | 'path' | 'owner' | 'name'>)
 /**
  * Most bytes a change of `subject`'s key `bin` from `before` to `after` (undefined: absent) can
  * add to the next checkpoint, given the subject's snapshot count. The live entry: a new one whole,
- * a changed one its extents (the key takes the same bytes). A snapshot gains a difference at `bin`
- * only if it held what the live tree held before (`before`, or nothing), so the difference names
- * `before`: no snapshot needs looking at.
+ * a changed one its extents (the key takes the same bytes). Only the newest snapshot of the
+ * subject is written against the live tree (the others against the next newer snapshot), and it
+ * gains a difference at `bin` only if it held what the live tree held before (`before`, or
+ * nothing), so the difference names `before`: no snapshot needs looking at.
  */
 export function changeBound(subject: string, bin: string, before: Entry | undefined, after: Entry | undefined, snapshotsOfSubject: number): number {
   const live = after === undefined ? 0 : before === undefined ? liveEntryBound(subject, bin, after) : movedEntryBound(after);
-  return snapshotsOfSubject === 0 ? live : live + snapshotsOfSubject * diffEntryBound(bin, before);
+  return snapshotsOfSubject === 0 ? live : live + diffEntryBound(bin, before);
 }
 
 /** Most bytes a restore of `subject` from a snapshot's tree can add: `changeBound` of each key it changes. */
@@ -94,18 +95,20 @@ export function restoreBound(subject: string, live: Tree | undefined, restored: 
 /**
  * Most bytes a checkpoint of this state takes besides its live entries (`liveEntriesBound`
  * sums those in open's walk of the index): the fixed fields, each snapshot and its differences
- * from the live tree (a walk of those differences only), and the mounts.
+ * from its base (the next newer snapshot of its subject, or the live tree: a walk of those
+ * differences only), and the mounts.
  */
 export function boundBesidesLiveEntries(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
   let n = PAYLOAD_FIXED;
-  for (const snap of snapshots.all()) {
+  const empty = new BTree<string, Entry>();
+  for (const { snap, base } of snapshots.withBases((subject) => trees.get(subject) ?? empty)) {
     n += snapshotHeaderBound(snap.subject, snap.name);
     const add = (bin: string, held: Entry | undefined): void => {
       n += diffEntryBound(bin, held);
     };
     diffTrees(
       snap.tree,
-      trees.get(snap.subject) ?? new BTree<string, Entry>(),
+      base,
       add,
       (bin) => {
         add(bin, undefined);

@@ -17,7 +17,8 @@ const PER_ENTRY_SLACK = 1.05;
  * A checkpoint of the live trees as they were when it began (`frozen`: copy-on-write clones no
  * write changes), encoded a step at a time so that a large index does not hold the event loop:
  * `step` until it returns true, then `finish`. Each snapshot is written as its differences from
- * these trees (so its size follows what changed, not the snapshot's size).
+ * the next newer snapshot of its subject, the newest from these trees (so its size follows what
+ * changed, not the snapshot's size, and a live change touches one snapshot's differences).
  */
 export class CheckpointBuild {
   private readonly subjects: [string, Tree][];
@@ -29,7 +30,8 @@ export class CheckpointBuild {
   readonly entries: number;
   /**
    * Per snapshot id, after `finish`: the most bytes its differences naming an entry of its own
-   * take (`diffEntryBound`): what the checkpoint already holds of it (`EmptyingBound.tighten`).
+   * take (`diffEntryBound`): what the checkpoint already holds of it (`EmptyingBound.tighten`,
+   * which needs the newest snapshot's, written against the live tree).
    */
   readonly heldDifferences = new Map<number, number>();
 
@@ -79,15 +81,15 @@ export class CheckpointBuild {
   finish(snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Uint8Array {
     while (!this.step(Number.POSITIVE_INFINITY));
     const snaps: CheckpointSnapshot[] = [];
-    for (const snap of snapshots.all()) {
-      const live = this.frozen.get(snap.subject) ?? new BTree<string, Entry>();
+    const empty = new BTree<string, Entry>();
+    for (const { snap, base } of snapshots.withBases((subject) => this.frozen.get(subject) ?? empty)) {
       const diff: CheckpointSnapshot['diff'] = [];
       let held = 0;
       const differs = (key: string, e: Entry): void => {
         diff.push({ key, extents: e.extents });
         held += diffEntryBound(key, e);
       };
-      diffTrees(snap.tree, live, differs, (key) => diff.push({ key, extents: null }), differs);
+      diffTrees(snap.tree, base, differs, (key) => diff.push({ key, extents: null }), differs);
       this.heldDifferences.set(snap.id, held);
       snaps.push({ subject: snap.subject, name: snap.name, id: snap.id, digest: snap.digest, diff });
     }

@@ -1,10 +1,10 @@
 import { BTree, diffTrees } from './btree.js';
 import { diffEntryBound } from './checkpoint-bound.js';
 import type { Entry } from './entry.js';
-import type { Trees } from './keyspace.js';
+import type { Tree, Trees } from './keyspace.js';
 import type { Snapshot, SnapshotTable } from './snapshot-table.js';
 
-/** One snapshot's part: all its entries as differences (`total`), and those the bound still counts. */
+/** One snapshot's part: all its entries as differences (`total`), and those the bound counts (the newest of its subject only). */
 interface SnapshotShare {
   subject: string;
   total: number;
@@ -13,22 +13,22 @@ interface SnapshotShare {
 
 /**
  * The most that deleting live keys can add to a checkpoint beyond its bound (docs/storage/
- * statefs-v3.md 8.2). A checkpoint writes each snapshot as its differences from the live tree,
- * so deleting a live key the snapshot holds gives it one more difference, and frees no record
- * (the snapshot holds it). The reserve keeps room for this beside the next checkpoint's bound,
- * so a full image with snapshots can be emptied key by key (Appendix A, item 8: with one
- * snapshot of 15,000 short keys, delete 17,243 of 19,213 got `ENOSPC`, and then so did deleting
- * the snapshot).
+ * statefs-v3.md 8.2). A checkpoint writes the newest snapshot of each subject as its differences
+ * from the live tree (older ones against the next newer), so deleting a live key it holds gives
+ * it one more difference, and frees no record (the snapshot holds it). The reserve keeps room for
+ * this beside the next checkpoint's bound, so a full image with snapshots can be emptied key by
+ * key (Appendix A, item 8: with one snapshot of 15,000 short keys, delete 17,243 of 19,213 got
+ * `ENOSPC`, and then so did deleting the snapshot).
  *
- * Per snapshot it counts the entries it shares with the live tree, each as a difference
- * (`diffEntryBound`); those it already differs at are in the checkpoint bound. Kept in O(1) per
- * change: per subject the sum over its live entries, adjusted by every put and delete; a new
- * snapshot shares all of them. A snapshot's share only shrinks as the live tree moves away from
- * it, so it is not lowered per write (that would take a lookup per snapshot): each checkpoint
- * lowers it to what the snapshot shares with the state it wrote (`tighten`), and a restore,
- * which can make a snapshot share more, raises every share of its subject to the whole. Entries
- * only ever lose records (GC moves a value to one), so sums counted as entries came in stay
- * upper bounds.
+ * Per subject it counts the entries its newest snapshot shares with the live tree, each as a
+ * difference (`diffEntryBound`); those it already differs at are in the checkpoint bound. Kept in
+ * O(1) per change: per subject the sum over its live entries, adjusted by every put and delete;
+ * a new snapshot shares all of them. The share only shrinks as the live tree moves away from the
+ * snapshot, so it is not lowered per write (that would take a lookup): each checkpoint lowers it
+ * to what the snapshot shares with the state it wrote (`tighten`), and a restore, which can make
+ * it share more, counts it whole again; so does the next older snapshot becoming the newest.
+ * Entries only ever lose records (GC moves a value to one), so sums counted as entries came in
+ * stay upper bounds.
  */
 export class EmptyingBound {
   private readonly live: Map<string, number>;
@@ -36,28 +36,19 @@ export class EmptyingBound {
   private counted = 0;
 
   /**
-   * At open: `liveBySubject` summed in the index's walk (`accountIndex`); each snapshot's from
-   * it and a walk of the snapshot's differences from the live tree.
+   * At open: `liveBySubject` summed in the index's walk (`accountIndex`); each snapshot's total
+   * from the next newer one's (the newest's from the live sum) and a walk of their differences.
    */
   constructor(trees: Trees, snapshots: SnapshotTable, liveBySubject: Map<string, number>) {
     this.live = liveBySubject;
-    for (const snap of snapshots.all()) {
-      let total = this.liveOf(snap.subject);
-      let held = 0;
-      diffTrees(
-        snap.tree,
-        trees.get(snap.subject) ?? new BTree<string, Entry>(),
-        (bin, e) => {
-          total += diffEntryBound(bin, e);
-          held += diffEntryBound(bin, e);
-        },
-        (bin, live) => (total -= diffEntryBound(bin, live)),
-        (bin, e, live) => {
-          total += diffEntryBound(bin, e) - diffEntryBound(bin, live);
-          held += diffEntryBound(bin, e);
-        },
-      );
-      this.add(snap, total, total - held);
+    const empty = new BTree<string, Entry>();
+    const newer = new Map<string, number>(); // the total of the snapshot built before, per subject
+    for (const { snap, base } of snapshots.withBases((subject) => trees.get(subject) ?? empty).reverse()) {
+      const newest = !newer.has(snap.subject);
+      const { total, held } = totalAgainst(snap.tree, base, newer.get(snap.subject) ?? this.liveOf(snap.subject));
+      newer.set(snap.subject, total);
+      this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: newest ? total - held : 0 });
+      if (newest) this.counted += total - held;
     }
   }
 
@@ -66,16 +57,15 @@ export class EmptyingBound {
     return this.counted;
   }
 
-  /** What a snapshot of `subject` taken now would add to `bytes`. */
+  /** What a snapshot of `subject` taken now would add to `bytes` (it replaces the newest's share). */
   forNewSnapshot(subject: string): number {
-    return this.liveOf(subject);
+    return this.liveOf(subject) - (this.newestOf(subject)?.counted ?? 0);
   }
 
-  /** What a restore of `subject` would add to `bytes`: every snapshot of it counted whole. */
+  /** What a restore of `subject` would add to `bytes`: its newest snapshot counted whole. */
   forRestore(subject: string): number {
-    let n = 0;
-    for (const share of this.ofSnapshot.values()) if (share.subject === subject) n += share.total - share.counted;
-    return n;
+    const newest = this.newestOf(subject);
+    return newest === undefined ? 0 : newest.total - newest.counted;
   }
 
   /** `subject`'s key `bin` changed from `before` to `after` (undefined: absent) in the live tree. */
@@ -85,46 +75,83 @@ export class EmptyingBound {
   }
 
   taken(snap: Pick<Snapshot, 'subject' | 'id'>): void {
+    this.count(this.newestOf(snap.subject), 0);
     const total = this.liveOf(snap.subject);
-    this.add(snap, total, total);
+    this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: 0 });
+    this.count(this.ofSnapshot.get(snap.id), total);
   }
 
-  deleted(snap: Pick<Snapshot, 'id'>): void {
-    this.counted -= this.ofSnapshot.get(snap.id)?.counted ?? 0;
+  deleted(snap: Pick<Snapshot, 'subject' | 'id'>): void {
+    const wasNewest = this.newestId(snap.subject) === snap.id;
+    this.count(this.ofSnapshot.get(snap.id), 0);
     this.ofSnapshot.delete(snap.id);
+    if (!wasNewest) return;
+    const next = this.newestOf(snap.subject);
+    this.count(next, next?.total ?? 0);
   }
 
   /** `subject`'s live tree is now a copy of `snap`'s. */
   restored(subject: string, snap: Pick<Snapshot, 'id'>): void {
     this.live.set(subject, this.ofSnapshot.get(snap.id)?.total ?? 0);
-    for (const share of this.ofSnapshot.values()) {
-      if (share.subject !== subject) continue;
-      this.counted += share.total - share.counted;
-      share.counted = share.total;
-    }
+    const newest = this.newestOf(subject);
+    this.count(newest, newest?.total ?? 0);
   }
 
   /**
    * A checkpoint was written: per snapshot id, the bytes of its differences naming an entry of
-   * its own (`CheckpointBuild.heldDifferences`), which its bound counts from now on. Only the
-   * state it wrote counts: no restore since (the checkpointer appends it in the turn it finishes).
+   * its own (`CheckpointBuild.heldDifferences`); the newest snapshot's are against the live tree,
+   * and its bound counts them from now on. Only the state it wrote counts: no restore since (the
+   * checkpointer appends it in the turn it finishes).
    */
   tighten(heldDifferences: ReadonlyMap<number, number>): void {
     for (const [id, held] of heldDifferences) {
       const share = this.ofSnapshot.get(id);
-      if (share === undefined) continue;
-      const counted = Math.min(share.counted, Math.max(0, share.total - held));
-      this.counted -= share.counted - counted;
-      share.counted = counted;
+      if (share === undefined || this.newestId(share.subject) !== id) continue;
+      this.count(share, Math.min(share.counted, Math.max(0, share.total - held)));
     }
+  }
+
+  private count(share: SnapshotShare | undefined, counted: number): void {
+    if (share === undefined) return;
+    this.counted += counted - share.counted;
+    share.counted = counted;
+  }
+
+  private newestId(subject: string): number | undefined {
+    let newest: number | undefined;
+    for (const [id, share] of this.ofSnapshot) if (share.subject === subject && (newest === undefined || id > newest)) newest = id;
+    return newest;
+  }
+
+  private newestOf(subject: string): SnapshotShare | undefined {
+    const id = this.newestId(subject);
+    return id === undefined ? undefined : this.ofSnapshot.get(id);
   }
 
   private liveOf(subject: string): number {
     return this.live.get(subject) ?? 0;
   }
+}
 
-  private add(snap: Pick<Snapshot, 'subject' | 'id'>, total: number, counted: number): void {
-    this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted });
-    this.counted += counted;
-  }
+/**
+ * A snapshot's entries as differences (`total`), from its base's (`baseTotal`) and a walk of
+ * their differences; `held`: those it differs at, naming entries of its own.
+ */
+function totalAgainst(tree: Tree, base: Tree, baseTotal: number): { total: number; held: number } {
+  let total = baseTotal;
+  let held = 0;
+  diffTrees(
+    tree,
+    base,
+    (bin, e) => {
+      total += diffEntryBound(bin, e);
+      held += diffEntryBound(bin, e);
+    },
+    (bin, other) => (total -= diffEntryBound(bin, other)),
+    (bin, e, other) => {
+      total += diffEntryBound(bin, e) - diffEntryBound(bin, other);
+      held += diffEntryBound(bin, e);
+    },
+  );
+  return { total, held };
 }

@@ -1,6 +1,6 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
-import { CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries } from '../format/checkpoint.js';
+import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
@@ -9,7 +9,7 @@ import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree, bulkTree } from './btree.js';
 import { MOVED_RECORD_BOUND, changeBound, liveEntryBound, mountBound, movedEntryBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Entry } from './entry.js';
-import type { Trees } from './keyspace.js';
+import type { Tree, Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
 import { MountTable } from './mount-table.js';
 import { decodeMount, decodeReloc, decodeSnapDigest, decodeSnapId } from '../format/meta-records.js';
@@ -102,7 +102,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
             ckpt.entries = decoded.entries.keys.length;
             ckpt.undigested = decoded.snapshots.filter((snap) => snap.digest === undefined).length;
             ids.next = Math.max(ids.next, decoded.nextTxnId);
-            loadCheckpoint(decoded, index, snapshots, mounts, extent);
+            loadCheckpoint(decoded, ckpt.version, index, snapshots, mounts, extent);
             ckpt.loaded = true;
           }
           break;
@@ -429,8 +429,8 @@ class SegmentFiller {
   }
 }
 
-/** Load a checkpoint: live entries, snapshots (as differences from live) and mounts. Values are read later. */
-function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, at: Extent): void {
+/** Load a checkpoint of payload `version`: live entries, snapshots (as differences) and mounts. Values are read later. */
+function loadCheckpoint(ckpt: Checkpoint, version: number, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, at: Extent): void {
   index.load(ckpt.entries);
   // The same record may be named by the live state and by snapshots: one Entry object per record.
   const entryFor = (extents: Extent[]): Entry => {
@@ -439,17 +439,39 @@ function loadCheckpoint(ckpt: Checkpoint, index: IndexBuilder, snapshots: Snapsh
     return entry ?? index.register(Entry.unread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1)));
   };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
+  const trees = snapshotTrees(ckpt.snapshots, (subject) => index.trees.get(subject), version >= CHAINED_SNAPSHOTS_VERSION, entryFor);
   for (const s of ckpt.snapshots) {
-    const tree = index.trees.get(s.subject)?.clone() ?? new BTree<string, Entry>();
-    for (const d of s.diff) {
-      if (d.extents === null) tree.delete(d.key);
-      else {
-        tree.set(d.key, entryFor(d.extents));
-      }
-    }
+    const tree = trees.get(s.id) ?? new BTree<string, Entry>();
     snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest, at: absolute(index.sb, at) });
   }
   for (const m of ckpt.mounts) mounts.add({ ...m, at: absolute(index.sb, at) });
+}
+
+/**
+ * The trees of a checkpoint's snapshots, by id: each is its differences applied to a clone of
+ * its base. `chained` (payload version 4): the base is the next newer snapshot of its subject,
+ * for the newest the live tree, so the newest are built first; else (version 3 and before) the
+ * live tree for all.
+ */
+export function snapshotTrees(
+  snaps: readonly CheckpointSnapshot[],
+  live: (subject: string) => Tree | undefined,
+  chained: boolean,
+  entryFor: (extents: Extent[]) => Entry,
+): Map<number, Tree> {
+  const trees = new Map<number, Tree>();
+  const newer = new Map<string, Tree>();
+  for (const s of chained ? [...snaps].sort((a, b) => b.id - a.id) : snaps) {
+    const base = (chained ? newer.get(s.subject) : undefined) ?? live(s.subject);
+    const tree = base?.clone() ?? new BTree<string, Entry>();
+    for (const d of s.diff) {
+      if (d.extents === null) tree.delete(d.key);
+      else tree.set(d.key, entryFor(d.extents));
+    }
+    trees.set(s.id, tree);
+    newer.set(s.subject, tree);
+  }
+  return trees;
 }
 
 /** Apply a snapshot or mount record in log order. */

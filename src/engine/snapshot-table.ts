@@ -54,6 +54,32 @@ export class SnapshotTable {
     return out.sort((a, b) => a.id - b.id);
   }
 
+  /**
+   * Every snapshot, oldest first, with the tree a checkpoint writes it against (payload version
+   * 4): the next newer snapshot of its subject, or for the newest the live tree (`live`). A change
+   * of the live tree then changes only the newest snapshot's differences, whatever the number of
+   * snapshots (docs/storage/statefs-v3.md 7.1).
+   */
+  withBases(live: (subject: string) => Tree): { snap: Snapshot; base: Tree }[] {
+    const all = this.all();
+    const newer = new Map<string, Tree>();
+    const out: { snap: Snapshot; base: Tree }[] = [];
+    for (let i = all.length - 1; i >= 0; i--) {
+      const snap = all[i];
+      if (snap === undefined) continue;
+      out.push({ snap, base: newer.get(snap.subject) ?? live(snap.subject) });
+      newer.set(snap.subject, snap.tree);
+    }
+    return out.reverse();
+  }
+
+  /** The newest snapshot of `subject` (the one a change of its live tree gives differences to). */
+  newestOf(subject: string): Snapshot | undefined {
+    let newest: Snapshot | undefined;
+    for (const snap of this.bySubject.get(subject)?.values() ?? []) if (newest === undefined || snap.id > newest.id) newest = snap;
+    return newest;
+  }
+
   /** Whether a snapshot of `subject` other than `except` holds exactly `entry` at `bin`. */
   holds(subject: string, bin: string, entry: Entry, except?: Snapshot): boolean {
     const named = this.bySubject.get(subject);

@@ -12,7 +12,7 @@ import { RECORD_OVERHEAD } from './record.js';
  *
  * Payload, little-endian (varint: unsigned LEB128, at most 5 bytes, below 2^32):
  *
- *   0   1  version        3 (versions 1 and 2 are still decoded: see below)
+ *   0   1  version        4 (versions 1 to 3 are still decoded: see below)
  *   1   8  next_txn_id    transaction ids below this were used
  *   9   4  entry_count
  *   then entry_count live entries, each index key (subject NUL key bytes) as the bytes it shares
@@ -23,16 +23,21 @@ import { RECORD_OVERHEAD } from './record.js';
  *   8  next_snap_id
  *   4  snapshot_count, then per snapshot:
  *       1+n subject, 1+n name (u8 length, bytes), 8 snap_id, 1 has_digest, [32 sha256],
- *       4 diff_count, then diff_count changes against the live entries of its subject:
+ *       4 diff_count, then diff_count changes against the next newer snapshot (by snap_id) of
+ *       its subject, or for the newest against the live entries of its subject:
  *          2 key_len, key bytes (no subject), 1 extent_count (0 = key absent in the snapshot), extents
  *   4  mount_count, then per mount:
  *       1+n caller, 2+n path (u16 length), 1+n owner, 1+n name, 8 snap_id
  *
- * Version 2 wrote each entry whole: 2 key_len, key, 1 extent_count, then u32 segment, offset and
- * length per extent (41 bytes for a typical entry; version 3 about 11, since sorted keys share
- * most of their bytes). Version 1 is version 2 ending after the entries.
+ * Version 3 has the same bytes, but writes every snapshot against the live entries: a change of
+ * a live key then gave every snapshot of its subject a difference. Version 2 wrote each entry
+ * whole: 2 key_len, key, 1 extent_count, then u32 segment, offset and length per extent (41
+ * bytes for a typical entry; versions 3 and 4 about 11, since sorted keys share most of their
+ * bytes). Version 1 is version 2 ending after the entries.
  */
-export const CHECKPOINT_VERSION = 3;
+export const CHECKPOINT_VERSION = 4;
+/** The first version whose snapshots are written against the next newer one (`CHECKPOINT_VERSION` since). */
+export const CHAINED_SNAPSHOTS_VERSION = 4;
 /**
  * Most bytes an entry's index key may share with the previous one: the longest index key the
  * API writes (a 64-byte subject, NUL, a 255-byte key). Longer keys (only a v1 image's) pay their
@@ -202,9 +207,9 @@ export class CheckpointEncoder {
 export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   const r = new Reader(buf);
   const version = r.u8();
-  if (version !== 1 && version !== 2 && version !== CHECKPOINT_VERSION) throw r.bad(`unknown version ${version}`);
+  if (version < 1 || version > CHECKPOINT_VERSION) throw r.bad(`unknown version ${version}`);
   const nextTxnId = r.u64();
-  const entries = version === CHECKPOINT_VERSION ? r.sharedPrefixEntries() : r.entries();
+  const entries = version >= 3 ? r.sharedPrefixEntries() : r.entries();
   const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
   if (version === 1) return r.end(ckpt);
   ckpt.nextSnapId = r.u64();
@@ -463,7 +468,7 @@ class Reader {
     return x;
   }
   /**
-   * The live entries of a version 3 payload (`entries` decodes versions 1 and 2 into the same
+   * The live entries of a version 3 or 4 payload (`entries` decodes versions 1 and 2 into the same
    * columns). The index key is rebuilt in one scratch buffer from the bytes it shares with the
    * previous one; the subject is decoded again only where the shared bytes stop inside it.
    */
