@@ -224,3 +224,27 @@ test('a live change gives one snapshot a difference however many its subject has
   const size = checkpointSize(trees, snapshots, mounts);
   assert.ok(size <= bound, `checkpoint ${size} bytes, bound ${bound}`);
 });
+
+test('deleting the newest snapshot counts the next older one at most as the deleted one was, with or without a restore between', () => {
+  for (const restore of [false, true]) {
+    const trees: Trees = new Map();
+    const snapshots = new SnapshotTable();
+    const mounts = new MountTable();
+    const emptying = new EmptyingBound(trees, snapshots, new Map());
+    const entry = (n: number): Entry => Entry.of(new Uint8Array(1), [{ segment: n, offset: n, length: 30 }]);
+    const keys = Array.from({ length: 200 }, (_, i) => `/k${String(i).padStart(3, '0')}`);
+    const putAll = (base: number): void => {
+      for (const [i, key] of keys.entries()) apply({ kind: 'put', subject: 'app', key, entry: entry(base + i) }, trees, snapshots, mounts, emptying);
+    };
+    putAll(0);
+    apply({ kind: 'snapshot', subject: 'app', name: 's1', digest: false }, trees, snapshots, mounts, emptying);
+    if (restore) putAll(1000); // s2 then shares nothing with s1, and the restore brings s1's entries back
+    apply({ kind: 'snapshot', subject: 'app', name: 's2', digest: false }, trees, snapshots, mounts, emptying);
+    if (restore) apply({ kind: 'restore', pick: 0 }, trees, snapshots, mounts, emptying);
+    const written = checkpointOf(trees, snapshots, mounts);
+    emptying.tighten(written.build.heldDifferences);
+    apply({ kind: 'deleteSnap', pick: 1 }, trees, snapshots, mounts, emptying); // s2, the newest
+    const left = checkpointSize(emptied(trees, 0), snapshots, mounts);
+    assert.ok(left <= written.size + emptying.bytes, `restore ${String(restore)}: all live keys deleted, checkpoint ${left} bytes, bound ${written.size} + ${emptying.bytes}`);
+  }
+});

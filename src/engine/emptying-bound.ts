@@ -26,13 +26,16 @@ interface SnapshotShare {
  * a new snapshot shares all of them. The share only shrinks as the live tree moves away from the
  * snapshot, so it is not lowered per write (that would take a lookup): each checkpoint lowers it
  * to what the snapshot shares with the state it wrote (`tighten`), and a restore, which can make
- * it share more, counts it whole again; so does the next older snapshot becoming the newest.
+ * it share more, counts it whole again; the next older snapshot becoming the newest counts at most
+ * what the deleted one did (`deleted`).
  * Entries only ever lose records (GC moves a value to one), so sums counted as entries came in
  * stay upper bounds.
  */
 export class EmptyingBound {
   private readonly live: Map<string, number>;
   private readonly ofSnapshot = new Map<number, SnapshotShare>();
+  /** Per subject, its snapshots' ids, oldest first (ids only grow: a new one goes last). */
+  private readonly ids = new Map<string, number[]>();
   private counted = 0;
 
   /**
@@ -48,6 +51,7 @@ export class EmptyingBound {
       const { total, held } = totalAgainst(snap.tree, base, newer.get(snap.subject) ?? this.liveOf(snap.subject));
       newer.set(snap.subject, total);
       this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: newest ? total - held : 0 });
+      this.idsOf(snap.subject).unshift(snap.id);
       if (newest) this.counted += total - held;
     }
   }
@@ -77,17 +81,32 @@ export class EmptyingBound {
   taken(snap: Pick<Snapshot, 'subject' | 'id'>): void {
     this.count(this.newestOf(snap.subject), 0);
     const total = this.liveOf(snap.subject);
-    this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: 0 });
-    this.count(this.ofSnapshot.get(snap.id), total);
+    const share = { subject: snap.subject, total, counted: 0 };
+    this.ofSnapshot.set(snap.id, share);
+    this.idsOf(snap.subject).push(snap.id);
+    this.count(share, total);
   }
 
+  /**
+   * The next older snapshot (A) of the newest one deleted (N) becomes the newest, counted at most
+   * as N was. Each key A holds is then covered already: where A and the live tree hold the same
+   * entry, either N holds it too (in N's count) or A differs from N there (a difference of A's in
+   * the checkpoint bound); where they differ, A differs from N or N from the live tree, at the
+   * same bytes (in the bound too).
+   */
   deleted(snap: Pick<Snapshot, 'subject' | 'id'>): void {
-    const wasNewest = this.newestId(snap.subject) === snap.id;
-    this.count(this.ofSnapshot.get(snap.id), 0);
+    const share = this.ofSnapshot.get(snap.id);
+    if (share === undefined) return;
+    const ids = this.idsOf(snap.subject);
+    const wasNewest = ids.at(-1) === snap.id;
+    const shared = share.counted;
+    this.count(share, 0);
     this.ofSnapshot.delete(snap.id);
+    ids.splice(ids.indexOf(snap.id), 1);
     if (!wasNewest) return;
     const next = this.newestOf(snap.subject);
-    this.count(next, next?.total ?? 0);
+    if (next === undefined) return;
+    this.count(next, Math.min(next.total, shared));
   }
 
   /** `subject`'s live tree is now a copy of `snap`'s. */
@@ -106,7 +125,7 @@ export class EmptyingBound {
   tighten(heldDifferences: ReadonlyMap<number, number>): void {
     for (const [id, held] of heldDifferences) {
       const share = this.ofSnapshot.get(id);
-      if (share === undefined || this.newestId(share.subject) !== id) continue;
+      if (share === undefined || this.idsOf(share.subject).at(-1) !== id) continue;
       this.count(share, Math.min(share.counted, Math.max(0, share.total - held)));
     }
   }
@@ -117,14 +136,14 @@ export class EmptyingBound {
     share.counted = counted;
   }
 
-  private newestId(subject: string): number | undefined {
-    let newest: number | undefined;
-    for (const [id, share] of this.ofSnapshot) if (share.subject === subject && (newest === undefined || id > newest)) newest = id;
-    return newest;
+  private idsOf(subject: string): number[] {
+    let ids = this.ids.get(subject);
+    if (ids === undefined) this.ids.set(subject, (ids = []));
+    return ids;
   }
 
   private newestOf(subject: string): SnapshotShare | undefined {
-    const id = this.newestId(subject);
+    const id = this.ids.get(subject)?.at(-1);
     return id === undefined ? undefined : this.ofSnapshot.get(id);
   }
 

@@ -73,13 +73,6 @@ export class SnapshotTable {
     return out.reverse();
   }
 
-  /** The newest snapshot of `subject` (the one a change of its live tree gives differences to). */
-  newestOf(subject: string): Snapshot | undefined {
-    let newest: Snapshot | undefined;
-    for (const snap of this.bySubject.get(subject)?.values() ?? []) if (newest === undefined || snap.id > newest.id) newest = snap;
-    return newest;
-  }
-
   /** Whether a snapshot of `subject` other than `except` holds exactly `entry` at `bin`. */
   holds(subject: string, bin: string, entry: Entry, except?: Snapshot): boolean {
     const named = this.bySubject.get(subject);
