@@ -225,9 +225,8 @@ export class Checkpointer {
   }
 
   /**
-   * See `OpenOptions.reserveSegments`. Room for a checkpoint of a quarter more than the next
-   * one's bound (`nextCheckpointBytes`): slack for what the last ordinary write let in adds to
-   * the bound. Never the whole image: some segment must hold the log's head.
+   * See `OpenOptions.reserveSegments`: the option, else `reserveFor` (room for the next
+   * checkpoint and the one after it). Never the whole image: some segment must hold the log's head.
    */
   reserveSegments(): number {
     if (this.options.reserveSegments !== undefined) return this.options.reserveSegments;

@@ -822,8 +822,8 @@ export class Store extends EventEmitter {
    * superseded records and lets GC at the ones behind it), then one GC cycle. With
    * `autoGc: false`, where GC runs only through `gcNow`: a checkpoint for a `reserveUser` (a
    * delete, a transaction of deletes), a wait for one already running for other writes. Then
-   * `op` is checked again: a
-   * checkpoint that failed here, or a close meanwhile, answers `EIO` or `EBADF`, not `ENOSPC`.
+   * `op` is checked again: a checkpoint that failed here, or a close meanwhile, answers `EIO` or
+   * `EBADF`, not `ENOSPC`.
    */
   private async reclaim(op: string, reserveUser = false): Promise<void> {
     if (this.legacy || !this.canCheckpoint()) return;
