@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { BTree } from '../src/engine/btree.js';
-import { MOVED_RECORD_BOUND, boundBesidesLiveEntries, changeBound, mountBound, restoreBound, snapshotHeaderBound } from '../src/engine/checkpoint-bound.js';
+import { DIGEST_BYTES, MOVED_RECORD_BOUND, boundBesidesLiveEntries, changeBound, mountBound, restoreBound, snapshotHeaderBound } from '../src/engine/checkpoint-bound.js';
 import { CheckpointBuild, frozenTrees } from '../src/engine/checkpoint-builder.js';
 import { Entry } from '../src/engine/entry.js';
 import type { Extent } from '../src/engine/journal-writer.js';
@@ -169,10 +169,11 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
       for (const op of ops) {
         bound += apply(op, trees, snapshots, mounts, emptying);
         if (op.kind === 'checkpoint') {
-          // As the checkpointer does once one is written: the bound is its size, and each
-          // snapshot's share drops to what it still shares with the state written.
+          // As the checkpointer does once one is written: the bound is its size and the digests
+          // still to come, and the newest snapshot's share drops to what it still shares with the
+          // state written.
           const written = checkpointOf(trees, snapshots, mounts);
-          bound = written.size;
+          bound = written.size + DIGEST_BYTES * snapshots.all().filter((snap) => snap.digest === undefined).length;
           emptying.tighten(written.build.heldDifferences);
         }
         const size = checkpointSize(trees, snapshots, mounts);

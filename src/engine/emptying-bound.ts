@@ -51,9 +51,10 @@ export class EmptyingBound {
       const { total, held } = totalAgainst(snap.tree, base, newer.get(snap.subject) ?? this.liveOf(snap.subject));
       newer.set(snap.subject, total);
       this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: newest ? total - held : 0 });
-      this.idsOf(snap.subject).unshift(snap.id);
+      this.idsOf(snap.subject).push(snap.id); // newest first here: reversed below
       if (newest) this.counted += total - held;
     }
+    for (const ids of this.ids.values()) ids.reverse();
   }
 
   /** Bytes the reserve keeps for it. */
