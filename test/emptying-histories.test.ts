@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
-import { MiB, memoryImage, openMemory, rng } from './helpers.js';
+import { MiB, memoryImage, openMemory, randomKey, rng } from './helpers.js';
 
 // "A full image can always be emptied": random histories (a review's fuzzer, docs/storage/
 // statefs-v3.md Appendix A item 8) fill an image with churn, snapshots, restores and manual
@@ -60,10 +60,7 @@ async function history(seed: number, options: OpenOptions): Promise<string[]> {
     const kind = cfg.keyKind === 'mixed' ? pick(['short', 'long', 'random']) : cfg.keyKind;
     if (kind === 'short') return `/state/${String(counter).padStart(5, 'k')}`;
     if (kind === 'long') return `/state/${'x'.repeat(180)}${String(counter).padStart(8, '0')}`;
-    let key = '/state/';
-    const length = 8 + Math.floor(next() * 240);
-    while (key.length < length) key += String.fromCharCode(97 + Math.floor(next() * 26));
-    return key;
+    return randomKey(next, 8 + Math.floor(next() * 240));
   };
   const reopen = async (label: string): Promise<void> => {
     await s.close();

@@ -40,3 +40,10 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** A random key of `length` bytes under /state/ (lowercase letters), from `next` in [0, 1). */
+export function randomKey(next: () => number, length: number): string {
+  let key = '/state/';
+  while (key.length < length) key += String.fromCharCode(97 + Math.floor(next() * 26));
+  return key;
+}

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { join } from 'node:path';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
-import { memoryImage, openMemory, rng, text, withTempDir, MiB } from './helpers.js';
+import { memoryImage, openMemory, randomKey, rng, text, withTempDir, MiB } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -142,13 +142,6 @@ test('a full image can always be emptied: every delete succeeds, then writes wor
     await s.close();
   }
 });
-
-/** A random key of `length` bytes under /state/ (lowercase letters), from `next` in [0, 1). */
-function randomKey(next: () => number, length: number): string {
-  let key = '/state/';
-  while (key.length < length) key += String.fromCharCode(97 + Math.floor(next() * 26));
-  return key;
-}
 
 /** Put `value` under keys from `keyOf` until ENOSPC (the only error allowed); the keys written. */
 async function fillUntilFull(s: Store, subject: string, keyOf: (i: number) => string, value: Uint8Array): Promise<string[]> {
