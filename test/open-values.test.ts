@@ -140,3 +140,54 @@ test('putValueStart finds the value of an intact PUT of the given length, and no
     assert.ok(!r.ok || r.record.opcode !== PUT || r.record.length !== length, `${what}: decodeRecord agrees it is not that PUT`);
   }
 });
+
+test('damage to any part of a record among back-to-back ones is EINTEGRITY at that record (open checks a run of records with one CRC)', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    const count = 3000;
+    const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
+    const s = await Store.create(path, { size: 8 * MiB, autoGc: false });
+    await s.putMany('app', Array.from({ length: count }, (_, i): [string, Uint8Array] => [keyOf(i), short(i)]));
+    await s.close();
+    const clean = await readFile(path);
+    const MAGIC = Buffer.from([0x46, 0x53, 0x58, 0x4e]);
+    // [key, which byte of its record: from its start (>= 0) or its end (< 0)]
+    const cases: [number, number, string][] = [
+      [0, 12, 'a key byte of the first key'],
+      [1500, 11 + 'app\0/state/k1500'.length + 50, 'a value byte'],
+      [count - 1, -1, 'the last CRC byte of the last key'],
+      [777, 7, 'the value length'],
+      [2024, 4, 'the opcode'],
+    ];
+    for (const [i, where, what] of cases) {
+      const value = short(i);
+      const at = clean.indexOf(value);
+      assert.ok(at > 0 && clean.indexOf(value, at + 1) === -1, `value ${i} is in the image once`);
+      const start = at - 11 - ('app\0'.length + keyOf(i).length);
+      const end = at + value.length + 4;
+      assert.ok(clean.subarray(start, start + 4).equals(MAGIC), `${what}: the record starts where computed`);
+      const previous = clean.lastIndexOf(MAGIC, start - 1);
+      const before = decodeRecord(clean, previous);
+      const besideAnother = decodeRecord(clean, end).ok || (before.ok && previous + before.record.length === start);
+      assert.ok(besideAnother, `${what}: the record has another right beside it`);
+      const image = Buffer.from(clean);
+      const byte = where >= 0 ? start + where : end + where;
+      image[byte] = (image[byte] ?? 0) ^ 0x10;
+      await writeFile(path, image);
+      await assert.rejects(Store.open(path), (err: unknown) => {
+        assert.ok(err instanceof StatefsError, String(err));
+        assert.equal(err.code, 'EINTEGRITY', what);
+        assert.match(err.message, /record holding a live value is damaged/, what);
+        assert.equal(err.offset, start, what);
+        return true;
+      });
+    }
+    await writeFile(path, clean);
+    const reopened = await Store.open(path);
+    try {
+      for (let i = 0; i < count; i += 97) assert.deepEqual(reopened.getSync('app', keyOf(i)), new Uint8Array(short(i)));
+    } finally {
+      await reopened.close();
+    }
+  });
+});
