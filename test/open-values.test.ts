@@ -8,7 +8,7 @@ import { StatefsError } from '../src/errors.js';
 import { MAX_RECORD_VALUE, decodeRecord, putValueStart } from '../src/format/record.js';
 import { MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
-import { record } from './record-encoder.js';
+import { crc32cOf, record } from './record-encoder.js';
 
 guardResources();
 
@@ -141,13 +141,14 @@ test('putValueStart finds the value of an intact PUT of the given length, and no
   }
 });
 
-test('damage to any part of a record among back-to-back ones is EINTEGRITY at that record (open checks a run of records with one CRC)', async () => {
+test('damage to any part of a record among back-to-back ones is EINTEGRITY at that record', async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
     const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
     const s = await Store.create(path, { size: 8 * MiB, autoGc: false });
     await s.putMany('app', Array.from({ length: count }, (_, i): [string, Uint8Array] => [keyOf(i), short(i)]));
+    await s.checkpoint(); // the next open reads the values through the checkpoint, not by replaying the batch
     await s.close();
     const clean = await readFile(path);
     const MAGIC = Buffer.from([0x46, 0x53, 0x58, 0x4e]);
@@ -189,5 +190,65 @@ test('damage to any part of a record among back-to-back ones is EINTEGRITY at th
     } finally {
       await reopened.close();
     }
+  });
+});
+
+/**
+ * Bit flips in two records, two in each (image byte, bit), whose effects on a CRC-32C over a span
+ * that holds them all cancel out: for each flip, its effect on the CRC of the bytes from it to
+ * `end` (CRC-32C is linear, so the effects of several flips add up), and a meet in the middle
+ * over pairs of flips within the first two records and within the last two.
+ */
+function cancellingFlips(image: Buffer, records: readonly [number, number][], end: number): [number, number][] {
+  const effect = (at: number, bit: number): number => {
+    const span = new Uint8Array(end - at);
+    const plain = crc32cOf(span);
+    span[0] = 1 << bit;
+    return (crc32cOf(span) ^ plain) >>> 0;
+  };
+  const flips = records.map(([from, to]) => {
+    const out: { at: number; bit: number; effect: number }[] = [];
+    for (let at = from; at < to; at++) for (let bit = 0; bit < 8; bit++) out.push({ at, bit, effect: effect(at, bit) });
+    return out;
+  });
+  const [a = [], b = [], c = [], d = []] = flips;
+  const pairs = new Map<number, [number, number][]>();
+  for (const x of a) for (const y of b) pairs.set((x.effect ^ y.effect) >>> 0, [[x.at, x.bit], [y.at, y.bit]]);
+  for (const x of c) {
+    for (const y of d) {
+      const other = pairs.get((x.effect ^ y.effect) >>> 0);
+      if (other !== undefined && image.length > 0) return [...other, [x.at, x.bit], [y.at, y.bit]];
+    }
+  }
+  return [];
+}
+
+test('flips spread over several records whose effects on one CRC over them all cancel are still EINTEGRITY (each record is checked on its own)', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    const count = 40;
+    const valueOf40 = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, String.fromCharCode(0x61 + i)), 'latin1');
+    const s = await Store.create(path, { size: 8 * MiB, autoGc: false });
+    await s.putMany('app', Array.from({ length: count }, (_, i): [string, Uint8Array] => [keyOf(i), valueOf40(i)]));
+    await s.checkpoint(); // the next open reads the values through the checkpoint, not by replaying the batch
+    await s.close();
+    const clean = await readFile(path);
+    const valueAt = (i: number): number => clean.indexOf(valueOf40(i));
+    // 64 value bytes of each of keys 5, 9, 20 and 30 (512 candidate flips each: ~2^18 pairs a side).
+    const records: [number, number][] = [5, 9, 20, 30].map((i) => [valueAt(i) + 8, valueAt(i) + 72]);
+    const last = Math.max(...[5, 9, 20, 30].map((i) => valueAt(i) + 104));
+    const flips = cancellingFlips(clean, records, last);
+    assert.equal(flips.length, 4, 'a cancelling set of four flips exists');
+    const image = Buffer.from(clean);
+    for (const [at, bit] of flips) image[at] = (image[at] ?? 0) ^ (1 << bit);
+    const from = Math.min(...records.map(([f]) => f));
+    assert.equal(crc32cOf(image.subarray(from, last)), crc32cOf(clean.subarray(from, last)), 'one CRC over the damaged span cannot tell');
+    await writeFile(path, image);
+    await assert.rejects(Store.open(path), (err: unknown) => {
+      assert.ok(err instanceof StatefsError, String(err));
+      assert.equal(err.code, 'EINTEGRITY');
+      assert.match(err.message, /record holding a live value is damaged \(crc\)/);
+      return true;
+    });
   });
 });

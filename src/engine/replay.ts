@@ -2,8 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { RECORD_OVERHEAD, decodeRecord, framedPutValueStart, intactRunCrc, putValueStart, type DecodedRecord } from '../format/record.js';
-import { crc32cBulk } from '../format/crc32c.js';
+import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
@@ -356,26 +355,11 @@ function segmentRuns(segments: readonly number[], segmentCount: number, most: nu
 class SegmentFiller {
   /** Per entry of the segment: its value's start in the segment, or -1 (the value is in `joined`). */
   private starts = new Int32Array(1024);
-  /** Per entry: its record's offset and length (the entries' own fields, read once: they are scattered in memory). */
-  private offsets = new Int32Array(1024);
-  private lengths = new Int32Array(1024);
-  /** Per entry: the entry whose record starts where its own ends, or -1. */
-  private next = new Int32Array(1024);
-  /** Per entry: whether another entry's record ends where its own starts. */
-  private followed = new Uint8Array(1024);
-  /**
-   * By record offset / RECORD_OVERHEAD: an entry whose record starts in that slot, else -1 (no two
-   * intact records share a slot: none is shorter than RECORD_OVERHEAD). Back to all -1 after each
-   * segment.
-   */
-  private readonly slots: Int32Array;
 
   constructor(
     private readonly sb: Superblock,
     private readonly readSegment: (segment: number) => Promise<Uint8Array>,
-  ) {
-    this.slots = new Int32Array(Math.floor(sb.segmentSize / RECORD_OVERHEAD) + 2).fill(-1);
-  }
+  ) {}
 
   async fill(buf: Uint8Array, segment: number, entries: readonly Entry[]): Promise<void> {
     const joined = new Map<number, Uint8Array>();
@@ -397,83 +381,25 @@ class SegmentFiller {
   /**
    * Check each entry's (first) record and note where its value is: `starts[i]` for a PUT's value
    * in `buf`, else -1 and the value (or its first part) in `joined`. Returns the values' bytes.
-   * The PUTs' CRCs are checked by runs (`checkRuns`); damage is `EINTEGRITY` at its record.
    */
   private locate(buf: Uint8Array, segment: number, entries: readonly Entry[], joined: Map<number, Uint8Array>): number {
-    if (this.starts.length < entries.length) {
-      const size = Math.max(entries.length, 2 * this.starts.length);
-      this.starts = new Int32Array(size);
-      this.offsets = new Int32Array(size);
-      this.lengths = new Int32Array(size);
-      this.next = new Int32Array(size);
-      this.followed = new Uint8Array(size);
-    }
-    const { starts, offsets, lengths, slots } = this;
+    if (this.starts.length < entries.length) this.starts = new Int32Array(Math.max(entries.length, 2 * this.starts.length));
+    const starts = this.starts;
     let packed = 0;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
-      if (e === undefined) {
-        starts[i] = -1;
-        continue;
-      }
-      const offset = e.offset;
-      const length = e.recordLength;
-      const start = e.moreRecords.length === 0 ? framedPutValueStart(buf, offset, length) : -1;
+      if (e === undefined) continue;
+      const start = e.moreRecords.length === 0 ? putValueStart(buf, e.offset, e.recordLength) : -1;
       starts[i] = start;
-      offsets[i] = offset;
-      lengths[i] = length;
       if (start >= 0) {
-        slots[(offset / RECORD_OVERHEAD) | 0] = i;
-        packed += offset + length - 4 - start;
+        packed += e.offset + e.recordLength - 4 - start;
       } else {
         const value = this.valueAt(buf, segment, e.offset, e.recordLength);
         joined.set(i, value);
         packed += value.length;
       }
     }
-    this.checkRuns(buf, segment, entries.length);
     return packed;
-  }
-
-  /**
-   * The CRCs of the PUTs `locate` framed, one CRC per run of back-to-back records (`intactRunCrc`;
-   * in hardware where the platform allows) rather than one per record: at open that is a million
-   * short records. A run that fails is checked record by record, which names the damaged one.
-   */
-  private checkRuns(buf: Uint8Array, segment: number, count: number): void {
-    const { starts, offsets, lengths, slots, next, followed } = this;
-    followed.fill(0, 0, count);
-    for (let i = 0; i < count; i++) {
-      if ((starts[i] ?? -1) < 0) continue;
-      const end = (offsets[i] ?? 0) + (lengths[i] ?? 0);
-      const j = slots[(end / RECORD_OVERHEAD) | 0] ?? -1;
-      if (j >= 0 && offsets[j] === end) {
-        next[i] = j;
-        followed[j] = 1;
-      } else {
-        next[i] = -1;
-      }
-    }
-    // Every run starts at a record no other ends at, and offsets grow along it, so each framed
-    // record is in at least one run (in two only if two entries name one offset: damage).
-    for (let i = 0; i < count; i++) {
-      if ((starts[i] ?? -1) < 0 || followed[i] === 1) continue;
-      const from = offsets[i] ?? 0;
-      let crc = 0;
-      let to = from;
-      for (let j = i; j >= 0; j = next[j] ?? -1) {
-        const length = lengths[j] ?? 0;
-        crc = intactRunCrc(crc, length);
-        to += length;
-      }
-      if (crc32cBulk(buf.subarray(from, to)) === crc) continue;
-      for (let j = i; j >= 0; j = next[j] ?? -1) {
-        const offset = offsets[j] ?? 0;
-        const length = lengths[j] ?? 0;
-        if (putValueStart(buf, offset, length) < 0) this.valueAt(buf, segment, offset, length); // throws
-      }
-    }
-    for (let i = 0; i < count; i++) if ((starts[i] ?? -1) >= 0) slots[((offsets[i] ?? 0) / RECORD_OVERHEAD) | 0] = -1;
   }
 
   /** Copy the values into one new buffer of `packed` bytes, and fill the entries with them. */

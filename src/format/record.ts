@@ -1,4 +1,4 @@
-import { crc32c, crc32cCombine } from './crc32c.js';
+import { crc32c } from './crc32c.js';
 import { Op } from './opcodes.js';
 
 /*
@@ -99,41 +99,18 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
  * Where the value of the PUT record of exactly `length` bytes at `at` in `buf` starts (it ends
  * where the record's CRC does: 4 bytes before the record's end), checked like `decodeRecord`
  * (bounds, lengths, CRC) but without allocating. -1 for anything else — damage, another opcode,
- * another length — which the caller decodes with `decodeRecord` to learn what it is.
+ * another length — which the caller decodes with `decodeRecord` to learn what it is. For reading
+ * millions of values at open.
  */
 export function putValueStart(buf: Uint8Array, at: number, length: number): number {
-  const start = framedPutValueStart(buf, at, length);
-  if (start < 0 || crc32c(buf.subarray(at, at + length - 4)) !== getU32(buf, at + length - 4)) return -1;
-  return start;
-}
-
-/**
- * `putValueStart` without the CRC, which the caller checks for a run of records at once
- * (`intactRunCrc`). For reading millions of values at open.
- */
-export function framedPutValueStart(buf: Uint8Array, at: number, length: number): number {
   if (at + length > buf.length || length < RECORD_OVERHEAD) return -1;
   if (getU32(buf, at) !== RECORD_MAGIC || buf[at + 4] !== Op.PUT) return -1;
   const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
   const valueLen = getU32(buf, at + 7);
-  if (valueLen > MAX_RECORD_VALUE || RECORD_HEADER + keyLen + valueLen + 4 !== length) return -1;
+  const body = RECORD_HEADER + keyLen + valueLen;
+  if (valueLen > MAX_RECORD_VALUE || body + 4 !== length) return -1;
+  if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return -1;
   return at + RECORD_HEADER + keyLen;
-}
-
-/**
- * The CRC-32C of any intact record taken whole, its own CRC included: the CRC of data followed by
- * that data's CRC (little-endian) is the same for all data (CRC-32C's residue).
- */
-const INTACT_RECORD_CRC = 0x48674bc7;
-
-/**
- * The CRC-32C that bytes whose CRC-32C is `previous` have once followed by an intact record of
- * `length` bytes; start from 0 (no bytes). So the CRC a run of back-to-back records has when
- * every one of them is intact follows from their lengths alone, and one CRC over the run's bytes
- * checks them all (a mismatch says some record is damaged, not which).
- */
-export function intactRunCrc(previous: number, length: number): number {
-  return crc32cCombine(previous, INTACT_RECORD_CRC, length);
 }
 
 /** Little-endian u32 at `at`; the caller has checked the bounds. */
