@@ -14,7 +14,7 @@ import { MountTable } from '../src/engine/mount-table.js';
 import { SnapshotTable } from '../src/engine/snapshot-table.js';
 import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
-import { MiB, memoryImage, rng, text } from './helpers.js';
+import { MiB, memoryImage, openMemory, rng, text } from './helpers.js';
 import { StatefsError } from '../src/errors.js';
 import { guardResources } from './hygiene.js';
 
@@ -429,4 +429,25 @@ test('a snapshot taken while a checkpoint is built makes the build start over in
   assert.ok(turns >= 50 + keys - 10, `the checkpoint ended ${turns} turns after it began`);
   console.log(`checkpoint restarted by a snapshot: ended ${turns} turns after it began`);
   await s.close();
+});
+
+test('a loop of awaited puts on a memory image lets checkpoints built in steps finish as it goes (a crash copy replays a short journal)', async () => {
+  const bytes = await memoryImage(32 * MiB);
+  const s = await openMemory(bytes, { checkpointBytes: MiB, autoGc: false });
+  const value = new Uint8Array(100).fill(7);
+  const puts = 60_000; // ~9 MiB of records: nine times the checkpoint threshold
+  try {
+    for (let i = 0; i < puts; i++) await s.put('app', `/state/k${i}`, value);
+    // The device's writes complete at once, so nothing but the writer lets the loop turn.
+    const crashed = await openMemory(bytes.slice(), { autoGc: false });
+    try {
+      const replayed = crashed.openReport.recordsReplayed;
+      assert.ok(replayed < puts / 3, `replayed ${replayed} of ${puts} records: checkpoints were written during the loop`);
+      assert.deepEqual(crashed.getSync('app', `/state/k${puts - 1}`), value);
+    } finally {
+      await crashed.close();
+    }
+  } finally {
+    await s.close();
+  }
 });

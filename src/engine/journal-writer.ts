@@ -109,6 +109,9 @@ interface Part {
   failpoint?: FailpointName;
 }
 
+/** Background rounds one turn of the event loop may start before the next waits for its check phase. */
+const ROUNDS_PER_TURN = 32;
+
 /**
  * The journal appender with group commit. `append` places records synchronously (so their
  * extents and any `ENOSPC` are known at once, in call order) and returns a promise that resolves
@@ -127,6 +130,8 @@ export class JournalWriter<T> {
   private writing = false;
   private inFlight: Part[] | undefined;
   private scheduled = false;
+  /** Rounds started from a microtask since the event loop last reached its check phase. */
+  private roundsThisTurn = 0;
   private failure: StatefsError | undefined;
   private idleWaiters: (() => void)[] = [];
   /** Buffers of parts already written, for later parts to encode into (`reserve`). */
@@ -347,8 +352,20 @@ export class JournalWriter<T> {
     // holds the event loop until it is durable, so it waits for the loop's next check phase
     // instead: every request already read from a socket in this turn joins it (otherwise each
     // connection's put would get a flush of its own).
-    if (this.canWriteInline && this.placement.inline) setImmediate(start);
-    else queueMicrotask(start);
+    if ((this.canWriteInline && this.placement.inline) || this.roundsThisTurn >= ROUNDS_PER_TURN) {
+      setImmediate(start);
+      return;
+    }
+    // On a device whose writes complete at once (a memory image), rounds chained by microtasks
+    // would never let the loop turn under a loop of awaited writes: a checkpoint built in steps
+    // (which runs between turns) would wait until the image ran low on space. So after
+    // ROUNDS_PER_TURN rounds in one turn, the next waits for the check phase.
+    if (this.roundsThisTurn++ === 0) {
+      setImmediate(() => {
+        this.roundsThisTurn = 0;
+      });
+    }
+    queueMicrotask(start);
   }
 
   private async run(): Promise<void> {
