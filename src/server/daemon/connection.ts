@@ -251,10 +251,13 @@ export class Connection {
     } catch (err) {
       res = toStatefsError(err);
     }
+    // Image totals are shared; per-subject lines (and snapshot names) only for subjects the caller may read.
+    const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
     if (!(res instanceof StatefsError) && res.op === 'STAT') {
-      // Image totals are shared; per-subject lines only for subjects the caller may read.
-      const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
       res = { ...res, stat: { ...res.stat, subjects: res.stat.subjects.filter((x) => visible(x.subject)), snapshots: res.stat.snapshots.filter((x) => visible(x.subject)) } };
+    }
+    if (!(res instanceof StatefsError) && res.op === 'GC_PLAN') {
+      res = { ...res, plan: { ...res.plan, pinnedBySnapshots: res.plan.pinnedBySnapshots.filter((x) => visible(x.subject)) } };
     }
     // Administrative acts, and every quota denial.
     if (AUDITED.has(req.op) || (res instanceof StatefsError && res.code === 'EDQUOTA')) {

@@ -1,7 +1,7 @@
 import type { CommitMode } from '../../engine/commit-mode.js';
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
-import { chmod, rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
 import { Store } from '../../engine/store.js';
 import { StatefsError } from '../../errors.js';
@@ -83,8 +83,20 @@ async function openStore(options: DaemonOptions, policy: Policy): Promise<Store>
   return Store.open(options.imagePath, openOptions(options, policy));
 }
 
+/**
+ * `EEXIST` when something other than a socket is at the socket path: it is never removed (a typo
+ * that names the image, the policy or any file of the user's must not cost that file).
+ */
+async function checkSocketPath(path: string): Promise<void> {
+  const found = await lstat(path).catch(() => undefined);
+  if (found !== undefined && !found.isSocket()) {
+    throw StatefsError.EEXIST(`a file that is not a socket, at --socket ${path},`, { op: 'listen' });
+  }
+}
+
 /** Removes a socket file no daemon answers on; EBUSY when one does. */
 async function clearStaleSocket(path: string): Promise<void> {
+  await checkSocketPath(path);
   if (!existsSync(path)) return;
   const live = await new Promise<boolean>((resolve) => {
     const probe = createConnection(path);
@@ -122,10 +134,24 @@ function listen(server: Server, where: string | { host: string; port: number }):
   });
 }
 
+/**
+ * Listen on a Unix socket created with mode 0600: the umask is narrowed while `bind` creates it
+ * (a chmod after `listen` would leave a window in which anyone may connect).
+ */
+async function listenPrivately(server: Server, path: string): Promise<void> {
+  const previous = process.umask(0o177);
+  try {
+    await listen(server, path);
+  } finally {
+    process.umask(previous);
+  }
+}
+
 /** Opens the image and serves it on a Unix socket until `close()`. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const log = options.log ?? ((): void => undefined);
   if (options.listen !== undefined) checkLoopback(options.listen.host);
+  await checkSocketPath(options.socketPath); // before the image is opened: fail without touching it
   let policy = await loadPolicy(options.policyPath);
   const audit = await AuditLog.open(options.auditPath);
   const onMarker = (line: string): void => {
@@ -197,8 +223,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
   try {
     await clearStaleSocket(options.socketPath);
-    await listen(server, options.socketPath);
-    await chmod(options.socketPath, 0o600);
+    await listenPrivately(server, options.socketPath);
     if (tcp !== undefined && options.listen !== undefined) await listen(tcp, options.listen);
   } catch (err) {
     server.close();

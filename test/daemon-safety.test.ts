@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect } from '../src/client/client.js';
+import { Store } from '../src/engine/store.js';
+import { isStatefsError } from '../src/errors.js';
+import { startDaemon } from '../src/server/daemon/daemon.js';
+import { savePolicy } from '../src/server/policy/policy-file.js';
+import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+// Findings of a review of the daemon against spec section 6 (what it may do to the files around
+// it, and what one caller may learn about another's subject).
+
+interface Files {
+  image: string;
+  socket: string;
+  policy: string;
+  audit: string;
+  tokens: { alice: string; mallory: string };
+}
+
+/** alice: read, write, snapshot; mallory: gc only. */
+async function prepare(dir: string): Promise<Files> {
+  const policy = emptyPolicy();
+  const tokens = { alice: newToken(), mallory: newToken() };
+  policy.subjects.set('alice', { tokenSha256: hashToken(tokens.alice), rights: ['read', 'write', 'snapshot'], grants: [] });
+  policy.subjects.set('mallory', { tokenSha256: hashToken(tokens.mallory), rights: ['gc'], grants: [] });
+  const files = { image: join(dir, 'img'), socket: join(dir, 'sock'), policy: join(dir, 'policy.json'), audit: join(dir, 'audit.log'), tokens };
+  await savePolicy(files.policy, policy);
+  return files;
+}
+
+test('statefsd never removes a file at its socket path that is not a socket, not even its own image (EEXIST, file intact)', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    await writeFile(f.socket, 'the user keeps notes here');
+    const options = { imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB };
+    await assert.rejects(startDaemon(options), (err: unknown) => isStatefsError(err) && err.code === 'EEXIST' && err.message.includes('not a socket'));
+    assert.equal(await readFile(f.socket, 'utf8'), 'the user keeps notes here');
+
+    // The image named as the socket too (a typo): refused before the image is touched.
+    const s = await Store.create(f.image, { size: 8 * MiB });
+    await s.put('alice', '/state/kept', 'acknowledged');
+    await s.close();
+    await assert.rejects(startDaemon({ ...options, socketPath: f.image }), (err: unknown) => isStatefsError(err) && err.code === 'EEXIST');
+    const reopened = await Store.open(f.image);
+    try {
+      assert.equal(Buffer.from((await reopened.get('alice', '/state/kept')) ?? []).toString(), 'acknowledged');
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+
+test('statefsd creates its socket with mode 0600 whatever the umask', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const umask = process.umask(0);
+    try {
+      const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+      try {
+        assert.equal((await stat(f.socket)).mode & 0o777, 0o600);
+      } finally {
+        await daemon.close();
+      }
+    } finally {
+      process.umask(umask);
+    }
+  });
+});
+
+test('GC_PLAN names snapshots only of subjects the caller may read, as STAT does', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const mallory = await connect({ socket: f.socket, token: f.tokens.mallory });
+    try {
+      await alice.put('alice', '/state/secret', 'x'.repeat(1000));
+      await alice.snapshot('alice', 'pre-layoff-2025');
+      await alice.delete('alice', '/state/secret'); // the snapshot alone pins the record now
+      const plan = await mallory.gcPlan();
+      assert.deepEqual(plan.pinnedBySnapshots, [], 'mallory may run GC but not read alice');
+    } finally {
+      await alice.close();
+      await mallory.close();
+      await daemon.close();
+    }
+    const s = await Store.open(f.image);
+    try {
+      const pins = (await s.gcPlan()).pinnedBySnapshots.map((p) => `${p.subject}/${p.name}`);
+      assert.deepEqual(pins, ['alice/pre-layoff-2025'], 'the snapshot does pin a record, so the filter is what hid it');
+    } finally {
+      await s.close();
+    }
+  });
+});
