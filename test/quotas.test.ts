@@ -82,3 +82,60 @@ test('quota accounting equals a recount, and a recount from the image after reop
   await r.close();
   console.log(`quota accounting: seed ${seed}, 600 operations, recount equal`);
 });
+
+test('the soft-quota warning is given only once its write is durable: a write that fails (ENOSPC, EIO) warns of nothing', async () => {
+  const { FaultDevice } = await import('../src/device/fault-device.js');
+  // ENOSPC: the image is full of another subject's values.
+  const full = await Store.openDevice(new MemoryDevice(await memoryImage(2 * MiB)), { quotas: { app: { soft: 1000, hard: 10 * MiB } } });
+  const markers: string[] = [];
+  full.on('marker', (line: string) => markers.push(line));
+  let filled = 0;
+  for (;;) {
+    const ok = await full.put('other', `/state/k${filled}`, new Uint8Array(60_000)).then(
+      () => true,
+      (err: unknown) => err instanceof StatefsError && err.code === 'ENOSPC' ? false : Promise.reject(err),
+    );
+    if (!ok) break;
+    filled++;
+  }
+  await assert.rejects(full.put('app', '/state/big', new Uint8Array(60_000)), (err: unknown) => err instanceof StatefsError && err.code === 'ENOSPC');
+  assert.deepEqual(markers.filter((m) => m.includes('quota')), [], 'no warning for bytes never written');
+  await full.close();
+
+  // EIO: the device fails the write.
+  const device = new FaultDevice(4 * MiB);
+  await Store.format(device);
+  const s = await Store.openDevice(device, { quotas: { app: { soft: 100, hard: 10 * MiB } } });
+  const seen: string[] = [];
+  s.on('marker', (line: string) => seen.push(line));
+  await s.put('app', '/state/small', 'x');
+  device.failCalls({ at: 1, code: 'EIO', sticky: true });
+  await assert.rejects(s.put('app', '/state/big', new Uint8Array(500)), (err: unknown) => err instanceof StatefsError && err.code === 'EIO');
+  assert.deepEqual(seen, []);
+  await s.close().catch(() => undefined);
+
+  // And a write that succeeds warns after it resolved, with what the subject uses then.
+  const ok = await Store.openDevice(new MemoryDevice(await memoryImage(4 * MiB)), { quotas: { app: { soft: 100, hard: 10 * MiB } } });
+  const order: string[] = [];
+  ok.on('marker', () => order.push('marker'));
+  await ok.put('app', '/state/big', new Uint8Array(500)).then(() => order.push('put resolved'));
+  assert.deepEqual(order, ['marker', 'put resolved']);
+  await ok.close();
+});
+
+test('putMany with a key given twice counts only its last value against the quota', async () => {
+  const s = await Store.openDevice(new MemoryDevice(await memoryImage(4 * MiB)), { quotas: { app: { soft: 10_000, hard: 10_000 } } });
+  try {
+    await s.put('app', '/state/a', new Uint8Array(8000));
+    const used = rec('/state/a', 8000);
+    // One 1,000-byte value fits under the hard quota; the same key twice in one batch still does.
+    await s.putMany('app', [
+      ['/state/k4', new Uint8Array(1000)],
+      ['/state/k4', new Uint8Array(1000).fill(1)],
+    ]);
+    assert.equal((await s.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes, used + rec('/state/k4', 1000));
+    assert.deepEqual(await s.get('app', '/state/k4'), new Uint8Array(1000).fill(1));
+  } finally {
+    await s.close();
+  }
+});

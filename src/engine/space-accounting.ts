@@ -25,6 +25,12 @@ interface HeldEntry {
   entry: Entry;
 }
 
+/** A soft-quota warning a write earns, given once the write is durable. */
+export interface QuotaWarning {
+  subject: string;
+  soft: number;
+}
+
 /**
  * Space accounting: the records each entry held by a live tree or a snapshot keeps in use, per
  * segment (`SegmentUsage`) and per subject (what quotas count), the quota checks on writes, and
@@ -77,24 +83,31 @@ export class SpaceAccounting {
     return old === undefined || this.host.snapshots.holds(subject, bin, old) ? 0 : old.diskBytes;
   }
 
-  /** Refuse a write that would take `subject` over its hard quota; warn over the soft one. */
-  checkQuota(subject: string, delta: number, op: string, key: string | undefined): void {
-    const options = this.host.quotaOptions();
-    const quota = options.quotas?.[subject];
-    if (quota === undefined || delta <= 0) return;
+  /**
+   * Refuse a write that would take `subject` over its hard quota. Over the soft one, returns the
+   * warning to give once the write is durable (`warnQuota`): a marker never runs ahead of the
+   * fact it states, and a write that fails warns of nothing.
+   */
+  checkQuota(subject: string, delta: number, op: string, key: string | undefined): QuotaWarning | undefined {
+    const quota = this.host.quotaOptions().quotas?.[subject];
+    if (quota === undefined || delta <= 0) return undefined;
     const used = (this.subjectBytes.get(subject) ?? 0) + delta;
     if (used > quota.hard) {
       this.host.marker(`statefs: quota deny subject=${subject} used=${used} hard=${quota.hard}`);
       throw StatefsError.EDQUOTA(`${subject} would use ${used} bytes (hard quota ${quota.hard})`, { op, subject, ...(key === undefined ? {} : { key }) });
     }
-    if (used > quota.soft) {
-      const now = Date.now();
-      const last = this.quotaWarnedAt.get(subject);
-      if (last === undefined || now - last >= (options.quotaWarnIntervalMs ?? 60_000)) {
-        this.quotaWarnedAt.set(subject, now);
-        this.host.marker(`statefs: quota warn subject=${subject} used=${used} soft=${quota.soft}`);
-      }
-    }
+    return used > quota.soft ? { subject, soft: quota.soft } : undefined;
+  }
+
+  /** A write `checkQuota` warned of is durable: the soft-quota marker, once per subject per interval. */
+  warnQuota(warning: QuotaWarning | undefined): void {
+    if (warning === undefined) return;
+    const { subject, soft } = warning;
+    const now = Date.now();
+    const last = this.quotaWarnedAt.get(subject);
+    if (last !== undefined && now - last < (this.host.quotaOptions().quotaWarnIntervalMs ?? 60_000)) return;
+    this.quotaWarnedAt.set(subject, now);
+    this.host.marker(`statefs: quota warn subject=${subject} used=${this.subjectBytes.get(subject) ?? 0} soft=${soft}`);
   }
 
   /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */

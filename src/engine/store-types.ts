@@ -42,8 +42,8 @@ export interface OpenOptions {
   autoGc?: boolean;
   /**
    * Per-subject quotas in bytes of records held by the subject's live state and its snapshots.
-   * Over `soft`: the write succeeds and `statefs: quota warn ...` is emitted once per subject per
-   * `quotaWarnIntervalMs`. Over `hard`: `EDQUOTA` and `statefs: quota deny ...`. Deletes, snapshot
+   * Over `soft`: the write succeeds and, once it is durable, `statefs: quota warn ...` is emitted
+   * once per subject per `quotaWarnIntervalMs`. Over `hard`: `EDQUOTA` and `statefs: quota deny ...`. Deletes, snapshot
    * deletion and restores are always allowed.
    */
   quotas?: Readonly<Record<string, { soft: number; hard: number }>>;

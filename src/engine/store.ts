@@ -44,7 +44,7 @@ import { MOUNT_ROOT, type MountTable } from './mount-table.js';
 import { MountNamespace } from './mount-namespace.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { DigestJobs, snapshotDigest } from './snapshot-digest.js';
-import { SpaceAccounting } from './space-accounting.js';
+import { SpaceAccounting, type QuotaWarning } from './space-accounting.js';
 import { readEntryValue } from './entry-reader.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
@@ -262,7 +262,7 @@ export class Store extends EventEmitter {
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
-    if (this.options.quotas?.[subject] !== undefined) this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
+    const warning = this.options.quotas?.[subject] === undefined ? undefined : this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
     if (!this.journal.fits(records)) {
       await this.reclaim(op);
       checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
@@ -270,6 +270,7 @@ export class Store extends EventEmitter {
     const appended = appendOrThrow(this.journal, records, op, subject, key, {});
     this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
     await awaitDurable(appended.durable, op, subject, key);
+    this.space.warnQuota(warning);
   }
 
   /**
@@ -298,11 +299,17 @@ export class Store extends EventEmitter {
     if (records.length === 0) return;
     if (this.legacy) await this.upgradeLegacy();
     checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+    let warning: QuotaWarning | undefined;
     if (this.options.quotas?.[subject] !== undefined) {
+      // A key given twice keeps only its last record: the earlier ones are garbage at once.
+      const last = new Map<string, number>();
+      bins.forEach((bin, i) => last.set(bin, i));
       let delta = 0;
-      for (const r of records) delta += recordLength(r.key.length, r.value.length);
-      for (const bin of new Set(bins)) delta -= this.space.freedBy(subject, bin);
-      this.space.checkQuota(subject, delta, op, undefined);
+      for (const [bin, i] of last) {
+        const r = records[i];
+        if (r !== undefined) delta += recordLength(r.key.length, r.value.length) - this.space.freedBy(subject, bin);
+      }
+      warning = this.space.checkQuota(subject, delta, op, undefined);
     }
     if (!this.journal.fits(records)) {
       await this.reclaim(op);
@@ -318,6 +325,7 @@ export class Store extends EventEmitter {
       at += r.value.length;
     });
     await awaitDurable(appended.durable, op, subject, undefined);
+    this.space.warnQuota(warning);
   }
 
   /** The value of `key`, or `undefined` if it has none. */
@@ -896,7 +904,7 @@ export class Store extends EventEmitter {
     let delta = 0;
     for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
     for (const o of ops) delta -= this.space.freedBy(subject, o.bin);
-    if (!onlyDeletes) this.space.checkQuota(subject, delta, op, undefined);
+    const warning = onlyDeletes ? undefined : this.space.checkQuota(subject, delta, op, undefined);
     if (onlyDeletes && this.checkpointer.mustWaitFor(records)) {
       await this.waitForCheckpoint(records, op);
       validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
@@ -922,6 +930,7 @@ export class Store extends EventEmitter {
       else this.setEntry(subject, o.bin, Entry.of(o.value, extents));
     });
     await awaitDurable(appended.durable, op, subject, undefined);
+    this.space.warnQuota(warning);
   }
 
   /**
