@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFile, stat, writeFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from '../src/client/client.js';
@@ -8,6 +10,9 @@ import { isStatefsError } from '../src/errors.js';
 import { startDaemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { FrameReader } from '../src/server/protocol/frame-reader.js';
+import { encodeRequest } from '../src/server/protocol/request-codec.js';
+import { verifyAuditLog } from '../src/server/audit/verify.js';
 import { MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
@@ -98,5 +103,45 @@ test('GC_PLAN names snapshots only of subjects the caller may read, as STAT does
     } finally {
       await s.close();
     }
+  });
+});
+
+test('a request with an unknown op is answered ENOTSUP with its request id and op byte echoed', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    try {
+      const frame = Buffer.from(encodeRequest({ op: 'SYNC', requestId: 42 }));
+      frame[10] = 99; // no op has this byte
+      const raw = createConnection(f.socket);
+      await once(raw, 'connect');
+      const reader = new FrameReader();
+      const frames: ReturnType<FrameReader['push']> = [];
+      raw.on('data', (chunk: Buffer) => frames.push(...reader.push(chunk)));
+      raw.write(frame);
+      await once(raw, 'close');
+      const [answer] = frames;
+      assert.ok(answer !== undefined);
+      assert.equal(answer.requestId, 42);
+      assert.equal(answer.op, 99);
+      assert.equal(Buffer.from(answer.body).readUInt16LE(0), 12, 'status 12: ENOTSUP');
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+test('statefsd logs the audit log head once the log is closed, as verify computes it', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const logged: string[] = [];
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, log: (m) => logged.push(m) });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    await alice.snapshot('alice', 's1'); // an audited act
+    await alice.close();
+    await daemon.close();
+    const { head, lines } = await verifyAuditLog(f.audit);
+    assert.ok(lines >= 1);
+    assert.ok(logged.includes(`audit log closed, head ${head.seq}:${head.hash}`), logged.join('\n'));
   });
 });

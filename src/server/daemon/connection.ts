@@ -6,9 +6,9 @@ import { allows, authenticate, type Policy } from '../policy/policy.js';
 import type { Frame } from '../protocol/frame.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import type { OkResponse, Request } from '../protocol/messages.js';
-import { OP_NAMES, type OpName } from '../protocol/ops.js';
+import type { OpName } from '../protocol/ops.js';
 import { decodeRequest } from '../protocol/request-codec.js';
-import { encodeResponse, errorResponse } from '../protocol/response-codec.js';
+import { encodeResponse, errorResponse, errorResponseToFrame } from '../protocol/response-codec.js';
 import { execute, getNow, type DispatchHost } from './dispatch.js';
 import { needOf, targetOf } from './rights.js';
 
@@ -160,7 +160,7 @@ export class Connection {
     try {
       req = decodeRequest(frame);
     } catch (err) {
-      this.#fatal(errorResponse(frame.requestId, OP_NAMES[frame.op - 1], toStatefsError(err)));
+      this.#fatal(errorResponseToFrame(frame.requestId, frame.op, toStatefsError(err)));
       return;
     }
     if (req.op === 'HELLO') {

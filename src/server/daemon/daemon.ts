@@ -6,6 +6,7 @@ import { createConnection, createServer, isIP, type Server, type Socket } from '
 import { Store } from '../../engine/store.js';
 import { StatefsError } from '../../errors.js';
 import { AuditLog } from '../audit/audit-log.js';
+import { formatAuditHead } from '../audit/verify.js';
 import { loadPolicy } from '../policy/policy-file.js';
 import type { Policy } from '../policy/policy.js';
 import { Connection, toStatefsError } from './connection.js';
@@ -244,6 +245,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await tcpStopped;
     await image.close();
     await audit.close();
+    // Every line is on stable storage now: the head to keep elsewhere (audit.md, `--expect-head`).
+    log(`audit log closed, head ${formatAuditHead(audit.head())}`);
     log('closed');
   };
   const reloadPolicy = async (): Promise<void> => {

@@ -121,6 +121,13 @@ export function errorResponse(requestId: number, op: OpName | undefined, err: St
   return encodeResponse({ status: 'error', op, requestId, error: err });
 }
 
+/** The error frame answering a request frame as it came: its op byte echoed, whether or not an op has it. */
+export function errorResponseToFrame(requestId: number, opByteReceived: number, err: StatefsError): Uint8Array {
+  const w = frameWriter(64 + err.message.length);
+  w.u16(err.errno).str(err.code).str(bareMessage(err));
+  return sealFrame(w, KIND_RESPONSE, requestId, opByteReceived, DEFAULT_MAX_FRAME);
+}
+
 function isErrorCode(code: string): code is ErrorCode {
   return Object.hasOwn(ERROR_CODES, code);
 }
