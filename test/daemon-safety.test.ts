@@ -145,3 +145,30 @@ test('statefsd logs the audit log head once the log is closed, as verify compute
     assert.ok(logged.includes(`audit log closed, head ${head.seq}:${head.hash}`), logged.join('\n'));
   });
 });
+
+test('a peer that pipelines GETs and never reads the answers cannot make the daemon buffer them all', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, maxInFlight: 4 });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    await alice.put('alice', '/state/v', new Uint8Array(65_536));
+    const raw = createConnection(f.socket);
+    try {
+      raw.pause(); // never reads
+      await once(raw, 'connect');
+      const frames = [encodeRequest({ op: 'HELLO', requestId: 1, token: f.tokens.alice })];
+      for (let i = 2; i < 2_200; i++) frames.push(encodeRequest({ op: 'GET', requestId: i, subject: 'alice', key: '/state/v' }));
+      const before = process.memoryUsage().arrayBuffers;
+      raw.write(Buffer.concat(frames)); // ~60 KiB of requests for ~140 MB of answers
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const grew = process.memoryUsage().arrayBuffers - before;
+      assert.ok(grew < 32 * MiB, `answers buffered for a peer that does not read: ${Math.round(grew / MiB)} MiB`);
+      // The daemon still serves others meanwhile.
+      assert.equal((await alice.get('alice', '/state/v'))?.length, 65_536);
+    } finally {
+      raw.destroy();
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});

@@ -43,6 +43,9 @@ function permitted(policy: Policy, caller: string, req: Op): boolean {
   return need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
 }
 
+/** Answers a connection may have queued for a peer that does not read them before it stops reading requests. */
+const MAX_UNREAD_ANSWER_BYTES = 256 * 1024;
+
 /** One client connection: framing, HELLO, rights, pipelined dispatch. Never throws out of a handler. */
 export class Connection {
   readonly #socket: Socket;
@@ -56,6 +59,11 @@ export class Connection {
   #timerForFrame = false;
   /** When the first byte of the frame now half received arrived (undefined between frames). */
   #frameStarted: number | undefined;
+  /** Frames read but not yet handled (`#pump`), from `#next` on. */
+  #pending: Frame[] = [];
+  #next = 0;
+  /** Whether `#pump` waits for the peer to read its answers. */
+  #awaitingDrain = false;
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -146,10 +154,42 @@ export class Connection {
       return;
     }
     if (frames.length > 0) this.#frameStarted = undefined; // the frame now partial, if any, began in this chunk
-    for (const frame of frames) {
-      if (this.#stopped()) return; // a fatal frame before this one closed the connection
-      this.#onFrame(frame);
+    if (this.#next >= this.#pending.length) {
+      this.#pending = frames;
+      this.#next = 0;
+    } else {
+      for (const frame of frames) this.#pending.push(frame);
     }
+    this.#pump();
+  }
+
+  /**
+   * Handle the frames read, in order, while the answers the peer has not read stay under
+   * MAX_UNREAD_ANSWER_BYTES: a chunk of pipelined GETs (answered on the spot, outside the
+   * in-flight limit) from a peer that never reads would otherwise buffer every answer (2,000
+   * GETs of a 64 KiB value in one 64 KiB chunk: 128 MiB). Past the bound, reading stops until
+   * the peer has read enough.
+   */
+  #pump(): void {
+    while (this.#next < this.#pending.length) {
+      if (this.#stopped()) return; // a fatal frame before this one closed the connection
+      if (this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES) {
+        if (!this.#socket.isPaused()) this.#socket.pause();
+        if (!this.#awaitingDrain) {
+          this.#awaitingDrain = true;
+          this.#socket.once('drain', () => {
+            this.#awaitingDrain = false;
+            this.#socket.resume();
+            this.#pump();
+          });
+        }
+        return;
+      }
+      const frame = this.#pending[this.#next++];
+      if (frame !== undefined) this.#onFrame(frame);
+    }
+    this.#pending = [];
+    this.#next = 0;
     // A framing error after the frames above: they were answered, now refuse the rest.
     const failure = this.#reader.failure;
     if (failure !== undefined && !this.#stopped()) this.#fatal(errorResponse(0, undefined, failure));
