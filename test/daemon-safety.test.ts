@@ -172,3 +172,36 @@ test('a peer that pipelines GETs and never reads the answers cannot make the dae
     }
   });
 });
+
+test('a mount grant taken away by a policy reload takes the mount away too, and the owner may delete the snapshot again', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const bobToken = newToken();
+    const withGrant = emptyPolicy();
+    withGrant.subjects.set('alice', { tokenSha256: hashToken(f.tokens.alice), rights: ['read', 'write', 'snapshot'], grants: [] });
+    withGrant.subjects.set('bob', { tokenSha256: hashToken(bobToken), rights: ['read', 'write', 'mount'], grants: [{ owner: 'alice', rights: ['read', 'mount'] }] });
+    await savePolicy(f.policy, withGrant);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const bob = await connect({ socket: f.socket, token: bobToken });
+    try {
+      await alice.put('alice', '/state/secret', 'S1');
+      await alice.snapshot('alice', 's');
+      await bob.mountSnap('bob', 'alice', 's', '/mnt/x');
+      assert.equal(Buffer.from((await bob.get('bob', '/mnt/x/secret')) ?? []).toString(), 'S1');
+
+      const revoked = emptyPolicy();
+      for (const [subject, entry] of withGrant.subjects) revoked.subjects.set(subject, { ...entry, grants: [] });
+      await savePolicy(f.policy, revoked);
+      await daemon.reloadPolicy();
+      assert.deepEqual(await bob.listMounts('bob'), []);
+      await assert.rejects(bob.get('bob', '/mnt/x/secret'), (err: unknown) => isStatefsError(err) && err.code === 'ENOENT');
+      await alice.deleteSnap('alice', 's'); // no longer EBUSY
+    } finally {
+      await alice.close();
+      await bob.close();
+      await daemon.close();
+    }
+    assert.match(await readFile(f.audit, 'utf8'), /"op":"UMOUNT".*"target":"bob:\/mnt\/x"|"target":"bob:\/mnt\/x".*"op":"UMOUNT"/);
+  });
+});

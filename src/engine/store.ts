@@ -632,6 +632,21 @@ export class Store extends EventEmitter {
     });
   }
 
+  /**
+   * Unmount every mount of another subject's snapshot whose caller no longer has a grant on that
+   * subject (`grants`, as `setAccess` last set them): a revoked grant ends the access it gave, and
+   * no longer keeps the owner from deleting the snapshot (`EBUSY`). statefsd runs it at start and
+   * after each policy load. Resolves to the mounts removed.
+   */
+  async unmountUngranted(): Promise<(MountInfo & { caller: string })[]> {
+    const revoked = this.mounts
+      .all()
+      .filter((m) => m.caller !== m.owner && this.options.grants?.[m.caller]?.includes(m.owner) !== true)
+      .map((m) => ({ caller: m.caller, path: fromBinary(m.path), owner: m.owner, name: m.name }));
+    for (const m of revoked) await this.umount(m.caller, m.path);
+    return revoked;
+  }
+
   /** The caller's mounts, sorted by path. */
   listMounts(caller: string): Promise<MountInfo[]> {
     return settle(() => {

@@ -163,10 +163,25 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     throw err;
   });
   store.on('marker', onMarker);
+  /** Mounts whose grant the policy no longer gives are removed, and audited. */
+  const unmountUngranted = async (s: Store): Promise<void> => {
+    for (const m of await s.unmountUngranted()) {
+      await audit.append({ subject: '(daemon)', op: 'UMOUNT', target: `${m.caller}:${m.path}`, result: 'OK', detail: `no grant on ${m.owner} any more` });
+      log(`unmounted ${m.caller}:${m.path} (${m.owner}/${m.name}): the policy no longer grants it`);
+    }
+  };
+  try {
+    await unmountUngranted(store);
+  } catch (err) {
+    await store.close();
+    await audit.close();
+    throw toStatefsError(err);
+  }
   const image = new ImageGate(store, async () => {
     const reopened = await Store.open(options.imagePath, openOptions(options, policy));
     reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
     reopened.on('marker', onMarker);
+    await unmountUngranted(reopened);
     return reopened;
   });
   const inFlight = new Set<Promise<void>>();
@@ -253,7 +268,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     try {
       const next = await loadPolicy(options.policyPath);
       policy = next;
-      image.current()?.setAccess(storeOptions(next));
+      const current = image.current();
+      current?.setAccess(storeOptions(next));
+      if (current !== undefined) await unmountUngranted(current);
       await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
       log('policy reloaded');
     } catch (err) {
