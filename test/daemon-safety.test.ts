@@ -12,6 +12,7 @@ import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
+import { decodeResponse } from '../src/server/protocol/response-codec.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
 import { MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
@@ -125,6 +126,10 @@ test('a request with an unknown op is answered ENOTSUP with its request id and o
       assert.equal(answer.requestId, 42);
       assert.equal(answer.op, 99);
       assert.equal(Buffer.from(answer.body).readUInt16LE(0), 12, 'status 12: ENOTSUP');
+      const res = decodeResponse(answer); // a client decodes it: an error for no op it knows
+      assert.ok(res.status === 'error');
+      assert.equal(res.op, undefined);
+      assert.equal(res.error.code, 'ENOTSUP');
     } finally {
       await daemon.close();
     }
@@ -203,5 +208,52 @@ test('a mount grant taken away by a policy reload takes the mount away too, and 
       await daemon.close();
     }
     assert.match(await readFile(f.audit, 'utf8'), /"op":"UMOUNT".*"target":"bob:\/mnt\/x"|"target":"bob:\/mnt\/x".*"op":"UMOUNT"/);
+  });
+});
+
+test('a name too long for the wire is ENAMETOOLONG from the client, as from the embedded store', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      const huge = `/state/${'k'.repeat(70_000)}`;
+      for (const call of [() => alice.put('alice', huge, 'v'), () => alice.get('alice', huge), () => alice.snapshot('alice', 's'.repeat(70_000))]) {
+        await assert.rejects(call(), (err: unknown) => isStatefsError(err) && err.code === 'ENAMETOOLONG');
+      }
+      const wide = `/state/${'é'.repeat(40_000)}`; // 80,000 bytes of UTF-8 in 40,007 chars
+      await assert.rejects(alice.put('alice', wide, 'v'), (err: unknown) => isStatefsError(err) && err.code === 'ENAMETOOLONG');
+    } finally {
+      await alice.close();
+      await daemon.close();
+    }
+    const s = await Store.open(f.image);
+    try {
+      await assert.rejects(s.put('alice', `/state/${'k'.repeat(70_000)}`, 'v'), (err: unknown) => isStatefsError(err) && err.code === 'ENAMETOOLONG');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+test('GC cycles the store runs of itself are in the audit log, with what they freed', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const markers: string[] = [];
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, onMarker: (m) => markers.push(m) });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      const keys = 6_000;
+      for (let i = 0; i < keys; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => alice.put('alice', `/state/k${i + j}`, new Uint8Array(1000).fill(j))));
+      for (let i = 0; i < keys; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => ((i + j) % 4 === 0 ? Promise.resolve() : alice.delete('alice', `/state/k${i + j}`))));
+      for (let i = 0; i < 200; i++) await alice.put('alice', `/state/z${i}`, new Uint8Array(1000));
+    } finally {
+      await alice.close();
+      await daemon.close();
+    }
+    assert.ok(markers.some((m) => m.startsWith('statefs: compact progress')), 'automatic GC ran');
+    const cycles = (await readFile(f.audit, 'utf8')).split('\n').filter((line) => line.includes('"op":"GC"'));
+    assert.ok(cycles.length > 0, 'each automatic cycle is audited');
+    for (const line of cycles) assert.match(line, /"subject":"\(daemon\)".*"freedBytes":\d+/);
   });
 });

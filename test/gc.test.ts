@@ -364,3 +364,20 @@ test('automatic GC waits for garbage to gather and empties at most an eighth of 
   const perBytePut = written / (puts * value.length);
   assert.ok(perBytePut < 1.6, `${perBytePut.toFixed(2)} bytes written per byte put`);
 });
+
+test('gcNow and gcPlan refuse bounds that are not whole numbers above 0 with EINVAL, and write nothing', async () => {
+  const s = await Store.openDevice(new MemoryDevice(await memoryImage(4 * MiB)), { autoGc: false });
+  try {
+    await s.put('app', '/state/a', 'x');
+    const before = await s.stat();
+    for (const options of [{ maxBytes: -1 }, { maxBytes: 1.5 }, { maxBytes: 0 }, { maxBytes: Number.NaN }, { maxSegments: 0 }, { maxSegments: Number.NaN }, { maxSegments: 2.5 }]) {
+      for (const run of [() => s.gcNow(options), () => s.gcPlan(options)]) {
+        await assert.rejects(run(), (err: unknown) => err instanceof StatefsError && err.code === 'EINVAL', JSON.stringify(options));
+      }
+    }
+    assert.deepEqual(await s.stat(), before);
+    await assert.doesNotReject(s.gcPlan({ maxBytes: 1 }), 'a positive bound under a segment is rounded up to one segment');
+  } finally {
+    await s.close();
+  }
+});

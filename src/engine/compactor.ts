@@ -73,9 +73,14 @@ export class Compactor {
 
   plan(options: GcOptions = {}): InternalPlan {
     const { usage, segmentSize } = this.host;
-    const maxBytes = Math.max(options.maxBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
-    const maxSegments = options.maxSegments ?? Number.POSITIVE_INFINITY;
-    if (!Number.isFinite(maxBytes) || maxBytes <= 0 || maxSegments < 1) throw StatefsError.EINVAL('gc bounds must be positive', { op: 'gc' });
+    const { maxBytes: askedBytes, maxSegments = Number.POSITIVE_INFINITY } = options;
+    if (askedBytes !== undefined && !(Number.isSafeInteger(askedBytes) && askedBytes > 0)) {
+      throw StatefsError.EINVAL(`gc maxBytes ${String(askedBytes)}: use a whole number of bytes above 0`, { op: 'gc' });
+    }
+    if (!(maxSegments === Number.POSITIVE_INFINITY || (Number.isSafeInteger(maxSegments) && maxSegments >= 1))) {
+      throw StatefsError.EINVAL(`gc maxSegments ${String(maxSegments)}: use a whole number of at least 1`, { op: 'gc' });
+    }
+    const maxBytes = Math.max(askedBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
     const segments: number[] = [];
     for (const s of usage.gcCandidates(segmentSize)) {
       if ((segments.length + 1) * segmentSize > maxBytes || segments.length >= maxSegments) break;

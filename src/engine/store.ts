@@ -782,7 +782,21 @@ export class Store extends EventEmitter {
   private maybeGc(): void {
     if (this.options.autoGc === false || this.gcRunning !== undefined || this.status !== 'open' || !this.canCheckpoint()) return;
     const cycle = autoGcCycle(this.compactor.garbageBytes(), this.checkpointer.lowOnSpace(), this.sb);
-    if (cycle !== undefined) this.gcNow(cycle).catch(() => undefined);
+    if (cycle !== undefined) void this.autoGc(cycle);
+  }
+
+  /**
+   * A GC cycle the store starts itself (automatic GC, or a write that found no room): when it has
+   * freed or moved anything, the event `gc` carries its result (statefsd audits it, as it audits
+   * the GC_NOW it is asked for).
+   */
+  private autoGc(options: GcOptions): Promise<void> {
+    return this.gcNow(options).then(
+      (result) => {
+        if (result.freedBytes > 0 || result.movedBytes > 0) this.emit('gc', result);
+      },
+      () => undefined,
+    );
   }
 
   /**
@@ -863,7 +877,7 @@ export class Store extends EventEmitter {
     }
     await this.gcRunning?.catch(() => undefined);
     await this.checkpoint().catch(() => undefined);
-    await this.gcNow().catch(() => undefined);
+    await this.autoGc({});
     this.checkWritable(op);
   }
 

@@ -1,4 +1,5 @@
 import type { CommitMode } from '../../engine/commit-mode.js';
+import type { GcResult } from '../../engine/compactor.js';
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
@@ -162,7 +163,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await audit.close();
     throw err;
   });
+  /** GC cycles the store ran of itself are administrative acts too (spec 6: the audit log records gc cycles). */
+  const onGc = (result: GcResult): void => {
+    audit.append({ subject: '(daemon)', op: 'GC', result: 'OK', detail: { freedBytes: result.freedBytes, movedBytes: result.movedBytes } }).catch((err: unknown) => {
+      log(`audit of a GC cycle failed: ${toStatefsError(err).message}`);
+    });
+  };
   store.on('marker', onMarker);
+  store.on('gc', onGc);
   /** Mounts whose grant the policy no longer gives are removed, and audited. */
   const unmountUngranted = async (s: Store): Promise<void> => {
     for (const m of await s.unmountUngranted()) {
@@ -181,6 +189,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const reopened = await Store.open(options.imagePath, openOptions(options, policy));
     reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
     reopened.on('marker', onMarker);
+    reopened.on('gc', onGc);
     await unmountUngranted(reopened);
     return reopened;
   });

@@ -1,7 +1,7 @@
 import { ERROR_CODES, StatefsError, type ErrorCode } from '../../errors.js';
 import { DEFAULT_MAX_FRAME, KIND_RESPONSE, frameWriter, sealFrame, type Frame } from './frame.js';
 import type { OkResponse, Response } from './messages.js';
-import { NO_OP, opByte, opName, type OpName } from './ops.js';
+import { NO_OP, OP_NAMES, opByte, opName, type OpName } from './ops.js';
 import {
   readGcPlan,
   readGcResult,
@@ -186,7 +186,9 @@ export function decodeResponse(frame: Frame): Response {
   if (frame.kind !== KIND_RESPONSE) throw StatefsError.EINVAL('a request frame where a response was expected', { op: 'decode' });
   const r = new WireReader(frame.body, 'response');
   const status = r.u16();
-  const op = frame.op === NO_OP && status !== STATUS_OK ? undefined : opName(frame.op);
+  // An error answers the op byte the request carried, which may name no op (an unknown op is
+  // answered ENOTSUP with its byte echoed): `op` is then undefined, as for a connection-level error.
+  const op = status === STATUS_OK ? opName(frame.op) : frame.op === NO_OP ? undefined : OP_NAMES[frame.op - 1];
   const res: Response = status === STATUS_OK && op !== undefined ? readResult(r, frame.requestId, op) : { status: 'error', op, requestId: frame.requestId, error: readError(r, status, op) };
   r.end();
   return res;

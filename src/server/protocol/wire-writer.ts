@@ -111,7 +111,9 @@ export class WireWriter {
     const { written } = utf8.encodeInto(value, this.buf.subarray(at + 2));
     if (written > MAX_STRING_BYTES) {
       this.len = at;
-      throw StatefsError.EINVAL(`string of ${written} bytes over ${MAX_STRING_BYTES}`, { op: 'encode' });
+      // Every string on the wire is a name (subject, key, prefix, snapshot, mount path) or a
+      // token: too long for its u16 length is the code the store gives a name too long.
+      throw StatefsError.ENAMETOOLONG(`a string of ${written} bytes (at most ${MAX_STRING_BYTES} on the wire)`, { op: 'encode' });
     }
     this.dv.setUint16(at, written, true);
     this.len = at + 2 + written;
