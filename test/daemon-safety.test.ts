@@ -257,3 +257,47 @@ test('GC cycles the store runs of itself are in the audit log, with what they fr
     for (const line of cycles) assert.match(line, /"subject":"\(daemon\)".*"freedBytes":\d+/);
   });
 });
+
+test('client transactions and list give the embedded store codes where the client can tell alone: EBADF, EFBIG at the call, EINVAL for limit 0', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const client = await connect({ socket: f.socket, token: f.tokens.alice });
+    const embeddedPath = join(dir, 'embedded');
+    const embedded = await Store.create(embeddedPath, { size: 8 * MiB });
+    const codeOf = (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'OK',
+        (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
+      );
+    try {
+      for (const api of [embedded, client]) {
+        const committed = api.begin('alice');
+        await committed.put('alice', '/state/t', 'v');
+        await committed.commit();
+        const aborted = api.begin('alice');
+        await aborted.abort();
+        const big = api.begin('alice');
+        const puts: string[] = [];
+        for (let i = 0; i < 33; i++) puts.push(await codeOf(big.put('alice', `/state/k${i}`, 'v')));
+        const large = api.begin('alice');
+        const codes = {
+          abortAfterCommit: await codeOf(committed.abort()),
+          secondAbort: await codeOf(aborted.abort()),
+          key33: puts[32],
+          keys1to32: puts.slice(0, 32).every((c) => c === 'OK'),
+          commitOf32: await codeOf(big.commit()),
+          bytesOver: [await codeOf(large.put('alice', '/state/b1', new Uint8Array(65_536))), await codeOf(large.put('alice', '/state/b2', new Uint8Array(65_536))), await codeOf(large.put('alice', '/state/b3', new Uint8Array(1)))],
+          limit0: await codeOf(api.list('alice', '/state/', { limit: 0 })),
+        };
+        await large.abort();
+        assert.deepEqual(codes, { abortAfterCommit: 'EBADF', secondAbort: 'EBADF', key33: 'EFBIG', keys1to32: true, commitOf32: 'OK', bytesOver: ['OK', 'OK', 'EFBIG'], limit0: 'EINVAL' }, api === client ? 'client' : 'embedded');
+      }
+      assert.equal((await client.list('alice', '/state/', { limit: 100 })).keys.length, 33, '/state/t and the 32 keys');
+    } finally {
+      await client.close();
+      await embedded.close();
+      await daemon.close();
+    }
+  });
+});

@@ -77,6 +77,8 @@ export class Client {
   }
 
   async list(subject: string, prefix: string = KEY_ROOT, options: ListOptions = {}): Promise<ListPage> {
+    // 0 means the default page on the wire; the embedded store refuses it.
+    if (options.limit === 0) throw StatefsError.EINVAL('limit 0: use 1 to 10000', { op: 'list', subject });
     const extra = { ...(options.limit === undefined ? {} : { limit: options.limit }), ...(options.after === undefined ? {} : { after: options.after }) };
     return (await this.#call({ op: 'LIST', subject, prefix, ...extra })).page;
   }
