@@ -301,3 +301,30 @@ test('client transactions and list give the embedded store codes where the clien
     }
   });
 });
+
+test('a peer that sends its pipelined GETs and half-closes gets every answer, however many wait for it', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      await alice.put('alice', '/state/v', new Uint8Array(65_536));
+      const raw = createConnection(f.socket);
+      await once(raw, 'connect');
+      const reader = new FrameReader();
+      const frames: ReturnType<FrameReader['push']> = [];
+      raw.on('data', (chunk: Buffer) => frames.push(...reader.push(chunk)));
+      const requests = [encodeRequest({ op: 'HELLO', requestId: 1, token: f.tokens.alice })];
+      for (let i = 2; i <= 101; i++) requests.push(encodeRequest({ op: 'GET', requestId: i, subject: 'alice', key: '/state/v' }));
+      raw.end(Buffer.concat(requests)); // ~6.5 MB of answers, far over what waits before reading stops
+      await once(raw, 'close');
+      assert.deepEqual(
+        frames.map((fr) => fr.requestId),
+        Array.from({ length: 101 }, (_, i) => i + 1),
+      );
+    } finally {
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});

@@ -381,3 +381,22 @@ test('gcNow and gcPlan refuse bounds that are not whole numbers above 0 with EIN
     await s.close();
   }
 });
+
+test("the 'gc' event reports each cycle the store starts itself once, and never a gcNow's", async () => {
+  const s = await Store.openDevice(new MemoryDevice(await memoryImage(8 * MiB)));
+  const events: unknown[] = [];
+  s.on('gc', (result: unknown) => events.push(result));
+  try {
+    // Three quarters of 6,000 keys deleted leave every segment mostly garbage: GC must move.
+    const keys = 6_000;
+    for (let i = 0; i < keys; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => s.put('app', `/state/k${i + j}`, new Uint8Array(1000).fill(j))));
+    for (let i = 0; i < keys; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => ((i + j) % 4 === 0 ? Promise.resolve() : s.delete('app', `/state/k${i + j}`))));
+    for (let i = 0; i < 200; i++) await s.put('app', `/state/z${i}`, new Uint8Array(1000));
+    const explicit = await s.gcNow();
+    assert.ok(events.length > 0, 'automatic GC ran');
+    assert.equal(new Set(events).size, events.length, 'no cycle reported twice');
+    assert.ok(!events.includes(explicit), 'a gcNow is reported to its caller, not as an event');
+  } finally {
+    await s.close();
+  }
+});

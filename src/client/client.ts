@@ -21,7 +21,11 @@ function expect<O extends OkResponse['op']>(res: OkResponse, op: O): Ok<O> {
   return res as Ok<O>;
 }
 
-const gcBody = (options: { maxBytes?: number }): { maxBytes?: number } => (options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes });
+/** 0 means "the default bound" on the wire; the embedded store refuses it, so the client does too. */
+function gcBody(options: { maxBytes?: number }): { maxBytes?: number } {
+  if (options.maxBytes === 0) throw StatefsError.EINVAL('gc maxBytes 0: use a whole number of bytes above 0', { op: 'gc' });
+  return options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes };
+}
 
 /** The Store API over a daemon connection: same method names, argument order and error codes. */
 export class Client {

@@ -28,6 +28,8 @@ interface HeldEntry {
 /** A soft-quota warning a write earns, given once the write is durable. */
 export interface QuotaWarning {
   subject: string;
+  /** What the subject uses with the write, as counted when the write was checked. */
+  used: number;
   soft: number;
 }
 
@@ -96,18 +98,18 @@ export class SpaceAccounting {
       this.host.marker(`statefs: quota deny subject=${subject} used=${used} hard=${quota.hard}`);
       throw StatefsError.EDQUOTA(`${subject} would use ${used} bytes (hard quota ${quota.hard})`, { op, subject, ...(key === undefined ? {} : { key }) });
     }
-    return used > quota.soft ? { subject, soft: quota.soft } : undefined;
+    return used > quota.soft ? { subject, used, soft: quota.soft } : undefined;
   }
 
   /** A write `checkQuota` warned of is durable: the soft-quota marker, once per subject per interval. */
   warnQuota(warning: QuotaWarning | undefined): void {
     if (warning === undefined) return;
-    const { subject, soft } = warning;
+    const { subject, used, soft } = warning;
     const now = Date.now();
     const last = this.quotaWarnedAt.get(subject);
     if (last !== undefined && now - last < (this.host.quotaOptions().quotaWarnIntervalMs ?? 60_000)) return;
     this.quotaWarnedAt.set(subject, now);
-    this.host.marker(`statefs: quota warn subject=${subject} used=${this.subjectBytes.get(subject) ?? 0} soft=${soft}`);
+    this.host.marker(`statefs: quota warn subject=${subject} used=${used} soft=${soft}`);
   }
 
   /** Every distinct entry held by a live tree or a snapshot, with a subject and key that hold it. */

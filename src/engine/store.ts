@@ -93,6 +93,8 @@ export class Store extends EventEmitter {
   private upgrading: Promise<void> | undefined;
   private readonly upgradeHost: UpgradeHost;
   private gcRunning: Promise<GcResult> | undefined;
+  /** Whether a gcNow caller gets the running cycle's result (else it is a 'gc' event). */
+  private gcReportedToCaller = false;
   private readonly compactor: Compactor;
 
   private readonly usage: SegmentUsage;
@@ -635,16 +637,27 @@ export class Store extends EventEmitter {
   /**
    * Unmount every mount of another subject's snapshot whose caller no longer has a grant on that
    * subject (`grants`, as `setAccess` last set them): a revoked grant ends the access it gave, and
-   * no longer keeps the owner from deleting the snapshot (`EBUSY`). statefsd runs it at start and
-   * after each policy load. Resolves to the mounts removed.
+   * no longer keeps the owner from deleting the snapshot (`EBUSY`). statefsd runs it at start,
+   * after a reopen and after each policy load. `onUnmounted` hears of each as it is durable (a
+   * later failure rejects, the ones before stay done). Resolves to the mounts removed.
    */
-  async unmountUngranted(): Promise<(MountInfo & { caller: string })[]> {
-    const revoked = this.mounts
-      .all()
-      .filter((m) => m.caller !== m.owner && this.options.grants?.[m.caller]?.includes(m.owner) !== true)
-      .map((m) => ({ caller: m.caller, path: fromBinary(m.path), owner: m.owner, name: m.name }));
-    for (const m of revoked) await this.umount(m.caller, m.path);
-    return revoked;
+  async unmountUngranted(onUnmounted?: (mount: MountInfo & { caller: string }) => void | Promise<void>): Promise<(MountInfo & { caller: string })[]> {
+    const done: (MountInfo & { caller: string })[] = [];
+    for (const m of this.mounts.all()) {
+      if (m.caller === m.owner || this.options.grants?.[m.caller]?.includes(m.owner) === true) continue;
+      // Unmounted meanwhile (by its caller, or an earlier call still running): nothing to do.
+      if (this.mounts.get(m.caller, m.path) !== m) continue;
+      const info = { caller: m.caller, path: fromBinary(m.path), owner: m.owner, name: m.name };
+      try {
+        await this.umount(m.caller, info.path);
+      } catch (err) {
+        if (this.mounts.get(m.caller, m.path) === undefined) continue; // gone while we waited
+        throw err;
+      }
+      done.push(info);
+      await onUnmounted?.(info);
+    }
+    return done;
   }
 
   /** The caller's mounts, sorted by path. */
@@ -745,6 +758,11 @@ export class Store extends EventEmitter {
    * by moving what they still hold, and free them. Deterministic; `gcPlan` predicts it.
    */
   gcNow(options: GcOptions = {}): Promise<GcResult> {
+    return this.runGc(options, false);
+  }
+
+  /** One GC cycle, or the one already running; `automatic`: the store starts it itself (`autoGc`). */
+  private runGc(options: GcOptions, automatic: boolean): Promise<GcResult> {
     const op = 'gcNow';
     return (async () => {
       this.checkWritable(op);
@@ -752,9 +770,22 @@ export class Store extends EventEmitter {
       // Never while a checkpoint is being built: it has read where records are.
       while (this.checkpointer.running !== undefined) await this.checkpointer.running.catch(() => undefined);
       this.checkWritable(op); // the store may be closing by now
-      this.gcRunning ??= this.compactor.run(options).finally(() => {
-        this.gcRunning = undefined;
-      });
+      // A cycle is reported once: to the gcNow callers it ran for, or else (one the store started
+      // and no gcNow joined) as a 'gc' event.
+      if (this.gcRunning === undefined) {
+        this.gcReportedToCaller = !automatic;
+        this.gcRunning = this.compactor
+          .run(options)
+          .then((result) => {
+            if (!this.gcReportedToCaller && (result.freedBytes > 0 || result.movedBytes > 0)) this.emit('gc', result);
+            return result;
+          })
+          .finally(() => {
+            this.gcRunning = undefined;
+          });
+      } else if (!automatic) {
+        this.gcReportedToCaller = true;
+      }
       try {
         return await this.gcRunning;
       } catch (err) {
@@ -791,10 +822,8 @@ export class Store extends EventEmitter {
    * the GC_NOW it is asked for).
    */
   private autoGc(options: GcOptions): Promise<void> {
-    return this.gcNow(options).then(
-      (result) => {
-        if (result.freedBytes > 0 || result.movedBytes > 0) this.emit('gc', result);
-      },
+    return this.runGc(options, true).then(
+      () => undefined,
       () => undefined,
     );
   }

@@ -44,7 +44,7 @@ function permitted(policy: Policy, caller: string, req: Op): boolean {
 }
 
 /** Answers a connection may have queued for a peer that does not read them before it stops reading requests. */
-const MAX_UNREAD_ANSWER_BYTES = 256 * 1024;
+const MAX_UNREAD_ANSWER_BYTES = 1024 * 1024;
 
 /** One client connection: framing, HELLO, rights, pipelined dispatch. Never throws out of a handler. */
 export class Connection {
@@ -64,6 +64,8 @@ export class Connection {
   #next = 0;
   /** Whether `#pump` waits for the peer to read its answers. */
   #awaitingDrain = false;
+  /** Whether the peer closed its side (it sends nothing more). */
+  #peerEnded = false;
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -80,6 +82,17 @@ export class Connection {
       this.#dead = true;
       clearTimeout(this.#timer);
     });
+    // The daemon's sockets allow half-open streams: a peer that sent its requests and closed its
+    // side still gets every answer; the connection ends once none is left to give.
+    socket.on('end', () => {
+      this.#peerEnded = true;
+      this.#endWhenAnswered();
+    });
+  }
+
+  /** After the peer's end: end ours once every request read is answered. */
+  #endWhenAnswered(): void {
+    if (this.#peerEnded && !this.#dead && this.#inFlight === 0 && this.#next >= this.#pending.length) this.end();
   }
 
   /**
@@ -90,6 +103,19 @@ export class Connection {
   #arm(): void {
     if (this.#dead) {
       clearTimeout(this.#timer);
+      return;
+    }
+    if (this.#awaitingDrain) {
+      // Reading stopped for backpressure: no frame clock runs (its bytes wait unread), and a peer
+      // that reads none of its answers for idleTimeoutMs is gone, its requests unanswered.
+      clearTimeout(this.#timer);
+      this.#timerForFrame = true; // not the idle timer the fast path below refreshes
+      this.#timer = setTimeout(() => {
+        if (this.#dead) return;
+        if (this.#awaitingDrain) this.end();
+        else this.#arm();
+      }, this.#ctx.idleTimeoutMs);
+      this.#timer.unref();
       return;
     }
     const partial = this.#reader.buffered > 0;
@@ -128,10 +154,25 @@ export class Connection {
   /** Backpressure: while the peer does not read its answers, stop reading its requests. */
   #send(frame: Uint8Array): void {
     if (this.#socket.destroyed || !this.#socket.writable) return;
-    if (!this.#socket.write(frame) && !this.#socket.isPaused()) {
-      this.#socket.pause();
-      this.#socket.once('drain', () => this.#socket.resume());
-    }
+    if (!this.#socket.write(frame)) this.#awaitDrain();
+  }
+
+  /**
+   * Stop reading until the peer has read the answers queued for it; then handle the frames
+   * already read (`#pump`), and read again only once none is left: reading on could end the
+   * stream (a peer that half-closed) with requests read and never answered.
+   */
+  #awaitDrain(): void {
+    if (!this.#socket.isPaused()) this.#socket.pause();
+    if (this.#awaitingDrain) return;
+    this.#awaitingDrain = true;
+    this.#arm();
+    this.#socket.once('drain', () => {
+      this.#awaitingDrain = false;
+      this.#frameStarted = undefined; // a partial frame's clock starts again with reading
+      this.#arm(); // the peer read: not idle
+      this.#pump();
+    });
   }
 
   /** Answer with one error frame and close: the stream cannot be trusted any more. */
@@ -165,7 +206,7 @@ export class Connection {
 
   /**
    * Handle the frames read, in order, while the answers the peer has not read stay under
-   * MAX_UNREAD_ANSWER_BYTES: a chunk of pipelined GETs (answered on the spot, outside the
+   * MAX_UNREAD_ANSWER_BYTES (1 MiB): a chunk of pipelined GETs (answered on the spot, outside the
    * in-flight limit) from a peer that never reads would otherwise buffer every answer (2,000
    * GETs of a 64 KiB value in one 64 KiB chunk: 128 MiB). Past the bound, reading stops until
    * the peer has read enough.
@@ -174,15 +215,7 @@ export class Connection {
     while (this.#next < this.#pending.length) {
       if (this.#stopped()) return; // a fatal frame before this one closed the connection
       if (this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES) {
-        if (!this.#socket.isPaused()) this.#socket.pause();
-        if (!this.#awaitingDrain) {
-          this.#awaitingDrain = true;
-          this.#socket.once('drain', () => {
-            this.#awaitingDrain = false;
-            this.#socket.resume();
-            this.#pump();
-          });
-        }
+        this.#awaitDrain();
         return;
       }
       const frame = this.#pending[this.#next++];
@@ -193,6 +226,8 @@ export class Connection {
     // A framing error after the frames above: they were answered, now refuse the rest.
     const failure = this.#reader.failure;
     if (failure !== undefined && !this.#stopped()) this.#fatal(errorResponse(0, undefined, failure));
+    else if (!this.#awaitingDrain && this.#socket.isPaused() && !this.#stopped()) this.#socket.resume();
+    this.#endWhenAnswered();
   }
 
   #onFrame(frame: Frame): void {
@@ -225,6 +260,7 @@ export class Connection {
     const caller = this.#caller;
     const work = this.#run(caller, req).finally(() => {
       this.#inFlight -= 1;
+      this.#endWhenAnswered();
     });
     this.#ctx.track(work);
   }

@@ -2,7 +2,7 @@ import type { CommitMode } from '../../engine/commit-mode.js';
 import type { GcResult } from '../../engine/compactor.js';
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
-import { lstat, rm } from 'node:fs/promises';
+import { chmod, lstat, rm } from 'node:fs/promises';
 import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
 import { Store } from '../../engine/store.js';
 import { StatefsError } from '../../errors.js';
@@ -141,12 +141,18 @@ function listen(server: Server, where: string | { host: string; port: number }):
  * (a chmod after `listen` would leave a window in which anyone may connect).
  */
 async function listenPrivately(server: Server, path: string): Promise<void> {
-  const previous = process.umask(0o177);
+  let previous: number | undefined;
+  try {
+    previous = process.umask(0o177);
+  } catch {
+    previous = undefined; // a worker thread may not set the umask: chmod right after instead
+  }
   try {
     await listen(server, path);
   } finally {
-    process.umask(previous);
+    if (previous !== undefined) process.umask(previous);
   }
+  if (previous === undefined) await chmod(path, 0o600);
 }
 
 /** Opens the image and serves it on a Unix socket until `close()`. */
@@ -171,11 +177,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   };
   store.on('marker', onMarker);
   store.on('gc', onGc);
-  /** Mounts whose grant the policy no longer gives are removed, and audited. */
+  /**
+   * Mounts whose grant the policy no longer gives are removed, each audited as it happens (a
+   * failure too, which leaves the rest for the next policy load or start).
+   */
   const unmountUngranted = async (s: Store): Promise<void> => {
-    for (const m of await s.unmountUngranted()) {
-      await audit.append({ subject: '(daemon)', op: 'UMOUNT', target: `${m.caller}:${m.path}`, result: 'OK', detail: `no grant on ${m.owner} any more` });
-      log(`unmounted ${m.caller}:${m.path} (${m.owner}/${m.name}): the policy no longer grants it`);
+    try {
+      await s.unmountUngranted(async (m) => {
+        await audit.append({ subject: '(daemon)', op: 'UMOUNT', target: `${m.caller}:${m.path}`, result: 'OK', detail: `no grant on ${m.owner} any more` });
+        log(`unmounted ${m.caller}:${m.path} (${m.owner}/${m.name}): the policy no longer grants it`);
+      });
+    } catch (err) {
+      const e = toStatefsError(err);
+      await audit.append({ subject: '(daemon)', op: 'UMOUNT', result: e.code, detail: `unmounting what the policy no longer grants: ${e.message.slice(0, 160)}` }).catch(() => undefined);
+      log(`unmounting what the policy no longer grants failed: ${e.message}`);
+      throw e;
     }
   };
   try {
@@ -187,11 +203,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   }
   const image = new ImageGate(store, async () => {
     const reopened = await Store.open(options.imagePath, openOptions(options, policy));
-    reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
-    reopened.on('marker', onMarker);
-    reopened.on('gc', onGc);
-    await unmountUngranted(reopened);
-    return reopened;
+    try {
+      reopened.setAccess(storeOptions(policy)); // a policy reloaded while the image replayed
+      reopened.on('marker', onMarker);
+      reopened.on('gc', onGc);
+      await unmountUngranted(reopened);
+      return reopened;
+    } catch (err) {
+      await reopened.close().catch(() => undefined); // it must not keep the image locked
+      throw err;
+    }
   });
   const inFlight = new Set<Promise<void>>();
   const connections = new Set<Connection>();
@@ -241,8 +262,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     connections.add(conn);
     socket.on('close', () => connections.delete(conn));
   };
-  const server = createServer(accept);
-  const tcp = options.listen === undefined ? undefined : createServer(accept);
+  // Half-open: a peer may close its side after its last request and still read every answer.
+  const server = createServer({ allowHalfOpen: true }, accept);
+  const tcp = options.listen === undefined ? undefined : createServer({ allowHalfOpen: true }, accept);
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
   });
@@ -274,20 +296,22 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     log('closed');
   };
   const reloadPolicy = async (): Promise<void> => {
+    let next: Policy;
     try {
-      const next = await loadPolicy(options.policyPath);
-      policy = next;
-      const current = image.current();
-      current?.setAccess(storeOptions(next));
-      if (current !== undefined) await unmountUngranted(current);
-      await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
-      log('policy reloaded');
+      next = await loadPolicy(options.policyPath);
     } catch (err) {
       const e = toStatefsError(err);
       await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: e.code, detail: e.message.slice(0, 200) }).catch(() => undefined);
       log(`policy reload failed, keeping the old one: ${e.message}`);
       throw e;
     }
+    policy = next;
+    const current = image.current();
+    current?.setAccess(storeOptions(next));
+    await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
+    log('policy reloaded');
+    // In force from here; mounts it no longer grants go next (a failure is audited and logged).
+    if (current !== undefined) await unmountUngranted(current);
   };
   return {
     close: (): Promise<void> => (closed ??= shutdown()),
