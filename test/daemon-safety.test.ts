@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { connect } from '../src/client/client.js';
 import { Store } from '../src/engine/store.js';
 import { isStatefsError } from '../src/errors.js';
-import { startDaemon } from '../src/server/daemon/daemon.js';
+import { startDaemon, type Daemon, type DaemonOptions } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
@@ -41,6 +41,11 @@ async function prepare(dir: string): Promise<Files> {
   return files;
 }
 
+/** The daemon on `f`'s files, an 8 MiB image created on first start. */
+function start(f: Files, extra: Partial<DaemonOptions> = {}): Promise<Daemon> {
+  return startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, ...extra });
+}
+
 test('statefsd never removes a file at its socket path that is not a socket, not even its own image (EEXIST, file intact)', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
@@ -68,7 +73,7 @@ test('statefsd creates its socket with mode 0600 whatever the umask', async () =
     const f = await prepare(dir);
     const umask = process.umask(0);
     try {
-      const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+      const daemon = await start(f);
       try {
         assert.equal((await stat(f.socket)).mode & 0o777, 0o600);
       } finally {
@@ -83,7 +88,7 @@ test('statefsd creates its socket with mode 0600 whatever the umask', async () =
 test('GC_PLAN names snapshots only of subjects the caller may read, as STAT does', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     const mallory = await connect({ socket: f.socket, token: f.tokens.mallory });
     try {
@@ -110,7 +115,7 @@ test('GC_PLAN names snapshots only of subjects the caller may read, as STAT does
 test('a request with an unknown op is answered ENOTSUP with its request id and op byte echoed', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     try {
       const frame = Buffer.from(encodeRequest({ op: 'SYNC', requestId: 42 }));
       frame[10] = 99; // no op has this byte
@@ -140,7 +145,7 @@ test('statefsd logs the audit log head once the log is closed, as verify compute
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
     const logged: string[] = [];
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, log: (m) => logged.push(m) });
+    const daemon = await start(f, { log: (m) => logged.push(m) });
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     await alice.snapshot('alice', 's1'); // an audited act
     await alice.close();
@@ -154,7 +159,7 @@ test('statefsd logs the audit log head once the log is closed, as verify compute
 test('a peer that pipelines GETs and never reads the answers cannot make the daemon buffer them all', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, maxInFlight: 4 });
+    const daemon = await start(f, { maxInFlight: 4 });
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     await alice.put('alice', '/state/v', new Uint8Array(65_536));
     const raw = createConnection(f.socket);
@@ -186,7 +191,7 @@ test('a mount grant taken away by a policy reload takes the mount away too, and 
     withGrant.subjects.set('alice', { tokenSha256: hashToken(f.tokens.alice), rights: ['read', 'write', 'snapshot'], grants: [] });
     withGrant.subjects.set('bob', { tokenSha256: hashToken(bobToken), rights: ['read', 'write', 'mount'], grants: [{ owner: 'alice', rights: ['read', 'mount'] }] });
     await savePolicy(f.policy, withGrant);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     const bob = await connect({ socket: f.socket, token: bobToken });
     try {
@@ -214,7 +219,7 @@ test('a mount grant taken away by a policy reload takes the mount away too, and 
 test('a name too long for the wire is ENAMETOOLONG from the client, as from the embedded store', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     try {
       const huge = `/state/${'k'.repeat(70_000)}`;
@@ -240,7 +245,7 @@ test('GC cycles the store runs of itself are in the audit log, with what they fr
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
     const markers: string[] = [];
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, onMarker: (m) => markers.push(m) });
+    const daemon = await start(f, { onMarker: (m) => markers.push(m) });
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     try {
       const keys = 6_000;
@@ -261,7 +266,7 @@ test('GC cycles the store runs of itself are in the audit log, with what they fr
 test('client transactions and list give the embedded store codes where the client can tell alone: EBADF, EFBIG at the call, EINVAL for limit 0', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     const client = await connect({ socket: f.socket, token: f.tokens.alice });
     const embeddedPath = join(dir, 'embedded');
     const embedded = await Store.create(embeddedPath, { size: 8 * MiB });
@@ -305,7 +310,7 @@ test('client transactions and list give the embedded store codes where the clien
 test('a peer that sends its pipelined GETs and half-closes gets every answer, however many wait for it', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
-    const daemon = await startDaemon({ imagePath: f.image, socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB });
+    const daemon = await start(f);
     const alice = await connect({ socket: f.socket, token: f.tokens.alice });
     try {
       await alice.put('alice', '/state/v', new Uint8Array(65_536));
