@@ -92,8 +92,7 @@ export class Connection {
 
   /** After the peer's end: end ours once every request read is answered. */
   #endWhenAnswered(): void {
-    // Up to 1 MiB of answers may still be queued: the peer gets as long to read them as it may idle.
-    if (this.#peerEnded && !this.#dead && this.#inFlight === 0 && this.#next >= this.#pending.length) this.end(this.#ctx.idleTimeoutMs);
+    if (this.#peerEnded && !this.#dead && this.#inFlight === 0 && this.#next >= this.#pending.length) this.end();
   }
 
   /**
@@ -144,14 +143,12 @@ export class Connection {
     this.#timer.unref();
   }
 
-  /**
-   * Ends the connection once everything queued is written; after `graceMs` it is destroyed
-   * whatever is left (a peer that never closes its side must not hold the daemon's shutdown).
-   */
-  end(graceMs = 1000): void {
+  /** Ends the connection once everything queued is written. */
+  end(): void {
     this.#dead = true;
     this.#socket.end();
-    setTimeout(() => this.#socket.destroy(), graceMs).unref();
+    // A peer that never closes its side must not hold the daemon's shutdown.
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
   }
 
   /** Backpressure: while the peer does not read its answers, stop reading its requests. */
