@@ -102,12 +102,17 @@ function bareMessage(err: StatefsError): string {
   return chars.length > MAX_MESSAGE_CHARS ? chars.slice(0, MAX_MESSAGE_CHARS).join('') : msg;
 }
 
+/** An error response's body: status (the wire number), code, message. */
+function writeError(w: ReturnType<typeof frameWriter>, err: StatefsError): void {
+  w.u16(err.errno).str(err.code).str(bareMessage(err));
+}
+
 /** Encodes a response frame. A result over `maxFrameSize` is EFBIG: answer with `errorResponse` instead. */
 export function encodeResponse(res: Response, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
   // Sized for the common answers (a GET's value; an error's message), so the frame is built in one buffer.
   const w = frameWriter(res.status === 'error' ? 64 + res.error.message.length : res.op === 'GET' ? 8 + (res.value?.length ?? 0) : 53);
   if (res.status === 'error') {
-    w.u16(res.error.errno).str(res.error.code).str(bareMessage(res.error));
+    writeError(w, res.error);
   } else {
     w.u16(STATUS_OK);
     writeResult(w, res);
@@ -124,7 +129,7 @@ export function errorResponse(requestId: number, op: OpName | undefined, err: St
 /** The error frame answering a request frame as it came: its op byte echoed, whether or not an op has it. */
 export function errorResponseToFrame(requestId: number, opByteReceived: number, err: StatefsError): Uint8Array {
   const w = frameWriter(64 + err.message.length);
-  w.u16(err.errno).str(err.code).str(bareMessage(err));
+  writeError(w, err);
   return sealFrame(w, KIND_RESPONSE, requestId, opByteReceived, DEFAULT_MAX_FRAME);
 }
 
