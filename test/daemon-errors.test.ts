@@ -208,16 +208,16 @@ test('daemon errors: policy, key tree, names, sizes, quotas, snapshots, integrit
       await viaCli('EINTEGRITY', ['verify', 'bob', 's1', ...connectAs(dir, bob)]);
       await viaCli('EINTEGRITY', ['verify', 'bob', 's1', '--image', image]); // read-only, beside the daemon
 
-      // EXDEV: a transaction op for another subject. The client refuses it before sending: a TXN
-      // frame names one subject, so such a transaction cannot be put on the wire.
+      // EXDEV: a transaction op for another subject. The client refuses it before sending (it
+      // knows the transaction's subject); the daemon's own EXDEV is in test/daemon-txn.test.ts.
       await viaEmbedded('EXDEV', embedded.begin('carol').put('bob', '/state/z', 'v'));
       await viaClient('EXDEV', c.begin('carol').put('bob', '/state/z', 'v'), 'client');
       const crossOps = join(dir, 'cross.json');
       await writeFile(crossOps, JSON.stringify([{ op: 'put', key: '/state/mine', value: 'v' }, { op: 'put', subject: 'bob', key: '/state/z', value: 'v' }]));
       await viaCli('EXDEV', ['txn', 'carol', crossOps, ...connectAs(dir, carol)]);
 
-      // EAGAIN (1): the open-transaction limit (8 per subject). The daemon runs each TXN request
-      // as begin ... commit, so 40 pipelined ones hold more than 8 open at once.
+      // EAGAIN (1): the open-transaction limit (8 per subject). 40 transactions begun at once hold
+      // more than 8 open; the refused begins are reported by the puts that follow them.
       const burst = async (api: Pick<Store, 'begin'> | Client, n: number): Promise<(StatefsError | undefined)[]> =>
         Promise.all(
           Array.from({ length: n }, (_, i) =>
@@ -434,6 +434,18 @@ test('daemon errors: ENOTSUP from a REOPEN of an image holding an unknown record
       await client.reopen();
       assert.equal(text(await client.get('admin', '/state/future')), 'from the future');
       assert.equal(text(await client.get('admin', '/state/k0')), 'v0');
+
+      // EBADF from the daemon: a REOPEN ends the transactions open on it, as closing an embedded
+      // store ends its own.
+      const ended = client.begin('admin');
+      await ended.put('admin', '/state/t', 'v');
+      await client.reopen();
+      await viaClient('EBADF', ended.commit(), 'daemon');
+      const store = await Store.create(join(dir, 'embedded'), { size: 8 * MiB });
+      const closed = store.begin('admin');
+      await closed.put('admin', '/state/t', 'v');
+      await store.close();
+      await viaEmbedded('EBADF', closed.commit());
     } finally {
       await client.close();
       assert.equal(await daemon.stop(), 0, daemon.stderr());

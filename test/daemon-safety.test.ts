@@ -263,7 +263,7 @@ test('GC cycles the store runs of itself are in the audit log, with what they fr
   });
 });
 
-test('client transactions and list give the embedded store codes where the client can tell alone: EBADF, EFBIG at the call, EINVAL for limit 0', async () => {
+test('client transactions and list give the embedded store codes at the call: EBADF, EFBIG, EINVAL for limit 0', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);
     const daemon = await start(f);

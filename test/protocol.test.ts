@@ -65,6 +65,9 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
   fc.tuple(id, str).map(([requestId, caller]): Request => ({ op: 'LIST_MOUNTS', requestId, caller })),
   fc.tuple(id, fc.option(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { nil: undefined }), fc.constantFrom('GC_NOW' as const, 'GC_PLAN' as const)).map(([requestId, maxBytes, op]): Request => (maxBytes === undefined ? { op, requestId } : { op, requestId, maxBytes })),
   fc.tuple(id, fc.constantFrom('SYNC' as const, 'STAT' as const, 'REOPEN' as const)).map(([requestId, op]): Request => ({ op, requestId })),
+  fc.tuple(id, id, str, fc.constantFrom('TXN_BEGIN' as const, 'TXN_COMMIT' as const, 'TXN_ABORT' as const)).map(([requestId, txn, subject, op]): Request => ({ op, requestId, txn, subject })),
+  fc.tuple(id, id, str, str, bytes).map(([requestId, txn, subject, key, value]): Request => ({ op: 'TXN_PUT', requestId, txn, subject, key, value })),
+  fc.tuple(id, id, str, str, fc.constantFrom('TXN_DELETE' as const, 'TXN_GET' as const)).map(([requestId, txn, subject, key, op]): Request => ({ op, requestId, txn, subject, key })),
 );
 
 const gcResult = plain(fc.record({ freedBytes: u64, movedBytes: u64, scannedBytes: u64, remainingGarbageBytes: u64, segmentsFreed: u64 }));
@@ -86,11 +89,15 @@ const storeStat = plain(fc.record({
   subjects: fc.array(plain(fc.record({ subject: str, keys: u64, liveBytes: u64, snapshotOnlyBytes: u64, usedBytes: u64, snapshots: u64 })), { maxLength: 3 }),
   snapshots: fc.array(pin, { maxLength: 3 }),
 }));
-const emptyOk = fc.constantFrom(...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN'] as const));
+const emptyOk = fc.constantFrom(
+  ...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN', 'TXN_BEGIN', 'TXN_PUT', 'TXN_DELETE', 'TXN_COMMIT', 'TXN_ABORT'] as const),
+);
 
 const okArb: fc.Arbitrary<OkResponse> = fc.oneof(
   fc.tuple(id, str).map(([requestId, subject]): OkResponse => ({ status: 'ok', op: 'HELLO', requestId, subject })),
-  fc.tuple(id, fc.option(bytes, { nil: undefined })).map(([requestId, value]): OkResponse => (value === undefined ? { status: 'ok', op: 'GET', requestId } : { status: 'ok', op: 'GET', requestId, value })),
+  fc
+    .tuple(id, fc.option(bytes, { nil: undefined }), fc.constantFrom('GET' as const, 'TXN_GET' as const))
+    .map(([requestId, value, op]): OkResponse => (value === undefined ? { status: 'ok', op, requestId } : { status: 'ok', op, requestId, value })),
   fc.tuple(id, strs, optStr).map(([requestId, keys, next]): OkResponse => ({ status: 'ok', op: 'LIST', requestId, page: next === undefined ? { keys } : { keys, next } })),
   fc.tuple(id, strs).map(([requestId, names]): OkResponse => ({ status: 'ok', op: 'LIST_SNAPS', requestId, details: false, names })),
   fc.tuple(id, fc.array(snapInfo, { maxLength: 3 })).map(([requestId, infos]): OkResponse => ({ status: 'ok', op: 'LIST_SNAPS', requestId, details: true, infos })),

@@ -2,7 +2,7 @@ import type { GcResult } from '../engine/compactor.js';
 import { KEY_ROOT } from '../engine/names.js';
 import type { ListOptions, ListPage, MountInfo, SnapshotDiff, SnapshotInfo, StoreStat } from '../engine/store-types.js';
 import { StatefsError } from '../errors.js';
-import type { OkResponse, TxnWireOp, WireGcPlan } from '../server/protocol/messages.js';
+import type { OkResponse, WireGcPlan } from '../server/protocol/messages.js';
 import { ClientTxn } from './txn.js';
 import { WireConnection, type Outgoing } from './wire.js';
 
@@ -21,6 +21,9 @@ function expect<O extends OkResponse['op']>(res: OkResponse, op: O): Ok<O> {
   return res as Ok<O>;
 }
 
+/** Transaction numbers are a u32 on the wire, from 1 up. */
+const MAX_TXN_NUMBER = 0xffff_ffff;
+
 /** 0 means "the default bound" on the wire; the embedded store refuses it, so the client does too. */
 function gcBody(options: { maxBytes?: number }): { maxBytes?: number } {
   if (options.maxBytes === 0) throw StatefsError.EINVAL('gc maxBytes 0: use a whole number of bytes above 0', { op: 'gc' });
@@ -32,6 +35,8 @@ export class Client {
   readonly #wire: WireConnection;
   /** The subject the token authenticated as. */
   readonly subject: string;
+  /** The number of the last transaction begun on this connection (the daemon wants them increasing). */
+  #lastTxn = 0;
 
   private constructor(wire: WireConnection, subject: string) {
     this.#wire = wire;
@@ -91,8 +96,14 @@ export class Client {
     await this.#call({ op: 'SYNC' });
   }
 
+  /**
+   * Start a transaction held by the daemon (see `ClientTxn`). Like `Store.begin` it returns at
+   * once; a refusal (`EAGAIN` at the open-transaction limit) comes from its first op.
+   */
   begin(subject: string): ClientTxn {
-    return new ClientTxn(subject, (ops: TxnWireOp[]) => this.#call({ op: 'TXN', subject, ops }).then(() => undefined));
+    if (this.#lastTxn >= MAX_TXN_NUMBER) throw StatefsError.EAGAIN('this connection has used every transaction number: connect again', { op: 'begin', subject });
+    this.#lastTxn += 1;
+    return new ClientTxn(subject, this.#lastTxn, (req) => this.#call(req));
   }
 
   async snapshot(subject: string, name: string): Promise<void> {

@@ -1,74 +1,69 @@
 import { StatefsError } from '../errors.js';
-import { DEFAULT_TXN_LIMITS } from '../engine/transaction.js';
-import type { TxnWireOp } from '../server/protocol/messages.js';
+import type { OkResponse } from '../server/protocol/messages.js';
+import type { Outgoing } from './wire.js';
+
+/** The requests of a transaction held by the daemon. */
+type TxnOutgoing = Extract<Outgoing, { op: 'TXN_BEGIN' | 'TXN_PUT' | 'TXN_DELETE' | 'TXN_GET' | 'TXN_COMMIT' | 'TXN_ABORT' }>;
 
 /**
- * A transaction buffered on the client and sent as one TXN request by `commit()`: the daemon
- * commits all of it or nothing. What the client can check alone it checks at the call, with the
- * embedded store's code (a finished transaction `EBADF`, another subject `EXDEV`, over the
- * default limits of keys or value bytes `EFBIG`); tree rules and missing keys are checked by
- * the daemon at commit (statefs-v3.md, Appendix A item 9).
+ * A transaction held by the daemon for this connection: TXN_BEGIN is sent at once, each op is
+ * its own request answered with the embedded `Transaction`'s result (a delete of a missing key is
+ * `ENOENT` at the call and the others still commit; `get` reads through the transaction), and
+ * `commit()` resolves once the daemon's commit is durable. Requests are pipelined: an op does not
+ * wait for the begin's answer before it is sent, but if the daemon refused the begin (`EAGAIN`
+ * at the open-transaction limit), every op rejects with that refusal. A transaction left open
+ * when the connection closes is aborted by the daemon.
  */
 export class ClientTxn {
   readonly #subject: string;
-  readonly #send: (ops: TxnWireOp[]) => Promise<void>;
-  /** Every op in call order: the daemon replays them through a transaction of its own. */
-  readonly #ops: TxnWireOp[] = [];
-  /** Per key written, its value's length (0 for a delete): what the limits count. */
-  readonly #sizes = new Map<string, number>();
-  #bytes = 0;
+  readonly #txn: number;
+  readonly #call: (req: TxnOutgoing) => Promise<OkResponse>;
+  /** TXN_BEGIN's answer. */
+  readonly #begun: Promise<unknown>;
   #done = false;
 
-  constructor(subject: string, send: (ops: TxnWireOp[]) => Promise<void>) {
+  /** `txn`: a number above every other begun on the connection (the daemon requires it). */
+  constructor(subject: string, txn: number, call: (req: TxnOutgoing) => Promise<OkResponse>) {
     this.#subject = subject;
-    this.#send = send;
+    this.#txn = txn;
+    this.#call = call;
+    this.#begun = call({ op: 'TXN_BEGIN', txn, subject });
+    this.#begun.catch(() => undefined); // reported by each op that follows
   }
 
-  #check(subject: string, op: string, key: string, bytes: number): StatefsError | undefined {
-    if (this.#done) return StatefsError.EBADF('the transaction', { op, subject });
-    if (subject !== this.#subject) return StatefsError.EXDEV(`the transaction belongs to ${this.#subject}`, { op, subject });
-    const before = this.#sizes.get(key);
-    if (before === undefined && this.#sizes.size >= DEFAULT_TXN_LIMITS.keys) {
-      return StatefsError.EFBIG(`transaction writes more than ${DEFAULT_TXN_LIMITS.keys} keys`, { op, subject, key });
-    }
-    if (this.#bytes - (before ?? 0) + bytes > DEFAULT_TXN_LIMITS.bytes) {
-      return StatefsError.EFBIG(`transaction writes more than ${DEFAULT_TXN_LIMITS.bytes} value bytes`, { op, subject, key });
-    }
-    return undefined;
+  /** Send one op of this transaction; its answer, or the begin's refusal if there was one. */
+  #send(op: string, subject: string, req: TxnOutgoing, ends = false): Promise<OkResponse> {
+    // A finished transaction and another subject need no round trip (the codes are the embedded ones).
+    if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction', { op, subject }));
+    if (subject !== this.#subject) return Promise.reject(StatefsError.EXDEV(`the transaction belongs to ${this.#subject}`, { op, subject }));
+    if (ends) this.#done = true;
+    const sent = this.#call(req);
+    sent.catch(() => undefined); // reported below, after the begin's own refusal
+    return this.#begun.then(() => sent);
   }
 
-  #add(key: string, op: TxnWireOp, bytes: number): void {
-    this.#bytes += bytes - (this.#sizes.get(key) ?? 0);
-    this.#sizes.set(key, bytes);
-    this.#ops.push(op);
+  async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
+    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+    await this.#send('txn.put', subject, { op: 'TXN_PUT', txn: this.#txn, subject, key, value: bytes });
   }
 
-  put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
-    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value.slice();
-    const err = this.#check(subject, 'txn.put', key, bytes.length);
-    if (err !== undefined) return Promise.reject(err);
-    this.#add(key, { type: 'put', key, value: bytes }, bytes.length);
-    return Promise.resolve();
+  async delete(subject: string, key: string): Promise<void> {
+    await this.#send('txn.delete', subject, { op: 'TXN_DELETE', txn: this.#txn, subject, key });
   }
 
-  delete(subject: string, key: string): Promise<void> {
-    const err = this.#check(subject, 'txn.delete', key, 0);
-    if (err !== undefined) return Promise.reject(err);
-    this.#add(key, { type: 'delete', key }, 0);
-    return Promise.resolve();
+  /** Read through the transaction: its own writes first, then the store's acknowledged state. */
+  async get(subject: string, key: string): Promise<Uint8Array | undefined> {
+    const res = await this.#send('txn.get', subject, { op: 'TXN_GET', txn: this.#txn, subject, key });
+    return res.op === 'TXN_GET' ? res.value : undefined;
   }
 
-  commit(): Promise<void> {
-    if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction', { op: 'txn.commit', subject: this.#subject }));
-    this.#done = true;
-    return this.#send(this.#ops);
+  /** Commit every op the daemon accepted; resolves once durable. The transaction is then finished. */
+  async commit(): Promise<void> {
+    await this.#send('txn.commit', this.#subject, { op: 'TXN_COMMIT', txn: this.#txn, subject: this.#subject }, true);
   }
 
-  /** Drop the buffered ops; `EBADF` once committed or aborted, as the embedded store. */
-  abort(): Promise<void> {
-    if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction', { op: 'txn.abort', subject: this.#subject }));
-    this.#done = true;
-    this.#ops.length = 0;
-    return Promise.resolve();
+  /** Drop the transaction's ops; `EBADF` once committed or aborted, as the embedded store. */
+  async abort(): Promise<void> {
+    await this.#send('txn.abort', this.#subject, { op: 'TXN_ABORT', txn: this.#txn, subject: this.#subject }, true);
   }
 }

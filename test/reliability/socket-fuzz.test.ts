@@ -43,7 +43,7 @@ console.log(`socket-fuzz: STATEFS_SEED=${seed} STATEFS_FUZZ_SOCKET_FRAMES=${targ
 
 /** The fuzz connects as mallory, who may only read her own keys: nothing she sends can change the image. */
 const FUZZER = 'mallory';
-const READS: ReadonlySet<OpName> = new Set<OpName>(['GET', 'LIST', 'LIST_SNAPS', 'DIFF_SNAPS', 'VERIFY_SNAP', 'LIST_MOUNTS', 'STAT']);
+const READS: ReadonlySet<OpName> = new Set<OpName>(['GET', 'LIST', 'LIST_SNAPS', 'DIFF_SNAPS', 'VERIFY_SNAP', 'LIST_MOUNTS', 'STAT', 'TXN_GET']);
 
 function subjectsOf(req: Exclude<Request, { op: 'HELLO' }>): string[] {
   switch (req.op) {

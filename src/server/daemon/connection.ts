@@ -9,6 +9,7 @@ import type { OkResponse, Request } from '../protocol/messages.js';
 import type { OpName } from '../protocol/ops.js';
 import { decodeRequest } from '../protocol/request-codec.js';
 import { encodeResponse, errorResponse, errorResponseToFrame } from '../protocol/response-codec.js';
+import { ConnectionTxns } from './connection-txns.js';
 import { execute, getNow, type DispatchHost } from './dispatch.js';
 import { needOf, targetOf } from './rights.js';
 
@@ -66,6 +67,8 @@ export class Connection {
   #awaitingDrain = false;
   /** Whether the peer closed its side (it sends nothing more). */
   #peerEnded = false;
+  /** Transactions this connection holds open (aborted when it closes). */
+  readonly #txns = new ConnectionTxns();
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -81,6 +84,7 @@ export class Connection {
     socket.on('close', () => {
       this.#dead = true;
       clearTimeout(this.#timer);
+      this.#txns.abortAll();
     });
     // The daemon's sockets allow half-open streams: a peer that sent its requests and closed its
     // side still gets every answer; the connection ends once none is left to give.
@@ -323,7 +327,7 @@ export class Connection {
     }
     let res: OkResponse | StatefsError;
     try {
-      res = await execute(this.#ctx.host, req);
+      res = await execute(this.#ctx.host, req, this.#txns);
     } catch (err) {
       res = toStatefsError(err);
     }

@@ -1,6 +1,7 @@
 import type { Store } from '../../engine/store.js';
 import type { ListOptions } from '../../engine/store-types.js';
 import type { OkResponse, Request, TxnRequest } from '../protocol/messages.js';
+import type { ConnectionTxns } from './connection-txns.js';
 
 /** What a request runs against: the served store (shared; see ImageGate), and the admin-only reopen. */
 export interface DispatchHost {
@@ -43,16 +44,21 @@ function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | und
   return value === undefined ? ok : { ...ok, value };
 }
 
-/** Runs one authorised request against the store and builds its OK response. */
-export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>): Promise<OkResponse> {
+/**
+ * Runs one authorised request against the store and builds its OK response. `txns`: the
+ * transactions of the connection that sent it. Up to its first await, the store (or the
+ * transaction) is called synchronously, so the requests of a connection reach the store in the
+ * order they were read: pipelined TXN_PUTs land before the TXN_COMMIT behind them.
+ */
+export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>, txns: ConnectionTxns): Promise<OkResponse> {
   if (req.op === 'REOPEN') {
     await host.reopen();
     return { status: 'ok', requestId: req.requestId, op: req.op };
   }
-  return host.use((store) => run(store, req));
+  return host.use((store) => run(store, req, txns));
 }
 
-async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>): Promise<OkResponse> {
+async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>, txns: ConnectionTxns): Promise<OkResponse> {
   const { requestId } = req;
   const ok = { status: 'ok', requestId } as const;
   switch (req.op) {
@@ -108,5 +114,24 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
       return { ...ok, op: req.op, plan: await store.gcPlan(gcOptions(req.maxBytes)) };
     case 'STAT':
       return { ...ok, op: req.op, stat: await store.stat() };
+    case 'TXN_BEGIN':
+      txns.begin(store, req.txn, req.subject);
+      return { ...ok, op: req.op };
+    case 'TXN_PUT':
+      await txns.of(req.txn, req.op).put(req.subject, req.key, req.value);
+      return { ...ok, op: req.op };
+    case 'TXN_DELETE':
+      await txns.of(req.txn, req.op).delete(req.subject, req.key);
+      return { ...ok, op: req.op };
+    case 'TXN_GET': {
+      const value = await txns.of(req.txn, req.op).get(req.subject, req.key);
+      return value === undefined ? { ...ok, op: req.op } : { ...ok, op: req.op, value };
+    }
+    case 'TXN_COMMIT':
+      await txns.commit(req.txn, req.subject);
+      return { ...ok, op: req.op };
+    case 'TXN_ABORT':
+      await txns.abort(req.txn, req.subject);
+      return { ...ok, op: req.op };
   }
 }

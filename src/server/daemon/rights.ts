@@ -23,6 +23,12 @@ const OP_RIGHTS: Readonly<Record<Exclude<OpName, 'HELLO'>, Right>> = {
   GC_NOW: 'gc',
   GC_PLAN: 'gc',
   REOPEN: 'admin',
+  TXN_BEGIN: 'write',
+  TXN_PUT: 'write',
+  TXN_DELETE: 'write',
+  TXN_GET: 'read',
+  TXN_COMMIT: 'write',
+  TXN_ABORT: 'write',
 };
 
 /** What a request needs: a right, and the subjects it targets (each checked with `allows`). */

@@ -44,6 +44,26 @@ export interface TxnRequest extends Req<'TXN'> {
   subject: string;
   ops: TxnWireOp[];
 }
+/**
+ * An op of a transaction held by the daemon for this connection (TXN_BEGIN … TXN_COMMIT or
+ * TXN_ABORT). `txn` is the client's number for it, unique on the connection; `subject` is the
+ * transaction's subject (another one is `EXDEV`, as `Transaction`'s methods give).
+ */
+interface TxnOpRequest<O extends 'TXN_BEGIN' | 'TXN_COMMIT' | 'TXN_ABORT'> extends Req<O> {
+  txn: number;
+  subject: string;
+}
+export interface TxnKeyRequest<O extends 'TXN_DELETE' | 'TXN_GET'> extends Req<O> {
+  txn: number;
+  subject: string;
+  key: string;
+}
+export interface TxnPutRequest extends Req<'TXN_PUT'> {
+  txn: number;
+  subject: string;
+  key: string;
+  value: Uint8Array;
+}
 export interface SnapRequest<O extends 'SNAPSHOT' | 'DELETE_SNAP' | 'RESTORE_SNAP' | 'VERIFY_SNAP'> extends Req<O> {
   subject: string;
   name: string;
@@ -95,7 +115,13 @@ export type Request =
   | GcRequest<'GC_NOW'>
   | GcRequest<'GC_PLAN'>
   | Req<'STAT'>
-  | Req<'REOPEN'>;
+  | Req<'REOPEN'>
+  | TxnOpRequest<'TXN_BEGIN'>
+  | TxnPutRequest
+  | TxnKeyRequest<'TXN_DELETE'>
+  | TxnKeyRequest<'TXN_GET'>
+  | TxnOpRequest<'TXN_COMMIT'>
+  | TxnOpRequest<'TXN_ABORT'>;
 
 interface Res<O extends OpName> {
   status: 'ok';
@@ -108,6 +134,10 @@ export interface HelloResponse extends Res<'HELLO'> {
 }
 export interface GetResponse extends Res<'GET'> {
   /** Absent when the key does not exist. */
+  value?: Uint8Array;
+}
+export interface TxnGetResponse extends Res<'TXN_GET'> {
+  /** Absent when the key has no value in the transaction's view. */
   value?: Uint8Array;
 }
 export interface ListResponse extends Res<'LIST'> {
@@ -165,7 +195,13 @@ export type OkResponse =
   | GcNowResponse
   | GcPlanResponse
   | StatResponse
-  | Res<'REOPEN'>;
+  | Res<'REOPEN'>
+  | Res<'TXN_BEGIN'>
+  | Res<'TXN_PUT'>
+  | Res<'TXN_DELETE'>
+  | TxnGetResponse
+  | Res<'TXN_COMMIT'>
+  | Res<'TXN_ABORT'>;
 
 /** A failed request; `op` is undefined for connection-level errors (op byte 0, e.g. a bad frame). */
 export interface ErrorResponse {

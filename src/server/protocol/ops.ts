@@ -26,6 +26,12 @@ export const OP_NAMES = [
   'GC_PLAN', // 18
   'STAT', // 19
   'REOPEN', // 20
+  'TXN_BEGIN', // 21
+  'TXN_PUT', // 22
+  'TXN_DELETE', // 23
+  'TXN_GET', // 24
+  'TXN_COMMIT', // 25
+  'TXN_ABORT', // 26
 ] as const;
 
 export type OpName = (typeof OP_NAMES)[number];

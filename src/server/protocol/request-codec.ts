@@ -25,6 +25,11 @@ import type { WireWriter } from './wire-writer.js';
  *   GC_NOW, GC_PLAN
  *                 u64 max_bytes (0 = default)
  *   STAT, REOPEN  (empty)
+ *   TXN_BEGIN, TXN_COMMIT, TXN_ABORT
+ *                 u32 txn | string subject
+ *   TXN_PUT       u32 txn | string subject | string key | bytes value
+ *   TXN_DELETE, TXN_GET
+ *                 u32 txn | string subject | string key
  *
  * The body must be consumed exactly; trailing bytes are EINVAL.
  */
@@ -82,6 +87,18 @@ function writeBody(w: WireWriter, req: Request): void {
     case 'STAT':
     case 'REOPEN':
       return;
+    case 'TXN_BEGIN':
+    case 'TXN_COMMIT':
+    case 'TXN_ABORT':
+      w.u32(req.txn).str(req.subject);
+      return;
+    case 'TXN_PUT':
+      w.u32(req.txn).str(req.subject).str(req.key).bytes(req.value);
+      return;
+    case 'TXN_DELETE':
+    case 'TXN_GET':
+      w.u32(req.txn).str(req.subject).str(req.key);
+      return;
   }
 }
 
@@ -90,6 +107,8 @@ function bodyBytesOf(req: Request): number {
   switch (req.op) {
     case 'PUT':
       return 8 + req.subject.length + req.key.length + req.value.length;
+    case 'TXN_PUT':
+      return 12 + req.subject.length + req.key.length + req.value.length;
     case 'GET':
     case 'DELETE':
       return 4 + req.subject.length + req.key.length;
@@ -161,6 +180,15 @@ function readBody(r: WireReader, requestId: number, op: number): Request {
     case 'STAT':
     case 'REOPEN':
       return { op: name, requestId };
+    case 'TXN_BEGIN':
+    case 'TXN_COMMIT':
+    case 'TXN_ABORT':
+      return { op: name, requestId, txn: r.u32(), subject: r.str() };
+    case 'TXN_PUT':
+      return { op: name, requestId, txn: r.u32(), subject: r.str(), key: r.str(), value: r.bytes() };
+    case 'TXN_DELETE':
+    case 'TXN_GET':
+      return { op: name, requestId, txn: r.u32(), subject: r.str(), key: r.str() };
   }
 }
 

@@ -26,7 +26,7 @@ import type { WireWriter } from './wire-writer.js';
  *
  *   status = 0, by op:
  *   HELLO         string subject (the token's subject)
- *   GET           flag present | bytes value (present only)
+ *   GET, TXN_GET  flag present | bytes value (present only)
  *   LIST          list of string keys | opt string next
  *   LIST_SNAPS    flag details | list of string names (details = 0) or list of SnapshotInfo (details = 1)
  *   DIFF_SNAPS    list of string added | list of string removed | list of string changed
@@ -46,6 +46,7 @@ function writeResult(w: WireWriter, res: OkResponse): void {
       w.str(res.subject);
       return;
     case 'GET':
+    case 'TXN_GET':
       w.flag(res.value !== undefined);
       if (res.value !== undefined) w.bytes(res.value);
       return;
@@ -90,6 +91,11 @@ function writeResult(w: WireWriter, res: OkResponse): void {
     case 'MOUNT':
     case 'UMOUNT':
     case 'REOPEN':
+    case 'TXN_BEGIN':
+    case 'TXN_PUT':
+    case 'TXN_DELETE':
+    case 'TXN_COMMIT':
+    case 'TXN_ABORT':
       return;
   }
 }
@@ -110,7 +116,7 @@ function writeError(w: ReturnType<typeof frameWriter>, err: StatefsError): void 
 /** Encodes a response frame. A result over `maxFrameSize` is EFBIG: answer with `errorResponse` instead. */
 export function encodeResponse(res: Response, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
   // Sized for the common answers (a GET's value; an error's message), so the frame is built in one buffer.
-  const w = frameWriter(res.status === 'error' ? 64 + res.error.message.length : res.op === 'GET' ? 8 + (res.value?.length ?? 0) : 53);
+  const w = frameWriter(res.status === 'error' ? 64 + res.error.message.length : res.op === 'GET' || res.op === 'TXN_GET' ? 8 + (res.value?.length ?? 0) : 53);
   if (res.status === 'error') {
     writeError(w, res.error);
   } else {
@@ -152,6 +158,7 @@ function readResult(r: WireReader, requestId: number, op: OpName): OkResponse {
     case 'HELLO':
       return { ...base, op, subject: r.str() };
     case 'GET':
+    case 'TXN_GET':
       return r.flag() ? { ...base, op, value: r.bytes() } : { ...base, op };
     case 'LIST': {
       const keys = r.strList();
@@ -182,6 +189,11 @@ function readResult(r: WireReader, requestId: number, op: OpName): OkResponse {
     case 'MOUNT':
     case 'UMOUNT':
     case 'REOPEN':
+    case 'TXN_BEGIN':
+    case 'TXN_PUT':
+    case 'TXN_DELETE':
+    case 'TXN_COMMIT':
+    case 'TXN_ABORT':
       return { ...base, op };
   }
 }

@@ -1,0 +1,59 @@
+import type { Store } from '../../engine/store.js';
+import type { Transaction } from '../../engine/transaction.js';
+import { StatefsError } from '../../errors.js';
+
+/**
+ * The transactions a connection holds open on the daemon (TXN_BEGIN … TXN_COMMIT or TXN_ABORT),
+ * by the number the client gave each. Numbers increase on a connection, so a number already used
+ * tells a finished transaction (`EBADF`, as a finished `Transaction` gives) from one never begun
+ * (`ENOENT`) without keeping the finished ones. Each op runs on the store's own `Transaction`,
+ * so it is answered with the embedded store's code; when the connection closes, its open
+ * transactions are aborted and their slots (8 per subject, 1,024 per store) given back.
+ */
+export class ConnectionTxns {
+  readonly #open = new Map<number, Transaction>();
+  /** The highest number begun on this connection (0: none yet). */
+  #highest = 0;
+  /** Set once the connection closed: a TXN_BEGIN still waiting (behind a reopen) must not open one. */
+  #closed = false;
+
+  begin(store: Store, txn: number, subject: string): void {
+    if (this.#closed) throw StatefsError.EBADF('the connection', { op: 'TXN_BEGIN', subject });
+    if (txn <= this.#highest) throw StatefsError.EINVAL(`transaction number ${txn} is not above ${this.#highest}, the last one begun on this connection`, { op: 'TXN_BEGIN', subject });
+    this.#highest = txn; // used even if the begin below is refused: later ops on it are EBADF
+    this.#open.set(txn, store.begin(subject));
+  }
+
+  /** The open transaction `txn`. */
+  of(txn: number, op: string): Transaction {
+    const t = this.#open.get(txn);
+    if (t !== undefined) return t;
+    if (txn >= 1 && txn <= this.#highest) throw StatefsError.EBADF(`transaction ${txn} (finished, or its begin was refused)`, { op });
+    throw StatefsError.ENOENT(`transaction ${txn} was not begun on this connection`, { op });
+  }
+
+  /** Commit `txn`, which is finished from now on whatever the outcome (as `Transaction.commit`). */
+  commit(txn: number, subject: string): Promise<void> {
+    const t = this.#ending(txn, subject, 'TXN_COMMIT');
+    return t.commit();
+  }
+
+  abort(txn: number, subject: string): Promise<void> {
+    const t = this.#ending(txn, subject, 'TXN_ABORT');
+    return t.abort();
+  }
+
+  #ending(txn: number, subject: string, op: string): Transaction {
+    const t = this.of(txn, op);
+    if (subject !== t.subject) throw StatefsError.EXDEV(`transaction ${txn} belongs to ${t.subject}`, { op, subject });
+    this.#open.delete(txn);
+    return t;
+  }
+
+  /** The connection is gone: abort what it left open (a transaction being committed finishes alone). */
+  abortAll(): void {
+    this.#closed = true;
+    for (const t of this.#open.values()) t.abort().catch(() => undefined);
+    this.#open.clear();
+  }
+}

@@ -1,0 +1,278 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect, type Client } from '../src/client/client.js';
+import type { Outgoing } from '../src/client/wire.js';
+import { Store } from '../src/engine/store.js';
+import { isStatefsError } from '../src/errors.js';
+import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
+import { savePolicy } from '../src/server/policy/policy-file.js';
+import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { FrameReader } from '../src/server/protocol/frame-reader.js';
+import type { Request, Response } from '../src/server/protocol/messages.js';
+import { encodeRequest } from '../src/server/protocol/request-codec.js';
+import { decodeResponse } from '../src/server/protocol/response-codec.js';
+import { MiB, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+// Transactions held by the daemon (TXN_BEGIN … TXN_COMMIT): each op answered as the embedded
+// store's Transaction answers it (statefs-v3.md Appendix A item 9 is closed by them).
+
+interface Files {
+  socket: string;
+  audit: string;
+  tokens: { alice: string; root: string; writer: string };
+}
+
+/** alice: read, write, and a grant to write bob's subject; bob: read, write; root: admin; writer: write only (no read). */
+async function daemonIn(dir: string): Promise<{ daemon: Daemon; f: Files }> {
+  const policy = emptyPolicy();
+  const tokens = { alice: newToken(), root: newToken(), writer: newToken() };
+  policy.subjects.set('alice', { tokenSha256: hashToken(tokens.alice), rights: ['read', 'write'], grants: [{ owner: 'bob', rights: ['write'] }] });
+  policy.subjects.set('bob', { tokenSha256: hashToken(newToken()), rights: ['read', 'write'], grants: [] });
+  policy.subjects.set('root', { tokenSha256: hashToken(tokens.root), rights: ['admin'], grants: [] });
+  policy.subjects.set('writer', { tokenSha256: hashToken(tokens.writer), rights: ['write'], grants: [] });
+  const f = { socket: join(dir, 'sock'), audit: join(dir, 'audit.log'), tokens };
+  await savePolicy(join(dir, 'policy.json'), policy);
+  const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: f.socket, policyPath: join(dir, 'policy.json'), auditPath: f.audit, createSize: 8 * MiB });
+  return { daemon, f };
+}
+
+function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'OK',
+    (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
+  );
+}
+
+const text = (v: Uint8Array | undefined): string | undefined => (v === undefined ? undefined : Buffer.from(v).toString());
+
+test('a client transaction answers each op as the embedded store does: a refused op leaves the others to commit, and get reads through it', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const client = await connect({ socket: f.socket, token: f.tokens.alice });
+    const embedded = await Store.create(join(dir, 'embedded'), { size: 8 * MiB });
+    try {
+      for (const api of [embedded, client]) {
+        await api.put('alice', '/state/old', 'before');
+        const txn = api.begin('alice');
+        const codes = {
+          put: await codeOf(txn.put('alice', '/state/a', 'A')),
+          deleteMissing: await codeOf(txn.delete('alice', '/state/missing')),
+          putUnderMntWithNoMount: await codeOf(txn.put('alice', '/mnt/x/k', 'v')),
+          putOutsideState: await codeOf(txn.put('alice', '/etc/k', 'v')),
+          putUnderAValue: await codeOf(txn.put('alice', '/state/a/b', 'v')),
+          deleteOld: await codeOf(txn.delete('alice', '/state/old')),
+          otherSubject: await codeOf(txn.put('bob', '/state/k', 'v')),
+        };
+        const reads = {
+          own: text(await txn.get('alice', '/state/a')),
+          deleted: text(await txn.get('alice', '/state/old')),
+          absent: text(await txn.get('alice', '/state/missing')),
+          outsideSeesNothing: text(await api.get('alice', '/state/a')),
+        };
+        const commit = await codeOf(txn.commit());
+        const after = { a: text(await api.get('alice', '/state/a')), old: text(await api.get('alice', '/state/old')) };
+        const side = api === client ? 'client' : 'embedded';
+        assert.deepEqual(
+          codes,
+          { put: 'OK', deleteMissing: 'ENOENT', putUnderMntWithNoMount: 'EINVAL', putOutsideState: 'EINVAL', putUnderAValue: 'ENOTDIR', deleteOld: 'OK', otherSubject: 'EXDEV' },
+          side,
+        );
+        assert.deepEqual(reads, { own: 'A', deleted: undefined, absent: undefined, outsideSeesNothing: undefined }, side);
+        assert.equal(commit, 'OK', side);
+        assert.deepEqual(after, { a: 'A', old: undefined }, side);
+        assert.equal(await codeOf(txn.get('alice', '/state/a')), 'EBADF', `${side}: a finished transaction`);
+      }
+    } finally {
+      await client.close();
+      await embedded.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('pipelined ops of a client transaction reach the daemon in order: 32 puts sent without waiting all commit', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const client = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      const txn = client.begin('alice');
+      const sent = [];
+      for (let i = 0; i < 32; i++) sent.push(txn.put('alice', `/state/p/${i}`, `v${i}`));
+      sent.push(txn.put('alice', '/state/p/0', 'last write wins'));
+      sent.push(txn.commit()); // sent before any answer came back
+      await Promise.all(sent);
+      const page = await client.list('alice', '/state/p/', { limit: 100 });
+      assert.equal(page.keys.length, 32);
+      assert.equal(text(await client.get('alice', '/state/p/0')), 'last write wins');
+      assert.equal(text(await client.get('alice', '/state/p/31')), 'v31');
+    } finally {
+      await client.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('transactions a connection leaves open are aborted when it closes: nothing written, and their slots come back', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const leaver = await connect({ socket: f.socket, token: f.tokens.alice });
+    const other = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      // 8 open transactions per subject: the leaver takes them all.
+      const held = Array.from({ length: 8 }, () => leaver.begin('alice'));
+      await Promise.all(held.map((t, i) => t.put('alice', `/state/held/${i}`, 'never committed')));
+      const refused = other.begin('alice');
+      assert.equal(await codeOf(refused.put('alice', '/state/x', 'v')), 'EAGAIN', 'every slot is held');
+      assert.equal(await codeOf(refused.commit()), 'EAGAIN', 'the begin refusal is what every op reports');
+      await leaver.close();
+      // The daemon sees the close asynchronously: retry until a slot is free (bounded).
+      let code = 'EAGAIN';
+      for (let i = 0; i < 50 && code === 'EAGAIN'; i++) {
+        const t = other.begin('alice');
+        code = await codeOf(t.put('alice', '/state/after', 'v'));
+        if (code === 'OK') await t.commit();
+        else await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(code, 'OK', 'a slot came back after the close');
+      const again = Array.from({ length: 8 }, () => other.begin('alice'));
+      assert.deepEqual(await Promise.all(again.map((t, i) => codeOf(t.put('alice', `/state/again/${i}`, 'v')))), Array(8).fill('OK'), 'all 8 slots came back');
+      await Promise.all(again.map((t) => t.abort()));
+      assert.deepEqual((await other.list('alice', '/state/', { limit: 100 })).keys, ['/state/after']);
+    } finally {
+      await other.close();
+      await leaver.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('a REOPEN ends the transactions open on the daemon: their ops and commit are EBADF and nothing of them is written', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const root = await connect({ socket: f.socket, token: f.tokens.root });
+    try {
+      const txn = alice.begin('alice');
+      await txn.put('alice', '/state/before-reopen', 'v');
+      await root.reopen();
+      assert.equal(await codeOf(txn.put('alice', '/state/after-reopen', 'v')), 'EBADF');
+      assert.equal(await codeOf(txn.commit()), 'EBADF');
+      assert.deepEqual((await alice.list('alice', '/state/')).keys, []);
+      const next = alice.begin('alice'); // the reopened store takes new ones
+      await next.put('alice', '/state/k', 'v');
+      await next.commit();
+      assert.equal(text(await alice.get('alice', '/state/k')), 'v');
+    } finally {
+      await alice.close();
+      await root.close();
+      await daemon.close();
+    }
+  });
+});
+
+/** A raw protocol connection: send requests, get their answers (in request order; the daemon may answer in any). */
+async function rawConnection(socket: string): Promise<{ ask: (reqs: Request[]) => Promise<Response[]>; raw: Socket }> {
+  const raw = createConnection(socket);
+  await once(raw, 'connect');
+  const reader = new FrameReader();
+  const answers: Response[] = [];
+  let wake: (() => void) | undefined;
+  raw.on('data', (chunk: Buffer) => {
+    for (const frame of reader.push(chunk)) answers.push(decodeResponse(frame));
+    wake?.();
+  });
+  const ask = async (reqs: Request[]): Promise<Response[]> => {
+    const from = answers.length;
+    raw.write(Buffer.concat(reqs.map((r) => encodeRequest(r))));
+    while (answers.length < from + reqs.length) {
+      const closed = once(raw, 'close');
+      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), closed]);
+      if (raw.destroyed && answers.length < from + reqs.length) assert.fail('the daemon closed the connection');
+    }
+    const byId = new Map(answers.slice(from).map((a) => [a.requestId, a]));
+    return reqs.map((q) => byId.get(q.requestId) ?? assert.fail(`no answer to request ${q.requestId}`));
+  };
+  return { ask, raw };
+}
+
+const codes = (answers: Response[]): string[] => answers.map((a) => (a.status === 'ok' ? 'OK' : a.error.code));
+
+test('the transaction ops on the wire: numbers increase per connection, unknown is ENOENT, finished is EBADF, commit names its subject, TXN_GET needs read', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const { ask, raw } = await rawConnection(f.socket);
+    const w = await rawConnection(f.socket);
+    try {
+      let id = 1;
+      const r = (req: Outgoing): Request => ({ ...req, requestId: id++ });
+      assert.deepEqual(codes(await ask([r({ op: 'HELLO', token: f.tokens.alice })])), ['OK']);
+      const answers = await ask([
+        r({ op: 'TXN_PUT', txn: 1, subject: 'alice', key: '/state/k', value: new Uint8Array(1) }), // never begun
+        r({ op: 'TXN_BEGIN', txn: 0, subject: 'alice' }), // numbers start at 1
+        r({ op: 'TXN_BEGIN', txn: 5, subject: 'alice' }),
+        r({ op: 'TXN_BEGIN', txn: 5, subject: 'alice' }), // not above the last
+        r({ op: 'TXN_BEGIN', txn: 3, subject: 'alice' }),
+        r({ op: 'TXN_PUT', txn: 5, subject: 'alice', key: '/state/k', value: Buffer.from('v') }),
+        r({ op: 'TXN_GET', txn: 5, subject: 'alice', key: '/state/k' }),
+        r({ op: 'TXN_COMMIT', txn: 5, subject: 'bob' }), // alice may write bob's subject, but it is not this transaction's: still open after it
+        r({ op: 'TXN_COMMIT', txn: 5, subject: 'alice' }),
+        r({ op: 'TXN_PUT', txn: 5, subject: 'alice', key: '/state/k2', value: new Uint8Array(1) }), // finished
+        r({ op: 'TXN_ABORT', txn: 4, subject: 'alice' }), // below the highest, never open: finished as far as the daemon knows
+        r({ op: 'TXN_ABORT', txn: 9, subject: 'alice' }), // above: never begun
+      ]);
+      assert.deepEqual(codes(answers), ['ENOENT', 'EINVAL', 'OK', 'EINVAL', 'EINVAL', 'OK', 'OK', 'EXDEV', 'OK', 'EBADF', 'EBADF', 'ENOENT']);
+      const got = answers[6];
+      assert.ok(got?.status === 'ok' && got.op === 'TXN_GET');
+      assert.equal(text(got.value), 'v');
+      // Asked once the commit was answered (a GET pipelined behind it may be answered first).
+      const [read] = await ask([r({ op: 'GET', subject: 'alice', key: '/state/k' })]);
+      assert.ok(read?.status === 'ok' && read.op === 'GET');
+      assert.equal(text(read.value), 'v', 'the commit wrote it');
+
+      // writer may write but not read: TXN_GET is EPERM (and audited), its puts commit.
+      assert.deepEqual(codes(await w.ask([{ op: 'HELLO', requestId: 1, token: f.tokens.writer }])), ['OK']);
+      const writer = await w.ask([
+        { op: 'TXN_BEGIN', requestId: 2, txn: 1, subject: 'writer' },
+        { op: 'TXN_PUT', requestId: 3, txn: 1, subject: 'writer', key: '/state/w', value: new Uint8Array(1) },
+        { op: 'TXN_GET', requestId: 4, txn: 1, subject: 'writer', key: '/state/w' },
+        { op: 'TXN_BEGIN', requestId: 5, txn: 2, subject: 'alice' },
+        { op: 'TXN_COMMIT', requestId: 6, txn: 1, subject: 'writer' },
+      ]);
+      assert.deepEqual(codes(writer), ['OK', 'OK', 'EPERM', 'EPERM', 'OK']);
+      const audit = await readFile(f.audit, 'utf8');
+      assert.match(audit, /"subject":"writer","op":"TXN_GET","target":"writer","result":"EPERM"/);
+      assert.match(audit, /"subject":"writer","op":"TXN_BEGIN","target":"alice","result":"EPERM"/);
+    } finally {
+      raw.destroy();
+      w.raw.destroy();
+      await daemon.close();
+    }
+  });
+});
+
+test('a client whose begin was refused reports that refusal from its ops, and the refused begin leaves nothing open', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const client: Client = await connect({ socket: f.socket, token: f.tokens.writer });
+    try {
+      const denied = client.begin('alice'); // writer may not write alice's subject
+      assert.equal(await codeOf(denied.put('alice', '/state/k', 'v')), 'EPERM');
+      assert.equal(await codeOf(denied.get('alice', '/state/k')), 'EPERM');
+      assert.equal(await codeOf(denied.abort()), 'EPERM');
+      assert.equal(await codeOf(denied.abort()), 'EBADF', 'aborted (locally) once already');
+      const own = client.begin('writer');
+      await own.put('writer', '/state/k', 'v');
+      await own.commit();
+    } finally {
+      await client.close();
+      await daemon.close();
+    }
+  });
+});
