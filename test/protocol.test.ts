@@ -68,6 +68,9 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
   fc.tuple(id, id, str, fc.constantFrom('TXN_BEGIN' as const, 'TXN_COMMIT' as const, 'TXN_ABORT' as const)).map(([requestId, txn, subject, op]): Request => ({ op, requestId, txn, subject })),
   fc.tuple(id, id, str, str, bytes).map(([requestId, txn, subject, key, value]): Request => ({ op: 'TXN_PUT', requestId, txn, subject, key, value })),
   fc.tuple(id, id, str, str, fc.constantFrom('TXN_DELETE' as const, 'TXN_GET' as const)).map(([requestId, txn, subject, key, op]): Request => ({ op, requestId, txn, subject, key })),
+  fc
+    .tuple(id, str, fc.array(plain(fc.record({ key: str, value: bytes })), { maxLength: 5 }))
+    .map(([requestId, subject, entries]): Request => ({ op: 'PUT_MANY', requestId, subject, entries })),
 );
 
 const gcResult = plain(fc.record({ freedBytes: u64, movedBytes: u64, scannedBytes: u64, remainingGarbageBytes: u64, segmentsFreed: u64 }));
@@ -90,7 +93,7 @@ const storeStat = plain(fc.record({
   snapshots: fc.array(pin, { maxLength: 3 }),
 }));
 const emptyOk = fc.constantFrom(
-  ...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN', 'TXN_BEGIN', 'TXN_PUT', 'TXN_DELETE', 'TXN_COMMIT', 'TXN_ABORT'] as const),
+  ...(['PUT', 'DELETE', 'SYNC', 'TXN', 'SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'REOPEN', 'TXN_BEGIN', 'TXN_PUT', 'TXN_DELETE', 'TXN_COMMIT', 'TXN_ABORT', 'PUT_MANY'] as const),
 );
 
 const okArb: fc.Arbitrary<OkResponse> = fc.oneof(

@@ -2,7 +2,9 @@ import type { GcResult } from '../engine/compactor.js';
 import { KEY_ROOT } from '../engine/names.js';
 import type { ListOptions, ListPage, MountInfo, SnapshotDiff, SnapshotInfo, StoreStat } from '../engine/store-types.js';
 import { StatefsError } from '../errors.js';
-import type { OkResponse, WireGcPlan } from '../server/protocol/messages.js';
+import { DEFAULT_MAX_FRAME, HEADER_SIZE } from '../server/protocol/frame.js';
+import type { OkResponse, PutManyRequest, WireGcPlan } from '../server/protocol/messages.js';
+import { putManyBodyBytes, putManyEntryBytes } from '../server/protocol/request-codec.js';
 import { ClientTxn } from './txn.js';
 import { WireConnection, type Outgoing } from './wire.js';
 
@@ -20,6 +22,11 @@ function expect<O extends OkResponse['op']>(res: OkResponse, op: O): Ok<O> {
   if (res.op !== op) throw StatefsError.EINVAL(`the daemon answered ${res.op} to ${op}`, { op: 'client' });
   return res as Ok<O>;
 }
+
+type PutManyEntry = PutManyRequest['entries'][number];
+
+/** The largest request body a frame carries. */
+const MAX_REQUEST_BODY = DEFAULT_MAX_FRAME - HEADER_SIZE;
 
 /** Transaction numbers are a u32 on the wire, from 1 up. */
 const MAX_TXN_NUMBER = 0xffff_ffff;
@@ -69,12 +76,29 @@ export class Client {
   }
 
   /**
-   * `Store.putMany` over the socket: the puts are pipelined on this connection (each durable,
-   * all awaited). Unlike the embedded call, the batch is not checked whole before the first put
-   * is sent: if one put is refused, the others may still have been written.
+   * `Store.putMany` over the socket: one PUT_MANY request, which the daemon checks whole and
+   * writes as one append, durable when it resolves, as the embedded call. A batch larger than one
+   * frame (1 MiB) goes as several requests, pipelined, each checked whole and written as one
+   * append: if one is refused, those sent with it may have been written.
    */
   async putMany(subject: string, entries: Iterable<readonly [key: string, value: Uint8Array | string]>): Promise<void> {
-    await Promise.all(Array.from(entries, ([key, value]) => this.put(subject, key, value)));
+    const batches: PutManyEntry[][] = [];
+    let batch: PutManyEntry[] = [];
+    const empty = putManyBodyBytes(subject, []);
+    let bytes = empty;
+    for (const [key, value] of entries) {
+      const bytesOf = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+      const adds = putManyEntryBytes(key, bytesOf);
+      if (batch.length > 0 && bytes + adds > MAX_REQUEST_BODY) {
+        batches.push(batch);
+        batch = [];
+        bytes = empty;
+      }
+      batch.push({ key, value: bytesOf });
+      bytes += adds;
+    }
+    batches.push(batch); // an empty batch too: the daemon checks the subject and the store, as the embedded call
+    await Promise.all(batches.map((b) => this.#call({ op: 'PUT_MANY', subject, entries: b })));
   }
 
   async get(subject: string, key: string): Promise<Uint8Array | undefined> {

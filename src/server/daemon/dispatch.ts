@@ -133,5 +133,11 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
     case 'TXN_ABORT':
       await txns.abort(req.txn, req.subject);
       return { ...ok, op: req.op };
+    case 'PUT_MANY':
+      await store.putMany(
+        req.subject,
+        req.entries.map((e): [string, Uint8Array] => [e.key, e.value]),
+      );
+      return { ...ok, op: req.op };
   }
 }

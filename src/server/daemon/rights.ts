@@ -29,6 +29,7 @@ const OP_RIGHTS: Readonly<Record<Exclude<OpName, 'HELLO'>, Right>> = {
   TXN_GET: 'read',
   TXN_COMMIT: 'write',
   TXN_ABORT: 'write',
+  PUT_MANY: 'write',
 };
 
 /** What a request needs: a right, and the subjects it targets (each checked with `allows`). */

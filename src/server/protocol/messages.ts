@@ -22,6 +22,11 @@ export interface PutRequest extends Req<'PUT'> {
   key: string;
   value: Uint8Array;
 }
+/** `Store.putMany` in one request: the batch is checked whole and written as one append. */
+export interface PutManyRequest extends Req<'PUT_MANY'> {
+  subject: string;
+  entries: { key: string; value: Uint8Array }[];
+}
 export interface ListRequest extends Req<'LIST'> {
   subject: string;
   prefix: string;
@@ -121,7 +126,8 @@ export type Request =
   | TxnKeyRequest<'TXN_DELETE'>
   | TxnKeyRequest<'TXN_GET'>
   | TxnOpRequest<'TXN_COMMIT'>
-  | TxnOpRequest<'TXN_ABORT'>;
+  | TxnOpRequest<'TXN_ABORT'>
+  | PutManyRequest;
 
 interface Res<O extends OpName> {
   status: 'ok';
@@ -201,7 +207,8 @@ export type OkResponse =
   | Res<'TXN_DELETE'>
   | TxnGetResponse
   | Res<'TXN_COMMIT'>
-  | Res<'TXN_ABORT'>;
+  | Res<'TXN_ABORT'>
+  | Res<'PUT_MANY'>;
 
 /** A failed request; `op` is undefined for connection-level errors (op byte 0, e.g. a bad frame). */
 export interface ErrorResponse {

@@ -32,6 +32,7 @@ export const OP_NAMES = [
   'TXN_GET', // 24
   'TXN_COMMIT', // 25
   'TXN_ABORT', // 26
+  'PUT_MANY', // 27
 ] as const;
 
 export type OpName = (typeof OP_NAMES)[number];

@@ -1,6 +1,6 @@
 import { StatefsError } from '../../errors.js';
 import { DEFAULT_MAX_FRAME, KIND_REQUEST, frameWriter, sealFrame, type Frame } from './frame.js';
-import type { Request, TxnWireOp } from './messages.js';
+import type { PutManyRequest, Request, TxnWireOp } from './messages.js';
 import { opByte, opName } from './ops.js';
 import { WireReader } from './wire-reader.js';
 import type { WireWriter } from './wire-writer.js';
@@ -30,6 +30,7 @@ import type { WireWriter } from './wire-writer.js';
  *   TXN_PUT       u32 txn | string subject | string key | bytes value
  *   TXN_DELETE, TXN_GET
  *                 u32 txn | string subject | string key
+ *   PUT_MANY      string subject | u32 count | count × (string key | bytes value)
  *
  * The body must be consumed exactly; trailing bytes are EINVAL.
  */
@@ -99,6 +100,10 @@ function writeBody(w: WireWriter, req: Request): void {
     case 'TXN_GET':
       w.u32(req.txn).str(req.subject).str(req.key);
       return;
+    case 'PUT_MANY':
+      w.str(req.subject).u32(req.entries.length);
+      for (const e of req.entries) w.str(e.key).bytes(e.value);
+      return;
   }
 }
 
@@ -109,12 +114,26 @@ function bodyBytesOf(req: Request): number {
       return 8 + req.subject.length + req.key.length + req.value.length;
     case 'TXN_PUT':
       return 12 + req.subject.length + req.key.length + req.value.length;
+    case 'PUT_MANY':
+      return putManyBodyBytes(req.subject, req.entries);
     case 'GET':
     case 'DELETE':
       return 4 + req.subject.length + req.key.length;
     default:
       return 64;
   }
+}
+
+/** The exact body size of a PUT_MANY (keys counted as UTF-8): the client splits batches by it. */
+export function putManyBodyBytes(subject: string, entries: readonly { key: string; value: Uint8Array }[]): number {
+  let n = 2 + Buffer.byteLength(subject) + 4;
+  for (const e of entries) n += putManyEntryBytes(e.key, e.value);
+  return n;
+}
+
+/** What one entry adds to a PUT_MANY body. */
+export function putManyEntryBytes(key: string, value: Uint8Array): number {
+  return 2 + Buffer.byteLength(key) + 4 + value.length;
 }
 
 export function encodeRequest(req: Request, maxFrameSize = DEFAULT_MAX_FRAME): Uint8Array {
@@ -189,6 +208,12 @@ function readBody(r: WireReader, requestId: number, op: number): Request {
     case 'TXN_DELETE':
     case 'TXN_GET':
       return { op: name, requestId, txn: r.u32(), subject: r.str(), key: r.str() };
+    case 'PUT_MANY': {
+      const subject = r.str();
+      const entries: PutManyRequest['entries'] = [];
+      for (let n = r.count(6); n > 0; n--) entries.push({ key: r.str(), value: r.bytes() });
+      return { op: name, requestId, subject, entries };
+    }
   }
 }
 

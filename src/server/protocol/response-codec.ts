@@ -96,6 +96,7 @@ function writeResult(w: WireWriter, res: OkResponse): void {
     case 'TXN_DELETE':
     case 'TXN_COMMIT':
     case 'TXN_ABORT':
+    case 'PUT_MANY':
       return;
   }
 }
@@ -194,6 +195,7 @@ function readResult(r: WireReader, requestId: number, op: OpName): OkResponse {
     case 'TXN_DELETE':
     case 'TXN_COMMIT':
     case 'TXN_ABORT':
+    case 'PUT_MANY':
       return { ...base, op };
   }
 }

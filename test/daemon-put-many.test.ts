@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect } from '../src/client/client.js';
+import { Store } from '../src/engine/store.js';
+import { isStatefsError } from '../src/errors.js';
+import { startDaemon } from '../src/server/daemon/daemon.js';
+import { savePolicy } from '../src/server/policy/policy-file.js';
+import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { MiB, text, withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+const keyOf = (i: number): string => `/state/bulk/k${String(i).padStart(5, '0')}`;
+
+function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'OK',
+    (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
+  );
+}
+
+test("the client's putMany is the embedded one over the socket: one PUT_MANY, refused whole, the last of a repeated key wins", async () => {
+  await withTempDir(async (dir) => {
+    const policy = emptyPolicy();
+    const token = newToken();
+    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [], quota: { soft: 200_000, hard: 400_000 } });
+    await savePolicy(join(dir, 'policy.json'), policy);
+    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 8 * MiB });
+    const client = await connect({ socket: join(dir, 'sock'), token });
+    const embedded = await Store.create(join(dir, 'embedded'), { size: 8 * MiB, quotas: { app: { soft: 200_000, hard: 400_000 } } });
+    embedded.on('marker', () => undefined);
+    try {
+      for (const api of [embedded, client]) {
+        const side = api === client ? 'client' : 'embedded';
+        await api.put('app', '/state/file', 'v');
+        const refused: [string, [string, string][]][] = [
+          ['EINVAL', [[keyOf(1), 'a'], ['/elsewhere/k', 'b']]],
+          ['ENOTDIR', [[keyOf(1), 'a'], ['/state/file/below', 'b']]],
+          ['ENOTDIR', [[keyOf(1), 'a'], ['/state/p', 'b'], ['/state/p/q', 'c']]], // conflict inside the batch
+          ['EFBIG', [[keyOf(1), 'a'], [keyOf(2), 'x'.repeat(70_000)]]],
+          ['EDQUOTA', Array.from({ length: 8 }, (_, i): [string, string] => [keyOf(i), 'q'.repeat(60_000) + String(i)])],
+        ];
+        const codes = [];
+        for (const [, batch] of refused) codes.push(await codeOf(api.putMany('app', batch)));
+        assert.deepEqual(codes, refused.map(([code]) => code), side);
+        assert.deepEqual((await api.list('app', '/state/')).keys, ['/state/file'], `${side}: nothing of a refused batch was written`);
+        await api.putMany('app', [
+          [keyOf(1), 'one'],
+          [keyOf(2), new Uint8Array([2, 2])],
+          [keyOf(1), 'uno'],
+        ]);
+        await api.putMany('app', []); // nothing to write: resolves
+        assert.equal(text(await api.get('app', keyOf(1))), 'uno', side);
+        assert.deepEqual(await api.get('app', keyOf(2)), new Uint8Array([2, 2]), side);
+      }
+    } finally {
+      await client.close();
+      await embedded.close();
+      await daemon.close();
+    }
+  });
+});
+
+test("a client's putMany larger than one frame goes as several PUT_MANY requests, every entry written", async () => {
+  await withTempDir(async (dir) => {
+    const policy = emptyPolicy();
+    const token = newToken();
+    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
+    await savePolicy(join(dir, 'policy.json'), policy);
+    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 16 * MiB });
+    const client = await connect({ socket: join(dir, 'sock'), token });
+    try {
+      // 3.2 MB of values, and entries sized so that frames fill up to the byte.
+      const batch = Array.from({ length: 50 }, (_, i): [string, Uint8Array] => [keyOf(i), new Uint8Array(65_536 - (i % 7)).fill(i)]);
+      await client.putMany('app', batch);
+      const page = await client.list('app', '/state/bulk/', { limit: 100 });
+      assert.equal(page.keys.length, 50);
+      for (const [key, value] of batch) assert.deepEqual(await client.get('app', key), value, key);
+    } finally {
+      await client.close();
+      await daemon.close();
+    }
+  });
+});
