@@ -8,9 +8,9 @@ import { connect, type Client } from '../src/client/client.js';
 import type { Outgoing } from '../src/client/wire.js';
 import { Store } from '../src/engine/store.js';
 import { isStatefsError } from '../src/errors.js';
-import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
+import { startDaemon, type Daemon, type DaemonOptions } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
-import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { emptyPolicy, hashToken, newToken, type Policy } from '../src/server/policy/policy.js';
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import type { Request, Response } from '../src/server/protocol/messages.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
@@ -26,20 +26,29 @@ guardResources();
 interface Files {
   socket: string;
   audit: string;
-  tokens: { alice: string; root: string; writer: string };
+  policy: string;
+  tokens: { alice: string; bob: string; root: string; writer: string; ops: string };
 }
 
-/** alice: read, write, and a grant to write bob's subject; bob: read, write; root: admin; writer: write only (no read). */
-async function daemonIn(dir: string): Promise<{ daemon: Daemon; f: Files }> {
+/**
+ * alice: read, write, and a grant to write bob's subject (`aliceWritesBob`: false leaves it
+ * out); bob: read, write; root: admin; writer: write only (no read); ops: read, write, admin.
+ */
+function policyOf(tokens: Files['tokens'], aliceWritesBob = true): Policy {
   const policy = emptyPolicy();
-  const tokens = { alice: newToken(), root: newToken(), writer: newToken() };
-  policy.subjects.set('alice', { tokenSha256: hashToken(tokens.alice), rights: ['read', 'write'], grants: [{ owner: 'bob', rights: ['write'] }] });
-  policy.subjects.set('bob', { tokenSha256: hashToken(newToken()), rights: ['read', 'write'], grants: [] });
+  policy.subjects.set('alice', { tokenSha256: hashToken(tokens.alice), rights: ['read', 'write'], grants: aliceWritesBob ? [{ owner: 'bob', rights: ['write'] }] : [] });
+  policy.subjects.set('bob', { tokenSha256: hashToken(tokens.bob), rights: ['read', 'write'], grants: [] });
   policy.subjects.set('root', { tokenSha256: hashToken(tokens.root), rights: ['admin'], grants: [] });
   policy.subjects.set('writer', { tokenSha256: hashToken(tokens.writer), rights: ['write'], grants: [] });
-  const f = { socket: join(dir, 'sock'), audit: join(dir, 'audit.log'), tokens };
-  await savePolicy(join(dir, 'policy.json'), policy);
-  const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: f.socket, policyPath: join(dir, 'policy.json'), auditPath: f.audit, createSize: 8 * MiB });
+  policy.subjects.set('ops', { tokenSha256: hashToken(tokens.ops), rights: ['read', 'write', 'admin'], grants: [] });
+  return policy;
+}
+
+async function daemonIn(dir: string, extra: Partial<DaemonOptions> = {}): Promise<{ daemon: Daemon; f: Files }> {
+  const tokens = { alice: newToken(), bob: newToken(), root: newToken(), writer: newToken(), ops: newToken() };
+  const f = { socket: join(dir, 'sock'), audit: join(dir, 'audit.log'), policy: join(dir, 'policy.json'), tokens };
+  await savePolicy(f.policy, policyOf(tokens));
+  const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, ...extra });
   return { daemon, f };
 }
 
@@ -69,6 +78,7 @@ test('a client transaction answers each op as the embedded store does: a refused
           putUnderAValue: await codeOf(txn.put('alice', '/state/a/b', 'v')),
           deleteOld: await codeOf(txn.delete('alice', '/state/old')),
           otherSubject: await codeOf(txn.put('bob', '/state/k', 'v')),
+          malformedSubject: await codeOf(txn.put('Not A Subject', '/state/k', 'v')),
         };
         const reads = {
           own: text(await txn.get('alice', '/state/a')),
@@ -81,7 +91,7 @@ test('a client transaction answers each op as the embedded store does: a refused
         const side = api === client ? 'client' : 'embedded';
         assert.deepEqual(
           codes,
-          { put: 'OK', deleteMissing: 'ENOENT', putUnderMntWithNoMount: 'EINVAL', putOutsideState: 'EINVAL', putUnderAValue: 'ENOTDIR', deleteOld: 'OK', otherSubject: 'EXDEV' },
+          { put: 'OK', deleteMissing: 'ENOENT', putUnderMntWithNoMount: 'EINVAL', putOutsideState: 'EINVAL', putUnderAValue: 'ENOTDIR', deleteOld: 'OK', otherSubject: 'EXDEV', malformedSubject: 'EINVAL' },
           side,
         );
         assert.deepEqual(reads, { own: 'A', deleted: undefined, absent: undefined, outsideSeesNothing: undefined }, side);
@@ -272,6 +282,123 @@ test('a client whose begin was refused reports that refusal from its ops, and th
       await own.commit();
     } finally {
       await client.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('requests of one connection run in the order read however REOPENs pile up: a transaction begun between two reopens is ended by the second, and holds no slot', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const { ask, raw } = await rawConnection(f.socket);
+    try {
+      let id = 1;
+      const r = (req: Outgoing): Request => ({ ...req, requestId: id++ });
+      assert.deepEqual(codes(await ask([r({ op: 'HELLO', token: f.tokens.ops })])), ['OK']);
+      // One chunk: the second REOPEN is asked while the TXN_BEGIN still waits for the first.
+      const answers = await ask([
+        r({ op: 'REOPEN' }),
+        r({ op: 'TXN_BEGIN', txn: 1, subject: 'ops' }),
+        r({ op: 'REOPEN' }),
+        r({ op: 'TXN_PUT', txn: 1, subject: 'ops', key: '/state/t', value: Buffer.from('v') }),
+        r({ op: 'TXN_COMMIT', txn: 1, subject: 'ops' }),
+      ]);
+      assert.deepEqual(codes(answers), ['OK', 'OK', 'OK', 'EBADF', 'EBADF'], 'the begin ran between the reopens, the put and commit after the second');
+      const begins = await ask(Array.from({ length: 8 }, (_, i) => r({ op: 'TXN_BEGIN', txn: 10 + i, subject: 'ops' })));
+      assert.deepEqual(codes(begins), Array(8).fill('OK'), 'no transaction left open to hold a slot');
+      await ask(Array.from({ length: 8 }, (_, i) => r({ op: 'TXN_ABORT', txn: 10 + i, subject: 'ops' })));
+      const puts = await ask([
+        r({ op: 'REOPEN' }),
+        r({ op: 'PUT', subject: 'ops', key: '/state/x', value: Buffer.from('first') }),
+        r({ op: 'REOPEN' }),
+        r({ op: 'PUT', subject: 'ops', key: '/state/x', value: Buffer.from('second') }),
+      ]);
+      assert.deepEqual(codes(puts), ['OK', 'OK', 'OK', 'OK']);
+      const [x] = await ask([r({ op: 'GET', subject: 'ops', key: '/state/x' })]);
+      assert.ok(x?.status === 'ok' && x.op === 'GET');
+      assert.equal(text(x.value), 'second', 'the later write is the one kept');
+    } finally {
+      raw.destroy();
+      await daemon.close();
+    }
+  });
+});
+
+test('the in-flight limit never cuts a pipelined transaction: its ops take no slot, and a commit it refuses aborts the transaction', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir, { maxInFlight: 3 });
+    const client = await connect({ socket: f.socket, token: f.tokens.alice });
+    const other = await connect({ socket: f.socket, token: f.tokens.alice });
+    try {
+      // Three durable puts fill the limit in the same turn as 30 transaction puts and the commit.
+      const busy = [client.put('alice', '/state/o1', 'x'), client.put('alice', '/state/o2', 'x'), client.put('alice', '/state/o3', 'x')];
+      const txn = client.begin('alice');
+      const puts = Array.from({ length: 30 }, (_, i) => codeOf(txn.put('alice', `/state/t/${i}`, 'v')));
+      const commit = codeOf(txn.commit());
+      await Promise.all(busy);
+      assert.deepEqual(await Promise.all(puts), Array(30).fill('OK'), 'no op refused for the limit');
+      const committed = await commit;
+      const keys = (await client.list('alice', '/state/t/', { limit: 100 })).keys.length;
+      // The commit itself waits for the disk and takes a slot: refused (EAGAIN) here, nothing written.
+      assert.ok((committed === 'OK' && keys === 30) || (committed === 'EAGAIN' && keys === 0), `commit ${committed}, ${keys} keys`);
+
+      // A commit refused at the limit aborts the transaction: all 8 slots stay free.
+      for (let i = 0; i < 8; i++) {
+        const t = client.begin('alice');
+        await t.put('alice', `/state/r/${i}`, 'v');
+        const others = [client.put('alice', `/state/p${i}a`, 'x'), client.put('alice', `/state/p${i}b`, 'x'), client.put('alice', `/state/p${i}c`, 'x')];
+        assert.equal(await codeOf(t.commit()), 'EAGAIN');
+        await Promise.all(others);
+      }
+      const fresh = Array.from({ length: 8 }, () => other.begin('alice'));
+      assert.deepEqual(await Promise.all(fresh.map((t, i) => codeOf(t.put('alice', `/state/f/${i}`, 'v')))), Array(8).fill('OK'));
+      await Promise.all(fresh.map((t) => t.abort()));
+      assert.deepEqual((await client.list('alice', '/state/r/')).keys, [], 'nothing of the refused commits');
+    } finally {
+      await client.close();
+      await other.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('rights taken away mid-transaction: a refused commit aborts it (slot back), and a refused write makes the commit fail even once the right is back', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const bob = await connect({ socket: f.socket, token: f.tokens.bob });
+    const reload = async (aliceWritesBob: boolean): Promise<void> => {
+      await savePolicy(f.policy, policyOf(f.tokens, aliceWritesBob));
+      await daemon.reloadPolicy();
+    };
+    try {
+      // alice holds all 8 of bob's slots, then loses her grant: her commits are EPERM and abort.
+      const held = Array.from({ length: 8 }, () => alice.begin('bob'));
+      assert.deepEqual(await Promise.all(held.map((t, i) => codeOf(t.put('bob', `/state/h/${i}`, 'v')))), Array(8).fill('OK'));
+      await reload(false);
+      assert.deepEqual(await Promise.all(held.map((t) => codeOf(t.commit()))), Array(8).fill('EPERM'));
+      const own = bob.begin('bob');
+      assert.equal(await codeOf(own.put('bob', '/state/own', 'v')), 'OK', "bob's slots are free again");
+      await own.commit();
+
+      // A write refused while the grant is gone fails the commit after it is back: the
+      // transaction is not what alice sent.
+      await reload(true);
+      const t = alice.begin('bob');
+      assert.equal(await codeOf(t.put('bob', '/state/a', '1')), 'OK');
+      await reload(false);
+      assert.equal(await codeOf(t.put('bob', '/state/b', '2')), 'EPERM');
+      await reload(true);
+      const failed = await t.commit().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.ok(isStatefsError(failed) && failed.code === 'EPERM', String(failed));
+      assert.match(failed.message, /refused one of its writes/);
+      assert.deepEqual((await bob.list('bob', '/state/')).keys, ['/state/own'], 'nothing of the failed transaction');
+    } finally {
+      await alice.close();
+      await bob.close();
       await daemon.close();
     }
   });

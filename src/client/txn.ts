@@ -1,3 +1,5 @@
+import { checkSubject } from '../engine/names.js';
+import { asStatefsError } from '../engine/store-support.js';
 import { StatefsError } from '../errors.js';
 import type { OkResponse } from '../server/protocol/messages.js';
 import type { Outgoing } from './wire.js';
@@ -35,6 +37,11 @@ export class ClientTxn {
   #send(op: string, subject: string, req: TxnOutgoing, ends = false): Promise<OkResponse> {
     // A finished transaction and another subject need no round trip (the codes are the embedded ones).
     if (this.#done) return Promise.reject(StatefsError.EBADF('the transaction', { op, subject }));
+    try {
+      checkSubject(subject, op); // a malformed name first, as the embedded transaction checks it
+    } catch (err) {
+      return Promise.reject(asStatefsError(err, op));
+    }
     if (subject !== this.#subject) return Promise.reject(StatefsError.EXDEV(`the transaction belongs to ${this.#subject}`, { op, subject }));
     if (ends) this.#done = true;
     const sent = this.#call(req);

@@ -1,6 +1,14 @@
 import type { Store } from '../../engine/store.js';
 import type { Transaction } from '../../engine/transaction.js';
 import { StatefsError } from '../../errors.js';
+import type { Request } from '../protocol/messages.js';
+
+/** A request of a transaction held by the daemon (TXN_BEGIN … TXN_COMMIT or TXN_ABORT). */
+export type TxnOpRequest = Extract<Request, { txn: number }>;
+
+export function isTxnOpRequest(req: Request): req is TxnOpRequest {
+  return 'txn' in req;
+}
 
 /**
  * The transactions a connection holds open on the daemon (TXN_BEGIN … TXN_COMMIT or TXN_ABORT),
@@ -12,6 +20,8 @@ import { StatefsError } from '../../errors.js';
  */
 export class ConnectionTxns {
   readonly #open = new Map<number, Transaction>();
+  /** Per open transaction, the first write the daemon refused before it reached it (see `refused`). */
+  readonly #lost = new Map<number, StatefsError>();
   /** The highest number begun on this connection (0: none yet). */
   #highest = 0;
   /** Set once the connection closed: a TXN_BEGIN still waiting (behind a reopen) must not open one. */
@@ -32,14 +42,24 @@ export class ConnectionTxns {
     throw StatefsError.ENOENT(`transaction ${txn} was not begun on this connection`, { op });
   }
 
-  /** Commit `txn`, which is finished from now on whatever the outcome (as `Transaction.commit`). */
+  /**
+   * Commit `txn`, which is finished from now on whatever the outcome (as `Transaction.commit`).
+   * If the daemon refused one of its writes, the transaction is aborted instead, with that
+   * refusal's code: its ops are no longer those the client sent.
+   */
   commit(txn: number, subject: string): Promise<void> {
     const t = this.#ending(txn, subject, 'TXN_COMMIT');
-    return t.commit();
+    const lost = this.#lost.get(txn);
+    this.#lost.delete(txn);
+    if (lost === undefined) return t.commit();
+    return t.abort().then(() => {
+      throw new StatefsError(lost.code, `transaction ${txn} aborted: the daemon refused one of its writes (${lost.message})`, { op: 'TXN_COMMIT', subject });
+    });
   }
 
   abort(txn: number, subject: string): Promise<void> {
     const t = this.#ending(txn, subject, 'TXN_ABORT');
+    this.#lost.delete(txn);
     return t.abort();
   }
 
@@ -50,10 +70,41 @@ export class ConnectionTxns {
     return t;
   }
 
+  /**
+   * The daemon refused `req` before the transaction saw it (a right it lacks, the in-flight
+   * limit, shutdown). Called when the refusal is decided, before any request read after it runs:
+   * a refused write fails the transaction's commit, so a pipelined commit never commits a
+   * transaction that lost an op; a refused commit or abort aborts it, as the client counts it
+   * finished; a refused begin uses up its number. A refused read changes nothing.
+   */
+  refused(req: TxnOpRequest, err: StatefsError): void {
+    switch (req.op) {
+      case 'TXN_BEGIN':
+        if (!this.#closed && req.txn > this.#highest) this.#highest = req.txn;
+        return;
+      case 'TXN_PUT':
+      case 'TXN_DELETE':
+        if (this.#open.has(req.txn) && !this.#lost.has(req.txn)) this.#lost.set(req.txn, err);
+        return;
+      case 'TXN_COMMIT':
+      case 'TXN_ABORT': {
+        const t = this.#open.get(req.txn);
+        if (t?.subject !== req.subject) return;
+        this.#open.delete(req.txn);
+        this.#lost.delete(req.txn);
+        t.abort().catch(() => undefined);
+        return;
+      }
+      case 'TXN_GET':
+        return;
+    }
+  }
+
   /** The connection is gone: abort what it left open (a transaction being committed finishes alone). */
   abortAll(): void {
     this.#closed = true;
     for (const t of this.#open.values()) t.abort().catch(() => undefined);
     this.#open.clear();
+    this.#lost.clear();
   }
 }

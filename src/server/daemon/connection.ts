@@ -9,7 +9,7 @@ import type { OkResponse, Request } from '../protocol/messages.js';
 import type { OpName } from '../protocol/ops.js';
 import { decodeRequest } from '../protocol/request-codec.js';
 import { encodeResponse, errorResponse, errorResponseToFrame } from '../protocol/response-codec.js';
-import { ConnectionTxns } from './connection-txns.js';
+import { ConnectionTxns, isTxnOpRequest } from './connection-txns.js';
 import { execute, getNow, type DispatchHost } from './dispatch.js';
 import { needOf, targetOf } from './rights.js';
 
@@ -69,6 +69,8 @@ export class Connection {
   #peerEnded = false;
   /** Transactions this connection holds open (aborted when it closes). */
   readonly #txns = new ConnectionTxns();
+  /** Transaction ops run outside the in-flight limit (`#runTxnOpNow`) whose answers are not sent yet. */
+  #quick = 0;
 
   constructor(socket: Socket, ctx: ConnectionContext) {
     this.#socket = socket;
@@ -96,7 +98,7 @@ export class Connection {
 
   /** After the peer's end: end ours once every request read is answered. */
   #endWhenAnswered(): void {
-    if (this.#peerEnded && !this.#dead && this.#inFlight === 0 && this.#next >= this.#pending.length) this.end();
+    if (this.#peerEnded && !this.#dead && this.#inFlight === 0 && this.#quick === 0 && this.#next >= this.#pending.length) this.end();
   }
 
   /**
@@ -251,12 +253,12 @@ export class Connection {
       return;
     }
     if (this.#ctx.closing()) {
-      this.#send(errorResponse(req.requestId, req.op, StatefsError.EAGAIN('the daemon is shutting down', { op: req.op })));
+      this.#refuse(req, StatefsError.EAGAIN('the daemon is shutting down', { op: req.op }));
       return;
     }
+    if (isTxnOpRequest(req) && this.#runTxnOpNow(this.#caller, req)) return;
     if (this.#inFlight >= this.#ctx.maxInFlight) {
-      const err = StatefsError.EAGAIN(`more than ${this.#ctx.maxInFlight} requests in flight on this connection`, { op: req.op });
-      this.#send(errorResponse(req.requestId, req.op, err));
+      this.#refuse(req, StatefsError.EAGAIN(`more than ${this.#ctx.maxInFlight} requests in flight on this connection`, { op: req.op }));
       return;
     }
     if (req.op === 'GET' && this.#answerGetNow(this.#caller, req)) return;
@@ -267,6 +269,38 @@ export class Connection {
       this.#endWhenAnswered();
     });
     this.#ctx.track(work);
+  }
+
+  /** Answer `err` to a request the daemon will not run; a transaction it belongs to hears of it first. */
+  #refuse(req: Op, err: StatefsError): void {
+    if (isTxnOpRequest(req)) this.#txns.refused(req, err);
+    this.#send(errorResponse(req.requestId, req.op, err));
+  }
+
+  /**
+   * A permitted transaction op other than a commit while the store is ready: it finishes without
+   * waiting for the disk, so it takes no in-flight slot (the ops of a pipelined transaction are
+   * not cut by the limit). It reaches the transaction now, in the order read; its answer follows
+   * in a microtask. False: the ordinary path (a denial is audited there, a reopen waited for).
+   */
+  #runTxnOpNow(caller: string, req: Extract<Op, { txn: number }>): boolean {
+    if (req.op === 'TXN_COMMIT' || this.#ctx.host.ready() === undefined || !permitted(this.#ctx.policy(), caller, req)) return false;
+    this.#quick += 1;
+    const work = execute(this.#ctx.host, req, this.#txns)
+      .then(
+        (res) => {
+          this.#reply(req, res);
+        },
+        (err: unknown) => {
+          this.#reply(req, toStatefsError(err));
+        },
+      )
+      .finally(() => {
+        this.#quick -= 1;
+        this.#endWhenAnswered();
+      });
+    this.#ctx.track(work);
+    return true;
   }
 
   #hello(requestId: number, token: string): void {
@@ -320,8 +354,9 @@ export class Connection {
     const policy = this.#ctx.policy();
     const need = needOf(req);
     if (!permitted(policy, caller, req)) {
-      await this.#audit({ ...base, result: 'EPERM', detail: { right: need.right } });
       const err = StatefsError.EPERM(`${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`, { op: req.op, subject: caller });
+      if (isTxnOpRequest(req)) this.#txns.refused(req, err); // now: a commit read after it must see it
+      await this.#audit({ ...base, result: 'EPERM', detail: { right: need.right } });
       this.#send(errorResponse(req.requestId, req.op, err));
       return;
     }
