@@ -19,6 +19,7 @@ import { MiB, text, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 const STATEFSD = fileURLToPath(new URL('../src/cli/statefsd.js', import.meta.url));
+const STATEFS = fileURLToPath(new URL('../src/cli/statefs.js', import.meta.url));
 
 guardResources();
 
@@ -291,37 +292,40 @@ test('daemon: connections over maxConnections get EAGAIN and are closed even whe
   });
 });
 
-test('statefsd: child process serves, SIGTERM exits 0', async () => {
-  await withTempDir(async (dir) => {
-    const s = await prepare(dir);
-    const child = spawn(process.execPath, [STATEFSD, '--image', s.image, '--socket', s.socket, '--policy', s.policy, '--audit', s.audit, '--create-size', '8MiB'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+test('statefsd and statefs serve: a child process serves, SIGTERM exits 0 with every write on the image', async () => {
+  for (const command of [[STATEFSD], [STATEFS, 'serve']]) {
+    await withTempDir(async (dir) => {
+      const s = await prepare(dir);
+      const child = spawn(process.execPath, [...command, '--image', s.image, '--socket', s.socket, '--policy', s.policy, '--audit', s.audit, '--create-size', '8MiB'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString('utf8');
+      });
+      child.stdout.resume();
+      const exited = once(child, 'exit');
+      const deadline = Date.now() + 10_000;
+      while (!stderr.includes('listening')) {
+        assert.ok(Date.now() < deadline && child.exitCode === null, `${command.join(' ')} did not start: ${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const client = await connect({ socket: s.socket, token: s.bobToken });
+      await client.put('bob', '/state/x', 'y');
+      assert.equal(text(await client.get('bob', '/state/x')), 'y');
+      await client.close();
+      child.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0, stderr);
+      assert.match(stderr, /"name":"statefsd".*"msg":"closed"/, 'the same JSON log lines');
+      const store = await Store.open(s.image);
+      try {
+        assert.equal(text(await store.get('bob', '/state/x')), 'y');
+      } finally {
+        await store.close();
+      }
     });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.stdout.resume();
-    const exited = once(child, 'exit');
-    const deadline = Date.now() + 10_000;
-    while (!stderr.includes('listening')) {
-      assert.ok(Date.now() < deadline && child.exitCode === null, `statefsd did not start: ${stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const client = await connect({ socket: s.socket, token: s.bobToken });
-    await client.put('bob', '/state/x', 'y');
-    assert.equal(text(await client.get('bob', '/state/x')), 'y');
-    await client.close();
-    child.kill('SIGTERM');
-    const [code] = (await exited) as [number | null];
-    assert.equal(code, 0, stderr);
-    const store = await Store.open(s.image);
-    try {
-      assert.equal(text(await store.get('bob', '/state/x')), 'y');
-    } finally {
-      await store.close();
-    }
-  });
+  }
 });
 
 test('daemon: loopback TCP only when asked, and only on a loopback address', async () => {

@@ -12,6 +12,7 @@ import { addMountsCommand } from './commands/mounts.js';
 import { addPolicyCommand } from './commands/policy.js';
 import { addPutCommand } from './commands/put.js';
 import { addSelftestCommand } from './commands/selftest.js';
+import { addServeCommand } from './commands/serve.js';
 import { addRestoreCommand, addSnapRmCommand } from './commands/snapshot-change.js';
 import { addSnapshotCommand } from './commands/snapshot.js';
 import { addSnapsCommand } from './commands/snaps.js';
@@ -27,7 +28,7 @@ import { addVerifyCommand } from './commands/verify.js';
  */
 export function buildProgram(): Command {
   const program = new Command('statefs')
-    .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot, mount and check')
+    .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot, mount and check; serve an image (the daemon)')
     .exitOverride()
     .showHelpAfterError()
     .configureOutput({
@@ -55,6 +56,7 @@ export function buildProgram(): Command {
   addMountsCommand(program);
   addAuditCommand(program);
   addPolicyCommand(program);
+  addServeCommand(program);
   addSelftestCommand(program);
   return program;
 }
