@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from '../src/client/client.js';
@@ -7,6 +9,10 @@ import { isStatefsError } from '../src/errors.js';
 import { startDaemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
+import { FrameReader } from '../src/server/protocol/frame-reader.js';
+import type { Response } from '../src/server/protocol/messages.js';
+import { encodeRequest } from '../src/server/protocol/request-codec.js';
+import { decodeResponse } from '../src/server/protocol/response-codec.js';
 import { MiB, text, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
@@ -84,3 +90,56 @@ test("a client's putMany larger than one frame goes as several PUT_MANY requests
     }
   });
 });
+
+test("a client's putMany checks every entry's name and size before it sends any, however many requests the batch takes; a PUT_MANY of over 1,024 entries is EFBIG", async () => {
+  await withTempDir(async (dir) => {
+    const policy = emptyPolicy();
+    const token = newToken();
+    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
+    await savePolicy(join(dir, 'policy.json'), policy);
+    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 16 * MiB });
+    const client = await connect({ socket: join(dir, 'sock'), token });
+    try {
+      const many = Array.from({ length: 3000 }, (_, i): [string, string] => [keyOf(i), 'v']);
+      for (const [code, bad] of [
+        ['EINVAL', ['/elsewhere', 'v']],
+        ['ENAMETOOLONG', [`/state/${'x'.repeat(300)}`, 'v']],
+        ['EFBIG', [keyOf(9999), new Uint8Array(2 * MiB)]],
+      ] as const) {
+        assert.equal(await codeOf(client.putMany('app', [...many, bad])), code);
+        assert.deepEqual((await client.list('app', '/state/')).keys, [], `${code}: nothing sent before the bad entry was found`);
+      }
+      await client.putMany('app', many); // three requests, in order
+      assert.equal((await client.list('app', '/state/bulk/', { limit: 10_000 })).keys.length, 3000);
+
+      const { send, close } = await rawFrames(join(dir, 'sock'));
+      await send(encodeRequest({ op: 'HELLO', requestId: 1, token }));
+      const entries = Array.from({ length: 1025 }, (_, i) => ({ key: `/state/raw/k${i}`, value: new Uint8Array(1) }));
+      const answer = await send(encodeRequest({ op: 'PUT_MANY', requestId: 2, subject: 'app', entries }));
+      assert.ok(answer.status === 'error' && answer.error.code === 'EFBIG', JSON.stringify(answer));
+      close();
+    } finally {
+      await client.close();
+      await daemon.close();
+    }
+  });
+});
+
+/** One request at a time over a raw connection: send a frame, get its answer. */
+async function rawFrames(socket: string): Promise<{ send: (frame: Uint8Array) => Promise<Response>; close: () => void }> {
+  const raw = createConnection(socket);
+  await once(raw, 'connect');
+  const reader = new FrameReader();
+  const waiting: ((r: Response) => void)[] = [];
+  raw.on('data', (chunk: Buffer) => {
+    for (const frame of reader.push(chunk)) waiting.shift()?.(decodeResponse(frame));
+  });
+  return {
+    send: (frame) =>
+      new Promise((resolve) => {
+        waiting.push(resolve);
+        raw.write(frame);
+      }),
+    close: () => raw.destroy(),
+  };
+}

@@ -403,3 +403,59 @@ test('rights taken away mid-transaction: a refused commit aborts it (slot back),
     }
   });
 });
+
+test('a refusal that comes while the TXN_BEGIN still waits behind a REOPEN is kept for it: a refused write fails the commit, a refused commit finishes it', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir, { maxInFlight: 2 });
+    const { ask, raw } = await rawConnection(f.socket);
+    const other = await connect({ socket: f.socket, token: f.tokens.ops });
+    try {
+      let id = 1;
+      const r = (req: Outgoing): Request => ({ ...req, requestId: id++ });
+      assert.deepEqual(codes(await ask([r({ op: 'HELLO', token: f.tokens.ops })])), ['OK']);
+      // REOPEN and the waiting TXN_BEGIN take both in-flight slots: the TXN_PUT is refused.
+      const first = await ask([r({ op: 'REOPEN' }), r({ op: 'TXN_BEGIN', txn: 1, subject: 'ops' }), r({ op: 'TXN_PUT', txn: 1, subject: 'ops', key: '/state/k1', value: Buffer.from('v1') })]);
+      assert.deepEqual(codes(first), ['OK', 'OK', 'EAGAIN']);
+      const rest = await ask([r({ op: 'TXN_PUT', txn: 1, subject: 'ops', key: '/state/k2', value: Buffer.from('v2') }), r({ op: 'TXN_COMMIT', txn: 1, subject: 'ops' })]);
+      assert.deepEqual(codes(rest), ['OK', 'EAGAIN'], 'the commit of a transaction that lost a write fails with that refusal');
+      assert.deepEqual((await other.list('ops', '/state/')).keys, [], 'nothing of it written');
+
+      // A commit refused while its begin waits: the transaction is finished when the begin runs.
+      const second = await ask([r({ op: 'REOPEN' }), r({ op: 'TXN_BEGIN', txn: 2, subject: 'ops' }), r({ op: 'TXN_COMMIT', txn: 2, subject: 'ops' })]);
+      assert.deepEqual(codes(second), ['OK', 'OK', 'EAGAIN']);
+      assert.deepEqual(codes(await ask([r({ op: 'TXN_GET', txn: 2, subject: 'ops', key: '/state/k' })])), ['EBADF']);
+      const slots = Array.from({ length: 8 }, () => other.begin('ops'));
+      assert.deepEqual(await Promise.all(slots.map((t) => codeOf(t.put('ops', '/state/s', 'v')))), Array(8).fill('OK'), 'no slot held by it');
+      await Promise.all(slots.map((t) => t.abort()));
+    } finally {
+      raw.destroy();
+      await other.close();
+      await daemon.close();
+    }
+  });
+});
+
+test('pipelined transaction ops from a peer that never reads cannot make the daemon buffer their answers (the 1 MiB bound holds for them too)', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    await alice.put('alice', '/state/v', new Uint8Array(65_536));
+    const raw = createConnection(f.socket);
+    try {
+      raw.pause(); // never reads
+      await once(raw, 'connect');
+      const frames = [encodeRequest({ op: 'HELLO', requestId: 1, token: f.tokens.alice }), encodeRequest({ op: 'TXN_BEGIN', requestId: 2, txn: 1, subject: 'alice' })];
+      for (let i = 3; i < 1_800; i++) frames.push(encodeRequest({ op: 'TXN_GET', requestId: i, txn: 1, subject: 'alice', key: '/state/v' }));
+      const before = process.memoryUsage().arrayBuffers;
+      raw.write(Buffer.concat(frames)); // ~60 KiB of requests for ~115 MB of answers
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const grew = process.memoryUsage().arrayBuffers - before;
+      assert.ok(grew < 32 * MiB, `answers buffered for a peer that does not read: ${Math.round(grew / MiB)} MiB`);
+      assert.equal((await alice.get('alice', '/state/v'))?.length, 65_536, 'others are served meanwhile');
+    } finally {
+      raw.destroy();
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});

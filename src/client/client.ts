@@ -1,10 +1,11 @@
 import type { GcResult } from '../engine/compactor.js';
-import { KEY_ROOT } from '../engine/names.js';
+import { checkKey, checkSubject, KEY_ROOT, toValue } from '../engine/names.js';
+import { isMountKey } from '../engine/store-support.js';
 import type { ListOptions, ListPage, MountInfo, SnapshotDiff, SnapshotInfo, StoreStat } from '../engine/store-types.js';
 import { StatefsError } from '../errors.js';
 import { DEFAULT_MAX_FRAME, HEADER_SIZE } from '../server/protocol/frame.js';
 import type { OkResponse, PutManyRequest, WireGcPlan } from '../server/protocol/messages.js';
-import { putManyBodyBytes, putManyEntryBytes } from '../server/protocol/request-codec.js';
+import { MAX_PUT_MANY_ENTRIES, putManyBodyBytes, putManyEntryBytes } from '../server/protocol/request-codec.js';
 import { ClientTxn } from './txn.js';
 import { WireConnection, type Outgoing } from './wire.js';
 
@@ -77,19 +78,24 @@ export class Client {
 
   /**
    * `Store.putMany` over the socket: one PUT_MANY request, which the daemon checks whole and
-   * writes as one append, durable when it resolves, as the embedded call. A batch larger than one
-   * frame (1 MiB) goes as several requests, pipelined, each checked whole and written as one
-   * append: if one is refused, those sent with it may have been written.
+   * writes as one append, durable when it resolves, as the embedded call. The names and sizes of
+   * every entry are checked here first (keys under `/mnt/` excepted: the daemon knows the
+   * mounts), so such a refusal writes nothing whatever the batch's size. A batch over one request (1 MiB, or 1,024 entries) goes as several, one after another,
+   * each checked whole by the daemon: when one is refused (tree rules, quota, space), those
+   * before it are written and none after it is sent.
    */
   async putMany(subject: string, entries: Iterable<readonly [key: string, value: Uint8Array | string]>): Promise<void> {
+    const op = 'putMany';
+    checkSubject(subject, op);
     const batches: PutManyEntry[][] = [];
     let batch: PutManyEntry[] = [];
     const empty = putManyBodyBytes(subject, []);
     let bytes = empty;
     for (const [key, value] of entries) {
-      const bytesOf = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+      if (!isMountKey(key)) checkKey(key, op, subject); // under /mnt/ the daemon knows the mounts: EROFS or EINVAL
+      const bytesOf = toValue(value, op, subject, key);
       const adds = putManyEntryBytes(key, bytesOf);
-      if (batch.length > 0 && bytes + adds > MAX_REQUEST_BODY) {
+      if (batch.length > 0 && (bytes + adds > MAX_REQUEST_BODY || batch.length >= MAX_PUT_MANY_ENTRIES)) {
         batches.push(batch);
         batch = [];
         bytes = empty;
@@ -97,8 +103,9 @@ export class Client {
       batch.push({ key, value: bytesOf });
       bytes += adds;
     }
-    batches.push(batch); // an empty batch too: the daemon checks the subject and the store, as the embedded call
-    await Promise.all(batches.map((b) => this.#call({ op: 'PUT_MANY', subject, entries: b })));
+    batches.push(batch); // an empty batch too: the daemon checks the store, as the embedded call
+    // One after another: a later batch must not land before an earlier one (a key in both keeps its last value).
+    for (const b of batches) await this.#call({ op: 'PUT_MANY', subject, entries: b });
   }
 
   async get(subject: string, key: string): Promise<Uint8Array | undefined> {

@@ -78,6 +78,9 @@ export class Store extends EventEmitter {
   private writeFailure: StatefsError | undefined;
   /** Next transaction id; ids are assigned at commit, so they increase in log order. */
   private nextTxnId: number;
+  /** Writes waiting for room (`writeInTurn`), and the last of them: later writes go after it. */
+  private writesWaiting = 0;
+  private lastWaitingWrite: Promise<unknown> = Promise.resolve();
   private readonly txnLimits: TxnLimits;
   private readonly openTxns: OpenTxnCounts;
   private readonly snapshots: SnapshotTable;
@@ -265,12 +268,13 @@ export class Store extends EventEmitter {
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
     const warning = this.options.quotas?.[subject] === undefined ? undefined : this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
-    if (!this.journal.fits(records)) {
-      await this.reclaim(op);
-      checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
-    }
-    const appended = appendOrThrow(this.journal, records, op, subject, key, {});
-    this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
+    const write = (waited: boolean): Appended => {
+      if (waited) checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
+      const appended = appendOrThrow(this.journal, records, op, subject, key, {});
+      this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
+      return appended;
+    };
+    const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), write));
     await awaitDurable(appended.durable, op, subject, key);
     this.space.warnQuota(warning);
   }
@@ -313,19 +317,20 @@ export class Store extends EventEmitter {
       }
       warning = this.space.checkQuota(subject, delta, op, undefined);
     }
-    if (!this.journal.fits(records)) {
-      await this.reclaim(op);
-      checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
-    }
-    const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
-    const packed = packValues(records.map((r) => r.value));
-    let at = 0;
-    records.forEach((r, i) => {
-      const x = appended.extents[i];
-      const bin = bins[i];
-      if (x !== undefined && bin !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, r.value.length, x.segment, x.offset, x.length));
-      at += r.value.length;
-    });
+    const write = (waited: boolean): Appended => {
+      if (waited) checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+      const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
+      const packed = packValues(records.map((r) => r.value));
+      let at = 0;
+      records.forEach((r, i) => {
+        const x = appended.extents[i];
+        const bin = bins[i];
+        if (x !== undefined && bin !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, r.value.length, x.segment, x.offset, x.length));
+        at += r.value.length;
+      });
+      return appended;
+    };
+    const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), write));
     await awaitDurable(appended.durable, op, subject, undefined);
     this.space.warnQuota(warning);
   }
@@ -387,17 +392,15 @@ export class Store extends EventEmitter {
     if (this.legacy) await this.upgradeLegacy();
     const bin = checkKey(key, op, subject);
     checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
-    const record: RecordToWrite = { opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY };
-    if (this.checkpointer.mustWaitFor([record])) {
-      await this.waitForCheckpoint([record], op);
-      checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
-    }
-    if (this.reserveUserMustReclaim([record])) {
-      await this.reclaim(op, true);
-      checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
-    }
-    const appended = appendOrThrow(this.journal, [record], op, subject, key, { useReserve: true });
-    this.deleteEntry(subject, bin);
+    const records: RecordToWrite[] = [{ opcode: Op.DELETE, key: recordKey(subject, bin), value: EMPTY }];
+    const write = (waited: boolean): Appended => {
+      if (waited) checkDeleteAllowed(this.keys.view(subject), bin, subject, key, op);
+      const appended = appendOrThrow(this.journal, records, op, subject, key, { useReserve: true });
+      this.deleteEntry(subject, bin);
+      return appended;
+    };
+    const appended =
+      this.writeNow(() => !this.checkpointer.mustWaitFor(records) && !this.reserveUserMustReclaim(records), write) ?? (await this.writeInTurn(() => this.makeRoomForDeletes(records, op), write));
     await awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -932,6 +935,47 @@ export class Store extends EventEmitter {
   }
 
   /**
+   * `write` (its checks again if it waited, its append and its index change, all synchronous)
+   * now, if no write waits for room and `ready()`; else undefined: `writeInTurn`. Writes that
+   * wait go in the order they were made, and a write made while any waits goes after them, even
+   * if it could go at once: one caller's writes reach the journal in the order it made them (a
+   * put waiting for a reclaim is never overtaken by a smaller one made after it, which would
+   * leave the older value of a key live).
+   */
+  private writeNow(ready: () => boolean, write: (waited: boolean) => Appended): Appended | undefined {
+    return this.writesWaiting === 0 && ready() ? write(false) : undefined;
+  }
+
+  /** `write` after every write waiting before it, once `makeRoom` (a reclaim, a checkpoint) is done. */
+  private async writeInTurn(makeRoom: () => Promise<void>, write: (waited: boolean) => Appended): Promise<Appended> {
+    const before = this.lastWaitingWrite;
+    const turn = before.then(async () => {
+      await makeRoom();
+      return write(true);
+    });
+    this.lastWaitingWrite = turn.catch(() => undefined);
+    this.writesWaiting++;
+    try {
+      return await turn;
+    } finally {
+      this.writesWaiting--;
+    }
+  }
+
+  /** The wait of a put, a batch or a transaction that writes values: a reclaim if its records do not fit. */
+  private async reclaimUnlessFits(records: RecordToWrite[], op: string): Promise<void> {
+    this.checkWritable(op);
+    if (!this.journal.fits(records)) await this.reclaim(op);
+  }
+
+  /** The wait of a delete (or a transaction of deletes): for a running checkpoint, then a reclaim if the reserve calls for one. */
+  private async makeRoomForDeletes(records: RecordToWrite[], op: string): Promise<void> {
+    this.checkWritable(op);
+    if (this.checkpointer.mustWaitFor(records)) await this.waitForCheckpoint(records, op);
+    if (this.reserveUserMustReclaim(records)) await this.reclaim(op, true);
+  }
+
+  /**
    * Wait until `records` may take the reserve (`Checkpointer.mustWaitFor`). Then `op` is checked
    * again, as after `reclaim`: the checkpoint waited for may have failed.
    */
@@ -963,30 +1007,29 @@ export class Store extends EventEmitter {
     for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
     for (const o of ops) delta -= this.space.freedBy(subject, o.bin);
     const warning = onlyDeletes ? undefined : this.space.checkQuota(subject, delta, op, undefined);
-    if (onlyDeletes && this.checkpointer.mustWaitFor(records)) {
-      await this.waitForCheckpoint(records, op);
-      validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
-    }
-    if (onlyDeletes ? this.reserveUserMustReclaim(records) : !this.journal.fits(records, {})) {
-      await this.reclaim(op, onlyDeletes);
-      validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
-    }
-    // Another transaction may have committed while this one waited: ids follow log order.
-    if (txnId !== this.nextTxnId) {
-      txnId = this.nextTxnId;
-      ({ records, chunkCounts } = txnRecords(subject, ops, txnId));
-    }
-    const options = onlyDeletes ? { useReserve: true } : {};
-    const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : appendOrThrow(this.journal, records, op, subject, undefined, options);
-    this.nextTxnId++;
-    let at = 1;
-    ops.forEach((o, i) => {
-      const count = chunkCounts[i] ?? 1;
-      const extents = appended.extents.slice(at, at + count);
-      at += count;
-      if (o.value === null) this.deleteEntry(subject, o.bin);
-      else this.setEntry(subject, o.bin, Entry.of(o.value, extents));
-    });
+    const write = (waited: boolean): Appended => {
+      if (waited) validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
+      // Another transaction may have committed while this one waited: ids follow log order.
+      if (txnId !== this.nextTxnId) {
+        txnId = this.nextTxnId;
+        ({ records, chunkCounts } = txnRecords(subject, ops, txnId));
+      }
+      const options = onlyDeletes ? { useReserve: true } : {};
+      const appended = failpointArmed('txn.before-commit') ? this.appendTxnSplit(records, op, subject, options) : appendOrThrow(this.journal, records, op, subject, undefined, options);
+      this.nextTxnId++;
+      let at = 1;
+      ops.forEach((o, i) => {
+        const count = chunkCounts[i] ?? 1;
+        const extents = appended.extents.slice(at, at + count);
+        at += count;
+        if (o.value === null) this.deleteEntry(subject, o.bin);
+        else this.setEntry(subject, o.bin, Entry.of(o.value, extents));
+      });
+      return appended;
+    };
+    const ready = onlyDeletes ? () => !this.checkpointer.mustWaitFor(records) && !this.reserveUserMustReclaim(records) : () => this.journal.fits(records, {});
+    const makeRoom = onlyDeletes ? () => this.makeRoomForDeletes(records, op) : () => this.reclaimUnlessFits(records, op);
+    const appended = this.writeNow(ready, write) ?? (await this.writeInTurn(makeRoom, write));
     await awaitDurable(appended.durable, op, subject, undefined);
     this.space.warnQuota(warning);
   }

@@ -22,16 +22,35 @@ export class ConnectionTxns {
   readonly #open = new Map<number, Transaction>();
   /** Per open transaction, the first write the daemon refused before it reached it (see `refused`). */
   readonly #lost = new Map<number, StatefsError>();
+  /**
+   * TXN_BEGINs read but not run yet (held behind a REOPEN), by number, with their subject: a
+   * request of theirs refused meanwhile (`refused`) is kept here until the begin runs.
+   */
+  readonly #beginning = new Map<number, { subject: string; lost?: StatefsError; ended?: true }>();
   /** The highest number begun on this connection (0: none yet). */
   #highest = 0;
   /** Set once the connection closed: a TXN_BEGIN still waiting (behind a reopen) must not open one. */
   #closed = false;
 
+  /** A TXN_BEGIN was read and waits to run (`begin` or `refused` follows). */
+  queued(txn: number, subject: string): void {
+    if (!this.#closed && txn > this.#highest && !this.#beginning.has(txn)) this.#beginning.set(txn, { subject });
+  }
+
+  /** A TXN_BEGIN that waited has been answered, whether or not it ran (e.g. a failed image). */
+  settled(txn: number): void {
+    this.#beginning.delete(txn);
+  }
+
   begin(store: Store, txn: number, subject: string): void {
+    const early = this.#beginning.get(txn);
+    this.#beginning.delete(txn);
     if (this.#closed) throw StatefsError.EBADF('the connection', { op: 'TXN_BEGIN', subject });
     if (txn <= this.#highest) throw StatefsError.EINVAL(`transaction number ${txn} is not above ${this.#highest}, the last one begun on this connection`, { op: 'TXN_BEGIN', subject });
     this.#highest = txn; // used even if the begin below is refused: later ops on it are EBADF
+    if (early?.ended === true) return; // its commit or abort was refused while it waited: finished
     this.#open.set(txn, store.begin(subject));
+    if (early?.lost !== undefined) this.#lost.set(txn, early.lost);
   }
 
   /** The open transaction `txn`. */
@@ -78,16 +97,24 @@ export class ConnectionTxns {
    * finished; a refused begin uses up its number. A refused read changes nothing.
    */
   refused(req: TxnOpRequest, err: StatefsError): void {
+    // A transaction whose begin waits behind a REOPEN hears of it when the begin runs.
+    const early = this.#beginning.get(req.txn);
     switch (req.op) {
       case 'TXN_BEGIN':
+        this.#beginning.delete(req.txn);
         if (!this.#closed && req.txn > this.#highest) this.#highest = req.txn;
         return;
       case 'TXN_PUT':
       case 'TXN_DELETE':
-        if (this.#open.has(req.txn) && !this.#lost.has(req.txn)) this.#lost.set(req.txn, err);
+        if (early !== undefined) early.lost ??= err;
+        else if (this.#open.has(req.txn) && !this.#lost.has(req.txn)) this.#lost.set(req.txn, err);
         return;
       case 'TXN_COMMIT':
       case 'TXN_ABORT': {
+        if (early?.subject === req.subject) {
+          early.ended = true;
+          return;
+        }
         const t = this.#open.get(req.txn);
         if (t?.subject !== req.subject) return;
         this.#open.delete(req.txn);
@@ -106,5 +133,6 @@ export class ConnectionTxns {
     for (const t of this.#open.values()) t.abort().catch(() => undefined);
     this.#open.clear();
     this.#lost.clear();
+    this.#beginning.clear();
   }
 }

@@ -46,6 +46,11 @@ function permitted(policy: Policy, caller: string, req: Op): boolean {
 
 /** Answers a connection may have queued for a peer that does not read them before it stops reading requests. */
 const MAX_UNREAD_ANSWER_BYTES = 1024 * 1024;
+/**
+ * Transaction ops run outside the in-flight limit whose answers are not sent yet: the frames
+ * after them wait (their answers come in a microtask, after the answer bound was checked).
+ */
+const MAX_QUICK_UNANSWERED = 16;
 
 /** One client connection: framing, HELLO, rights, pipelined dispatch. Never throws out of a handler. */
 export class Connection {
@@ -224,6 +229,7 @@ export class Connection {
         this.#awaitDrain();
         return;
       }
+      if (this.#quick >= MAX_QUICK_UNANSWERED) return; // resumed once their answers are sent (#runTxnOpNow)
       const frame = this.#pending[this.#next++];
       if (frame !== undefined) this.#onFrame(frame);
     }
@@ -257,6 +263,7 @@ export class Connection {
       return;
     }
     if (isTxnOpRequest(req) && this.#runTxnOpNow(this.#caller, req)) return;
+    if (req.op === 'TXN_BEGIN') this.#txns.queued(req.txn, req.subject); // it waits: refusals meanwhile are kept for it
     if (this.#inFlight >= this.#ctx.maxInFlight) {
       this.#refuse(req, StatefsError.EAGAIN(`more than ${this.#ctx.maxInFlight} requests in flight on this connection`, { op: req.op }));
       return;
@@ -297,6 +304,7 @@ export class Connection {
       )
       .finally(() => {
         this.#quick -= 1;
+        if (!this.#awaitingDrain && this.#next < this.#pending.length) this.#pump();
         this.#endWhenAnswered();
       });
     this.#ctx.track(work);
@@ -366,6 +374,7 @@ export class Connection {
     } catch (err) {
       res = toStatefsError(err);
     }
+    if (req.op === 'TXN_BEGIN') this.#txns.settled(req.txn);
     // Image totals are shared; per-subject lines (and snapshot names) only for subjects the caller may read.
     const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
     if (!(res instanceof StatefsError) && res.op === 'STAT') {

@@ -1,6 +1,8 @@
 import type { Store } from '../../engine/store.js';
 import type { ListOptions } from '../../engine/store-types.js';
 import type { OkResponse, Request, TxnRequest } from '../protocol/messages.js';
+import { StatefsError } from '../../errors.js';
+import { MAX_PUT_MANY_ENTRIES } from '../protocol/request-codec.js';
 import type { ConnectionTxns } from './connection-txns.js';
 
 /** What a request runs against: the served store (shared; see ImageGate), and the admin-only reopen. */
@@ -134,6 +136,9 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
       await txns.abort(req.txn, req.subject);
       return { ...ok, op: req.op };
     case 'PUT_MANY':
+      if (req.entries.length > MAX_PUT_MANY_ENTRIES) {
+        throw StatefsError.EFBIG(`PUT_MANY of ${req.entries.length} entries: at most ${MAX_PUT_MANY_ENTRIES} per request`, { op: req.op, subject: req.subject });
+      }
       await store.putMany(
         req.subject,
         req.entries.map((e): [string, Uint8Array] => [e.key, e.value]),

@@ -106,7 +106,7 @@ export class ImageGate {
     const n = (this.#admitted.get(ticket) ?? 0) + delta;
     if (n === 0) this.#admitted.delete(ticket);
     else this.#admitted.set(ticket, n);
-    if (delta < 0) {
+    if (delta < 0 && this.#drainWaiters.length > 0) {
       for (const w of this.#drainWaiters.filter((x) => !this.#admittedBefore(x.reopen))) {
         this.#drainWaiters.splice(this.#drainWaiters.indexOf(w), 1);
         w.wake();

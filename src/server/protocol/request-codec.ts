@@ -124,6 +124,12 @@ function bodyBytesOf(req: Request): number {
   }
 }
 
+/**
+ * Entries of one PUT_MANY: the daemon refuses more (`EFBIG`), so one request holds its event loop
+ * for milliseconds, not the ~0.5 s of a frame full of tiny entries (~64,000). The client splits.
+ */
+export const MAX_PUT_MANY_ENTRIES = 1024;
+
 /** The exact body size of a PUT_MANY (keys counted as UTF-8): the client splits batches by it. */
 export function putManyBodyBytes(subject: string, entries: readonly { key: string; value: Uint8Array }[]): number {
   let n = 2 + Buffer.byteLength(subject) + 4;
