@@ -268,13 +268,17 @@ export class Store extends EventEmitter {
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
     const warning = this.options.quotas?.[subject] === undefined ? undefined : this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
-    const write = (waited: boolean): Appended => {
-      if (waited) checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
-      const appended = appendOrThrow(this.journal, records, op, subject, key, {});
-      this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
-      return appended;
-    };
-    const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), write));
+    // The common case inline, with no closure: nothing waits for room and the record fits.
+    const appended =
+      this.writesWaiting === 0 && this.journal.fits(records)
+        ? this.appendPut(subject, bin, key, bytes, records)
+        : await this.writeInTurn(
+            () => this.reclaimUnlessFits(records, op),
+            () => {
+              checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
+              return this.appendPut(subject, bin, key, bytes, records);
+            },
+          );
     await awaitDurable(appended.durable, op, subject, key);
     this.space.warnQuota(warning);
   }
@@ -330,7 +334,7 @@ export class Store extends EventEmitter {
       });
       return appended;
     };
-    const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), write));
+    const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), () => write(true)));
     await awaitDurable(appended.durable, op, subject, undefined);
     this.space.warnQuota(warning);
   }
@@ -383,6 +387,13 @@ export class Store extends EventEmitter {
     return this.keys.readPoint(subject, checkKey(key, op, subject));
   }
 
+  /** A put's append and index change (its checks done). */
+  private appendPut(subject: string, bin: string, key: string, bytes: Uint8Array, records: RecordToWrite[]): Appended {
+    const appended = appendOrThrow(this.journal, records, 'put', subject, key, {});
+    this.setEntry(subject, bin, Entry.ofText(ownText(bytes), appended.extents));
+    return appended;
+  }
+
   /** Remove `key`. `ENOENT` if it holds no value, `EISDIR` if it has children. Never `ENOSPC`. */
   async delete(subject: string, key: string): Promise<void> {
     const op = 'delete';
@@ -400,7 +411,7 @@ export class Store extends EventEmitter {
       return appended;
     };
     const appended =
-      this.writeNow(() => !this.checkpointer.mustWaitFor(records) && !this.reserveUserMustReclaim(records), write) ?? (await this.writeInTurn(() => this.makeRoomForDeletes(records, op), write));
+      this.writeNow(() => !this.checkpointer.mustWaitFor(records) && !this.reserveUserMustReclaim(records), write) ?? (await this.writeInTurn(() => this.makeRoomForDeletes(records, op), () => write(true)));
     await awaitDurable(appended.durable, op, subject, key);
   }
 
@@ -946,12 +957,12 @@ export class Store extends EventEmitter {
     return this.writesWaiting === 0 && ready() ? write(false) : undefined;
   }
 
-  /** `write` after every write waiting before it, once `makeRoom` (a reclaim, a checkpoint) is done. */
-  private async writeInTurn(makeRoom: () => Promise<void>, write: (waited: boolean) => Appended): Promise<Appended> {
+  /** `write` (its checks again, its append, its index change) after every write waiting before it, once `makeRoom` (a reclaim, a checkpoint) is done. */
+  private async writeInTurn(makeRoom: () => Promise<void>, write: () => Appended): Promise<Appended> {
     const before = this.lastWaitingWrite;
     const turn = before.then(async () => {
       await makeRoom();
-      return write(true);
+      return write();
     });
     this.lastWaitingWrite = turn.catch(() => undefined);
     this.writesWaiting++;
@@ -1029,7 +1040,7 @@ export class Store extends EventEmitter {
     };
     const ready = onlyDeletes ? () => !this.checkpointer.mustWaitFor(records) && !this.reserveUserMustReclaim(records) : () => this.journal.fits(records, {});
     const makeRoom = onlyDeletes ? () => this.makeRoomForDeletes(records, op) : () => this.reclaimUnlessFits(records, op);
-    const appended = this.writeNow(ready, write) ?? (await this.writeInTurn(makeRoom, write));
+    const appended = this.writeNow(ready, write) ?? (await this.writeInTurn(makeRoom, () => write(true)));
     await awaitDurable(appended.durable, op, subject, undefined);
     this.space.warnQuota(warning);
   }
