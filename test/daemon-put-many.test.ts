@@ -3,38 +3,36 @@ import { once } from 'node:events';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connect } from '../src/client/client.js';
+import { connect, type Client } from '../src/client/client.js';
 import { Store } from '../src/engine/store.js';
-import { isStatefsError } from '../src/errors.js';
-import { startDaemon } from '../src/server/daemon/daemon.js';
+import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import type { Response } from '../src/server/protocol/messages.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
-import { MiB, text, withTempDir } from './helpers.js';
+import { codeOf, MiB, text, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
 
 const keyOf = (i: number): string => `/state/bulk/k${String(i).padStart(5, '0')}`;
 
-function codeOf(p: Promise<unknown>): Promise<string> {
-  return p.then(
-    () => 'OK',
-    (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
-  );
+/** A daemon whose one subject `app` may read and write (with `quota` if given), and a client of it. */
+async function appDaemon(dir: string, createSize: number, quota?: { soft: number; hard: number }): Promise<{ daemon: Daemon; client: Client; token: string }> {
+  const policy = emptyPolicy();
+  const token = newToken();
+  policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [], ...(quota === undefined ? {} : { quota }) });
+  await savePolicy(join(dir, 'policy.json'), policy);
+  const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize });
+  const client = await connect({ socket: join(dir, 'sock'), token });
+  return { daemon, client, token };
 }
 
 test("the client's putMany is the embedded one over the socket: one PUT_MANY, refused whole, the last of a repeated key wins", async () => {
   await withTempDir(async (dir) => {
-    const policy = emptyPolicy();
-    const token = newToken();
-    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [], quota: { soft: 200_000, hard: 400_000 } });
-    await savePolicy(join(dir, 'policy.json'), policy);
-    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 8 * MiB });
-    const client = await connect({ socket: join(dir, 'sock'), token });
+    const { daemon, client } = await appDaemon(dir, 8 * MiB, { soft: 200_000, hard: 400_000 });
     const embedded = await Store.create(join(dir, 'embedded'), { size: 8 * MiB, quotas: { app: { soft: 200_000, hard: 400_000 } } });
     embedded.on('marker', () => undefined);
     try {
@@ -71,12 +69,7 @@ test("the client's putMany is the embedded one over the socket: one PUT_MANY, re
 
 test("a client's putMany larger than one frame goes as several PUT_MANY requests, every entry written", async () => {
   await withTempDir(async (dir) => {
-    const policy = emptyPolicy();
-    const token = newToken();
-    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
-    await savePolicy(join(dir, 'policy.json'), policy);
-    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 16 * MiB });
-    const client = await connect({ socket: join(dir, 'sock'), token });
+    const { daemon, client } = await appDaemon(dir, 16 * MiB);
     try {
       // 3.2 MB of values, and entries sized so that frames fill up to the byte.
       const batch = Array.from({ length: 50 }, (_, i): [string, Uint8Array] => [keyOf(i), new Uint8Array(65_536 - (i % 7)).fill(i)]);
@@ -93,12 +86,7 @@ test("a client's putMany larger than one frame goes as several PUT_MANY requests
 
 test("a client's putMany checks every entry's name and size before it sends any, however many requests the batch takes; a PUT_MANY of over 1,024 entries is EFBIG", async () => {
   await withTempDir(async (dir) => {
-    const policy = emptyPolicy();
-    const token = newToken();
-    policy.subjects.set('app', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
-    await savePolicy(join(dir, 'policy.json'), policy);
-    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath: join(dir, 'policy.json'), auditPath: join(dir, 'audit.log'), createSize: 16 * MiB });
-    const client = await connect({ socket: join(dir, 'sock'), token });
+    const { daemon, client, token } = await appDaemon(dir, 16 * MiB);
     try {
       const many = Array.from({ length: 3000 }, (_, i): [string, string] => [keyOf(i), 'v']);
       for (const [code, bad] of [

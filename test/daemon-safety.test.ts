@@ -14,7 +14,7 @@ import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
-import { MiB, withTempDir } from './helpers.js';
+import { codeOf, MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -270,11 +270,6 @@ test('client transactions and list give the embedded store codes at the call: EB
     const client = await connect({ socket: f.socket, token: f.tokens.alice });
     const embeddedPath = join(dir, 'embedded');
     const embedded = await Store.create(embeddedPath, { size: 8 * MiB });
-    const codeOf = (p: Promise<unknown>): Promise<string> =>
-      p.then(
-        () => 'OK',
-        (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
-      );
     try {
       for (const api of [embedded, client]) {
         const committed = api.begin('alice');

@@ -15,7 +15,7 @@ import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import type { Request, Response } from '../src/server/protocol/messages.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
-import { MiB, withTempDir } from './helpers.js';
+import { codeOf, MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -50,13 +50,6 @@ async function daemonIn(dir: string, extra: Partial<DaemonOptions> = {}): Promis
   await savePolicy(f.policy, policyOf(tokens));
   const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: f.socket, policyPath: f.policy, auditPath: f.audit, createSize: 8 * MiB, ...extra });
   return { daemon, f };
-}
-
-function codeOf(p: Promise<unknown>): Promise<string> {
-  return p.then(
-    () => 'OK',
-    (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
-  );
 }
 
 const text = (v: Uint8Array | undefined): string | undefined => (v === undefined ? undefined : Buffer.from(v).toString());

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
+import { isStatefsError } from '../src/errors.js';
 
 export const MiB = 1024 * 1024;
 
@@ -46,4 +47,12 @@ export function randomKey(next: () => number, length: number): string {
   let key = '/state/';
   while (key.length < length) key += String.fromCharCode(97 + Math.floor(next() * 26));
   return key;
+}
+
+/** The code a call fails with, or 'OK' (anything but a StatefsError as its text). */
+export function codeOf(p: Promise<unknown>): Promise<string> {
+  return p.then(
+    () => 'OK',
+    (err: unknown) => (isStatefsError(err) ? err.code : String(err)),
+  );
 }
