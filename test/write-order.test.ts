@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Store } from '../src/engine/store.js';
 import { isStatefsError } from '../src/errors.js';
-import { MiB, memoryImage, openMemory, text } from './helpers.js';
+import { codeOf, MiB, memoryImage, openMemory, text } from './helpers.js';
 
 /** An 8 MiB image filled with 60 KB values until a put finds no room, then 40 of them deleted. */
 async function nearlyFull(): Promise<{ store: Store; cycles: () => number }> {
@@ -41,6 +41,78 @@ test('writes made one after another without waiting reach the journal in that or
       kept,
       kept.map((_, round) => `last-${round} deleted y-${round}`),
     );
+  } finally {
+    await store.close();
+  }
+});
+
+/** Starts `write` and tells whether it waits (for room): what it writes is not counted at once in the used bytes. */
+async function startWaits(store: Store, write: () => Promise<void>, bytes: number): Promise<{ done: Promise<string>; waits: boolean }> {
+  const before = store.stat(); // stat is computed when called
+  const done = codeOf(write());
+  const after = store.stat();
+  return { done, waits: (await after).usedBytes - (await before).usedBytes < bytes };
+}
+
+const bigBatch = (round: number): [string, Uint8Array][] => Array.from({ length: 16 }, (_, i): [string, Uint8Array] => [`/state/live/k${i}`, new Uint8Array(65_000).fill(round & 255)]);
+
+test('a restore made after a put is not overtaken by it, nor a snapshot, when the put queues behind a write waiting for room', async () => {
+  const { store, cycles } = await nearlyFull();
+  try {
+    await store.put('app', '/state/x', 'at-snapshot');
+    await store.snapshot('app', 's');
+    const after: string[] = [];
+    for (let round = 0; round < 30; round++) {
+      const writes = [store.putMany('app', bigBatch(round)), store.put('app', '/state/x', `after-${round}`)];
+      const restore = store.restoreSnap('app', 's'); // made last: its state is the one kept
+      await Promise.all([...writes, restore]);
+      after.push(text(await store.get('app', '/state/x')) ?? '');
+    }
+    assert.ok(cycles() > 0, 'some writes waited for a reclaim');
+    assert.deepEqual(after, Array(30).fill('at-snapshot'));
+  } finally {
+    await store.close();
+  }
+});
+
+test('sync() covers writes made before it that wait for room, and close() lets them finish', async () => {
+  const { store } = await nearlyFull();
+  let closedAt = -1;
+  const results: string[] = [];
+  for (let round = 0; round < 40 && closedAt < 0; round++) {
+    const { done: big, waits } = await startWaits(store, () => store.putMany('app', bigBatch(round)), 16 * 65_000);
+    const small = codeOf(store.put('app', `/state/small${round}`, 'v'));
+    if (waits) {
+      await store.sync();
+      assert.equal(text(await store.get('app', `/state/small${round}`)), 'v', 'sync() returned after the put made before it');
+      const del = codeOf(store.delete('app', `/state/small${round}`));
+      const closed = codeOf(store.close());
+      results.push(...(await Promise.all([big, small, del, closed])));
+      closedAt = round;
+    } else {
+      await Promise.all([big, small]);
+    }
+  }
+  assert.ok(closedAt >= 0, 'a round found a write waiting for room');
+  assert.deepEqual(results.slice(1), ['OK', 'OK', 'OK'], 'the put and the delete made before close() were written, and close succeeded');
+  assert.ok(['OK', 'ENOSPC'].includes(results[0] ?? ''), `the batch: ${String(results[0])}`);
+});
+
+test('writes queued behind one waiting for room are checked against the hard quota in their turn, not all against the usage before any of them', async () => {
+  const { store } = await nearlyFull();
+  const used = async (): Promise<number> => (await store.stat()).subjects.find((x) => x.subject === 'app')?.usedBytes ?? 0;
+  try {
+    for (let round = 0; round < 20; round++) {
+      const hard = (await used()) + 300_000;
+      store.setAccess({ quotas: { app: { soft: hard, hard } } });
+      const overwrites = Array.from({ length: 16 }, (_, i): [string, Uint8Array] => [`/state/live/k${40 + i}`, new Uint8Array(60_000).fill(round & 255)]);
+      const writes = [store.putMany('app', overwrites), ...Array.from({ length: 10 }, (_, i) => store.put('app', `/state/new/r${round}-${i}`, new Uint8Array(60_000)))];
+      await Promise.allSettled(writes);
+      const now = await used();
+      assert.ok(now <= hard, `round ${round}: used ${now} over the hard quota ${hard}`);
+      for (let i = 0; i < 10; i++) await store.delete('app', `/state/new/r${round}-${i}`).catch(() => undefined);
+      store.setAccess({});
+    }
   } finally {
     await store.close();
   }

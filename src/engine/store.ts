@@ -80,6 +80,8 @@ export class Store extends EventEmitter {
   private nextTxnId: number;
   /** Writes waiting for room (`writeInTurn`), and the last of them: later writes go after it. */
   private writesWaiting = 0;
+  /** `close()` was called: new calls are EBADF, writes already waiting for room still run. */
+  private closeRequested = false;
   private lastWaitingWrite: Promise<unknown> = Promise.resolve();
   private readonly txnLimits: TxnLimits;
   private readonly openTxns: OpenTxnCounts;
@@ -267,7 +269,7 @@ export class Store extends EventEmitter {
     const bytes = toValue(value, op, subject, key);
     checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
     const records: RecordToWrite[] = [{ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes }];
-    const warning = this.options.quotas?.[subject] === undefined ? undefined : this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
+    let warning = this.options.quotas?.[subject] === undefined ? undefined : this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
     // The common case inline, with no closure: nothing waits for room and the record fits.
     const appended =
       this.writesWaiting === 0 && this.journal.fits(records)
@@ -275,7 +277,11 @@ export class Store extends EventEmitter {
         : await this.writeInTurn(
             () => this.reclaimUnlessFits(records, op),
             () => {
-              checkPutAllowed(this.keys.view(subject), bin, subject, key, op); // the tree may have moved meanwhile
+              // Checked again in its turn: the tree, and the quota, may have moved meanwhile.
+              checkPutAllowed(this.keys.view(subject), bin, subject, key, op);
+              if (this.options.quotas?.[subject] !== undefined) {
+                warning = this.space.checkQuota(subject, recordLength(subject.length + 1 + bin.length, bytes.length) - this.space.freedBy(subject, bin), op, key);
+              }
               return this.appendPut(subject, bin, key, bytes, records);
             },
           );
@@ -309,8 +315,8 @@ export class Store extends EventEmitter {
     if (records.length === 0) return;
     if (this.legacy) await this.upgradeLegacy();
     checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
-    let warning: QuotaWarning | undefined;
-    if (this.options.quotas?.[subject] !== undefined) {
+    const checkQuota = (): QuotaWarning | undefined => {
+      if (this.options.quotas?.[subject] === undefined) return undefined;
       // A key given twice keeps only its last record: the earlier ones are garbage at once.
       const last = new Map<string, number>();
       bins.forEach((bin, i) => last.set(bin, i));
@@ -319,10 +325,15 @@ export class Store extends EventEmitter {
         const r = records[i];
         if (r !== undefined) delta += recordLength(r.key.length, r.value.length) - this.space.freedBy(subject, bin);
       }
-      warning = this.space.checkQuota(subject, delta, op, undefined);
-    }
+      return this.space.checkQuota(subject, delta, op, undefined);
+    };
+    let warning = checkQuota();
     const write = (waited: boolean): Appended => {
-      if (waited) checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+      if (waited) {
+        // Checked again in its turn: the tree, and the quota, may have moved meanwhile.
+        checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+        warning = checkQuota();
+      }
       const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
       const packed = packValues(records.map((r) => r.value));
       let at = 0;
@@ -457,7 +468,9 @@ export class Store extends EventEmitter {
    */
   snapshot(subject: string, name: string): Promise<void> {
     const op = 'snapshot';
+    const turn = this.writeTurn();
     return this.meta(op, async () => {
+      await turn.ready;
       checkSubject(subject, op);
       checkSnapName(name, op, subject);
       if (this.legacy) await this.upgradeLegacy();
@@ -480,11 +493,12 @@ export class Store extends EventEmitter {
       this.checkpointer.emptying.taken(snap);
       this.checkpointer.grew(snapshotHeaderBound(subject, name));
       this.checkpointer.snapshotChanged();
+      turn.release(); // appended and its tree taken: later writes may go
       await awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
       void this.digests.start(snap);
-    });
+    }).finally(turn.release);
   }
 
   /** Snapshot names of `subject`, bytewise ascending; with `details`, sizes and digests too. */
@@ -529,7 +543,9 @@ export class Store extends EventEmitter {
    */
   restoreSnap(subject: string, name: string): Promise<void> {
     const op = 'restoreSnap';
+    const turn = this.writeTurn();
     return this.meta(op, async () => {
+      await turn.ready;
       const snap = this.requireSnapshot(subject, name, op);
       const record = { opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
       // A restore can grow the next checkpoint by a whole subject: room for that first.
@@ -553,8 +569,9 @@ export class Store extends EventEmitter {
       this.keys.replace(subject, restored);
       this.checkpointer.emptying.restored(subject, snap);
       this.checkpointer.snapshotChanged();
+      turn.release();
       await awaitDurable(appended.durable, op, subject, undefined);
-    });
+    }).finally(turn.release);
   }
 
   /** Keys added, removed and changed from `a` to `b`; either may be `LIVE` ('@live'). */
@@ -726,6 +743,8 @@ export class Store extends EventEmitter {
   /** Resolves when every write issued before it is durable. */
   async sync(): Promise<void> {
     this.checkOpen('sync');
+    // Writes made before this call and still waiting for room are appended first.
+    if (this.writesWaiting > 0) await this.lastWaitingWrite;
     await this.journal.drain().catch((err: unknown) => {
       throw asStatefsError(err, 'sync');
     });
@@ -733,9 +752,12 @@ export class Store extends EventEmitter {
 
   /** Drain, sync and release the image. Idempotent. */
   async close(): Promise<void> {
-    if (this.status !== 'open') return;
-    this.status = 'closing';
+    if (this.status !== 'open' || this.closeRequested) return;
+    this.closeRequested = true; // calls made from now on are EBADF
     try {
+      // Writes made before this call and waiting for room still run (checkWritableInTurn).
+      while (this.writesWaiting > 0) await this.lastWaitingWrite;
+      this.status = 'closing';
       await this.metaQueue;
       await this.gcRunning?.catch(() => undefined);
       await this.digests.recorded();
@@ -778,12 +800,17 @@ export class Store extends EventEmitter {
   /** One GC cycle, or the one already running; `automatic`: the store starts it itself (`autoGc`). */
   private runGc(options: GcOptions, automatic: boolean): Promise<GcResult> {
     const op = 'gcNow';
+    // A cycle the store starts for a write already made runs while close() lets that write finish.
+    const check = (): void => {
+      if (automatic) this.checkWritableInTurn(op);
+      else this.checkWritable(op);
+    };
     return (async () => {
-      this.checkWritable(op);
+      check();
       if (this.legacy) await this.upgradeLegacy();
       // Never while a checkpoint is being built: it has read where records are.
       while (this.checkpointer.running !== undefined) await this.checkpointer.running.catch(() => undefined);
-      this.checkWritable(op); // the store may be closing by now
+      check(); // the store may be closing by now
       // A cycle is reported once: to the gcNow callers it ran for, or else (one the store started
       // and no gcNow joined) as a 'gc' event.
       if (this.gcRunning === undefined) {
@@ -852,6 +879,11 @@ export class Store extends EventEmitter {
     } catch (err) {
       return Promise.reject(asStatefsError(err, 'checkpoint'));
     }
+    return this.checkpointNow();
+  }
+
+  /** `checkpoint` for the store's own needs (a reclaim for a write already made), once checked. */
+  private checkpointNow(): Promise<void> {
     return this.checkpointer.run(this.legacy ? () => this.upgradeLegacy() : undefined);
   }
 
@@ -914,14 +946,15 @@ export class Store extends EventEmitter {
       // Deletes start one (only waiting for one let them fill the reserve with their records
       // before the journal reached the threshold: review, delete 5,673 of 60,608 on 16 MiB got
       // ENOSPC); other writes wait for one already running.
-      await (reserveUser ? this.checkpoint() : this.checkpointer.running)?.catch(() => undefined);
-      this.checkWritable(op);
+      await (reserveUser ? this.checkpointNow() : this.checkpointer.running)?.catch(() => undefined);
+      this.checkWritableInTurn(op);
       return;
     }
     await this.gcRunning?.catch(() => undefined);
-    await this.checkpoint().catch(() => undefined);
+    this.checkWritableInTurn(op);
+    await this.checkpointNow().catch(() => undefined);
     await this.autoGc({});
-    this.checkWritable(op);
+    this.checkWritableInTurn(op);
   }
 
   /**
@@ -957,6 +990,30 @@ export class Store extends EventEmitter {
     return this.writesWaiting === 0 && ready() ? write(false) : undefined;
   }
 
+  /**
+   * A place in the write order for an operation that is not a write of keys but must neither be
+   * overtaken by one made after it nor overtake one made before it (a snapshot captures the live
+   * keys, a restore replaces them). Taken when the operation is called: `ready` resolves once
+   * every write made before it is appended, and until `release` (idempotent) every write made
+   * after it waits.
+   */
+  private writeTurn(): { ready: Promise<unknown>; release: () => void } {
+    const ready = this.lastWaitingWrite;
+    let done = (): void => undefined;
+    this.lastWaitingWrite = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    this.writesWaiting++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.writesWaiting--;
+      done();
+    };
+    return { ready, release };
+  }
+
   /** `write` (its checks again, its append, its index change) after every write waiting before it, once `makeRoom` (a reclaim, a checkpoint) is done. */
   private async writeInTurn(makeRoom: () => Promise<void>, write: () => Appended): Promise<Appended> {
     const before = this.lastWaitingWrite;
@@ -975,13 +1032,13 @@ export class Store extends EventEmitter {
 
   /** The wait of a put, a batch or a transaction that writes values: a reclaim if its records do not fit. */
   private async reclaimUnlessFits(records: RecordToWrite[], op: string): Promise<void> {
-    this.checkWritable(op);
+    this.checkWritableInTurn(op);
     if (!this.journal.fits(records)) await this.reclaim(op);
   }
 
   /** The wait of a delete (or a transaction of deletes): for a running checkpoint, then a reclaim if the reserve calls for one. */
   private async makeRoomForDeletes(records: RecordToWrite[], op: string): Promise<void> {
-    this.checkWritable(op);
+    this.checkWritableInTurn(op);
     if (this.checkpointer.mustWaitFor(records)) await this.waitForCheckpoint(records, op);
     if (this.reserveUserMustReclaim(records)) await this.reclaim(op, true);
   }
@@ -992,7 +1049,7 @@ export class Store extends EventEmitter {
    */
   private async waitForCheckpoint(records: RecordToWrite[], op: string): Promise<void> {
     while (this.checkpointer.mustWaitFor(records)) await this.checkpointer.running?.catch(() => undefined);
-    this.checkWritable(op);
+    this.checkWritableInTurn(op);
   }
 
   private canCheckpoint(): boolean {
@@ -1014,12 +1071,20 @@ export class Store extends EventEmitter {
     let txnId = this.nextTxnId;
     let { records, chunkCounts } = txnRecords(subject, ops, txnId);
     const onlyDeletes = ops.every((o) => o.value === null);
-    let delta = 0;
-    for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
-    for (const o of ops) delta -= this.space.freedBy(subject, o.bin);
-    const warning = onlyDeletes ? undefined : this.space.checkQuota(subject, delta, op, undefined);
+    const checkQuota = (): QuotaWarning | undefined => {
+      if (onlyDeletes) return undefined;
+      let delta = 0;
+      for (const r of records) if (r.opcode === Op.PAYLOAD) delta += recordLength(r.key.length, r.value.length);
+      for (const o of ops) delta -= this.space.freedBy(subject, o.bin);
+      return this.space.checkQuota(subject, delta, op, undefined);
+    };
+    let warning = checkQuota();
     const write = (waited: boolean): Appended => {
-      if (waited) validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
+      if (waited) {
+        // Checked again in its turn: the tree, and the quota, may have moved meanwhile.
+        validateTxnOps(this.keys.view(subject), (bin) => this.keys.children(subject, bin), subject, ops);
+        warning = checkQuota();
+      }
       // Another transaction may have committed while this one waited: ids follow log order.
       if (txnId !== this.nextTxnId) {
         txnId = this.nextTxnId;
@@ -1133,14 +1198,24 @@ export class Store extends EventEmitter {
   }
 
   private checkOpen(op: string): void {
+    if (this.status !== 'open' || this.closeRequested) throw StatefsError.EBADF('store', { op });
+  }
+
+  /**
+   * `checkWritable` for a write already made, waiting in its turn (`writeInTurn`) or for room:
+   * `close()` lets those finish, so only a closed store, a read-only one or a failed write stops
+   * them.
+   */
+  private checkWritableInTurn(op: string): void {
     if (this.status !== 'open') throw StatefsError.EBADF('store', { op });
+    if (this.options.readOnly === true) throw StatefsError.EROFS('the store is open read-only', { op });
+    const failed = this.writeFailure ?? this.journal.failed;
+    if (failed !== undefined) throw StatefsError.EIO(`an earlier write failed; reopen the store (${failed.message})`, { op, cause: failed });
   }
 
   private checkWritable(op: string): void {
     this.checkOpen(op);
-    if (this.options.readOnly === true) throw StatefsError.EROFS('the store is open read-only', { op });
-    const failed = this.writeFailure ?? this.journal.failed;
-    if (failed !== undefined) throw StatefsError.EIO(`an earlier write failed; reopen the store (${failed.message})`, { op, cause: failed });
+    this.checkWritableInTurn(op);
   }
 }
 
