@@ -5,8 +5,9 @@ import { isStatefsError } from '../src/errors.js';
 import { codeOf, MiB, memoryImage, openMemory, text } from './helpers.js';
 
 /** An 8 MiB image filled with 60 KB values until a put finds no room, then 40 of them deleted. */
-async function nearlyFull(): Promise<{ store: Store; cycles: () => number }> {
-  const store = await openMemory(await memoryImage(8 * MiB));
+async function nearlyFull(): Promise<{ store: Store; cycles: () => number; image: Uint8Array }> {
+  const image = await memoryImage(8 * MiB);
+  const store = await openMemory(image);
   let cycles = 0;
   store.on('gc', () => cycles++);
   for (let n = 0; ; n++) {
@@ -17,7 +18,7 @@ async function nearlyFull(): Promise<{ store: Store; cycles: () => number }> {
     if (refused) break;
   }
   for (let i = 0; i < 40; i++) await store.delete('app', `/state/live/k${i}`);
-  return { store, cycles: () => cycles };
+  return { store, cycles: () => cycles, image };
 }
 
 test('writes made one after another without waiting reach the journal in that order, also when the first waits for room: the last value of a key is the one kept', async () => {
@@ -115,5 +116,32 @@ test('writes queued behind one waiting for room are checked against the hard quo
     }
   } finally {
     await store.close();
+  }
+});
+
+test('close() lets everything called before it finish, a snapshot included, and a second close() waits for the same close', async () => {
+  const { store, image } = await nearlyFull();
+  const calls = [
+    codeOf(store.putMany('app', bigBatch(1))),
+    codeOf(store.put('app', '/state/x', 'before')),
+    codeOf(store.snapshot('app', 's1')),
+    codeOf(store.put('app', '/state/y', 'after')),
+  ];
+  const first = store.close();
+  const second = store.close();
+  await second;
+  assert.equal(await codeOf(store.get('app', '/state/x')), 'EBADF', 'closed once the second close() resolved');
+  await first;
+  const results = await Promise.all(calls);
+  assert.deepEqual(results.slice(1), ['OK', 'OK', 'OK']);
+  assert.ok(['OK', 'ENOSPC'].includes(results[0] ?? ''), `the batch: ${String(results[0])}`);
+  assert.equal(await codeOf(store.snapshot('app', 's2')), 'EBADF', 'a call after close() is refused');
+  const reopened = await openMemory(image);
+  try {
+    assert.deepEqual(await reopened.listSnaps('app'), ['s1']);
+    assert.equal(text(await reopened.get('app', '/state/x')), 'before');
+    assert.equal(text(await reopened.get('app', '/state/y')), 'after');
+  } finally {
+    await reopened.close();
   }
 });

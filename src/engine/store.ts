@@ -82,6 +82,7 @@ export class Store extends EventEmitter {
   private writesWaiting = 0;
   /** `close()` was called: new calls are EBADF, writes already waiting for room still run. */
   private closeRequested = false;
+  private closing: Promise<void> | undefined;
   private lastWaitingWrite: Promise<unknown> = Promise.resolve();
   private readonly txnLimits: TxnLimits;
   private readonly openTxns: OpenTxnCounts;
@@ -93,6 +94,8 @@ export class Store extends EventEmitter {
   private readonly digests = new DigestJobs((snap, digest) => this.recordDigest(snap, digest));
   /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
   private metaQueue: Promise<unknown> = Promise.resolve();
+  /** Every snapshot and mount operation called so far, settled (flushed or failed): what close() waits for. */
+  private metaSettled: Promise<void> = Promise.resolve();
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
   private legacy: boolean;
   private upgrading: Promise<void> | undefined;
@@ -469,7 +472,7 @@ export class Store extends EventEmitter {
   snapshot(subject: string, name: string): Promise<void> {
     const op = 'snapshot';
     const turn = this.writeTurn();
-    return this.meta(op, async () => {
+    return this.meta(op, async (moveOn) => {
       await turn.ready;
       checkSubject(subject, op);
       checkSnapName(name, op, subject);
@@ -494,6 +497,7 @@ export class Store extends EventEmitter {
       this.checkpointer.grew(snapshotHeaderBound(subject, name));
       this.checkpointer.snapshotChanged();
       turn.release(); // appended and its tree taken: later writes may go
+      moveOn();
       await awaitDurable(appended.durable, op, subject, undefined);
       failpoint('snapshot.create');
       this.marker(`statefs: snapshot subject=${subject} name=${name}`);
@@ -518,7 +522,7 @@ export class Store extends EventEmitter {
   /** Delete a snapshot. `ENOENT` if absent; `EBUSY` (naming the mounts) while mounted. Never `ENOSPC`. */
   deleteSnap(subject: string, name: string): Promise<void> {
     const op = 'deleteSnap';
-    return this.meta(op, async () => {
+    return this.meta(op, async (moveOn) => {
       const snap = this.requireSnapshot(subject, name, op);
       const pins = this.mounts.mountsOf(subject, name);
       if (pins.length > 0) {
@@ -532,6 +536,7 @@ export class Store extends EventEmitter {
       this.space.releaseSnapshot(snap);
       this.checkpointer.emptying.deleted(snap);
       this.checkpointer.shrank();
+      moveOn();
       await awaitDurable(appended.durable, op, subject, undefined);
     });
   }
@@ -544,7 +549,7 @@ export class Store extends EventEmitter {
   restoreSnap(subject: string, name: string): Promise<void> {
     const op = 'restoreSnap';
     const turn = this.writeTurn();
-    return this.meta(op, async () => {
+    return this.meta(op, async (moveOn) => {
       await turn.ready;
       const snap = this.requireSnapshot(subject, name, op);
       const record = { opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
@@ -570,6 +575,7 @@ export class Store extends EventEmitter {
       this.checkpointer.emptying.restored(subject, snap);
       this.checkpointer.snapshotChanged();
       turn.release();
+      moveOn();
       await awaitDurable(appended.durable, op, subject, undefined);
     }).finally(turn.release);
   }
@@ -631,7 +637,7 @@ export class Store extends EventEmitter {
    */
   mountSnap(caller: string, owner: string, name: string, mountPath: string): Promise<void> {
     const op = 'mountSnap';
-    return this.meta(op, async () => {
+    return this.meta(op, async (moveOn) => {
       checkSubject(caller, op);
       checkSubject(owner, op);
       const path = checkMountPath(mountPath, op, caller);
@@ -645,6 +651,7 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [{ opcode: Op.MOUNT, key: metaKey(caller, path), value: encodeMount(target) }], op, caller, undefined, {});
       this.mounts.add({ caller, path, ...target, at: this.absolute(appended.extents[0]) });
       this.checkpointer.grew(mountBound({ caller, path, ...target }));
+      moveOn();
       await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
@@ -652,7 +659,7 @@ export class Store extends EventEmitter {
   /** Remove the caller's mount at `mountPath` (`ENOENT` if there is none). */
   umount(caller: string, mountPath: string): Promise<void> {
     const op = 'umount';
-    return this.meta(op, async () => {
+    return this.meta(op, async (moveOn) => {
       checkSubject(caller, op);
       const path = checkMountPath(mountPath, op, caller);
       if (this.mounts.get(caller, path) === undefined) throw StatefsError.ENOENT(`mount ${mountPath}`, { op, subject: caller, name: mountPath });
@@ -661,6 +668,7 @@ export class Store extends EventEmitter {
       const appended = appendOrThrow(this.journal, [record], op, caller, undefined, { useReserve: true });
       this.mounts.remove(caller, path);
       this.checkpointer.shrank();
+      moveOn();
       await awaitDurable(appended.durable, op, caller, undefined);
     });
   }
@@ -751,14 +759,28 @@ export class Store extends EventEmitter {
   }
 
   /** Drain, sync and release the image. Idempotent. */
-  async close(): Promise<void> {
-    if (this.status !== 'open' || this.closeRequested) return;
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing; // a second call waits for the same close
+  }
+
+  private async closeNow(): Promise<void> {
+    if (this.status !== 'open') return;
     this.closeRequested = true; // calls made from now on are EBADF
     try {
-      // Writes made before this call and waiting for room still run (checkWritableInTurn).
-      while (this.writesWaiting > 0) await this.lastWaitingWrite;
+      // What was called before this still runs (checkWritableInTurn): writes held by the v1
+      // upgrade, writes waiting for room, snapshot and mount operations.
+      await this.upgrading?.catch(() => undefined);
+      for (;;) {
+        if (this.writesWaiting > 0) {
+          await this.lastWaitingWrite;
+          continue;
+        }
+        const meta = this.metaSettled;
+        await meta;
+        if (meta === this.metaSettled && this.writesWaiting === 0) break;
+      }
       this.status = 'closing';
-      await this.metaQueue;
       await this.gcRunning?.catch(() => undefined);
       await this.digests.recorded();
       await this.journal.drain().catch(() => undefined);
@@ -1158,13 +1180,34 @@ export class Store extends EventEmitter {
   };
 
   /** Run a snapshot or mount change after the previous one finished. */
-  private meta<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    const run = async (): Promise<T> => {
+  /**
+   * Run a snapshot or mount operation after those called before it. It is refused at once if the
+   * store cannot be written (closed or closing included); once called, it runs even if `close()`
+   * comes meanwhile (`close` waits for it). `fn` calls `appended()` once its record is appended
+   * and the state it changes is changed: the next operation may start then, without waiting for
+   * this one's flush (the journal keeps their records in call order).
+   */
+  private meta<T>(op: string, fn: (appended: () => void) => Promise<T>): Promise<T> {
+    try {
       this.checkWritable(op);
-      return fn();
+    } catch (err) {
+      return Promise.reject(asStatefsError(err, op));
+    }
+    let appended = (): void => undefined;
+    const movedOn = new Promise<void>((resolve) => {
+      appended = resolve;
+    });
+    const run = async (): Promise<T> => {
+      this.checkWritableInTurn(op);
+      return fn(appended);
     };
     const next = this.metaQueue.then(run, run);
-    this.metaQueue = next.catch(() => undefined);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.metaQueue = Promise.race([movedOn, settled]);
+    this.metaSettled = Promise.all([this.metaSettled, settled]).then(() => undefined);
     return next;
   }
 
