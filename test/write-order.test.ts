@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Store } from '../src/engine/store.js';
+import type { BlockDevice } from '../src/device/device.js';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { Store } from '../src/engine/store.js';
 import { isStatefsError } from '../src/errors.js';
 import { codeOf, MiB, memoryImage, openMemory, text } from './helpers.js';
 
@@ -143,5 +145,62 @@ test('close() lets everything called before it finish, a snapshot included, and 
     assert.equal(text(await reopened.get('app', '/state/y')), 'after');
   } finally {
     await reopened.close();
+  }
+});
+
+/** A memory device whose calls complete on a later turn of the event loop, as a disk's do. */
+class SlowDevice implements BlockDevice {
+  readonly #m: MemoryDevice;
+  constructor(bytes: Uint8Array) {
+    this.#m = new MemoryDevice(bytes);
+  }
+  get size(): number {
+    return this.#m.size;
+  }
+  #later<T>(f: () => Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) =>
+      setTimeout(() => {
+        f().then(resolve, reject);
+      }, 0),
+    );
+  }
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#later(() => this.#m.read(offset, length));
+  }
+  write(offset: number, data: Uint8Array): Promise<void> {
+    const copy = data.slice();
+    return this.#later(() => this.#m.write(offset, copy));
+  }
+  flush(): Promise<void> {
+    return this.#later(() => this.#m.flush());
+  }
+  close(): Promise<void> {
+    return this.#m.close();
+  }
+}
+
+test('close() with a write waiting for room and a snapshot or restore refused in the same tick finishes (it spun the event loop for good)', async () => {
+  for (const late of ['snapshot', 'restore'] as const) {
+    const store = await Store.openDevice(new SlowDevice(await memoryImage(8 * MiB)));
+    for (let n = 0; ; n++) {
+      const code = await codeOf(store.put('app', `/state/live/k${n}`, new Uint8Array(60_000).fill(1)));
+      if (code === 'ENOSPC') break;
+    }
+    for (let i = 0; i < 40; i++) await store.delete('app', `/state/live/k${i}`);
+    await store.snapshot('app', 'base');
+    let closed = false;
+    for (let round = 0; round < 40 && !closed; round++) {
+      const { done: big, waits } = await startWaits(store, () => store.putMany('app', bigBatch(round)), 16 * 65_000);
+      if (!waits) {
+        await big;
+        continue;
+      }
+      const close = codeOf(store.close());
+      const refused = codeOf(late === 'snapshot' ? store.snapshot('app', 'late') : store.restoreSnap('app', 'base'));
+      assert.deepEqual(await Promise.all([refused, close]), ['EBADF', 'OK'], late);
+      assert.ok(['OK', 'ENOSPC'].includes(await big), late);
+      closed = true;
+    }
+    assert.ok(closed, `${late}: a round found a write waiting for room`);
   }
 });

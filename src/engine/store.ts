@@ -83,6 +83,8 @@ export class Store extends EventEmitter {
   /** `close()` was called: new calls are EBADF, writes already waiting for room still run. */
   private closeRequested = false;
   private closing: Promise<void> | undefined;
+  /** Woken when `writesWaiting` comes back to 0. */
+  private readonly noWritesWaiting: (() => void)[] = [];
   private lastWaitingWrite: Promise<unknown> = Promise.resolve();
   private readonly txnLimits: TxnLimits;
   private readonly openTxns: OpenTxnCounts;
@@ -471,6 +473,8 @@ export class Store extends EventEmitter {
    */
   snapshot(subject: string, name: string): Promise<void> {
     const op = 'snapshot';
+    const refused = this.refusal(op);
+    if (refused !== undefined) return refused;
     const turn = this.writeTurn();
     return this.meta(op, async (moveOn) => {
       await turn.ready;
@@ -548,6 +552,8 @@ export class Store extends EventEmitter {
    */
   restoreSnap(subject: string, name: string): Promise<void> {
     const op = 'restoreSnap';
+    const refused = this.refusal(op);
+    if (refused !== undefined) return refused;
     const turn = this.writeTurn();
     return this.meta(op, async (moveOn) => {
       await turn.ready;
@@ -772,10 +778,7 @@ export class Store extends EventEmitter {
       // upgrade, writes waiting for room, snapshot and mount operations.
       await this.upgrading?.catch(() => undefined);
       for (;;) {
-        if (this.writesWaiting > 0) {
-          await this.lastWaitingWrite;
-          continue;
-        }
+        await this.writesDrained();
         const meta = this.metaSettled;
         await meta;
         if (meta === this.metaSettled && this.writesWaiting === 0) break;
@@ -1022,15 +1025,18 @@ export class Store extends EventEmitter {
   private writeTurn(): { ready: Promise<unknown>; release: () => void } {
     const ready = this.lastWaitingWrite;
     let done = (): void => undefined;
-    this.lastWaitingWrite = new Promise<void>((resolve) => {
+    const released = new Promise<void>((resolve) => {
       done = resolve;
     });
+    // Later writes go after this operation and after every write before it, even if it is
+    // released early (refused before it waited for `ready`).
+    this.lastWaitingWrite = Promise.all([ready, released]);
     this.writesWaiting++;
-    let released = false;
+    let isReleased = false;
     const release = (): void => {
-      if (released) return;
-      released = true;
-      this.writesWaiting--;
+      if (isReleased) return;
+      isReleased = true;
+      this.writeDone();
       done();
     };
     return { ready, release };
@@ -1048,8 +1054,22 @@ export class Store extends EventEmitter {
     try {
       return await turn;
     } finally {
-      this.writesWaiting--;
+      this.writeDone();
     }
+  }
+
+  /** A waiting write (or operation in the write order) is done; wake those waiting for none to be left. */
+  private writeDone(): void {
+    this.writesWaiting--;
+    if (this.writesWaiting === 0) for (const wake of this.noWritesWaiting.splice(0)) wake();
+  }
+
+  /** Resolves once no write waits for room (close: those made before it finish). */
+  private writesDrained(): Promise<void> {
+    if (this.writesWaiting === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.noWritesWaiting.push(resolve);
+    });
   }
 
   /** The wait of a put, a batch or a transaction that writes values: a reclaim if its records do not fit. */
@@ -1188,11 +1208,8 @@ export class Store extends EventEmitter {
    * this one's flush (the journal keeps their records in call order).
    */
   private meta<T>(op: string, fn: (appended: () => void) => Promise<T>): Promise<T> {
-    try {
-      this.checkWritable(op);
-    } catch (err) {
-      return Promise.reject(asStatefsError(err, op));
-    }
+    const refused = this.refusal(op);
+    if (refused !== undefined) return refused;
     let appended = (): void => undefined;
     const movedOn = new Promise<void>((resolve) => {
       appended = resolve;
@@ -1238,6 +1255,16 @@ export class Store extends EventEmitter {
     if (this.checkpointer.mustWaitFor([record])) await this.waitForCheckpoint([record], 'snapshot.digest');
     if (this.status === 'closed' || !this.canCheckpoint() || this.snapshots.get(snap.subject, snap.name) !== snap) return;
     await this.journal.append([record], { useReserve: true }).durable;
+  }
+
+  /** `checkWritable` as a rejected promise (undefined: writable), for calls that must not throw. */
+  private refusal(op: string): Promise<never> | undefined {
+    try {
+      this.checkWritable(op);
+      return undefined;
+    } catch (err) {
+      return Promise.reject(asStatefsError(err, op));
+    }
   }
 
   private checkOpen(op: string): void {
