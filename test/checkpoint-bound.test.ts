@@ -5,6 +5,7 @@ import { BTree } from '../src/engine/btree.js';
 import { DIGEST_BYTES, MOVED_RECORD_BOUND, boundBesidesLiveEntries, changeBound, mountBound, restoreBound, snapshotHeaderBound } from '../src/engine/checkpoint-bound.js';
 import { CheckpointBuild, frozenTrees } from '../src/engine/checkpoint-builder.js';
 import { Entry } from '../src/engine/entry.js';
+import { EntryTable, type EntryRef } from '../src/engine/entry-table.js';
 import type { Extent } from '../src/engine/journal-writer.js';
 import type { Tree, Trees } from '../src/engine/keyspace.js';
 import { MountTable } from '../src/engine/mount-table.js';
@@ -28,10 +29,16 @@ const keyArb = fc.oneof(
 /** Extents at every varint width, up to 2^32 - 1. */
 const u32Arb = fc.oneof(fc.nat({ max: 127 }), fc.nat({ max: 0xffff }), fc.nat({ max: 0xffffffff }));
 const extentArb = fc.record({ segment: u32Arb, offset: u32Arb, length: u32Arb });
-const entryArb = fc.array(extentArb, { minLength: 1, maxLength: 3 }).map((extents: Extent[]) => Entry.of(new Uint8Array(1), extents));
+/** Rows of this table stand for entries loaded at open; the bounds must count them as they count objects. */
+const table = new EntryTable();
+const entryArb: fc.Arbitrary<EntryRef> = fc.tuple(fc.array(extentArb, { minLength: 1, maxLength: 3 }), fc.boolean()).map(([extents, row]: [Extent[], boolean]) => {
+  const [first, ...more] = extents;
+  if (!row || first === undefined) return Entry.of(new Uint8Array(1), extents);
+  return table.addUnread(first.segment, first.offset, first.length, more);
+});
 
 type Op =
-  | { kind: 'put'; subject: string; key: string; entry: Entry }
+  | { kind: 'put'; subject: string; key: string; entry: EntryRef }
   | { kind: 'delete'; subject: string; pick: number }
   | { kind: 'snapshot'; subject: string; name: string; digest: boolean }
   | { kind: 'deleteSnap'; pick: number }
@@ -56,7 +63,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 /** A checkpoint of this state: the encoder's own output, and the build (for what it says of the snapshots). */
 function checkpointOf(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): { size: number; build: CheckpointBuild } {
-  const build = new CheckpointBuild(frozenTrees(trees));
+  const build = new CheckpointBuild(frozenTrees(trees), table);
   build.step(Number.POSITIVE_INFINITY);
   return { size: build.finish(snapshots, mounts, 2 ** 40).length, build };
 }
@@ -74,7 +81,7 @@ function nth<T>(items: readonly T[], pick: number): T | undefined {
 function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTable, emptying?: EmptyingBound): number {
   const live = (subject: string): Tree => {
     let tree = trees.get(subject);
-    if (tree === undefined) trees.set(subject, (tree = new BTree<string, Entry>()));
+    if (tree === undefined) trees.set(subject, (tree = new BTree<string, EntryRef>()));
     return tree;
   };
   switch (op.kind) {
@@ -82,7 +89,7 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
       const before = live(op.subject).get(op.key);
       live(op.subject).set(op.key, op.entry);
       emptying?.changed(op.subject, op.key, before, op.entry);
-      return changeBound(op.subject, op.key, before, op.entry, snapshots.countOf(op.subject));
+      return changeBound(table, op.subject, op.key, before, op.entry, snapshots.countOf(op.subject));
     }
     case 'delete': {
       const key = nth(live(op.subject).keysArray(), op.pick);
@@ -90,7 +97,7 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
       const before = live(op.subject).get(key);
       live(op.subject).delete(key);
       emptying?.changed(op.subject, key, before, undefined);
-      return changeBound(op.subject, key, before, undefined, snapshots.countOf(op.subject));
+      return changeBound(table, op.subject, key, before, undefined, snapshots.countOf(op.subject));
     }
     case 'snapshot': {
       if (snapshots.get(op.subject, op.name) !== undefined) return 0;
@@ -111,7 +118,7 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
     case 'restore': {
       const snap = nth(snapshots.all(), op.pick);
       if (snap === undefined) return 0;
-      const grew = restoreBound(snap.subject, trees.get(snap.subject), snap.tree, snapshots.countOf(snap.subject));
+      const grew = restoreBound(table, snap.subject, trees.get(snap.subject), snap.tree, snapshots.countOf(snap.subject));
       trees.set(snap.subject, snap.tree.clone());
       emptying?.restored(snap.subject, snap);
       return grew;
@@ -127,7 +134,7 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
       // GC moves a record: the entry (shared by the live tree and snapshots) changes in place.
       const entry = nth(live(op.subject).valuesArray(), op.pick);
       if (entry === undefined) return 0;
-      entry.moveTo(op.to);
+      table.moveTo(entry, op.to);
       return MOVED_RECORD_BOUND;
     }
     case 'digest': {
@@ -144,7 +151,7 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
 function emptied(trees: Trees, keep: number): Trees {
   const out: Trees = new Map();
   for (const [subject, tree] of trees) {
-    const left = new BTree<string, Entry>();
+    const left = new BTree<string, EntryRef>();
     tree.keysArray().forEach((key, i) => {
       const entry = tree.get(key);
       if (keep > 0 && i % keep === 0 && entry !== undefined) left.set(key, entry);
@@ -164,7 +171,7 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
       const trees: Trees = new Map();
       const snapshots = new SnapshotTable();
       const mounts = new MountTable();
-      const emptying = new EmptyingBound(trees, snapshots, new Map());
+      const emptying = new EmptyingBound(table, trees, snapshots, new Map());
       let bound = checkpointSize(trees, snapshots, mounts);
       for (const op of ops) {
         bound += apply(op, trees, snapshots, mounts, emptying);
@@ -178,11 +185,11 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
         }
         const size = checkpointSize(trees, snapshots, mounts);
         assert.ok(size <= bound, `after ${op.kind}: checkpoint ${size} bytes, bound ${bound}`);
-        const opened = accountIndex(trees, snapshots, 1 << 20);
-        const atOpen = opened.liveEntriesBound + boundBesidesLiveEntries(trees, snapshots, mounts);
+        const opened = accountIndex(table, trees, snapshots, 1 << 20);
+        const atOpen = opened.liveEntriesBound + boundBesidesLiveEntries(table, trees, snapshots, mounts);
         assert.ok(size <= atOpen, `after ${op.kind}: checkpoint ${size} bytes, open's bound ${atOpen}`);
         // Open sums what is there now; the store's count may be higher (GC moves shrink entries).
-        const emptyingAtOpen = new EmptyingBound(trees, snapshots, opened.liveDiffBytes);
+        const emptyingAtOpen = new EmptyingBound(table, trees, snapshots, opened.liveDiffBytes);
         assert.ok(emptyingAtOpen.bytes <= emptying.bytes, `after ${op.kind}: open's emptying bound ${emptyingAtOpen.bytes}, the store's ${emptying.bytes}`);
         for (const keep of [0, 2, 3]) {
           const left = checkpointSize(emptied(trees, keep), snapshots, mounts);
@@ -206,7 +213,7 @@ test('the bounds are tight where they can be: one new key with nothing shared co
   const grew = apply({ kind: 'put', subject: 'app', key: '/k', entry }, trees, snapshots, mounts);
   // The key's varints take 1 byte each here, not the 2 and 3 the bound allows for.
   assert.equal(checkpointSize(trees, snapshots, mounts) - empty, grew - 3);
-  const atOpen = accountIndex(trees, snapshots, 1 << 20).liveEntriesBound + boundBesidesLiveEntries(trees, snapshots, mounts);
+  const atOpen = accountIndex(table, trees, snapshots, 1 << 20).liveEntriesBound + boundBesidesLiveEntries(table, trees, snapshots, mounts);
   assert.equal(atOpen, empty + grew);
 });
 
@@ -218,7 +225,7 @@ test('a live change gives one snapshot a difference however many its subject has
   const entry = (n: number): Entry => Entry.of(new Uint8Array(1), [{ segment: n, offset: n, length: 30 }]);
   const keys = Array.from({ length: 200 }, (_, i) => `/k${String(i).padStart(3, '0')}`);
   for (const [i, key] of keys.entries()) apply({ kind: 'put', subject: 'app', key, entry: entry(i) }, trees, snapshots, mounts);
-  for (let i = 0; i < 5; i++) snapshots.add({ subject: 'app', name: `s${i}`, id: snapshots.nextId, tree: trees.get('app')?.clone() ?? new BTree<string, Entry>(), digest: undefined, at: 0 });
+  for (let i = 0; i < 5; i++) snapshots.add({ subject: 'app', name: `s${i}`, id: snapshots.nextId, tree: trees.get('app')?.clone() ?? new BTree<string, EntryRef>(), digest: undefined, at: 0 });
   let bound = checkpointSize(trees, snapshots, mounts);
   for (const [i, key] of keys.entries()) bound += apply({ kind: 'put', subject: 'app', key, entry: entry(1000 + i) }, trees, snapshots, mounts);
   // Written against the live tree, each of the 5 snapshots would differ at every key: ~5 x 20 bytes a key.
@@ -231,7 +238,7 @@ test('deleting the newest snapshot counts the next older one at most as the dele
     const trees: Trees = new Map();
     const snapshots = new SnapshotTable();
     const mounts = new MountTable();
-    const emptying = new EmptyingBound(trees, snapshots, new Map());
+    const emptying = new EmptyingBound(table, trees, snapshots, new Map());
     const entry = (n: number): Entry => Entry.of(new Uint8Array(1), [{ segment: n, offset: n, length: 30 }]);
     const keys = Array.from({ length: 200 }, (_, i) => `/k${String(i).padStart(3, '0')}`);
     const putAll = (base: number): void => {

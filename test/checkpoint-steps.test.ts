@@ -8,7 +8,7 @@ import { decodeRecord } from '../src/format/record.js';
 import { decodeTxnMark } from '../src/format/txn-records.js';
 import { BTree } from '../src/engine/btree.js';
 import { CheckpointBuild } from '../src/engine/checkpoint-builder.js';
-import { Entry } from '../src/engine/entry.js';
+import { EntryTable, type EntryRef } from '../src/engine/entry-table.js';
 import type { Trees } from '../src/engine/keyspace.js';
 import { MountTable } from '../src/engine/mount-table.js';
 import { SnapshotTable } from '../src/engine/snapshot-table.js';
@@ -119,17 +119,18 @@ test('a checkpoint built in steps of any size encodes exactly what it encodes in
       fc.integer({ min: 1, max: 50 }),
       (layout, step) => {
         const trees: Trees = new Map();
+        const table = new EntryTable();
         let n = 0;
         for (const [subject, keys] of Object.entries(layout)) {
-          const tree = new BTree<string, Entry>();
+          const tree = new BTree<string, EntryRef>();
           for (const key of keys) {
             n++;
-            tree.set(key, Entry.unread(n % 7, 64 * n, 20 + key.length, n % 5 === 0 ? [{ segment: 9, offset: n, length: 30 }] : []));
+            tree.set(key, table.addUnread(n % 7, 64 * n, 20 + key.length, n % 5 === 0 ? [{ segment: 9, offset: n, length: 30 }] : []));
           }
           trees.set(subject, tree);
         }
-        const whole = new CheckpointBuild(trees).finish(new SnapshotTable(), new MountTable(), 42);
-        const stepped = new CheckpointBuild(trees);
+        const whole = new CheckpointBuild(trees, table).finish(new SnapshotTable(), new MountTable(), 42);
+        const stepped = new CheckpointBuild(trees, table);
         let steps = 0;
         while (!stepped.step(step)) steps++;
         assert.ok(steps <= Math.ceil(n / step), `${steps} steps for ${n} entries of ${step}`);

@@ -1,5 +1,5 @@
 import { BTree, diffTrees } from './btree.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Tree, Trees } from './keyspace.js';
 import type { Mount, MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
@@ -39,23 +39,19 @@ export const MOVED_RECORD_BOUND = LIVE_EXTENT;
 /** A digest a checkpoint did not have yet, recorded since. */
 export const DIGEST_BYTES = 32;
 
-function extentCount(e: Entry): number {
-  return 1 + e.moreRecords.length;
-}
-
 /** Most bytes a live entry of `subject`'s key `bin` holding `e` takes. */
-export function liveEntryBound(subject: string, bin: string, e: Entry): number {
-  return LIVE_ENTRY_FIXED + subject.length + 1 + bin.length + LIVE_EXTENT * extentCount(e);
+export function liveEntryBound(entries: EntryTable, subject: string, bin: string, e: EntryRef): number {
+  return LIVE_ENTRY_FIXED + subject.length + 1 + bin.length + LIVE_EXTENT * entries.extentCount(e);
 }
 
 /** Most bytes one snapshot's difference at `bin` takes: naming `held` (the snapshot's entry), or none (absent in the snapshot). */
-export function diffEntryBound(bin: string, held: Entry | undefined): number {
-  return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * extentCount(held));
+export function diffEntryBound(entries: EntryTable, bin: string, held: EntryRef | undefined): number {
+  return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * entries.extentCount(held));
 }
 
 /** Most bytes a live entry's change of records can add: its extents written at their widest. */
-export function movedEntryBound(e: Entry): number {
-  return LIVE_EXTENT * extentCount(e);
+export function movedEntryBound(entries: EntryTable, e: EntryRef): number {
+  return LIVE_EXTENT * entries.extentCount(e);
 }
 
 export function snapshotHeaderBound(subject: string, name: string): number {
@@ -74,20 +70,20 @@ export function mountBound(m: Pick<Mount, 'caller' | 'path' | 'owner' | 'name'>)
  * gains a difference at `bin` only if it held what the live tree held before (`before`, or
  * nothing), so the difference names `before`: no snapshot needs looking at.
  */
-export function changeBound(subject: string, bin: string, before: Entry | undefined, after: Entry | undefined, snapshotsOfSubject: number): number {
-  const live = after === undefined ? 0 : before === undefined ? liveEntryBound(subject, bin, after) : movedEntryBound(after);
-  return snapshotsOfSubject === 0 ? live : live + diffEntryBound(bin, before);
+export function changeBound(entries: EntryTable, subject: string, bin: string, before: EntryRef | undefined, after: EntryRef | undefined, snapshotsOfSubject: number): number {
+  const live = after === undefined ? 0 : before === undefined ? liveEntryBound(entries, subject, bin, after) : movedEntryBound(entries, after);
+  return snapshotsOfSubject === 0 ? live : live + diffEntryBound(entries, bin, before);
 }
 
 /** Most bytes a restore of `subject` from a snapshot's tree can add: `changeBound` of each key it changes. */
-export function restoreBound(subject: string, live: Tree | undefined, restored: Tree, snapshotsOfSubject: number): number {
+export function restoreBound(entries: EntryTable, subject: string, live: Tree | undefined, restored: Tree, snapshotsOfSubject: number): number {
   let n = 0;
   diffTrees(
-    live ?? new BTree<string, Entry>(),
+    live ?? new BTree<string, EntryRef>(),
     restored,
-    (bin, before) => (n += changeBound(subject, bin, before, undefined, snapshotsOfSubject)),
-    (bin, after) => (n += changeBound(subject, bin, undefined, after, snapshotsOfSubject)),
-    (bin, before, after) => (n += changeBound(subject, bin, before, after, snapshotsOfSubject)),
+    (bin, before) => (n += changeBound(entries, subject, bin, before, undefined, snapshotsOfSubject)),
+    (bin, after) => (n += changeBound(entries, subject, bin, undefined, after, snapshotsOfSubject)),
+    (bin, before, after) => (n += changeBound(entries, subject, bin, before, after, snapshotsOfSubject)),
   );
   return n;
 }
@@ -98,13 +94,13 @@ export function restoreBound(subject: string, live: Tree | undefined, restored: 
  * from its base (the next newer snapshot of its subject, or the live tree: a walk of those
  * differences only), and the mounts.
  */
-export function boundBesidesLiveEntries(trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
+export function boundBesidesLiveEntries(entries: EntryTable, trees: Trees, snapshots: SnapshotTable, mounts: MountTable): number {
   let n = PAYLOAD_FIXED;
-  const empty = new BTree<string, Entry>();
+  const empty = new BTree<string, EntryRef>();
   for (const { snap, base } of snapshots.withBases((subject) => trees.get(subject) ?? empty)) {
     n += snapshotHeaderBound(snap.subject, snap.name);
-    const add = (bin: string, held: Entry | undefined): void => {
-      n += diffEntryBound(bin, held);
+    const add = (bin: string, held: EntryRef | undefined): void => {
+      n += diffEntryBound(entries, bin, held);
     };
     diffTrees(
       snap.tree,

@@ -1,7 +1,7 @@
 import { CheckpointEncoder, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { BTree, diffTrees } from './btree.js';
 import { diffEntryBound } from './checkpoint-bound.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Tree, Trees } from './keyspace.js';
 import type { MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
@@ -38,6 +38,7 @@ export class CheckpointBuild {
   /** `frozen`: the trees to write (clones no write changes); `bytesPerEntry`: the last checkpoint's, if known, to size the payload (a guess otherwise). */
   constructor(
     readonly frozen: Trees,
+    private readonly table: EntryTable,
     bytesPerEntry?: number,
   ) {
     this.subjects = [...frozen].filter(([, tree]) => tree.size > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -54,15 +55,16 @@ export class CheckpointBuild {
   /** Encode up to `most` more live entries; true once every entry is encoded. */
   step(most: number): boolean {
     const encoder = this.encoder;
+    const table = this.table;
     let left = most;
     for (let subjectAt = this.subjectAt; subjectAt < this.subjects.length; subjectAt++) {
-      const [subject, tree] = this.subjects[subjectAt] ?? ['', new BTree<string, Entry>()];
+      const [subject, tree] = this.subjects[subjectAt] ?? ['', new BTree<string, EntryRef>()];
       const after = this.after;
       const last = tree.maxKey() ?? '';
       tree.forRange(after ?? (tree.minKey() ?? ''), last, true, (bin, e) => {
         if (bin === after) return undefined;
         if (left === 0) return { break: true };
-        encoder.entry(subject, bin, e.segment, e.offset, e.recordLength, e.moreRecords);
+        encoder.entry(subject, bin, table.segment(e), table.offset(e), table.recordLength(e), table.moreRecords(e));
         this.after = bin;
         left--;
         return undefined;
@@ -81,13 +83,13 @@ export class CheckpointBuild {
   finish(snapshots: SnapshotTable, mounts: MountTable, nextTxnId: number): Uint8Array {
     while (!this.step(Number.POSITIVE_INFINITY));
     const snaps: CheckpointSnapshot[] = [];
-    const empty = new BTree<string, Entry>();
+    const empty = new BTree<string, EntryRef>();
     for (const { snap, base } of snapshots.withBases((subject) => this.frozen.get(subject) ?? empty)) {
       const diff: CheckpointSnapshot['diff'] = [];
       let held = 0;
-      const differs = (key: string, e: Entry): void => {
-        diff.push({ key, extents: e.extents });
-        held += diffEntryBound(key, e);
+      const differs = (key: string, e: EntryRef): void => {
+        diff.push({ key, extents: this.table.extents(e) });
+        held += diffEntryBound(this.table, key, e);
       };
       diffTrees(snap.tree, base, differs, (key) => diff.push({ key, extents: null }), differs);
       this.heldDifferences.set(snap.id, held);
@@ -108,13 +110,13 @@ export function frozenTrees(trees: Trees): Trees {
 export interface LiveChange {
   subject: string;
   bin: string;
-  entry: Entry | undefined;
+  entry: EntryRef | undefined;
 }
 
 /** How `now` differs from `before` (a frozen copy of it): cheap when little changed, as shared subtrees are skipped. */
 export function changesSince(before: Trees, now: Trees): LiveChange[] {
   const changes: LiveChange[] = [];
-  const empty = new BTree<string, Entry>();
+  const empty = new BTree<string, EntryRef>();
   for (const subject of new Set([...before.keys(), ...now.keys()])) {
     diffTrees(
       before.get(subject) ?? empty,

@@ -14,6 +14,7 @@ import type { Trees } from './keyspace.js';
 import type { MountTable } from './mount-table.js';
 import type { Replayed } from './replay.js';
 import type { SegmentUsage } from './segment-usage.js';
+import type { EntryTable } from './entry-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
 import { EMPTY, appendOrThrow, awaitDurable, recordKey, type IndexAccounting } from './store-support.js';
 import type { OpenOptions } from './store-types.js';
@@ -36,6 +37,7 @@ const JOURNAL_BYTES_PER_ENTRY = 80;
 export interface CheckpointerHost {
   readonly device: BlockDevice;
   readonly usage: SegmentUsage;
+  readonly entries: EntryTable;
   readonly journal: Readonly<Pick<JournalWriter<unknown>, 'fits' | 'append' | 'bytesAppended'>>;
   readonly snapshots: SnapshotTable;
   readonly mounts: MountTable;
@@ -70,7 +72,7 @@ export function checkCheckpointOptions(options: CheckpointOptions): void {
  * A checkpoint's records: its payload in CKPT chunks, then a PUT or DELETE for each live change
  * made while it was built (section 7.2 of docs/storage/statefs-v3.md).
  */
-function checkpointRecords(id: number, payload: Uint8Array, changes: readonly LiveChange[]): RecordToWrite[] {
+function checkpointRecords(entries: EntryTable, id: number, payload: Uint8Array, changes: readonly LiveChange[]): RecordToWrite[] {
   const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
   const records: RecordToWrite[] = [];
   for (let i = 0; i < count; i++) {
@@ -78,7 +80,7 @@ function checkpointRecords(id: number, payload: Uint8Array, changes: readonly Li
     // The header goes beside the slice, not copied with it: no second copy of a large payload.
     records.push({ opcode: Op.CKPT, key: EMPTY, value: chunk, valueHead: encodeCheckpointChunkHeader(id, i, count) });
   }
-  for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry?.value ?? EMPTY });
+  for (const c of changes) records.push({ opcode: c.entry === undefined ? Op.DELETE : Op.PUT, key: recordKey(c.subject, c.bin), value: c.entry === undefined ? EMPTY : entries.value(c.entry) });
   return records;
 }
 
@@ -136,8 +138,8 @@ export class Checkpointer {
     this.boundBase =
       opened.version === CHECKPOINT_VERSION
         ? opened.payloadBytes + DIGEST_BYTES * opened.undigested + opened.growth
-        : accounting.liveEntriesBound + boundBesidesLiveEntries(host.trees(), host.snapshots, host.mounts);
-    this.emptying = new EmptyingBound(host.trees(), host.snapshots, accounting.liveDiffBytes);
+        : accounting.liveEntriesBound + boundBesidesLiveEntries(host.entries, host.trees(), host.snapshots, host.mounts);
+    this.emptying = new EmptyingBound(host.entries, host.trees(), host.snapshots, accounting.liveDiffBytes);
   }
 
   /** A change since the last checkpoint may make the next one up to `bytes` longer (`checkpoint-bound.ts`). */
@@ -328,7 +330,7 @@ export class Checkpointer {
   /** A checkpoint of the working trees as they are now, its payload sized from the last one's bytes per entry. */
   private checkpointBuild(): CheckpointBuild {
     this.growthAtBuild = this.growth;
-    return new CheckpointBuild(frozenTrees(this.host.trees()), this.bytesPerEntry());
+    return new CheckpointBuild(frozenTrees(this.host.trees()), this.host.entries, this.bytesPerEntry());
   }
 
   /**
@@ -345,6 +347,7 @@ export class Checkpointer {
    */
   private async write(): Promise<void> {
     for (let gc = this.host.gcRunning(); gc !== undefined; gc = this.host.gcRunning()) await gc.catch(() => undefined);
+    const begun = this.host.entries.checkpointStarted();
     let build = this.checkpointBuild();
     for (let attempt = 1; ; attempt++) {
       const snapshotsAtP = this.snapshotsTaken;
@@ -365,7 +368,7 @@ export class Checkpointer {
     const id = this.host.superblock().ckptId + 1;
     let payload = build.finish(snapshots, mounts, this.host.nextTxnId());
     let changes = changesSince(build.frozen, this.host.trees());
-    let records = checkpointRecords(id, payload, changes);
+    let records = checkpointRecords(this.host.entries, id, payload, changes);
     if (changes.length > 0 && !journal.fits(records, { useReserve: true, ownBatch: true })) {
       // The writes made meanwhile leave no room for the checkpoint beside them (the reserve is
       // sized for a checkpoint, not for it and every write made while it was built): the state
@@ -373,14 +376,14 @@ export class Checkpointer {
       build = this.checkpointBuild();
       payload = build.finish(snapshots, mounts, this.host.nextTxnId());
       changes = [];
-      records = checkpointRecords(id, payload, changes);
+      records = checkpointRecords(this.host.entries, id, payload, changes);
     }
     const appended = appendOrThrow(journal, records, 'checkpoint', undefined, undefined, { useReserve: true, ownBatch: true });
     const count = records.length - changes.length;
     changes.forEach((c, i) => {
       const to = appended.extents[count + i];
       if (c.entry === undefined || to === undefined) return;
-      this.host.moved(c.subject, c.entry.diskBytes, to.length);
+      this.host.moved(c.subject, this.host.entries.diskBytes(c.entry), to.length);
       this.host.usage.moveEntry(c.entry, to);
     });
     // The changes written again count with the checkpoint here: under heavy writes, counting
@@ -413,5 +416,6 @@ export class Checkpointer {
       throw failure;
     }
     this.host.switched(next);
+    this.host.entries.checkpointDone(begun);
   }
 }

@@ -2,7 +2,7 @@ import { StatefsError } from '../errors.js';
 import { encodeReloc } from '../format/meta-records.js';
 import { Op } from '../format/opcodes.js';
 import { recordLength } from '../format/record.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Appended, RecordToWrite } from './journal-writer.js';
 import { failpoint } from './failpoints.js';
 import { indexKey } from './names.js';
@@ -43,12 +43,13 @@ interface InternalPlan extends GcPlan {
 interface Move {
   subject: string;
   bin: string;
-  entry: Entry;
+  entry: EntryRef;
 }
 
 /** What the compactor needs from the store. */
 export interface CompactorHost {
   readonly usage: SegmentUsage;
+  readonly entries: EntryTable;
   readonly segmentSize: number;
   /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with one place that holds it. */
   heldEntriesIn(segments: ReadonlySet<number>): Move[];
@@ -88,7 +89,7 @@ export class Compactor {
     }
     const moves = this.movesFor(new Set(segments));
     let movedBytes = 0;
-    for (const m of moves) movedBytes += relocLength(m);
+    for (const m of moves) movedBytes += relocLength(this.host.entries, m);
     let reclaimed = 0;
     for (const s of segments) reclaimed += segmentSize - (usage.liveBytes[s] ?? 0);
     return {
@@ -113,15 +114,16 @@ export class Compactor {
       if (options.signal?.aborted === true) break;
       // Entries still here and still held (a write may have superseded one since planning).
       const here = new Set([segment]);
-      const moves = plan.moves.filter((m) => m.entry.hasRecordIn(here) && this.host.stillHeld(m));
-      const records = moves.map(relocRecord);
+      const entries = this.host.entries;
+      const moves = plan.moves.filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
+      const records = moves.map((m) => relocRecord(entries, m));
       scanned += this.host.segmentSize;
       if (records.length > 0) {
         const appended = this.host.append(records);
         moves.forEach((m, i) => {
           const to = appended.extents[i];
           if (to === undefined) return;
-          this.host.moved(m.subject, m.entry.diskBytes, to.length);
+          this.host.moved(m.subject, entries.diskBytes(m.entry), to.length);
           this.host.usage.moveEntry(m.entry, to);
         });
         await appended.durable;
@@ -147,14 +149,14 @@ export class Compactor {
   }
 }
 
-function relocRecord(m: Move): RecordToWrite {
+function relocRecord(entries: EntryTable, m: Move): RecordToWrite {
   return {
     opcode: Op.RELOC,
     key: Buffer.from(indexKey(m.subject, m.bin), 'latin1'),
-    value: encodeReloc({ segment: m.entry.segment, offset: m.entry.offset, value: m.entry.value }),
+    value: encodeReloc({ segment: entries.segment(m.entry), offset: entries.offset(m.entry), value: entries.value(m.entry) }),
   };
 }
 
-function relocLength(m: Move): number {
-  return recordLength(m.subject.length + 1 + m.bin.length, 8 + m.entry.valueLength);
+function relocLength(entries: EntryTable, m: Move): number {
+  return recordLength(m.subject.length + 1 + m.bin.length, 8 + entries.valueLength(m.entry));
 }

@@ -1,6 +1,6 @@
 import { BTree, diffTrees } from './btree.js';
 import { diffEntryBound } from './checkpoint-bound.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Tree, Trees } from './keyspace.js';
 import type { Snapshot, SnapshotTable } from './snapshot-table.js';
 
@@ -42,13 +42,18 @@ export class EmptyingBound {
    * At open: `liveBySubject` summed in the index's walk (`accountIndex`); each snapshot's total
    * from the next newer one's (the newest's from the live sum) and a walk of their differences.
    */
-  constructor(trees: Trees, snapshots: SnapshotTable, liveBySubject: Map<string, number>) {
+  constructor(
+    private readonly entries: EntryTable,
+    trees: Trees,
+    snapshots: SnapshotTable,
+    liveBySubject: Map<string, number>,
+  ) {
     this.live = liveBySubject;
-    const empty = new BTree<string, Entry>();
+    const empty = new BTree<string, EntryRef>();
     const newer = new Map<string, number>(); // the total of the snapshot built before, per subject
     for (const { snap, base } of snapshots.withBases((subject) => trees.get(subject) ?? empty).reverse()) {
       const newest = !newer.has(snap.subject);
-      const { total, held } = totalAgainst(snap.tree, base, newer.get(snap.subject) ?? this.liveOf(snap.subject));
+      const { total, held } = totalAgainst(entries, snap.tree, base, newer.get(snap.subject) ?? this.liveOf(snap.subject));
       newer.set(snap.subject, total);
       this.ofSnapshot.set(snap.id, { subject: snap.subject, total, counted: newest ? total - held : 0 });
       this.idsOf(snap.subject).push(snap.id); // newest first here: reversed below
@@ -74,8 +79,8 @@ export class EmptyingBound {
   }
 
   /** `subject`'s key `bin` changed from `before` to `after` (undefined: absent) in the live tree. */
-  changed(subject: string, bin: string, before: Entry | undefined, after: Entry | undefined): void {
-    const delta = (after === undefined ? 0 : diffEntryBound(bin, after)) - (before === undefined ? 0 : diffEntryBound(bin, before));
+  changed(subject: string, bin: string, before: EntryRef | undefined, after: EntryRef | undefined): void {
+    const delta = (after === undefined ? 0 : diffEntryBound(this.entries, bin, after)) - (before === undefined ? 0 : diffEntryBound(this.entries, bin, before));
     if (delta !== 0) this.live.set(subject, this.liveOf(subject) + delta);
   }
 
@@ -157,20 +162,20 @@ export class EmptyingBound {
  * A snapshot's entries as differences (`total`), from its base's (`baseTotal`) and a walk of
  * their differences; `held`: those it differs at, naming entries of its own.
  */
-function totalAgainst(tree: Tree, base: Tree, baseTotal: number): { total: number; held: number } {
+function totalAgainst(entries: EntryTable, tree: Tree, base: Tree, baseTotal: number): { total: number; held: number } {
   let total = baseTotal;
   let held = 0;
   diffTrees(
     tree,
     base,
     (bin, e) => {
-      total += diffEntryBound(bin, e);
-      held += diffEntryBound(bin, e);
+      total += diffEntryBound(entries, bin, e);
+      held += diffEntryBound(entries, bin, e);
     },
-    (bin, other) => (total -= diffEntryBound(bin, other)),
+    (bin, other) => (total -= diffEntryBound(entries, bin, other)),
     (bin, e, other) => {
-      total += diffEntryBound(bin, e) - diffEntryBound(bin, other);
-      held += diffEntryBound(bin, e);
+      total += diffEntryBound(entries, bin, e) - diffEntryBound(entries, bin, other);
+      held += diffEntryBound(entries, bin, e);
     },
   );
   return { total, held };

@@ -5,7 +5,8 @@ import { decodeRecord, type DecodedRecord } from '../format/record.js';
 import { decodeReloc } from '../format/meta-records.js';
 import { segmentOffset } from '../format/superblock.js';
 import { PAYLOAD_PUT, decodePayload } from '../format/txn-records.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
+import type { Extent } from './journal-writer.js';
 
 /** The value bytes a PUT or a transaction's PAYLOAD record holds, or undefined for any other record. */
 export function valueOfRecord(record: DecodedRecord): Uint8Array | undefined {
@@ -16,10 +17,10 @@ export function valueOfRecord(record: DecodedRecord): Uint8Array | undefined {
   return chunk?.kind === PAYLOAD_PUT ? chunk.data : undefined;
 }
 
-/** Read an entry's value from its records on the device, checking each record's CRC. */
-export async function readEntryValue(device: BlockDevice, segmentSize: number, entry: Entry): Promise<Uint8Array> {
+/** Read a value from its records (`extents`) on the device, checking each record's CRC. */
+export async function readEntryValue(device: BlockDevice, segmentSize: number, extents: readonly Extent[]): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
-  for (const x of entry.extents) {
+  for (const x of extents) {
     const at = segmentOffset(x.segment, segmentSize) + x.offset;
     const buf = await device.read(at, x.length);
     const r = decodeRecord(buf, 0);
@@ -37,14 +38,16 @@ export async function readEntryValue(device: BlockDevice, segmentSize: number, e
 export async function readEntriesBySegment(
   device: BlockDevice,
   segmentSize: number,
-  entries: Iterable<Entry>,
-  onValue: (entry: Entry, value: Uint8Array | StatefsError) => void,
+  table: EntryTable,
+  entries: Iterable<EntryRef>,
+  onValue: (entry: EntryRef, value: Uint8Array | StatefsError) => void,
 ): Promise<void> {
-  const bySegment = new Map<number, Entry[]>();
+  const bySegment = new Map<number, EntryRef[]>();
   for (const e of entries) {
-    if (e.recordLength === 0) continue;
-    let list = bySegment.get(e.segment);
-    if (list === undefined) bySegment.set(e.segment, (list = []));
+    if (table.recordLength(e) === 0) continue;
+    const segment = table.segment(e);
+    let list = bySegment.get(segment);
+    if (list === undefined) bySegment.set(segment, (list = []));
     list.push(e);
   }
   for (const segment of [...bySegment.keys()].sort((a, b) => a - b)) {
@@ -53,7 +56,7 @@ export async function readEntriesBySegment(
     for (const e of bySegment.get(segment) ?? []) {
       const parts: Uint8Array[] = [];
       let failure: StatefsError | undefined;
-      for (const x of e.extents) {
+      for (const x of table.extents(e)) {
         // Chunks of one transaction value may sit in the next segment: read those directly.
         const r = x.segment === segment ? decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length)) : decodeRecord(await device.read(segmentOffset(x.segment, segmentSize) + x.offset, x.length), 0);
         const value = r.ok && r.record.length === x.length ? valueOfRecord(r.record) : undefined;

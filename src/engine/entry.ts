@@ -3,32 +3,29 @@ import { copyInto, copyOut, copyOutText, copyTextInto } from './value-pool.js';
 
 /** The segment of an entry that has no record on disk yet (a legacy v1 value before the upgrade). */
 const NO_RECORD = -1;
-/** The value length of an entry loaded from a checkpoint whose value replay has not read yet. */
-const UNREAD = -1;
-const NO_BYTES = new Uint8Array(0);
 const NO_EXTENTS: readonly Extent[] = [];
 
 /**
- * One stored value as the index holds it — one object per key in the common case, which is
- * what the index's memory and open time are made of (a million keys, a million entries):
+ * One stored value written since the store opened (or replayed from the log past the
+ * checkpoint) as the index holds it: one object per key. Entries loaded from the checkpoint at
+ * open are rows of the store's `EntryTable` instead (`EntryRef`), so that a large store does
+ * not open into a million objects.
  *
  * - the value is a binary string (one char per byte: a put's value, `ofText`), or `valueLength`
- *   bytes at `start` in `bytes`, a buffer usually shared with other
- *   values (a batch's values, or those read from one segment at open), so there is no view per
- *   value: `copyValue` copies straight out of it;
+ *   bytes at `start` in `bytes`, a buffer usually shared with other values (a batch's), so there
+ *   is no view per value: `copyValue` copies straight out of it;
  * - the first record holding it is kept as three numbers; a value in several records (a
  *   transaction value in several PAYLOAD chunks) keeps the others in `moreRecords`.
  *
  * Entries are shared by the working tree, committed trees, snapshots and mounts, so what an
- * entry holds never changes once it is in a tree. Two changes say where the value is, not what
- * it is, and every holder must see them: `fill` (replay reads the value of an entry loaded from
- * a checkpoint, before the store opens) and `moveTo` (GC or the v1 upgrade wrote the value's
- * record elsewhere).
+ * entry holds never changes once it is in a tree. One change says where the value is, not what
+ * it is, and every holder must see it: `moveTo` (GC or the v1 upgrade wrote the value's record
+ * elsewhere).
  */
 export class Entry {
-  private bytes: Uint8Array | string;
-  private start: number;
-  private size: number;
+  private readonly bytes: Uint8Array | string;
+  private readonly start: number;
+  private readonly size: number;
   private seg: number;
   private off: number;
   private len: number;
@@ -63,23 +60,6 @@ export class Entry {
     return new Entry(value, 0, value.length, first.segment, first.offset, first.length, extents.length === 1 ? NO_EXTENTS : extents.slice(1));
   }
 
-  /** An entry loaded from a checkpoint: its records are known, its value is read later (`fill`). */
-  static unread(segment: number, offset: number, recordLength: number, more: readonly Extent[]): Entry {
-    return new Entry(NO_BYTES, 0, UNREAD, segment, offset, recordLength, more.length === 0 ? NO_EXTENTS : more);
-  }
-
-  /** Whether the value is known (false only during replay, for an entry loaded from a checkpoint). */
-  get loaded(): boolean {
-    return this.size !== UNREAD;
-  }
-
-  /** Replay read the value of an `unread` entry: `length` bytes at `start` of `bytes`. */
-  fill(bytes: Uint8Array, start: number, length: number): void {
-    this.bytes = bytes;
-    this.start = start;
-    this.size = length;
-  }
-
   /** The value was written to the record `to` (the only record holding it from now on). */
   moveTo(to: Extent): void {
     this.seg = to.segment;
@@ -89,7 +69,7 @@ export class Entry {
   }
 
   get valueLength(): number {
-    return Math.max(this.size, 0);
+    return this.size;
   }
 
   /** A view of the value (the store's own bytes: never hand it out, never change it). */

@@ -3,7 +3,7 @@ import { FileDevice } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
 import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
 import { readEntriesBySegment, readEntryValue } from './entry-reader.js';
-import type { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import { replayImage, type Replayed } from './replay.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { Store } from './store.js';
@@ -176,9 +176,9 @@ function fromOpenError(err: unknown): FsckFinding {
 /** Every value the live state or a snapshot reads: its records decode with a good CRC. */
 async function checkValues(device: BlockDevice, replayed: Replayed, findings: FsckFinding[], checked: FsckReport['checked']): Promise<void> {
   if (replayed.legacy !== undefined) return; // v1 values were read whole by replay
-  const entries = new Set<Entry>();
+  const entries = new Set<EntryRef>();
   for (const tree of [...replayed.index.values(), ...replayed.snapshots.all().map((s) => s.tree)]) for (const e of tree.values()) entries.add(e);
-  await readEntriesBySegment(device, replayed.sb.segmentSize, entries, (_entry, value) => {
+  await readEntriesBySegment(device, replayed.sb.segmentSize, replayed.entries, entries, (_entry, value) => {
     checked.values++;
     if (value instanceof StatefsError) {
       findings.push({ offset: value.offset ?? 0, reason: 'live-record-damaged', severity: 'fatal', message: value.message });
@@ -194,7 +194,7 @@ async function checkSnapshots(device: BlockDevice, replayed: Replayed, findings:
       findings.push({ offset: snap.at, reason: 'snapshot-digest-missing', severity: 'info', message: `${snap.subject}/${snap.name} has no recorded digest yet (it is recomputed on open)` });
       continue;
     }
-    const digest = await snapshotDigest(snap.tree, (_bin, entry) => readEntryValue(device, replayed.sb.segmentSize, entry).catch(() => new Uint8Array(0)));
+    const digest = await snapshotDigest(snap.tree, (_bin, entry) => readEntryValue(device, replayed.sb.segmentSize, replayed.entries.extents(entry)).catch(() => new Uint8Array(0)));
     if (Buffer.compare(digest, snap.digest) !== 0) {
       findings.push({ offset: snap.at, reason: 'snapshot-digest-mismatch', severity: 'fatal', message: `${snap.subject}/${snap.name}: content does not match its digest` });
     }

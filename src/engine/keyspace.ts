@@ -1,6 +1,6 @@
 import { BTree, type SortedTree } from './btree.js';
 import { DirectoryCounts } from './directory-counts.js';
-import type { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import type { KeyView } from './tree-rules.js';
 
 /** Point reads a subject serves from its tree before it gets a hash map (see `readPoint`). */
@@ -9,7 +9,7 @@ const POINT_MAP_AFTER_READS = 4096;
 const DIRECTORY_COUNTS_AFTER = 4096;
 
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
-export type Tree = SortedTree<string, Entry>;
+export type Tree = SortedTree<string, EntryRef>;
 
 /** Every subject's tree. */
 export type Trees = Map<string, Tree>;
@@ -18,7 +18,7 @@ export type Trees = Map<string, Tree>;
 export interface Sealed {
   trees: Trees;
   /** Per subject, each key written in the round and its entry after it (undefined: deleted). */
-  changes: Map<string, Map<string, Entry | undefined>>;
+  changes: Map<string, Map<string, EntryRef | undefined>>;
   /** Subjects whose tree was replaced wholesale (restore): their point-read maps are rebuilt. */
   replaced: Set<string>;
 }
@@ -33,14 +33,14 @@ export class Keyspace {
   private committed: Trees;
   private lastSealed: Trees;
   private readonly dirty = new Set<string>();
-  private changes = new Map<string, Map<string, Entry | undefined>>();
+  private changes = new Map<string, Map<string, EntryRef | undefined>>();
   private replaced = new Set<string>();
   /**
    * Hash maps of the committed state for point reads (a tree lookup compares strings at every
    * level; a hash lookup does not). Built per subject on its first read, then kept in step by
    * applying each durable round's changes.
    */
-  private readonly points = new Map<string, Map<string, Entry>>();
+  private readonly points = new Map<string, Map<string, EntryRef>>();
   /** Point reads served from the tree, per subject without a map yet. */
   private readonly treeReads = new Map<string, number>();
   /**
@@ -62,12 +62,12 @@ export class Keyspace {
   }
 
   /** Set `bin` in the working tree of `subject` (created on first use); returns the entry it replaced. */
-  set(subject: string, bin: string, entry: Entry): Entry | undefined {
+  set(subject: string, bin: string, entry: EntryRef): EntryRef | undefined {
     const tree = this.writable(subject);
     // Inserting a new key takes one walk of the tree, replacing a key two (the old entry, then the
     // new one). Writes tend to come in runs of one kind (a load adds keys, a service updates its
     // own), so guess from the last one: a wrong guess costs one walk more.
-    let old: Entry | undefined;
+    let old: EntryRef | undefined;
     if (this.lastSetAdded) {
       if (!tree.set(bin, entry, false)) {
         old = tree.get(bin);
@@ -85,7 +85,7 @@ export class Keyspace {
   }
 
   /** Remove `bin` from the working tree of `subject`; returns the entry it held. */
-  delete(subject: string, bin: string): Entry | undefined {
+  delete(subject: string, bin: string): EntryRef | undefined {
     const tree = this.writable(subject);
     const old = tree.get(bin);
     tree.delete(bin);
@@ -96,14 +96,14 @@ export class Keyspace {
 
   private writable(subject: string): Tree {
     let tree = this.working.get(subject);
-    if (tree === undefined) this.working.set(subject, (tree = new BTree<string, Entry>()));
+    if (tree === undefined) this.working.set(subject, (tree = new BTree<string, EntryRef>()));
     this.dirty.add(subject);
     return tree;
   }
 
-  private changed(subject: string): Map<string, Entry | undefined> {
+  private changed(subject: string): Map<string, EntryRef | undefined> {
     let keys = this.changes.get(subject);
-    if (keys === undefined) this.changes.set(subject, (keys = new Map<string, Entry | undefined>()));
+    if (keys === undefined) this.changes.set(subject, (keys = new Map<string, EntryRef | undefined>()));
     return keys;
   }
 
@@ -156,7 +156,7 @@ export class Keyspace {
   }
 
   /** The acknowledged entry of `bin` (what a point read sees). */
-  readPoint(subject: string, bin: string): Entry | undefined {
+  readPoint(subject: string, bin: string): EntryRef | undefined {
     const points = this.points.get(subject);
     if (points !== undefined) return points.get(bin);
     const tree = this.committed.get(subject);
@@ -170,7 +170,7 @@ export class Keyspace {
       return tree.get(bin);
     }
     this.treeReads.delete(subject);
-    const built = new Map<string, Entry>();
+    const built = new Map<string, EntryRef>();
     tree.forEachPair((key, entry) => {
       built.set(key, entry); // not new Map(tree.entries()): an array per key to throw away
     });

@@ -3,7 +3,7 @@ import { StatefsError } from '../errors.js';
 import { emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { JournalWriter, RecordToWrite } from './journal-writer.js';
 import type { Trees } from './keyspace.js';
 import { indexKey } from './names.js';
@@ -15,6 +15,7 @@ import { writeSuperblock } from './superblock-io.js';
 export interface UpgradeHost {
   readonly device: BlockDevice;
   readonly usage: SegmentUsage;
+  readonly entries: EntryTable;
   readonly journal: Pick<JournalWriter<unknown>, 'append'>;
   /** The working trees: the v1 state, with values in memory and no records yet. */
   trees(): Trees;
@@ -35,12 +36,12 @@ export interface UpgradeHost {
  * the upgraded one. `ENOSPC` (nothing written; the image stays v1 and readable) if it cannot fit.
  */
 export async function writeUpgrade(host: UpgradeHost): Promise<void> {
-  const entries: [string, Entry][] = [];
+  const entries: [string, EntryRef][] = [];
   for (const [subject, tree] of host.trees()) for (const [bin, e] of tree.entries()) entries.push([indexKey(subject, bin), e]);
   const checkpoint = encodeCheckpoint(emptyCheckpoint());
   const records: RecordToWrite[] = [
     { opcode: Op.CKPT, key: EMPTY, value: encodeCheckpointChunk(1, 0, 1, checkpoint) },
-    ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: e.value })),
+    ...entries.map(([ik, e]) => ({ opcode: Op.PUT, key: Buffer.from(ik, 'latin1'), value: host.entries.value(e) })),
   ];
   const appended = appendOrThrow(host.journal, records, 'upgrade', undefined, undefined, { ownBatch: true });
   entries.forEach(([ik, e], i) => {
@@ -48,7 +49,7 @@ export async function writeUpgrade(host: UpgradeHost): Promise<void> {
     if (extent === undefined) return;
     // Open counted the entry already (with no record): now its record, once.
     host.usage.moveEntry(e, extent);
-    host.moved(ik.slice(0, ik.indexOf('\0')), 0, e.diskBytes);
+    host.moved(ik.slice(0, ik.indexOf('\0')), 0, host.entries.diskBytes(e));
   });
   await awaitDurable(appended.durable, 'upgrade', undefined, undefined);
   const sb: Superblock = {

@@ -5,6 +5,7 @@ import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord } from
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
 import { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import { defaultSegmentSize } from './mkfs.js';
 import type { Trees } from './keyspace.js';
 import { KEY_ROOT } from './names.js';
@@ -32,7 +33,7 @@ const WINDOW = 4 * 1024 * 1024;
 const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
 
 export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
-  const tree = new BTree<string, Entry>();
+  const tree = new BTree<string, EntryRef>();
   let windowStart = 0;
   let window: Uint8Array = new Uint8Array(0);
   const load = async (at: number): Promise<void> => {

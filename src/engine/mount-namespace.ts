@@ -1,5 +1,5 @@
 import { StatefsError } from '../errors.js';
-import type { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import { MOUNT_ROOT, type MountTable } from './mount-table.js';
 import { checkKey, fromBinary, toBinary } from './names.js';
 import type { SnapshotTable } from './snapshot-table.js';
@@ -26,7 +26,7 @@ export class MountNamespace {
   }
 
   /** A read of `/mnt/<label>/<rest>`: the mounted snapshot's `/state/<rest>`. */
-  read(caller: string, key: string, op: string): Entry | undefined {
+  read(caller: string, key: string, op: string): EntryRef | undefined {
     const bin = checkKey(key, op, caller, MOUNT_ROOT);
     const mount = this.mounts.covering(caller, bin);
     if (mount === undefined) throw StatefsError.ENOENT(`mount for ${key}`, { op, subject: caller, key });

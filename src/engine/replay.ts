@@ -9,6 +9,7 @@ import { segmentOffset, type Superblock } from '../format/superblock.js';
 import { BTree, bulkTree } from './btree.js';
 import { MOVED_RECORD_BOUND, changeBound, liveEntryBound, mountBound, movedEntryBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Entry } from './entry.js';
+import { EntryTable, type EntryRef } from './entry-table.js';
 import type { Tree, Trees } from './keyspace.js';
 import { SnapshotTable } from './snapshot-table.js';
 import { MountTable } from './mount-table.js';
@@ -42,6 +43,8 @@ export interface Replayed {
   checkpoint: { recordBytes: number; payloadBytes: number; entries: number; version: number; undigested: number; growth: number };
   /** Records per segment and bytes per subject of the replayed index. */
   accounting: IndexAccounting;
+  /** The entries loaded from the checkpoint, which the trees hold as rows of this table. */
+  entries: EntryTable;
 }
 
 export interface Orphan {
@@ -73,7 +76,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   if (kind.kind === 'legacy-v1') return replayedLegacy(await replayLegacy(device, legacySubject), device.size);
   const sb = kind.sb;
   const snapshots = new SnapshotTable();
-  const index = new IndexBuilder(sb, snapshots);
+  const entries = new EntryTable();
+  const index = new IndexBuilder(sb, snapshots, entries);
   const payload = new PayloadAssembler(device.size);
   const ckpt = { loaded: false, recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0 };
   const txns = new Map<number, PendingTxn>();
@@ -171,11 +175,11 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  const accounting = await readValues(device, sb, index.trees, snapshots);
+  const accounting = await readValues(device, sb, entries, index.trees, snapshots);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
-  const { recordBytes, payloadBytes, entries, version, undigested } = ckpt;
-  const checkpoint = { recordBytes, payloadBytes, entries, version, undigested, growth: index.growth };
-  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting };
+  const { recordBytes, payloadBytes, version, undigested } = ckpt;
+  const checkpoint = { recordBytes, payloadBytes, entries: ckpt.entries, version, undigested, growth: index.growth };
+  return { sb, scan, index: index.trees, nextTxnId: ids.next, snapshots, mounts, orphans, checkpoint, accounting, entries };
 }
 
 /**
@@ -270,8 +274,9 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
   };
   const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0, growth: 0 };
   const snapshots = new SnapshotTable();
-  const accounting = accountIndex(legacy.index, snapshots, legacy.segmentCount);
-  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting };
+  const entries = new EntryTable(); // a v1 image has no checkpoint: its entries are objects
+  const accounting = accountIndex(entries, legacy.index, snapshots, legacy.segmentCount);
+  return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting, entries };
 }
 
 function requireCheckpoint(loaded: boolean, sb: Superblock, extent: Extent): void {
@@ -288,12 +293,14 @@ const READ_RUN_BYTES = 4 * 1024 * 1024;
  * one's records are checked, so the disk and the CRCs overlap. Returns the index's accounting,
  * counted in the same walk.
  */
-async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, snapshots: SnapshotTable): Promise<IndexAccounting> {
-  const bySegment = new Map<number, Entry[]>();
-  const accounting = accountIndex(trees, snapshots, sb.segmentCount, (e) => {
-    if (e.loaded) return;
-    let list = bySegment.get(e.segment);
-    if (list === undefined) bySegment.set(e.segment, (list = []));
+async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable, trees: Trees, snapshots: SnapshotTable): Promise<IndexAccounting> {
+  // Only rows are unread, and a row's value is read once however many trees hold it.
+  const bySegment = new Map<number, number[]>();
+  const accounting = accountIndex(table, trees, snapshots, sb.segmentCount, (e) => {
+    if (typeof e !== 'number' || table.loaded(e)) return;
+    const segment = table.segment(e);
+    let list = bySegment.get(segment);
+    if (list === undefined) bySegment.set(segment, (list = []));
     list.push(e);
   });
   const segments = [...bySegment.keys()].sort((a, b) => a - b);
@@ -316,7 +323,7 @@ async function readValues(device: BlockDevice, sb: Superblock, trees: Trees, sna
     await device.readInto(offset, into.subarray(0, length));
     return into.subarray(0, length);
   };
-  const filler = new SegmentFiller(sb, readSegment);
+  const filler = new SegmentFiller(sb, table, readSegment);
   let next = readRun(0);
   for (let r = 0; r < runs.length; r++) {
     const run = runs[r];
@@ -348,8 +355,8 @@ function segmentRuns(segments: readonly number[], segmentCount: number, most: nu
 }
 
 /**
- * Fills unread entries with their values from one segment's bytes. The values of a segment get
- * one buffer holding exactly those values (never the segment's other bytes): one allocation per
+ * Fills unread rows with their values from one segment's bytes. The values of a segment get one
+ * slab holding exactly those values (never the segment's other bytes): one allocation per
  * segment, not one per value, and no view per value kept.
  */
 class SegmentFiller {
@@ -358,43 +365,48 @@ class SegmentFiller {
 
   constructor(
     private readonly sb: Superblock,
+    private readonly table: EntryTable,
     private readonly readSegment: (segment: number) => Promise<Uint8Array>,
   ) {}
 
-  async fill(buf: Uint8Array, segment: number, entries: readonly Entry[]): Promise<void> {
+  async fill(buf: Uint8Array, segment: number, rows: readonly number[]): Promise<void> {
     const joined = new Map<number, Uint8Array>();
-    let packed = this.locate(buf, segment, entries, joined);
+    let packed = this.locate(buf, segment, rows, joined);
     // A transaction value in several PAYLOAD records, possibly in other segments (rare). Kept out
     // of `locate` and `copy`: their loops run once per value, and stay free of awaits.
     for (const [i, first] of joined) {
-      const e = entries[i];
-      if (e === undefined || e.moreRecords.length === 0) continue;
+      const row = rows[i];
+      const more = row === undefined ? [] : this.table.moreRecords(row);
+      if (more.length === 0) continue;
       const parts = [first];
-      for (const x of e.moreRecords) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
+      for (const x of more) parts.push(this.valueAt(x.segment === segment ? buf : await this.readSegment(x.segment), x.segment, x.offset, x.length));
       const value = Buffer.concat(parts);
       joined.set(i, value);
       packed += value.length - first.length;
     }
-    this.copy(buf, entries, joined, packed);
+    this.copy(buf, rows, joined, packed);
   }
 
   /**
    * Check each entry's (first) record and note where its value is: `starts[i]` for a PUT's value
    * in `buf`, else -1 and the value (or its first part) in `joined`. Returns the values' bytes.
    */
-  private locate(buf: Uint8Array, segment: number, entries: readonly Entry[], joined: Map<number, Uint8Array>): number {
-    if (this.starts.length < entries.length) this.starts = new Int32Array(Math.max(entries.length, 2 * this.starts.length));
+  private locate(buf: Uint8Array, segment: number, rows: readonly number[], joined: Map<number, Uint8Array>): number {
+    if (this.starts.length < rows.length) this.starts = new Int32Array(Math.max(rows.length, 2 * this.starts.length));
     const starts = this.starts;
+    const table = this.table;
     let packed = 0;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      if (e === undefined) continue;
-      const start = e.moreRecords.length === 0 ? putValueStart(buf, e.offset, e.recordLength) : -1;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i];
+      if (row === undefined) continue;
+      const offset = table.offset(row);
+      const length = table.recordLength(row);
+      const start = table.moreRecords(row).length === 0 ? putValueStart(buf, offset, length) : -1;
       starts[i] = start;
       if (start >= 0) {
-        packed += e.offset + e.recordLength - 4 - start;
+        packed += offset + length - 4 - start;
       } else {
-        const value = this.valueAt(buf, segment, e.offset, e.recordLength);
+        const value = this.valueAt(buf, segment, offset, length);
         joined.set(i, value);
         packed += value.length;
       }
@@ -402,18 +414,20 @@ class SegmentFiller {
     return packed;
   }
 
-  /** Copy the values into one new buffer of `packed` bytes, and fill the entries with them. */
-  private copy(buf: Uint8Array, entries: readonly Entry[], joined: ReadonlyMap<number, Uint8Array>, packed: number): void {
+  /** Copy the values into one new slab of `packed` bytes, and fill the rows with them. */
+  private copy(buf: Uint8Array, rows: readonly number[], joined: ReadonlyMap<number, Uint8Array>, packed: number): void {
     const starts = this.starts;
-    const slab = new Uint8Array(packed);
+    const table = this.table;
+    const bytes = new Uint8Array(packed);
+    const slab = table.addSlab(bytes);
     let at = 0;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
-      if (e === undefined) continue;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i];
+      if (row === undefined) continue;
       const start = starts[i] ?? -1;
-      const value = start >= 0 ? buf.subarray(start, e.offset + e.recordLength - 4) : (joined.get(i) ?? EMPTY_VALUE);
-      slab.set(value, at);
-      e.fill(slab, at, value.length);
+      const value = start >= 0 ? buf.subarray(start, table.offset(row) + table.recordLength(row) - 4) : (joined.get(i) ?? EMPTY_VALUE);
+      bytes.set(value, at);
+      table.fillInSlab(row, slab, at, value.length);
       at += value.length;
     }
   }
@@ -432,16 +446,16 @@ class SegmentFiller {
 /** Load a checkpoint of payload `version`: live entries, snapshots (as differences) and mounts. Values are read later. */
 function loadCheckpoint(ckpt: Checkpoint, version: number, index: IndexBuilder, snapshots: SnapshotTable, mounts: MountTable, at: Extent): void {
   index.load(ckpt.entries);
-  // The same record may be named by the live state and by snapshots: one Entry object per record.
-  const entryFor = (extents: Extent[]): Entry => {
+  // The same record may be named by the live state and by snapshots: one EntryRef object per record.
+  const entryFor = (extents: Extent[]): EntryRef => {
     const first = extents[0];
     const entry = first === undefined ? undefined : index.find(first.segment, first.offset);
-    return entry ?? index.register(Entry.unread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1)));
+    return entry ?? index.register(index.entries.addUnread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1)));
   };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
   const trees = snapshotTrees(ckpt.snapshots, (subject) => index.trees.get(subject), version >= CHAINED_SNAPSHOTS_VERSION, entryFor);
   for (const s of ckpt.snapshots) {
-    const tree = trees.get(s.id) ?? new BTree<string, Entry>();
+    const tree = trees.get(s.id) ?? new BTree<string, EntryRef>();
     snapshots.add({ subject: s.subject, name: s.name, id: s.id, tree, digest: s.digest, at: absolute(index.sb, at) });
   }
   for (const m of ckpt.mounts) mounts.add({ ...m, at: absolute(index.sb, at) });
@@ -457,13 +471,13 @@ export function snapshotTrees(
   snaps: readonly CheckpointSnapshot[],
   live: (subject: string) => Tree | undefined,
   chained: boolean,
-  entryFor: (extents: Extent[]) => Entry,
+  entryFor: (extents: Extent[]) => EntryRef,
 ): Map<number, Tree> {
   const trees = new Map<number, Tree>();
   const newer = new Map<string, Tree>();
   for (const s of chained ? [...snaps].sort((a, b) => b.id - a.id) : snaps) {
     const base = (chained ? newer.get(s.subject) : undefined) ?? live(s.subject);
-    const tree = base?.clone() ?? new BTree<string, Entry>();
+    const tree = base?.clone() ?? new BTree<string, EntryRef>();
     for (const d of s.diff) {
       if (d.extents === null) tree.delete(d.key);
       else tree.set(d.key, entryFor(d.extents));
@@ -483,7 +497,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
     case Op.SNAPSHOT: {
       const id = decodeSnapId(record.value);
       if (id === undefined) throw damaged(sb, at, 'malformed SNAPSHOT');
-      const tree = index.trees.get(subject)?.clone() ?? new BTree<string, Entry>();
+      const tree = index.trees.get(subject)?.clone() ?? new BTree<string, EntryRef>();
       snapshots.add({ subject, name, id, tree, digest: undefined, at: absolute(sb, at) });
       index.growth += snapshotHeaderBound(subject, name);
       return;
@@ -502,7 +516,7 @@ function applyMeta(record: DecodedRecord, at: Extent, index: IndexBuilder, snaps
     case Op.RESTORE: {
       const snap = snapshots.get(subject, name);
       if (snap?.id !== decodeSnapId(record.value) || snap === undefined) throw damaged(sb, at, `RESTORE of unknown snapshot ${name}`);
-      index.growth += restoreBound(subject, index.trees.get(subject), snap.tree, snapshots.countOf(subject));
+      index.growth += restoreBound(index.entries, subject, index.trees.get(subject), snap.tree, snapshots.countOf(subject));
       index.trees.set(subject, snap.tree.clone());
       return;
     }
@@ -526,7 +540,7 @@ class IndexBuilder {
    * difference can find the entry it names. Built on first use (most opens never need it: a
    * map of every entry costs a second per million keys) and kept up to date after that.
    */
-  private byRecord: Map<number, Entry> | undefined;
+  private byRecord: Map<number, EntryRef> | undefined;
   /**
    * The most the records replayed past the checkpoint can add to the next one, as the store
    * counts its own changes (`checkpoint-bound.ts`): the reserve's bound after this open.
@@ -535,44 +549,45 @@ class IndexBuilder {
   constructor(
     readonly sb: Superblock,
     private readonly snapshots: SnapshotTable,
+    readonly entries: EntryTable,
   ) {}
 
-  set(ik: string, entry: Entry, at: Extent): void {
+  set(ik: string, entry: EntryRef, at: Extent): void {
     const [subject, bin] = this.split(ik, at);
     this.setIn(subject, bin, entry);
   }
 
   /** Index the entry of a PUT record whose key bytes are `key`. */
-  put(key: Uint8Array, entry: Entry, at: Extent): void {
+  put(key: Uint8Array, entry: EntryRef, at: Extent): void {
     const parts = splitRecordKey(key);
     if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
     this.setIn(parts[0], parts[1], entry);
   }
 
-  private setIn(subject: string, bin: string, entry: Entry): void {
+  private setIn(subject: string, bin: string, entry: EntryRef): void {
     let tree = this.trees.get(subject);
-    if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, Entry>()));
+    if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, EntryRef>()));
     const snaps = this.snapshots.countOf(subject);
     // The entry replaced matters to the bound only through snapshots: look it up only then.
     if (snaps > 0) {
-      this.growth += changeBound(subject, bin, tree.get(bin), entry, snaps);
+      this.growth += changeBound(this.entries, subject, bin, tree.get(bin), entry, snaps);
       tree.set(bin, entry);
     } else {
-      this.growth += tree.set(bin, entry) ? liveEntryBound(subject, bin, entry) : movedEntryBound(entry);
+      this.growth += tree.set(bin, entry) ? liveEntryBound(this.entries, subject, bin, entry) : movedEntryBound(this.entries, entry);
     }
     this.register(entry);
   }
 
-  register(entry: Entry): Entry {
-    this.byRecord?.set(this.recordId(entry.segment, entry.offset), entry);
+  register(entry: EntryRef): EntryRef {
+    this.byRecord?.set(this.recordId(this.entries.segment(entry), this.entries.offset(entry)), entry);
     return entry;
   }
 
   /** The indexed entry (live or in a snapshot) whose first record is at `offset` in `segment`. */
-  find(segment: number, offset: number): Entry | undefined {
+  find(segment: number, offset: number): EntryRef | undefined {
     if (this.byRecord === undefined) {
-      const byRecord = new Map<number, Entry>();
-      forEachDistinctEntry(this.trees, this.snapshots, (_subject, e) => byRecord.set(this.recordId(e.segment, e.offset), e));
+      const byRecord = new Map<number, EntryRef>();
+      forEachDistinctEntry(this.trees, this.snapshots, (_subject, e) => byRecord.set(this.recordId(this.entries.segment(e), this.entries.offset(e)), e));
       this.byRecord = byRecord;
     }
     return this.byRecord.get(this.recordId(segment, offset));
@@ -593,13 +608,13 @@ class IndexBuilder {
     let x = 0;
     for (const { subject, end } of runs) {
       const bins = from === 0 && end === keys.length ? keys : keys.slice(from, end);
-      const entries: Entry[] = [];
+      const entries: EntryRef[] = [];
       let sorted = !this.trees.has(subject);
       for (let i = from; i < end; i++) {
         const n = counts[i] ?? 1;
         const more: Extent[] = n === 1 ? NO_MORE_RECORDS : [];
         for (let k = 1; k < n; k++) more.push({ segment: extents[x + 3 * k] ?? 0, offset: extents[x + 3 * k + 1] ?? 0, length: extents[x + 3 * k + 2] ?? 0 });
-        entries.push(Entry.unread(extents[x] ?? 0, extents[x + 1] ?? 0, extents[x + 2] ?? 0, more));
+        entries.push(this.entries.addUnread(extents[x] ?? 0, extents[x + 1] ?? 0, extents[x + 2] ?? 0, more));
         x += 3 * n;
         if (i > from && (keys[i - 1] ?? '') >= (keys[i] ?? '')) sorted = false;
       }
@@ -622,8 +637,9 @@ class IndexBuilder {
     if (entry === undefined) return; // nothing holds it any more
     this.byRecord?.delete(this.recordId(from.segment, from.offset));
     this.growth += MOVED_RECORD_BOUND;
-    entry.moveTo(to);
-    entry.fill(value.slice(), 0, value.length); // no longer unread
+    this.entries.moveTo(entry, to);
+    // A row not read yet takes the value from here: its old record may be in a reused segment.
+    if (!this.entries.loaded(entry)) this.entries.fill(entry, value.slice());
     this.register(entry);
   }
 
@@ -631,7 +647,7 @@ class IndexBuilder {
     const [subject, bin] = this.split(ik, at);
     const tree = this.trees.get(subject);
     const snaps = this.snapshots.countOf(subject);
-    if (snaps > 0) this.growth += changeBound(subject, bin, tree?.get(bin), undefined, snaps);
+    if (snaps > 0) this.growth += changeBound(this.entries, subject, bin, tree?.get(bin), undefined, snaps);
     tree?.delete(bin);
   }
 

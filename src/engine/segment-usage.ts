@@ -1,5 +1,5 @@
 import { StatefsError } from '../errors.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Extent, SegmentAllocator } from './journal-writer.js';
 
 /**
@@ -19,7 +19,10 @@ export class SegmentUsage implements SegmentAllocator {
   private readonly free: Uint8Array;
   private freeTotal = 0;
 
-  constructor(readonly count: number) {
+  constructor(
+    readonly count: number,
+    private readonly entries: EntryTable,
+  ) {
     this.refs = new Uint32Array(count);
     this.liveBytes = new Float64Array(count);
     this.inChain = new Uint8Array(count);
@@ -39,16 +42,20 @@ export class SegmentUsage implements SegmentAllocator {
     }
   }
 
-  addEntry(e: Entry): void {
-    if (e.recordLength === 0) return; // no record yet (a legacy v1 value)
-    this.addRecord(e.segment, e.recordLength);
-    for (const x of e.moreRecords) this.addRecord(x.segment, x.length);
+  addEntry(e: EntryRef): void {
+    const entries = this.entries;
+    const length = entries.recordLength(e);
+    if (length === 0) return; // no record yet (a legacy v1 value)
+    this.addRecord(entries.segment(e), length);
+    for (const x of entries.moreRecords(e)) this.addRecord(x.segment, x.length);
   }
 
-  removeEntry(e: Entry): void {
-    if (e.recordLength === 0) return;
-    this.removeRecord(e.segment, e.recordLength);
-    for (const x of e.moreRecords) this.removeRecord(x.segment, x.length);
+  removeEntry(e: EntryRef): void {
+    const entries = this.entries;
+    const length = entries.recordLength(e);
+    if (length === 0) return;
+    this.removeRecord(entries.segment(e), length);
+    for (const x of entries.moreRecords(e)) this.removeRecord(x.segment, x.length);
   }
 
   private addRecord(segment: number, length: number): void {
@@ -124,9 +131,9 @@ export class SegmentUsage implements SegmentAllocator {
   }
 
   /** Move an entry, and its accounting, to the record `to` (GC relocation). */
-  moveEntry(e: Entry, to: Extent): void {
+  moveEntry(e: EntryRef, to: Extent): void {
     this.addRecord(to.segment, to.length);
     this.removeEntry(e);
-    e.moveTo(to);
+    this.entries.moveTo(e, to);
   }
 }

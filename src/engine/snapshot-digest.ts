@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import type { Tree } from './keyspace.js';
 import type { Snapshot } from './snapshot-table.js';
 
@@ -15,7 +15,7 @@ const SCRATCH = 64 * 1024;
  * `key_len u16 LE | key bytes | value_len u32 LE | value bytes`. `valueOf` supplies the bytes
  * (from memory when a snapshot is made, from disk when it is verified).
  */
-export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: Entry) => Promise<Uint8Array> | Uint8Array): Promise<Uint8Array> {
+export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: EntryRef) => Promise<Uint8Array> | Uint8Array): Promise<Uint8Array> {
   // Nothing before the first await: the caller (a snapshot that has just become durable) goes on
   // at once, and the hashing proceeds in steps behind it.
   await Promise.resolve();
@@ -66,13 +66,17 @@ export class DigestJobs {
   /** Digests being computed and recorded; close waits for them so they reach the disk. */
   private readonly writes = new Set<Promise<void>>();
 
-  constructor(private readonly record: (snap: Snapshot, digest: Uint8Array) => Promise<void>) {}
+  /** `valueOf`: an entry's value in memory. */
+  constructor(
+    private readonly valueOf: (entry: EntryRef) => Uint8Array,
+    private readonly record: (snap: Snapshot, digest: Uint8Array) => Promise<void>,
+  ) {}
 
   /** Compute a snapshot's digest in the background (unless it is being computed) and record it once known. */
   start(snap: Snapshot): Promise<Uint8Array> {
     let job = this.jobs.get(snap.id);
     if (job !== undefined) return job;
-    job = snapshotDigest(snap.tree, (_bin, entry) => entry.value);
+    job = snapshotDigest(snap.tree, (_bin, entry) => this.valueOf(entry));
     this.jobs.set(snap.id, job);
     const recorded = job
       .then((digest) => {

@@ -1,4 +1,4 @@
-import type { Entry } from './entry.js';
+import type { EntryRef } from './entry-table.js';
 import type { Tree } from './keyspace.js';
 
 /** A named snapshot: an O(1) copy-on-write clone of its subject's tree at one point in the log. */
@@ -74,7 +74,7 @@ export class SnapshotTable {
   }
 
   /** Whether a snapshot of `subject` other than `except` holds exactly `entry` at `bin`. */
-  holds(subject: string, bin: string, entry: Entry, except?: Snapshot): boolean {
+  holds(subject: string, bin: string, entry: EntryRef, except?: Snapshot): boolean {
     const named = this.bySubject.get(subject);
     if (named === undefined) return false;
     for (const snap of named.values()) if (snap !== except && snap.tree.get(bin) === entry) return true;

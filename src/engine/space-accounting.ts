@@ -1,7 +1,7 @@
 import { StatefsError } from '../errors.js';
 import type { Superblock } from '../format/superblock.js';
 import { BTree, diffTrees } from './btree.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { Trees } from './keyspace.js';
 import type { SegmentUsage } from './segment-usage.js';
 import type { Snapshot, SnapshotTable } from './snapshot-table.js';
@@ -10,6 +10,7 @@ import type { OpenOptions, SnapshotInfo, SnapshotPin, StoreStat, SubjectStat } f
 /** What space accounting needs from the store. */
 export interface SpaceHost {
   readonly usage: SegmentUsage;
+  readonly entries: EntryTable;
   readonly snapshots: SnapshotTable;
   /** The working trees: what the live state holds. */
   trees(): Trees;
@@ -22,7 +23,7 @@ export interface SpaceHost {
 interface HeldEntry {
   subject: string;
   bin: string;
-  entry: Entry;
+  entry: EntryRef;
 }
 
 /** A soft-quota warning a write earns, given once the write is durable. */
@@ -53,15 +54,16 @@ export class SpaceAccounting {
   }
 
   /** An entry starts being held (by the live tree or a snapshot): its records are in use. */
-  count(subject: string, e: Entry): void {
+  count(subject: string, e: EntryRef): void {
     this.host.usage.addEntry(e);
-    this.addSubjectBytes(subject, e.diskBytes);
+    this.addSubjectBytes(subject, this.host.entries.diskBytes(e));
   }
 
   /** Nothing holds the entry any more. */
-  private uncount(subject: string, e: Entry): void {
+  private uncount(subject: string, e: EntryRef): void {
     this.host.usage.removeEntry(e);
-    this.addSubjectBytes(subject, -e.diskBytes);
+    this.addSubjectBytes(subject, -this.host.entries.diskBytes(e));
+    this.host.entries.released(e);
   }
 
   /** The subject's records take `delta` more bytes (fewer, if negative). */
@@ -70,7 +72,7 @@ export class SpaceAccounting {
   }
 
   /** An entry left the live tree: its records stay in use only while a snapshot holds it. */
-  release(subject: string, bin: string, old: Entry | undefined): void {
+  release(subject: string, bin: string, old: EntryRef | undefined): void {
     if (old !== undefined && !this.host.snapshots.holds(subject, bin, old)) this.uncount(subject, old);
   }
 
@@ -82,7 +84,7 @@ export class SpaceAccounting {
   /** Bytes a write of `bin` releases: its current entry, unless a snapshot keeps holding it. */
   freedBy(subject: string, bin: string): number {
     const old = this.host.trees().get(subject)?.get(bin);
-    return old === undefined || this.host.snapshots.holds(subject, bin, old) ? 0 : old.diskBytes;
+    return old === undefined || this.host.snapshots.holds(subject, bin, old) ? 0 : this.host.entries.diskBytes(old);
   }
 
   /**
@@ -118,13 +120,13 @@ export class SpaceAccounting {
     // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
     for (const [subject, tree] of this.host.trees()) {
       tree.forEachPair((bin, entry) => {
-        if (entry.hasRecordIn(segments)) out.push({ subject, bin, entry });
+        if (this.host.entries.hasRecordIn(entry, segments)) out.push({ subject, bin, entry });
       });
     }
-    const seen = new Set<Entry>();
+    const seen = new Set<EntryRef>();
     for (const snap of this.host.snapshots.all()) {
       for (const [bin, entry] of this.notLive(snap)) {
-        if (seen.has(entry) || !entry.hasRecordIn(segments)) continue;
+        if (seen.has(entry) || !this.host.entries.hasRecordIn(entry, segments)) continue;
         seen.add(entry);
         out.push({ subject: snap.subject, bin, entry });
       }
@@ -133,9 +135,9 @@ export class SpaceAccounting {
   }
 
   /** Entries of a snapshot that its subject's live tree does not hold. */
-  private notLive(snap: Snapshot): [string, Entry][] {
-    const out: [string, Entry][] = [];
-    const live = this.host.trees().get(snap.subject) ?? new BTree<string, Entry>();
+  private notLive(snap: Snapshot): [string, EntryRef][] {
+    const out: [string, EntryRef][] = [];
+    const live = this.host.trees().get(snap.subject) ?? new BTree<string, EntryRef>();
     diffTrees(
       snap.tree,
       live,
@@ -149,9 +151,9 @@ export class SpaceAccounting {
   /** A snapshot's keys and bytes, the bytes only it holds, and its digest once known. */
   snapshotInfo(snap: Snapshot): SnapshotInfo {
     let bytes = 0;
-    for (const e of snap.tree.values()) bytes += e.diskBytes;
+    for (const e of snap.tree.values()) bytes += this.host.entries.diskBytes(e);
     let exclusiveBytes = 0;
-    for (const [bin, e] of this.notLive(snap)) if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += e.diskBytes;
+    for (const [bin, e] of this.notLive(snap)) if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
     const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
     if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
     return info;
@@ -173,13 +175,13 @@ export class SpaceAccounting {
       const snaps = snapshots.of(subject);
       if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
       const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
-      for (const e of tree?.values() ?? []) stat.liveBytes += e.diskBytes;
-      const counted = new Set<Entry>();
+      for (const e of tree?.values() ?? []) stat.liveBytes += this.host.entries.diskBytes(e);
+      const counted = new Set<EntryRef>();
       for (const snap of snaps) {
         for (const [, e] of this.notLive(snap)) {
           if (counted.has(e)) continue;
           counted.add(e);
-          stat.snapshotOnlyBytes += e.diskBytes;
+          stat.snapshotOnlyBytes += this.host.entries.diskBytes(e);
         }
       }
       subjects.push(stat);

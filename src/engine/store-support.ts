@@ -2,7 +2,7 @@
 import { StatefsError } from '../errors.js';
 import { diffTrees, BTree } from './btree.js';
 import { diffEntryBound, liveEntryBound } from './checkpoint-bound.js';
-import type { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import type { AppendOptions, Appended, JournalWriter, RecordToWrite } from './journal-writer.js';
 import type { Tree, Trees } from './keyspace.js';
 import { MOUNT_ROOT } from './mount-table.js';
@@ -36,16 +36,16 @@ export function metaKey(subject: string, name: string): Uint8Array {
  * holds it, and for a live entry its key (`liveBin`). Snapshots cost what they differ by from
  * their subject's live tree, not their size.
  */
-export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn: (subject: string, entry: Entry, liveBin?: string) => void): void {
+export function forEachDistinctEntry(trees: Trees, snapshots: SnapshotTable, fn: (subject: string, entry: EntryRef, liveBin?: string) => void): void {
   for (const [subject, tree] of trees) {
     tree.forEachPair((bin, e) => {
       fn(subject, e, bin);
     });
   }
-  const seen = new Set<Entry>();
+  const seen = new Set<EntryRef>();
   for (const snap of snapshots.all()) {
-    const live = trees.get(snap.subject) ?? new BTree<string, Entry>();
-    const add = (_k: string, e: Entry): void => {
+    const live = trees.get(snap.subject) ?? new BTree<string, EntryRef>();
+    const add = (_k: string, e: EntryRef): void => {
       if (seen.has(e)) return;
       seen.add(e);
       fn(snap.subject, e);
@@ -70,8 +70,8 @@ export interface IndexAccounting {
  * the index once for this and for its own needs (a million keys, one walk). Each subject's bytes
  * are summed first, one map update per subject, not per key.
  */
-export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCount: number, visit?: (entry: Entry) => void): IndexAccounting {
-  const usage = new SegmentUsage(segmentCount);
+export function accountIndex(entries: EntryTable, trees: Trees, snapshots: SnapshotTable, segmentCount: number, visit?: (entry: EntryRef) => void): IndexAccounting {
+  const usage = new SegmentUsage(segmentCount, entries);
   const subjectBytes = new Map<string, number>();
   let subject = '';
   let sum = 0;
@@ -90,10 +90,10 @@ export function accountIndex(trees: Trees, snapshots: SnapshotTable, segmentCoun
       diffSum = 0;
     }
     usage.addEntry(e);
-    sum += e.diskBytes;
+    sum += entries.diskBytes(e);
     if (liveBin !== undefined) {
-      liveEntriesBound += liveEntryBound(of, liveBin, e);
-      diffSum += diffEntryBound(liveBin, e);
+      liveEntriesBound += liveEntryBound(entries, of, liveBin, e);
+      diffSum += diffEntryBound(entries, liveBin, e);
     }
     visit?.(e);
   });

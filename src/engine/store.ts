@@ -30,6 +30,7 @@ import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { Entry } from './entry.js';
+import type { EntryRef, EntryTable } from './entry-table.js';
 import { JournalWriter, type AppendOptions, type Appended, type Extent, type RecordToWrite } from './journal-writer.js';
 import { recordLength } from '../format/record.js';
 import { segmentOffset } from '../format/superblock.js';
@@ -93,7 +94,10 @@ export class Store extends EventEmitter {
   private orphans: Orphan[];
   private readonly mounts: MountTable;
   private readonly mountNamespace: MountNamespace;
-  private readonly digests = new DigestJobs((snap, digest) => this.recordDigest(snap, digest));
+  private readonly digests = new DigestJobs(
+    (entry) => this.entries.value(entry),
+    (snap, digest) => this.recordDigest(snap, digest),
+  );
   /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
   private metaQueue: Promise<unknown> = Promise.resolve();
   /** Every snapshot and mount operation called so far, settled (flushed or failed): what close() waits for. */
@@ -108,6 +112,8 @@ export class Store extends EventEmitter {
   private readonly compactor: Compactor;
 
   private readonly usage: SegmentUsage;
+  /** The entries loaded at open, as rows (`EntryRef`), and the one way to read any entry. */
+  private readonly entries: EntryTable;
   private readonly space: SpaceAccounting;
   private readonly journal: JournalWriter<Sealed>;
   /** What happened while opening: how much was replayed, and any torn tail cut off. */
@@ -132,9 +138,11 @@ export class Store extends EventEmitter {
     this.mountNamespace = new MountNamespace(this.mounts, this.snapshots);
     // Counted by replay in the walk of the index it makes anyway.
     this.usage = replayed.accounting.usage;
+    this.entries = replayed.entries;
     this.space = new SpaceAccounting(
       {
         usage: this.usage,
+        entries: this.entries,
         snapshots: this.snapshots,
         trees: () => this.keys.workingTrees(),
         quotaOptions: () => this.options,
@@ -176,6 +184,7 @@ export class Store extends EventEmitter {
     const imageHost: CheckpointerHost = {
       device,
       usage: this.usage,
+      entries: this.entries,
       journal: this.journal,
       snapshots: this.snapshots,
       mounts: this.mounts,
@@ -206,6 +215,7 @@ export class Store extends EventEmitter {
     this.legacy = replayed.legacy !== undefined;
     this.compactor = new Compactor({
       usage: this.usage,
+      entries: this.entries,
       segmentSize: sb.segmentSize,
       heldEntriesIn: (segments) => this.space.heldEntriesIn(segments),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
@@ -384,18 +394,19 @@ export class Store extends EventEmitter {
     try {
       if (!(target instanceof Uint8Array)) throw StatefsError.EINVAL('getInto needs a Uint8Array to copy into', { op: 'get', subject, key });
       const entry = this.lookup(subject, key);
-      return entry === undefined ? undefined : entry.copyValueInto(target);
+      return entry === undefined ? undefined : this.entries.copyValueInto(entry, target);
     } catch (err) {
       throw asStatefsError(err, 'get');
     }
   }
 
   private getNow(subject: string, key: string): Uint8Array | undefined {
-    return this.lookup(subject, key)?.copyValue();
+    const entry = this.lookup(subject, key);
+    return entry === undefined ? undefined : this.entries.copyValue(entry);
   }
 
   /** The acknowledged entry `get` reads for `key` (a mounted snapshot's under `/mnt/`). */
-  private lookup(subject: string, key: string): Entry | undefined {
+  private lookup(subject: string, key: string): EntryRef | undefined {
     const op = 'get';
     this.checkOpen(op);
     checkSubject(subject, op);
@@ -492,7 +503,7 @@ export class Store extends EventEmitter {
         subject,
         name,
         id,
-        tree: this.keys.workingTree(subject)?.clone() ?? new BTree<string, Entry>(),
+        tree: this.keys.workingTree(subject)?.clone() ?? new BTree<string, EntryRef>(),
         digest: undefined,
         at: this.absolute(appended.extents[0]),
       };
@@ -560,12 +571,12 @@ export class Store extends EventEmitter {
       const snap = this.requireSnapshot(subject, name, op);
       const record = { opcode: Op.RESTORE, key: metaKey(subject, name), value: encodeSnapId(snap.id) };
       // A restore can grow the next checkpoint by a whole subject: room for that first.
-      const growth = (): number => restoreBound(subject, this.keys.workingTree(subject), snap.tree, this.snapshots.countOf(subject)) + this.checkpointer.emptying.forRestore(subject);
+      const growth = (): number => restoreBound(this.entries, subject, this.keys.workingTree(subject), snap.tree, this.snapshots.countOf(subject)) + this.checkpointer.emptying.forRestore(subject);
       const options = this.roomToGrow([record], growth()) ?? (await this.reclaimToGrow([record], growth, op, subject, name, 'restore', 'the next checkpoint'));
       const appended = appendOrThrow(this.journal, [record], op, subject, undefined, options);
-      const old = this.keys.workingTree(subject) ?? new BTree<string, Entry>();
+      const old = this.keys.workingTree(subject) ?? new BTree<string, EntryRef>();
       const restored = snap.tree.clone();
-      this.checkpointer.grew(restoreBound(subject, old, restored, this.snapshots.countOf(subject)));
+      this.checkpointer.grew(restoreBound(this.entries, subject, old, restored, this.snapshots.countOf(subject)));
       diffTrees(
         old,
         restored,
@@ -601,7 +612,7 @@ export class Store extends EventEmitter {
         (bin) => out.removed.push(fromBinary(bin)),
         (bin) => out.added.push(fromBinary(bin)),
         (bin, x, y) => {
-          if (!x.sameValue(y)) out.changed.push(fromBinary(bin));
+          if (!this.entries.sameValue(x, y)) out.changed.push(fromBinary(bin));
         },
       );
       // diffTrees walks from the highest key down; report bytewise ascending.
@@ -622,7 +633,7 @@ export class Store extends EventEmitter {
       const expected = snap.digest ?? (await this.digests.start(snap));
       const actual = await snapshotDigest(snap.tree, async (bin, entry) => {
         try {
-          return await readEntryValue(this.device, this.sb.segmentSize, entry);
+          return await readEntryValue(this.device, this.sb.segmentSize, this.entries.extents(entry));
         } catch (err) {
           throw withContext(err, op, subject, fromBinary(bin));
         }
@@ -1164,11 +1175,11 @@ export class Store extends EventEmitter {
   }
 
   /** Put `entry` in the working tree, releasing the entry it replaces. */
-  private setEntry(subject: string, bin: string, entry: Entry): void {
+  private setEntry(subject: string, bin: string, entry: EntryRef): void {
     const old = this.keys.set(subject, bin, entry);
     this.space.release(subject, bin, old);
     this.space.count(subject, entry);
-    this.checkpointer.grew(changeBound(subject, bin, old, entry, this.snapshots.countOf(subject)));
+    this.checkpointer.grew(changeBound(this.entries, subject, bin, old, entry, this.snapshots.countOf(subject)));
     this.checkpointer.emptying.changed(subject, bin, old, entry);
   }
 
@@ -1176,7 +1187,7 @@ export class Store extends EventEmitter {
     const old = this.keys.delete(subject, bin);
     this.space.release(subject, bin, old);
     if (old === undefined) return;
-    this.checkpointer.grew(changeBound(subject, bin, old, undefined, this.snapshots.countOf(subject)));
+    this.checkpointer.grew(changeBound(this.entries, subject, bin, old, undefined, this.snapshots.countOf(subject)));
     this.checkpointer.emptying.changed(subject, bin, old, undefined);
   }
 
@@ -1185,7 +1196,7 @@ export class Store extends EventEmitter {
     children: (subject, bin) => this.keys.children(subject, bin),
     readCommitted: (subject, bin) => {
       const entry = this.keys.read(subject)?.get(bin);
-      return entry?.copyValue();
+      return entry === undefined ? undefined : this.entries.copyValue(entry);
     },
     checkWritable: (op) => {
       this.checkWritable(op);
@@ -1245,7 +1256,7 @@ export class Store extends EventEmitter {
   }
 
   private treeFor(subject: string, name: string, op: string): Tree {
-    if (name === LIVE) return this.keys.read(subject) ?? new BTree<string, Entry>();
+    if (name === LIVE) return this.keys.read(subject) ?? new BTree<string, EntryRef>();
     return this.requireSnapshot(subject, name, op).tree;
   }
 

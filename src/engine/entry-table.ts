@@ -1,0 +1,226 @@
+import { StatefsError } from '../errors.js';
+import type { Entry } from './entry.js';
+import type { Extent } from './journal-writer.js';
+import { copyInto, copyOut } from './value-pool.js';
+
+/**
+ * What a tree holds for a key: an `Entry` object (a value written since the store opened, or
+ * replayed from the log), or a number, the row of an entry loaded from the checkpoint at open
+ * in the store's `EntryTable`. Both are compared by identity (`===`): a row is one entry.
+ */
+export type EntryRef = Entry | number;
+
+/** A row whose value replay has not read yet. */
+const UNREAD = -1;
+const NO_EXTENTS: readonly Extent[] = [];
+const FIRST_CAPACITY = 1024;
+
+/**
+ * The entries a store loaded from its checkpoint at open, as columns of typed arrays (one row
+ * each), and the one way to read any `EntryRef`. A million keys loaded at open would otherwise
+ * be a million objects for V8's young-generation collector to copy while the open builds them,
+ * and for every later collection to trace (docs/performance.md, reopen and peak RSS).
+ *
+ * A row's value is `size` bytes at `start` in a slab: one buffer per segment read at open,
+ * holding that segment's values. A row is never reused and its value never changes; `moveTo`
+ * (GC wrote its record elsewhere) changes only where its record is, for every tree holding it.
+ *
+ * Rows cannot tell when no tree holds them any more, so their values are released a slab at a
+ * time: the store reports each row that stops being held by the live trees and snapshots
+ * (`released`), and a slab whose rows are all released is dropped once a checkpoint that began
+ * after its last release has completed (`checkpointStarted`, `checkpointDone`). By then no
+ * committed tree, checkpoint or transaction can still read it; a read of a dropped slab is an
+ * `EIO`, never another value.
+ */
+export class EntryTable {
+  private rows = 0;
+  private seg = new Int32Array(FIRST_CAPACITY);
+  private off = new Int32Array(FIRST_CAPACITY);
+  private len = new Int32Array(FIRST_CAPACITY);
+  private slabOf = new Int32Array(FIRST_CAPACITY);
+  private start = new Int32Array(FIRST_CAPACITY);
+  private size = new Int32Array(FIRST_CAPACITY).fill(UNREAD);
+  /** Records after the first, for the rare value held in several records (transaction chunks). */
+  private readonly more = new Map<number, readonly Extent[]>();
+  /** Value buffers; `undefined` once released. */
+  private readonly slabs: (Uint8Array | undefined)[] = [];
+  /** Per slab, its rows still held. */
+  private readonly heldRows: number[] = [];
+  /** Slabs whose rows are all released, each with the number of checkpoints begun when it was. */
+  private pending: { slab: number; begun: number }[] = [];
+  private checkpointsBegun = 0;
+
+  /** A new row for an entry loaded from a checkpoint: its records are known, its value is read later (`fill`). */
+  addUnread(segment: number, offset: number, recordLength: number, more: readonly Extent[]): number {
+    if (this.rows === this.seg.length) this.grow();
+    const row = this.rows++;
+    this.seg[row] = segment;
+    this.off[row] = offset;
+    this.len[row] = recordLength;
+    if (more.length > 0) this.more.set(row, more);
+    return row;
+  }
+
+  private grow(): void {
+    const capacity = this.seg.length * 2;
+    const grown = (a: Int32Array, fill: number): Int32Array<ArrayBuffer> => {
+      const b = new Int32Array(capacity);
+      if (fill !== 0) b.fill(fill, a.length);
+      b.set(a);
+      return b;
+    };
+    this.seg = grown(this.seg, 0);
+    this.off = grown(this.off, 0);
+    this.len = grown(this.len, 0);
+    this.slabOf = grown(this.slabOf, 0);
+    this.start = grown(this.start, 0);
+    this.size = grown(this.size, UNREAD);
+  }
+
+  /** A buffer of values for rows to `fillInSlab` with (it must not change). */
+  addSlab(bytes: Uint8Array): number {
+    this.slabs.push(bytes);
+    this.heldRows.push(0);
+    return this.slabs.length - 1;
+  }
+
+  /** Replay read the value of `row`: `length` bytes at `start` of slab `slab`. */
+  fillInSlab(row: number, slab: number, start: number, length: number): void {
+    this.slabOf[row] = slab;
+    this.start[row] = start;
+    this.size[row] = length;
+    this.heldRows[slab] = (this.heldRows[slab] ?? 0) + 1;
+  }
+
+  /** Whether the value is known (false only during replay, for a row not read yet). */
+  loaded(e: EntryRef): boolean {
+    return typeof e !== 'number' || (this.size[e] ?? UNREAD) !== UNREAD;
+  }
+
+  /** Replay learnt the value of `e` (its record was moved by a RELOC record): `value`, which must not change. */
+  fill(e: EntryRef, value: Uint8Array): void {
+    if (typeof e === 'number') this.fillInSlab(e, this.addSlab(value), 0, value.length);
+  }
+
+  /** Segment of the first record holding the value (`-1`: none yet). */
+  segment(e: EntryRef): number {
+    return typeof e === 'number' ? (this.seg[e] ?? 0) : e.segment;
+  }
+
+  /** Byte offset of the first record in its segment. */
+  offset(e: EntryRef): number {
+    return typeof e === 'number' ? (this.off[e] ?? 0) : e.offset;
+  }
+
+  /** Length of the first record, framing included (0: none yet). */
+  recordLength(e: EntryRef): number {
+    return typeof e === 'number' ? (this.len[e] ?? 0) : e.recordLength;
+  }
+
+  /** Records after the first; usually none. */
+  moreRecords(e: EntryRef): readonly Extent[] {
+    return typeof e === 'number' ? (this.more.get(e) ?? NO_EXTENTS) : e.moreRecords;
+  }
+
+  /** How many records hold the value. */
+  extentCount(e: EntryRef): number {
+    return 1 + this.moreRecords(e).length;
+  }
+
+  /** Every record holding the value, in order (a new array: for the colder paths). */
+  extents(e: EntryRef): Extent[] {
+    if (typeof e !== 'number') return e.extents;
+    return [{ segment: this.segment(e), offset: this.offset(e), length: this.recordLength(e) }, ...this.moreRecords(e)];
+  }
+
+  /** Whether a record holding the value lies in one of `segments`. */
+  hasRecordIn(e: EntryRef, segments: ReadonlySet<number>): boolean {
+    if (typeof e !== 'number') return e.hasRecordIn(segments);
+    if (segments.has(this.segment(e))) return true;
+    for (const x of this.moreRecords(e)) if (segments.has(x.segment)) return true;
+    return false;
+  }
+
+  /** Bytes the entry occupies on disk (framing included). */
+  diskBytes(e: EntryRef): number {
+    if (typeof e !== 'number') return e.diskBytes;
+    let n = this.recordLength(e);
+    for (const x of this.moreRecords(e)) n += x.length;
+    return n;
+  }
+
+  /** The value was written to the record `to` (the only record holding it from now on). */
+  moveTo(e: EntryRef, to: Extent): void {
+    if (typeof e !== 'number') {
+      e.moveTo(to);
+      return;
+    }
+    this.seg[e] = to.segment;
+    this.off[e] = to.offset;
+    this.len[e] = to.length;
+    this.more.delete(e);
+  }
+
+  valueLength(e: EntryRef): number {
+    return typeof e === 'number' ? Math.max(this.size[e] ?? 0, 0) : e.valueLength;
+  }
+
+  /** A view of the value (the store's own bytes: never hand it out, never change it). */
+  value(e: EntryRef): Uint8Array {
+    if (typeof e !== 'number') return e.value;
+    const start = this.start[e] ?? 0;
+    return this.slabFor(e).subarray(start, start + this.valueLength(e));
+  }
+
+  /** A copy of the value that the caller owns. */
+  copyValue(e: EntryRef): Uint8Array {
+    return typeof e === 'number' ? copyOut(this.slabFor(e), this.start[e] ?? 0, this.valueLength(e)) : e.copyValue();
+  }
+
+  /** Copy the value to the start of `target` if it fits; returns its length either way. */
+  copyValueInto(e: EntryRef, target: Uint8Array): number {
+    if (typeof e !== 'number') return e.copyValueInto(target);
+    const length = this.valueLength(e);
+    if (length <= target.length) copyInto(this.slabFor(e), this.start[e] ?? 0, length, target);
+    return length;
+  }
+
+  /** Whether both entries hold the same value bytes. */
+  sameValue(a: EntryRef, b: EntryRef): boolean {
+    if (typeof a !== 'number' && typeof b !== 'number') return a.sameValue(b);
+    return this.valueLength(a) === this.valueLength(b) && Buffer.compare(this.value(a), this.value(b)) === 0;
+  }
+
+  private slabFor(row: number): Uint8Array {
+    const slab = this.slabs[this.slabOf[row] ?? 0];
+    // A released slab's rows are held by no tree the store reads: reaching one is a bug, and
+    // failing the read is the only answer that cannot be wrong.
+    if (slab === undefined || (this.size[row] ?? UNREAD) === UNREAD) throw StatefsError.EIO('value of an entry loaded at open is no longer held', { op: 'read' });
+    return slab;
+  }
+
+  /** No live tree or snapshot holds `e` any more (the store's accounting says so, once per entry). */
+  released(e: EntryRef): void {
+    if (typeof e !== 'number' || (this.size[e] ?? UNREAD) === UNREAD) return;
+    const slab = this.slabOf[e] ?? 0;
+    const held = (this.heldRows[slab] ?? 0) - 1;
+    this.heldRows[slab] = held;
+    if (held === 0) this.pending.push({ slab, begun: this.checkpointsBegun });
+  }
+
+  /** A checkpoint begins (its build); pass the result to `checkpointDone` when it completes. */
+  checkpointStarted(): number {
+    return ++this.checkpointsBegun;
+  }
+
+  /** The checkpoint `begun` completed: slabs released before it began are dropped. */
+  checkpointDone(begun: number): void {
+    if (this.pending.length === 0) return;
+    const keep: { slab: number; begun: number }[] = [];
+    for (const p of this.pending) {
+      if (p.begun < begun) this.slabs[p.slab] = undefined;
+      else keep.push(p);
+    }
+    this.pending = keep;
+  }
+}

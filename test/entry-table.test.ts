@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { EntryTable } from '../src/engine/entry-table.js';
+import { Entry } from '../src/engine/entry.js';
+import type { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { MiB, memoryImage, openMemory, text } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
+
+const isEIO = (err: unknown): boolean => err instanceof StatefsError && err.code === 'EIO';
+
+test('a row reads like an entry: its records, its value, a move, several records', () => {
+  const table = new EntryTable();
+  const rows: number[] = [];
+  // Past the first capacity (1,024 rows), so the columns grow while rows are added.
+  for (let i = 0; i < 3000; i++) rows.push(table.addUnread(i % 7, 100 * i, 30 + (i % 5), i % 1000 === 0 ? [{ segment: 9, offset: i, length: 12 }] : []));
+  const [first, second] = rows;
+  assert.ok(first !== undefined && second !== undefined);
+  assert.equal(table.loaded(first), false);
+  assert.deepEqual(table.extents(first), [
+    { segment: 0, offset: 0, length: 30 },
+    { segment: 9, offset: 0, length: 12 },
+  ]);
+  assert.equal(table.diskBytes(first), 42);
+  assert.equal(table.extentCount(second), 1);
+  assert.equal(table.segment(rows[2999] ?? -1), 2999 % 7);
+  assert.equal(table.offset(rows[2999] ?? -1), 299_900);
+  assert.ok(table.hasRecordIn(first, new Set([9])));
+  assert.ok(!table.hasRecordIn(second, new Set([9])));
+  assert.throws(() => table.value(first), isEIO, 'a row not read yet has no value to give');
+
+  const slab = table.addSlab(new Uint8Array([1, 2, 3, 4, 5, 6]));
+  table.fillInSlab(first, slab, 0, 2);
+  table.fillInSlab(second, slab, 2, 4);
+  assert.ok(table.loaded(first));
+  assert.deepEqual([...table.value(second)], [3, 4, 5, 6]);
+  assert.deepEqual([...table.copyValue(first)], [1, 2]);
+  const into = new Uint8Array(3);
+  assert.equal(table.copyValueInto(second, into), 4, 'too small: the length, nothing copied');
+  assert.deepEqual([...into], [0, 0, 0]);
+  assert.equal(table.copyValueInto(first, into), 2);
+  assert.deepEqual([...into], [1, 2, 0]);
+  const object = Entry.of(new Uint8Array([3, 4, 5, 6]), []);
+  assert.ok(table.sameValue(second, object) && table.sameValue(object, second));
+  assert.ok(!table.sameValue(first, second));
+
+  table.moveTo(first, { segment: 4, offset: 8, length: 40 });
+  assert.deepEqual(table.extents(first), [{ segment: 4, offset: 8, length: 40 }], 'a move leaves one record');
+  assert.deepEqual([...table.value(first)], [1, 2], 'and the same value');
+});
+
+test('a slab is dropped once all its rows are released and a checkpoint begun after that is done, not before', () => {
+  const table = new EntryTable();
+  const a = table.addUnread(0, 0, 20, []);
+  const b = table.addUnread(0, 20, 20, []);
+  const c = table.addUnread(1, 0, 20, []);
+  const one = table.addSlab(new Uint8Array([1, 2]));
+  const two = table.addSlab(new Uint8Array([3]));
+  table.fillInSlab(a, one, 0, 1);
+  table.fillInSlab(b, one, 1, 1);
+  table.fillInSlab(c, two, 0, 1);
+
+  const before = table.checkpointStarted();
+  table.released(a);
+  table.released(c);
+  table.checkpointDone(before);
+  assert.deepEqual([...table.value(c)], [3], 'the checkpoint began before the release: it may still read the row');
+  const next = table.checkpointStarted();
+  table.checkpointDone(next);
+  assert.throws(() => table.value(c), isEIO, 'released: a read is an error, never another value');
+  assert.deepEqual([...table.value(a)], [1], 'a slab with a row still held stays');
+  assert.deepEqual([...table.value(b)], [2]);
+  table.released(b);
+  const last = table.checkpointStarted();
+  table.checkpointDone(last);
+  assert.throws(() => table.value(a), isEIO);
+  assert.throws(() => table.value(b), isEIO);
+});
+
+/** The ArrayBuffer bytes held after a full collection (the values read at open live in ArrayBuffers). */
+function arrayBufferBytes(): number {
+  setFlagsFromString('--expose-gc');
+  const exposed: unknown = runInNewContext('gc');
+  if (typeof exposed !== 'function') throw new Error('gc not exposed');
+  const gc = exposed as () => void; // checked just above
+  gc();
+  return process.memoryUsage().arrayBuffers;
+}
+
+async function valuesOf(store: Store, subject: string, keys: readonly string[]): Promise<(string | undefined)[]> {
+  const out: (string | undefined)[] = [];
+  for (const key of keys) out.push(text(await store.get(subject, key)));
+  return out;
+}
+
+test('entries loaded at open: snapshots keep them through overwrites, checkpoints, restore, GC and reopen; released ones free their memory', async () => {
+  const img = await memoryImage(64 * MiB);
+  const keys = Array.from({ length: 6000 }, (_, i) => `/state/k${String(i).padStart(5, '0')}`);
+  const old = (i: number): string => `old-${String(i)}-${'x'.repeat(1000)}`;
+  const mixed = keys.map((_, i) => (i % 2 === 0 ? `new-${String(i)}` : old(i)));
+  const overwriteEven = (store: Store): Promise<void> => store.putMany('app', keys.flatMap((key, i) => (i % 2 === 0 ? [[key, `new-${String(i)}`] as const] : [])));
+  let s = await openMemory(img, { autoGc: false });
+  await s.putMany('app', keys.map((key, i) => [key, old(i)] as const));
+  await s.checkpoint();
+  await s.close();
+
+  // Every value now comes from the checkpoint: rows.
+  s = await openMemory(img, { autoGc: false });
+  assert.deepEqual(await valuesOf(s, 'app', keys), keys.map((_, i) => old(i)));
+  await s.snapshot('app', 'before');
+  await overwriteEven(s);
+  await s.checkpoint();
+  await s.checkpoint();
+  await s.mountSnap('app', 'app', 'before', '/mnt/before');
+  const mounted = keys.map((key) => key.replace('/state/', '/mnt/before/'));
+  assert.deepEqual(await valuesOf(s, 'app', mounted), keys.map((_, i) => old(i)), 'the snapshot still holds the rows the live tree let go');
+  await s.umount('app', '/mnt/before');
+  await s.restoreSnap('app', 'before');
+  await s.checkpoint();
+  assert.deepEqual(await valuesOf(s, 'app', keys), keys.map((_, i) => old(i)), 'restored: the rows are live again');
+  await overwriteEven(s);
+  await s.deleteSnap('app', 'before'); // the even keys' rows: held by nothing now
+  await s.checkpoint();
+  await s.checkpoint();
+  const gc = await s.gcNow();
+  assert.ok(gc.segmentsFreed > 0 && gc.movedBytes > 0, 'GC emptied segments, moving the odd keys rows');
+  assert.deepEqual(await valuesOf(s, 'app', keys), mixed, 'the moved rows read back');
+  await s.close();
+
+  // After a reopen the odd keys' ~3 MB of values are rows again. Deleted, nothing holds them,
+  // and once checkpoints have passed their memory is let go, while the store is open.
+  s = await openMemory(img, { autoGc: false });
+  assert.deepEqual(await valuesOf(s, 'app', keys), mixed, 'and after a reopen');
+  for (const key of keys) await s.delete('app', key);
+  const deleted = arrayBufferBytes();
+  await s.checkpoint();
+  await s.checkpoint();
+  const released = arrayBufferBytes();
+  assert.ok(deleted - released > 2.5 * MiB, `ArrayBuffers ${String(deleted)} → ${String(released)} bytes`);
+  assert.deepEqual(await valuesOf(s, 'app', keys.slice(0, 3)), [undefined, undefined, undefined]);
+  await s.close();
+});
