@@ -2,6 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
 import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord } from '../format/record.js';
+import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
 import { Entry } from './entry.js';
@@ -53,14 +54,19 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
     pos += r.record.length;
     records++;
   }
-  const later = await findLaterV1Record(device, pos + 1);
-  if (later !== undefined) {
-    throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
-  }
   const segmentSize = defaultSegmentSize(device.size);
   const segmentCount = Math.floor((device.size - 2 * SUPERBLOCK_SLOT) / segmentSize);
   let firstSegment = 0;
   while (segmentOffset(firstSegment, segmentSize) < pos) firstSegment++;
+  // An upgrade cut short before its superblock wrote a v3 log from `firstSegment` on (the rest of
+  // a v1 image is zero, and only an intact image is upgraded): bytes there are v3 records, whose
+  // values may hold anything, a valid v1 record too. Only the space before it can hide damage.
+  const upgradeAt = segmentOffset(firstSegment, segmentSize);
+  const searchEnd = (await startsV3Segment(device, upgradeAt)) ? upgradeAt : device.size;
+  const later = await findLaterV1Record(device, pos + 1, searchEnd);
+  if (later !== undefined) {
+    throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
+  }
   return { index: new Map([[subject, tree]]), end: pos, records, firstSegment, segmentSize, segmentCount };
 }
 
@@ -72,11 +78,19 @@ function isV1(r: DecodedRecord): boolean {
   return key.startsWith(KEY_ROOT) && !key.includes('\0');
 }
 
-async function findLaterV1Record(device: BlockDevice, from: number): Promise<number | undefined> {
+/** Whether a v3 segment header (a SEGMENT record) starts at `offset`. */
+async function startsV3Segment(device: BlockDevice, offset: number): Promise<boolean> {
+  if (offset + SEGMENT_RECORD_LENGTH > device.size) return false;
+  const r = decodeRecord(await device.read(offset, SEGMENT_RECORD_LENGTH), 0);
+  return r.ok && r.record.opcode === Op.SEGMENT;
+}
+
+/** The offset of a valid v1 record starting in `from..end`, if any. */
+async function findLaterV1Record(device: BlockDevice, from: number, end: number): Promise<number | undefined> {
   const m0 = RECORD_MAGIC & 0xff;
-  for (let start = from; start < device.size; start += WINDOW) {
+  for (let start = from; start < end; start += WINDOW) {
     const buf = await device.read(start, Math.min(WINDOW + MAX_V1_RECORD, device.size - start));
-    for (let i = 0; i < Math.min(WINDOW, buf.length); i++) {
+    for (let i = 0; i < Math.min(WINDOW, buf.length, end - start); i++) {
       if (buf[i] !== m0) continue;
       const r = decodeRecord(buf, i);
       if (r.ok && isV1(r.record)) return start + i;
