@@ -211,6 +211,91 @@ test('a mount grant taken away by a policy reload takes the mount away too, and 
   });
 });
 
+test('reads through a mount need a read grant on the snapshot owner; a mount needs read with mount; a revoked token ends its open connections (review of the daemon)', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const tokens = { bob: newToken(), carol: newToken(), dave: newToken() };
+    const policy = emptyPolicy();
+    // alice may mount bob's snapshots; carol reads alice (not bob); dave may only mount bob's.
+    policy.subjects.set('alice', { tokenSha256: hashToken(f.tokens.alice), rights: ['read', 'write', 'snapshot', 'mount'], grants: [{ owner: 'bob', rights: ['read', 'mount'] }] });
+    policy.subjects.set('bob', { tokenSha256: hashToken(tokens.bob), rights: ['read', 'write', 'snapshot'], grants: [] });
+    policy.subjects.set('carol', { tokenSha256: hashToken(tokens.carol), rights: ['read'], grants: [{ owner: 'alice', rights: ['read'] }] });
+    policy.subjects.set('dave', { tokenSha256: hashToken(tokens.dave), rights: ['read', 'mount'], grants: [{ owner: 'bob', rights: ['mount'] }] });
+    await savePolicy(f.policy, policy);
+    const daemon = await start(f);
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const bob = await connect({ socket: f.socket, token: tokens.bob });
+    const carol = await connect({ socket: f.socket, token: tokens.carol });
+    const dave = await connect({ socket: f.socket, token: tokens.dave });
+    try {
+      await bob.put('bob', '/state/secret', 'bob-secret');
+      await bob.snapshot('bob', 's1');
+      await alice.put('alice', '/state/own', 'alice-data');
+      await alice.mountSnap('alice', 'bob', 's1', '/mnt/b');
+      assert.equal(Buffer.from((await alice.get('alice', '/mnt/b/secret')) ?? []).toString(), 'bob-secret', 'the mount holder reads it');
+      assert.equal(Buffer.from((await carol.get('alice', '/state/own')) ?? []).toString(), 'alice-data', "carol reads alice's own keys");
+      assert.equal(await codeOf(carol.get('bob', '/state/secret')), 'EPERM');
+      assert.equal(await codeOf(carol.get('alice', '/mnt/b/secret')), 'EPERM', "bob's data through alice's mount: no grant on bob");
+      assert.equal(await codeOf(carol.list('alice', '/mnt/b/')), 'EPERM');
+      assert.equal(await codeOf(dave.mountSnap('dave', 'bob', 's1', '/mnt/b')), 'EPERM', 'a mount grant without read mounts nothing');
+
+      // bob's token is replaced: his open connection is refused from its next request on.
+      const replaced = emptyPolicy();
+      for (const [subject, entry] of policy.subjects) replaced.subjects.set(subject, subject === 'bob' ? { ...entry, tokenSha256: hashToken(newToken()) } : entry);
+      await savePolicy(f.policy, replaced);
+      await daemon.reloadPolicy();
+      assert.equal(await codeOf(bob.put('bob', '/state/after', 'x')), 'EPERM');
+      assert.equal(await codeOf(bob.get('bob', '/state/secret')), 'EPERM');
+      assert.equal(Buffer.from((await alice.get('alice', '/state/own')) ?? []).toString(), 'alice-data', "the others' connections go on");
+    } finally {
+      for (const c of [alice, bob, carol, dave]) await c.close();
+      await daemon.close();
+    }
+    const audit = await readFile(f.audit, 'utf8');
+    assert.match(audit, /"subject":"carol","op":"GET".*"result":"EPERM"/, 'the refused read through the mount is audited');
+    assert.match(audit, /"subject":"bob","op":"PUT".*"result":"EPERM"/, 'so is the revoked connection');
+    const s = await Store.open(f.image);
+    try {
+      assert.equal(await s.get('bob', '/state/after'), undefined, 'the revoked connection wrote nothing');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+test('the client refuses what the embedded store refuses before it reaches the wire: a key with a lone surrogate, a String object, a value that is not bytes', async () => {
+  await withTempDir(async (dir) => {
+    const f = await prepare(dir);
+    const daemon = await start(f);
+    const alice = await connect({ socket: f.socket, token: f.tokens.alice });
+    const embedded = await Store.create(join(dir, 'embedded'), { size: 8 * MiB });
+    try {
+      // Two different bad keys used to become the one key /state/\uFFFDx on the wire.
+      const bad: [string, (c: Pick<Store, 'put' | 'get' | 'delete' | 'list'>) => Promise<unknown>][] = [
+        ['put lone high surrogate', (c) => c.put('alice', '/state/\uD800x', 'v')],
+        ['get lone low surrogate', (c) => c.get('alice', '/state/\uDC00x')],
+        ['delete lone surrogate', (c) => c.delete('alice', '/state/\uDC00x')],
+        ['list prefix with a lone surrogate', (c) => c.list('alice', '/state/\uD800')],
+        ['String object key', (c) => c.put('alice', new String('/state/so') as unknown as string, 'v')],
+        ['array value', (c) => c.put('alice', '/state/a', [1, 2, 3] as unknown as Uint8Array)],
+        ['Uint16Array value', (c) => c.put('alice', '/state/a', new Uint16Array([1, 2]) as unknown as Uint8Array)],
+      ];
+      for (const [what, call] of bad) {
+        assert.equal(await codeOf(call(embedded)), 'EINVAL', `embedded: ${what}`);
+        assert.equal(await codeOf(call(alice)), 'EINVAL', `client: ${what}`);
+      }
+      const txn = alice.begin('alice');
+      assert.equal(await codeOf(txn.put('alice', '/state/t', { length: 1, 0: 7 } as unknown as Uint8Array)), 'EINVAL');
+      await txn.abort();
+      assert.deepEqual((await alice.list('alice')).keys, [], 'nothing was written');
+    } finally {
+      await embedded.close();
+      await alice.close();
+      await daemon.close();
+    }
+  });
+});
+
 test('a name too long for the wire is ENAMETOOLONG from the client, as from the embedded store', async () => {
   await withTempDir(async (dir) => {
     const f = await prepare(dir);

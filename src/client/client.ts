@@ -72,8 +72,7 @@ export class Client {
   }
 
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
-    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
-    await this.#call({ op: 'PUT', subject, key, value: bytes });
+    await this.#call({ op: 'PUT', subject, key, value: toValue(value, 'put', subject, key) });
   }
 
   /**

@@ -1,4 +1,4 @@
-import { checkSubject } from '../engine/names.js';
+import { checkSubject, toValue } from '../engine/names.js';
 import { asStatefsError } from '../engine/store-support.js';
 import { StatefsError } from '../errors.js';
 import type { OkResponse } from '../server/protocol/messages.js';
@@ -50,8 +50,7 @@ export class ClientTxn {
   }
 
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
-    const bytes = typeof value === 'string' ? new TextEncoder().encode(value) : value;
-    await this.#send('txn.put', subject, { op: 'TXN_PUT', txn: this.#txn, subject, key, value: bytes });
+    await this.#send('txn.put', subject, { op: 'TXN_PUT', txn: this.#txn, subject, key, value: toValue(value, 'txn.put', subject, key) });
   }
 
   async delete(subject: string, key: string): Promise<void> {

@@ -25,6 +25,18 @@ export class MountNamespace {
     throw StatefsError.EINVAL(`key ${key} is not under /state/ (and no snapshot is mounted there)`, { op, subject, key });
   }
 
+  /** The owner of the snapshot mounted where `caller`'s key (or prefix) `key` reads, if any. */
+  ownerAt(caller: string, key: string): string | undefined {
+    if (!isMountKey(key)) return undefined;
+    let bin: string;
+    try {
+      bin = toBinary(key, 'key', 'read');
+    } catch {
+      return undefined; // not a name: the read itself refuses it
+    }
+    return this.mounts.covering(caller, bin)?.owner;
+  }
+
   /** A read of `/mnt/<label>/<rest>`: the mounted snapshot's `/state/<rest>`. */
   read(caller: string, key: string, op: string): EntryRef | undefined {
     const bin = checkKey(key, op, caller, MOUNT_ROOT);

@@ -716,6 +716,14 @@ export class Store extends EventEmitter {
     return done;
   }
 
+  /**
+   * The owner of the snapshot mounted where `subject`'s key or list prefix `key` reads (under
+   * `/mnt/`), if any: the daemon lets a reader through only if it may read that owner too.
+   */
+  mountOwner(subject: string, key: string): string | undefined {
+    return this.mountNamespace.ownerAt(subject, key);
+  }
+
   /** The caller's mounts, sorted by path. */
   listMounts(caller: string): Promise<MountInfo[]> {
     return settle(() => {

@@ -38,8 +38,15 @@ export function toStatefsError(err: unknown): StatefsError {
   return StatefsError.EIO(err instanceof Error ? err.message : String(err), { op: 'daemon', cause: err });
 }
 
-/** Whether the policy gives `caller` the right `req` needs, on every subject it names. */
-function permitted(policy: Policy, caller: string, req: Op): boolean {
+/**
+ * Whether the policy gives `caller` the right `req` needs, on every subject it names, and still
+ * has the token the connection authenticated with (`tokenSha256`): a reload that revokes a token
+ * refuses the connections opened with it from their next request (statefs-v3.md 11.5).
+ */
+function permitted(policy: Policy, caller: string, tokenSha256: string, req: Op): boolean {
+  if (policy.subjects.get(caller)?.tokenSha256 !== tokenSha256) return false;
+  // Mounting another subject's snapshot makes it readable: the caller must be able to read it.
+  if (req.op === 'MOUNT' && !allows(policy, caller, 'read', req.owner)) return false;
   const need = needOf(req);
   return need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
 }
@@ -58,6 +65,10 @@ export class Connection {
   readonly #ctx: ConnectionContext;
   readonly #reader = new FrameReader();
   #caller: string | undefined;
+  /** The policy's hash of the token the connection authenticated with. */
+  #tokenSha256 = '';
+  /** Whether the caller may read `owner`'s data under the policy in force now (reads through mounts). */
+  readonly #mayRead = (owner: string): boolean => this.#caller !== undefined && allows(this.#ctx.policy(), this.#caller, 'read', owner);
   #inFlight = 0;
   #dead = false;
   #timer: NodeJS.Timeout | undefined;
@@ -291,9 +302,9 @@ export class Connection {
    * in a microtask. False: the ordinary path (a denial is audited there, a reopen waited for).
    */
   #runTxnOpNow(caller: string, req: Extract<Op, { txn: number }>): boolean {
-    if (req.op === 'TXN_COMMIT' || this.#ctx.host.ready() === undefined || !permitted(this.#ctx.policy(), caller, req)) return false;
+    if (req.op === 'TXN_COMMIT' || this.#ctx.host.ready() === undefined || !permitted(this.#ctx.policy(), caller, this.#tokenSha256, req)) return false;
     this.#quick += 1;
-    const work = execute(this.#ctx.host, req, this.#txns)
+    const work = execute(this.#ctx.host, req, this.#txns, this.#mayRead)
       .then(
         (res) => {
           this.#reply(req, res);
@@ -322,6 +333,7 @@ export class Connection {
       return;
     }
     this.#caller = subject;
+    this.#tokenSha256 = this.#ctx.policy().subjects.get(subject)?.tokenSha256 ?? '';
     this.#send(encodeResponse({ status: 'ok', op: 'HELLO', requestId, subject }));
   }
 
@@ -343,12 +355,14 @@ export class Connection {
    * the request takes the ordinary path (a denial is audited there, a reopen waited for).
    */
   #answerGetNow(caller: string, req: Extract<Op, { op: 'GET' }>): boolean {
-    if (!permitted(this.#ctx.policy(), caller, req)) return false;
+    if (!permitted(this.#ctx.policy(), caller, this.#tokenSha256, req)) return false;
     let res: OkResponse | undefined;
     try {
-      res = getNow(this.#ctx.host, req);
+      res = getNow(this.#ctx.host, req, this.#mayRead);
     } catch (err) {
-      this.#send(errorResponse(req.requestId, req.op, toStatefsError(err)));
+      const e = toStatefsError(err);
+      if (e.code === 'EPERM') this.#ctx.track(this.#audit({ subject: caller, op: req.op, target: req.subject, result: 'EPERM' }));
+      this.#send(errorResponse(req.requestId, req.op, e));
       return true;
     }
     if (res === undefined) return false;
@@ -361,8 +375,10 @@ export class Connection {
     const base = { subject: caller, op: req.op, ...(target === undefined ? {} : { target }) };
     const policy = this.#ctx.policy();
     const need = needOf(req);
-    if (!permitted(policy, caller, req)) {
-      const err = StatefsError.EPERM(`${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`, { op: req.op, subject: caller });
+    if (!permitted(policy, caller, this.#tokenSha256, req)) {
+      const revoked = policy.subjects.get(caller)?.tokenSha256 !== this.#tokenSha256;
+      const why = revoked ? `the token this connection authenticated with no longer names ${caller}` : `${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`;
+      const err = StatefsError.EPERM(why, { op: req.op, subject: caller });
       if (isTxnOpRequest(req)) this.#txns.refused(req, err); // now: a commit read after it must see it
       await this.#audit({ ...base, result: 'EPERM', detail: { right: need.right } });
       this.#send(errorResponse(req.requestId, req.op, err));
@@ -370,7 +386,7 @@ export class Connection {
     }
     let res: OkResponse | StatefsError;
     try {
-      res = await execute(this.#ctx.host, req, this.#txns);
+      res = await execute(this.#ctx.host, req, this.#txns, this.#mayRead);
     } catch (err) {
       res = toStatefsError(err);
     }
@@ -384,7 +400,7 @@ export class Connection {
       res = { ...res, plan: { ...res.plan, pinnedBySnapshots: res.plan.pinnedBySnapshots.filter((x) => visible(x.subject)) } };
     }
     // Administrative acts, and every quota denial.
-    if (AUDITED.has(req.op) || (res instanceof StatefsError && res.code === 'EDQUOTA')) {
+    if (AUDITED.has(req.op) || (res instanceof StatefsError && (res.code === 'EDQUOTA' || res.code === 'EPERM'))) {
       const detail = !(res instanceof StatefsError) && res.op === 'GC_NOW' ? { detail: { freedBytes: res.result.freedBytes } } : {};
       await this.#audit({ ...base, result: res instanceof StatefsError ? res.code : 'OK', ...detail });
     }

@@ -51,11 +51,14 @@ export interface Daemon {
 const DEFAULT_MAX_CONNECTIONS = 256;
 const DEFAULT_MAX_IN_FLIGHT = 128;
 
-/** `grants[caller]`: the owners whose snapshots `caller` may mount, from the policy. */
+/**
+ * `grants[caller]`: the owners whose snapshots `caller` may mount, from the policy: a grant with
+ * both `mount` and `read` (a mount is a way to read the owner's snapshot; policy.md).
+ */
 function mountGrants(policy: Policy): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const [subject, entry] of policy.subjects) {
-    const owners = entry.grants.filter((g) => g.rights.includes('mount')).map((g) => g.owner);
+    const owners = entry.grants.filter((g) => g.rights.includes('mount') && g.rights.includes('read')).map((g) => g.owner);
     if (owners.length > 0) out[subject] = owners;
   }
   return out;

@@ -35,10 +35,25 @@ function gcOptions(maxBytes: number | undefined): { maxBytes?: number } {
  * A GET answered on the spot: the read is served from memory (`getSync`), so while the store is
  * ready it needs no promise, no gate and no in-flight slot. `undefined`: take the ordinary path.
  */
-export function getNow(host: DispatchHost, req: Extract<Request, { op: 'GET' }>): OkResponse | undefined {
+export function getNow(host: DispatchHost, req: Extract<Request, { op: 'GET' }>, mayRead: MayRead): OkResponse | undefined {
   const store = host.ready();
   if (store === undefined) return undefined;
+  checkMountRead(store, req.subject, req.key, mayRead, req.op);
   return getAnswer(req, store.getSync(req.subject, req.key));
+}
+
+/** Whether the connection's subject may read `owner`'s data (the policy in force now). */
+export type MayRead = (owner: string) => boolean;
+
+/**
+ * A read under `/mnt/` reaches the snapshot of the mount's owner: the reader needs the right to
+ * read that owner too, not only the subject whose mount it is (spec 2: subjects see each other's
+ * data only where a grant says so). Checked in the same turn as the read, against the mount
+ * there then.
+ */
+function checkMountRead(store: Store, subject: string, key: string, mayRead: MayRead, op: string): void {
+  const owner = store.mountOwner(subject, key);
+  if (owner !== undefined && !mayRead(owner)) throw StatefsError.EPERM(`reading ${owner}'s snapshot mounted at ${key} needs a read grant on ${owner}`, { op, subject, key });
 }
 
 function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | undefined): OkResponse {
@@ -52,15 +67,15 @@ function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | und
  * transaction) is called synchronously, so the requests of a connection reach the store in the
  * order they were read: pipelined TXN_PUTs land before the TXN_COMMIT behind them.
  */
-export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>, txns: ConnectionTxns): Promise<OkResponse> {
+export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>, txns: ConnectionTxns, mayRead: MayRead): Promise<OkResponse> {
   if (req.op === 'REOPEN') {
     await host.reopen();
     return { status: 'ok', requestId: req.requestId, op: req.op };
   }
-  return host.use((store) => run(store, req, txns));
+  return host.use((store) => run(store, req, txns, mayRead));
 }
 
-async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>, txns: ConnectionTxns): Promise<OkResponse> {
+async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>, txns: ConnectionTxns, mayRead: MayRead): Promise<OkResponse> {
   const { requestId } = req;
   const ok = { status: 'ok', requestId } as const;
   switch (req.op) {
@@ -68,6 +83,7 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
       await store.put(req.subject, req.key, req.value);
       return { ...ok, op: req.op };
     case 'GET':
+      checkMountRead(store, req.subject, req.key, mayRead, req.op);
       return getAnswer(req, await store.get(req.subject, req.key));
     case 'DELETE':
       await store.delete(req.subject, req.key);
@@ -77,6 +93,7 @@ async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' 
         ...(req.limit === undefined || req.limit === 0 ? {} : { limit: req.limit }),
         ...(req.after === undefined ? {} : { after: req.after }),
       };
+      checkMountRead(store, req.subject, req.prefix, mayRead, req.op);
       return { ...ok, op: req.op, page: await store.list(req.subject, req.prefix, options) };
     }
     case 'SYNC':

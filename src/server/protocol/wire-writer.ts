@@ -85,6 +85,10 @@ export class WireWriter {
   }
 
   str(value: string): this {
+    // A caller's name that is not a string (a String object, a number) or holds an unpaired
+    // surrogate would reach the store as some other name: UTF-8 has no bytes for a lone
+    // surrogate (the encoder writes U+FFFD), so two different bad keys would name one key.
+    if (typeof value !== 'string') throw StatefsError.EINVAL('a name must be a string', { op: 'encode' });
     // Most strings on the wire (subjects, keys, names) are ASCII: copy their char codes straight
     // into the buffer; anything else is encoded as UTF-8 in place.
     const chars = value.length;
@@ -107,6 +111,7 @@ export class WireWriter {
   }
 
   private utf8Str(value: string): this {
+    if (!value.isWellFormed()) throw StatefsError.EINVAL('a name holds an unpaired UTF-16 surrogate', { op: 'encode' });
     const at = this.reserve(2 + value.length * 3); // UTF-8 takes at most 3 bytes per UTF-16 unit
     const { written } = utf8.encodeInto(value, this.buf.subarray(at + 2));
     if (written > MAX_STRING_BYTES) {
@@ -121,6 +126,7 @@ export class WireWriter {
   }
 
   bytes(value: Uint8Array): this {
+    if (!(value instanceof Uint8Array)) throw StatefsError.EINVAL('a value must be a Uint8Array or a string', { op: 'encode' });
     this.u32(value.length);
     const at = this.reserve(value.length);
     this.buf.set(value, at);
