@@ -407,15 +407,22 @@ export class Checkpointer {
       ckptSegSeq: appended.batchStart.segSeq,
       ckptId: id,
     };
+    // Both slots, one after the other: the first switches to the new checkpoint (a crash before
+    // it leaves the old one), the second makes the other slot name it too, so one damaged slot
+    // never leaves only a superblock whose checkpoint's segments were freed and reused (a review
+    // lost a whole image to one flipped byte in the newest slot). The old chain is given back
+    // only after both.
+    const both: Superblock = { ...next, generation: next.generation + 1 };
     try {
       failpoint('superblock.switch');
       await writeSuperblock(this.host.device, next);
+      await writeSuperblock(this.host.device, both);
     } catch (err) {
       const failure = StatefsError.EIO('superblock write failed; reopen the store', { op: 'checkpoint', cause: err });
       this.host.writeFailed(failure);
       throw failure;
     }
-    this.host.switched(next);
+    this.host.switched(both);
     this.host.entries.checkpointDone(begun);
   }
 }
