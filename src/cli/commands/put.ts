@@ -3,6 +3,7 @@ import { defineAction } from '../action.js';
 import { operand, requiredOperand, stringOption, wantsJson } from '../command-input.js';
 import { EXIT_USAGE } from '../exit-codes.js';
 import { writeJson } from '../output.js';
+import { MAX_VALUE_BYTES } from '../../engine/names.js';
 import { readValueFile } from '../read-value.js';
 import { addSessionOptions, withSession } from '../store-session.js';
 
@@ -22,10 +23,11 @@ export function addPutCommand(program: Command): void {
     const text = operand(cmd, 2);
     const file = stringOption(cmd, 'file');
     if ((text === undefined) === (file === undefined)) {
-      cmd.error('give the value either as an argument or with --file, not both', { exitCode: EXIT_USAGE, code: 'statefs.usage' });
+      const why = text === undefined ? 'give the value as an argument or with --file' : 'give the value either as an argument or with --file, not both';
+      cmd.error(why, { exitCode: EXIT_USAGE, code: 'statefs.usage' });
     }
     // Read the input before opening the image, so a slow stdin does not hold the lock.
-    const value = text ?? (await readValueFile(file ?? '-', 'put'));
+    const value = text ?? (await readValueFile(file ?? '-', 'put', MAX_VALUE_BYTES));
     await withSession(cmd, 'write', (store) => store.put(subject, key, value));
     if (wantsJson(cmd)) writeJson({ ok: true });
   });

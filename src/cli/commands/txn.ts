@@ -6,6 +6,9 @@ import { readValueFile } from '../read-value.js';
 import { addSessionOptions, withSession, type StoreLike } from '../store-session.js';
 import { decodeTxnOps, type TxnFileOp } from '../txn-ops.js';
 
+/** An ops file is read up to this size (a transaction's 32 values of 64 KiB, escaped in JSON, fit). */
+const MAX_TXN_FILE_BYTES = 16 * 1024 * 1024;
+
 export function addTxnCommand(program: Command): void {
   const cmd = program
     .command('txn')
@@ -18,7 +21,7 @@ export function addTxnCommand(program: Command): void {
     const subject = requiredOperand(cmd, 0);
     const file = requiredOperand(cmd, 1);
     // Read and check the whole file before opening the image: a bad file touches nothing.
-    const ops = decodeTxnOps(await readValueFile(file, 'txn'), file === '-' ? 'stdin' : file, subject);
+    const ops = decodeTxnOps(await readValueFile(file, 'txn', MAX_TXN_FILE_BYTES), file === '-' ? 'stdin' : file, subject);
     await withSession(cmd, 'write', (store) => applyOps(store, subject, ops));
     if (wantsJson(cmd)) writeJson({ ok: true, ops: ops.length });
     else writeLines([`committed ${ops.length} ops`]);
