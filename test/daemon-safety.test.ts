@@ -284,6 +284,9 @@ test('the client refuses what the embedded store refuses before it reaches the w
         assert.equal(await codeOf(call(embedded)), 'EINVAL', `embedded: ${what}`);
         assert.equal(await codeOf(call(alice)), 'EINVAL', `client: ${what}`);
       }
+      // The wire bounds a GC cycle by bytes only: other bounds are refused, not dropped.
+      assert.equal(await codeOf(alice.gcNow({ maxSegments: 1 } as { maxBytes?: number })), 'ENOTSUP');
+      assert.equal(await codeOf(alice.gcPlan({ maxBytes: -1 })), 'EINVAL');
       const txn = alice.begin('alice');
       assert.equal(await codeOf(txn.put('alice', '/state/t', { length: 1, 0: 7 } as unknown as Uint8Array)), 'EINVAL');
       await txn.abort();

@@ -95,6 +95,11 @@ test('a truncated image and a blank one are unrecoverable', async () => {
   assert.deepEqual(reasons(r), ['superblocks-damaged']);
   const blank = await fsckDevice(new MemoryDevice(new Uint8Array(4 << 20)));
   assert.deepEqual([blank.exitCode, reasons(blank)], [2, ['blank-image']]);
+  // Smaller than the superblock slots (a file of 100 bytes was an EIO, exit 1; review).
+  for (const size of [0, 100, 5000]) {
+    const tiny = await fsckDevice(new MemoryDevice(new Uint8Array(size)));
+    assert.deepEqual([tiny.exitCode, reasons(tiny)], [2, ['blank-image']], `${String(size)} bytes`);
+  }
 });
 
 test('an orphaned transaction is repairable: 1, --repair, then 0, and the store opens without it', async () => {

@@ -1,5 +1,5 @@
 import type { GcResult } from '../engine/compactor.js';
-import { checkKey, checkSubject, KEY_ROOT, toValue } from '../engine/names.js';
+import { checkKey, checkSubject, KEY_ROOT, toValue, valueBytes } from '../engine/names.js';
 import { isMountKey } from '../engine/store-support.js';
 import type { ListOptions, ListPage, MountInfo, SnapshotDiff, SnapshotInfo, StoreStat } from '../engine/store-types.js';
 import { StatefsError } from '../errors.js';
@@ -32,9 +32,19 @@ const MAX_REQUEST_BODY = DEFAULT_MAX_FRAME - HEADER_SIZE;
 /** Transaction numbers are a u32 on the wire, from 1 up. */
 const MAX_TXN_NUMBER = 0xffff_ffff;
 
-/** 0 means "the default bound" on the wire; the embedded store refuses it, so the client does too. */
+/**
+ * 0 means "the default bound" on the wire; the embedded store refuses it, so the client does too.
+ * The wire bounds a cycle by bytes only: an untyped caller's `maxSegments` or `signal` is
+ * `ENOTSUP`, not dropped (the cycle would have run unbounded by it).
+ */
 function gcBody(options: { maxBytes?: number }): { maxBytes?: number } {
+  for (const option of ['maxSegments', 'signal']) {
+    if (option in options) throw StatefsError.ENOTSUP(`gc ${option} over the daemon: bound a cycle with maxBytes`, { op: 'gc' });
+  }
   if (options.maxBytes === 0) throw StatefsError.EINVAL('gc maxBytes 0: use a whole number of bytes above 0', { op: 'gc' });
+  if (options.maxBytes !== undefined && !(Number.isSafeInteger(options.maxBytes) && options.maxBytes > 0)) {
+    throw StatefsError.EINVAL(`gc maxBytes ${String(options.maxBytes)}: use a whole number of bytes above 0`, { op: 'gc' });
+  }
   return options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes };
 }
 
@@ -72,7 +82,8 @@ export class Client {
   }
 
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
-    await this.#call({ op: 'PUT', subject, key, value: toValue(value, 'put', subject, key) });
+    // The type here (an array would be stored as bytes); the size is the daemon's to refuse.
+    await this.#call({ op: 'PUT', subject, key, value: valueBytes(value, 'put', subject, key) });
   }
 
   /**

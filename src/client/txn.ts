@@ -1,4 +1,4 @@
-import { checkSubject, toValue } from '../engine/names.js';
+import { checkSubject, valueBytes } from '../engine/names.js';
 import { asStatefsError } from '../engine/store-support.js';
 import { StatefsError } from '../errors.js';
 import type { OkResponse } from '../server/protocol/messages.js';
@@ -50,7 +50,7 @@ export class ClientTxn {
   }
 
   async put(subject: string, key: string, value: Uint8Array | string): Promise<void> {
-    await this.#send('txn.put', subject, { op: 'TXN_PUT', txn: this.#txn, subject, key, value: toValue(value, 'txn.put', subject, key) });
+    await this.#send('txn.put', subject, { op: 'TXN_PUT', txn: this.#txn, subject, key, value: valueBytes(value, 'txn.put', subject, key) });
   }
 
   async delete(subject: string, key: string): Promise<void> {

@@ -7,6 +7,7 @@ import type { EntryRef } from './entry-table.js';
 import { replayImage, type Replayed } from './replay.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { Store } from './store.js';
+import { checkImageSize } from './superblock-io.js';
 
 /** Stable reason strings (docs/storage/statefs-v3.md lists them). */
 export type FsckReason =
@@ -95,6 +96,12 @@ async function checkDevice(device: BlockDevice, options: FsckOptions): Promise<F
   let format: FsckReport['format'] = 'unknown';
   try {
     progress(0, 'superblocks');
+    try {
+      checkImageSize(device); // before the slots are read: a file of 100 bytes was an EIO, exit 1
+    } catch (err) {
+      findings.push(fromOpenError(err));
+      return report(findings, format, checked);
+    }
     const slots = await superblockFindings(device);
     findings.push(...slots);
     progress(0.05, 'journal');

@@ -100,12 +100,16 @@ export function checkPrefix(prefix: unknown, op: string, subject: string): strin
 }
 
 export function toValue(value: unknown, op: string, subject: string, key: string): Uint8Array {
-  let bytes: Uint8Array;
-  if (typeof value === 'string') bytes = Buffer.from(value, 'utf8');
-  else if (value instanceof Uint8Array) bytes = value;
-  else throw StatefsError.EINVAL('value must be a Uint8Array or a string', { op, subject, key });
+  const bytes = valueBytes(value, op, subject, key);
   if (bytes.length > MAX_VALUE_BYTES) throw StatefsError.EFBIG(`value of ${bytes.length} bytes (max ${MAX_VALUE_BYTES})`, { op, subject, key });
   return bytes;
+}
+
+/** A value's bytes: a `Uint8Array` as it is, a string as UTF-8; anything else is `EINVAL`. */
+export function valueBytes(value: unknown, op: string, subject: string, key: string): Uint8Array {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array) return value;
+  throw StatefsError.EINVAL('value must be a Uint8Array or a string', { op, subject, key });
 }
 
 /** Index key: subject, NUL, key bytes. */

@@ -16,13 +16,18 @@ export type ImageKind = { kind: 'v3'; sb: Superblock; slots: [SlotState, SlotSta
 
 export type SlotState = { ok: true; generation: number } | { ok: false; fault: SuperblockFault };
 
+/** Smaller than its two superblock slots: no image (`EINVAL`), whatever its bytes. */
+export function checkImageSize(device: BlockDevice): void {
+  if (device.size < 2 * 4096) throw StatefsError.EINVAL(`device of ${device.size} bytes is too small`, { op: 'open' });
+}
+
 /**
  * Identify an image: the valid superblock slot with the highest generation; failing both, a v1
  * journal (a record at byte 0); failing that, `EINVAL` for a blank device and `EINTEGRITY` when
  * both slots are damaged.
  */
 export async function readImageKind(device: BlockDevice): Promise<ImageKind> {
-  if (device.size < 2 * 4096) throw StatefsError.EINVAL(`device of ${device.size} bytes is too small`, { op: 'open' });
+  checkImageSize(device);
   const a = decodeSuperblock(await device.read(superblockOffset(0, device.size), SUPERBLOCK_LENGTH), device.size);
   const b = decodeSuperblock(await device.read(superblockOffset(1, device.size), SUPERBLOCK_LENGTH), device.size);
   const slots: [SlotState, SlotState] = [
