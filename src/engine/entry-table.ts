@@ -97,11 +97,6 @@ export class EntryTable {
     return typeof e !== 'number' || (this.size[e] ?? UNREAD) !== UNREAD;
   }
 
-  /** Replay learnt the value of `e` (its record was moved by a RELOC record): `value`, which must not change. */
-  fill(e: EntryRef, value: Uint8Array): void {
-    if (typeof e === 'number') this.fillInSlab(e, this.addSlab(value), 0, value.length);
-  }
-
   /** Segment of the first record holding the value (`-1`: none yet). */
   segment(e: EntryRef): number {
     return typeof e === 'number' ? (this.seg[e] ?? 0) : e.segment;
@@ -193,8 +188,9 @@ export class EntryTable {
 
   private slabFor(row: number): Uint8Array {
     const slab = this.slabs[this.slabOf[row] ?? 0];
-    // A released slab's rows are held by no tree the store reads: reaching one is a bug, and
-    // failing the read is the only answer that cannot be wrong.
+    // A released slab's rows are held by no tree the store reads (a snapshot digest still
+    // running over a deleted snapshot aside: it fails, and verifySnapshot says ENOENT); reaching
+    // one otherwise is a bug, and failing the read is the only answer that cannot be wrong.
     if (slab === undefined || (this.size[row] ?? UNREAD) === UNREAD) throw StatefsError.EIO('value of an entry loaded at open is no longer held', { op: 'read' });
     return slab;
   }

@@ -175,7 +175,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  const accounting = await readValues(device, sb, entries, index.trees, snapshots);
+  const accounting = await readValues(device, sb, entries, index.trees, snapshots, index.relocated);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const { recordBytes, payloadBytes, version, undigested } = ckpt;
   const checkpoint = { recordBytes, payloadBytes, entries: ckpt.entries, version, undigested, growth: index.growth };
@@ -293,16 +293,22 @@ const READ_RUN_BYTES = 4 * 1024 * 1024;
  * one's records are checked, so the disk and the CRCs overlap. Returns the index's accounting,
  * counted in the same walk.
  */
-async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable, trees: Trees, snapshots: SnapshotTable): Promise<IndexAccounting> {
+async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable, trees: Trees, snapshots: SnapshotTable, relocated: ReadonlyMap<number, Uint8Array>): Promise<IndexAccounting> {
   // Only rows are unread, and a row's value is read once however many trees hold it.
   const bySegment = new Map<number, number[]>();
+  const fromReloc: number[] = [];
   const accounting = accountIndex(table, trees, snapshots, sb.segmentCount, (e) => {
     if (typeof e !== 'number' || table.loaded(e)) return;
+    if (relocated.has(e)) {
+      fromReloc.push(e);
+      return;
+    }
     const segment = table.segment(e);
     let list = bySegment.get(segment);
     if (list === undefined) bySegment.set(segment, (list = []));
     list.push(e);
   });
+  fillFromRelocs(table, fromReloc, relocated);
   const segments = [...bySegment.keys()].sort((a, b) => a - b);
   const runs = segmentRuns(segments, sb.segmentCount, Math.max(1, Math.floor(READ_RUN_BYTES / sb.segmentSize)));
   const readSegment = async (segment: number): Promise<Uint8Array> => {
@@ -336,6 +342,22 @@ async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable
       if (entries !== undefined) await filler.fill(buf.subarray(i * sb.segmentSize, (i + 1) * sb.segmentSize), run.first + i, entries);
     }
   }  return accounting;
+}
+
+/** The held rows whose value a RELOC record carried, packed into one slab. */
+function fillFromRelocs(table: EntryTable, rows: readonly number[], relocated: ReadonlyMap<number, Uint8Array>): void {
+  if (rows.length === 0) return;
+  let bytes = 0;
+  for (const row of rows) bytes += relocated.get(row)?.length ?? 0;
+  const packed = new Uint8Array(bytes);
+  const slab = table.addSlab(packed);
+  let at = 0;
+  for (const row of rows) {
+    const value = relocated.get(row) ?? EMPTY_VALUE;
+    packed.set(value, at);
+    table.fillInSlab(row, slab, at, value.length);
+    at += value.length;
+  }
 }
 
 interface SegmentRun {
@@ -631,6 +653,14 @@ class IndexBuilder {
     }
   }
 
+  /**
+   * Values of rows a RELOC record moved, from the RELOC itself: the old record may be in a reused
+   * segment, and the new one is this RELOC. `readValues` takes the value from here for a row
+   * still held when replay ends; one superseded later in the log is never read (a value filled
+   * at once kept a slab that no release ever reached; review).
+   */
+  readonly relocated = new Map<number, Uint8Array>();
+
   /** GC moved the record at `from` to `to`: every tree holding that entry sees the new place. */
   relocate(from: { segment: number; offset: number }, to: Extent, value: Uint8Array): void {
     const entry = this.find(from.segment, from.offset);
@@ -638,8 +668,7 @@ class IndexBuilder {
     this.byRecord?.delete(this.recordId(from.segment, from.offset));
     this.growth += MOVED_RECORD_BOUND;
     this.entries.moveTo(entry, to);
-    // A row not read yet takes the value from here: its old record may be in a reused segment.
-    if (!this.entries.loaded(entry)) this.entries.fill(entry, value.slice());
+    if (typeof entry === 'number') this.relocated.set(entry, value.slice());
     this.register(entry);
   }
 

@@ -630,14 +630,25 @@ export class Store extends EventEmitter {
     return (async () => {
       this.checkOpen(op);
       const snap = this.requireSnapshot(subject, name, op);
-      const expected = snap.digest ?? (await this.digests.start(snap));
-      const actual = await snapshotDigest(snap.tree, async (bin, entry) => {
-        try {
-          return await readEntryValue(this.device, this.sb.segmentSize, this.entries.extents(entry));
-        } catch (err) {
-          throw withContext(err, op, subject, fromBinary(bin));
-        }
-      });
+      // Deleted while it was read (its values let go, its records reused): ENOENT, as a verify
+      // called after the delete, not the error the reads met.
+      const deletedMeanwhile = (err: unknown): StatefsError =>
+        this.snapshots.get(subject, name) === snap ? asStatefsError(err, op) : StatefsError.ENOENT(`snapshot ${name} (deleted while it was verified)`, { op, subject, name });
+      let expected: Uint8Array;
+      let actual: Uint8Array;
+      try {
+        expected = snap.digest ?? (await this.digests.start(snap));
+        actual = await snapshotDigest(snap.tree, async (bin, entry) => {
+          try {
+            return await readEntryValue(this.device, this.sb.segmentSize, this.entries.extents(entry));
+          } catch (err) {
+            throw withContext(err, op, subject, fromBinary(bin));
+          }
+        });
+      } catch (err) {
+        throw deletedMeanwhile(err);
+      }
+      if (this.snapshots.get(subject, name) !== snap) throw deletedMeanwhile(undefined);
       if (Buffer.compare(expected, actual) !== 0) {
         throw StatefsError.EINTEGRITY(`snapshot ${name}: content digest mismatch`, { op, subject, name });
       }
