@@ -4,7 +4,8 @@ import type { Command } from 'commander';
 import { fsck, type FsckFinding, type FsckOptions, type FsckReport } from '../../engine/fsck.js';
 import { defineAction } from '../action.js';
 import { flag, requiredOperand, wantsJson } from '../command-input.js';
-import { writeJson, writeLines } from '../output.js';
+import { EXIT_NOT_CHECKED } from '../exit-codes.js';
+import { reportFailure, writeJson, writeLines } from '../output.js';
 
 /** Images larger than this get a progress bar (on a terminal, without --json). */
 const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
@@ -12,10 +13,10 @@ const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
 export function addFsckCommand(program: Command): void {
   const cmd = program
     .command('fsck')
-    .description('check an image for damage (exit 0 clean, 1 repairable or repaired, 2 unrecoverable); --repair fixes what it can')
+    .description('check an image for damage (exit 0 clean, 1 repairable or repaired, 2 unrecoverable, 75 not checked: missing, locked or unreadable); --repair fixes what it can')
     .argument('<image>', 'image file')
     .option('--repair', 'fix repairable problems (appends ABORT / UMOUNT records, rewrites a damaged superblock slot), then re-check')
-    .option('--dry-run', 'with --repair: print what the repair would do and write nothing')
+    .option('--dry-run', 'with --repair: print what the repair would do and write nothing (alone: the plain check, which never writes)')
     .option('--json', 'print the report as a JSON object');
   defineAction(cmd, async () => {
     const image = requiredOperand(cmd, 0);
@@ -33,6 +34,11 @@ export function addFsckCommand(program: Command): void {
     let report: FsckReport;
     try {
       report = await fsck(image, options);
+    } catch (err) {
+      // The image was never checked: the usual failure line, with a status fsck's 0/1/2 cannot be.
+      reportFailure(err, json);
+      process.exitCode = EXIT_NOT_CHECKED;
+      return;
     } finally {
       bar?.stop();
     }
@@ -47,7 +53,7 @@ export function addFsckCommand(program: Command): void {
       ]);
     }
     // fsck's own statuses: 0 clean, 1 repairable or repaired, 2 unrecoverable. A failure before the
-    // check (no image, a locked image) was thrown above and reported with the usual status 1.
+    // check (no image, a locked image) was reported above with status 75.
     process.exitCode = report.exitCode;
   });
 }
