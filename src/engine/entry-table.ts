@@ -61,8 +61,12 @@ export class EntryTable {
     return row;
   }
 
-  private grow(): void {
-    const capacity = this.seg.length * 2;
+  /** Room for `more` rows beyond those added so far (a checkpoint's entries: one growth, not twenty copies). */
+  reserve(more: number): void {
+    if (this.rows + more > this.seg.length) this.grow(this.rows + more);
+  }
+
+  private grow(capacity = this.seg.length * 2): void {
     const grown = (a: Int32Array, fill: number): Int32Array<ArrayBuffer> => {
       const b = new Int32Array(capacity);
       if (fill !== 0) b.fill(fill, a.length);

@@ -626,6 +626,7 @@ class IndexBuilder {
    */
   load(checkpointed: CheckpointEntries): void {
     const { runs, keys, counts, extents } = checkpointed;
+    this.entries.reserve(keys.length);
     let from = 0;
     let x = 0;
     for (const { subject, end } of runs) {
