@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
+import { fsckDevice } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { record } from './record-encoder.js';
@@ -125,7 +126,16 @@ test('damage in a v1 journal followed by valid records is EINTEGRITY; a torn v1 
   const torn = v1Image(4 << 20, [...fixture.slice(0, -1), (fixture.at(-1) ?? Buffer.alloc(0)).subarray(0, 10)]);
   const s = await Store.openDevice(new MemoryDevice(torn));
   assert.deepEqual(await stateOf(s, 'legacy'), new Map([['/state/a', 'one again'], ['/state/b/c', 'two']]));
+  // Reported as a v3 torn tail is (crash residue): in the open report and by fsck, as info.
+  const end = fixture.slice(0, -1).reduce((n, r) => n + r.length, 0);
+  assert.equal(s.openReport.tornTailAt, end);
   await s.close();
+  const report = await fsckDevice(new MemoryDevice(torn));
+  assert.equal(report.exitCode, 0);
+  assert.deepEqual(report.findings.map((f) => [f.reason, f.offset]), [['legacy-v1', 0], ['torn-tail', end]]);
+  const clean = await Store.openDevice(new MemoryDevice(v1Image(4 << 20, fixture)));
+  assert.equal(clean.openReport.tornTailAt, undefined, 'a v1 journal followed by zeros ends cleanly');
+  await clean.close();
 });
 
 test('a store just upgraded from v1 holds back no more space than a v3 store given the same keys', async () => {

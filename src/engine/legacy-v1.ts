@@ -1,7 +1,7 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord } from '../format/record.js';
+import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
@@ -23,6 +23,8 @@ export interface LegacyImage {
   index: Trees;
   /** Byte offset where the v1 journal ends. */
   end: number;
+  /** Why the record at the end is not one, when bytes other than zero follow the end: a torn last record (crash residue), reported. */
+  tornTail: RecordFault | undefined;
   records: number;
   /** First v3 segment that lies wholly past the v1 journal: the upgrade writes from here. */
   firstSegment: number;
@@ -31,6 +33,8 @@ export interface LegacyImage {
 }
 
 const WINDOW = 4 * 1024 * 1024;
+/** Bytes looked at past the end of a v1 journal for the rest of a torn record: its header. */
+const MAX_V1_HEADER = 11;
 const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
 
 export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
@@ -44,9 +48,11 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   await load(0);
   let pos = 0;
   let records = 0;
+  let endFault: RecordFault = 'zero';
   for (;;) {
     if (pos - windowStart > WINDOW) await load(pos);
     const r = decodeRecord(window, pos - windowStart);
+    endFault = r.ok ? 'magic' : r.fault; // a record of a kind v1 does not have ends it as a bad magic would
     if (!r.ok || !isV1(r.record)) break;
     const bin = Buffer.from(r.record.key).toString('latin1');
     if (r.record.opcode === Op.PUT) tree.set(bin, Entry.of(r.record.value.slice(), []));
@@ -67,7 +73,10 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   if (later !== undefined) {
     throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
   }
-  return { index: new Map([[subject, tree]]), end: pos, records, firstSegment, segmentSize, segmentCount };
+  // The rest of a v1 image is zero: anything else right at the end is a record cut short.
+  const after = pos >= upgradeAt ? new Uint8Array(0) : await device.read(pos, Math.min(MAX_V1_HEADER, upgradeAt - pos));
+  const tornTail = after.some((b) => b !== 0) ? endFault : undefined;
+  return { index: new Map([[subject, tree]]), end: pos, tornTail, records, firstSegment, segmentSize, segmentCount };
 }
 
 /** A v1 record: a v1 opcode and a key under /state/ (v3 records written by an upgrade have a NUL in theirs). */

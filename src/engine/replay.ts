@@ -265,7 +265,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
   };
   const scan: LogScan = {
     tail: { segment: NO_SEGMENT, segSeq: 0, offset: legacy.segmentSize },
-    torn: undefined,
+    torn: legacy.tornTail === undefined ? undefined : { offset: legacy.end, fault: legacy.tornTail },
     chain,
     maxSegSeq: 0,
     batches: 0,
