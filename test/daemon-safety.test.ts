@@ -279,6 +279,9 @@ test('the client refuses what the embedded store refuses before it reaches the w
         ['String object key', (c) => c.put('alice', new String('/state/so') as unknown as string, 'v')],
         ['array value', (c) => c.put('alice', '/state/a', [1, 2, 3] as unknown as Uint8Array)],
         ['Uint16Array value', (c) => c.put('alice', '/state/a', new Uint16Array([1, 2]) as unknown as Uint8Array)],
+        // A malformed subject is EINVAL before any policy question (the daemon said EPERM).
+        ['subject with a capital', (c) => c.put('Alice', '/state/a', 'v')],
+        ['empty subject', (c) => c.get('', '/state/a')],
       ];
       for (const [what, call] of bad) {
         assert.equal(await codeOf(call(embedded)), 'EINVAL', `embedded: ${what}`);

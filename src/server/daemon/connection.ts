@@ -12,6 +12,7 @@ import { encodeResponse, errorResponse, errorResponseToFrame } from '../protocol
 import { ConnectionTxns, isTxnOpRequest } from './connection-txns.js';
 import { execute, getNow, type DispatchHost } from './dispatch.js';
 import { needOf, targetOf } from './rights.js';
+import { checkSubject } from '../../engine/names.js';
 
 /** What every connection shares with the daemon. */
 export interface ConnectionContext {
@@ -49,6 +50,19 @@ function permitted(policy: Policy, caller: string, tokenSha256: string, req: Op)
   if (req.op === 'MOUNT' && !allows(policy, caller, 'read', req.owner)) return false;
   const need = needOf(req);
   return need.targets.length === 0 ? allows(policy, caller, need.right) : need.targets.every((t) => allows(policy, caller, need.right, t));
+}
+
+/**
+ * The error a malformed subject name in `req` gets (`EINVAL`, `ENAMETOOLONG`), before the policy
+ * is asked: the code the embedded store gives, not an `EPERM` for a name no policy can hold.
+ */
+function malformedSubject(req: Op): StatefsError | undefined {
+  try {
+    for (const subject of needOf(req).targets) checkSubject(subject, req.op);
+    return undefined;
+  } catch (err) {
+    return toStatefsError(err);
+  }
 }
 
 /** Answers a connection may have queued for a peer that does not read them before it stops reading requests. */
@@ -375,6 +389,12 @@ export class Connection {
     const base = { subject: caller, op: req.op, ...(target === undefined ? {} : { target }) };
     const policy = this.#ctx.policy();
     const need = needOf(req);
+    const malformed = malformedSubject(req);
+    if (malformed !== undefined) {
+      if (isTxnOpRequest(req)) this.#txns.refused(req, malformed);
+      this.#send(errorResponse(req.requestId, req.op, malformed));
+      return;
+    }
     if (!permitted(policy, caller, this.#tokenSha256, req)) {
       const revoked = policy.subjects.get(caller)?.tokenSha256 !== this.#tokenSha256;
       const why = revoked ? `the token this connection authenticated with no longer names ${caller}` : `${caller} may not ${need.right}${target === undefined ? '' : ` ${target}`}`;
