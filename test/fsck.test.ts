@@ -176,6 +176,23 @@ test('a legacy v1 image passes (0) and is reported as such', async () => {
   assert.deepEqual([r.exitCode, r.format, reasons(r)], [0, 'legacy-v1', ['legacy-v1']]);
 });
 
+test('a legacy v1 image v3 cannot hold is legacy-not-upgradable (2): a key v3 refuses, a value over a segment (review: fsck said clean, and every write failed)', async () => {
+  const v1 = (records: Buffer[]): Uint8Array => {
+    const img = new Uint8Array(4 << 20);
+    img.set(Buffer.concat(records));
+    return img;
+  };
+  const fine = record(1, Buffer.from('/state/ok'), Buffer.from('1'));
+  for (const [what, odd] of [
+    ['a doubled slash', record(1, Buffer.from('/state/a//b'), Buffer.from('x'))],
+    ['the root itself', record(1, Buffer.from('/state/'), Buffer.from('x'))],
+    ['a value over a segment', record(1, Buffer.from('/state/big'), Buffer.alloc(300_000, 7))],
+  ] as const) {
+    const r = await fsckDevice(new MemoryDevice(v1([fine, odd])));
+    assert.deepEqual([r.exitCode, reasons(r)], [2, ['legacy-v1', 'legacy-not-upgradable']], what);
+  }
+});
+
 test('a record kind this version does not know: open fails with ENOTSUP, fsck says unsupported-record', async () => {
   const { img, tail } = await sample();
   appendBatch(img, tail, [record(0x7f, Buffer.from('app\0/state/x', 'latin1'), Buffer.from('from the future'))]);

@@ -8,6 +8,10 @@ import { replayImage, type Replayed } from './replay.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { Store } from './store.js';
 import { checkImageSize } from './superblock-io.js';
+import { checkKey, fromBinary } from './names.js';
+import { recordLength } from '../format/record.js';
+import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
+import { asStatefsError } from './store-support.js';
 
 /** Stable reason strings (docs/storage/statefs-v3.md lists them). */
 export type FsckReason =
@@ -23,7 +27,8 @@ export type FsckReason =
   | 'snapshot-digest-mismatch'
   | 'snapshot-digest-missing'
   | 'mount-missing-snapshot'
-  | 'legacy-v1';
+  | 'legacy-v1'
+  | 'legacy-not-upgradable';
 
 /** info: reported, not a problem (crash residue). repairable: `--repair` fixes it. fatal: unrecoverable. */
 export type FsckSeverity = 'info' | 'repairable' | 'fatal';
@@ -115,6 +120,8 @@ async function checkDevice(device: BlockDevice, options: FsckOptions): Promise<F
     format = replayed.legacy === undefined ? 'v3' : 'legacy-v1';
     if (replayed.legacy !== undefined) {
       findings.push({ offset: 0, reason: 'legacy-v1', severity: 'info', message: 'legacy v1 image: opens as subject legacy and is upgraded by its first write' });
+      const blocked = notUpgradable(replayed, replayed.legacy.segmentSize);
+      if (blocked !== undefined) findings.push(blocked);
     }
     checked.records = replayed.scan.records;
     checked.batches = replayed.scan.batches;
@@ -167,6 +174,32 @@ async function superblockFindings(device: BlockDevice): Promise<FsckFinding[]> {
     }
   }
   return out;
+}
+
+/**
+ * A v1 state the v3 layout cannot hold (a review found fsck called such images clean): a value
+ * whose record does not fit in a segment makes the upgrade, and so every write, fail; a key v3
+ * refuses can be listed but never read or deleted.
+ */
+function notUpgradable(replayed: Replayed, segmentSize: number): FsckFinding | undefined {
+  const largest = segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
+  const bad: string[] = [];
+  for (const [subject, tree] of replayed.index) {
+    tree.forEachPair((bin, e) => {
+      const key = fromBinary(bin);
+      try {
+        checkKey(key, 'fsck', subject);
+      } catch (err) {
+        bad.push(`key ${JSON.stringify(key)} (${asStatefsError(err, 'fsck').code})`);
+        return;
+      }
+      const length = recordLength(subject.length + 1 + bin.length, replayed.entries.valueLength(e));
+      if (length > largest) bad.push(`${JSON.stringify(key)} (a record of ${String(length)} bytes, over a segment)`);
+    });
+  }
+  if (bad.length === 0) return undefined;
+  const listed = bad.slice(0, 5).join(', ') + (bad.length > 5 ? `, and ${String(bad.length - 5)} more` : '');
+  return { offset: 0, reason: 'legacy-not-upgradable', severity: 'fatal', message: `the v1 state reads, but v3 cannot hold ${listed}: read the values out and write them to a new image` };
 }
 
 function fromOpenError(err: unknown): FsckFinding {
