@@ -50,6 +50,7 @@ import { readEntryValue } from './entry-reader.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
+import { alignSuperblockSlots } from './superblock-io.js';
 import type { SegmentUsage } from './segment-usage.js';
 import { CommitPlacement } from './commit-mode.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
@@ -264,7 +265,10 @@ export class Store extends EventEmitter {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
       checkCheckpointOptions(options);
       const placement = new CommitPlacement(options.commitMode);
-      return new Store(device, await replayImage(device, legacySubject), options, placement);
+      const replayed = await replayImage(device, legacySubject);
+      // Before anything is written: both superblock slots name the checkpoint in force.
+      if (options.readOnly !== true && replayed.legacy === undefined) replayed.sb = await alignSuperblockSlots(device, replayed.sb);
+      return new Store(device, replayed, options, placement);
     } catch (err) {
       await device.close();
       throw err;

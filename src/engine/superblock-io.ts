@@ -46,6 +46,23 @@ export async function readImageKind(device: BlockDevice): Promise<ImageKind> {
   throw StatefsError.EINTEGRITY(`both superblocks are damaged (A: ${a.fault}, B: ${b.fault})`, { op: 'open', offset: 0 });
 }
 
+/**
+ * Make the slot `sb` is not in name the same checkpoint as `sb` (writing it, generation + 1, if
+ * not), and return the superblock in force. A checkpoint writes both slots (statefs-v3.md 7.2),
+ * but a crash between the two writes, or a damaged slot, leaves one naming an older checkpoint
+ * whose segments the store would reuse at once: one flipped byte in the newer slot later, and
+ * no checkpoint would be intact (review). A writable open calls this before it writes anything.
+ */
+export async function alignSuperblockSlots(device: BlockDevice, sb: Superblock): Promise<Superblock> {
+  const otherSlot = sb.generation % 2 === 0 ? 1 : 0;
+  const other = decodeSuperblock(await device.read(superblockOffset(otherSlot, device.size), SUPERBLOCK_LENGTH), device.size);
+  const same = other.ok && other.sb.ckptId === sb.ckptId && other.sb.ckptSegment === sb.ckptSegment && other.sb.ckptOffset === sb.ckptOffset && other.sb.ckptSegSeq === sb.ckptSegSeq;
+  if (same) return sb;
+  const next = { ...sb, generation: sb.generation + 1 };
+  await writeSuperblock(device, next);
+  return next;
+}
+
 /** Write `sb` to the slot its generation selects (alternating, so the other slot keeps the previous one) and flush. */
 export async function writeSuperblock(device: BlockDevice, sb: Superblock): Promise<void> {
   const slot = sb.generation % 2 === 0 ? 0 : 1;

@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { connect, type Client } from '../../src/client/client.js';
 import { fsck } from '../../src/engine/fsck.js';
+import { checkSubject } from '../../src/engine/names.js';
 import { Store } from '../../src/engine/store.js';
+import { isStatefsError } from '../../src/errors.js';
 import { verifyAuditLog } from '../../src/server/audit/verify.js';
 import { startDaemon } from '../../src/server/daemon/daemon.js';
 import { savePolicy } from '../../src/server/policy/policy-file.js';
@@ -65,7 +67,7 @@ function subjectsOf(req: Exclude<Request, { op: 'HELLO' }>): string[] {
 
 // ---- what the daemon must answer ---------------------------------------------------------------
 
-type Want = 'EPERM' | 'not-EPERM' | 'EINVAL' | 'ENOTSUP';
+type Want = 'EPERM' | 'not-EPERM' | 'EINVAL' | 'ENOTSUP' | 'ENAMETOOLONG';
 
 interface Expected {
   requestId: number;
@@ -89,6 +91,18 @@ interface Model {
 
 const HELLO_ID = 1;
 
+/** The code `checkSubject` gives the first malformed name of `subjects`, if one is. */
+function nameError(subjects: readonly string[]): 'EINVAL' | 'ENAMETOOLONG' | undefined {
+  for (const subject of subjects) {
+    try {
+      checkSubject(subject, 'fuzz');
+    } catch (err) {
+      return isStatefsError(err) && err.code === 'ENAMETOOLONG' ? 'ENAMETOOLONG' : 'EINVAL';
+    }
+  }
+  return undefined;
+}
+
 /** The daemon's answers to `payload` on a connection that did (or did not) first say HELLO as the fuzzer. */
 function model(authed: boolean, payload: Uint8Array): Model {
   const r = decodeStream(payload, DEFAULT_MAX_FRAME);
@@ -103,6 +117,12 @@ function model(authed: boolean, payload: Uint8Array): Model {
       }
       // No corpus or mutated token is the fuzzer's: unknown, denied, audited, closed.
     } else if (authed) {
+      // A malformed subject name gets the store's own code before the policy is asked, unaudited.
+      const malformed = nameError(subjectsOf(req));
+      if (malformed !== undefined) {
+        m.expected.push({ ...at, want: malformed, sync: false });
+        continue;
+      }
       const allowed = READS.has(req.op) && subjectsOf(req).every((s) => s === FUZZER);
       m.expected.push({ ...at, want: allowed ? 'not-EPERM' : 'EPERM', sync: false });
       if (!allowed) m.denials++;

@@ -180,6 +180,22 @@ export class Connection {
   }
 
   /** Ends the connection once everything queued is written. */
+  /**
+   * Whether `policy` no longer holds the token this connection authenticated with (replaced, or
+   * its subject removed): the daemon ends such a connection at a reload, which aborts its
+   * transactions and gives their slots back (refusing its requests alone let a client that kept
+   * talking hold them; review).
+   */
+  tokenRevoked(policy: Policy): boolean {
+    return this.#caller !== undefined && policy.subjects.get(this.#caller)?.tokenSha256 !== this.#tokenSha256;
+  }
+
+  /** The token was revoked: abort the connection's transactions now (slots back) and end it. */
+  revoke(): void {
+    this.#txns.abortAll();
+    this.end();
+  }
+
   end(): void {
     this.#dead = true;
     this.#socket.end();
@@ -415,6 +431,10 @@ export class Connection {
     const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
     if (!(res instanceof StatefsError) && res.op === 'STAT') {
       res = { ...res, stat: { ...res.stat, subjects: res.stat.subjects.filter((x) => visible(x.subject)), snapshots: res.stat.snapshots.filter((x) => visible(x.subject)) } };
+    }
+    if (!(res instanceof StatefsError) && res.op === 'LIST_MOUNTS') {
+      // A mount names its owner's snapshot: only for callers who may read that owner (rule 5).
+      res = { ...res, mounts: res.mounts.filter((m) => visible(m.owner)) };
     }
     if (!(res instanceof StatefsError) && res.op === 'GC_PLAN') {
       res = { ...res, plan: { ...res.plan, pinnedBySnapshots: res.plan.pinnedBySnapshots.filter((x) => visible(x.subject)) } };

@@ -309,6 +309,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       throw e;
     }
     policy = next;
+    // Connections whose token the new policy does not hold end now (their transactions abort).
+    for (const conn of connections) if (conn.tokenRevoked(next)) conn.revoke();
     const current = image.current();
     current?.setAccess(storeOptions(next));
     await audit.append({ subject: '(daemon)', op: 'POLICY_RELOAD', result: 'OK' });
