@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { fsckDevice } from '../src/engine/fsck.js';
+import { Op } from '../src/format/opcodes.js';
+import { NO_SEGMENT, encodeSegmentHeader } from '../src/format/segment.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { record } from './record-encoder.js';
@@ -136,6 +138,22 @@ test('damage in a v1 journal followed by valid records is EINTEGRITY; a torn v1 
   const clean = await Store.openDevice(new MemoryDevice(v1Image(4 << 20, fixture)));
   assert.equal(clean.openReport.tornTailAt, undefined, 'a v1 journal followed by zeros ends cleanly');
   await clean.close();
+});
+
+test('damage followed by valid v1 records is EINTEGRITY even when the bytes after the damage look like the start of an upgrade (review: the search stopped there and two records were lost)', async () => {
+  const before = [v1Record(PUT, '/state/a', 'one'), v1Record(PUT, '/state/b', 'two')];
+  const blobAt = before.reduce((n, r) => n + r.length, 0);
+  const key = '/state/blob';
+  const valueAt = blobAt + 11 + key.length;
+  const value = Buffer.alloc(8000, 0x5a);
+  // A valid v3 segment header where segment 0 would start (4096): what an upgrade writes first.
+  record(Op.SEGMENT, Buffer.alloc(0), Buffer.from(encodeSegmentHeader({ segSeq: 1, segIndex: 0, prevIndex: NO_SEGMENT, prevEnd: 0 }))).copy(value, 4096 - valueAt);
+  const after = [v1Record(PUT, '/state/after-1', 'x'), v1Record(PUT, '/state/after-2', 'y'), v1Record(DEL, '/state/a')];
+  const img = v1Image(4 << 20, [...before, v1Record(PUT, key, value), ...after]);
+  img[valueAt + 10] = (img[valueAt + 10] ?? 0) ^ 0x01; // damage inside the blob's value: its CRC fails
+  await assert.rejects(Store.openDevice(new MemoryDevice(img.slice())), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.offset === blobAt);
+  const report = await fsckDevice(new MemoryDevice(img));
+  assert.equal(report.exitCode, 2);
 });
 
 test('a store just upgraded from v1 holds back no more space than a v3 store given the same keys', async () => {

@@ -65,11 +65,15 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   let firstSegment = 0;
   while (segmentOffset(firstSegment, segmentSize) < pos) firstSegment++;
   // An upgrade cut short before its superblock wrote a v3 log from `firstSegment` on (the rest of
-  // a v1 image is zero, and only an intact image is upgraded): bytes there are v3 records, whose
-  // values may hold anything, a valid v1 record too. Only the space before it can hide damage.
+  // a v1 image is zero, and only an intact image is upgraded): its records' values may hold any
+  // bytes, a whole valid v1 record too, so they are stepped over record by record, not searched
+  // (a value copy of a journal entry made such a crash an EINTEGRITY image; review). Past the
+  // last of them the search goes on: damage followed by valid v1 records is found wherever the
+  // bytes after the damage happen to look like a segment header (a second review).
   const upgradeAt = segmentOffset(firstSegment, segmentSize);
-  const searchEnd = (await startsV3Segment(device, upgradeAt)) ? upgradeAt : device.size;
-  const later = await findLaterV1Record(device, pos + 1, searchEnd);
+  const later = (await startsV3Segment(device, upgradeAt))
+    ? ((await findLaterV1Record(device, pos + 1, upgradeAt)) ?? (await findV1AmongV3(device, firstSegment, segmentSize, segmentCount)))
+    : await findLaterV1Record(device, pos + 1, device.size);
   if (later !== undefined) {
     throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
   }
@@ -92,6 +96,25 @@ async function startsV3Segment(device: BlockDevice, offset: number): Promise<boo
   if (offset + SEGMENT_RECORD_LENGTH > device.size) return false;
   const r = decodeRecord(await device.read(offset, SEGMENT_RECORD_LENGTH), 0);
   return r.ok && r.record.opcode === Op.SEGMENT;
+}
+
+/**
+ * Step over the v3 log an upgrade left from `first` on: each segment's records one after another,
+ * into the next segment while it starts with a segment header. A v1 record among them, or one
+ * anywhere after them, is returned.
+ */
+async function findV1AmongV3(device: BlockDevice, first: number, segmentSize: number, segmentCount: number): Promise<number | undefined> {
+  for (let segment = first; ; segment++) {
+    const base = segmentOffset(segment, segmentSize);
+    const buf = await device.read(base, Math.min(segmentSize, device.size - base));
+    let at = 0;
+    for (let r = decodeRecord(buf, 0); r.ok; r = decodeRecord(buf, at)) {
+      if (isV1(r.record)) return base + at;
+      at += r.record.length;
+    }
+    const next = segment + 1;
+    if (next >= segmentCount || !(await startsV3Segment(device, segmentOffset(next, segmentSize)))) return findLaterV1Record(device, base + at + 1, device.size);
+  }
 }
 
 /** The offset of a valid v1 record starting in `from..end`, if any. */
