@@ -14,7 +14,9 @@ import { FrameReader } from '../src/server/protocol/frame-reader.js';
 import { encodeRequest } from '../src/server/protocol/request-codec.js';
 import { decodeResponse } from '../src/server/protocol/response-codec.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
-import { codeOf, MiB, withTempDir } from './helpers.js';
+import { codeOf, memoryImage, MiB, openMemory, withTempDir } from './helpers.js';
+import { execute, type DispatchHost } from '../src/server/daemon/dispatch.js';
+import { ConnectionTxns } from '../src/server/daemon/connection-txns.js';
 import { guardResources } from './hygiene.js';
 import { bufferedForSilentPeer } from './silent-peer.js';
 
@@ -428,4 +430,21 @@ test('a peer that sends its pipelined GETs and half-closes gets every answer, ho
       await daemon.close();
     }
   });
+});
+
+test('a request that waited for the store (behind a REOPEN) is checked again when it runs: a reload meanwhile that took its right away makes it EPERM, not done (review)', async () => {
+  const store = await openMemory(await memoryImage());
+  try {
+    let open = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const host: DispatchHost = { use: async (fn) => gate.then(() => fn(store)), ready: () => undefined, reopen: () => Promise.resolve() };
+    let allowed = true;
+    const put = execute(host, { op: 'PUT', requestId: 7, subject: 'bob', key: '/state/late', value: new Uint8Array([1]) }, new ConnectionTxns(), () => true, () => allowed);
+    allowed = false; // the reload, while the PUT waits
+    open();
+    assert.equal(await codeOf(put), 'EPERM');
+    assert.equal(await store.get('bob', '/state/late'), undefined, 'nothing was written');
+  } finally {
+    await store.close();
+  }
 });

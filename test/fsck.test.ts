@@ -188,6 +188,7 @@ test('a legacy v1 image v3 cannot hold is legacy-not-upgradable (2): a key v3 re
     ['a doubled slash', record(1, Buffer.from('/state/a//b'), Buffer.from('x'))],
     ['the root itself', record(1, Buffer.from('/state/'), Buffer.from('x'))],
     ['a value over a segment', record(1, Buffer.from('/state/big'), Buffer.alloc(300_000, 7))],
+    ['a key whose bytes are not UTF-8', record(1, Buffer.concat([Buffer.from('/state/caf'), Buffer.from([0xe9])]), Buffer.from('x'))],
   ] as const) {
     const r = await fsckDevice(new MemoryDevice(v1([fine, odd])));
     assert.deepEqual([r.exitCode, reasons(r)], [2, ['legacy-v1', 'legacy-not-upgradable']], what);

@@ -89,8 +89,12 @@ test('a crash at every device write of the upgrade leaves the v1 state or the up
     const withWrite = await rawStateOf(ps, 'legacy');
     await ps.close();
     let checked = 0;
+    // For the history with the copied record, the upgrade's log write (the second) is torn at
+    // every byte of its first 400: a torn last record must not be searched into (its value holds
+    // the copy; a review).
+    const tears = (n: number): number[] => (records === fixture || n !== 2 ? [0, 7] : Array.from({ length: 400 }, (_, i) => i));
     for (let n = 1; n <= probe.writes; n++) {
-      for (const tornBytes of [0, 7]) {
+      for (const tornBytes of tears(n)) {
         const device = new FaultDevice(base, { crash: { atWrite: n, tornBytes } });
         const s = await Store.openDevice(device);
         await assert.rejects(s.put('legacy', '/state/new', 'w'), (e: unknown) => e instanceof StatefsError && e.code === 'EIO');

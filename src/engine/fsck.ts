@@ -8,7 +8,7 @@ import { replayImage, type Replayed } from './replay.js';
 import { snapshotDigest } from './snapshot-digest.js';
 import { Store } from './store.js';
 import { checkImageSize } from './superblock-io.js';
-import { checkKey, fromBinary } from './names.js';
+import { checkKey, fromBinary, toBinary } from './names.js';
 import { recordLength } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
 import { asStatefsError } from './store-support.js';
@@ -188,6 +188,8 @@ function notUpgradable(replayed: Replayed, segmentSize: number): FsckFinding | u
     tree.forEachPair((bin, e) => {
       const key = fromBinary(bin);
       try {
+        // Bytes that are not UTF-8 read back as U+FFFD: a key no call can name (a review).
+        if (toBinary(key, 'key', 'fsck') !== bin) throw StatefsError.EINVAL('key bytes are not UTF-8', { op: 'fsck', subject });
         checkKey(key, 'fsck', subject);
       } catch (err) {
         bad.push(`key ${JSON.stringify(key)} (${asStatefsError(err, 'fsck').code})`);

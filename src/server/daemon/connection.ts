@@ -190,6 +190,11 @@ export class Connection {
     return this.#caller !== undefined && policy.subjects.get(this.#caller)?.tokenSha256 !== this.#tokenSha256;
   }
 
+  /** Whether `req`, allowed when read, still is under the policy in force (token included). */
+  #stillAllowed(caller: string, req: Op): boolean {
+    return permitted(this.#ctx.policy(), caller, this.#tokenSha256, req);
+  }
+
   /** The token was revoked: abort the connection's transactions now (slots back) and end it. */
   revoke(): void {
     this.#txns.abortAll();
@@ -334,7 +339,7 @@ export class Connection {
   #runTxnOpNow(caller: string, req: Extract<Op, { txn: number }>): boolean {
     if (req.op === 'TXN_COMMIT' || this.#ctx.host.ready() === undefined || !permitted(this.#ctx.policy(), caller, this.#tokenSha256, req)) return false;
     this.#quick += 1;
-    const work = execute(this.#ctx.host, req, this.#txns, this.#mayRead)
+    const work = execute(this.#ctx.host, req, this.#txns, this.#mayRead, () => this.#stillAllowed(caller, req))
       .then(
         (res) => {
           this.#reply(req, res);
@@ -422,7 +427,7 @@ export class Connection {
     }
     let res: OkResponse | StatefsError;
     try {
-      res = await execute(this.#ctx.host, req, this.#txns, this.#mayRead);
+      res = await execute(this.#ctx.host, req, this.#txns, this.#mayRead, () => this.#stillAllowed(caller, req));
     } catch (err) {
       res = toStatefsError(err);
     }

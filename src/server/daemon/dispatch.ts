@@ -67,12 +67,17 @@ function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | und
  * transaction) is called synchronously, so the requests of a connection reach the store in the
  * order they were read: pipelined TXN_PUTs land before the TXN_COMMIT behind them.
  */
-export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>, txns: ConnectionTxns, mayRead: MayRead): Promise<OkResponse> {
+export async function execute(host: DispatchHost, req: Exclude<Request, { op: 'HELLO' }>, txns: ConnectionTxns, mayRead: MayRead, stillAllowed: () => boolean): Promise<OkResponse> {
   if (req.op === 'REOPEN') {
     await host.reopen();
     return { status: 'ok', requestId: req.requestId, op: req.op };
   }
-  return host.use((store) => run(store, req, txns, mayRead));
+  return host.use((store) => {
+    // Checked again when the store takes it: a request that waited (behind a REOPEN) must not
+    // run after a reload took its rights or its token away (a review saw one land).
+    if (!stillAllowed()) throw StatefsError.EPERM('the policy changed while the request waited: no longer allowed', { op: req.op });
+    return run(store, req, txns, mayRead);
+  });
 }
 
 async function run(store: Store, req: Exclude<Request, { op: 'HELLO' | 'REOPEN' }>, txns: ConnectionTxns, mayRead: MayRead): Promise<OkResponse> {
