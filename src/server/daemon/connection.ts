@@ -431,6 +431,9 @@ export class Connection {
     } catch (err) {
       res = toStatefsError(err);
     }
+    // Refused when it ran (the policy changed while it waited): as a refusal at reading, a
+    // refused transaction write fails the commit, a refused commit or abort aborts.
+    if (res instanceof StatefsError && res.code === 'EPERM' && isTxnOpRequest(req)) this.#txns.refused(req, res);
     if (req.op === 'TXN_BEGIN') this.#txns.settled(req.txn);
     // Image totals are shared; per-subject lines (and snapshot names) only for subjects the caller may read.
     const visible = (subject: string): boolean => allows(policy, caller, 'read', subject);
