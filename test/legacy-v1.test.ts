@@ -89,12 +89,8 @@ test('a crash at every device write of the upgrade leaves the v1 state or the up
     const withWrite = await rawStateOf(ps, 'legacy');
     await ps.close();
     let checked = 0;
-    // For the history with the copied record, the upgrade's log write (the second) is torn at
-    // every byte of its first 400: a torn last record must not be searched into (its value holds
-    // the copy; a review).
-    const tears = (n: number): number[] => (records === fixture || n !== 2 ? [0, 7] : Array.from({ length: 400 }, (_, i) => i));
     for (let n = 1; n <= probe.writes; n++) {
-      for (const tornBytes of tears(n)) {
+      for (const tornBytes of [0, 7]) {
         const device = new FaultDevice(base, { crash: { atWrite: n, tornBytes } });
         const s = await Store.openDevice(device);
         await assert.rejects(s.put('legacy', '/state/new', 'w'), (e: unknown) => e instanceof StatefsError && e.code === 'EIO');
@@ -149,15 +145,24 @@ test('damage followed by valid v1 records is EINTEGRITY even when the bytes afte
   const blobAt = before.reduce((n, r) => n + r.length, 0);
   const key = '/state/blob';
   const valueAt = blobAt + 11 + key.length;
-  const value = Buffer.alloc(8000, 0x5a);
-  // A valid v3 segment header where segment 0 would start (4096): what an upgrade writes first.
-  record(Op.SEGMENT, Buffer.alloc(0), Buffer.from(encodeSegmentHeader({ segSeq: 1, segIndex: 0, prevIndex: NO_SEGMENT, prevEnd: 0 }))).copy(value, 4096 - valueAt);
-  const after = [v1Record(PUT, '/state/after-1', 'x'), v1Record(PUT, '/state/after-2', 'y'), v1Record(DEL, '/state/a')];
-  const img = v1Image(4 << 20, [...before, v1Record(PUT, key, value), ...after]);
-  img[valueAt + 10] = (img[valueAt + 10] ?? 0) ^ 0x01; // damage inside the blob's value: its CRC fails
-  await assert.rejects(Store.openDevice(new MemoryDevice(img.slice())), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.offset === blobAt);
-  const report = await fsckDevice(new MemoryDevice(img));
-  assert.equal(report.exitCode, 2);
+  const header = record(Op.SEGMENT, Buffer.alloc(0), Buffer.from(encodeSegmentHeader({ segSeq: 1, segIndex: 0, prevIndex: NO_SEGMENT, prevEnd: 0 })));
+  // And, in the second image, a record header claiming 200,000 bytes right after it (a torn
+  // record's look: skipping its claimed length hid the records after the damage; a review).
+  const bigClaim = Buffer.alloc(11);
+  bigClaim.writeUInt32LE(0x4e585346, 0);
+  bigClaim[4] = PUT;
+  bigClaim.writeUInt32LE(200_000, 7);
+  for (const extra of [Buffer.alloc(0), bigClaim]) {
+    const value = Buffer.alloc(8000, 0x5a);
+    // A valid v3 segment header where segment 0 would start (4096): what an upgrade writes first.
+    Buffer.concat([header, extra]).copy(value, 4096 - valueAt);
+    const after = [v1Record(PUT, '/state/after-1', 'x'), v1Record(PUT, '/state/after-2', 'y'), v1Record(DEL, '/state/a')];
+    const img = v1Image(4 << 20, [...before, v1Record(PUT, key, value), ...after]);
+    img[valueAt + 10] = (img[valueAt + 10] ?? 0) ^ 0x01; // damage inside the blob's value: its CRC fails
+    await assert.rejects(Store.openDevice(new MemoryDevice(img.slice())), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.offset === blobAt);
+    const report = await fsckDevice(new MemoryDevice(img));
+    assert.equal(report.exitCode, 2);
+  }
 });
 
 test('a store just upgraded from v1 holds back no more space than a v3 store given the same keys', async () => {

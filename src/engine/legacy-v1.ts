@@ -1,8 +1,7 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { view } from '../format/bytes.js';
-import { MAX_RECORD_VALUE, RECORD_HEADER, RECORD_MAGIC, RECORD_OVERHEAD, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
+import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { BTree } from './btree.js';
@@ -114,20 +113,11 @@ async function findV1AmongV3(device: BlockDevice, first: number, segmentSize: nu
       at += r.record.length;
     }
     const next = segment + 1;
-    if (next >= segmentCount || !(await startsV3Segment(device, segmentOffset(next, segmentSize)))) return findLaterV1Record(device, base + at + claimedLength(buf, at), device.size);
+    // Searched byte by byte from here, the rest of a torn last record included: skipping the
+    // length its header claims hid real damage behind a crafted header (a review), where
+    // searching it can only fail loudly (statefs-v3.md Appendix A, item 10).
+    if (next >= segmentCount || !(await startsV3Segment(device, segmentOffset(next, segmentSize)))) return findLaterV1Record(device, base + at + 1, device.size);
   }
-}
-
-/**
- * How far the search goes on past the position where the upgrade's records stop: over the whole
- * length a record header there claims (within its segment), else one byte. The upgrade's last
- * write may be torn: its last record, cut short, still holds bytes of a value that may hold a
- * valid v1 record (a third review: a torn upgrade made the image EINTEGRITY again).
- */
-function claimedLength(buf: Uint8Array, at: number): number {
-  if (at + RECORD_HEADER > buf.length || view(buf).getUint32(at, true) !== RECORD_MAGIC) return 1;
-  const claimed = RECORD_OVERHEAD + view(buf).getUint16(at + 5, true) + view(buf).getUint32(at + 7, true);
-  return at + claimed <= buf.length ? claimed : buf.length - at;
 }
 
 /** The offset of a valid v1 record starting in `from..end`, if any. */
