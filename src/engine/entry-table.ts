@@ -29,8 +29,9 @@ const FIRST_CAPACITY = 1024;
  * time: the store reports each row that stops being held by the live trees and snapshots
  * (`released`), and a slab whose rows are all released is dropped once a checkpoint that began
  * after its last release has completed (`checkpointStarted`, `checkpointDone`). By then no
- * committed tree, checkpoint or transaction can still read it; a read of a dropped slab is an
- * `EIO`, never another value.
+ * committed tree, checkpoint or transaction can still read it (the background digest of a
+ * deleted snapshot may: it fails, see `slabFor`); a read of a dropped slab is an `EIO`, never
+ * another value.
  */
 export class EntryTable {
   private rows = 0;
