@@ -1,7 +1,7 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { CHECKPOINT_VERSION, CKPT_CHUNK, CKPT_RECORD_LENGTH, encodeCheckpointChunkHeader } from '../format/checkpoint.js';
-import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
+import { maxRecordLength } from '../format/segment.js';
 import { Op } from '../format/opcodes.js';
 import type { Superblock } from '../format/superblock.js';
 import { DIGEST_BYTES, boundBesidesLiveEntries } from './checkpoint-bound.js';
@@ -275,7 +275,7 @@ export class Checkpointer {
    * segment), and the segment it starts in.
    */
   private segmentsToHold(bytes: number): number {
-    const perSegment = Math.max(1, Math.floor((this.host.superblock().segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH) / CKPT_RECORD_LENGTH));
+    const perSegment = Math.max(1, Math.floor(maxRecordLength(this.host.superblock().segmentSize) / CKPT_RECORD_LENGTH));
     return 1 + Math.ceil(Math.ceil(bytes / CKPT_CHUNK) / perSegment);
   }
 

@@ -10,7 +10,7 @@ import { Store } from './store.js';
 import { checkImageSize } from './superblock-io.js';
 import { checkKey, fromBinary, toBinary } from './names.js';
 import { recordLength } from '../format/record.js';
-import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH } from '../format/segment.js';
+import { maxRecordLength } from '../format/segment.js';
 import { asStatefsError } from './store-support.js';
 
 /** Stable reason strings (docs/storage/statefs-v3.md lists them). */
@@ -182,7 +182,7 @@ async function superblockFindings(device: BlockDevice): Promise<FsckFinding[]> {
  * refuses can be listed but never read or deleted.
  */
 function notUpgradable(replayed: Replayed, segmentSize: number): FsckFinding | undefined {
-  const largest = segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
+  const largest = maxRecordLength(segmentSize);
   const bad: string[] = [];
   for (const [subject, tree] of replayed.index) {
     tree.forEachPair((bin, e) => {

@@ -2,7 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
 import { encodeRecord, encodeRecordInto, recordLength } from '../format/record.js';
-import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
+import { SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync, maxRecordLength } from '../format/segment.js';
 import { segmentOffset } from '../format/superblock.js';
 import type { CommitPlacement } from './commit-mode.js';
 import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
@@ -170,7 +170,7 @@ export class JournalWriter<T> {
 
   /** Largest record length that fits in a segment with its header and a SYNC. */
   get maxRecordLength(): number {
-    return this.segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
+    return maxRecordLength(this.segmentSize);
   }
 
   /** Whether `append` would place these records now (false: it would throw `ENOSPC`). */

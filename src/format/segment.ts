@@ -23,6 +23,11 @@ export const SEGMENT_RECORD_LENGTH = RECORD_OVERHEAD + SEGMENT_VALUE_LENGTH;
 export const SYNC_VALUE_LENGTH = 12;
 export const SYNC_RECORD_LENGTH = RECORD_OVERHEAD + SYNC_VALUE_LENGTH;
 
+/** The longest record a segment of `segmentSize` bytes holds: all of it but its header and one batch's SYNC. */
+export function maxRecordLength(segmentSize: number): number {
+  return segmentSize - SEGMENT_RECORD_LENGTH - SYNC_RECORD_LENGTH;
+}
+
 export interface SegmentHeader {
   segSeq: number;
   segIndex: number;
