@@ -31,6 +31,43 @@ export async function readEntryValue(device: BlockDevice, segmentSize: number, e
   return parts.length === 1 && parts[0] !== undefined ? parts[0].slice() : new Uint8Array(Buffer.concat(parts));
 }
 
+/** What reading a value from the device needs to know while the store runs: GC may move its records and reuse their segments. */
+export interface MovingLog {
+  /** Whether the record at `offset` of `segment` is appended but not durable yet. */
+  pending(segment: number, offset: number): boolean;
+  /** Resolves once everything appended so far is durable. */
+  drain(): Promise<void>;
+  /** How many times `segment` has been taken for the log: it is rewritten only after it is taken. */
+  takenCount(segment: number): number;
+}
+
+/**
+ * Read an entry's value from the device in a running store. GC may move the records meanwhile:
+ * a moved entry's new record may not be durable yet (it is waited for), and a segment it left may
+ * be taken and rewritten while the read is in flight (the read is then made again from where the
+ * entry is now). So a move is never taken for damage, and `EINTEGRITY` means a damaged record
+ * where the entry still is.
+ */
+export async function readMovingEntryValue(device: BlockDevice, segmentSize: number, table: EntryTable, entry: EntryRef, log: MovingLog): Promise<Uint8Array> {
+  for (;;) {
+    const extents = table.extents(entry);
+    if (extents.some((x) => log.pending(x.segment, x.offset))) {
+      await log.drain();
+      continue;
+    }
+    const taken = extents.map((x) => log.takenCount(x.segment));
+    const read = await readEntryValue(device, segmentSize, extents).then(
+      (value) => ({ value }),
+      (err: unknown) => ({ err }),
+    );
+    // Segments are written only after they are taken: if none of these was, the bytes read are the records the extents named.
+    if (extents.every((x, i) => log.takenCount(x.segment) === taken[i])) {
+      if ('value' in read) return read.value;
+      throw read.err;
+    }
+  }
+}
+
 /**
  * Read the values of many entries with one read per segment (not one per record), in segment
  * order. `onValue` gets each entry's value, or the `EINTEGRITY` error of a damaged record.

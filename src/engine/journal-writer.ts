@@ -261,6 +261,12 @@ export class JournalWriter<T> {
     return p;
   }
 
+  /** Whether the byte at `offset` of `segment` belongs to an append that is not durable yet (a read of the device may not find it there). */
+  pending(segment: number, offset: number): boolean {
+    const covers = (p: Part): boolean => p.segment === segment && offset >= p.start && offset < p.start + p.length;
+    return (this.open !== undefined && covers(this.open)) || this.sealedParts.some(covers) || (this.inFlight?.some(covers) ?? false);
+  }
+
   /** Resolves once no round is running (used by close after a failure). */
   idle(): Promise<void> {
     if (!this.writing && !this.scheduled) return Promise.resolve();

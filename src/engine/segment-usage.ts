@@ -18,6 +18,8 @@ export class SegmentUsage implements SegmentAllocator {
   chain: number[] = [];
   private readonly free: Uint8Array;
   private freeTotal = 0;
+  /** Times each segment was taken for the log: a device read of a segment is stale if this changed meanwhile. */
+  private readonly taken: Uint32Array;
 
   constructor(
     readonly count: number,
@@ -27,6 +29,7 @@ export class SegmentUsage implements SegmentAllocator {
     this.liveBytes = new Float64Array(count);
     this.inChain = new Uint8Array(count);
     this.free = new Uint8Array(count);
+    this.taken = new Uint32Array(count);
   }
 
   /** Set the chain and recompute free segments from scratch (open and after a checkpoint). */
@@ -87,6 +90,7 @@ export class SegmentUsage implements SegmentAllocator {
     for (let s = 0; s < this.count; s++) {
       if (this.free[s] === 1) {
         this.free[s] = 0;
+        this.taken[s] = (this.taken[s] ?? 0) + 1;
         this.inChain[s] = 1;
         this.chain.push(s);
         this.freeTotal--;
@@ -94,6 +98,11 @@ export class SegmentUsage implements SegmentAllocator {
       }
     }
     throw StatefsError.ENOSPC('no free segment (internal: checkSpace must run first)', { op: 'append' });
+  }
+
+  /** How many times `segment` has been taken for the log since the open (see `taken`). */
+  takenCount(segment: number): number {
+    return this.taken[segment] ?? 0;
   }
 
   usedCount(): number {

@@ -46,7 +46,7 @@ import { MountNamespace } from './mount-namespace.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { DigestJobs, snapshotDigest } from './snapshot-digest.js';
 import { SpaceAccounting, type QuotaWarning } from './space-accounting.js';
-import { readEntryValue } from './entry-reader.js';
+import { readMovingEntryValue, type MovingLog } from './entry-reader.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
@@ -638,13 +638,15 @@ export class Store extends EventEmitter {
       // called after the delete, not the error the reads met.
       const deletedMeanwhile = (err: unknown): StatefsError =>
         this.snapshots.get(subject, name) === snap ? asStatefsError(err, op) : StatefsError.ENOENT(`snapshot ${name} (deleted while it was verified)`, { op, subject, name });
+      // GC may move the snapshot's records while they are read (readMovingEntryValue).
+      const log: MovingLog = { pending: (s, at) => this.journal.pending(s, at), drain: () => this.journal.drain(), takenCount: (s) => this.usage.takenCount(s) };
       let expected: Uint8Array;
       let actual: Uint8Array;
       try {
         expected = snap.digest ?? (await this.digests.start(snap));
         actual = await snapshotDigest(snap.tree, async (bin, entry) => {
           try {
-            return await readEntryValue(this.device, this.sb.segmentSize, this.entries.extents(entry));
+            return await readMovingEntryValue(this.device, this.sb.segmentSize, this.entries, entry, log);
           } catch (err) {
             throw withContext(err, op, subject, fromBinary(bin));
           }
