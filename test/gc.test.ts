@@ -440,11 +440,11 @@ test('verifySnapshot while GC moves the snapshot\'s records and reuses their seg
     (digest) => digest,
     (err: unknown) => (err instanceof StatefsError ? `${err.code}: ${err.message}` : String(err)),
   );
-  let settled = false;
-  void verified.finally(() => (settled = true));
+  const verify = { settled: false };
+  void verified.finally(() => (verify.settled = true));
   let cycles = 0;
   let moved = 0;
-  for (let round = 1; !settled && round < 200; round++) {
+  for (let round = 1; !verify.settled && round < 200; round++) {
     // Every live key overwritten: only the snapshot holds the old records, which GC then moves.
     await s.putMany('app', keys.map((k, i) => [k, value(round, i)] as const));
     await s.checkpoint(); // the overwritten segments leave the log chain: GC may empty them
