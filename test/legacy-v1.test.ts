@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { fsckDevice } from '../src/engine/fsck.js';
+import { crc32c } from '../src/format/crc32c.js';
+import { decodeUpgrade } from '../src/format/meta-records.js';
 import { Op } from '../src/format/opcodes.js';
 import { NO_SEGMENT, encodeSegmentHeader } from '../src/format/segment.js';
 import { Store } from '../src/engine/store.js';
@@ -64,6 +66,13 @@ test('a v1 image opens as subject legacy and is upgraded in place by its first w
   assert.equal(r.openReport.format, 'v3');
   assert.deepEqual(await stateOf(r, 'legacy'), new Map([...expected, ['/state/new', 'written after upgrade']]));
   await r.close();
+  // The upgrade's first record, right after its segment's header, names the v1 journal it read.
+  const journal = Buffer.concat(fixture);
+  const mark = img.subarray(4096 + 35, 4096 + 35 + 27);
+  assert.equal(mark[4], Op.UPGRADE);
+  assert.deepEqual(decodeUpgrade(mark.subarray(11, 23)), { v1End: journal.length, v1Crc: crc32c(journal) });
+  const report = await fsckDevice(new MemoryDevice(img));
+  assert.equal(report.exitCode, 0, JSON.stringify(report.findings));
 });
 
 /** Every key's value as hex (values may be any bytes). */
@@ -105,6 +114,66 @@ test('a crash at every device write of the upgrade leaves the v1 state or the up
     }
     console.log(`legacy upgrade of ${records.length} records: ${probe.writes} device writes, ${checked} crash states checked`);
   }
+});
+
+test('an upgrade torn anywhere inside a value that holds a whole v1 record, or keeping only the later bytes of its write, opens as the v1 state (its UPGRADE record names the v1 journal)', async () => {
+  const inner = v1Record(PUT, '/state/inner', 'looks valid');
+  const base = v1Image(4 << 20, [...fixture, v1Record(PUT, '/state/copy', Buffer.concat([Buffer.alloc(40, 0x61), inner, Buffer.alloc(40, 0x62)]))]);
+  const before = await Store.openDevice(new MemoryDevice(base.slice()));
+  const v1State = await rawStateOf(before, 'legacy');
+  await before.close();
+  const probe = new FaultDevice(base, { trace: true });
+  const ps = await Store.openDevice(probe);
+  await ps.put('legacy', '/state/new', 'w');
+  await ps.close();
+  const writes = probe.trace.flatMap((e, i) => (e.kind === 'write' ? [{ ...e, i }] : []));
+  // The write of the upgrade's values: the one that copies the inner record past the v1 journal.
+  const values = writes.find((w) => Buffer.from(w.data).includes(inner));
+  assert.ok(values !== undefined, 'the upgrade copies the value holding a v1 record');
+  const n = writes.indexOf(values) + 1;
+  const innerAt = Buffer.from(values.data).indexOf(inner);
+  const opens = async (img: Uint8Array, label: string): Promise<void> => {
+    const r = await Store.openDevice(new MemoryDevice(img));
+    assert.equal(r.openReport.format, 'legacy-v1', label);
+    assert.equal(await rawStateOf(r, 'legacy'), v1State, label);
+    await r.put('legacy', '/state/again', 'still writable');
+    await r.close();
+    assert.equal((await fsckDevice(new MemoryDevice(img))).exitCode, 0, `fsck: ${label}`);
+  };
+  let checked = 0;
+  for (let cut = innerAt - 12; cut <= innerAt + inner.length + 12; cut++) {
+    // Torn: the write's first `cut` bytes reached the disk.
+    const device = new FaultDevice(base, { crash: { atWrite: n, tornBytes: cut } });
+    const s = await Store.openDevice(device);
+    await assert.rejects(s.put('legacy', '/state/new', 'w'), (e: unknown) => e instanceof StatefsError && e.code === 'EIO');
+    await s.close();
+    await opens(device.diskImage(), `torn at byte ${String(cut)} of write ${String(n)}`);
+    // Out of order within the write (the device contract allows it): only its bytes from `cut` on.
+    const reordered = base.slice();
+    for (const w of writes.slice(0, n - 1)) reordered.set(w.data, w.offset);
+    reordered.set(values.data.subarray(cut), values.offset + cut);
+    await opens(reordered, `write ${String(n)} kept from byte ${String(cut)} on`);
+    checked += 2;
+  }
+  assert.ok(checked > 100);
+});
+
+test('damage in a v1 journal is still EINTEGRITY when an unfinished upgrade left its UPGRADE record (it names the journal as it was)', async () => {
+  const base = v1Image(4 << 20, fixture);
+  const device = new FaultDevice(base, { trace: true });
+  const s = await Store.openDevice(device);
+  await s.put('legacy', '/state/new', 'w');
+  await s.close();
+  // The upgrade's log, without its superblocks: an upgrade cut short before slot B.
+  const img = base.slice();
+  for (const e of device.trace) if (e.kind === 'write' && e.offset < img.length - 8192 && e.offset >= 4096) img.set(e.data, e.offset);
+  const intact = await Store.openDevice(new MemoryDevice(img.slice()));
+  assert.equal(intact.openReport.format, 'legacy-v1');
+  await intact.close();
+  const at = (fixture[0]?.length ?? 0) + 3;
+  img[at] = (img[at] ?? 0) ^ 0x10; // the second v1 record: the journal now ends before it
+  await assert.rejects(Store.openDevice(new MemoryDevice(img.slice())), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.offset === fixture[0]?.length);
+  assert.equal((await fsckDevice(new MemoryDevice(img))).exitCode, 2);
 });
 
 test('a v1 image too full to upgrade gets ENOSPC and stays readable', async () => {

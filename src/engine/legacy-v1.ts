@@ -1,9 +1,11 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { MAX_RECORD_VALUE, RECORD_MAGIC, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
+import { MAX_RECORD_VALUE, RECORD_MAGIC, RECORD_OVERHEAD, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
 import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
+import { crc32cAppend } from '../format/crc32c.js';
+import { UPGRADE_VALUE_LENGTH, decodeUpgrade, type UpgradeMark } from '../format/meta-records.js';
 import { BTree } from './btree.js';
 import { Entry } from './entry.js';
 import type { EntryRef } from './entry-table.js';
@@ -23,6 +25,8 @@ export interface LegacyImage {
   index: Trees;
   /** Byte offset where the v1 journal ends. */
   end: number;
+  /** CRC-32C of the v1 journal's bytes, `[0, end)`: the upgrade names it in its UPGRADE record. */
+  journalCrc: number;
   /** Why the record at the end is not one, when bytes other than zero follow the end: a torn last record (crash residue), reported. */
   tornTail: RecordFault | undefined;
   records: number;
@@ -36,12 +40,16 @@ const WINDOW = 4 * 1024 * 1024;
 /** Bytes looked at past the end of a v1 journal for the rest of a torn record: its header. */
 const MAX_V1_HEADER = 11;
 const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
+const UPGRADE_RECORD_LENGTH = RECORD_OVERHEAD + UPGRADE_VALUE_LENGTH;
 
 export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
   const tree = new BTree<string, EntryRef>();
   let windowStart = 0;
   let window: Uint8Array = new Uint8Array(0);
+  // CRC-32C of the journal's bytes before `windowStart`, taken a window at a time.
+  let crc = 0;
   const load = async (at: number): Promise<void> => {
+    crc = crc32cAppend(crc, window.subarray(0, at - windowStart));
     windowStart = at;
     window = await device.read(at, Math.min(WINDOW + MAX_V1_RECORD, device.size - at));
   };
@@ -60,27 +68,35 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
     pos += r.record.length;
     records++;
   }
+  const journalCrc = crc32cAppend(crc, window.subarray(0, pos - windowStart));
   const segmentSize = defaultSegmentSize(device.size);
   const segmentCount = Math.floor((device.size - 2 * SUPERBLOCK_SLOT) / segmentSize);
   let firstSegment = 0;
   while (segmentOffset(firstSegment, segmentSize) < pos) firstSegment++;
   // An upgrade cut short before its superblock wrote a v3 log from `firstSegment` on (the rest of
   // a v1 image is zero, and only an intact image is upgraded): its records' values may hold any
-  // bytes, a whole valid v1 record too, so they are stepped over record by record, not searched
-  // (a value copy of a journal entry made such a crash an EINTEGRITY image; review). Past the
-  // last of them the search goes on: damage followed by valid v1 records is found wherever the
-  // bytes after the damage happen to look like a segment header (a second review).
+  // bytes, a whole valid v1 record too. Its first batch, flushed before any other, is an UPGRADE
+  // record naming the journal it read: when that is this very journal (its end and CRC), the
+  // journal is intact and the log past it is the upgrade's, whatever its values hold or wherever
+  // a crash tore it. Otherwise (damage cut the journal short, or an upgrade written before the
+  // UPGRADE record existed) the records are stepped over one by one, not searched (a value copy
+  // of a journal entry made such a crash an EINTEGRITY image; review), and past the last of them
+  // the search goes on: damage followed by valid v1 records is found wherever the bytes after
+  // the damage happen to look like a segment header (a second review).
   const upgradeAt = segmentOffset(firstSegment, segmentSize);
-  const later = (await startsV3Segment(device, upgradeAt))
-    ? ((await findLaterV1Record(device, pos + 1, upgradeAt)) ?? (await findV1AmongV3(device, firstSegment, segmentSize, segmentCount)))
-    : await findLaterV1Record(device, pos + 1, device.size);
+  const upgrade = firstSegment < segmentCount ? await v3SegmentStart(device, upgradeAt) : undefined;
+  const ownUpgrade = upgrade?.mark?.v1End === pos && upgrade.mark.v1Crc === journalCrc;
+  const later =
+    upgrade === undefined
+      ? await findLaterV1Record(device, pos + 1, device.size)
+      : ((await findLaterV1Record(device, pos + 1, upgradeAt)) ?? (ownUpgrade ? undefined : await findV1AmongV3(device, firstSegment, segmentSize, segmentCount)));
   if (later !== undefined) {
     throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
   }
   // The rest of a v1 image is zero: anything else right at the end is a record cut short.
   const after = pos >= upgradeAt ? new Uint8Array(0) : await device.read(pos, Math.min(MAX_V1_HEADER, upgradeAt - pos));
   const tornTail = after.some((b) => b !== 0) ? endFault : undefined;
-  return { index: new Map([[subject, tree]]), end: pos, tornTail, records, firstSegment, segmentSize, segmentCount };
+  return { index: new Map([[subject, tree]]), end: pos, journalCrc, tornTail, records, firstSegment, segmentSize, segmentCount };
 }
 
 /** A v1 record: a v1 opcode and a key under /state/ (v3 records written by an upgrade have a NUL in theirs). */
@@ -96,6 +112,18 @@ async function startsV3Segment(device: BlockDevice, offset: number): Promise<boo
   if (offset + SEGMENT_RECORD_LENGTH > device.size) return false;
   const r = decodeRecord(await device.read(offset, SEGMENT_RECORD_LENGTH), 0);
   return r.ok && r.record.opcode === Op.SEGMENT;
+}
+
+/**
+ * Whether a v3 segment header starts at `offset` (undefined if not), and the UPGRADE record that
+ * follows it there when there is one (the first record of an upgrade's log).
+ */
+async function v3SegmentStart(device: BlockDevice, offset: number): Promise<{ mark: UpgradeMark | undefined } | undefined> {
+  if (!(await startsV3Segment(device, offset))) return undefined;
+  const at = offset + SEGMENT_RECORD_LENGTH;
+  if (at + UPGRADE_RECORD_LENGTH > device.size) return { mark: undefined };
+  const r = decodeRecord(await device.read(at, UPGRADE_RECORD_LENGTH), 0);
+  return { mark: r.ok && r.record.opcode === Op.UPGRADE ? decodeUpgrade(r.record.value) : undefined };
 }
 
 /**

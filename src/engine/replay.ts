@@ -167,6 +167,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         }
         case Op.SEGMENT:
         case Op.CHECKPOINT:
+        case Op.UPGRADE: // before the upgrade's checkpoint, so not replayed; only an unfinished upgrade's open reads it
           break;
         default:
           throw StatefsError.ENOTSUP(`record opcode 0x${record.opcode.toString(16)} at byte ${absolute(sb, extent)}`, { op: 'open' });

@@ -106,7 +106,8 @@ export class Store extends EventEmitter {
   /** A legacy v1 image not yet upgraded; the first write upgrades it (`upgradeLegacy`). */
   private legacy: boolean;
   private upgrading: Promise<void> | undefined;
-  private readonly upgradeHost: UpgradeHost;
+  /** Set for a legacy v1 image only. */
+  private readonly upgradeHost: UpgradeHost | undefined;
   private gcRunning: Promise<GcResult> | undefined;
   /** Whether a gcNow caller gets the running cycle's result (else it is a 'gc' event). */
   private gcReportedToCaller = false;
@@ -203,8 +204,11 @@ export class Store extends EventEmitter {
       },
     };
     this.checkpointer = new Checkpointer(imageHost, options, scan.bytes, replayed.checkpoint, replayed.accounting);
-    this.upgradeHost = {
+    const legacy = replayed.legacy;
+    this.upgradeHost = legacy && {
       ...imageHost,
+      v1Journal: { v1End: legacy.end, v1Crc: legacy.journalCrc },
+      journal: this.journal,
       moved: upgradedValue,
       upgraded: (next, checkpointBytes) => {
         this.sb = next;
@@ -213,7 +217,7 @@ export class Store extends EventEmitter {
         this.usage.trimChainBefore(next.ckptSegment);
       },
     };
-    this.legacy = replayed.legacy !== undefined;
+    this.legacy = legacy !== undefined;
     this.compactor = new Compactor({
       usage: this.usage,
       entries: this.entries,
@@ -955,7 +959,9 @@ export class Store extends EventEmitter {
    * is tried again by the next write.
    */
   private upgradeLegacy(): Promise<void> {
-    this.upgrading ??= writeUpgrade(this.upgradeHost).catch((err: unknown) => {
+    const host = this.upgradeHost;
+    if (host === undefined) return Promise.resolve(); // a v3 image: nothing to upgrade
+    this.upgrading ??= writeUpgrade(host).catch((err: unknown) => {
       this.upgrading = undefined;
       throw err;
     });

@@ -11,6 +11,14 @@ export function crc32c(data: Uint8Array): number {
   return crc32cModule.buf(data) >>> 0;
 }
 
+/** CRC-32C of the bytes whose CRC-32C is `previous` followed by `data` (0 for none before). */
+export function crc32cAppend(previous: number, data: Uint8Array): number {
+  return crc32cModule.buf(data, previous | 0) >>> 0;
+}
+
 if (crc32c(new TextEncoder().encode('123456789')) !== 0xe3069283) {
   throw new Error('crc-32/crc32c does not compute CRC-32C');
+}
+if (crc32cAppend(crc32c(new TextEncoder().encode('1234')), new TextEncoder().encode('56789')) !== 0xe3069283) {
+  throw new Error('crc-32/crc32c does not continue a CRC-32C');
 }

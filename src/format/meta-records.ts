@@ -16,6 +16,12 @@ import { getU64, setU64, view } from './bytes.js';
  * RELOC      (0x27)  key: subject NUL key   value: from_segment u32 | from_offset u32 | value bytes
  *                    GC moved the value of the record at (from_segment, from_offset) here; every
  *                    tree (live or snapshot) holding that record now reads this one.
+ *
+ * UPGRADE    (0x28)  key: (empty)   value: v1_end u64 | v1_crc u32
+ *                    The v1 upgrade's first batch, flushed before its other records: the v1
+ *                    journal it upgrades is bytes [0, v1_end) of the device, whose CRC-32C is
+ *                    v1_crc. Lets the open of an upgrade cut short tell the upgrade's own records
+ *                    (whose values may hold whole v1 records) from damage to the v1 journal.
  */
 export const DIGEST_BYTES = 32;
 
@@ -81,4 +87,27 @@ export function decodeReloc(value: Uint8Array): Relocation | undefined {
   if (value.length < 8) return undefined;
   const v = view(value);
   return { segment: v.getUint32(0, true), offset: v.getUint32(4, true), value: value.subarray(8) };
+}
+
+export interface UpgradeMark {
+  /** Where the v1 journal ends. */
+  v1End: number;
+  /** CRC-32C of the v1 journal's bytes. */
+  v1Crc: number;
+}
+
+export const UPGRADE_VALUE_LENGTH = 12;
+
+export function encodeUpgrade(m: UpgradeMark): Uint8Array {
+  const out = new Uint8Array(UPGRADE_VALUE_LENGTH);
+  const v = view(out);
+  setU64(v, 0, m.v1End);
+  v.setUint32(8, m.v1Crc, true);
+  return out;
+}
+
+export function decodeUpgrade(value: Uint8Array): UpgradeMark | undefined {
+  if (value.length !== UPGRADE_VALUE_LENGTH) return undefined;
+  const v = view(value);
+  return { v1End: getU64(v, 0), v1Crc: v.getUint32(8, true) };
 }

@@ -23,6 +23,8 @@ export const Op = {
   UMOUNT: 0x26,
   /** GC relocation of a live or snapshot-held value. */
   RELOC: 0x27,
+  /** Written by the v1 upgrade before anything else: the v1 journal it upgrades (see meta-records.ts). */
+  UPGRADE: 0x28,
   /** One chunk of an index checkpoint. */
   CKPT: 0x30,
 } as const;
