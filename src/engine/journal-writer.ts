@@ -327,7 +327,8 @@ export class JournalWriter<T> {
       this.open = part;
       return;
     }
-    this.push(part, encodeRecord(Op.SYNC, EMPTY, encodeSync({ segSeq: part.segSeq, batchStart: part.start })));
+    const room = this.reserve(part, SYNC_RECORD_LENGTH);
+    encodeRecordInto(room.bytes, room.at, Op.SYNC, EMPTY, encodeSync({ segSeq: part.segSeq, batchStart: part.start }));
     this.sealedParts.push(part);
   }
 

@@ -12,6 +12,23 @@ export function getU64(v: DataView, at: number): number {
   return v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000;
 }
 
+/**
+ * Little-endian u32 into `out` at `at` with byte stores. For codecs on a hot path: a DataView of
+ * a small typed array makes V8 give it an ArrayBuffer of its own (~1 µs, a whole put's tenth).
+ */
+export function putU32(out: Uint8Array, at: number, x: number): void {
+  out[at] = x & 0xff;
+  out[at + 1] = (x >>> 8) & 0xff;
+  out[at + 2] = (x >>> 16) & 0xff;
+  out[at + 3] = x >>> 24;
+}
+
+/** `setU64` with byte stores (see `putU32`). */
+export function putU64(out: Uint8Array, at: number, x: number): void {
+  putU32(out, at, x % 0x1_0000_0000);
+  putU32(out, at + 4, Math.floor(x / 0x1_0000_0000));
+}
+
 /** Below this length a loop over the chars beats a call into `Buffer.write`. */
 const LATIN1_LOOP_MAX = 64;
 

@@ -1,3 +1,4 @@
+import { putU32 } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import { Op } from './opcodes.js';
 
@@ -116,13 +117,6 @@ export function putValueStart(buf: Uint8Array, at: number, length: number): numb
 /** Little-endian u32 at `at`; the caller has checked the bounds. */
 function getU32(buf: Uint8Array, at: number): number {
   return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
-}
-
-function putU32(out: Uint8Array, at: number, x: number): void {
-  out[at] = x & 0xff;
-  out[at + 1] = (x >>> 8) & 0xff;
-  out[at + 2] = (x >>> 16) & 0xff;
-  out[at + 3] = x >>> 24;
 }
 
 function isZero(buf: Uint8Array, from: number, to: number): boolean {

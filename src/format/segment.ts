@@ -1,4 +1,4 @@
-import { getU64, setU64, view } from './bytes.js';
+import { getU64, putU32, putU64, setU64, view } from './bytes.js';
 import { RECORD_OVERHEAD } from './record.js';
 
 /*
@@ -57,10 +57,10 @@ export interface SyncMark {
 }
 
 export function encodeSync(s: SyncMark): Uint8Array {
+  // Byte stores: one SYNC per write round, so a lone writer pays this on every put.
   const out = new Uint8Array(SYNC_VALUE_LENGTH);
-  const v = view(out);
-  setU64(v, 0, s.segSeq);
-  v.setUint32(8, s.batchStart, true);
+  putU64(out, 0, s.segSeq);
+  putU32(out, 8, s.batchStart);
   return out;
 }
 
