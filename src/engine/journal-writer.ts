@@ -133,6 +133,8 @@ export class JournalWriter<T> {
   /** Rounds started from a microtask since the event loop last reached its check phase. */
   private roundsThisTurn = 0;
   private failure: StatefsError | undefined;
+  /** Parts of the failed round and those queued behind it: their records never became durable (`pending` keeps naming them). */
+  private lostParts: Pick<Part, 'segment' | 'start' | 'length'>[] = [];
   private idleWaiters: (() => void)[] = [];
   /** Buffers of parts already written, for later parts to encode into (`reserve`). */
   private readonly spareBuffers: Uint8Array[] = [];
@@ -263,8 +265,8 @@ export class JournalWriter<T> {
 
   /** Whether the byte at `offset` of `segment` belongs to an append that is not durable yet (a read of the device may not find it there). */
   pending(segment: number, offset: number): boolean {
-    const covers = (p: Part): boolean => p.segment === segment && offset >= p.start && offset < p.start + p.length;
-    return (this.open !== undefined && covers(this.open)) || this.sealedParts.some(covers) || (this.inFlight?.some(covers) ?? false);
+    const covers = (p: Pick<Part, 'segment' | 'start' | 'length'>): boolean => p.segment === segment && offset >= p.start && offset < p.start + p.length;
+    return (this.open !== undefined && covers(this.open)) || this.sealedParts.some(covers) || (this.inFlight?.some(covers) ?? false) || this.lostParts.some(covers);
   }
 
   /** Resolves once no round is running (used by close after a failure). */
@@ -443,6 +445,7 @@ export class JournalWriter<T> {
     const queued = [...this.sealedParts, ...(this.open === undefined ? [] : [this.open])];
     this.sealedParts = [];
     this.open = undefined;
+    this.lostParts = [...inFlight, ...queued].map(({ segment, start, length }) => ({ segment, start, length }));
     for (const part of inFlight) part.done?.reject(cause);
     for (const part of queued) part.done?.reject(this.failure);
   }
