@@ -5,7 +5,7 @@ import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
-import { MiB, memoryImage, rng, text } from './helpers.js';
+import { MiB, memoryImage, text } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -401,59 +401,3 @@ test("the 'gc' event reports each cycle the store starts itself once, and never 
   }
 });
 
-/**
- * A memory device whose reads and writes land a few turns of the event loop after the call (1 to
- * 8, from a seeded sequence), as a `pread` or `pwrite` on the thread pool may: a read can take its
- * bytes after a later write, and a write can land after a later read.
- */
-class LateDevice extends MemoryDevice {
-  private readonly next = rng(8);
-  private later<T>(act: () => Promise<T>): Promise<T> {
-    let hops = 1 + Math.floor(this.next() * 8);
-    return new Promise((resolve, reject) => {
-      const hop = (): void => {
-        if (--hops > 0) setImmediate(hop);
-        else act().then(resolve, reject);
-      };
-      setImmediate(hop);
-    });
-  }
-  override read(offset: number, length: number): Promise<Uint8Array> {
-    return this.later(() => super.read(offset, length));
-  }
-  override write(offset: number, data: Uint8Array): Promise<void> {
-    const copy = data.slice();
-    return this.later(() => super.write(offset, copy));
-  }
-}
-
-test('verifySnapshot while GC moves the snapshot\'s records and reuses their segments still finds the snapshot intact (review)', async () => {
-  const dev = new LateDevice(16 * MiB);
-  await Store.format(dev, { zeroed: true });
-  const s = await Store.openDevice(dev, { autoGc: false });
-  const value = (round: number, i: number): string => `${String(round)}:${String(i)}:`.padEnd(300, 'x');
-  const keys = Array.from({ length: 1000 }, (_, i) => key(i));
-  await s.putMany('app', keys.map((k, i) => [k, value(0, i)] as const));
-  await s.snapshot('app', 'S');
-  const quiet = await s.verifySnapshot('app', 'S');
-  const verified = s.verifySnapshot('app', 'S').then(
-    (digest) => digest,
-    (err: unknown) => (err instanceof StatefsError ? `${err.code}: ${err.message}` : String(err)),
-  );
-  const verify = { settled: false };
-  void verified.finally(() => (verify.settled = true));
-  let cycles = 0;
-  let moved = 0;
-  for (let round = 1; !verify.settled && round < 200; round++) {
-    // Every live key overwritten: only the snapshot holds the old records, which GC then moves.
-    await s.putMany('app', keys.map((k, i) => [k, value(round, i)] as const));
-    await s.checkpoint(); // the overwritten segments leave the log chain: GC may empty them
-    const gc = await s.gcNow();
-    moved += gc.movedBytes;
-    cycles++;
-  }
-  assert.ok(cycles > 1 && moved > 0, `the verify ran beside ${String(cycles)} GC cycles that moved ${String(moved)} bytes`);
-  assert.equal(await verified, quiet);
-  assert.equal(await s.verifySnapshot('app', 'S'), quiet);
-  await s.close();
-});

@@ -16,7 +16,7 @@ const outcome = (p: Promise<string>): Promise<string> =>
     (err: unknown) => (isStatefsError(err) ? `${err.code}: ${err.message}` : String(err)),
   );
 
-test('review: verifySnapshot after a GC whose RELOC write failed does not report the unwritten RELOC as damage', async () => {
+test('verifySnapshot after a GC whose RELOC write failed does not report the unwritten RELOC as damage (review)', async () => {
   const base = await memoryImage();
   const dev = new FaultDevice(base);
   const s = await Store.openDevice(dev, { autoGc: false });
@@ -61,7 +61,7 @@ class GateDevice extends MemoryDevice {
   }
 }
 
-test('review: a verify read held while GC moves its record and the log rewrites the segment is made again (deterministic, fast)', async () => {
+test('a verify read held while GC moves its record and the log takes and rewrites its segment is made again (review)', async () => {
   const dev = new GateDevice(await memoryImage());
   const s = await Store.openDevice(dev, { autoGc: false });
   const keys = Array.from({ length: 100 }, (_, i) => key(i));
@@ -86,6 +86,51 @@ test('review: a verify read held while GC moves its record and the log rewrites 
   }
   assert.notDeepEqual(dev.bytes.slice(at, at + 64), before, 'the held record was overwritten');
   dev.held.release();
+  assert.equal(await verified, digest);
+  await s.close();
+});
+
+/** A memory device that can hold its writes: they land only when the test lets them go. */
+class WriteGateDevice extends MemoryDevice {
+  private gate: Promise<void> | undefined;
+  private open: (() => void) | undefined;
+  held = 0;
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = undefined;
+  }
+  override write(offset: number, data: Uint8Array): Promise<void> {
+    const gate = this.gate;
+    if (gate === undefined) return super.write(offset, data);
+    this.held++;
+    const copy = data.slice();
+    return gate.then(() => super.write(offset, copy));
+  }
+}
+
+test('a verify that reaches a record GC has appended but not yet written waits for it (review)', async () => {
+  const dev = new WriteGateDevice(await memoryImage());
+  const s = await Store.openDevice(dev, { autoGc: false });
+  const keys = Array.from({ length: 100 }, (_, i) => key(i));
+  for (let round = 0; round < 10; round++) {
+    await s.putMany('app', keys.slice(round * 10, round * 10 + 10).map((k, i) => [k, `0:${String(i)}:`.padEnd(300, 'x')] as const));
+    await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'j')] as const));
+  }
+  await s.snapshot('app', 'S');
+  const digest = await s.verifySnapshot('app', 'S');
+  for (let round = 0; round < 10; round++) await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'k')] as const));
+  await s.checkpoint();
+  // GC appends its RELOC records (the snapshot's entries now name them) and its write is held.
+  dev.hold();
+  const gc = s.gcNow();
+  while (dev.held === 0) await new Promise((r) => setImmediate(r));
+  const verified = outcome(s.verifySnapshot('app', 'S'));
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  dev.release();
+  assert.ok((await gc).movedBytes > 0);
   assert.equal(await verified, digest);
   await s.close();
 });
