@@ -181,6 +181,68 @@ test('a REOPEN ends the transactions open on the daemon: their ops and commit ar
   });
 });
 
+test('txn.abort() after a failed commit resolves, embedded and through the client, whatever failed it: tree rules at commit, a closed store, a REOPEN', async () => {
+  await withTempDir(async (dir) => {
+    const { daemon, f } = await daemonIn(dir);
+    const client = await connect({ socket: f.socket, token: f.tokens.alice });
+    const root = await connect({ socket: f.socket, token: f.tokens.root });
+    const embeddedPath = join(dir, 'embedded');
+    let embedded = await Store.create(embeddedPath, { size: 8 * MiB });
+    try {
+      for (const side of ['embedded', 'client'] as const) {
+        const api = side === 'embedded' ? embedded : client;
+        // Refused at commit by the tree rules: /state/a holds a value by then.
+        const first = api.begin('alice');
+        await first.put('alice', '/state/a', 'x');
+        const child = api.begin('alice');
+        await child.put('alice', '/state/a/c', 'x');
+        await first.commit();
+        const tree = {
+          commit: await codeOf(child.commit()),
+          abort: await codeOf(child.abort()),
+          abortAgain: await codeOf(child.abort()),
+          put: await codeOf(child.put('alice', '/state/b', 'v')),
+          commitAgain: await codeOf(child.commit()),
+        };
+        // A commit under way or done is not the caller's to abort.
+        const ok = api.begin('alice');
+        await ok.put('alice', '/state/ok', 'v');
+        const committing = ok.commit();
+        const abortWhileCommitting = await codeOf(ok.abort());
+        await committing;
+        const abortAfterCommit = await codeOf(ok.abort());
+        // The store under the transaction goes away: closed and opened again, or a daemon REOPEN.
+        const ended = api.begin('alice');
+        await ended.put('alice', '/state/ended', 'v');
+        if (side === 'embedded') {
+          await embedded.close();
+          embedded = await Store.open(embeddedPath);
+        } else {
+          await root.reopen();
+        }
+        const reopened = { commit: await codeOf(ended.commit()), abort: await codeOf(ended.abort()) };
+        assert.deepEqual(
+          { tree, abortWhileCommitting, abortAfterCommit, reopened },
+          {
+            tree: { commit: 'ENOTDIR', abort: 'OK', abortAgain: 'OK', put: 'EBADF', commitAgain: 'EBADF' },
+            abortWhileCommitting: 'EBADF',
+            abortAfterCommit: 'EBADF',
+            reopened: { commit: 'EBADF', abort: 'OK' },
+          },
+          side,
+        );
+        const now = side === 'embedded' ? embedded : client;
+        assert.deepEqual((await now.list('alice', '/state/')).keys, ['/state/a', '/state/ok'], `${side}: nothing of the failed commits`);
+      }
+    } finally {
+      await client.close();
+      await root.close();
+      await embedded.close();
+      await daemon.close();
+    }
+  });
+});
+
 /** A raw protocol connection: send requests, get their answers (in request order; the daemon may answer in any). */
 async function rawConnection(socket: string): Promise<{ ask: (reqs: Request[]) => Promise<Response[]>; raw: Socket }> {
   const raw = createConnection(socket);
@@ -371,6 +433,7 @@ test('rights taken away mid-transaction: a refused commit aborts it (slot back),
       assert.deepEqual(await Promise.all(held.map((t, i) => codeOf(t.put('bob', `/state/h/${i}`, 'v')))), Array(8).fill('OK'));
       await reload(false);
       assert.deepEqual(await Promise.all(held.map((t) => codeOf(t.commit()))), Array(8).fill('EPERM'));
+      assert.deepEqual(await Promise.all(held.map((t) => codeOf(t.abort()))), Array(8).fill('OK'), 'abort after a failed commit, as embedded');
       const own = bob.begin('bob');
       assert.equal(await codeOf(own.put('bob', '/state/own', 'v')), 'OK', "bob's slots are free again");
       await own.commit();

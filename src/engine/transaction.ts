@@ -43,14 +43,15 @@ export interface TxnHost {
   releaseTxn(subject: string): void;
 }
 
-type TxnState = 'open' | 'committing' | 'committed' | 'aborted';
+/** `failed`: its commit failed, whether refused before it began (a closed or failed store) or while it ran. */
+type TxnState = 'open' | 'committing' | 'committed' | 'failed' | 'aborted';
 
 /**
  * A transaction on one subject: writes are buffered, seen by this transaction's own reads and by
  * no one else until `commit()`, which writes them all as one unit (PREPARE, PAYLOADs, COMMIT in
- * one append) and resolves once durable. Using a finished transaction is `EBADF`; touching
- * another subject is `EXDEV`. The methods take the subject like `Store`'s, so code can be written
- * against either.
+ * one append) and resolves once durable. Using a finished transaction is `EBADF` (but `abort()`
+ * after a failed commit resolves); touching another subject is `EXDEV`. The methods take the
+ * subject like `Store`'s, so code can be written against either.
  */
 export class Transaction {
   private readonly ops = new Map<string, TxnOp>();
@@ -112,26 +113,38 @@ export class Transaction {
     });
   }
 
-  /** Write every buffered op atomically; resolves when durable. The transaction is then finished. */
+  /**
+   * Write every buffered op atomically; resolves when durable. The transaction is then finished,
+   * whatever the outcome: a commit the store refuses at once (closed, or failed) ends it too.
+   */
   async commit(): Promise<void> {
-    this.checkOpen('txn.commit');
+    const op = 'txn.commit';
+    if (this.state !== 'open') throw this.finished(op);
     this.state = 'committing';
     try {
+      this.host.checkWritable(op);
       if (this.ops.size > 0) await this.host.commitTxn(this.subject, [...this.ops.values()]);
       this.state = 'committed';
     } catch (err) {
-      this.state = 'aborted';
+      this.state = 'failed';
       throw err;
     } finally {
       this.host.releaseTxn(this.subject);
     }
   }
 
-  /** Drop every buffered op. Nothing was written, so nothing is undone on disk. */
+  /**
+   * Drop every buffered op. Nothing was written, so nothing is undone on disk. `EBADF` once
+   * committed (or committing) or aborted; after a failed commit it resolves and does nothing.
+   */
   abort(): Promise<void> {
     return settle(() => {
+      // The failed commit ended the transaction: abort, the usual cleanup after it, must not
+      // throw over the commit's error (nor depend on where the commit failed). It undoes nothing
+      // (after an EIO, the reopen's replay tells whether the commit reached the disk).
+      if (this.state === 'failed') return;
       // Allowed even after the store failed: dropping buffered writes needs no I/O.
-      if (this.state !== 'open') throw StatefsError.EBADF(`transaction (${this.state})`, { op: 'txn.abort', subject: this.subject });
+      if (this.state !== 'open') throw this.finished('txn.abort');
       this.state = 'aborted';
       this.ops.clear();
       this.host.releaseTxn(this.subject);
@@ -147,8 +160,12 @@ export class Transaction {
   }
 
   private checkOpen(op: string): void {
-    if (this.state !== 'open') throw StatefsError.EBADF(`transaction (${this.state})`, { op, subject: this.subject });
+    if (this.state !== 'open') throw this.finished(op);
     this.host.checkWritable(op);
+  }
+
+  private finished(op: string): StatefsError {
+    return StatefsError.EBADF(`transaction (${this.state})`, { op, subject: this.subject });
   }
 
   private get base(): KeyView {
