@@ -1,10 +1,11 @@
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { FaultDevice } from '../src/device/fault-device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { isStatefsError } from '../src/errors.js';
-import { memoryImage } from './helpers.js';
+import { MiB, memoryImage, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
@@ -133,4 +134,18 @@ test('a verify that reaches a record GC has appended but not yet written waits f
   assert.ok((await gc).movedBytes > 0);
   assert.equal(await verified, digest);
   await s.close();
+});
+
+test('close lets a verifySnapshot called before it finish its reads (it failed with EIO: file closed; review)', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'state.img');
+    const s = await Store.create(path, { size: 16 * MiB });
+    await s.putMany('app', Array.from({ length: 2000 }, (_, i) => [key(i), `v${String(i)}`.padEnd(200, 'x')] as const));
+    await s.snapshot('app', 'S');
+    const digest = await s.verifySnapshot('app', 'S');
+    const verified = outcome(s.verifySnapshot('app', 'S'));
+    await s.close();
+    assert.equal(await verified, digest);
+    assert.match(await outcome(s.verifySnapshot('app', 'S')), /^EBADF/);
+  });
 });

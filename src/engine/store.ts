@@ -109,6 +109,8 @@ export class Store extends EventEmitter {
   /** Set for a legacy v1 image only. */
   private readonly upgradeHost: UpgradeHost | undefined;
   private gcRunning: Promise<GcResult> | undefined;
+  /** `verifySnapshot` calls still reading the device (close waits for them). */
+  private readonly verifying = new Set<Promise<string>>();
   /** Whether a gcNow caller gets the running cycle's result (else it is a 'gc' event). */
   private gcReportedToCaller = false;
   private readonly compactor: Compactor;
@@ -635,7 +637,7 @@ export class Store extends EventEmitter {
    */
   verifySnapshot(subject: string, name: string): Promise<string> {
     const op = 'verifySnapshot';
-    return (async () => {
+    const run = (async () => {
       this.checkOpen(op);
       const snap = this.requireSnapshot(subject, name, op);
       // Deleted while it was read (its values let go, its records reused): ENOENT, as a verify
@@ -664,6 +666,11 @@ export class Store extends EventEmitter {
       }
       return Buffer.from(actual).toString('hex');
     })();
+    // close() lets a verify called before it finish its reads (the device stays open until then).
+    this.verifying.add(run);
+    const done = (): void => void this.verifying.delete(run);
+    run.then(done, done);
+    return run;
   }
 
   // ---- mounts -------------------------------------------------------------------------------
@@ -826,6 +833,7 @@ export class Store extends EventEmitter {
       this.status = 'closing';
       await this.gcRunning?.catch(() => undefined);
       await this.digests.recorded();
+      await Promise.allSettled(this.verifying);
       await this.journal.drain().catch(() => undefined);
       await this.checkpointer.running?.catch(() => undefined);
       if (this.checkpointer.dueAtClose() && this.canCheckpoint()) await this.checkpointer.run().catch(() => undefined);
