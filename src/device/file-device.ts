@@ -16,7 +16,8 @@ export interface FileDeviceOptions {
  * A file-backed image (a sparse regular file of fixed size, or a block device). Durability is
  * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and holds the
  * owner's pid; a lock whose pid is no longer alive is stale and taken over. A second opener gets
- * `EBUSY`. Read-only opens take no lock.
+ * `EBUSY`. Read-only opens take no lock (what a read-only open does about a live owner is the
+ * engine's: read-only-view.ts, and fsck refuses such an image).
  */
 export class FileDevice implements BlockDevice {
   private closed = false;
@@ -183,14 +184,26 @@ async function acquireLock(lockPath: string, imagePath: string): Promise<void> {
     } catch (err) {
       if (errnoOf(err) !== 'EEXIST') throw ioError('lock', err);
     }
-    const owner = Number.parseInt((await readFile(lockPath, 'utf8').catch(() => '')).trim(), 10);
-    if (Number.isSafeInteger(owner) && owner > 0 && isAlive(owner)) {
+    const owner = await lockOwner(lockPath);
+    if (owner !== undefined && isAlive(owner)) {
       throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${owner}`, { op: 'open' });
     }
     // Stale: the owner died without unlocking (kill -9). Take it over.
     await unlink(lockPath).catch(() => undefined);
   }
   throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process`, { op: 'open' });
+}
+
+/** The live process holding `<image>.lock`, if one does (a stale lock names none). */
+export async function lockHolder(imagePath: string): Promise<number | undefined> {
+  const owner = await lockOwner(`${imagePath}.lock`);
+  return owner !== undefined && isAlive(owner) ? owner : undefined;
+}
+
+/** The pid a lock file names, if it names one. */
+async function lockOwner(lockPath: string): Promise<number | undefined> {
+  const owner = Number.parseInt((await readFile(lockPath, 'utf8').catch(() => '')).trim(), 10);
+  return Number.isSafeInteger(owner) && owner > 0 ? owner : undefined;
 }
 
 function isAlive(pid: number): boolean {

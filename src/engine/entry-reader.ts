@@ -37,8 +37,12 @@ export interface MovingLog {
   pending(segment: number, offset: number): boolean;
   /** Resolves once everything appended so far is durable. */
   drain(): Promise<void>;
-  /** How many times `segment` has been taken for the log: it is rewritten only after it is taken. */
-  takenCount(segment: number): number;
+  /**
+   * A mark of `segment`'s current life, which changes when the log takes it (it is rewritten only
+   * after that): a read between two equal marks read that life. May throw instead (a read-only
+   * store whose image moved on since its open).
+   */
+  mark(segment: number): Promise<number>;
 }
 
 /**
@@ -55,17 +59,22 @@ export async function readMovingEntryValue(device: BlockDevice, segmentSize: num
       await log.drain();
       continue;
     }
-    const taken = extents.map((x) => log.takenCount(x.segment));
+    const before = await marks(log, extents);
     const read = await readEntryValue(device, segmentSize, extents).then(
       (value) => ({ value }),
       (err: unknown) => ({ err }),
     );
     // Segments are written only after they are taken: if none of these was, the bytes read are the records the extents named.
-    if (extents.every((x, i) => log.takenCount(x.segment) === taken[i])) {
+    const after = await marks(log, extents);
+    if (after.every((m, i) => m === before[i])) {
       if ('value' in read) return read.value;
       throw read.err;
     }
   }
+}
+
+function marks(log: MovingLog, extents: readonly Extent[]): Promise<number[]> {
+  return Promise.all(extents.map((x) => log.mark(x.segment)));
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { BlockDevice } from '../device/device.js';
-import { FileDevice } from '../device/file-device.js';
+import { FileDevice, lockHolder } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
 import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
 import { readEntriesBySegment, readEntryValue } from './entry-reader.js';
@@ -62,6 +62,10 @@ export interface FsckOptions {
 
 /** Check an image file. Opens it read-only unless repairing. */
 export async function fsck(path: string, options: FsckOptions = {}): Promise<FsckReport> {
+  // A live owner moves the log under the check (GC and checkpoints reuse segments), so its
+  // findings would not be the image's: not checked, as e2fsck will not check a mounted file system.
+  const holder = await lockHolder(path);
+  if (holder !== undefined) throw StatefsError.EBUSY(`image ${path} is in use by process ${String(holder)}: stop it to check the image`, { op: 'fsck' });
   const report = await checkDevice(await FileDevice.open(path, { readOnly: true }), options);
   if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
   await repair(await FileDevice.open(path), report);

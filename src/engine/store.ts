@@ -47,6 +47,7 @@ import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { DigestJobs, snapshotDigest } from './snapshot-digest.js';
 import { SpaceAccounting, type QuotaWarning } from './space-accounting.js';
 import { readMovingEntryValue, type MovingLog } from './entry-reader.js';
+import { readOnlyLog, replayReadOnly } from './read-only-view.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
 import { replayImage, type Orphan, type Replayed } from './replay.js';
@@ -128,6 +129,8 @@ export class Store extends EventEmitter {
     replayed: Replayed,
     private options: OpenOptions,
     placement: CommitPlacement,
+    /** A read-only store's segment headers as its open read them (`readOnlyLog`). */
+    private readonly readOnlyHeaders?: Map<number, Uint8Array>,
   ) {
     super();
     const { sb, scan, index } = replayed;
@@ -271,9 +274,14 @@ export class Store extends EventEmitter {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
       checkCheckpointOptions(options);
       const placement = new CommitPlacement(options.commitMode);
+      if (options.readOnly === true) {
+        // No lock: another process may be writing the image (read-only-view.ts).
+        const view = await replayReadOnly(device, legacySubject);
+        return new Store(device, view.replayed, options, placement, view.headers);
+      }
       const replayed = await replayImage(device, legacySubject);
       // Before anything is written: both superblock slots name the checkpoint in force.
-      if (options.readOnly !== true && replayed.legacy === undefined) replayed.sb = await alignSuperblockSlots(device, replayed.sb);
+      if (replayed.legacy === undefined) replayed.sb = await alignSuperblockSlots(device, replayed.sb);
       return new Store(device, replayed, options, placement);
     } catch (err) {
       await device.close();
@@ -645,7 +653,10 @@ export class Store extends EventEmitter {
       const deletedMeanwhile = (err: unknown): StatefsError =>
         this.snapshots.get(subject, name) === snap ? asStatefsError(err, op) : StatefsError.ENOENT(`snapshot ${name} (deleted while it was verified)`, { op, subject, name });
       // GC may move the snapshot's records while they are read (readMovingEntryValue).
-      const log: MovingLog = { pending: (s, at) => this.journal.pending(s, at), drain: () => this.journal.drain(), takenCount: (s) => this.usage.takenCount(s) };
+      const log: MovingLog =
+        this.readOnlyHeaders === undefined
+          ? { pending: (s, at) => this.journal.pending(s, at), drain: () => this.journal.drain(), mark: (s) => Promise.resolve(this.usage.takenCount(s)) }
+          : readOnlyLog(this.device, this.sb.segmentSize, this.readOnlyHeaders);
       let expected: Uint8Array;
       let actual: Uint8Array;
       try {
