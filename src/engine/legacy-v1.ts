@@ -1,11 +1,12 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { MAX_RECORD_VALUE, RECORD_MAGIC, RECORD_OVERHEAD, decodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
-import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
+import { MAX_RECORD_VALUE, RECORD_MAGIC, RECORD_OVERHEAD, decodeRecord, encodeRecord, type DecodedRecord, type RecordFault } from '../format/record.js';
+import { NO_SEGMENT, SEGMENT_RECORD_LENGTH, SYNC_RECORD_LENGTH, encodeSegmentHeader, encodeSync } from '../format/segment.js';
+import { emptyCheckpoint, encodeCheckpoint, encodeCheckpointChunk } from '../format/checkpoint.js';
 import { SUPERBLOCK_SLOT, segmentOffset } from '../format/superblock.js';
 import { crc32cAppend } from '../format/crc32c.js';
-import { UPGRADE_VALUE_LENGTH, decodeUpgrade, type UpgradeMark } from '../format/meta-records.js';
+import { UPGRADE_VALUE_LENGTH, decodeUpgrade, encodeUpgrade, type UpgradeMark } from '../format/meta-records.js';
 import { BTree } from './btree.js';
 import { Entry } from './entry.js';
 import type { EntryRef } from './entry-table.js';
@@ -89,14 +90,92 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   const later =
     upgrade === undefined
       ? await findLaterV1Record(device, pos + 1, device.size)
-      : ((await findLaterV1Record(device, pos + 1, upgradeAt)) ?? (ownUpgrade ? undefined : await findV1AmongV3(device, firstSegment, segmentSize, segmentCount)));
+      : ((await findLaterV1Record(device, pos + 1, upgradeAt)) ??
+        (ownUpgrade
+          ? await findLaterV1Record(device, upgradeAt, device.size, upgradeLog(tree, subject, firstSegment, segmentSize, { v1End: pos, v1Crc: journalCrc }))
+          : await findV1AmongV3(device, firstSegment, segmentSize, segmentCount)));
   if (later !== undefined) {
     throw StatefsError.EINTEGRITY(`damaged v1 record followed by a valid one at ${later}`, { op: 'open', offset: pos });
   }
   // The rest of a v1 image is zero: anything else right at the end is a record cut short.
-  const after = pos >= upgradeAt ? new Uint8Array(0) : await device.read(pos, Math.min(MAX_V1_HEADER, upgradeAt - pos));
+  const after = pos >= upgradeAt ? new Uint8Array(0) : await device.read(pos, Math.min(MAX_V1_HEADER, upgradeAt - pos, device.size - pos));
   const tornTail = after.some((b) => b !== 0) ? endFault : undefined;
   return { index: new Map([[subject, tree]]), end: pos, journalCrc, tornTail, records, firstSegment, segmentSize, segmentCount };
+}
+
+/** One record of the log the upgrade of a v1 state writes: where it lands, its length, its bytes. */
+interface Piece {
+  at: number;
+  length: number;
+  bytes: () => Uint8Array;
+}
+
+/**
+ * The log the upgrade of `tree` writes from `firstSegment` on, laid out as JournalWriter places
+ * its two batches ([UPGRADE], then [CKPT, PUT...], each sealed by a SYNC; a record rolls to the
+ * next segment when it and a SYNC do not fit), with each record's bytes made on demand. Returns
+ * whether a v1 record found at `at` of `length` bytes is a copy the upgrade made (its bytes are
+ * the ones this log has there).
+ */
+function upgradeLog(tree: BTree<string, EntryRef>, subject: string, firstSegment: number, segmentSize: number, mark: UpgradeMark): (at: number, found: Uint8Array) => boolean {
+  const empty = new Uint8Array(0);
+  const ckpt = encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint()));
+  const pieces: Piece[] = [];
+  let segment = NO_SEGMENT;
+  let nextSegment = firstSegment;
+  let segSeq = 0;
+  let offset = segmentSize;
+  let batchStart: number | undefined;
+  const push = (length: number, bytes: () => Uint8Array): void => {
+    pieces.push({ at: segmentOffset(segment, segmentSize) + offset, length, bytes });
+    offset += length;
+  };
+  const seal = (): void => {
+    if (batchStart === undefined) return;
+    const sync = { segSeq, batchStart };
+    push(SYNC_RECORD_LENGTH, () => encodeRecord(Op.SYNC, empty, encodeSync(sync)));
+    batchStart = undefined;
+  };
+  const roll = (): void => {
+    seal();
+    const h = { segSeq: ++segSeq, segIndex: nextSegment, prevIndex: segment, prevEnd: offset };
+    segment = nextSegment++;
+    offset = 0;
+    push(SEGMENT_RECORD_LENGTH, () => encodeRecord(Op.SEGMENT, empty, encodeSegmentHeader(h)));
+  };
+  const puts: Piece[] = [];
+  for (const [bin, e] of tree.entries()) {
+    const key = Buffer.from(`${subject}\0${bin}`, 'latin1');
+    const value = typeof e === 'number' ? empty : e.value;
+    puts.push({ at: 0, length: RECORD_OVERHEAD + key.length + value.length, bytes: () => encodeRecord(Op.PUT, key, value) });
+  }
+  const batches: Omit<Piece, 'at'>[][] = [
+    [{ length: UPGRADE_RECORD_LENGTH, bytes: () => encodeRecord(Op.UPGRADE, empty, encodeUpgrade(mark)) }],
+    [{ length: RECORD_OVERHEAD + ckpt.length, bytes: () => encodeRecord(Op.CKPT, empty, ckpt) }, ...puts],
+  ];
+  for (const batch of batches) {
+    for (const r of batch) {
+      if (offset + r.length + SYNC_RECORD_LENGTH > segmentSize) roll();
+      batchStart ??= offset;
+      push(r.length, r.bytes);
+    }
+    seal();
+  }
+  return (at, found) => {
+    // The pieces that cover [at, at + found.length), in order and without a gap.
+    let i = pieces.findIndex((p) => p.at + p.length > at);
+    if (i === -1 || (pieces[i]?.at ?? Infinity) > at) return false;
+    const expected = new Uint8Array(found.length);
+    for (let done = 0; done < found.length; i++) {
+      const p = pieces[i];
+      if (p === undefined || (done > 0 && p.at !== at + done)) return false;
+      const from = at + done - p.at;
+      const take = Math.min(p.length - from, found.length - done);
+      expected.set(p.bytes().subarray(from, from + take), done);
+      done += take;
+    }
+    return Buffer.compare(expected, found) === 0;
+  };
 }
 
 /** A v1 record: a v1 opcode and a key under /state/ (v3 records written by an upgrade have a NUL in theirs). */
@@ -148,15 +227,15 @@ async function findV1AmongV3(device: BlockDevice, first: number, segmentSize: nu
   }
 }
 
-/** The offset of a valid v1 record starting in `from..end`, if any. */
-async function findLaterV1Record(device: BlockDevice, from: number, end: number): Promise<number | undefined> {
+/** The offset of a valid v1 record starting in `from..end`, if any (but for those `copied` says the upgrade made). */
+async function findLaterV1Record(device: BlockDevice, from: number, end: number, copied?: (at: number, found: Uint8Array) => boolean): Promise<number | undefined> {
   const m0 = RECORD_MAGIC & 0xff;
   for (let start = from; start < end; start += WINDOW) {
     const buf = await device.read(start, Math.min(WINDOW + MAX_V1_RECORD, device.size - start));
     for (let i = 0; i < Math.min(WINDOW, buf.length, end - start); i++) {
       if (buf[i] !== m0) continue;
       const r = decodeRecord(buf, i);
-      if (r.ok && isV1(r.record)) return start + i;
+      if (r.ok && isV1(r.record) && copied?.(start + i, buf.subarray(i, i + r.record.length)) !== true) return start + i;
     }
   }
   return undefined;
