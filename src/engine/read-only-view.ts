@@ -1,10 +1,10 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
-import { segmentOffset } from '../format/superblock.js';
+import { SUPERBLOCK_LENGTH, segmentOffset, superblockOffset } from '../format/superblock.js';
 import type { MovingLog } from './entry-reader.js';
 import { replayImage, type Replayed } from './replay.js';
-import { readImageKind } from './superblock-io.js';
+import { readImageKind, type ImageKind } from './superblock-io.js';
 
 /*
  * A read-only open takes no lock, so the image's owner, if one runs, goes on writing under it:
@@ -30,26 +30,64 @@ export interface ReadOnlyReplay {
 
 /** Replay for a read-only open: again while the image changed under the replay, then `EBUSY`. */
 export async function replayReadOnly(device: BlockDevice, legacySubject: string): Promise<ReadOnlyReplay> {
-  const kind = await readImageKind(device);
-  // A legacy v1 image has no segments yet: its owner's first write upgrades it past the journal read here.
-  if (kind.kind === 'legacy-v1') return { replayed: await replayImage(device, legacySubject), headers: new Map() };
-  // The geometry is fixed at mkfs: the superblock it comes from may change, the geometry not.
-  const { segmentSize, segmentCount } = kind.sb;
+  let previous: string | undefined;
   for (let attempt = 1; ; attempt++) {
+    // The slots as they were before the replay read them: a superblock written meanwhile (a
+    // checkpoint, which frees the chain before it; or the upgrade of a v1 image) shows here.
+    const slots = await readSlots(device);
+    let kind: ImageKind;
+    try {
+      kind = await readImageKind(device);
+    } catch (err) {
+      // Its three reads may straddle the upgrade of a v1 image (slot B, then slot A over byte 0).
+      if (await slotsUnchanged(device, slots)) throw err;
+      if (attempt === ATTEMPTS) throw moving();
+      continue;
+    }
     const recorder = new ReadRecorder(device);
     let replayed: Replayed;
     try {
       replayed = await replayImage(recorder, legacySubject);
     } catch (err) {
-      // Damage found in bytes rewritten during the replay is not damage: replay again.
-      if (await unchanged(device, segmentSize, recorder.headersRead(segmentSize, segmentCount))) throw err;
+      // Damage found in bytes rewritten during the replay is not damage: replay again. Nor is
+      // damage found by a replay that started from a checkpoint superseded before it read the
+      // headers (the chain it names may be reused by then, and its headers read as new).
+      // And a read of the head segment is not atomic against the owner's appends on a file image
+      // (a buffered pread copies page by page): damage is reported only once a second replay of
+      // the same image meets the same damage.
+      const headers = kind.kind === 'v3' ? recorder.headersRead(kind.sb.segmentSize, kind.sb.segmentCount) : new Map<number, Uint8Array>();
+      const still = (await unchanged(device, kind.kind === 'v3' ? kind.sb.segmentSize : 0, headers)) && (await slotsUnchanged(device, slots));
+      const seen = damageOf(err);
+      if (still && (seen === previous || attempt === ATTEMPTS)) throw err;
+      previous = seen;
       if (attempt === ATTEMPTS) throw moving();
       continue;
     }
-    const headers = recorder.headersRead(segmentSize, segmentCount);
-    if (await unchanged(device, segmentSize, headers)) return { replayed, headers };
+    // A legacy v1 image has no segments yet; its owner's first write upgrades it, which writes a
+    // superblock: until then nothing writes the v1 journal.
+    if (kind.kind === 'legacy-v1' || replayed.legacy !== undefined) {
+      if (kind.kind === 'legacy-v1' && replayed.legacy !== undefined && (await slotsUnchanged(device, slots))) return { replayed, headers: new Map() };
+      if (attempt === ATTEMPTS) throw moving();
+      continue;
+    }
+    // The geometry is fixed at mkfs: the superblock it comes from may change, the geometry not.
+    const headers = recorder.headersRead(replayed.sb.segmentSize, replayed.sb.segmentCount);
+    if (await unchanged(device, replayed.sb.segmentSize, headers)) return { replayed, headers };
     if (attempt === ATTEMPTS) throw moving();
   }
+}
+
+function damageOf(err: unknown): string {
+  return err instanceof StatefsError ? `${err.code} ${String(err.offset)} ${err.message}` : String(err);
+}
+
+async function readSlots(device: BlockDevice): Promise<Uint8Array[]> {
+  return [await device.read(superblockOffset(0, device.size), SUPERBLOCK_LENGTH), await device.read(superblockOffset(1, device.size), SUPERBLOCK_LENGTH)];
+}
+
+async function slotsUnchanged(device: BlockDevice, before: Uint8Array[]): Promise<boolean> {
+  const now = await readSlots(device);
+  return now.every((slot, i) => Buffer.compare(slot, before[i] ?? new Uint8Array(0)) === 0);
 }
 
 function moving(): StatefsError {
