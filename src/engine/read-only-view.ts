@@ -1,7 +1,7 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { SEGMENT_RECORD_LENGTH } from '../format/segment.js';
-import { SUPERBLOCK_LENGTH, segmentOffset, superblockOffset } from '../format/superblock.js';
+import { SUPERBLOCK_LENGTH, SUPERBLOCK_SLOT, segmentOffset, superblockOffset } from '../format/superblock.js';
 import type { MovingLog } from './entry-reader.js';
 import { replayImage, type Replayed } from './replay.js';
 import { readImageKind, type ImageKind } from './superblock-io.js';
@@ -82,6 +82,8 @@ function damageOf(err: unknown): string {
 }
 
 async function readSlots(device: BlockDevice): Promise<Uint8Array[]> {
+  // A device too small for two slots is refused by readImageKind, with its own error.
+  if (device.size < 2 * SUPERBLOCK_SLOT) return [];
   return [await device.read(superblockOffset(0, device.size), SUPERBLOCK_LENGTH), await device.read(superblockOffset(1, device.size), SUPERBLOCK_LENGTH)];
 }
 
