@@ -17,12 +17,14 @@ const outcome = (p: Promise<string>): Promise<string> =>
     (err: unknown) => (isStatefsError(err) ? `${err.code}: ${err.message}` : String(err)),
   );
 
-test('verifySnapshot after a GC whose RELOC write failed does not report the unwritten RELOC as damage (review)', async () => {
-  const base = await memoryImage();
-  const dev = new FaultDevice(base);
-  const s = await Store.openDevice(dev, { autoGc: false });
-  const keys = Array.from({ length: 100 }, (_, i) => key(i));
-  // The snapshot's records share segments with another subject's, which are then overwritten: garbage beside them.
+const keys = Array.from({ length: 100 }, (_, i) => key(i));
+
+/**
+ * Snapshot S of 100 keys of subject app, whose records share segments with another subject's
+ * records that are then overwritten, and a checkpoint: those segments leave the log chain, so the
+ * next GC moves S's records and frees them. Resolves to S's digest.
+ */
+async function snapshotAmongGarbage(s: Store): Promise<string> {
   for (let round = 0; round < 10; round++) {
     await s.putMany('app', keys.slice(round * 10, round * 10 + 10).map((k, i) => [k, `0:${String(i)}:`.padEnd(300, 'x')] as const));
     await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'j')] as const));
@@ -30,7 +32,15 @@ test('verifySnapshot after a GC whose RELOC write failed does not report the unw
   await s.snapshot('app', 'S');
   const digest = await s.verifySnapshot('app', 'S');
   for (let round = 0; round < 10; round++) await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'k')] as const));
-  await s.checkpoint(); // the snapshot's segments leave the chain: GC candidates
+  await s.checkpoint();
+  return digest;
+}
+
+test('verifySnapshot after a GC whose RELOC write failed does not report the unwritten RELOC as damage (review)', async () => {
+  const base = await memoryImage();
+  const dev = new FaultDevice(base);
+  const s = await Store.openDevice(dev, { autoGc: false });
+  const digest = await snapshotAmongGarbage(s);
   const plan = await s.gcPlan();
   assert.ok(plan.movedBytes > 0, 'GC will move the snapshot records');
   dev.failCalls({ at: 1, code: 'EIO' }); // the GC round's write fails: the journal fails
@@ -65,15 +75,7 @@ class GateDevice extends MemoryDevice {
 test('a verify read held while GC moves its record and the log takes and rewrites its segment is made again (review)', async () => {
   const dev = new GateDevice(await memoryImage());
   const s = await Store.openDevice(dev, { autoGc: false });
-  const keys = Array.from({ length: 100 }, (_, i) => key(i));
-  for (let round = 0; round < 10; round++) {
-    await s.putMany('app', keys.slice(round * 10, round * 10 + 10).map((k, i) => [k, `0:${String(i)}:`.padEnd(300, 'x')] as const));
-    await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'j')] as const));
-  }
-  await s.snapshot('app', 'S');
-  const digest = await s.verifySnapshot('app', 'S');
-  for (let round = 0; round < 10; round++) await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'k')] as const));
-  await s.checkpoint();
+  const digest = await snapshotAmongGarbage(s);
   dev.arm();
   const verified = outcome(s.verifySnapshot('app', 'S'));
   while (dev.held === undefined) await new Promise((r) => setImmediate(r));
@@ -115,15 +117,7 @@ class WriteGateDevice extends MemoryDevice {
 test('a verify that reaches a record GC has appended but not yet written waits for it (review)', async () => {
   const dev = new WriteGateDevice(await memoryImage());
   const s = await Store.openDevice(dev, { autoGc: false });
-  const keys = Array.from({ length: 100 }, (_, i) => key(i));
-  for (let round = 0; round < 10; round++) {
-    await s.putMany('app', keys.slice(round * 10, round * 10 + 10).map((k, i) => [k, `0:${String(i)}:`.padEnd(300, 'x')] as const));
-    await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'j')] as const));
-  }
-  await s.snapshot('app', 'S');
-  const digest = await s.verifySnapshot('app', 'S');
-  for (let round = 0; round < 10; round++) await s.putMany('junk', keys.map((k) => [k, ''.padEnd(300, 'k')] as const));
-  await s.checkpoint();
+  const digest = await snapshotAmongGarbage(s);
   // GC appends its RELOC records (the snapshot's entries now name them) and its write is held.
   dev.hold();
   const gc = s.gcNow();
