@@ -16,6 +16,9 @@ import { readImageKind, type ImageKind } from './superblock-io.js';
  * (a higher `seg_seq`) before anything else. So a replay whose segments all carry, once it is
  * done, the headers they had when it read them first, read one life of each: a consistent image
  * as of some moment (appends to the head segment meanwhile read as a torn tail or not at all).
+ * What else can make one replay fail without damage (a checkpoint written before the headers
+ * were read; a buffered read of the head torn by appends; a v1 image upgraded under it) is met
+ * by checking the superblock slots too and trusting a failure only when a second replay repeats it.
  */
 
 /** Replays of a moving image tried before giving up with `EBUSY`. */
