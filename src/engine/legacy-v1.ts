@@ -9,10 +9,9 @@ import { crc32cAppend } from '../format/crc32c.js';
 import { UPGRADE_VALUE_LENGTH, decodeUpgrade, encodeUpgrade, type UpgradeMark } from '../format/meta-records.js';
 import { BTree } from './btree.js';
 import { Entry } from './entry.js';
-import type { EntryRef } from './entry-table.js';
 import { defaultSegmentSize } from './mkfs.js';
 import type { Trees } from './keyspace.js';
-import { KEY_ROOT } from './names.js';
+import { KEY_ROOT, indexKey } from './names.js';
 
 /*
  * Legacy v1 images: a device of 512-byte blocks holding v1 records back to back from byte 0 (PUT
@@ -44,7 +43,7 @@ const MAX_V1_RECORD = 15 + 0xffff + MAX_RECORD_VALUE;
 const UPGRADE_RECORD_LENGTH = RECORD_OVERHEAD + UPGRADE_VALUE_LENGTH;
 
 export async function replayLegacy(device: BlockDevice, subject: string): Promise<LegacyImage> {
-  const tree = new BTree<string, EntryRef>();
+  const tree = new BTree<string, Entry>();
   let windowStart = 0;
   let window: Uint8Array = new Uint8Array(0);
   // CRC-32C of the journal's bytes before `windowStart`, taken a window at a time.
@@ -77,9 +76,10 @@ export async function replayLegacy(device: BlockDevice, subject: string): Promis
   // An upgrade cut short before its superblock wrote a v3 log from `firstSegment` on (the rest of
   // a v1 image is zero, and only an intact image is upgraded): its records' values may hold any
   // bytes, a whole valid v1 record too. Its first batch, flushed before any other, is an UPGRADE
-  // record naming the journal it read: when that is this very journal (its end and CRC), the
-  // journal is intact and the log past it is the upgrade's, whatever its values hold or wherever
-  // a crash tore it. Otherwise (damage cut the journal short, or an upgrade written before the
+  // record naming the journal it read: when that is this very journal (its end and CRC), a v1
+  // record past it is the upgrade's copy if its bytes are the ones the upgrade of this state
+  // writes there (`upgradeLog`), wherever a crash tore the log; any other is damage (a v1 value
+  // can forge the UPGRADE record itself: a review). Otherwise (damage cut the journal short, or an upgrade written before the
   // UPGRADE record existed) the records are stepped over one by one, not searched (a value copy
   // of a journal entry made such a crash an EINTEGRITY image; review), and past the last of them
   // the search goes on: damage followed by valid v1 records is found wherever the bytes after
@@ -114,10 +114,10 @@ interface Piece {
  * The log the upgrade of `tree` writes from `firstSegment` on, laid out as JournalWriter places
  * its two batches ([UPGRADE], then [CKPT, PUT...], each sealed by a SYNC; a record rolls to the
  * next segment when it and a SYNC do not fit), with each record's bytes made on demand. Returns
- * whether a v1 record found at `at` of `length` bytes is a copy the upgrade made (its bytes are
+ * whether a v1 record `found` at `at` is a copy the upgrade made (its bytes are
  * the ones this log has there).
  */
-function upgradeLog(tree: BTree<string, EntryRef>, subject: string, firstSegment: number, segmentSize: number, mark: UpgradeMark): (at: number, found: Uint8Array) => boolean {
+function upgradeLog(tree: BTree<string, Entry>, subject: string, firstSegment: number, segmentSize: number, mark: UpgradeMark): (at: number, found: Uint8Array) => boolean {
   const empty = new Uint8Array(0);
   const ckpt = encodeCheckpointChunk(1, 0, 1, encodeCheckpoint(emptyCheckpoint()));
   const pieces: Piece[] = [];
@@ -145,8 +145,8 @@ function upgradeLog(tree: BTree<string, EntryRef>, subject: string, firstSegment
   };
   const puts: Piece[] = [];
   for (const [bin, e] of tree.entries()) {
-    const key = Buffer.from(`${subject}\0${bin}`, 'latin1');
-    const value = typeof e === 'number' ? empty : e.value;
+    const key = Buffer.from(indexKey(subject, bin), 'latin1');
+    const value = e.value;
     puts.push({ at: 0, length: RECORD_OVERHEAD + key.length + value.length, bytes: () => encodeRecord(Op.PUT, key, value) });
   }
   const batches: Omit<Piece, 'at'>[][] = [
@@ -162,9 +162,18 @@ function upgradeLog(tree: BTree<string, EntryRef>, subject: string, firstSegment
     seal();
   }
   return (at, found) => {
-    // The pieces that cover [at, at + found.length), in order and without a gap.
-    let i = pieces.findIndex((p) => p.at + p.length > at);
-    if (i === -1 || (pieces[i]?.at ?? Infinity) > at) return false;
+    // The pieces that cover [at, at + found.length), in order and without a gap. They are in
+    // offset order: the first is found by halving (an image may hold many copied records).
+    let lo = 0;
+    let hi = pieces.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const p = pieces[mid];
+      if (p !== undefined && p.at + p.length <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    let i = lo;
+    if ((pieces[i]?.at ?? Infinity) > at) return false;
     const expected = new Uint8Array(found.length);
     for (let done = 0; done < found.length; i++) {
       const p = pieces[i];
