@@ -208,6 +208,15 @@ async function writer(client: Client, st: ClientState, c: number, cycle: number,
   }
 }
 
+/** Waits until `done()` holds, checking every 5 ms; fails with `why` after `ms`. */
+async function until(done: () => boolean, ms: number, why: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    assert.ok(Date.now() < deadline, why);
+    await delay(5);
+  }
+}
+
 async function killed(child: Daemon, exited: Promise<unknown[]>, stderr: () => string): Promise<void> {
   child.kill('SIGKILL');
   const [, signal] = (await exited) as [number | null, NodeJS.Signals | null];
@@ -251,12 +260,16 @@ test(`kill -9 of the daemon at random moments while 64 clients write, ${cycles} 
           break;
         }
         const clients = await Promise.all(states.map(() => connect({ socket: p.socket, token })));
+        const txnsBefore = totals.ackedTxns;
         const writers = Promise.all(clients.map((client, c) => {
           const st = states[c];
           assert.ok(st !== undefined);
           return writer(client, st, c, cycle, totals);
         }));
         await delay(20 + Math.floor(random() * 131));
+        // On a loaded machine a transaction (four round trips) may not finish within the delay:
+        // the kill then waits for one, so every cycle kills with transactions acknowledged and in flight.
+        await until(() => totals.ackedTxns > txnsBefore, 10_000, `no transaction acknowledged in cycle ${cycle}`);
         await killed(child, exited, stderr);
         await writers;
         await Promise.all(clients.map((client) => client.close().catch(() => undefined)));
