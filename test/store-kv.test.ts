@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Store } from '../src/engine/store.js';
 import { fsck } from '../src/engine/fsck.js';
 import { StatefsError } from '../src/errors.js';
@@ -84,6 +87,60 @@ test('closed store: EBADF; close is idempotent', async () => {
   await s.close();
   await assert.rejects(s.put('app', '/state/a', 'x'), code('EBADF'));
   await assert.rejects(async () => s.get('app', '/state/a'), code('EBADF'));
+});
+
+test('fsck holds the image lock from the start of the check to its end, then removes it', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    const lock = `${path}.lock`;
+    const s = await Store.create(path, { size: 8 * MiB });
+    await s.put('app', '/state/k', 'v');
+    await s.close();
+    // Checked at every phase of the check: an owner starting meanwhile meets the lock (EBUSY, as
+    // for any second opener) instead of moving the log under the check.
+    const held: string[] = [];
+    const report = await fsck(path, {
+      onProgress: (_f, phase) => {
+        held.push(`${phase}:${existsSync(lock) ? readFileSync(lock, 'utf8').trim() : 'none'}`);
+      },
+    });
+    assert.equal(report.exitCode, 0, JSON.stringify(report.findings));
+    assert.ok(held.length >= 3, held.join());
+    assert.deepEqual(held.filter((h) => !h.endsWith(`:${String(process.pid)}`)), []);
+    assert.equal(existsSync(lock), false);
+    // A stale lock (its process is gone) is taken over, and removed after the check too.
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    writeFileSync(lock, `${gone.stdout}\n`);
+    assert.equal((await fsck(path)).exitCode, 0);
+    assert.equal(existsSync(lock), false);
+    const r = await Store.open(path);
+    assert.equal(text(await r.get('app', '/state/k')), 'v');
+    await r.close();
+  });
+});
+
+test('fsck of an image in a directory it cannot write checks it without the lock, and still refuses a live owner', { skip: process.getuid?.() !== 0 ? 'needs root to run a check as another user' : false }, async () => {
+  await withTempDir(async (dir) => {
+    const ro = join(dir, 'ro');
+    mkdirSync(ro);
+    const path = join(ro, 'a.img');
+    const s = await Store.create(path, { size: 8 * MiB });
+    await s.put('app', '/state/k', 'v');
+    await s.close();
+    chmodSync(dir, 0o755);
+    chmodSync(ro, 0o555);
+    chmodSync(path, 0o444);
+    const fsckJs = fileURLToPath(new URL('../src/engine/fsck.js', import.meta.url));
+    const asNobody = (): { status: number | null; out: string; err: string } => {
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', `import { fsck } from ${JSON.stringify(fsckJs)}; fsck(${JSON.stringify(path)}).then((r) => console.log(r.exitCode), (e) => { console.log(e.code); });`], { uid: 65534, gid: 65534, encoding: 'utf8' });
+      return { status: run.status, out: run.stdout.trim(), err: run.stderr };
+    };
+    const clean = asNobody();
+    assert.deepEqual([clean.status, clean.out], [0, '0'], clean.err);
+    writeFileSync(`${path}.lock`, `${String(process.pid)}\n`);
+    const busy = asNobody();
+    assert.deepEqual([busy.status, busy.out], [0, 'EBUSY'], busy.err);
+  });
 });
 
 test('file images: create, EEXIST, EBUSY for a second opener, reopen after close', async () => {

@@ -10,6 +10,11 @@ export interface FileDeviceOptions {
   create?: number;
   force?: boolean;
   readOnly?: boolean;
+  /**
+   * The caller holds the image's lock already (`lockImage`): a writable open neither takes it nor
+   * removes it on close.
+   */
+  lockHeld?: boolean;
 }
 
 /**
@@ -36,8 +41,8 @@ export class FileDevice implements BlockDevice {
     if (options.create !== undefined && options.force !== true && (await pathExists(path))) {
       throw StatefsError.EEXIST(`image ${path}`, { op: 'mkfs' });
     }
-    const lockPath = readOnly ? undefined : `${path}.lock`;
-    if (lockPath !== undefined) await acquireLock(lockPath, path);
+    const lockPath = readOnly || options.lockHeld === true ? undefined : `${path}.lock`;
+    if (lockPath !== undefined) await acquireLock(lockPath, path, 'open');
     try {
       const fh = await openImage(path, options);
       try {
@@ -174,30 +179,43 @@ async function imageSize(fh: FileHandle, path: string, created: number | undefin
   throw StatefsError.EINVAL(`${path} is neither a regular file nor a block device of known size`, { op: 'open' });
 }
 
-async function acquireLock(lockPath: string, imagePath: string): Promise<void> {
+/**
+ * Take `<image>.lock` for the caller (as a writable open does) and return its release: fsck holds
+ * it for a whole check, so no owner can start and move the log under it. `EBUSY` names a live holder.
+ */
+export async function lockImage(imagePath: string, op: string, advice: string): Promise<() => Promise<void>> {
+  const lockPath = `${imagePath}.lock`;
+  // An image in a directory this process cannot write (a read-only mount of a backup) cannot be
+  // locked: it is checked without the lock, refused only while a live owner holds one.
+  if (!(await acquireLock(lockPath, imagePath, op, advice, true))) return () => Promise.resolve();
+  return async () => {
+    await unlink(lockPath).catch(() => undefined);
+  };
+}
+
+/** Returns false, with `unwritableOk`, when the lock file cannot be created in a directory it may not write. */
+async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<boolean> {
   for (let attempt = 0; attempt < 2; attempt++) {
+    let unwritable = false;
     try {
       const fh = await open(lockPath, 'wx', 0o600);
       await fh.writeFile(`${process.pid}\n`);
       await fh.close();
-      return;
+      return true;
     } catch (err) {
-      if (errnoOf(err) !== 'EEXIST') throw ioError('lock', err);
+      const errno = errnoOf(err);
+      unwritable = unwritableOk && (errno === 'EACCES' || errno === 'EROFS' || errno === 'EPERM');
+      if (errno !== 'EEXIST' && !unwritable) throw ioError('lock', err);
     }
     const owner = await lockOwner(lockPath);
     if (owner !== undefined && isAlive(owner)) {
-      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${owner}`, { op: 'open' });
+      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${owner}${advice}`, { op });
     }
+    if (unwritable) return false;
     // Stale: the owner died without unlocking (kill -9). Take it over.
     await unlink(lockPath).catch(() => undefined);
   }
-  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process`, { op: 'open' });
-}
-
-/** The live process holding `<image>.lock`, if one does (a stale lock names none). */
-export async function lockHolder(imagePath: string): Promise<number | undefined> {
-  const owner = await lockOwner(`${imagePath}.lock`);
-  return owner !== undefined && isAlive(owner) ? owner : undefined;
+  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process`, { op });
 }
 
 /** The pid a lock file names, if it names one. */

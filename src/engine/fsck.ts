@@ -1,5 +1,5 @@
 import type { BlockDevice } from '../device/device.js';
-import { FileDevice, lockHolder } from '../device/file-device.js';
+import { FileDevice, lockImage } from '../device/file-device.js';
 import { StatefsError } from '../errors.js';
 import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
 import { readEntriesBySegment, readEntryValue } from './entry-reader.js';
@@ -64,13 +64,17 @@ export interface FsckOptions {
 export async function fsck(path: string, options: FsckOptions = {}): Promise<FsckReport> {
   // A live owner moves the log under the check (GC and checkpoints reuse segments), so its
   // findings would not be the image's: not checked, as e2fsck will not check a mounted file system.
-  const holder = await lockHolder(path);
-  if (holder !== undefined) throw StatefsError.EBUSY(`image ${path} is in use by process ${String(holder)}: stop it to check the image`, { op: 'fsck' });
-  const report = await checkDevice(await FileDevice.open(path, { readOnly: true }), options);
-  if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
-  await repair(await FileDevice.open(path), report);
-  const again = await checkDevice(await FileDevice.open(path, { readOnly: true }), {});
-  return finishRepair(report, again);
+  // The check holds the image's lock to its end, so no owner can start meanwhile either.
+  const release = await lockImage(path, 'fsck', ': stop it to check the image');
+  try {
+    const report = await checkDevice(await FileDevice.open(path, { readOnly: true }), options);
+    if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
+    await repair(await FileDevice.open(path, { lockHeld: true }), report);
+    const again = await checkDevice(await FileDevice.open(path, { readOnly: true }), {});
+    return finishRepair(report, again);
+  } finally {
+    await release();
+  }
 }
 
 /** Check (and with `repair`, fix) an image on any device. The device is closed at the end. */
