@@ -114,6 +114,19 @@ test('verifySnapshot on a read-only store whose image its owner has rewritten si
   await owner.close();
 });
 
+test('verifySnapshot on a read-only store reads each value once and its segment header once, after it', async () => {
+  const { bytes, owner } = await liveOwner();
+  const device = new GatedReads(bytes, []);
+  const reader = await Store.openDevice(device, { readOnly: true });
+  const before = device.reads;
+  await reader.verifySnapshot('app', 'S');
+  // The snapshot's 100 values, each in one record: a read of the record and one of its segment's
+  // header (the header read before the value proved nothing the one after does not).
+  assert.equal(device.reads - before, 2 * keys.length);
+  await reader.close();
+  await owner.close();
+});
+
 test('a read-only open while its owner checkpoints and reuses the old checkpoint segment between the superblock reads and the header reads (review)', async () => {
   const bytes = await memoryImage();
   const owner = await openMemory(bytes, { autoGc: false });

@@ -38,11 +38,12 @@ export interface MovingLog {
   /** Resolves once everything appended so far is durable. */
   drain(): Promise<void>;
   /**
-   * A mark of `segment`'s current life, which changes when the log takes it (it is rewritten only
-   * after that): a read between two equal marks read that life. May throw instead (a read-only
-   * store whose image moved on since its open).
+   * A mark of `segment`'s current life, taken `before` and `after` a read of it, which changes
+   * when the log takes it (it is rewritten only after that): a read between two equal marks read
+   * that life. May throw instead (a read-only store whose image moved on since its open: it checks
+   * only `after`, against the life its open saw, so its `before` mark is free).
    */
-  mark(segment: number): Promise<number>;
+  mark(segment: number, when: 'before' | 'after'): Promise<number>;
 }
 
 /**
@@ -59,13 +60,13 @@ export async function readMovingEntryValue(device: BlockDevice, segmentSize: num
       await log.drain();
       continue;
     }
-    const before = await marks(log, extents);
+    const before = await marks(log, extents, 'before');
     const read = await readEntryValue(device, segmentSize, extents).then(
       (value) => ({ value }),
       (err: unknown) => ({ err }),
     );
     // Segments are written only after they are taken: if none of these was, the bytes read are the records the extents named.
-    const after = await marks(log, extents);
+    const after = await marks(log, extents, 'after');
     if (after.every((m, i) => m === before[i])) {
       if ('value' in read) return read.value;
       throw read.err;
@@ -73,8 +74,8 @@ export async function readMovingEntryValue(device: BlockDevice, segmentSize: num
   }
 }
 
-function marks(log: MovingLog, extents: readonly Extent[]): Promise<number[]> {
-  return Promise.all(extents.map((x) => log.mark(x.segment)));
+function marks(log: MovingLog, extents: readonly Extent[], when: 'before' | 'after'): Promise<number[]> {
+  return Promise.all(extents.map((x) => log.mark(x.segment, when)));
 }
 
 /**

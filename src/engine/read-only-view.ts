@@ -108,7 +108,11 @@ export function readOnlyLog(device: BlockDevice, segmentSize: number, headers: M
   return {
     pending: () => false,
     drain: () => Promise.resolve(),
-    mark: async (segment) => {
+    // A segment's header changes when the log takes it, before any other byte of its new life is
+    // written, and never returns to an earlier one (its sequence number grows): a header still as
+    // the open saw it after a read means the read met that life, so the read needs no mark before.
+    mark: async (segment, when) => {
+      if (when === 'before') return 0;
       const seen = headers.get(segment);
       if (seen === undefined || !(await unchanged(device, segmentSize, new Map([[segment, seen]])))) {
         throw StatefsError.EBUSY(`segment ${String(segment)} was rewritten since this read-only open: another process is writing the image (open it again, or read through its daemon)`, { op: 'read' });
