@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { BlockDevice } from '../src/device/device.js';
 import { FileDevice } from '../src/device/file-device.js';
-import { CommitPlacement, INLINE_MAX_BYTES, INLINE_MAX_MS, INLINE_RETURN_MS, type CommitMode } from '../src/engine/commit-mode.js';
+import { CommitPlacement, INLINE_MAX_BYTES, INLINE_MAX_MS, INLINE_RETURN_MS, PROBE_FIRST_MS, PROBE_MAX_MS, type CommitMode } from '../src/engine/commit-mode.js';
 import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
@@ -15,36 +15,80 @@ guardResources();
 /** A group commit's size: well under the inline limit. */
 const SMALL = 4096;
 
+/** One small commit through `p` at time `now`: placed as `p` decides, and taking `ms`. */
+function commit(p: CommitPlacement, ms: number, now = 0): boolean {
+  const inline = p.inlineFor(SMALL, now);
+  p.record(ms, SMALL, inline, now);
+  return inline;
+}
+
 test('auto commits inline while the disk is fast, moves to the thread pool when it is slow, and comes back', () => {
   const p = new CommitPlacement('auto');
   assert.equal(p.inline, true);
-  for (let i = 0; i < 50; i++) p.record(0.2, SMALL);
+  for (let i = 0; i < 50; i++) commit(p, 0.2);
   assert.equal(p.inline, true, 'fast commits stay inline');
-  p.record(25, SMALL); // one stall: the running average jumps over the limit at once
+  commit(p, 25); // one stall: the running average jumps over the limit at once
   assert.equal(p.inline, false);
   const fastCommits = commitsUntilInline(p, 0.1);
   assert.ok(fastCommits > 1, `back inline after ${fastCommits} fast commit(s): the average must fall under ${INLINE_RETURN_MS} ms first`);
   // Between the two thresholds the placement holds where it is.
   const between = (INLINE_MAX_MS + INLINE_RETURN_MS) / 2;
-  for (let i = 0; i < 50; i++) p.record(between, SMALL);
+  for (let i = 0; i < 50; i++) commit(p, between);
   assert.equal(p.inline, true);
 });
 
-/** How many commits of `ms` it takes to bring `p` back inline (fails after 100). */
+/** How many background commits of `ms` it take to bring `p` back inline (fails after 100; no probe is due at time 0). */
 function commitsUntilInline(p: CommitPlacement, ms: number): number {
   for (let n = 1; n <= 100; n++) {
-    p.record(ms, SMALL);
+    assert.equal(commit(p, ms), false);
     if (p.inline) return n;
   }
   return assert.fail('never came back inline');
 }
+
+test('auto in the background probes the disk inline now and then: a fast probe brings it back, a slow one doubles the wait', () => {
+  const p = new CommitPlacement('auto');
+  commit(p, 25, 1000); // a stall (or a cold first commit after open) at t = 1000 ms
+  assert.equal(p.inline, false);
+  // Background commits timed with the trip to the pool (over INLINE_RETURN_MS) keep it there,
+  // and no commit goes inline before the first probe is due.
+  for (let t = 1000; t < 1000 + PROBE_FIRST_MS; t += 10) assert.equal(commit(p, 0.9, t), false);
+  assert.equal(p.inline, false);
+  // The probe finds the disk slow: the next one waits twice as long.
+  assert.equal(commit(p, 5, 1000 + PROBE_FIRST_MS), true);
+  assert.equal(p.inline, false);
+  const second = 1000 + 3 * PROBE_FIRST_MS;
+  assert.equal(p.inlineFor(SMALL, second - 1), false);
+  assert.equal(commit(p, 5, second), true);
+  assert.equal(p.inlineFor(SMALL, second + 2 * PROBE_FIRST_MS), false, 'doubled again');
+  // Slow probes back off to PROBE_MAX_MS at most.
+  let at = second;
+  let waits = 0;
+  for (let i = 0; i < 20; i++) {
+    let next = at + 1;
+    while (!p.inlineFor(SMALL, next)) next += 1;
+    waits = next - at;
+    commit(p, 5, next);
+    at = next;
+  }
+  assert.equal(waits, PROBE_MAX_MS);
+  // A probe under INLINE_RETURN_MS brings it back inline at once; large writes stay on the pool.
+  assert.equal(commit(p, 0.3, at + PROBE_MAX_MS), true);
+  assert.equal(p.inline, true);
+  assert.equal(p.inlineFor(INLINE_MAX_BYTES + 1, at + PROBE_MAX_MS), false);
+  // The next stall probes after PROBE_FIRST_MS again.
+  commit(p, 25, 90_000);
+  assert.equal(p.inline, false);
+  assert.equal(p.inlineFor(SMALL, 90_000 + PROBE_FIRST_MS - 1), false);
+  assert.equal(p.inlineFor(SMALL, 90_000 + PROBE_FIRST_MS), true);
+});
 
 test('auto sends large writes to the thread pool and leaves them out of the average', () => {
   const p = new CommitPlacement('auto');
   assert.equal(p.inlineFor(SMALL), true);
   assert.equal(p.inlineFor(INLINE_MAX_BYTES), true);
   assert.equal(p.inlineFor(INLINE_MAX_BYTES + 1), false);
-  for (let i = 0; i < 20; i++) p.record(40, 1024 * 1024); // a bulk load's slow megabyte writes
+  for (let i = 0; i < 20; i++) p.record(40, 1024 * 1024, false); // a bulk load's slow megabyte writes
   assert.equal(p.inlineFor(SMALL), true, 'small commits stay inline');
   assert.equal(new CommitPlacement('inline').inlineFor(1024 * 1024), true, 'inline means every write');
   assert.equal(new CommitPlacement('background').inlineFor(1), false);
@@ -54,8 +98,8 @@ test('inline and background never change with the disk', () => {
   const inline = new CommitPlacement('inline');
   const background = new CommitPlacement('background');
   for (const ms of [50, 50, 50, 0.01, 0.01, 0.01]) {
-    inline.record(ms, SMALL);
-    background.record(ms, SMALL);
+    commit(inline, ms);
+    commit(background, ms);
     assert.equal(inline.inlineFor(SMALL), true);
     assert.equal(background.inlineFor(SMALL), false);
   }

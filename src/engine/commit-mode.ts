@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { StatefsError } from '../errors.js';
 
 /**
@@ -32,11 +33,24 @@ export const INLINE_MAX_MS = 1;
 export const INLINE_RETURN_MS = 0.8;
 /** Weight of the newest commit in the running average (about the last ten commits count). */
 const WEIGHT = 0.2;
+/**
+ * While `auto` is in the background, one small commit is written inline now and then to time the
+ * disk itself: a commit timed in the background includes the trip to the thread pool, which on a
+ * busy or slow machine alone can keep the average over `INLINE_RETURN_MS` with a fast disk (a
+ * cold first commit after open, 2 ms, then kept a store's every commit on the pool, each paying
+ * a 0.4–0.8 ms trip: measured on a 2-core VM). The first probe comes this long after the move…
+ */
+export const PROBE_FIRST_MS = 100;
+/** …and the wait doubles after each slow probe, up to this: a stalled disk blocks the event loop for one commit now and then, not for every one. */
+export const PROBE_MAX_MS = 5000;
 
 /** Decides, commit by commit, whether the next durable write runs inline. */
 export class CommitPlacement {
   private average: number | undefined;
   private inlineNow: boolean;
+  /** In the background: when the next inline probe may go (`performance.now()` time), and the wait after it. */
+  private probeAt = 0;
+  private probeEvery = PROBE_FIRST_MS;
 
   constructor(readonly mode: CommitMode = 'auto') {
     // Options reach here from JavaScript callers and the daemon's command line unchecked by types.
@@ -44,9 +58,10 @@ export class CommitPlacement {
     this.inlineNow = mode !== 'background';
   }
 
-  /** Whether a durable write of `bytes` should run on the calling thread. */
-  inlineFor(bytes: number): boolean {
-    return this.mode === 'inline' || (this.inlineNow && bytes <= INLINE_MAX_BYTES);
+  /** Whether a durable write of `bytes` should run on the calling thread (in the background, a probe when one is due). */
+  inlineFor(bytes: number, now = performance.now()): boolean {
+    if (this.mode !== 'auto') return this.mode === 'inline';
+    return bytes <= INLINE_MAX_BYTES && (this.inlineNow || now >= this.probeAt);
   }
 
   /** Whether small commits currently run inline (`auto` switches this as the disk speeds up or slows down). */
@@ -54,11 +69,27 @@ export class CommitPlacement {
     return this.inlineNow;
   }
 
-  /** Record how long a durable write of `bytes` took (ms, as the caller waited for it). */
-  record(ms: number, bytes: number): void {
+  /** Record how long a durable write of `bytes` took (ms, as the caller waited for it), and whether it was written `inline`. */
+  record(ms: number, bytes: number, inline: boolean, now = performance.now()): void {
     if (this.mode !== 'auto' || bytes > INLINE_MAX_BYTES) return;
+    if (inline && !this.inlineNow) {
+      // A probe: the disk's own time, kept out of the background average.
+      if (ms < INLINE_RETURN_MS) this.moveInline(ms);
+      else this.probeAt = now + (this.probeEvery = Math.min(2 * this.probeEvery, PROBE_MAX_MS));
+      return;
+    }
     this.average = this.average === undefined ? ms : this.average + WEIGHT * (ms - this.average);
-    if (this.inlineNow && this.average > INLINE_MAX_MS) this.inlineNow = false;
-    else if (!this.inlineNow && this.average < INLINE_RETURN_MS) this.inlineNow = true;
+    if (this.inlineNow && this.average > INLINE_MAX_MS) {
+      this.inlineNow = false;
+      this.probeAt = now + this.probeEvery;
+    } else if (!this.inlineNow && this.average < INLINE_RETURN_MS) {
+      this.moveInline(this.average);
+    }
+  }
+
+  private moveInline(average: number): void {
+    this.inlineNow = true;
+    this.average = average;
+    this.probeEvery = PROBE_FIRST_MS;
   }
 }

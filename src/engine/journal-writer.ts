@@ -425,9 +425,15 @@ export class JournalWriter<T> {
     // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
     if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {
       const started = performance.now();
-      if (this.device.writeDurableSync !== undefined && this.placement.inlineFor(bytes.length)) this.device.writeDurableSync(at, bytes);
-      else await this.device.writeDurable(at, bytes);
-      this.placement.record(performance.now() - started, bytes.length);
+      let inline = false;
+      if (this.device.writeDurableSync !== undefined && this.placement.inlineFor(bytes.length, started)) {
+        inline = true;
+        this.device.writeDurableSync(at, bytes);
+      } else {
+        await this.device.writeDurable(at, bytes);
+      }
+      const ended = performance.now();
+      this.placement.record(ended - started, bytes.length, inline, ended);
     } else {
       await this.device.write(at, bytes);
       failpoint('journal.before-flush');
