@@ -34,6 +34,9 @@ async function sample(): Promise<{ img: Uint8Array; tail: number }> {
   await t.put('app', '/state/t2', 'two');
   await t.commit();
   await s.snapshot('app', 'snap');
+  // Its digest is computed from the loop's next turn and appended once known: before the writes
+  // that follow, so the log ends where `tail` says.
+  while ((await s.listSnaps('app', { details: true }))[0]?.digest === undefined) await new Promise(setImmediate);
   await s.put('app', '/state/a', 'alpha2');
   await s.mountSnap('app', 'app', 'snap', '/mnt/snap');
   await s.put('app', '/state/z', 'last');

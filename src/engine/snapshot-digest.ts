@@ -16,9 +16,12 @@ const SCRATCH = 64 * 1024;
  * (from memory when a snapshot is made, from disk when it is verified).
  */
 export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: EntryRef) => Promise<Uint8Array> | Uint8Array): Promise<Uint8Array> {
-  // Nothing before the first await: the caller (a snapshot that has just become durable) goes on
-  // at once, and the hashing proceeds in steps behind it.
-  await Promise.resolve();
+  // Nothing before the loop's next turn, not even the hash's set-up: the caller (a snapshot that
+  // has just become durable) answers first, and the hashing proceeds in steps behind it. (It used
+  // to start at the next microtask, one entry per microtask until its first yield, so the caller's
+  // own continuations went through while it ran: a snapshot of 1,000 keys still answered about
+  // 0.1 ms later than without a digest.)
+  await yieldToLoop();
   const hash = createHash('sha256');
   // The fields are gathered into one buffer and hashed a buffer at a time: the same byte stream.
   const scratch = Buffer.allocUnsafe(SCRATCH);
@@ -28,14 +31,10 @@ export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: E
     used = 0;
   };
   let n = 0;
-  // Until the first yield to the event loop, every entry waits for a microtask, as the caller's
-  // own continuations do: a snapshot that has just become durable answers within a few entries
-  // (and a small snapshot's digest is done before the caller's next turn). After it, in-memory
-  // values are hashed a whole step at a time.
-  let stepping = false;
   for (const [bin, entry] of tree.entries()) {
+    // In-memory values are hashed a whole step at a time; values read from the device are awaited.
     const got = valueOf(bin, entry);
-    const value = stepping && got instanceof Uint8Array ? got : await got;
+    const value = got instanceof Uint8Array ? got : await got;
     if (used + 6 + bin.length + value.length > SCRATCH) flush();
     used = scratch.writeUInt16LE(bin.length, used);
     used += scratch.write(bin, used, 'latin1');
@@ -47,10 +46,7 @@ export async function snapshotDigest(tree: Tree, valueOf: (bin: string, entry: E
       flush(); // a value too large for what is left (at most 64 KiB): hashed on its own
       hash.update(value);
     }
-    if (++n % STEP === 0) {
-      await yieldToLoop();
-      stepping = true;
-    }
+    if (++n % STEP === 0) await yieldToLoop();
   }
   flush();
   return new Uint8Array(hash.digest());
