@@ -13,12 +13,12 @@ import { allocatedBytes } from './lib/disk.js';
 import { describeGcLoad, gcLoadRun } from './lib/gc-load.js';
 import { VALUE_BYTES, benchValues, keyLayout } from './lib/keys.js';
 import { fdatasyncLoop, rawJob } from './lib/raw.js';
-import { timed } from './lib/progress.js';
+import { stepDone, timed } from './lib/progress.js';
 import { Recorder } from './lib/recorder.js';
 import { DAEMON_CLIENTS, JOBS, REDIS_CLIENTS, type Job } from './lib/jobs.js';
 import { REDIS_CONFIG, redisLoad, redisServerVersion } from './lib/redis-load.js';
 import { statefsdLoad } from './lib/statefsd-load.js';
-import { freshWrites, readWorkloads, w1, w2, w3, w4, w7 } from './lib/workloads.js';
+import { freshWrites, readWorkloads, snapshotRuns, w1, w2, w3, w4 } from './lib/workloads.js';
 
 async function writeJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Recorder): Promise<void> {
   const factory = ENGINES[name];
@@ -42,10 +42,7 @@ async function writeJob(name: EngineName, dir: string, cfg: BenchConfig, rec: Re
   try {
     const { keyOf } = keyLayout(cfg.smallSnapshotKeys, Math.min(cfg.smallSnapshotKeys, cfg.listKeys));
     await small.bulkLoad(cfg.smallSnapshotKeys, keyOf, benchValues());
-    for (let r = 0; r < Math.max(3, cfg.runs); r++) {
-      const ms = await w7(small, `small-${r}`);
-      if (ms !== undefined) rec.add('snapshotSmall.ms', ms);
-    }
+    await snapshotRuns(small, 'snapshotSmall', Math.max(3, cfg.runs), rec);
   } finally {
     await small.close();
   }
@@ -75,8 +72,11 @@ async function reopenJob(name: EngineName, dir: string, cfg: BenchConfig, rec: R
     const getter = engine.getters[0];
     if (getter === undefined) throw new Error(`${name}: no getter`);
     if ((await getter.get(keyOf(cfg.keys - 1)))?.length !== VALUE_BYTES) throw new Error(`${name}: the last key is missing after reopen`);
-    rec.add('reopen.ms', performance.now() - t0);
-    await w4(getter, cfg, cfg.seconds, 7); // the reads that follow a reopen (for the peak RSS)
+    const ms = performance.now() - t0;
+    rec.add('reopen.ms', ms);
+    stepDone(`${name} open + first get`, ms);
+    // The reads that follow a reopen (for the peak RSS).
+    await timed(`${name} W4 after reopen`, () => w4(getter, cfg, cfg.seconds, 7));
   } finally {
     await engine.close();
   }
