@@ -5,7 +5,7 @@ import { MemoryDevice } from '../src/device/memory-device.js';
 import { fsckDevice, type FsckReport } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import { superblockOffset } from '../src/format/superblock.js';
-import { memoryImage, text } from './helpers.js';
+import { memoryImage, openMemory, text } from './helpers.js';
 import { crc32cOf, record, u32, u64 } from './record-encoder.js';
 import { guardResources } from './hygiene.js';
 
@@ -299,4 +299,31 @@ test('a crash between the two superblock writes of a checkpoint: the next writab
       await o.close();
     }
   }
+});
+
+test('a clean close of a store whose head segment is a reused one is clean: the old bytes after the log are no torn tail (user report)', async () => {
+  const img = await memoryImage();
+  const s = await openMemory(img);
+  // Rewriting the same keys makes GC free segments that the log then takes again: the head ends
+  // up in a segment whose earlier life wrote past where this one ends.
+  for (let r = 0; r < 30; r++) await s.putMany('app', Array.from({ length: 100 }, (_, i) => [`/state/k${String(i)}`, `${String(r)}:`.padEnd(1000, 'x')] as const));
+  const st = await s.stat();
+  await s.close();
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, r.findings], [0, []]);
+  const again = await openMemory(img);
+  assert.equal(again.openReport.tornTailAt, undefined);
+  assert.equal(text(await again.get('app', '/state/k99')), '29:'.padEnd(1000, 'x'));
+  await again.close();
+  // Without the fix this image reported a torn tail with fault 'magic' right at the log's end.
+  assert.ok(st.usedBytes > 0);
+});
+
+test('bytes that are no record after the log end, with no earlier life of the segment after them, are still a torn tail (info, exit 0)', async () => {
+  const { img, tail } = await sample();
+  // A write whose first bytes were lost and the rest is not a record of any life: crash residue.
+  img.fill(0xa5, SEG0 + tail, SEG0 + tail + 200);
+  const r = await fsckDevice(new MemoryDevice(img));
+  assert.deepEqual([r.exitCode, reasons(r)], [0, ['torn-tail']]);
+  assert.equal(r.findings[0]?.offset, SEG0 + tail);
 });

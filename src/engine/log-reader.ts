@@ -128,8 +128,13 @@ export async function scanLog(
       continue;
     }
     // Head segment: decide between a clean end, a torn tail and damage.
-    // Zeros, or the old bytes of a reused segment (records ending in another life's SYNC).
-    const clean = (fault === 'zero' && batch.length === 0) || fault === 'stale';
+    // Zeros, or the old bytes of a reused segment: records ending in another life's SYNC, or
+    // (where this life's end falls inside one of the old records, as it mostly does) bytes that
+    // are no record, with an earlier life's SYNC after them. Each write holds one batch and
+    // starts with its first record's header, so a clean end followed by no header is a write
+    // that never began, or whose start was lost with the rest unacknowledged: nothing to report.
+    const clean =
+      (fault === 'zero' && batch.length === 0) || fault === 'stale' || (fault === 'magic' && batch.length === 0 && findOlderLifeSync(buf, pos + 1, segSeq) !== undefined);
     let torn: TornTail | undefined;
     if (pos < sb.segmentSize) {
       // Even after zeros: the journal writes each segment's bytes in order with one write per
@@ -165,11 +170,21 @@ export async function scanLog(
 
 /** Offset of the first valid SYNC record of segment life `segSeq` at or after `from`, if any. */
 function findLaterSync(buf: Uint8Array, from: number, segSeq: number): number | undefined {
+  return findSync(buf, from, (seq) => seq === segSeq);
+}
+
+/** Offset of the first valid SYNC record of an earlier life of the segment (below `segSeq`) at or after `from`, if any. */
+function findOlderLifeSync(buf: Uint8Array, from: number, segSeq: number): number | undefined {
+  return findSync(buf, from, (seq) => seq < segSeq);
+}
+
+function findSync(buf: Uint8Array, from: number, ofLife: (segSeq: number) => boolean): number | undefined {
   const m0 = RECORD_MAGIC & 0xff;
   for (let at = from; at + SYNC_RECORD_LENGTH <= buf.length; at++) {
     if (buf[at] !== m0) continue;
     const r = decodeRecord(buf, at);
-    if (r.ok && r.record.opcode === Op.SYNC && decodeSync(r.record.value)?.segSeq === segSeq) return at;
+    const mark = r.ok && r.record.opcode === Op.SYNC ? decodeSync(r.record.value) : undefined;
+    if (mark !== undefined && ofLife(mark.segSeq)) return at;
   }
   return undefined;
 }
