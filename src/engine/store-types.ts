@@ -109,7 +109,11 @@ export interface StoreStat {
   usedBytes: number;
   /** Bytes of records the live state or a snapshot still reads. */
   liveBytes: number;
-  /** Used but not read by anything: reclaimable by compaction. */
+  /**
+   * Used but not read by anything. Not all of it is reclaimable at once: compaction takes
+   * segments outside the log written since the last checkpoint (replay reads those), with at
+   * least 1/16 of a segment of garbage; `gcPlan` says what the next cycle frees.
+   */
   garbageBytes: number;
   freeBytes: number;
   subjects: SubjectStat[];
