@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { processGone, runStatefs, sleep } from './daemon-process.js';
+import { withTempDir } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+/*
+ * scripts/quickstart.mjs, what `npm start` runs after the build, in a temporary working
+ * directory (it keeps its image, policy and socket under ./.statefs/).
+ */
+
+const QUICKSTART = fileURLToPath(new URL('../../scripts/quickstart.mjs', import.meta.url));
+const BANNER = 'In another terminal:';
+const WAIT_MS = 20_000;
+
+guardResources();
+
+interface Launcher {
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function launch(cwd: string): Launcher {
+  const child = spawn(process.execPath, [QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => {
+      resolve({ code, signal });
+    });
+  });
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Waits for the banner; fails if the launcher exits first or takes too long. */
+async function untilBanner(l: Launcher): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!l.stdout().includes(BANNER)) {
+    if (l.child.exitCode !== null || l.child.signalCode !== null) assert.fail(`the launcher exited before its banner: ${l.stderr()}`);
+    if (Date.now() > deadline) assert.fail(`no banner within ${WAIT_MS} ms: ${l.stderr()}`);
+    await sleep(20);
+  }
+}
+
+/** The pid in the daemon's "listening on" log line. */
+function daemonPid(l: Launcher): number {
+  const m = /"pid":(\d+),"msg":"listening on /.exec(l.stderr());
+  assert.ok(m?.[1] !== undefined, `no listening line in ${l.stderr()}`);
+  return Number(m[1]);
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      resolve(false);
+    });
+  });
+}
+
+/** Stops whatever a failed test left running. */
+async function cleanUp(l: Launcher, pid: number | undefined): Promise<void> {
+  if (l.child.exitCode === null && l.child.signalCode === null) l.child.kill('SIGKILL');
+  await l.exited;
+  if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
+}
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`the banner comes once the daemon listens; a second start fails without it; ${signal} stops the daemon and the launcher exits 0`, async () => {
+    await withTempDir(async (dir) => {
+      const socket = join(dir, '.statefs', 'statefsd.sock');
+      const first = launch(dir);
+      let pid: number | undefined;
+      try {
+        await untilBanner(first);
+        pid = daemonPid(first);
+        assert.equal(await socketAnswers(socket), true, 'the daemon listens when the banner is out');
+
+        const second = launch(dir);
+        const failed = await second.exited;
+        assert.deepEqual(failed, { code: 69, signal: null });
+        assert.doesNotMatch(second.stdout(), new RegExp(BANNER));
+        assert.match(second.stderr(), /statefsd did not start \(exit status 69\): cannot start: EBUSY: .*locked by process/);
+
+        first.child.kill(signal);
+        assert.deepEqual(await first.exited, { code: 0, signal: null });
+        assert.equal(processGone(pid), true, 'the daemon is gone with the launcher');
+        assert.equal(await socketAnswers(socket), false);
+        const stat = await runStatefs(['stat', '--image', join(dir, '.statefs', 'state.img')]);
+        assert.equal(stat.status, 0, `the image is no longer locked: ${stat.stderr}`);
+      } finally {
+        await cleanUp(first, pid);
+      }
+    });
+  });
+}
