@@ -1,5 +1,6 @@
 import { constants, fdatasyncSync, writeSync } from 'node:fs';
-import { open, readFile, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { StatefsError } from '../errors.js';
 import type { BlockDevice } from './device.js';
@@ -54,7 +55,7 @@ export class FileDevice implements BlockDevice {
         throw err;
       }
     } catch (err) {
-      if (lockPath !== undefined) await unlink(lockPath).catch(() => undefined);
+      if (lockPath !== undefined) await releaseLock(lockPath);
       throw err;
     }
   }
@@ -140,7 +141,7 @@ export class FileDevice implements BlockDevice {
     } finally {
       // Both handles are closed even if the first close fails; the lock goes in any case.
       await this.fh.close().catch(() => undefined);
-      if (this.lockPath !== undefined) await unlink(this.lockPath).catch(() => undefined);
+      if (this.lockPath !== undefined) await releaseLock(this.lockPath);
     }
   }
 }
@@ -179,49 +180,117 @@ async function imageSize(fh: FileHandle, path: string, created: number | undefin
   throw StatefsError.EINVAL(`${path} is neither a regular file nor a block device of known size`, { op: 'open' });
 }
 
+/** A lock file held by a process that writes no pid into it within this long was left by a crash between the two. */
+const LOCK_WRITE_GRACE_MS = 5_000;
+
 /**
- * Take `<image>.lock` for the caller (as a writable open does) and return its release: fsck holds
- * it for a whole check, so no owner can start and move the log under it. `EBUSY` names a live holder.
+ * Take `<image>.lock` for the caller (as a writable open does) and return whether it is held and
+ * its release: fsck holds it for a whole check, so no owner can start and move the log under it.
+ * `EBUSY` names a live holder. `held` is false only for an image in a directory this process may
+ * not write: it is checked without the lock, and must not be written (a repair takes the lock itself).
  */
-export async function lockImage(imagePath: string, op: string, advice: string): Promise<() => Promise<void>> {
+export async function lockImage(imagePath: string, op: string, advice: string): Promise<{ held: boolean; release: () => Promise<void> }> {
   const lockPath = `${imagePath}.lock`;
   // An image in a directory this process cannot write (a read-only mount of a backup) cannot be
   // locked: it is checked without the lock, refused only while a live owner holds one.
-  if (!(await acquireLock(lockPath, imagePath, op, advice, true))) return () => Promise.resolve();
-  return async () => {
-    await unlink(lockPath).catch(() => undefined);
-  };
+  if (!(await acquireLock(lockPath, imagePath, op, advice, true))) return { held: false, release: () => Promise.resolve() };
+  return { held: true, release: () => releaseLock(lockPath) };
 }
+
+/** Remove `<image>.lock` if it is still this process's: a lock another process holds by now is left to it. */
+async function releaseLock(lockPath: string): Promise<void> {
+  const seen = await readLock(lockPath);
+  if (seen?.owner === process.pid) await unlink(lockPath).catch(() => undefined);
+}
+
+const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
 
 /** Returns false, with `unwritableOk`, when the lock file cannot be created in a directory it may not write. */
 async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<boolean> {
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
     let unwritable = false;
     try {
       const fh = await open(lockPath, 'wx', 0o600);
-      await fh.writeFile(`${process.pid}\n`);
+      try {
+        await fh.writeFile(`${process.pid}\n`);
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        await unlink(lockPath).catch(() => undefined);
+        throw ioError('lock', err);
+      }
       await fh.close();
       return true;
     } catch (err) {
+      if (err instanceof StatefsError) throw err;
       const errno = errnoOf(err);
-      unwritable = unwritableOk && (errno === 'EACCES' || errno === 'EROFS' || errno === 'EPERM');
+      // fsck: no directory, no image (the same answer as for a missing image).
+      if (unwritableOk && (errno === 'ENOENT' || errno === 'ENOTDIR')) throw StatefsError.ENOENT(`image ${imagePath}`, { op });
+      unwritable = unwritableOk && errno !== undefined && UNWRITABLE.has(errno);
       if (errno !== 'EEXIST' && !unwritable) throw ioError('lock', err);
     }
-    const owner = await lockOwner(lockPath);
-    if (owner !== undefined && isAlive(owner)) {
-      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${owner}${advice}`, { op });
+    const seen = await readLock(lockPath);
+    if (seen === undefined) {
+      if (unwritable) return false; // no lock, and none can be taken: checked without one
+      continue; // released meanwhile: try again
     }
+    if (seen.owner !== undefined && isAlive(seen.owner)) {
+      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner}${advice}`, { op });
+    }
+    // No pid yet in a lock just created: its creator is between the create and the write.
+    if (seen.owner === undefined && (seen.text === undefined || seen.ageMs < LOCK_WRITE_GRACE_MS)) break;
     if (unwritable) return false;
     // Stale: the owner died without unlocking (kill -9). Take it over.
-    await unlink(lockPath).catch(() => undefined);
+    const taken = await takeOverStaleLock(lockPath, seen.text);
+    if (taken === 'unwritable' && unwritableOk) return false;
   }
-  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process`, { op });
+  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process${advice}`, { op });
 }
 
-/** The pid a lock file names, if it names one. */
-async function lockOwner(lockPath: string): Promise<number | undefined> {
-  const owner = Number.parseInt((await readFile(lockPath, 'utf8').catch(() => '')).trim(), 10);
-  return Number.isSafeInteger(owner) && owner > 0 ? owner : undefined;
+interface SeenLock {
+  /** The file's text; undefined when it cannot be read (another user's lock). */
+  text: string | undefined;
+  owner: number | undefined;
+  ageMs: number;
+}
+
+/** The lock file as it is now (undefined: there is none). */
+async function readLock(lockPath: string): Promise<SeenLock | undefined> {
+  let text: string | undefined;
+  try {
+    text = await readFile(lockPath, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+  }
+  const st = await stat(lockPath).catch(() => undefined);
+  if (st === undefined && text === undefined) return undefined;
+  const owner = text === undefined ? undefined : Number.parseInt(text.trim(), 10);
+  return { text, owner: owner !== undefined && Number.isSafeInteger(owner) && owner > 0 ? owner : undefined, ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs };
+}
+
+/**
+ * Remove a stale lock whose text was `judged`, and only that one: two openers that judged the same
+ * stale lock must not both remove it (the second would remove the lock the first has just taken).
+ * The lock is moved aside first and its text checked there; a lock that is not the one judged
+ * (another opener's, taken meanwhile) is put back.
+ */
+export async function takeOverStaleLock(lockPath: string, judged: string | undefined): Promise<'removed' | 'changed' | 'unwritable'> {
+  const aside = `${lockPath}.stale-${String(process.pid)}-${randomBytes(4).toString('hex')}`;
+  try {
+    await rename(lockPath, aside);
+  } catch (err) {
+    const errno = errnoOf(err);
+    return errno !== undefined && UNWRITABLE.has(errno) ? 'unwritable' : 'changed';
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => undefined);
+  if (moved !== judged) {
+    // Another opener's lock, taken since it was judged: back where it was (unless a third one
+    // has taken the place meanwhile, which then holds it).
+    await link(aside, lockPath).catch(() => undefined);
+    await unlink(aside).catch(() => undefined);
+    return 'changed';
+  }
+  await unlink(aside).catch(() => undefined);
+  return 'removed';
 }
 
 function isAlive(pid: number): boolean {

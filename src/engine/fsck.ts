@@ -65,15 +65,17 @@ export async function fsck(path: string, options: FsckOptions = {}): Promise<Fsc
   // A live owner moves the log under the check (GC and checkpoints reuse segments), so its
   // findings would not be the image's: not checked, as e2fsck will not check a mounted file system.
   // The check holds the image's lock to its end, so no owner can start meanwhile either.
-  const release = await lockImage(path, 'fsck', ': stop it to check the image');
+  const lock = await lockImage(path, 'fsck', ': stop it to check the image');
   try {
     const report = await checkDevice(await FileDevice.open(path, { readOnly: true }), options);
     if (options.repair !== true || options.dryRun === true || report.exitCode !== 1) return report;
-    await repair(await FileDevice.open(path, { lockHeld: true }), report);
+    // Checked without the lock (a directory fsck cannot write): the repair takes it itself, and
+    // so fails (nothing may write an image no lock keeps an owner out of).
+    await repair(await FileDevice.open(path, lock.held ? { lockHeld: true } : {}), report);
     const again = await checkDevice(await FileDevice.open(path, { readOnly: true }), {});
     return finishRepair(report, again);
   } finally {
-    await release();
+    await lock.release();
   }
 }
 
