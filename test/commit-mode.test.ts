@@ -76,11 +76,31 @@ test('auto in the background probes the disk inline now and then: a fast probe b
   assert.equal(commit(p, 0.3, at + PROBE_MAX_MS), true);
   assert.equal(p.inline, true);
   assert.equal(p.inlineFor(INLINE_MAX_BYTES + 1, at + PROBE_MAX_MS), false);
-  // The next stall probes after PROBE_FIRST_MS again.
-  commit(p, 25, 90_000);
+  // After a long stretch inline, the next stall probes after PROBE_FIRST_MS again.
+  const later = at + 2 * PROBE_MAX_MS + 90_000;
+  commit(p, 25, later);
   assert.equal(p.inline, false);
-  assert.equal(p.inlineFor(SMALL, 90_000 + PROBE_FIRST_MS - 1), false);
-  assert.equal(p.inlineFor(SMALL, 90_000 + PROBE_FIRST_MS), true);
+  assert.equal(p.inlineFor(SMALL, later + PROBE_FIRST_MS - 1), false);
+  assert.equal(p.inlineFor(SMALL, later + PROBE_FIRST_MS), true);
+});
+
+test('auto on a disk that stalls now and then: a fast probe does not reset the wait, so stalls block the event loop ever more rarely', () => {
+  const p = new CommitPlacement('auto');
+  let now = 1000;
+  commit(p, 25, now); // a stall: to the pool
+  const waits: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    let next = now + 1;
+    while (!p.inlineFor(SMALL, next)) next += 1;
+    waits.push(next - now);
+    assert.equal(commit(p, 0.3, next), true, 'the probe meets a fast sync...');
+    assert.equal(p.inline, true);
+    assert.equal(commit(p, 25, next + 1), true, '...and the next commit, inline, a stall');
+    assert.equal(p.inline, false);
+    now = next + 1;
+  }
+  // Each stall met inline doubles the wait before the next probe, up to PROBE_MAX_MS.
+  assert.deepEqual(waits, [1, 2, 4, 8, 16, 32, 64, 128].map((x) => Math.min(PROBE_MAX_MS, x * PROBE_FIRST_MS)));
 });
 
 test('auto sends large writes to the thread pool and leaves them out of the average', () => {

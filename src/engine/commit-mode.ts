@@ -51,6 +51,8 @@ export class CommitPlacement {
   /** In the background: when the next inline probe may go (`performance.now()` time), and the wait after it. */
   private probeAt = 0;
   private probeEvery = PROBE_FIRST_MS;
+  /** When small commits last went inline (`performance.now()` time). */
+  private inlineSince = Number.NEGATIVE_INFINITY;
 
   constructor(readonly mode: CommitMode = 'auto') {
     // Options reach here from JavaScript callers and the daemon's command line unchecked by types.
@@ -74,22 +76,29 @@ export class CommitPlacement {
     if (this.mode !== 'auto' || bytes > INLINE_MAX_BYTES) return;
     if (inline && !this.inlineNow) {
       // A probe: the disk's own time, kept out of the background average.
-      if (ms < INLINE_RETURN_MS) this.moveInline(ms);
-      else this.probeAt = now + (this.probeEvery = Math.min(2 * this.probeEvery, PROBE_MAX_MS));
+      if (ms < INLINE_RETURN_MS) this.moveInline(ms, now);
+      else this.probeAt = now + this.backOff();
       return;
     }
     this.average = this.average === undefined ? ms : this.average + WEIGHT * (ms - this.average);
     if (this.inlineNow && this.average > INLINE_MAX_MS) {
       this.inlineNow = false;
-      this.probeAt = now + this.probeEvery;
+      // One fast probe is one sample: a disk that stalls now and then passes most probes. Back
+      // inline for less than PROBE_MAX_MS, the wait keeps doubling (else such a disk blocked the
+      // event loop for a stall every PROBE_FIRST_MS); after longer inline it starts again.
+      this.probeAt = now + (now - this.inlineSince < PROBE_MAX_MS ? this.backOff() : (this.probeEvery = PROBE_FIRST_MS));
     } else if (!this.inlineNow && this.average < INLINE_RETURN_MS) {
-      this.moveInline(this.average);
+      this.moveInline(this.average, now);
     }
   }
 
-  private moveInline(average: number): void {
+  private backOff(): number {
+    return (this.probeEvery = Math.min(2 * this.probeEvery, PROBE_MAX_MS));
+  }
+
+  private moveInline(average: number, now: number): void {
     this.inlineNow = true;
     this.average = average;
-    this.probeEvery = PROBE_FIRST_MS;
+    this.inlineSince = now;
   }
 }
