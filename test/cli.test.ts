@@ -311,6 +311,34 @@ test('statefsd without its required options is a usage error (exit 64)', async (
   });
 });
 
+/** A policy file `pol.json` in `dir` with one subject, as `statefs policy add-subject` writes it. */
+function writePolicy(dir: string): string {
+  ok(dir, ['policy', 'add-subject', 'pol.json', 'app', '--rights', 'read']);
+  return 'pol.json';
+}
+
+/** A daemon that cannot start: the plain failure line on stderr (after its JSON log line), exit 69. */
+function assertCannotStart(r: Run, code: string, what: RegExp): void {
+  assert.equal(r.status, 69, `expected exit 69, got ${String(r.status)}: ${r.err}`);
+  const lines = r.err.trimEnd().split('\n');
+  const last = lines.at(-1) ?? '';
+  assert.ok(last.startsWith(`statefs: ${code}: `), `stderr: ${r.err}`);
+  assert.match(last, what);
+  assert.ok(!last.includes(`${code}: ${code}`), `code printed twice: ${r.err}`);
+  assert.ok(lines.slice(0, -1).every((line) => line.startsWith('{')), `only JSON log lines before it: ${r.err}`);
+  assert.equal(r.out, '');
+}
+
+test('statefsd and statefs serve that cannot start print the statefs: CODE: line and exit 69', async () => {
+  await withDir((dir) => {
+    const policy = writePolicy(dir);
+    const daemonArgs = ['--image', 'nope.img', '--socket', 'x.sock', '--policy', policy, '--audit', 'a.log'];
+    assertCannotStart(runScript(STATEFSD, daemonArgs, dir), 'ENOENT', /image nope\.img does not exist$/);
+    assertCannotStart(statefs(dir, ['serve', ...daemonArgs]), 'ENOENT', /image nope\.img does not exist$/);
+    assert.equal(existsSync(join(dir, 'nope.img')), false);
+  });
+});
+
 test('statefsd --commit-mode takes only auto, inline or background (exit 64 otherwise)', async () => {
   await withDir((dir) => {
     const r = runScript(STATEFSD, ['--image', 'i.img', '--socket', 's.sock', '--policy', 'p.json', '--audit', 'a.log', '--commit-mode', 'sometimes'], dir);

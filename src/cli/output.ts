@@ -24,10 +24,16 @@ function describeFailure(err: unknown): Failure {
   return { code: 'EIO', message: err instanceof Error ? err.message : String(err) };
 }
 
+/** The line a failure is reported with: `statefs: CODE: message` and a newline. */
+export function failureLine(err: unknown): string {
+  const { code, message } = describeFailure(err);
+  return `statefs: ${code}: ${message}\n`;
+}
+
 /** `statefs: CODE: message` on stderr (and the error object on stdout with --json); exit status 1. */
 export function reportFailure(err: unknown, json: boolean): void {
   const { code, message } = describeFailure(err);
-  process.stderr.write(`statefs: ${code}: ${message}\n`);
+  process.stderr.write(failureLine(err));
   if (json) writeJson({ error: { code, message } });
   process.exitCode = EXIT_FAILURE;
 }

@@ -1,9 +1,9 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import pino from 'pino';
 import { COMMIT_MODES, type CommitMode } from '../engine/commit-mode.js';
-import { isStatefsError } from '../errors.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_UNAVAILABLE } from './exit-codes.js';
+import { failureLine } from './output.js';
 import { parseCount, parseSize } from './parse-number.js';
 
 /** The daemon's command line, shared by `statefsd` and `statefs serve`. */
@@ -50,10 +50,12 @@ export function addDaemonOptions(cmd: Command): Command {
 /**
  * Run the daemon until SIGTERM or SIGINT (drain, sync, close, exit 0); SIGHUP reloads the
  * policy. Logs are JSON lines on stderr (pino), marker lines go to stdout. A daemon that cannot
- * start logs why and leaves exit status EXIT_UNAVAILABLE.
+ * start logs why, then writes the CLI's `statefs: CODE: message` line for a human (the last line
+ * on stderr), and leaves exit status EXIT_UNAVAILABLE (69).
  */
 export async function serve(args: DaemonArgs): Promise<void> {
-  const logger = pino({ base: { name: 'statefsd', pid: process.pid } }, pino.destination(2));
+  const stderr = pino.destination(2);
+  const logger = pino({ base: { name: 'statefsd', pid: process.pid } }, stderr);
   const log = (message: string): void => {
     logger.info(message);
   };
@@ -78,7 +80,9 @@ export async function serve(args: DaemonArgs): Promise<void> {
       log,
     });
   } catch (err) {
-    logError(`cannot start: ${isStatefsError(err) || err instanceof Error ? err.message : String(err)}`);
+    logError(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    // Through the log's own stream, which writes asynchronously: the line lands after the log's.
+    stderr.write(failureLine(err));
     process.exitCode = EXIT_UNAVAILABLE;
     return;
   }
