@@ -6,7 +6,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { connect, type Client } from '../src/client/client.js';
+import { connect, type Client, type ConnectOptions } from '../src/client/client.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError, isStatefsError, type ErrorCode } from '../src/errors.js';
 import { verifyAuditLog } from '../src/server/audit/verify.js';
@@ -376,6 +376,27 @@ test('daemon: a half-sent frame times out with EINVAL; an idle connection is clo
       const c = await connect({ socket: s.socket, token: s.aliceToken }); // the daemon still serves
       await c.put('alice', '/state/after', 'x');
       await c.close();
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+test('connect without a token is EINVAL saying so (not a wire encoding error); an empty or non-string token too', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await start(s);
+    try {
+      const missing = [{ socket: s.socket }, { socket: s.socket, token: '' }, { socket: s.socket, token: undefined }] as unknown as ConnectOptions[];
+      for (const options of missing) {
+        await assert.rejects(connect(options), (err: unknown) => {
+          assert.ok(isStatefsError(err) && err.code === 'EINVAL', String(err));
+          assert.match(err.message, /^EINVAL: invalid: connect: no token given \(pass \{ token \}/);
+          assert.equal(err.op, 'connect');
+          return true;
+        });
+      }
+      await assert.rejects(connect({ socket: s.socket, token: 42 as unknown as string }), (err: unknown) => isStatefsError(err) && err.code === 'EINVAL' && err.message.includes('token must be a string'));
     } finally {
       await daemon.close();
     }

@@ -14,6 +14,7 @@ export interface ConnectOptions {
   socket?: string;
   host?: string;
   port?: number;
+  /** The subject's token (from `statefs policy add-subject`); connect() reads no environment variable. */
   token: string;
 }
 
@@ -63,13 +64,20 @@ export class Client {
 
   static async connect(options: ConnectOptions): Promise<Client> {
     const { socket, host, port } = options;
+    // Checked here, before any connection: unchecked, a missing token failed in the HELLO encoder
+    // as "a name must be a string". The client reads no environment (the CLI reads STATEFS_TOKEN).
+    const token: unknown = options.token;
+    if (token === undefined || token === '') {
+      throw StatefsError.EINVAL('connect: no token given (pass { token }, e.g. { token: process.env.STATEFS_TOKEN })', { op: 'connect' });
+    }
+    if (typeof token !== 'string') throw StatefsError.EINVAL(`connect: the token must be a string, not ${typeof token}`, { op: 'connect' });
     const target = socket ?? (host !== undefined && port !== undefined ? { host, port } : undefined);
     if (target === undefined || (socket !== undefined && (host !== undefined || port !== undefined))) {
       throw StatefsError.EINVAL('connect needs either socket or host and port', { op: 'connect' });
     }
     const wire = await WireConnection.open(target);
     try {
-      const hello = expect(await wire.request({ op: 'HELLO', token: options.token }), 'HELLO');
+      const hello = expect(await wire.request({ op: 'HELLO', token }), 'HELLO');
       return new Client(wire, hello.subject);
     } catch (err) {
       await wire.close();
