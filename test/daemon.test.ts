@@ -402,3 +402,27 @@ test('connect without a token is EINVAL saying so (not a wire encoding error); a
     }
   });
 });
+
+test('a client is AsyncDisposable: `await using` closes it at the end of the block, as a Store', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const daemon = await start(s);
+    try {
+      let kept: Client | undefined;
+      {
+        await using c = await connect({ socket: s.socket, token: s.aliceToken });
+        await c.put('alice', '/state/disposed', 'yes');
+        kept = c;
+      }
+      await assert.rejects(kept.get('alice', '/state/disposed'), (err: unknown) => isStatefsError(err) && err.code === 'EBADF');
+      const again = await connect({ socket: s.socket, token: s.aliceToken });
+      try {
+        assert.equal(text(await again.get('alice', '/state/disposed')), 'yes');
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await daemon.close();
+    }
+  });
+});

@@ -214,6 +214,11 @@ export class Client {
   close(): Promise<void> {
     return this.#wire.close();
   }
+
+  /** `await using c = await connect(...)` closes the client at the end of the block, as a `Store`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
 
 /** Connect to a daemon and authenticate with `token` (EPERM for an unknown token). */
