@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startDaemon } from '../src/server/daemon/daemon.js';
+import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
 import { MiB, withTempDir } from './helpers.js';
@@ -88,6 +88,45 @@ test('cli --connect: same commands, output and exit codes through the daemon', a
       }
     } finally {
       await daemon.close();
+    }
+  });
+});
+
+test('cli --connect host:port reaches the daemon on loopback TCP (and [::1]:port when IPv6 is there); anything else is a socket path', async () => {
+  await withTempDir(async (dir) => {
+    const token = newToken();
+    const policy = emptyPolicy();
+    policy.subjects.set('alice', { tokenSha256: hashToken(token), rights: ['read', 'write'], grants: [] });
+    const policyPath = join(dir, 'policy.json');
+    await savePolicy(policyPath, policy);
+    const options = { imagePath: join(dir, 'img'), socketPath: join(dir, 'sock'), policyPath, auditPath: join(dir, 'audit.log'), createSize: 8 * MiB };
+    for (const host of ['127.0.0.1', '::1']) {
+      let daemon: Daemon;
+      try {
+        daemon = await startDaemon({ ...options, listen: { host, port: 0 } });
+      } catch (err) {
+        if (host === '::1') continue; // no IPv6 loopback on this machine
+        throw err;
+      }
+      try {
+        const port = daemon.tcpPort;
+        assert.ok(port !== undefined);
+        const at = host.includes(':') ? `[${host}]:${String(port)}` : `${host}:${String(port)}`;
+        const tcp = ['--connect', at, '--token', token];
+        await ok(['put', ...tcp, 'alice', `/state/${host === '::1' ? 'v6' : 'v4'}`, 'over tcp']);
+        assert.equal((await ok(['get', ...tcp, 'alice', `/state/${host === '::1' ? 'v6' : 'v4'}`])).stdout, 'over tcp');
+        assert.equal((await ok(['get', '--connect', options.socketPath, '--token', token, 'alice', `/state/${host === '::1' ? 'v6' : 'v4'}`])).stdout, 'over tcp');
+      } finally {
+        await daemon.close();
+      }
+    }
+    // Not host:port (no port, a port out of range, a path): a Unix socket path, named as such.
+    for (const target of ['nosuch-socket', 'nosuch:99999', join(dir, 'nosuch:80')]) {
+      const r = await statefs(['get', '--connect', target, '--token', token, 'alice', '/state/v4']);
+      assert.equal(r.status, 1, r.stderr);
+      assert.ok(r.stderr.startsWith('statefs: EIO: '), r.stderr);
+      assert.ok(r.stderr.includes(target), r.stderr);
+      assert.match(r.stderr, /ENOENT/, r.stderr);
     }
   });
 });

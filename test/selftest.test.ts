@@ -41,7 +41,8 @@ function runCli(args: string[]): Promise<Run> {
   });
 }
 
-async function selftestAs(rights: Right[], extraArgs: string[] = []): Promise<Run> {
+/** The selftest against a daemon in this process, through its socket (or, `overTcp`, `--connect 127.0.0.1:<port>`). */
+async function selftestAs(rights: Right[], extraArgs: string[] = [], overTcp = false): Promise<Run> {
   return withTempDir(async (dir) => {
     const policy = emptyPolicy();
     const token = newToken();
@@ -49,9 +50,11 @@ async function selftestAs(rights: Right[], extraArgs: string[] = []): Promise<Ru
     const policyPath = join(dir, 'policy.json');
     await savePolicy(policyPath, policy);
     const socket = join(dir, 'sock');
-    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: socket, policyPath, auditPath: join(dir, 'audit.log'), createSize: 32 * MiB });
+    const listen = overTcp ? { listen: { host: '127.0.0.1', port: 0 } } : {};
+    const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: socket, policyPath, auditPath: join(dir, 'audit.log'), createSize: 32 * MiB, ...listen });
     try {
-      return await runCli(['selftest', '--connect', socket, '--token', token, ...extraArgs]);
+      const target = overTcp ? `127.0.0.1:${String(daemon.tcpPort)}` : socket;
+      return await runCli(['selftest', '--connect', target, '--token', token, ...extraArgs]);
     } finally {
       await daemon.close();
     }
@@ -65,6 +68,12 @@ test('selftest: passes against a live daemon, including the reopen', async () =>
   assert.ok(lines.includes('SELFTEST: statefs v3 snapshot ok'), run.stdout);
   assert.ok(lines.includes('SELFTEST: statefs v3 compact ok'), run.stdout);
   assert.ok(!run.stdout.includes('FAIL'), run.stdout);
+});
+
+test('selftest --connect host:port runs over the loopback TCP listener', async () => {
+  const run = await selftestAs(['read', 'write', 'snapshot', 'mount', 'gc', 'admin'], [], true);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.ok(run.stdout.includes('SELFTEST: statefs v3 compact ok'), run.stdout);
 });
 
 test('selftest: a subject without the gc right fails', async () => {

@@ -4,6 +4,7 @@ import type { GcPlan, GcResult } from '../engine/compactor.js';
 import { Store } from '../engine/store.js';
 import type { ListOptions, ListPage, MountInfo, OpenOptions, SnapshotDiff, SnapshotInfo, SnapshotPin, StoreStat } from '../engine/store-types.js';
 import { stringOption } from './command-input.js';
+import { parseConnectTarget, type ConnectAddress } from './connect-target.js';
 import { EXIT_USAGE } from './exit-codes.js';
 
 /** `read` opens read-only and takes no lock, so it works beside a running writer. */
@@ -61,7 +62,7 @@ interface ImageTarget {
 
 interface DaemonTarget {
   kind: 'connect';
-  socket: string;
+  address: ConnectAddress;
   token: string;
 }
 
@@ -69,7 +70,7 @@ interface DaemonTarget {
 export function addSessionOptions(cmd: Command): Command {
   return cmd
     .option('--image <path>', 'image file (or --connect)')
-    .option('--connect <socket>', "a running daemon's Unix socket (or --image)")
+    .option('--connect <socket|host:port>', "a running daemon's Unix socket, or host:port of its loopback TCP listener (or --image)")
     .addOption(new Option('--token <t>', 'token for --connect: the caller is its subject').env('STATEFS_TOKEN'))
     .hook('preAction', () => {
       sessionTarget(cmd);
@@ -82,13 +83,13 @@ function usage(cmd: Command, message: string): never {
 
 function sessionTarget(cmd: Command): Target {
   const image = stringOption(cmd, 'image');
-  const socket = stringOption(cmd, 'connect');
-  if (image !== undefined && socket !== undefined) usage(cmd, 'give either --image or --connect, not both');
+  const daemon = stringOption(cmd, 'connect');
+  if (image !== undefined && daemon !== undefined) usage(cmd, 'give either --image or --connect, not both');
   if (image !== undefined) return { kind: 'image', image };
-  if (socket === undefined) usage(cmd, "required option '--image <path>' not specified (or --connect <socket>)");
+  if (daemon === undefined) usage(cmd, "required option '--image <path>' not specified (or --connect <socket|host:port>)");
   const token = stringOption(cmd, 'token');
   if (token === undefined || token === '') usage(cmd, '--connect needs --token <t> or STATEFS_TOKEN');
-  return { kind: 'connect', socket, token };
+  return { kind: 'connect', address: parseConnectTarget(daemon), token };
 }
 
 /** Whether the command talks to a daemon (`--connect`) rather than opening an image. */
@@ -100,7 +101,7 @@ export function viaDaemon(cmd: Command): boolean {
 export async function withSession<T>(cmd: Command, access: Access, use: (store: StoreLike) => Promise<T>, options: SessionOptions = {}): Promise<T> {
   const target = sessionTarget(cmd);
   if (target.kind === 'connect') {
-    const client = await connect({ socket: target.socket, token: target.token });
+    const client = await connect({ ...target.address, token: target.token });
     try {
       return await use(client);
     } finally {

@@ -5,6 +5,7 @@ import { connect, type Client } from '../../client/client.js';
 import { isStatefsError } from '../../errors.js';
 import { defineAction } from '../action.js';
 import { numberOption, requiredStringOption, stringOption } from '../command-input.js';
+import { parseConnectTarget } from '../connect-target.js';
 import { EXIT_FAILURE } from '../exit-codes.js';
 import { writeLines } from '../output.js';
 import { parseCount } from '../parse-number.js';
@@ -188,14 +189,14 @@ async function awaitOldDaemonGone(old: Client, n: Names, deadline: Deadline): Pr
 /** Failures worth retrying while a daemon (re)starts: no socket yet or refused (EIO), closed (EBADF), shutting down or full (EAGAIN). */
 const RETRYABLE = new Set(['EIO', 'EBADF', 'EAGAIN']);
 
-async function reconnect(socket: string, token: string, deadline: Deadline): Promise<Client> {
+async function reconnect(target: string, token: string, deadline: Deadline): Promise<Client> {
   for (;;) {
     try {
-      return await connect({ socket, token });
+      return await connect({ ...parseConnectTarget(target), token });
     } catch (err) {
       if (isStatefsError(err) && !RETRYABLE.has(err.code)) throw new SelftestFailure(`reconnect after restart: ${describe(err)}`);
       if (Date.now() >= deadline.at) {
-        throw new SelftestFailure(`no daemon answered on ${socket} within ${deadline.seconds} s of the restart (last error: ${describe(err)})`);
+        throw new SelftestFailure(`no daemon answered on ${target} within ${deadline.seconds} s of the restart (last error: ${describe(err)})`);
       }
       await sleep(POLL_MS);
     }
@@ -237,12 +238,12 @@ export function addSelftestCommand(program: Command): void {
   const cmd = program
     .command('selftest')
     .description('run the v3 proof (snapshot, immutability, EROFS through a mount, gc after churn, restart) against a running daemon')
-    .requiredOption('--connect <socket>', "the daemon's Unix socket")
+    .requiredOption('--connect <socket|host:port>', "the daemon's Unix socket, or host:port of its loopback TCP listener")
     .option('--token <token>', 'token of the subject to test as (default: $STATEFS_TOKEN)')
     .option('--restart-cmd <command>', 'shell command that restarts the daemon on the same image (default: an admin reopen request)')
     .option('--restart-timeout <seconds>', `seconds the restart may take, until the daemon answers again (default ${RESTART_TIMEOUT_S})`, parseCount);
   defineAction(cmd, async () => {
-    const socket = requiredStringOption(cmd, 'connect');
+    const target = requiredStringOption(cmd, 'connect');
     const token = stringOption(cmd, 'token') ?? process.env.STATEFS_TOKEN;
     if (token === undefined || token === '') return cmd.error('selftest: --token or STATEFS_TOKEN is required');
     const restartCmd = stringOption(cmd, 'restartCmd');
@@ -252,7 +253,7 @@ export function addSelftestCommand(program: Command): void {
     let client: Client | undefined;
     let names: Names | undefined;
     try {
-      client = await step('connect', () => connect({ socket, token }));
+      client = await step('connect', () => connect({ ...parseConnectTarget(target), token }));
       const first = client;
       const id = `selftest-${randomBytes(4).toString('hex')}`;
       const n: Names = { subject: first.subject, base: `/state/${id}`, snap: id, mount: `/mnt/${id}` };
@@ -289,7 +290,7 @@ export function addSelftestCommand(program: Command): void {
         await step('reopen', () => first.reopen());
         await first.close().catch(() => undefined);
         client = undefined;
-        client = await reconnect(socket, token, deadline);
+        client = await reconnect(target, token, deadline);
       } else {
         // Keep the first connection open across the command: a real restart must end it.
         client = undefined;
@@ -299,7 +300,7 @@ export function addSelftestCommand(program: Command): void {
         } finally {
           await first.close().catch(() => undefined);
         }
-        client = await reconnect(socket, token, deadline);
+        client = await reconnect(target, token, deadline);
       }
       const second = client;
       await checkSnapshot(second, n, expected, 'after restart');
@@ -311,7 +312,7 @@ export function addSelftestCommand(program: Command): void {
       process.exitCode = EXIT_FAILURE;
     } finally {
       // A failed restart left no connection: one more try, for the cleanup only.
-      if (client === undefined && names !== undefined) client = await connect({ socket, token }).catch(() => undefined);
+      if (client === undefined && names !== undefined) client = await connect({ ...parseConnectTarget(target), token }).catch(() => undefined);
       await cleanup(client, names, expected);
       await client?.close().catch(() => undefined);
     }
