@@ -128,6 +128,23 @@ test('mkfs that fails to format leaves no file behind', async () => {
   });
 });
 
+test('an image in a directory that does not exist is ENOENT naming that directory, not the lock file', async () => {
+  await withDir((dir) => {
+    const image = join('nodir', 'sub', 'x.img');
+    const missing = /directory nodir\/sub of image nodir\/sub\/x\.img does not exist\n$/;
+    for (const args of [['mkfs', image], ['put', '--image', image, 'app', '/state/a', 'v']]) {
+      const r = statefs(dir, args);
+      assertFails(r, 'ENOENT');
+      assert.match(r.err, missing);
+      assert.ok(!r.err.includes('.lock'), r.err);
+    }
+    const fsck = statefs(dir, ['fsck', image]);
+    assertNotChecked(fsck, 'ENOENT');
+    assert.match(fsck.err, missing);
+    assert.equal(existsSync(join(dir, 'nodir')), false);
+  });
+});
+
 test('put and get round-trip text, and get --json gives base64', async () => {
   await withImage((dir, image) => {
     ok(dir, ['put', '--image', image, 'app', '/state/greeting', 'héllo wörld']);

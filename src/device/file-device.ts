@@ -1,7 +1,7 @@
 import { constants, fdatasyncSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { StatefsError } from '../errors.js';
 import type { BlockDevice } from './device.js';
 import { checkRange } from './memory-device.js';
@@ -223,8 +223,10 @@ async function acquireLock(lockPath: string, imagePath: string, op: string, advi
     } catch (err) {
       if (err instanceof StatefsError) throw err;
       const errno = errnoOf(err);
-      // fsck: no directory, no image (the same answer as for a missing image).
-      if (unwritableOk && (errno === 'ENOENT' || errno === 'ENOTDIR')) throw StatefsError.ENOENT(`image ${imagePath}`, { op });
+      // The lock goes beside the image: ENOENT means the image's directory is missing (for fsck too).
+      if (errno === 'ENOENT') throw StatefsError.ENOENT(`directory ${dirname(imagePath)} of image ${imagePath}`, { op, cause: err });
+      // fsck: a path through a file, no image (the same answer as for a missing image).
+      if (unwritableOk && errno === 'ENOTDIR') throw StatefsError.ENOENT(`image ${imagePath}`, { op });
       unwritable = unwritableOk && errno !== undefined && UNWRITABLE.has(errno);
       if (errno !== 'EEXIST' && !unwritable) throw ioError('lock', err);
     }
