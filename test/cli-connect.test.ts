@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { connect } from '../src/client/client.js';
+import { isStatefsError } from '../src/errors.js';
 import { startDaemon, type Daemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken } from '../src/server/policy/policy.js';
@@ -127,6 +130,37 @@ test('cli --connect host:port reaches the daemon on loopback TCP (and [::1]:port
       assert.ok(r.stderr.startsWith('statefs: EIO: '), r.stderr);
       assert.ok(r.stderr.includes(target), r.stderr);
       assert.match(r.stderr, /ENOENT/, r.stderr);
+    }
+  });
+});
+
+/** A loopback port nothing listens on (one the system just handed out and took back). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+  assert.ok(typeof address === 'object' && address !== null);
+  return address.port;
+}
+
+test('cli --connect where no daemon listens: EIO "no daemon listening at <target>", for a missing socket and a closed port', async () => {
+  await withTempDir(async (dir) => {
+    const missing = join(dir, 'nosock');
+    const port = await closedPort();
+    const cases: [string, string][] = [
+      [missing, 'ENOENT'],
+      [`127.0.0.1:${String(port)}`, 'ECONNREFUSED'],
+    ];
+    for (const [target, errno] of cases) {
+      const r = await statefs(['get', '--connect', target, '--token', 't', 'alice', '/state/a']);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(r.stderr, `statefs: EIO: I/O error: no daemon listening at ${target} (${errno})\n`);
+      await assert.rejects(connect({ ...(errno === 'ENOENT' ? { socket: target } : { host: '127.0.0.1', port }), token: 't' }), (err: unknown) => {
+        assert.ok(isStatefsError(err) && err.code === 'EIO' && err.op === 'connect', String(err));
+        assert.equal(err.message, `EIO: I/O error: no daemon listening at ${target} (${errno})`);
+        return true;
+      });
     }
   });
 });

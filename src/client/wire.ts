@@ -53,7 +53,10 @@ export class WireConnection {
       const socket = typeof target === 'string' ? createConnection({ path: target, onread }) : createConnection({ port: target.port, host: target.host, onread });
       const where = typeof target === 'string' ? target : `${target.host}:${target.port}`;
       const onError = (err: Error): void => {
-        reject(StatefsError.EIO(`connecting to ${where}: ${err.message}`, { op: 'connect', cause: err }));
+        const errno = 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+        // No socket file, or nothing accepting at it (a stale socket, a closed port): no daemon there.
+        const absent = errno === 'ENOENT' || errno === 'ECONNREFUSED';
+        reject(StatefsError.EIO(absent ? `no daemon listening at ${where} (${errno})` : `connecting to ${where}: ${err.message}`, { op: 'connect', cause: err }));
       };
       const conn = new WireConnection(socket);
       socket.once('error', onError);
