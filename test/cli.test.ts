@@ -356,6 +356,19 @@ test('statefsd and statefs serve that cannot start print the statefs: CODE: line
   });
 });
 
+test('a daemon whose --socket directory does not exist cannot start: ENOENT naming the directory, exit 69, image untouched', async () => {
+  await withDir((dir) => {
+    const policy = writePolicy(dir);
+    ok(dir, ['mkfs', 's.img', '--size', '8MiB']);
+    const daemonArgs = ['--image', 's.img', '--socket', join('nodir', 'x.sock'), '--policy', policy, '--audit', 'a.log'];
+    const missing = /^statefs: ENOENT: directory nodir of --socket nodir\/x\.sock does not exist$/;
+    assertCannotStart(runScript(STATEFSD, daemonArgs, dir), 'ENOENT', missing);
+    assertCannotStart(statefs(dir, ['serve', ...daemonArgs]), 'ENOENT', missing);
+    assert.equal(existsSync(join(dir, 's.img.lock')), false);
+    ok(dir, ['fsck', 's.img']);
+  });
+});
+
 test('statefsd --commit-mode takes only auto, inline or background (exit 64 otherwise)', async () => {
   await withDir((dir) => {
     const r = runScript(STATEFSD, ['--image', 'i.img', '--socket', 's.sock', '--policy', 'p.json', '--audit', 'a.log', '--commit-mode', 'sometimes'], dir);

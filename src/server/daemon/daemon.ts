@@ -2,8 +2,9 @@ import type { CommitMode } from '../../engine/commit-mode.js';
 import type { GcResult } from '../../engine/compactor.js';
 import type { OpenOptions } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
-import { chmod, lstat, rm } from 'node:fs/promises';
+import { chmod, lstat, rm, stat } from 'node:fs/promises';
 import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { Store } from '../../engine/store.js';
 import { StatefsError } from '../../errors.js';
 import { AuditLog } from '../audit/audit-log.js';
@@ -89,10 +90,17 @@ async function openStore(options: DaemonOptions, policy: Policy): Promise<Store>
 }
 
 /**
- * `EEXIST` when something other than a socket is at the socket path: it is never removed (a typo
- * that names the image, the policy or any file of the user's must not cost that file).
+ * `ENOENT` when the socket's directory does not exist (`listen` says EACCES for it). `EEXIST` when
+ * something other than a socket is at the socket path: it is never removed (a typo that names the
+ * image, the policy or any file of the user's must not cost that file).
  */
 async function checkSocketPath(path: string): Promise<void> {
+  const dir = dirname(path);
+  const missing = await stat(dir).then(
+    () => false,
+    (err: unknown) => typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT',
+  );
+  if (missing) throw StatefsError.ENOENT(`directory ${dir} of --socket ${path}`, { op: 'listen' });
   const found = await lstat(path).catch(() => undefined);
   if (found !== undefined && !found.isSocket()) {
     throw StatefsError.EEXIST(`a file that is not a socket, at --socket ${path},`, { op: 'listen' });
