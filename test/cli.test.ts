@@ -93,10 +93,19 @@ function assertNotChecked(r: Run, code: string): void {
   assert.ok(r.err.startsWith(`statefs: ${code}: `), `stderr: ${r.err}`);
 }
 
-function assertUsage(r: Run, what: RegExp): void {
+/**
+ * A usage error: exit 64, the message, then one hint line naming the command's help (`command`:
+ * the command's name, `''` for statefs itself) instead of the whole help page.
+ */
+function assertUsage(r: Run, what: RegExp, command?: string): void {
   assert.equal(r.status, 64, `expected exit 64, got ${String(r.status)}: ${r.err}`);
   assert.match(r.err, what);
-  assert.match(r.err, /Usage: statefs/);
+  assert.doesNotMatch(r.err, /Usage:/, `the help page after a usage error: ${r.err}`);
+  const lines = r.err.trimEnd().split('\n');
+  assert.equal(lines.length, 2, `a message and a hint: ${r.err}`);
+  assert.match(lines[0] ?? '', /^statefs: /);
+  if (command === undefined) assert.match(lines[1] ?? '', /^\(see statefs (?:[a-z-]+ )*--help\)$/);
+  else assert.equal(lines[1], `(see statefs ${command === '' ? '' : `${command} `}--help)`);
   assert.equal(r.out, '');
 }
 
@@ -295,10 +304,15 @@ test('reads open the image read-only, so they work while a writer holds the lock
 
 test('usage errors exit 64 with a usage message', async () => {
   await withImage((dir, image) => {
-    assertUsage(statefs(dir, ['frobnicate']), /^statefs: unknown command 'frobnicate'/);
-    assertUsage(statefs(dir, []), /Commands:/);
-    assertUsage(statefs(dir, ['get', '--image', image, 'app']), /^statefs: missing required argument 'key'/);
-    assertUsage(statefs(dir, ['get', 'app', '/state/a']), /^statefs: required option '--image <path>' not specified/);
+    assertUsage(statefs(dir, ['frobnicate']), /^statefs: unknown command 'frobnicate'/, '');
+    assertUsage(statefs(dir, ['--bogus']), /^statefs: unknown option '--bogus'/, '');
+    // statefs alone shows the help (on stderr, exit 64): it is what was asked for.
+    const bare = statefs(dir, []);
+    assert.equal(bare.status, 64);
+    assert.match(bare.err, /Commands:/);
+    assertUsage(statefs(dir, ['get', '--image', image, 'app']), /^statefs: missing required argument 'key'/, 'get');
+    assertUsage(statefs(dir, ['get', 'app', '/state/a']), /^statefs: required option '--image <path>' not specified/, 'get');
+    assertUsage(statefs(dir, ['policy', 'add-subject', 'p.json']), /^statefs: missing required argument 'subject'/, 'policy add-subject');
     assertUsage(statefs(dir, ['get', '--image', image, 'app', '/state/a', '--bogus']), /^statefs: unknown option '--bogus'/);
     assertUsage(statefs(dir, ['ls', '--image', image, 'app', '--limit', 'ten']), /^statefs: option '--limit <n>' argument 'ten' is invalid/);
     assertUsage(statefs(dir, ['ls', '--image', image, 'app', '--limit', '0']), /--limit/);
@@ -309,6 +323,18 @@ test('usage errors exit 64 with a usage message', async () => {
     assertUsage(statefs(dir, ['put', '--image', image, 'app', '/state/a', 'v', 'extra']), /too many arguments/);
     assert.equal(existsSync(join(dir, 'x.img')), false, 'a usage error must not create anything');
     assertFails(statefs(dir, ['get', '--image', image, 'app', '/state/a']), 'ENOENT');
+  });
+});
+
+test('--version and -V print the package version and exit 0, as statefsd --version does', async () => {
+  const { version } = JSON.parse(await readFile(new URL(compiled ? '../../package.json' : '../package.json', import.meta.url), 'utf8')) as { version: string };
+  assert.match(version, /^\d+\.\d+\.\d+/);
+  await withDir((dir) => {
+    for (const r of [statefs(dir, ['--version']), statefs(dir, ['-V']), runScript(STATEFSD, ['--version'], dir)]) {
+      assert.equal(r.status, 0, r.err);
+      assert.equal(r.out, `${version}\n`);
+      assert.equal(r.err, '');
+    }
   });
 });
 
@@ -323,7 +349,7 @@ test('statefsd without its required options is a usage error (exit 64)', async (
   await withDir((dir) => {
     const r = runScript(STATEFSD, [], dir);
     assert.equal(r.status, 64);
-    assert.match(r.err, /--image/);
+    assert.match(r.err, /^statefsd: required option '--image <path>' not specified\n\(see statefsd --help\)\n$/);
     assert.equal(r.out, '');
   });
 });

@@ -20,17 +20,19 @@ import { addStatCommand } from './commands/stat.js';
 import { addTxnCommand } from './commands/txn.js';
 import { addUmountCommand } from './commands/umount.js';
 import { addVerifyCommand } from './commands/verify.js';
+import { hintAfterError } from './help-hint.js';
+import { packageVersion } from './version.js';
 
 /**
  * The `statefs` command tree. Settings are made before the subcommands are added, which copy
- * them: commander throws instead of exiting (the entry point picks the status) and shows the
- * command's help after a usage error.
+ * them: commander throws instead of exiting (the entry point picks the status). The usage hints
+ * are set last, once every command exists.
  */
 export function buildProgram(): Command {
   const program = new Command('statefs')
     .description('StateFS images from the command line: create, read, write, list, inspect, collect garbage, snapshot, mount and check; serve an image (the daemon)')
+    .version(packageVersion())
     .exitOverride()
-    .showHelpAfterError()
     .configureOutput({
       outputError: (message, write) => {
         write(`statefs: ${message.replace(/^error: /, '')}`);
@@ -58,5 +60,6 @@ export function buildProgram(): Command {
   addPolicyCommand(program);
   addServeCommand(program);
   addSelftestCommand(program);
+  hintAfterError(program, 'statefs');
   return program;
 }
