@@ -129,10 +129,19 @@ test('mkfs creates an image, refuses to overwrite it, and replaces it with --for
   });
 });
 
-test('mkfs that fails to format leaves no file behind', async () => {
-  await withDir((dir) => {
+test('mkfs that fails to format leaves no file behind, and a size too small says the smallest', async () => {
+  await withDir(async (dir) => {
     assertFails(statefs(dir, ['mkfs', 'tiny.img', '--size', '64K']), 'EINVAL');
     assert.equal(existsSync(join(dir, 'tiny.img')), false);
+    // Smaller than the superblocks, or than four segments: the message gives the smallest size.
+    const tiny = statefs(dir, ['mkfs', 'tiny.img', '--size', '1K']);
+    assertFails(tiny, 'EINVAL');
+    assert.equal(tiny.err, 'statefs: EINVAL: invalid: image of 1 KiB is too small: with 256 KiB segments it must be at least 1032 KiB (4 segments and two 4 KiB superblock slots)\n');
+    const small = statefs(dir, ['mkfs', 'tiny.img', '--size', '3MiB', '--segment-size', '1MiB']);
+    assert.equal(small.err, 'statefs: EINVAL: invalid: image of 3 MiB is too small: with 1 MiB segments it must be at least 4104 KiB (4 segments and two 4 KiB superblock slots)\n');
+    ok(dir, ['mkfs', 'tiny.img', '--size', '1032K']);
+    assert.equal(existsSync(join(dir, 'tiny.img')), true);
+    await rm(join(dir, 'tiny.img'));
     ok(dir, ['mkfs', 'tiny.img', '--size', '8MiB']);
   });
 });

@@ -36,6 +36,10 @@ test('format refuses a segment size that is not a multiple of 4096 and a device 
   await assert.rejects(Store.format(new MemoryDevice(4 * MiB), { segmentSize: 300_000, zeroed: true }), code('EINVAL'));
   await assert.rejects(Store.format(new MemoryDevice(4 * MiB), { segmentSize: 128 * 1024, zeroed: true }), code('EINVAL'));
   await assert.rejects(Store.format(new MemoryDevice(MiB), { zeroed: true }), code('EINVAL'));
+  // The message says the smallest size (it said "holds -1 segments" below the superblocks).
+  await assert.rejects(Store.format(new MemoryDevice(1000), { zeroed: true }), {
+    message: 'EINVAL: invalid: image of 1000 bytes is too small: with 256 KiB segments it must be at least 1032 KiB (4 segments and two 4 KiB superblock slots)',
+  });
   await assert.rejects(Store.openDevice(new MemoryDevice(4096)), code('EINVAL'));
 });
 

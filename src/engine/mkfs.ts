@@ -22,6 +22,13 @@ export interface FormatOptions {
 /** Segments needed for a usable store: the log head, one to roll into, and the reserve. */
 const MIN_SEGMENTS = 4;
 
+/** `4 MiB`, `1032 KiB` or `1000 bytes`: the largest unit that gives a whole number. */
+function sizeText(bytes: number): string {
+  if (bytes > 0 && bytes % (1024 * 1024) === 0) return `${bytes / (1024 * 1024)} MiB`;
+  if (bytes > 0 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
+  return `${bytes} bytes`;
+}
+
 export function defaultSegmentSize(capacity: number): number {
   return capacity >= 64 * 1024 * 1024 ? 1024 * 1024 : MIN_SEGMENT_SIZE;
 }
@@ -35,7 +42,9 @@ export async function formatDevice(device: BlockDevice, options: FormatOptions =
   }
   const segmentCount = Math.floor((capacity - 2 * SUPERBLOCK_SLOT) / segmentSize);
   if (segmentCount < MIN_SEGMENTS) {
-    throw StatefsError.EINVAL(`image of ${capacity} bytes holds ${segmentCount} segments of ${segmentSize}; at least ${MIN_SEGMENTS} are needed`, { op: 'mkfs' });
+    const least = MIN_SEGMENTS * segmentSize + 2 * SUPERBLOCK_SLOT;
+    const why = `${MIN_SEGMENTS} segments and two ${sizeText(SUPERBLOCK_SLOT)} superblock slots`;
+    throw StatefsError.EINVAL(`image of ${sizeText(capacity)} is too small: with ${sizeText(segmentSize)} segments it must be at least ${sizeText(least)} (${why})`, { op: 'mkfs' });
   }
   if (options.zeroed !== true) {
     const zeros = new Uint8Array(segmentSize);
