@@ -274,6 +274,9 @@ test('store errors exit 1 with "statefs: CODE:" once on stderr, and an error obj
     const badKey = statefs(dir, ['put', '--image', image, 'app', 'no-slash', 'v']);
     assertFails(badKey, 'EINVAL');
     assert.match(badKey.err, /^statefs: EINVAL: invalid: key "no-slash" must be a path under \/state\/\n$/);
+    const rootKey = statefs(dir, ['put', '--image', image, 'app', '/state/', 'v']);
+    assertFails(rootKey, 'EINVAL');
+    assert.equal(rootKey.err, 'statefs: EINVAL: invalid: key "/state/" has no name: a key needs one after /state/, e.g. /state/config\n');
 
     const json = statefs(dir, ['get', '--image', image, 'app', '/state/none', '--json']);
     assertFails(json, 'ENOENT');

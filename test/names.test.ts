@@ -50,3 +50,13 @@ test('checkSubject keeps refusing bad subjects after a good one passed', () => {
   }
   assert.equal(checkSubject('billing', 'get'), 'billing');
 });
+
+test('a key that is only its root says that it needs a name after the root', () => {
+  for (const root of [KEY_ROOT, '/mnt/']) {
+    assert.throws(() => checkKey(root, 'put', 'app', root), {
+      code: 'EINVAL',
+      message: `EINVAL: invalid: key "${root}" has no name: a key needs one after ${root}, e.g. ${root}config`,
+    });
+  }
+  assert.throws(() => checkKey('/state', 'put', 'app'), { code: 'EINVAL', message: 'EINVAL: invalid: key "/state" must be a path under /state/' });
+});

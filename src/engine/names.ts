@@ -56,9 +56,10 @@ export function checkKey(key: unknown, op: string, subject: string, root = KEY_R
   if (typeof key !== 'string') throw StatefsError.EINVAL('key must be a string', { op, subject });
   const bin = toBinary(key, 'key', op);
   if (bin.length > MAX_KEY_BYTES) throw StatefsError.ENAMETOOLONG(`key of ${bin.length} bytes (max ${MAX_KEY_BYTES})`, { op, subject, key });
-  if (!bin.startsWith(root) || bin.length === root.length) {
-    throw StatefsError.EINVAL(`key ${JSON.stringify(key)} must be a path under ${root}`, { op, subject, key });
+  if (bin === root) {
+    throw StatefsError.EINVAL(`key ${JSON.stringify(key)} has no name: a key needs one after ${root}, e.g. ${root}config`, { op, subject, key });
   }
+  if (!bin.startsWith(root)) throw StatefsError.EINVAL(`key ${JSON.stringify(key)} must be a path under ${root}`, { op, subject, key });
   if (bin.includes('\0')) throw StatefsError.EINVAL('key contains NUL', { op, subject, key });
   if (NON_CANONICAL_RE.test(bin)) {
     throw StatefsError.EINVAL(`key ${JSON.stringify(key)} is not canonical (empty, . or .. component, or trailing /)`, { op, subject, key });
