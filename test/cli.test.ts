@@ -1009,7 +1009,7 @@ function gcText(r: Record<string, number>, segmentSize: number): string {
     `freed ${formatBytes(freed)}`,
     `moved ${formatBytes(r.movedBytes ?? 0)}`,
     `scanned ${formatBytes(r.scannedBytes ?? 0)}`,
-    `remaining garbage ${formatBytes(r.remainingGarbageBytes ?? 0)}`,
+    `remaining reclaimable garbage ${formatBytes(r.remainingGarbageBytes ?? 0)}`,
     `segments freed ${String(r.segmentsFreed ?? 0)}`,
   ];
   return [...markers, ...fields].map((line) => `${line}\n`).join('');
@@ -1084,7 +1084,7 @@ test('gc --plan predicts the cycle gc runs; --until-clean runs until a cycle fre
     // In text: the markers as they come, the number of cycles, then the totals.
     assert.match(
       ok(dir, ['gc', '--image', 's.img', '--until-clean']).out,
-      /^(statefs: compact progress freed=\d+\n)*cycles \d+\nfreed .+\nmoved .+\nscanned .+\nremaining garbage 0 B\nsegments freed \d+\n$/,
+      /^(statefs: compact progress freed=\d+\n)*cycles \d+\nfreed .+\nmoved .+\nscanned .+\nremaining reclaimable garbage 0 B\nsegments freed \d+\n$/,
     );
   });
 });
@@ -1128,7 +1128,7 @@ test('stat shows garbage, snapshot-only bytes and what each snapshot pins; gc --
     assert.ok(human.endsWith(`snapshots: 2\n  snapshot app/nightly pins ${formatBytes(pinned)}\n  snapshot cfg/empty pins 0 B\n`), human);
 
     const plan = ok(dir, ['gc', '--image', image, '--plan']).out;
-    assert.match(plan, /^would free [\d.]+ (B|KiB)\nwould move .+\nwould scan .+\nremaining garbage .+\nsegments to empty: (none|[\d ]+)\n/);
+    assert.match(plan, /^would free [\d.]+ (B|KiB)\nwould move .+\nwould scan .+\nremaining reclaimable garbage .+\nsegments to empty: (none|[\d ]+)\n/);
     assert.ok(plan.endsWith(`pinned by app/nightly: ${formatBytes(pinned)}\npinned by cfg/empty: 0 B\n`), plan);
   });
 });
@@ -1141,7 +1141,7 @@ test('gc: a bad --max-bytes and --plan with --until-clean are usage errors; --pl
     assert.match(ok(dir, ['--help']).out, /^ {2}gc /m);
 
     await writeFile(join(dir, `${image}.lock`), `${process.pid}\n`);
-    assert.equal(ok(dir, ['gc', '--image', image, '--plan']).out, 'would free 0 B\nwould move 0 B\nwould scan 0 B\nremaining garbage 0 B\nsegments to empty: none\n');
+    assert.equal(ok(dir, ['gc', '--image', image, '--plan']).out, 'would free 0 B\nwould move 0 B\nwould scan 0 B\nremaining reclaimable garbage 0 B\nsegments to empty: none\n');
     const busy = statefs(dir, ['gc', '--image', image, '--json']);
     assertFails(busy, 'EBUSY');
     assert.deepEqual(Object.keys(jsonObject(busy.out)), ['error']);

@@ -38,7 +38,7 @@ export function addGcCommand(program: Command): void {
           `would free ${formatBytes(plan.freedBytes)}`,
           `would move ${formatBytes(plan.movedBytes)}`,
           `would scan ${formatBytes(plan.scannedBytes)}`,
-          `remaining garbage ${formatBytes(plan.remainingGarbageBytes)}`,
+          `remaining reclaimable garbage ${formatBytes(plan.remainingGarbageBytes)}`,
           `segments to empty: ${plan.segments.length === 0 ? 'none' : plan.segments.join(' ')}`,
           ...plan.pinnedBySnapshots.map((p) => `pinned by ${p.subject}/${p.name}: ${formatBytes(p.exclusiveBytes)}`),
         ]);
@@ -89,7 +89,7 @@ function resultLines(r: GcResult): string[] {
     `freed ${formatBytes(r.freedBytes)}`,
     `moved ${formatBytes(r.movedBytes)}`,
     `scanned ${formatBytes(r.scannedBytes)}`,
-    `remaining garbage ${formatBytes(r.remainingGarbageBytes)}`,
+    `remaining reclaimable garbage ${formatBytes(r.remainingGarbageBytes)}`,
     `segments freed ${r.segmentsFreed}`,
   ];
 }

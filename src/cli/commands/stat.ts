@@ -10,7 +10,7 @@ import { addSessionOptions, withSession } from '../store-session.js';
 export function addStatCommand(program: Command): void {
   const cmd = program
     .command('stat')
-    .description('show space accounting for the image, or for one subject: live, garbage, and what snapshots pin')
+    .description('show space accounting for the image, or for one subject: live, garbage (gc reclaims it once it lies outside the log written since the last checkpoint; gc --plan says what it frees now), and what snapshots pin')
     .argument('[subject]', 'only this subject')
     .option('--json', 'print the accounting as a JSON object');
   addSessionOptions(cmd);
