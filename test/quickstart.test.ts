@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { socketAnswers } from '../src/server/daemon/daemon.js';
 import { processGone, runStatefs, sleep } from './daemon-process.js';
 import { withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
@@ -59,19 +59,6 @@ function daemonPid(l: Launcher): number {
   const m = /"pid":(\d+),"msg":"listening on /.exec(l.stderr());
   assert.ok(m?.[1] !== undefined, `no listening line in ${l.stderr()}`);
   return Number(m[1]);
-}
-
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = createConnection(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => {
-      resolve(false);
-    });
-  });
 }
 
 /** Stops whatever a failed test left running. */

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -8,41 +7,14 @@ import { connect } from '../src/client/client.js';
 import { startDaemon } from '../src/server/daemon/daemon.js';
 import { savePolicy } from '../src/server/policy/policy-file.js';
 import { emptyPolicy, hashToken, newToken, type Right } from '../src/server/policy/policy.js';
-import { processGone, runStatefs, sleep, startStatefsd, STATEFSD } from './daemon-process.js';
+import { processGone, runStatefs, sleep, startStatefsd, STATEFSD, type CliRun } from './daemon-process.js';
 import { MiB, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 
 guardResources();
 
-const STATEFS = fileURLToPath(new URL('../src/cli/statefs.js', import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The built CLI as a child process (async: the daemon runs in this process). */
-function runCli(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [STATEFS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 /** The selftest against a daemon in this process, through its socket (or, `overTcp`, `--connect 127.0.0.1:<port>`). */
-async function selftestAs(rights: Right[], extraArgs: string[] = [], overTcp = false): Promise<Run> {
+async function selftestAs(rights: Right[], extraArgs: string[] = [], overTcp = false): Promise<CliRun> {
   return withTempDir(async (dir) => {
     const policy = emptyPolicy();
     const token = newToken();
@@ -54,7 +26,7 @@ async function selftestAs(rights: Right[], extraArgs: string[] = [], overTcp = f
     const daemon = await startDaemon({ imagePath: join(dir, 'img'), socketPath: socket, policyPath, auditPath: join(dir, 'audit.log'), createSize: 32 * MiB, ...listen });
     try {
       const target = overTcp ? `127.0.0.1:${String(daemon.tcpPort)}` : socket;
-      return await runCli(['selftest', '--connect', target, '--token', token, ...extraArgs]);
+      return await runStatefs(['selftest', '--connect', target, '--token', token, ...extraArgs]);
     } finally {
       await daemon.close();
     }
@@ -63,7 +35,7 @@ async function selftestAs(rights: Right[], extraArgs: string[] = [], overTcp = f
 
 test('selftest: passes against a live daemon, including the reopen', async () => {
   const run = await selftestAs(['read', 'write', 'snapshot', 'mount', 'gc', 'admin']);
-  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.equal(run.status, 0, run.stdout + run.stderr);
   const lines = run.stdout.trim().split('\n');
   assert.ok(lines.includes('SELFTEST: statefs v3 snapshot ok'), run.stdout);
   assert.ok(lines.includes('SELFTEST: statefs v3 compact ok'), run.stdout);
@@ -72,13 +44,13 @@ test('selftest: passes against a live daemon, including the reopen', async () =>
 
 test('selftest --connect host:port runs over the loopback TCP listener', async () => {
   const run = await selftestAs(['read', 'write', 'snapshot', 'mount', 'gc', 'admin'], [], true);
-  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.equal(run.status, 0, run.stdout + run.stderr);
   assert.ok(run.stdout.includes('SELFTEST: statefs v3 compact ok'), run.stdout);
 });
 
 test('selftest: a subject without the gc right fails', async () => {
   const run = await selftestAs(['read', 'write', 'snapshot', 'mount', 'admin']);
-  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.equal(run.status, 1, run.stdout + run.stderr);
   assert.match(run.stdout, /^FAIL: /m);
   assert.ok(!run.stdout.includes('SELFTEST:'), run.stdout);
 });
@@ -87,14 +59,14 @@ const ALL_BUT_ADMIN: Right[] = ['read', 'write', 'snapshot', 'mount', 'gc'];
 
 test('selftest --restart-cmd: a command that fails is a FAIL line and exit 1', async () => {
   const run = await selftestAs(ALL_BUT_ADMIN, ['--restart-cmd', 'echo restart refused >&2; exit 3']);
-  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.equal(run.status, 1, run.stdout + run.stderr);
   assert.equal(run.stdout, 'FAIL: restart command exited with status 3\n');
   assert.match(run.stderr, /restart refused/);
 });
 
 test('selftest --restart-cmd: a command that leaves the daemon running is a FAIL, not a pass', async () => {
   const run = await selftestAs(ALL_BUT_ADMIN, ['--restart-cmd', 'true', '--restart-timeout', '1']);
-  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.equal(run.status, 1, run.stdout + run.stderr);
   assert.match(run.stdout, /^FAIL: the restart command left the daemon running: /);
   assert.ok(!run.stdout.includes('SELFTEST:'), run.stdout);
 });

@@ -107,11 +107,9 @@ async function checkSocketPath(path: string): Promise<void> {
   }
 }
 
-/** Removes a socket file no daemon answers on; EBUSY when one does. */
-async function clearStaleSocket(path: string): Promise<void> {
-  await checkSocketPath(path);
-  if (!existsSync(path)) return;
-  const live = await new Promise<boolean>((resolve) => {
+/** Whether something accepts connections on the Unix socket at `path`. */
+export function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = createConnection(path);
     probe.once('connect', () => {
       probe.destroy();
@@ -121,7 +119,13 @@ async function clearStaleSocket(path: string): Promise<void> {
       resolve(false);
     });
   });
-  if (live) throw StatefsError.EBUSY(`a daemon is already listening on ${path}`, { op: 'listen' });
+}
+
+/** Removes a socket file no daemon answers on; EBUSY when one does. */
+async function clearStaleSocket(path: string): Promise<void> {
+  await checkSocketPath(path);
+  if (!existsSync(path)) return;
+  if (await socketAnswers(path)) throw StatefsError.EBUSY(`a daemon is already listening on ${path}`, { op: 'listen' });
   await rm(path, { force: true });
 }
 
