@@ -26,15 +26,18 @@ function describeFailure(err: unknown): Failure {
 
 /** The line a failure is reported with: `statefs: CODE: message` and a newline. */
 export function failureLine(err: unknown): string {
-  const { code, message } = describeFailure(err);
+  return lineOf(describeFailure(err));
+}
+
+function lineOf({ code, message }: Failure): string {
   return `statefs: ${code}: ${message}\n`;
 }
 
 /** `statefs: CODE: message` on stderr (and the error object on stdout with --json); exit status 1. */
 export function reportFailure(err: unknown, json: boolean): void {
-  const { code, message } = describeFailure(err);
-  process.stderr.write(failureLine(err));
-  if (json) writeJson({ error: { code, message } });
+  const failure = describeFailure(err);
+  process.stderr.write(lineOf(failure));
+  if (json) writeJson({ error: failure });
   process.exitCode = EXIT_FAILURE;
 }
 
