@@ -1,12 +1,15 @@
 import { BTree, type SortedTree } from './btree.js';
-import { DirectoryCounts } from './directory-counts.js';
+import { SteppedDirectoryCounts, type DirectoryCounts } from './directory-counts.js';
 import type { EntryRef } from './entry-table.js';
+import { PointIndex } from './point-index.js';
 import type { KeyView } from './tree-rules.js';
 
-/** Point reads a subject serves from its tree before it gets a hash map (see `readPoint`). */
-const POINT_MAP_AFTER_READS = 4096;
-/** "Has children?" questions a subject's tree answers before the subject gets directory counts. */
+/** Point reads a subject serves from its tree before it gets a point index (see `readPoint`). */
+const POINT_INDEX_AFTER_READS = 4096;
+/** "Has children?" questions a subject's tree answers before the subject's directory counts are started. */
 const DIRECTORY_COUNTS_AFTER = 4096;
+/** Keys counted towards a subject's directory counts per "has children?" question while they are built (~0.1 ms here). */
+const DIRECTORY_COUNTS_STEP = 512;
 
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
 export type Tree = SortedTree<string, EntryRef>;
@@ -36,12 +39,12 @@ export class Keyspace {
   private changes = new Map<string, Map<string, EntryRef | undefined>>();
   private replaced = new Set<string>();
   /**
-   * Hash maps of the committed state for point reads (a tree lookup compares strings at every
-   * level; a hash lookup does not). Built per subject on its first read, then kept in step by
-   * applying each durable round's changes.
+   * Point indexes of the committed state (hash maps: a tree lookup compares strings at every
+   * level; a hash lookup does not). Started per subject once it has been read often enough, filled
+   * by the reads that follow, and kept in step by applying each durable round's changes.
    */
-  private readonly points = new Map<string, Map<string, EntryRef>>();
-  /** Point reads served from the tree, per subject without a map yet. */
+  private readonly points = new Map<string, PointIndex>();
+  /** Point reads served from the tree, per subject without a point index yet. */
   private readonly treeReads = new Map<string, number>();
   /**
    * The working trees' directories, per subject, for the tree rules. Built once a subject has been
@@ -49,6 +52,8 @@ export class Keyspace {
    * dropped on `replace`.
    */
   private readonly dirs = new Map<string, DirectoryCounts>();
+  /** Directory counts being built, per subject (see `directories`). */
+  private readonly dirBuilds = new Map<string, SteppedDirectoryCounts>();
   /** "Has children?" questions answered from the tree, per subject without counts yet. */
   private readonly treeChildQueries = new Map<string, number>();
   private readonly views = new Map<string, KeyView>();
@@ -79,7 +84,10 @@ export class Keyspace {
       tree.set(bin, entry);
       this.lastSetAdded = old === undefined;
     }
-    if (old === undefined) this.dirs.get(subject)?.added(bin);
+    if (old === undefined) {
+      this.dirs.get(subject)?.added(bin);
+      this.dirBuilds.get(subject)?.added(bin);
+    }
     this.changed(subject).set(bin, entry);
     return old;
   }
@@ -89,7 +97,10 @@ export class Keyspace {
     const tree = this.writable(subject);
     const old = tree.get(bin);
     tree.delete(bin);
-    if (old !== undefined) this.dirs.get(subject)?.removed(bin);
+    if (old !== undefined) {
+      this.dirs.get(subject)?.removed(bin);
+      this.dirBuilds.get(subject)?.removed(bin);
+    }
     this.changed(subject).set(bin, undefined);
     return old;
   }
@@ -115,6 +126,7 @@ export class Keyspace {
   replace(subject: string, tree: Tree): void {
     this.working.set(subject, tree);
     this.dirs.delete(subject);
+    this.dirBuilds.delete(subject);
     this.dirty.add(subject);
     this.changes.delete(subject);
     this.replaced.add(subject);
@@ -157,25 +169,21 @@ export class Keyspace {
 
   /** The acknowledged entry of `bin` (what a point read sees). */
   readPoint(subject: string, bin: string): EntryRef | undefined {
-    const points = this.points.get(subject);
-    if (points !== undefined) return points.get(bin);
     const tree = this.committed.get(subject);
-    if (tree === undefined) return undefined;
-    // Building the map costs about as much as a few hundred thousand tree lookups on a large
-    // subject: a subject that is read rarely (or is read once, just after open) is served from
-    // its tree, and gets its map once it has been read often enough to repay it.
-    const reads = (this.treeReads.get(subject) ?? 0) + 1;
-    if (reads < POINT_MAP_AFTER_READS) {
-      this.treeReads.set(subject, reads);
-      return tree.get(bin);
+    let points = this.points.get(subject);
+    if (points === undefined) {
+      if (tree === undefined) return undefined;
+      // A subject that is read rarely (or once, just after open) is served from its tree alone;
+      // one read often gets an index, which its reads then fill (see PointIndex).
+      const reads = (this.treeReads.get(subject) ?? 0) + 1;
+      if (reads < POINT_INDEX_AFTER_READS) {
+        this.treeReads.set(subject, reads);
+        return tree.get(bin);
+      }
+      this.treeReads.delete(subject);
+      this.points.set(subject, (points = new PointIndex()));
     }
-    this.treeReads.delete(subject);
-    const built = new Map<string, EntryRef>();
-    tree.forEachPair((key, entry) => {
-      built.set(key, entry); // not new Map(tree.entries()): an array per key to throw away
-    });
-    this.points.set(subject, built);
-    return built.get(bin);
+    return points.get(bin, tree);
   }
 
   /** The acknowledged tree of `subject` (what readers see). */
@@ -208,25 +216,28 @@ export class Keyspace {
   }
 
   /**
-   * The subject's directory counts, if it has them or has now earned them. Building them walks
-   * every key of the subject (about 80 ms at a million keys): a subject written rarely (or once,
-   * just after open) is served from its tree, as point reads are (`readPoint`).
+   * The subject's directory counts, if it has them. A subject written rarely (or once, just after
+   * open) is served from its tree, as point reads are (`readPoint`); one asked often enough gets
+   * counts, built from a copy-on-write clone of its keys `DIRECTORY_COUNTS_STEP` keys per question
+   * (a walk of a million keys at once held the event loop ~0.2 s), the tree answering meanwhile.
    */
   private directories(subject: string): DirectoryCounts | undefined {
     const built = this.dirs.get(subject);
     if (built !== undefined) return built;
-    const asked = (this.treeChildQueries.get(subject) ?? 0) + 1;
-    if (asked < DIRECTORY_COUNTS_AFTER) {
-      this.treeChildQueries.set(subject, asked);
-      return undefined;
+    let build = this.dirBuilds.get(subject);
+    if (build === undefined) {
+      const asked = (this.treeChildQueries.get(subject) ?? 0) + 1;
+      const tree = this.working.get(subject);
+      if (asked < DIRECTORY_COUNTS_AFTER || tree === undefined) {
+        this.treeChildQueries.set(subject, asked);
+        return undefined;
+      }
+      this.treeChildQueries.delete(subject);
+      this.dirBuilds.set(subject, (build = new SteppedDirectoryCounts(tree.clone())));
     }
-    this.treeChildQueries.delete(subject);
-    const tree = this.working.get(subject);
-    const dirs = DirectoryCounts.of((visit) => {
-      tree?.forEachPair((bin) => {
-        visit(bin);
-      });
-    });
+    const dirs = build.step(DIRECTORY_COUNTS_STEP);
+    if (dirs === undefined) return undefined;
+    this.dirBuilds.delete(subject);
     this.dirs.set(subject, dirs);
     return dirs;
   }
