@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { DirectoryCounts } from '../src/engine/directory-counts.js';
+import { BTree } from '../src/engine/btree.js';
+import { DirectoryCounts, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { memoryImage, openMemory } from './helpers.js';
@@ -47,6 +48,38 @@ test('directory counts name exactly the directories of the keys, kept in step or
       }
     }),
     { seed: 20261126, numRuns: 300 },
+  );
+});
+
+test('directory counts built in steps from a frozen copy, with writes in between, name exactly the directories of the keys at the end', () => {
+  fc.assert(
+    fc.property(fc.array(keyArb, { maxLength: 40 }), fc.array(fc.tuple(opArb, fc.integer({ min: 1, max: 5 })), { maxLength: 60 }), (initial, ops) => {
+      const tree = new BTree<string, true>();
+      for (const key of initial) tree.set(key, true);
+      const build = new SteppedDirectoryCounts(tree.clone());
+      let counts: DirectoryCounts | undefined;
+      for (const [{ add, key }, stepKeys] of ops) {
+        if (add && !tree.has(key)) {
+          tree.set(key, true);
+          if (counts === undefined) build.added(key);
+          else counts.added(key);
+        } else if (!add && tree.has(key)) {
+          tree.delete(key);
+          if (counts === undefined) build.removed(key);
+          else counts.removed(key);
+        }
+        counts ??= build.step(stepKeys);
+      }
+      for (let guard = 0; counts === undefined; guard++) {
+        assert.ok(guard <= initial.length + 1, 'the build ends');
+        counts = build.step(1);
+      }
+      const expected = directoriesOf(tree.keys());
+      for (const candidate of directoriesOf([...initial, ...ops.map(([o]) => o.key)].map((k) => `${k}/x`))) {
+        assert.equal(counts.has(candidate), expected.has(candidate), candidate);
+      }
+    }),
+    { seed: 20261127, numRuns: 300 },
   );
 });
 
