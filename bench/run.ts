@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ENGINES, engineMissing } from './engines/registry.js';
 import { loadConfig, type EngineName } from './lib/config.js';
+import { settleDisk } from './lib/disk.js';
 import { runJob, type Job, type JobRun } from './lib/jobs.js';
 import { REPO_ROOT, RESULTS_DIR } from './lib/paths.js';
 import type { JobResult } from './lib/recorder.js';
@@ -35,6 +36,7 @@ function merge(column: Column, result: JobResult): void {
 }
 
 async function job(column: Column, name: Job, engine: EngineName, dir: string, env: NodeJS.ProcessEnv = process.env): Promise<JobRun> {
+  settleDisk();
   log(`${column}: ${name} ...`);
   const run = await runJob(name, engine, dir, env);
   jobLog.push({ column, job: name, seconds: run.seconds, ...(run.error === undefined ? {} : { error: run.error }) });
