@@ -53,6 +53,8 @@ export interface CompactorHost {
   readonly segmentSize: number;
   /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with one place that holds it. */
   heldEntriesIn(segments: ReadonlySet<number>): Move[];
+  /** The same for the state of the moment it is called, walked `step` entries per turn of the event loop. */
+  heldEntriesInSteps(segments: ReadonlySet<number>, step: number): Promise<Move[]>;
   /** Whether the entry is still held by anything (it may have been superseded since planning). */
   stillHeld(m: Move): boolean;
   append(records: RecordToWrite[]): Appended;
@@ -62,6 +64,8 @@ export interface CompactorHost {
 }
 
 export const DEFAULT_GC_MAX_BYTES = 8 * 1024 * 1024;
+/** Index entries a running cycle looks through per turn of the event loop while it finds what to move (a few ms). */
+const FIND_MOVES_STEP = 32_768;
 
 /**
  * Bounded, deterministic reclaim. A cycle picks the segments outside the log chain with the
@@ -74,20 +78,8 @@ export class Compactor {
 
   plan(options: GcOptions = {}): InternalPlan {
     const { usage, segmentSize } = this.host;
-    const { maxBytes: askedBytes, maxSegments = Number.POSITIVE_INFINITY } = options;
-    if (askedBytes !== undefined && !(Number.isSafeInteger(askedBytes) && askedBytes > 0)) {
-      throw StatefsError.EINVAL(`gc maxBytes ${String(askedBytes)}: use a whole number of bytes above 0`, { op: 'gc' });
-    }
-    if (!(maxSegments === Number.POSITIVE_INFINITY || (Number.isSafeInteger(maxSegments) && maxSegments >= 1))) {
-      throw StatefsError.EINVAL(`gc maxSegments ${String(maxSegments)}: use a whole number of at least 1`, { op: 'gc' });
-    }
-    const maxBytes = Math.max(askedBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
-    const segments: number[] = [];
-    for (const s of usage.gcCandidates(segmentSize)) {
-      if ((segments.length + 1) * segmentSize > maxBytes || segments.length >= maxSegments) break;
-      segments.push(s);
-    }
-    const moves = this.movesFor(new Set(segments));
+    const segments = this.chooseSegments(options);
+    const moves = segments.length === 0 ? [] : this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
     for (const m of moves) movedBytes += relocLength(this.host.entries, m);
     let reclaimed = 0;
@@ -103,19 +95,40 @@ export class Compactor {
     };
   }
 
+  /** The segments a cycle empties: the fewest live bytes first (ties: lowest index), within the options' bounds. */
+  private chooseSegments(options: GcOptions): number[] {
+    const { usage, segmentSize } = this.host;
+    const { maxBytes: askedBytes, maxSegments = Number.POSITIVE_INFINITY } = options;
+    if (askedBytes !== undefined && !(Number.isSafeInteger(askedBytes) && askedBytes > 0)) {
+      throw StatefsError.EINVAL(`gc maxBytes ${String(askedBytes)}: use a whole number of bytes above 0`, { op: 'gc' });
+    }
+    if (!(maxSegments === Number.POSITIVE_INFINITY || (Number.isSafeInteger(maxSegments) && maxSegments >= 1))) {
+      throw StatefsError.EINVAL(`gc maxSegments ${String(maxSegments)}: use a whole number of at least 1`, { op: 'gc' });
+    }
+    const maxBytes = Math.max(askedBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
+    const segments: number[] = [];
+    for (const s of usage.gcCandidates(segmentSize)) {
+      if ((segments.length + 1) * segmentSize > maxBytes || segments.length >= maxSegments) break;
+      segments.push(s);
+    }
+    return segments;
+  }
+
   /** Run one cycle. Emits `statefs: compact progress freed=<n>` after each segment's moves are durable. */
   async run(options: GcOptions = {}): Promise<GcResult> {
-    const plan = this.plan(options);
+    // What `plan` would say now, with the index walked a step per turn rather than in one go.
+    const segments = this.chooseSegments(options);
+    const planned = segments.length === 0 ? [] : await this.host.heldEntriesInSteps(new Set(segments), FIND_MOVES_STEP);
     let freed = 0;
     let moved = 0;
     let scanned = 0;
     let done = 0;
-    for (const segment of plan.segments) {
+    for (const segment of segments) {
       if (options.signal?.aborted === true) break;
       // Entries still here and still held (a write may have superseded one since planning).
       const here = new Set([segment]);
       const entries = this.host.entries;
-      const moves = plan.moves.filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
+      const moves = planned.filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
       const records = moves.map((m) => relocRecord(entries, m));
       scanned += this.host.segmentSize;
       if (records.length > 0) {
@@ -142,10 +155,6 @@ export class Compactor {
   /** Reclaimable garbage: bytes nothing reads in used segments outside the log chain. */
   garbageBytes(): number {
     return this.host.usage.candidateGarbage(this.host.segmentSize);
-  }
-
-  private movesFor(segments: Set<number>): Move[] {
-    return segments.size === 0 ? [] : this.host.heldEntriesIn(segments);
   }
 }
 

@@ -228,6 +228,7 @@ export class Store extends EventEmitter {
       entries: this.entries,
       segmentSize: sb.segmentSize,
       heldEntriesIn: (segments) => this.space.heldEntriesIn(segments),
+      heldEntriesInSteps: (segments, step) => this.space.heldEntriesInSteps(segments, step),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
       moved,
