@@ -7,36 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Store } from '../src/index.js';
+import { LoopProbe } from './lib/loop-probe.js';
 
 const sizes = (process.env.STATEFS_BENCH_KEYS ?? '1000,1000000').split(',').map(Number);
 const BATCH = 10_000;
 
-/** The longest time between two turns of the event loop, from construction to `stop`. */
-class LoopProbe {
-  private last = performance.now();
-  private worst = 0;
-  private running = true;
-
-  constructor() {
-    this.tick();
-  }
-
-  private tick(): void {
-    const now = performance.now();
-    this.worst = Math.max(this.worst, now - this.last);
-    this.last = now;
-    if (this.running) {
-      setImmediate(() => {
-        this.tick();
-      });
-    }
-  }
-
-  stop(): number {
-    this.running = false;
-    return this.worst;
-  }
-}
 const dir = await mkdtemp(join(tmpdir(), 'statefs-bench-'));
 try {
   for (const n of sizes) {

@@ -51,10 +51,8 @@ export interface CompactorHost {
   readonly usage: SegmentUsage;
   readonly entries: EntryTable;
   readonly segmentSize: number;
-  /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with one place that holds it. */
-  heldEntriesIn(segments: ReadonlySet<number>): Move[];
-  /** The same for the state of the moment it is called, walked `step` entries per turn of the event loop. */
-  heldEntriesInSteps(segments: ReadonlySet<number>, step: number): Promise<Move[]>;
+  /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with one place that holds it, as of the call (found over turns of the event loop). */
+  heldEntriesIn(segments: ReadonlySet<number>): Promise<Move[]>;
   /** Whether the entry is still held by anything (it may have been superseded since planning). */
   stillHeld(m: Move): boolean;
   append(records: RecordToWrite[]): Appended;
@@ -64,8 +62,8 @@ export interface CompactorHost {
 }
 
 export const DEFAULT_GC_MAX_BYTES = 8 * 1024 * 1024;
-/** Index entries a running cycle looks through per turn of the event loop while it finds what to move (a few ms). */
-const FIND_MOVES_STEP = 32_768;
+/** RELOC records per append of a cycle (see `run`). */
+const MOVES_PER_APPEND = 1024;
 
 /**
  * Bounded, deterministic reclaim. A cycle picks the segments outside the log chain with the
@@ -76,10 +74,11 @@ const FIND_MOVES_STEP = 32_768;
 export class Compactor {
   constructor(private readonly host: CompactorHost) {}
 
-  plan(options: GcOptions = {}): InternalPlan {
+  /** The next cycle with these options, as of the call (the index walked over turns of the event loop). */
+  async plan(options: GcOptions = {}): Promise<InternalPlan> {
     const { usage, segmentSize } = this.host;
     const segments = this.chooseSegments(options);
-    const moves = segments.length === 0 ? [] : this.host.heldEntriesIn(new Set(segments));
+    const moves = segments.length === 0 ? [] : await this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
     for (const m of moves) movedBytes += relocLength(this.host.entries, m);
     let reclaimed = 0;
@@ -116,22 +115,26 @@ export class Compactor {
 
   /** Run one cycle. Emits `statefs: compact progress freed=<n>` after each segment's moves are durable. */
   async run(options: GcOptions = {}): Promise<GcResult> {
-    // What `plan` would say now, with the index walked a step per turn rather than in one go.
-    const segments = this.chooseSegments(options);
-    const planned = segments.length === 0 ? [] : await this.host.heldEntriesInSteps(new Set(segments), FIND_MOVES_STEP);
+    const plan = await this.plan(options);
     let freed = 0;
     let moved = 0;
     let scanned = 0;
     let done = 0;
-    for (const segment of segments) {
+    for (const segment of plan.segments) {
       if (options.signal?.aborted === true) break;
-      // Entries still here and still held (a write may have superseded one since planning).
       const here = new Set([segment]);
       const entries = this.host.entries;
-      const moves = planned.filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
-      const records = moves.map((m) => relocRecord(entries, m));
+      const candidates = plan.moves.filter((m) => entries.hasRecordIn(m.entry, here));
       scanned += this.host.segmentSize;
-      if (records.length > 0) {
+      let relocated = false;
+      // A few hundred KiB of RELOC records per append, each durable before the next is encoded:
+      // a segment of 100-byte values holds ~1,900, whose encoding in one go held the event loop
+      // for tens of ms at a million keys.
+      for (let from = 0; from < candidates.length; from += MOVES_PER_APPEND) {
+        // Entries still here and still held (a write may have superseded one since planning).
+        const moves = candidates.slice(from, from + MOVES_PER_APPEND).filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
+        if (moves.length === 0) continue;
+        const records = moves.map((m) => relocRecord(entries, m));
         const appended = this.host.append(records);
         moves.forEach((m, i) => {
           const to = appended.extents[i];
@@ -140,9 +143,10 @@ export class Compactor {
           this.host.usage.moveEntry(m.entry, to);
         });
         await appended.durable;
-        failpoint('gc.relocate');
+        relocated = true;
         for (const r of records) moved += recordLength(r.key.length, r.value.length);
       }
+      if (relocated) failpoint('gc.relocate');
       if (this.host.usage.isFree(segment)) {
         freed += this.host.segmentSize;
         done++;

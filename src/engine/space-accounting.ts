@@ -6,6 +6,7 @@ import type { Trees } from './keyspace.js';
 import type { SegmentUsage } from './segment-usage.js';
 import type { Snapshot, SnapshotTable } from './snapshot-table.js';
 import type { OpenOptions, SnapshotInfo, SnapshotPin, StoreStat, SubjectStat } from './store-types.js';
+import { Pace, inTurns, type Walk } from './turns.js';
 
 /** What space accounting needs from the store. */
 export interface SpaceHost {
@@ -17,6 +18,13 @@ export interface SpaceHost {
   /** The quotas in force now (`setAccess` replaces them). */
   quotaOptions(): Pick<OpenOptions, 'quotas' | 'quotaWarnIntervalMs'>;
   marker(line: string): void;
+}
+
+/** The index at one moment, for a walk over turns of the event loop (`SpaceAccounting.frozen`). */
+interface IndexState {
+  trees: Trees;
+  /** In id order. */
+  snapshots: Snapshot[];
 }
 
 /** An entry held by a live tree or a snapshot, with a subject and key that hold it. */
@@ -114,50 +122,44 @@ export class SpaceAccounting {
     this.host.marker(`statefs: quota warn subject=${subject} used=${used} soft=${soft}`);
   }
 
-  /** Every distinct entry held by a live tree or a snapshot with a record in `segments`, with a subject and key that hold it. */
-  heldEntriesIn(segments: ReadonlySet<number>): HeldEntry[] {
-    const out: HeldEntry[] = [];
-    const walk = this.walkHeld(segments, this.host.trees(), this.host.snapshots.all(), out, Number.POSITIVE_INFINITY);
-    for (let step = walk.next(); step.done !== true; step = walk.next());
-    return out;
-  }
-
   /**
-   * `heldEntriesIn` for the state of the moment it is called (copy-on-write clones of the live
-   * trees, the snapshots then), walked `step` entries per turn of the event loop: at a million
-   * keys the walk in one go held the loop 50–80 ms. Entries superseded meanwhile are still listed
-   * (GC checks each one before it moves it); no entry can gain a record in `segments` meanwhile,
-   * since new records go to the head of the log.
+   * Every distinct entry held by a live tree or a snapshot with a record in `segments`, with a
+   * subject and key that hold it, in the state of the moment it is called (`frozen`), walked over
+   * turns of the event loop. Entries superseded meanwhile are still listed (GC checks each one
+   * before it moves it); no entry can gain a record in `segments` meanwhile, since new records go
+   * to the head of the log.
    */
-  async heldEntriesInSteps(segments: ReadonlySet<number>, step: number): Promise<HeldEntry[]> {
-    const frozen: Trees = new Map();
-    for (const [subject, tree] of this.host.trees()) frozen.set(subject, tree.clone());
-    const out: HeldEntry[] = [];
-    const walk = this.walkHeld(segments, frozen, this.host.snapshots.all(), out, step);
-    while (walk.next().done !== true) await new Promise((resolve) => setImmediate(resolve));
-    return out;
+  heldEntriesIn(segments: ReadonlySet<number>): Promise<HeldEntry[]> {
+    return inTurns(this.walkHeld(segments, this.frozen(), new Pace()));
   }
 
-  /** Fills `out` (see `heldEntriesIn`), pausing after every `step` entries of the live trees and after each snapshot. */
-  private *walkHeld(segments: ReadonlySet<number>, trees: Trees, snapshots: readonly Snapshot[], out: HeldEntry[], step: number): Generator<undefined, void, undefined> {
+  private *walkHeld(segments: ReadonlySet<number>, state: IndexState, pace: Pace): Walk<HeldEntry[]> {
+    const out: HeldEntry[] = [];
     const pair: (string | EntryRef)[] = [];
-    let walked = 0;
     // An entry is in at most one live tree (one subject, one key): no dedupe needed there.
-    for (const [subject, tree] of trees) {
+    for (const [subject, tree] of state.trees) {
       for (const [bin, entry] of tree.entries(undefined, pair)) {
         if (this.host.entries.hasRecordIn(entry, segments)) out.push({ subject, bin, entry });
-        if (++walked % step === 0) yield;
+        if (pace.due()) yield;
       }
     }
     const seen = new Set<EntryRef>();
-    for (const snap of snapshots) {
-      for (const [bin, entry] of this.notLive(snap, trees)) {
+    for (const snap of state.snapshots) {
+      for (const [bin, entry] of this.notLive(snap, state.trees)) {
+        if (pace.due()) yield;
         if (seen.has(entry) || !this.host.entries.hasRecordIn(entry, segments)) continue;
         seen.add(entry);
         out.push({ subject: snap.subject, bin, entry });
       }
-      yield;
     }
+    return out;
+  }
+
+  /** The index as it is now, for a walk over turns: copy-on-write clones of the live trees (O(1) each), and the snapshots (immutable). */
+  private frozen(): IndexState {
+    const trees: Trees = new Map();
+    for (const [subject, tree] of this.host.trees()) trees.set(subject, tree.clone());
+    return { trees, snapshots: this.host.snapshots.all() };
   }
 
   /** Entries of a snapshot that its subject's live tree (in `trees`, by default the working trees) does not hold. */
@@ -174,51 +176,60 @@ export class SpaceAccounting {
     return out;
   }
 
-  /** A snapshot's keys and bytes, the bytes only it holds, and its digest once known. */
-  snapshotInfo(snap: Snapshot): SnapshotInfo {
+  /** Each snapshot's keys and bytes, the bytes only it holds, and its digest once known (walked over turns of the event loop). */
+  snapshotInfos(snaps: readonly Snapshot[]): Promise<SnapshotInfo[]> {
+    return inTurns(this.walkSnapshotInfos(snaps, this.frozen(), new Pace()));
+  }
+
+  private *walkSnapshotInfos(snaps: readonly Snapshot[], state: IndexState, pace: Pace): Walk<SnapshotInfo[]> {
+    const out: SnapshotInfo[] = [];
+    for (const snap of snaps) out.push(yield* this.walkSnapshotInfo(snap, state, pace));
+    return out;
+  }
+
+  private *walkSnapshotInfo(snap: Snapshot, state: IndexState, pace: Pace): Walk<SnapshotInfo> {
     let bytes = 0;
-    for (const e of snap.tree.values()) bytes += this.host.entries.diskBytes(e);
+    for (const e of snap.tree.values()) {
+      bytes += this.host.entries.diskBytes(e);
+      if (pace.due()) yield;
+    }
     let exclusiveBytes = 0;
-    for (const [bin, e] of this.notLive(snap)) if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
+    for (const [bin, e] of this.notLive(snap, state.trees)) {
+      if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
+      if (pace.due()) yield;
+    }
     const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };
     if (snap.digest !== undefined) info.digest = Buffer.from(snap.digest).toString('hex');
     return info;
   }
 
-  /** What each snapshot pins: bytes no GC cycle can reclaim while it exists. */
-  pinnedBySnapshots(): SnapshotPin[] {
-    return this.host.snapshots.all().map((snap) => ({ subject: snap.subject, name: snap.name, exclusiveBytes: this.snapshotInfo(snap).exclusiveBytes }));
+  /** What each snapshot pins: bytes no GC cycle can reclaim while it exists (walked over turns of the event loop). */
+  pinnedBySnapshots(): Promise<SnapshotPin[]> {
+    return inTurns(this.walkPinned(this.frozen(), new Pace()));
   }
 
-  /** Space accounting for the image and each subject; `headFree`: the head segment's unwritten tail. */
-  stat(image: Pick<Superblock, 'capacity' | 'segmentSize' | 'segmentCount'>, headFree: number): StoreStat {
-    const { usage, snapshots } = this.host;
-    const trees = this.host.trees();
-    const subjects: SubjectStat[] = [];
-    const names = new Set([...trees.keys(), ...snapshots.all().map((snap) => snap.subject)]);
-    for (const subject of [...names].sort()) {
-      const tree = trees.get(subject);
-      const snaps = snapshots.of(subject);
-      if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
-      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: this.subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
-      for (const e of tree?.values() ?? []) stat.liveBytes += this.host.entries.diskBytes(e);
-      const counted = new Set<EntryRef>();
-      for (const snap of snaps) {
-        for (const [, e] of this.notLive(snap)) {
-          if (counted.has(e)) continue;
-          counted.add(e);
-          stat.snapshotOnlyBytes += this.host.entries.diskBytes(e);
-        }
-      }
-      subjects.push(stat);
+  private *walkPinned(state: IndexState, pace: Pace): Walk<SnapshotPin[]> {
+    const out: SnapshotPin[] = [];
+    for (const snap of state.snapshots) {
+      const info = yield* this.walkSnapshotInfo(snap, state, pace);
+      out.push({ subject: snap.subject, name: snap.name, exclusiveBytes: info.exclusiveBytes });
     }
+    return out;
+  }
+
+  /**
+   * Space accounting for the image and each subject as of the moment it is called (`headFree`: the
+   * head segment's unwritten tail); the per-key sums are walked over turns of the event loop.
+   */
+  stat(image: Pick<Superblock, 'capacity' | 'segmentSize' | 'segmentCount'>, headFree: number): Promise<StoreStat> {
+    const { usage } = this.host;
     const { segmentSize, segmentCount, capacity } = image;
     const segmentsFree = usage.freeCount();
     const segmentsUsed = segmentCount - segmentsFree;
     const usedBytes = segmentsUsed * segmentSize - headFree;
     let liveBytes = 0;
     for (let seg = 0; seg < segmentCount; seg++) liveBytes += usage.liveBytes[seg] ?? 0;
-    return {
+    const figures: Omit<StoreStat, 'subjects' | 'snapshots'> = {
       capacity,
       segmentSize,
       segments: segmentCount,
@@ -228,8 +239,33 @@ export class SpaceAccounting {
       liveBytes,
       garbageBytes: usedBytes - liveBytes,
       freeBytes: segmentsFree * segmentSize + headFree,
-      subjects,
-      snapshots: this.pinnedBySnapshots(),
     };
+    return inTurns(this.walkStat(figures, this.frozen(), new Map(this.subjectBytes), new Pace()));
+  }
+
+  private *walkStat(image: Omit<StoreStat, 'subjects' | 'snapshots'>, state: IndexState, subjectBytes: ReadonlyMap<string, number>, pace: Pace): Walk<StoreStat> {
+    const subjects: SubjectStat[] = [];
+    const names = new Set([...state.trees.keys(), ...state.snapshots.map((snap) => snap.subject)]);
+    for (const subject of [...names].sort()) {
+      const tree = state.trees.get(subject);
+      const snaps = state.snapshots.filter((snap) => snap.subject === subject);
+      if ((tree === undefined || tree.size === 0) && snaps.length === 0) continue;
+      const stat: SubjectStat = { subject, keys: tree?.size ?? 0, liveBytes: 0, snapshotOnlyBytes: 0, usedBytes: subjectBytes.get(subject) ?? 0, snapshots: snaps.length };
+      for (const e of tree?.values() ?? []) {
+        stat.liveBytes += this.host.entries.diskBytes(e);
+        if (pace.due()) yield;
+      }
+      const counted = new Set<EntryRef>();
+      for (const snap of snaps) {
+        for (const [, e] of this.notLive(snap, state.trees)) {
+          if (pace.due()) yield;
+          if (counted.has(e)) continue;
+          counted.add(e);
+          stat.snapshotOnlyBytes += this.host.entries.diskBytes(e);
+        }
+      }
+      subjects.push(stat);
+    }
+    return { ...image, subjects, snapshots: yield* this.walkPinned(state, pace) };
   }
 }

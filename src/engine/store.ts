@@ -228,7 +228,6 @@ export class Store extends EventEmitter {
       entries: this.entries,
       segmentSize: sb.segmentSize,
       heldEntriesIn: (segments) => this.space.heldEntriesIn(segments),
-      heldEntriesInSteps: (segments, step) => this.space.heldEntriesInSteps(segments, step),
       stillHeld: (m) => this.keys.workingTree(m.subject)?.get(m.bin) === m.entry || this.snapshots.holds(m.subject, m.bin, m.entry),
       append: (records) => this.journal.append(records, { useReserve: true }),
       moved,
@@ -547,10 +546,8 @@ export class Store extends EventEmitter {
       const op = 'listSnaps';
       this.checkOpen(op);
       checkSubject(subject, op);
-      const snaps = this.snapshots.of(subject);
-      if (options?.details !== true) return snaps.map((snap) => snap.name);
-      return snaps.map((snap) => this.space.snapshotInfo(snap));
-    });
+      return this.snapshots.of(subject);
+    }).then<string[] | SnapshotInfo[]>((snaps) => (options?.details === true ? this.space.snapshotInfos(snaps) : snaps.map((snap) => snap.name)));
   }
 
   /** Delete a snapshot. `ENOENT` if absent; `EBUSY` (naming the mounts) while mounted. Never `ENOSPC`. */
@@ -862,14 +859,11 @@ export class Store extends EventEmitter {
 
   /** Space accounting for the image and each subject. */
   stat(): Promise<StoreStat> {
-    return settle(() => this.statNow());
-  }
-
-  private statNow(): StoreStat {
-    this.checkOpen('stat');
-    // The head segment's unwritten tail is free space, not used.
-    const headFree = this.legacy ? 0 : this.sb.segmentSize - this.journal.position.offset;
-    return this.space.stat(this.sb, headFree);
+    return settle(() => {
+      this.checkOpen('stat');
+      // The head segment's unwritten tail is free space, not used.
+      return this.legacy ? 0 : this.sb.segmentSize - this.journal.position.offset;
+    }).then((headFree) => this.space.stat(this.sb, headFree));
   }
 
   // ---- compaction ---------------------------------------------------------------------------
@@ -929,8 +923,9 @@ export class Store extends EventEmitter {
   gcPlan(options: GcOptions = {}): Promise<GcPlan & { pinnedBySnapshots: SnapshotPin[] }> {
     return settle(() => {
       this.checkOpen('gcPlan');
-      const { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed } = this.compactor.plan(options);
-      const pinnedBySnapshots = this.space.pinnedBySnapshots();
+    }).then(async () => {
+      const { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed } = await this.compactor.plan(options);
+      const pinnedBySnapshots = await this.space.pinnedBySnapshots();
       return { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed, pinnedBySnapshots };
     });
   }
