@@ -4,6 +4,10 @@ import fc from 'fast-check';
 import { BTree, type SortedTree } from '../src/engine/btree.js';
 import type { EntryRef } from '../src/engine/entry-table.js';
 import { FILL_PER_READ, PointIndex } from '../src/engine/point-index.js';
+import { MiB, memoryImage, openMemory, text } from './helpers.js';
+import { guardResources } from './hygiene.js';
+
+guardResources();
 
 // A point index answers every read as its subject's committed tree does, while it is being filled
 // read by read and while durable rounds change keys under it (as Keyspace.publish applies them:
@@ -72,4 +76,33 @@ test('a point index is filled after about one read per FILL_PER_READ keys, which
   assert.ok(reads <= Math.ceil(keys / FILL_PER_READ) + 1, `filled after ${reads} reads`);
   assert.equal(index.get('/state/missing', tree), undefined);
   assert.equal(index.get(keyOf(keys - 1), undefined), keys - 1, 'once filled, the index alone answers');
+});
+
+test('while a subject\'s point index is being filled, get sees only durable writes, deletes and restores', async () => {
+  const s = await openMemory(await memoryImage(16 * MiB));
+  try {
+    const n = 5000;
+    const key = (i: number): string => `/state/k${String(i).padStart(5, '0')}`;
+    const all = Array.from({ length: n }, (_, i) => i);
+    await s.putMany('app', all.map((i): [string, string] => [key(i), `v${i}`]));
+    await s.snapshot('app', 'before');
+    // The 4,096th read starts the index; each read after copies ~32 keys, so it stays partial
+    // (about a thousand keys) through the reads below.
+    for (let i = 0; i < 4100; i++) s.getSync('app', key(0));
+    const sample = (): number[] => all.filter((i) => i % 97 === 0 || i < 40);
+    const pending = s.putMany('app', all.map((i): [string, string] => [key(i), `new${i}`]));
+    for (const i of sample()) assert.equal(text(s.getSync('app', key(i))), `v${i}`, `${key(i)} not durable yet`);
+    await pending;
+    for (const i of sample()) assert.equal(text(s.getSync('app', key(i))), `new${i}`, key(i));
+    const deleted = s.delete('app', key(4000));
+    assert.equal(text(s.getSync('app', key(4000))), 'new4000', 'the delete is not durable yet');
+    await deleted;
+    assert.equal(s.getSync('app', key(4000)), undefined);
+    await s.restoreSnap('app', 'before');
+    for (const i of sample()) assert.equal(text(s.getSync('app', key(i))), `v${i}`, `${key(i)} restored`);
+    for (let i = 0; i < 6000; i++) s.getSync('app', key(1)); // a new index, filled to the end
+    for (const i of all) assert.equal(text(s.getSync('app', key(i))), `v${i}`, key(i));
+  } finally {
+    await s.close();
+  }
 });

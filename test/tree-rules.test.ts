@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { BTree } from '../src/engine/btree.js';
 import { DirectoryCounts, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
+import type { EntryRef } from '../src/engine/entry-table.js';
+import { Keyspace } from '../src/engine/keyspace.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { memoryImage, openMemory } from './helpers.js';
@@ -180,4 +182,40 @@ test('tree rules agree before and after a subject is written often enough to get
   } finally {
     await s.close();
   }
+});
+
+test('a subject\'s directory counts follow the puts, deletes and restore made while they are built in steps', () => {
+  // Keyspace directly, so the questions are counted exactly: the 4,096th "has children?" starts a
+  // build from a clone of 20,002 keys, 512 keys a question, so ~40 questions pass before it ends.
+  const start = (): Keyspace => {
+    const tree = new BTree<string, EntryRef>();
+    for (let i = 0; i < 20_000; i++) tree.set(`/state/f/k${String(i).padStart(5, '0')}`, i);
+    tree.set('/state/gone/x', 1);
+    tree.set('/state/keep/x', 1);
+    const keys = new Keyspace(new Map([['app', tree]]));
+    for (let i = 0; i < 4100; i++) assert.equal(keys.view('app').hasChildren('/state/zz'), false);
+    return keys;
+  };
+  const askMany = (keys: Keyspace): void => {
+    for (let i = 0; i < 200; i++) keys.view('app').hasChildren('/state/zz');
+  };
+
+  const keys = start();
+  keys.set('app', '/state/new/x', 2); // a new directory while the build is under way
+  keys.delete('app', '/state/gone/x'); // and a directory's last key gone
+  askMany(keys); // the build ends: the changes made meanwhile are applied
+  const view = keys.view('app');
+  assert.equal(view.hasChildren('/state/new'), true);
+  assert.equal(view.hasChildren('/state/gone'), false);
+  assert.equal(view.hasChildren('/state/keep'), true);
+  assert.equal(view.hasChildren('/state/f'), true);
+
+  const restored = start();
+  const snap = new BTree<string, EntryRef>();
+  snap.set('/state/r/x', 3);
+  restored.replace('app', snap); // a restore while the build is under way drops it
+  askMany(restored);
+  for (let i = 0; i < 5000; i++) restored.view('app').hasChildren('/state/zz'); // and a new one is built
+  assert.equal(restored.view('app').hasChildren('/state/f'), false);
+  assert.equal(restored.view('app').hasChildren('/state/r'), true);
 });
