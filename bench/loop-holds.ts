@@ -32,6 +32,8 @@ async function step(name: string, run: () => Promise<unknown>): Promise<void> {
   const t0 = performance.now();
   await run();
   const took = performance.now() - t0;
+  // One more turn, so the probe sees the gap an operation that ended within one turn made.
+  await new Promise((resolve) => setImmediate(resolve));
   const held = probe.stop();
   console.log(`| ${name} | ${took.toFixed(0)} ms | ${held.toFixed(1)} ms | ${probe.longestGcPause.toFixed(1)} ms |`);
 }
