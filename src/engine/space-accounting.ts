@@ -25,6 +25,8 @@ interface IndexState {
   trees: Trees;
   /** In id order. */
   snapshots: Snapshot[];
+  /** Each snapshot's entries the live tree does not hold, once found (`notLiveIn`): `stat` needs them twice. */
+  notLive: Map<Snapshot, [string, EntryRef][]>;
 }
 
 /** An entry held by a live tree or a snapshot, with a subject and key that hold it. */
@@ -145,7 +147,7 @@ export class SpaceAccounting {
     }
     const seen = new Set<EntryRef>();
     for (const snap of state.snapshots) {
-      for (const [bin, entry] of this.notLive(snap, state.trees)) {
+      for (const [bin, entry] of this.notLiveIn(state, snap)) {
         if (pace.due()) yield;
         if (seen.has(entry) || !this.host.entries.hasRecordIn(entry, segments)) continue;
         seen.add(entry);
@@ -159,7 +161,13 @@ export class SpaceAccounting {
   private frozen(): IndexState {
     const trees: Trees = new Map();
     for (const [subject, tree] of this.host.trees()) trees.set(subject, tree.clone());
-    return { trees, snapshots: this.host.snapshots.all() };
+    return { trees, snapshots: this.host.snapshots.all(), notLive: new Map() };
+  }
+
+  private notLiveIn(state: IndexState, snap: Snapshot): [string, EntryRef][] {
+    let found = state.notLive.get(snap);
+    if (found === undefined) state.notLive.set(snap, (found = this.notLive(snap, state.trees)));
+    return found;
   }
 
   /** Entries of a snapshot that its subject's live tree (in `trees`, by default the working trees) does not hold. */
@@ -194,7 +202,7 @@ export class SpaceAccounting {
       if (pace.due()) yield;
     }
     let exclusiveBytes = 0;
-    for (const [bin, e] of this.notLive(snap, state.trees)) {
+    for (const [bin, e] of this.notLiveIn(state, snap)) {
       if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
       if (pace.due()) yield;
     }
@@ -257,7 +265,7 @@ export class SpaceAccounting {
       }
       const counted = new Set<EntryRef>();
       for (const snap of snaps) {
-        for (const [, e] of this.notLive(snap, state.trees)) {
+        for (const [, e] of this.notLiveIn(state, snap)) {
           if (pace.due()) yield;
           if (counted.has(e)) continue;
           counted.add(e);
