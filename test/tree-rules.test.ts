@@ -210,6 +210,24 @@ test('a subject\'s directory counts follow the puts, deletes and restore made wh
   assert.equal(view.hasChildren('/state/keep'), true);
   assert.equal(view.hasChildren('/state/f'), true);
 
+  // Deletes alone (which ask the rules nothing) also finish a build: afterwards the counts answer,
+  // and the tree is no longer searched.
+  const deleting = start();
+  const working = deleting.workingTree('app');
+  assert.ok(working !== undefined);
+  let searched = 0;
+  const search = working.nextHigherKey.bind(working);
+  working.nextHigherKey = (key) => {
+    searched++;
+    return search(key);
+  };
+  for (let i = 0; i < 100; i++) deleting.delete('app', `/state/f/k${String(i).padStart(5, '0')}`);
+  deleting.delete('app', '/state/gone/x');
+  assert.equal(deleting.view('app').hasChildren('/state/gone'), false);
+  assert.equal(deleting.view('app').hasChildren('/state/keep'), true);
+  assert.equal(deleting.view('app').hasChildren('/state/f'), true);
+  assert.equal(searched, 0, 'answered by the counts');
+
   const restored = start();
   const snap = new BTree<string, EntryRef>();
   snap.set('/state/r/x', 3);

@@ -99,7 +99,13 @@ export class Keyspace {
     tree.delete(bin);
     if (old !== undefined) {
       this.dirs.get(subject)?.removed(bin);
-      this.dirBuilds.get(subject)?.removed(bin);
+      const build = this.dirBuilds.get(subject);
+      if (build !== undefined) {
+        build.removed(bin);
+        // A delete of a key asks the rules nothing, yet it too moves the build on (a run of deletes
+        // would otherwise keep its clone, and the old tree with it, until the next put).
+        this.directories(subject);
+      }
     }
     this.changed(subject).set(bin, undefined);
     return old;
