@@ -78,17 +78,20 @@ export class Compactor {
   async plan(options: GcOptions = {}): Promise<InternalPlan> {
     const { usage, segmentSize } = this.host;
     const segments = this.chooseSegments(options);
+    // The segment figures before the walk: writes made while it is paused must not show in them
+    // (a chosen segment they empty would count as reclaimed in full and be gone from the garbage).
+    let reclaimed = 0;
+    for (const s of segments) reclaimed += segmentSize - (usage.liveBytes[s] ?? 0);
+    const remainingGarbageBytes = this.garbageBytes() - reclaimed;
     const moves = segments.length === 0 ? [] : await this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
     for (const m of moves) movedBytes += relocLength(this.host.entries, m);
-    let reclaimed = 0;
-    for (const s of segments) reclaimed += segmentSize - (usage.liveBytes[s] ?? 0);
     return {
       segments,
       freedBytes: segments.length * segmentSize,
       movedBytes,
       scannedBytes: segments.length * segmentSize,
-      remainingGarbageBytes: this.garbageBytes() - reclaimed,
+      remainingGarbageBytes,
       segmentsFreed: segments.length,
       moves,
     };

@@ -25,6 +25,8 @@ interface IndexState {
   trees: Trees;
   /** In id order. */
   snapshots: Snapshot[];
+  /** The same snapshots by subject: who holds what, as of that moment (`heldByAnother`). */
+  snapshotsOf: Map<string, Snapshot[]>;
   /** Each snapshot's entries the live tree does not hold, once found (`notLiveIn`): `stat` needs them twice. */
   notLive: Map<Snapshot, [string, EntryRef][]>;
 }
@@ -161,7 +163,20 @@ export class SpaceAccounting {
   private frozen(): IndexState {
     const trees: Trees = new Map();
     for (const [subject, tree] of this.host.trees()) trees.set(subject, tree.clone());
-    return { trees, snapshots: this.host.snapshots.all(), notLive: new Map() };
+    const snapshots = this.host.snapshots.all();
+    const snapshotsOf = new Map<string, Snapshot[]>();
+    for (const snap of snapshots) {
+      let of = snapshotsOf.get(snap.subject);
+      if (of === undefined) snapshotsOf.set(snap.subject, (of = []));
+      of.push(snap);
+    }
+    return { trees, snapshots, snapshotsOf, notLive: new Map() };
+  }
+
+  /** Whether a snapshot of `subject` in `state` other than `except` holds exactly `entry` at `bin` (`SnapshotTable.holds`, as of that moment). */
+  private heldByAnother(state: IndexState, subject: string, bin: string, entry: EntryRef, except: Snapshot): boolean {
+    for (const snap of state.snapshotsOf.get(subject) ?? []) if (snap !== except && snap.tree.get(bin) === entry) return true;
+    return false;
   }
 
   private notLiveIn(state: IndexState, snap: Snapshot): [string, EntryRef][] {
@@ -203,7 +218,8 @@ export class SpaceAccounting {
     }
     let exclusiveBytes = 0;
     for (const [bin, e] of this.notLiveIn(state, snap)) {
-      if (!this.host.snapshots.holds(snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
+      // Held by another snapshot as of the walk's moment, not now: one deleted since shares nothing less.
+      if (!this.heldByAnother(state, snap.subject, bin, e, snap)) exclusiveBytes += this.host.entries.diskBytes(e);
       if (pace.due()) yield;
     }
     const info: SnapshotInfo = { name: snap.name, id: snap.id, keys: snap.tree.size, bytes, exclusiveBytes };

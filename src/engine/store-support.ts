@@ -13,8 +13,8 @@ import type { ListPage } from './store-types.js';
 
 export const EMPTY = new Uint8Array(0);
 
-/** Run `fn` and return its result as a promise; a synchronous throw becomes a rejection. */
-export function settle<T>(fn: () => T): Promise<T> {
+/** Run `fn` and return its result (or the promise it returns) as a promise; a synchronous throw becomes a rejection. */
+export function settle<T>(fn: () => T | PromiseLike<T>): Promise<T> {
   try {
     return Promise.resolve(fn());
   } catch (err) {

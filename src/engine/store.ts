@@ -542,12 +542,14 @@ export class Store extends EventEmitter {
   listSnaps(subject: string): Promise<string[]>;
   listSnaps(subject: string, options: { details: true }): Promise<SnapshotInfo[]>;
   listSnaps(subject: string, options?: { details?: boolean }): Promise<string[] | SnapshotInfo[]> {
-    return settle(() => {
+    return settle<string[] | SnapshotInfo[]>(() => {
       const op = 'listSnaps';
       this.checkOpen(op);
       checkSubject(subject, op);
-      return this.snapshots.of(subject);
-    }).then<string[] | SnapshotInfo[]>((snaps) => (options?.details === true ? this.space.snapshotInfos(snaps) : snaps.map((snap) => snap.name)));
+      const snaps = this.snapshots.of(subject);
+      // Details walk the index as it is now (over turns): taken here, not a microtask later.
+      return options?.details === true ? this.space.snapshotInfos(snaps) : snaps.map((snap) => snap.name);
+    });
   }
 
   /** Delete a snapshot. `ENOENT` if absent; `EBUSY` (naming the mounts) while mounted. Never `ENOSPC`. */
@@ -861,9 +863,11 @@ export class Store extends EventEmitter {
   stat(): Promise<StoreStat> {
     return settle(() => {
       this.checkOpen('stat');
-      // The head segment's unwritten tail is free space, not used.
-      return this.legacy ? 0 : this.sb.segmentSize - this.journal.position.offset;
-    }).then((headFree) => this.space.stat(this.sb, headFree));
+      // The head segment's unwritten tail is free space, not used. Everything is taken now, in
+      // the call's turn: a write made right after the call must not show in any figure.
+      const headFree = this.legacy ? 0 : this.sb.segmentSize - this.journal.position.offset;
+      return this.space.stat(this.sb, headFree);
+    });
   }
 
   // ---- compaction ---------------------------------------------------------------------------
@@ -923,11 +927,18 @@ export class Store extends EventEmitter {
   gcPlan(options: GcOptions = {}): Promise<GcPlan & { pinnedBySnapshots: SnapshotPin[] }> {
     return settle(() => {
       this.checkOpen('gcPlan');
-    }).then(async () => {
-      const { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed } = await this.compactor.plan(options);
-      const pinnedBySnapshots = await this.space.pinnedBySnapshots();
-      return { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed, pinnedBySnapshots };
-    });
+      // Both walks start now, from the state of the call (each takes its clones synchronously):
+      // not a microtask later, and the pins not after the plan's walk.
+      return Promise.all([this.compactor.plan(options), this.space.pinnedBySnapshots()]);
+    }).then(([{ segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed }, pinnedBySnapshots]) => ({
+      segments,
+      freedBytes,
+      movedBytes,
+      scannedBytes,
+      remainingGarbageBytes,
+      segmentsFreed,
+      pinnedBySnapshots,
+    }));
   }
 
   /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
