@@ -229,7 +229,16 @@ export class SpaceAccounting {
 
   /** What each snapshot pins: bytes no GC cycle can reclaim while it exists (walked over turns of the event loop). */
   pinnedBySnapshots(): Promise<SnapshotPin[]> {
-    return inTurns(this.walkPinned(this.frozen(), new Pace()));
+    return this.pinnedBySnapshotsNow()();
+  }
+
+  /**
+   * `pinnedBySnapshots` as of now, walked when the returned function is called: `gcPlan` takes
+   * its state with the plan's, and walks it after the plan's walk, not in the same turns.
+   */
+  pinnedBySnapshotsNow(): () => Promise<SnapshotPin[]> {
+    const state = this.frozen();
+    return () => inTurns(this.walkPinned(state, new Pace()));
   }
 
   private *walkPinned(state: IndexState, pace: Pace): Walk<SnapshotPin[]> {

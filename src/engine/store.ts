@@ -927,18 +927,14 @@ export class Store extends EventEmitter {
   gcPlan(options: GcOptions = {}): Promise<GcPlan & { pinnedBySnapshots: SnapshotPin[] }> {
     return settle(() => {
       this.checkOpen('gcPlan');
-      // Both walks start now, from the state of the call (each takes its clones synchronously):
-      // not a microtask later, and the pins not after the plan's walk.
-      return Promise.all([this.compactor.plan(options), this.space.pinnedBySnapshots()]);
-    }).then(([{ segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed }, pinnedBySnapshots]) => ({
-      segments,
-      freedBytes,
-      movedBytes,
-      scannedBytes,
-      remainingGarbageBytes,
-      segmentsFreed,
-      pinnedBySnapshots,
-    }));
+      // Both from the state of the call, taken now (not a microtask later, and the pins not after
+      // the plan's walk); the pins are walked once the plan's walk is done.
+      const pins = this.space.pinnedBySnapshotsNow();
+      return this.compactor.plan(options).then(async ({ segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed }) => {
+        const pinnedBySnapshots = await pins();
+        return { segments, freedBytes, movedBytes, scannedBytes, remainingGarbageBytes, segmentsFreed, pinnedBySnapshots };
+      });
+    });
   }
 
   /** Start a background cycle when the image is getting full of garbage (unless `autoGc: false`). */
