@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { BTree } from '../src/engine/btree.js';
-import { DirectoryCounts, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
+import { DirectoryCounts, DirectoryCountsBuild, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
 import type { EntryRef } from '../src/engine/entry-table.js';
 import { Keyspace } from '../src/engine/keyspace.js';
 import { Store } from '../src/engine/store.js';
@@ -29,7 +29,7 @@ test('directory counts name exactly the directories of the keys, kept in step or
   fc.assert(
     fc.property(fc.array(opArb, { maxLength: 60 }), (ops) => {
       const keys = new Set<string>();
-      const counts = DirectoryCounts.of(() => undefined);
+      const counts = new DirectoryCounts();
       for (const { add, key } of ops) {
         if (add && !keys.has(key)) {
           keys.add(key);
@@ -39,9 +39,9 @@ test('directory counts name exactly the directories of the keys, kept in step or
           counts.removed(key);
         }
       }
-      const built = DirectoryCounts.of((visit) => {
-        for (const key of [...keys].sort()) visit(key);
-      });
+      const build = new DirectoryCountsBuild();
+      for (const key of [...keys].sort()) build.visit(key);
+      const built = build.finish();
       const expected = directoriesOf(keys);
       // Every candidate path, present or not: a directory whose last key went must be gone.
       for (const candidate of directoriesOf(ops.map((o) => `${o.key}/x`))) {

@@ -7,15 +7,6 @@
 export class DirectoryCounts {
   private readonly counts = new Map<string, number>();
 
-  /** Counts of the keys `forEachKey` yields, which must come in ascending order (a tree walk). */
-  static of(forEachKey: (visit: (bin: string) => void) => void): DirectoryCounts {
-    const build = new DirectoryCountsBuild();
-    forEachKey((bin) => {
-      build.visit(bin);
-    });
-    return build.finish();
-  }
-
   has(dir: string): boolean {
     return this.counts.has(dir);
   }

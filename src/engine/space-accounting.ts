@@ -227,14 +227,10 @@ export class SpaceAccounting {
     return info;
   }
 
-  /** What each snapshot pins: bytes no GC cycle can reclaim while it exists (walked over turns of the event loop). */
-  pinnedBySnapshots(): Promise<SnapshotPin[]> {
-    return this.pinnedBySnapshotsNow()();
-  }
-
   /**
-   * `pinnedBySnapshots` as of now, walked when the returned function is called: `gcPlan` takes
-   * its state with the plan's, and walks it after the plan's walk, not in the same turns.
+   * What each snapshot pins (bytes no GC cycle can reclaim while it exists) as of now, walked over
+   * turns of the event loop when the returned function is called: `gcPlan` takes its state with
+   * the plan's, and walks it after the plan's walk, not in the same turns.
    */
   pinnedBySnapshotsNow(): () => Promise<SnapshotPin[]> {
     const state = this.frozen();

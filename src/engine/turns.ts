@@ -5,16 +5,14 @@
  */
 
 /** Index entries a walk looks at per turn of the event loop (a few ms). */
-export const WALK_STEP = 32_768;
+const WALK_STEP = 32_768;
 
-/** Counts a walk's entries: `due()` is true after every `every`-th, where the walk pauses. */
+/** Counts a walk's entries: `due()` is true after every `WALK_STEP`-th, where the walk pauses. */
 export class Pace {
   private n = 0;
 
-  constructor(private readonly every: number = WALK_STEP) {}
-
   due(): boolean {
-    return ++this.n % this.every === 0;
+    return ++this.n % WALK_STEP === 0;
   }
 }
 
