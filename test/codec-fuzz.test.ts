@@ -115,7 +115,7 @@ test('segment headers, SYNC marks and checkpoint chunks round-trip and reject ba
 });
 
 /** Entries as a checkpoint holds them: column by column, one run per stretch of one subject. */
-function columns(list: { subject: string; key: string; extents: [number, number, number][] }[]): CheckpointEntries {
+function columns(list: { subject: string; key: string; extents: [number, number, number][]; lead: number }[]): CheckpointEntries {
   const runs: CheckpointEntries['runs'] = [];
   for (const [i, e] of list.entries()) {
     const run = runs.at(-1);
@@ -127,8 +127,17 @@ function columns(list: { subject: string; key: string; extents: [number, number,
     keys: list.map((e) => e.key),
     counts: Uint8Array.from(list, (e) => e.extents.length),
     extents: Uint32Array.from(list.flatMap((e) => e.extents.flat())),
+    leads: Uint16Array.from(list, (e) => e.lead),
   };
 }
+
+/** A snapshot difference's extents: the first may be a PUTRUN slice (`lead`, version 5). */
+const diffExtentsArb = fc
+  .tuple(
+    fc.array(fc.record({ segment: fc.nat({ max: 9 }), offset: fc.nat({ max: 9999 }), length: fc.nat({ max: 9999 }) }, { noNullPrototype: true }), { minLength: 1, maxLength: 2 }),
+    fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 639 })),
+  )
+  .map(([extents, lead]) => extents.map((x, i) => (i === 0 && lead > 0 ? { ...x, lead } : x)));
 
 const ckptArb = fc.record({
   nextTxnId: fc.integer({ min: 1, max: 2 ** 40 }),
@@ -142,6 +151,8 @@ const ckptArb = fc.record({
           .oneof(fc.string({ maxLength: 40 }), fc.string({ maxLength: 3 }).map((s) => `/state/app1/k${s}`))
           .map((s) => Buffer.from(s, 'utf8').toString('latin1')),
         extents: fc.array(fc.tuple(fc.nat({ max: 1000 }), fc.integer({ min: 0, max: 0xffff_ffff }), fc.nat({ max: 70_000 })), { minLength: 1, maxLength: 3 }),
+        // A PUTRUN slice's start in its record (version 5), or 0.
+        lead: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 639 })),
       }, { noNullPrototype: true }),
       { maxLength: 20 },
     )
@@ -155,7 +166,7 @@ const ckptArb = fc.record({
         id: fc.integer({ min: 1, max: 2 ** 40 }),
         digest: fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: undefined }),
         diff: fc.array(
-          fc.record({ key: fc.constantFrom('/state/a', '/state/b/c'), extents: fc.option(fc.array(fc.record({ segment: fc.nat({ max: 9 }), offset: fc.nat({ max: 9999 }), length: fc.nat({ max: 9999 }) }, { noNullPrototype: true }), { minLength: 1, maxLength: 2 }), { nil: null }) }, { noNullPrototype: true }),
+          fc.record({ key: fc.constantFrom('/state/a', '/state/b/c'), extents: fc.option(diffExtentsArb, { nil: null }) }, { noNullPrototype: true }),
           { maxLength: 4 },
         ),
       },
@@ -217,9 +228,18 @@ function version2Payload(ckpt: Checkpoint): Uint8Array {
   return new Uint8Array(Buffer.concat(parts)); // not a Buffer: decoded digests are then Uint8Arrays, as from the engine's own payloads
 }
 
+/** `ckpt` with every PUTRUN slice's lead dropped: what a payload before version 5 can hold. */
+function withoutLeads(ckpt: Checkpoint): Checkpoint {
+  return {
+    ...ckpt,
+    entries: { ...ckpt.entries, leads: new Uint16Array(ckpt.entries.leads.length) },
+    snapshots: ckpt.snapshots.map((snap) => ({ ...snap, diff: snap.diff.map((d) => ({ key: d.key, extents: d.extents?.map(({ segment, offset, length }) => ({ segment, offset, length })) ?? null })) })),
+  };
+}
+
 test('keys longer than 320 bytes (only a v1 image has them) round-trip, sharing at most 320 bytes', () => {
   const keys = ['x', 'y', 'z'].map((c) => `/state/${'d'.repeat(990)}${c}`);
-  const ckpt: Checkpoint = { ...emptyCheckpoint(), entries: columns(keys.map((key) => ({ subject: 'legacy', key, extents: [[1, 2, 3]] }))) };
+  const ckpt: Checkpoint = { ...emptyCheckpoint(), entries: columns(keys.map((key) => ({ subject: 'legacy', key, extents: [[1, 2, 3]], lead: 0 }))) };
   const bytes = encodeCheckpoint(ckpt);
   assert.deepEqual(decodeCheckpoint(bytes), ckpt);
   assert.ok(bytes.length > 2 * (1005 - 320), `${bytes.length} bytes: the bytes past the 320 shared are written`);
@@ -228,14 +248,15 @@ test('keys longer than 320 bytes (only a v1 image has them) round-trip, sharing 
 test('version 2 checkpoint payloads (written before keys shared their prefixes) decode to the same checkpoint', () => {
   fc.assert(
     fc.property(ckptArb, (ckpt) => {
-      assert.deepEqual(decodeCheckpoint(version2Payload(ckpt)), ckpt);
+      const old = withoutLeads(ckpt); // before version 5, no extent was a PUTRUN slice
+      assert.deepEqual(decodeCheckpoint(version2Payload(old)), old);
     }),
     params,
   );
 });
 
 test('version 3 entries of sorted keys take a third of version 2 bytes; bad prefix lengths and varints are EINTEGRITY', () => {
-  const list = Array.from({ length: 10_000 }, (_, i) => ({ subject: 'bench', key: `/state/app${i % 10}/k${String(i).padStart(6, '0')}`, extents: [[3 + (i >> 12), (i * 141) % (1 << 20), 141] as [number, number, number]] }));
+  const list = Array.from({ length: 10_000 }, (_, i) => ({ subject: 'bench', key: `/state/app${i % 10}/k${String(i).padStart(6, '0')}`, extents: [[3 + (i >> 12), (i * 141) % (1 << 20), 141] as [number, number, number]], lead: 0 }));
   list.sort((a, b) => (a.key < b.key ? -1 : 1));
   const ckpt: Checkpoint = { ...emptyCheckpoint(), entries: columns(list) };
   const v3 = encodeCheckpoint(ckpt);
@@ -275,5 +296,5 @@ test('a checkpoint entry whose key has no subject (no NUL after a first byte) is
     assert.throws(() => decodeCheckpoint(payload), (e: unknown) => e instanceof StatefsError && e.code === 'EINTEGRITY' && e.message.includes('record key has no subject'));
   }
   const good = Buffer.concat([Buffer.from([1]), Buffer.alloc(8), Buffer.from([1, 0, 0, 0]), entry('app\0/state/a')]);
-  assert.deepEqual(decodeCheckpoint(good).entries, { runs: [{ subject: 'app', end: 1 }], keys: ['/state/a'], counts: Uint8Array.of(1), extents: Uint32Array.of(0, 0, 0) });
+  assert.deepEqual(decodeCheckpoint(good).entries, { runs: [{ subject: 'app', end: 1 }], keys: ['/state/a'], counts: Uint8Array.of(1), extents: Uint32Array.of(0, 0, 0), leads: Uint16Array.of(0) });
 });

@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { fsckDevice } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
+import { CHECKPOINT_VERSION } from '../src/format/checkpoint.js';
 import { SUPERBLOCK_LENGTH, SUPERBLOCK_SLOT, decodeSuperblock, superblockOffset } from '../src/format/superblock.js';
 import { text } from './helpers.js';
 import { guardResources } from './hygiene.js';
@@ -42,7 +43,7 @@ async function expectFixtureState(s: Store): Promise<void> {
   assert.ok((await s.verifySnapshot('app', 'before')).length > 0);
 }
 
-test('an image whose checkpoint is payload version 2 opens and passes fsck; its next checkpoint is version 4 and reads the same', async () => {
+test('an image whose checkpoint is payload version 2 opens and passes fsck; its next checkpoint is the current version and reads the same', async () => {
   const img = new Uint8Array(gunzipSync(readFileSync(V2_IMAGE)));
   assert.equal(currentCheckpointVersion(img), 2, 'the fixture holds a version 2 checkpoint');
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
@@ -51,7 +52,7 @@ test('an image whose checkpoint is payload version 2 opens and passes fsck; its 
   await s.put('app', '/state/dir1/k1', 'changed again');
   await s.checkpoint();
   await s.close();
-  assert.equal(currentCheckpointVersion(img), 4);
+  assert.equal(currentCheckpointVersion(img), CHECKPOINT_VERSION);
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
   const r = await Store.openDevice(new MemoryDevice(img));
   await r.put('app', '/state/dir1/k1', 'changed');
@@ -97,7 +98,7 @@ async function expectV3State(s: Store): Promise<void> {
   }
 }
 
-test('an image whose snapshots are in a payload version 3 checkpoint reads them as written; its next checkpoint is version 4 and reads the same', async () => {
+test('an image whose snapshots are in a payload version 3 checkpoint reads them as written; its next checkpoint is the current version and reads the same', async () => {
   const img = new Uint8Array(gunzipSync(readFileSync(V3_IMAGE)));
   assert.equal(currentCheckpointVersion(img), 3, 'the fixture holds a version 3 checkpoint');
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
@@ -105,7 +106,7 @@ test('an image whose snapshots are in a payload version 3 checkpoint reads them 
   await expectV3State(s);
   await s.checkpoint();
   await s.close();
-  assert.equal(currentCheckpointVersion(img), 4);
+  assert.equal(currentCheckpointVersion(img), CHECKPOINT_VERSION);
   assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
   const r = await Store.openDevice(new MemoryDevice(img));
   await expectV3State(r);

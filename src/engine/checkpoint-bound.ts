@@ -5,7 +5,7 @@ import type { Mount, MountTable } from './mount-table.js';
 import type { SnapshotTable } from './snapshot-table.js';
 
 /*
- * Upper bounds of a version 4 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
+ * Upper bounds of a version 5 checkpoint payload (docs/storage/statefs-v3.md 7.1), for the
  * segments kept in reserve for the next checkpoint (8.2). Every key is counted whole (as if it
  * shared nothing with the previous one) and every varint at its widest, so a bound never depends
  * on which keys happen to be neighbours: an estimate from the last checkpoint's bytes per entry
@@ -25,6 +25,9 @@ const PAYLOAD_FIXED = 1 + 8 + 4 + 8 + 4 + 4;
 const LIVE_ENTRY_FIXED = 2 + 3 + 1;
 /** A live entry's extent: three varints of at most 5 bytes. */
 const LIVE_EXTENT = 15;
+/** A PUTRUN slice's lead after its first extent: a varint in a live entry, a u32 in a difference. */
+const LIVE_LEAD = 5;
+const DIFF_LEAD = 4;
 /** A snapshot's difference beyond its key and extents: key_len (2), extent_count (1); extents 12 bytes each. */
 const DIFF_FIXED = 3;
 const DIFF_EXTENT = 12;
@@ -41,17 +44,17 @@ export const DIGEST_BYTES = 32;
 
 /** Most bytes a live entry of `subject`'s key `bin` holding `e` takes. */
 export function liveEntryBound(entries: EntryTable, subject: string, bin: string, e: EntryRef): number {
-  return LIVE_ENTRY_FIXED + subject.length + 1 + bin.length + LIVE_EXTENT * entries.extentCount(e);
+  return LIVE_ENTRY_FIXED + subject.length + 1 + bin.length + movedEntryBound(entries, e);
 }
 
 /** Most bytes one snapshot's difference at `bin` takes: naming `held` (the snapshot's entry), or none (absent in the snapshot). */
 export function diffEntryBound(entries: EntryTable, bin: string, held: EntryRef | undefined): number {
-  return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * entries.extentCount(held));
+  return DIFF_FIXED + bin.length + (held === undefined ? 0 : DIFF_EXTENT * entries.extentCount(held) + (entries.recordLead(held) === 0 ? 0 : DIFF_LEAD));
 }
 
 /** Most bytes a live entry's change of records can add: its extents written at their widest. */
 export function movedEntryBound(entries: EntryTable, e: EntryRef): number {
-  return LIVE_EXTENT * entries.extentCount(e);
+  return LIVE_EXTENT * entries.extentCount(e) + (entries.recordLead(e) === 0 ? 0 : LIVE_LEAD);
 }
 
 export function snapshotHeaderBound(subject: string, name: string): number {

@@ -64,7 +64,7 @@ export class CheckpointBuild {
       tree.forRange(after ?? (tree.minKey() ?? ''), last, true, (bin, e) => {
         if (bin === after) return undefined;
         if (left === 0) return { break: true };
-        encoder.entry(subject, bin, table.segment(e), table.offset(e), table.recordLength(e), table.moreRecords(e));
+        encoder.entry(subject, bin, table.segment(e), table.offset(e), table.recordLength(e), table.recordLead(e), table.moreRecords(e));
         this.after = bin;
         left--;
         return undefined;

@@ -1,7 +1,8 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { decodeRecord, type DecodedRecord } from '../format/record.js';
+import { RUN_RECORD_MAX, runEntryAt } from '../format/put-run.js';
+import { claimedRecordLength, decodeRecord, type DecodeResult, type DecodedRecord } from '../format/record.js';
 import { decodeReloc } from '../format/meta-records.js';
 import { segmentOffset } from '../format/superblock.js';
 import { PAYLOAD_PUT, decodePayload } from '../format/txn-records.js';
@@ -17,14 +18,37 @@ export function valueOfRecord(record: DecodedRecord): Uint8Array | undefined {
   return chunk?.kind === PAYLOAD_PUT ? chunk.data : undefined;
 }
 
+/**
+ * The value the extent `x` names in `record`: a PUT's, RELOC's or PAYLOAD's value held whole, or
+ * the value of the PUTRUN entry whose slice `x` is. Undefined if the record holds no such value.
+ */
+function valueInRecord(record: DecodedRecord, x: Extent): Uint8Array | undefined {
+  const lead = x.lead ?? 0;
+  if (record.opcode === Op.PUTRUN) return runEntryAt(record, lead, x.length)?.value;
+  return lead === 0 && record.length === x.length ? valueOfRecord(record) : undefined;
+}
+
+/**
+ * The record holding the extent `x`, read from the device: one read of its slice and at least
+ * `RUN_RECORD_MAX` bytes (a slice of a PUTRUN is shorter than its record), a second one only for
+ * a longer record.
+ */
+async function readRecordOf(device: BlockDevice, segmentSize: number, x: Extent): Promise<{ at: number; r: DecodeResult }> {
+  const lead = x.lead ?? 0;
+  const at = segmentOffset(x.segment, segmentSize) + x.offset - lead;
+  if (lead > x.offset) return { at, r: { ok: false, fault: 'truncated' } }; // a lead past its segment's start: damage
+  let buf = await device.read(at, Math.max(lead + x.length, Math.min(RUN_RECORD_MAX, device.size - at)));
+  const whole = claimedRecordLength(buf, 0);
+  if (whole !== undefined && whole > buf.length && at + whole <= device.size) buf = await device.read(at, whole);
+  return { at, r: decodeRecord(buf, 0) };
+}
+
 /** Read a value from its records (`extents`) on the device, checking each record's CRC. */
 export async function readEntryValue(device: BlockDevice, segmentSize: number, extents: readonly Extent[]): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for (const x of extents) {
-    const at = segmentOffset(x.segment, segmentSize) + x.offset;
-    const buf = await device.read(at, x.length);
-    const r = decodeRecord(buf, 0);
-    const value = r.ok ? valueOfRecord(r.record) : undefined;
+    const { at, r } = await readRecordOf(device, segmentSize, x);
+    const value = r.ok ? valueInRecord(r.record, x) : undefined;
     if (value === undefined) throw StatefsError.EINTEGRITY(`record holding a value is damaged (${r.ok ? 'wrong kind' : r.fault})`, { op: 'read', offset: at });
     parts.push(value);
   }
@@ -105,10 +129,11 @@ export async function readEntriesBySegment(
       let failure: StatefsError | undefined;
       for (const x of table.extents(e)) {
         // Chunks of one transaction value may sit in the next segment: read those directly.
-        const r = x.segment === segment ? decodeRecord(buf, x.offset, Math.min(buf.length, x.offset + x.length)) : decodeRecord(await device.read(segmentOffset(x.segment, segmentSize) + x.offset, x.length), 0);
-        const value = r.ok && r.record.length === x.length ? valueOfRecord(r.record) : undefined;
+        const start = x.offset - (x.lead ?? 0);
+        const r = x.segment === segment ? decodeRecord(buf, start) : (await readRecordOf(device, segmentSize, x)).r;
+        const value = r.ok ? valueInRecord(r.record, x) : undefined;
         if (value === undefined) {
-          failure = StatefsError.EINTEGRITY(`record holding a value is damaged (${r.ok ? 'wrong kind' : r.fault})`, { op: 'read', offset: segmentOffset(x.segment, segmentSize) + x.offset });
+          failure = StatefsError.EINTEGRITY(`record holding a value is damaged (${r.ok ? 'wrong kind' : r.fault})`, { op: 'read', offset: segmentOffset(x.segment, segmentSize) + start });
           break;
         }
         parts.push(value);

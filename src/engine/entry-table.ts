@@ -38,6 +38,8 @@ export class EntryTable {
   private seg = new Int32Array(FIRST_CAPACITY);
   private off = new Int32Array(FIRST_CAPACITY);
   private len = new Int32Array(FIRST_CAPACITY);
+  /** `Extent.lead` of the first extent (a PUTRUN slice's start in its record; at most `RUN_RECORD_MAX`). */
+  private lead = new Uint16Array(FIRST_CAPACITY);
   private slabOf = new Int32Array(FIRST_CAPACITY);
   private start = new Int32Array(FIRST_CAPACITY);
   private size = new Int32Array(FIRST_CAPACITY).fill(UNREAD);
@@ -52,12 +54,13 @@ export class EntryTable {
   private checkpointsBegun = 0;
 
   /** A new row for an entry loaded from a checkpoint: its records are known, its value is read later (`fill`). */
-  addUnread(segment: number, offset: number, recordLength: number, more: readonly Extent[]): number {
+  addUnread(segment: number, offset: number, recordLength: number, more: readonly Extent[], lead = 0): number {
     if (this.rows === this.seg.length) this.grow();
     const row = this.rows++;
     this.seg[row] = segment;
     this.off[row] = offset;
     this.len[row] = recordLength;
+    this.lead[row] = lead;
     if (more.length > 0) this.more.set(row, more);
     return row;
   }
@@ -77,6 +80,9 @@ export class EntryTable {
     this.seg = grown(this.seg, 0);
     this.off = grown(this.off, 0);
     this.len = grown(this.len, 0);
+    const lead = new Uint16Array(capacity);
+    lead.set(this.lead);
+    this.lead = lead;
     this.slabOf = grown(this.slabOf, 0);
     this.start = grown(this.start, 0);
     this.size = grown(this.size, UNREAD);
@@ -117,6 +123,11 @@ export class EntryTable {
     return typeof e === 'number' ? (this.len[e] ?? 0) : e.recordLength;
   }
 
+  /** Where the first extent starts in its PUTRUN record (0: at the record's start; `Extent.lead`). */
+  recordLead(e: EntryRef): number {
+    return typeof e === 'number' ? (this.lead[e] ?? 0) : e.recordLead;
+  }
+
   /** Records after the first; usually none. */
   moreRecords(e: EntryRef): readonly Extent[] {
     return typeof e === 'number' ? (this.more.get(e) ?? NO_EXTENTS) : e.moreRecords;
@@ -130,7 +141,9 @@ export class EntryTable {
   /** Every record holding the value, in order (a new array: for the colder paths). */
   extents(e: EntryRef): Extent[] {
     if (typeof e !== 'number') return e.extents;
-    return [{ segment: this.segment(e), offset: this.offset(e), length: this.recordLength(e) }, ...this.moreRecords(e)];
+    const lead = this.recordLead(e);
+    const first: Extent = lead === 0 ? { segment: this.segment(e), offset: this.offset(e), length: this.recordLength(e) } : { segment: this.segment(e), offset: this.offset(e), length: this.recordLength(e), lead };
+    return [first, ...this.moreRecords(e)];
   }
 
   /** Whether a record holding the value lies in one of `segments`. */
@@ -158,6 +171,7 @@ export class EntryTable {
     this.seg[e] = to.segment;
     this.off[e] = to.offset;
     this.len[e] = to.length;
+    this.lead[e] = to.lead ?? 0;
     this.more.delete(e);
   }
 

@@ -29,15 +29,18 @@ export class Entry {
   private seg: number;
   private off: number;
   private len: number;
+  /** Over 0: the first extent is a slice of a PUTRUN record starting this many bytes into it (`Extent.lead`). */
+  private lead: number;
   private more: readonly Extent[];
 
-  private constructor(bytes: Uint8Array | string, start: number, size: number, segment: number, offset: number, length: number, more: readonly Extent[]) {
+  private constructor(bytes: Uint8Array | string, start: number, size: number, segment: number, offset: number, length: number, more: readonly Extent[], lead = 0) {
     this.bytes = bytes;
     this.start = start;
     this.size = size;
     this.seg = segment;
     this.off = offset;
     this.len = length;
+    this.lead = lead;
     this.more = more;
   }
 
@@ -48,9 +51,9 @@ export class Entry {
     return new Entry(text, 0, text.length, first.segment, first.offset, first.length, extents.length === 1 ? NO_EXTENTS : extents.slice(1));
   }
 
-  /** The value at `start..start+length` of `bytes` (which must not change), held in one record. */
-  static inRecord(bytes: Uint8Array, start: number, length: number, segment: number, offset: number, recordLength: number): Entry {
-    return new Entry(bytes, start, length, segment, offset, recordLength, NO_EXTENTS);
+  /** The value at `start..start+length` of `bytes` (which must not change), held in one record or run slice (`lead`). */
+  static inRecord(bytes: Uint8Array, start: number, length: number, segment: number, offset: number, recordLength: number, lead = 0): Entry {
+    return new Entry(bytes, start, length, segment, offset, recordLength, NO_EXTENTS, lead);
   }
 
   /** `value` (which must not change), held in the records `extents` (none: not on disk yet). */
@@ -65,6 +68,7 @@ export class Entry {
     this.seg = to.segment;
     this.off = to.offset;
     this.len = to.length;
+    this.lead = to.lead ?? 0;
     this.more = NO_EXTENTS;
   }
 
@@ -116,6 +120,11 @@ export class Entry {
     return this.len;
   }
 
+  /** Where the first extent starts in its PUTRUN record (0: at the record's start). */
+  get recordLead(): number {
+    return this.lead;
+  }
+
   /** Records after the first (a value in several transaction chunks); usually none. */
   get moreRecords(): readonly Extent[] {
     return this.more;
@@ -124,7 +133,8 @@ export class Entry {
   /** Every record holding the value, in order (a new array: for the colder paths). */
   get extents(): Extent[] {
     if (this.seg === NO_RECORD) return [];
-    return [{ segment: this.seg, offset: this.off, length: this.len }, ...this.more];
+    const first: Extent = this.lead === 0 ? { segment: this.seg, offset: this.off, length: this.len } : { segment: this.seg, offset: this.off, length: this.len, lead: this.lead };
+    return [first, ...this.more];
   }
 
   /** Whether a record holding the value lies in one of `segments`. */

@@ -8,10 +8,16 @@ import type { CommitPlacement } from './commit-mode.js';
 import { failpoint, failpointArmed, type FailpointName } from './failpoints.js';
 
 /** Where a record lives: segment index, byte offset in the segment, length with framing. */
+/**
+ * Bytes of the log an entry's value is charged to: a whole record, or (`lead` over 0) a slice of a
+ * PUTRUN record that starts `lead` bytes into it (format/put-run.ts). A slice of a run's first
+ * entry starts with the record, so its lead is 0 too: the record's opcode tells them apart.
+ */
 export interface Extent {
   segment: number;
   offset: number;
   length: number;
+  lead?: number;
 }
 
 export interface RecordToWrite {

@@ -2,6 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
+import { runEntries, type RunEntry } from '../format/put-run.js';
 import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
@@ -87,10 +88,16 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
     // The batch's PUT values in one buffer of their own (not a copy each, and never a view of the
     // segment, which would keep all of it alive): the rule `putMany` follows.
     let putBytes = 0;
-    for (const { record } of batch) if (record.opcode === Op.PUT) putBytes += record.value.length;
+    const runs: (RunEntry[] | undefined)[] = [];
+    for (const { record } of batch) {
+      if (record.opcode === Op.PUT) putBytes += record.value.length;
+      const run = record.opcode === Op.PUTRUN ? runEntries(record) : undefined;
+      runs.push(run);
+      if (run !== undefined) for (const e of run) putBytes += e.value.length;
+    }
     const packed = new Uint8Array(putBytes);
     let packedAt = 0;
-    for (const { record, extent } of batch) {
+    batch.forEach(({ record, extent }, at) => {
       switch (record.opcode) {
         case Op.CKPT: {
           const c = decodeCheckpointChunk(record.value);
@@ -116,6 +123,19 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
           packed.set(record.value, packedAt);
           index.put(record.key, Entry.inRecord(packed, packedAt, record.value.length, extent.segment, extent.offset, extent.length), extent);
           packedAt += record.value.length;
+          break;
+        }
+        case Op.PUTRUN: {
+          requireCheckpoint(ckpt.loaded, sb, extent);
+          const run = runs[at];
+          const subject = Buffer.from(record.key).toString('latin1');
+          if (run === undefined || subject.length === 0 || subject.includes('\0')) throw damaged(sb, extent, 'malformed PUTRUN');
+          for (const e of run) {
+            packed.set(e.value, packedAt);
+            const slice = { segment: extent.segment, offset: extent.offset + e.lead, length: e.length };
+            index.putIn(subject, e.bin, Entry.inRecord(packed, packedAt, e.value.length, slice.segment, slice.offset, slice.length, e.lead), slice);
+            packedAt += e.value.length;
+          }
           break;
         }
         case Op.DELETE:
@@ -172,7 +192,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
         default:
           throw StatefsError.ENOTSUP(`record opcode 0x${record.opcode.toString(16)} at byte ${absolute(sb, extent)}`, { op: 'open' });
       }
-    }
+    });
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
@@ -385,6 +405,10 @@ function segmentRuns(segments: readonly number[], segmentCount: number, most: nu
 class SegmentFiller {
   /** Per entry of the segment: its value's start in the segment, or -1 (the value is in `joined`). */
   private starts = new Int32Array(1024);
+  /** Per entry of the segment with a `starts`: its value's end. */
+  private ends = new Int32Array(1024);
+  /** The segment's PUTRUN records met so far, decoded once each (a run holds several entries), by offset. */
+  private readonly runs = new Map<number, RunEntry[]>();
 
   constructor(
     private readonly sb: Superblock,
@@ -393,6 +417,7 @@ class SegmentFiller {
   ) {}
 
   async fill(buf: Uint8Array, segment: number, rows: readonly number[]): Promise<void> {
+    this.runs.clear();
     const joined = new Map<number, Uint8Array>();
     let packed = this.locate(buf, segment, rows, joined);
     // A transaction value in several PAYLOAD records, possibly in other segments (rare). Kept out
@@ -411,23 +436,37 @@ class SegmentFiller {
   }
 
   /**
-   * Check each entry's (first) record and note where its value is: `starts[i]` for a PUT's value
-   * in `buf`, else -1 and the value (or its first part) in `joined`. Returns the values' bytes.
+   * Check each entry's (first) record and note where its value is: `starts[i]` to `ends[i]` for a
+   * PUT's or a PUTRUN entry's value in `buf`, else -1 and the value (or its first part) in
+   * `joined`. Returns the values' bytes.
    */
   private locate(buf: Uint8Array, segment: number, rows: readonly number[], joined: Map<number, Uint8Array>): number {
-    if (this.starts.length < rows.length) this.starts = new Int32Array(Math.max(rows.length, 2 * this.starts.length));
-    const starts = this.starts;
-    const table = this.table;
+    if (this.starts.length < rows.length) {
+      this.starts = new Int32Array(Math.max(rows.length, 2 * this.starts.length));
+      this.ends = new Int32Array(this.starts.length);
+    }
+    const { starts, ends, table } = this;
     let packed = 0;
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i];
       if (row === undefined) continue;
       const offset = table.offset(row);
       const length = table.recordLength(row);
-      const start = table.moreRecords(row).length === 0 ? putValueStart(buf, offset, length) : -1;
+      const lead = table.recordLead(row);
+      let start = -1;
+      let end = offset + length - 4;
+      if (table.moreRecords(row).length === 0) {
+        start = lead === 0 ? putValueStart(buf, offset, length) : -1;
+        const inRun = start < 0 ? this.runValue(buf, segment, offset, length, lead) : undefined;
+        if (inRun !== undefined) {
+          start = inRun.byteOffset - buf.byteOffset;
+          end = start + inRun.length;
+        }
+      }
       starts[i] = start;
+      ends[i] = end;
       if (start >= 0) {
-        packed += offset + length - 4 - start;
+        packed += end - start;
       } else {
         const value = this.valueAt(buf, segment, offset, length);
         joined.set(i, value);
@@ -439,8 +478,7 @@ class SegmentFiller {
 
   /** Copy the values into one new slab of `packed` bytes, and fill the rows with them. */
   private copy(buf: Uint8Array, rows: readonly number[], joined: ReadonlyMap<number, Uint8Array>, packed: number): void {
-    const starts = this.starts;
-    const table = this.table;
+    const { starts, ends, table } = this;
     const bytes = new Uint8Array(packed);
     const slab = table.addSlab(bytes);
     let at = 0;
@@ -448,11 +486,34 @@ class SegmentFiller {
       const row = rows[i];
       if (row === undefined) continue;
       const start = starts[i] ?? -1;
-      const value = start >= 0 ? buf.subarray(start, table.offset(row) + table.recordLength(row) - 4) : (joined.get(i) ?? EMPTY_VALUE);
+      const value = start >= 0 ? buf.subarray(start, ends[i]) : (joined.get(i) ?? EMPTY_VALUE);
       bytes.set(value, at);
       table.fillInSlab(row, slab, at, value.length);
       at += value.length;
     }
+  }
+
+  /**
+   * The value of the slice at `offset` of a PUTRUN record `lead` bytes before it (a view of `buf`),
+   * or undefined if the record there is not a PUTRUN and `lead` is 0 (another kind, or damage:
+   * `valueAt` says which). A slice that is not one of the record's entries is `EINTEGRITY`.
+   */
+  private runValue(buf: Uint8Array, segment: number, offset: number, length: number, lead: number): Uint8Array | undefined {
+    const at = offset - lead;
+    let run = this.runs.get(at);
+    if (run === undefined) {
+      const r = at >= 0 ? decodeRecord(buf, at) : undefined;
+      if (r?.ok !== true || r.record.opcode !== Op.PUTRUN) {
+        if (lead === 0) return undefined;
+        throw damaged(this.sb, { segment, offset: Math.max(at, 0), length }, `record holding a live value's PUTRUN slice is damaged (${r === undefined ? 'before the segment' : r.ok ? `opcode 0x${r.record.opcode.toString(16)}` : r.fault})`);
+      }
+      run = runEntries(r.record);
+      if (run === undefined) throw damaged(this.sb, { segment, offset: at, length }, 'malformed PUTRUN holding a live value');
+      this.runs.set(at, run);
+    }
+    const entry = run.find((e) => e.lead === lead);
+    if (entry?.length !== length) throw damaged(this.sb, { segment, offset, length }, 'a live value names no entry of its PUTRUN record');
+    return entry.value;
   }
 
   /** The value held by the record at `offset` (any kind that holds one); damage is `EINTEGRITY`. */
@@ -473,7 +534,7 @@ function loadCheckpoint(ckpt: Checkpoint, version: number, index: IndexBuilder, 
   const entryFor = (extents: Extent[]): EntryRef => {
     const first = extents[0];
     const entry = first === undefined ? undefined : index.find(first.segment, first.offset);
-    return entry ?? index.register(index.entries.addUnread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1)));
+    return entry ?? index.register(index.entries.addUnread(first?.segment ?? 0, first?.offset ?? 0, first?.length ?? 0, extents.slice(1), first?.lead ?? 0));
   };
   snapshots.nextId = Math.max(snapshots.nextId, ckpt.nextSnapId);
   const trees = snapshotTrees(ckpt.snapshots, (subject) => index.trees.get(subject), version >= CHAINED_SNAPSHOTS_VERSION, entryFor);
@@ -587,6 +648,12 @@ class IndexBuilder {
     this.setIn(parts[0], parts[1], entry);
   }
 
+  /** Index the entry of a PUTRUN record's entry (its subject checked by the caller). */
+  putIn(subject: string, bin: string, entry: EntryRef, at: Extent): void {
+    if (bin.length === 0 || bin.includes('\0')) throw damaged(this.sb, at, 'PUTRUN entry key is empty or holds a NUL');
+    this.setIn(subject, bin, entry);
+  }
+
   private setIn(subject: string, bin: string, entry: EntryRef): void {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, EntryRef>()));
@@ -626,7 +693,7 @@ class IndexBuilder {
    * ascending order, so each tree is bulk-built in O(n); any other order is inserted key by key.
    */
   load(checkpointed: CheckpointEntries): void {
-    const { runs, keys, counts, extents } = checkpointed;
+    const { runs, keys, counts, extents, leads } = checkpointed;
     this.entries.reserve(keys.length);
     let from = 0;
     let x = 0;
@@ -638,7 +705,7 @@ class IndexBuilder {
         const n = counts[i] ?? 1;
         const more: Extent[] = n === 1 ? NO_MORE_RECORDS : [];
         for (let k = 1; k < n; k++) more.push({ segment: extents[x + 3 * k] ?? 0, offset: extents[x + 3 * k + 1] ?? 0, length: extents[x + 3 * k + 2] ?? 0 });
-        entries.push(this.entries.addUnread(extents[x] ?? 0, extents[x + 1] ?? 0, extents[x + 2] ?? 0, more));
+        entries.push(this.entries.addUnread(extents[x] ?? 0, extents[x + 1] ?? 0, extents[x + 2] ?? 0, more, leads[i] ?? 0));
         x += 3 * n;
         if (i > from && (keys[i - 1] ?? '') >= (keys[i] ?? '')) sorted = false;
       }

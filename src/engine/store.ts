@@ -37,6 +37,7 @@ import { segmentOffset } from '../format/superblock.js';
 import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js';
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
+import { batchRecords } from './batch-records.js';
 import { MOVED_RECORD_BOUND, changeBound, mountBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Checkpointer, checkCheckpointOptions, type CheckpointerHost } from './checkpointer.js';
 import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
@@ -336,28 +337,25 @@ export class Store extends EventEmitter {
     checkSubject(subject, op);
     const keys: string[] = [];
     const bins: string[] = [];
-    const records: RecordToWrite[] = [];
+    const values: Uint8Array[] = [];
     for (const [key, value] of entries) {
       this.mountNamespace.checkWritePath(subject, key, op);
       const bin = checkKey(key, op, subject);
-      const bytes = toValue(value, op, subject, key);
       keys.push(key);
       bins.push(bin);
-      records.push({ opcode: Op.PUT, key: recordKey(subject, bin), value: bytes });
+      values.push(toValue(value, op, subject, key));
     }
-    if (records.length === 0) return;
+    if (values.length === 0) return;
     if (this.legacy) await this.upgradeLegacy();
     checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+    const { records, slices } = batchRecords(subject, bins, values);
     const checkQuota = (): QuotaWarning | undefined => {
       if (this.options.quotas?.[subject] === undefined) return undefined;
       // A key given twice keeps only its last record: the earlier ones are garbage at once.
       const last = new Map<string, number>();
       bins.forEach((bin, i) => last.set(bin, i));
       let delta = 0;
-      for (const [bin, i] of last) {
-        const r = records[i];
-        if (r !== undefined) delta += recordLength(r.key.length, r.value.length) - this.space.freedBy(subject, bin);
-      }
+      for (const [bin, i] of last) delta += (slices[3 * i + 1] ?? 0) - this.space.freedBy(subject, bin);
       return this.space.checkQuota(subject, delta, op, undefined);
     };
     let warning = checkQuota();
@@ -368,13 +366,14 @@ export class Store extends EventEmitter {
         warning = checkQuota();
       }
       const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
-      const packed = packValues(records.map((r) => r.value));
+      const packed = packValues(values);
       let at = 0;
-      records.forEach((r, i) => {
-        const x = appended.extents[i];
-        const bin = bins[i];
-        if (x !== undefined && bin !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, r.value.length, x.segment, x.offset, x.length));
-        at += r.value.length;
+      bins.forEach((bin, i) => {
+        const x = appended.extents[slices[3 * i + 2] ?? 0];
+        const lead = slices[3 * i] ?? 0;
+        const length = values[i]?.length ?? 0;
+        if (x !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, length, x.segment, x.offset + lead, slices[3 * i + 1] ?? 0, lead));
+        at += length;
       });
       return appended;
     };

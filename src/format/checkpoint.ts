@@ -1,5 +1,6 @@
 import { StatefsError } from '../errors.js';
 import { getU64, setU64, view, writeLatin1 } from './bytes.js';
+import { RUN_RECORD_MAX } from './put-run.js';
 import { RECORD_OVERHEAD } from './record.js';
 
 /*
@@ -12,32 +13,44 @@ import { RECORD_OVERHEAD } from './record.js';
  *
  * Payload, little-endian (varint: unsigned LEB128, at most 5 bytes, below 2^32):
  *
- *   0   1  version        4 (versions 1 to 3 are still decoded: see below)
+ *   0   1  version        5 (versions 1 to 4 are still decoded: see below)
  *   1   8  next_txn_id    transaction ids below this were used
  *   9   4  entry_count
  *   then entry_count live entries, each index key (subject NUL key bytes) as the bytes it shares
  *   with the previous entry's and the rest:
  *       varint shared (at most 320), varint rest_len, rest_len bytes (the key is previous[0, shared) + rest)
- *       1  extent_count (1 for PUT, one per PAYLOAD chunk for transaction values)
- *       extent_count x (varint segment, varint offset, varint length): records holding the value
+ *       1  extent_count (1 for PUT, one per PAYLOAD chunk for transaction values); bit 7 set: the
+ *          first extent is a slice of a PUTRUN record that starts past the record's start (the
+ *          count is the low 7 bits)
+ *       extent_count x (varint segment, varint offset, varint length): records holding the value,
+ *          the first followed, with bit 7, by varint lead: the slice's start within its record
  *   8  next_snap_id
  *   4  snapshot_count, then per snapshot:
  *       1+n subject, 1+n name (u8 length, bytes), 8 snap_id, 1 has_digest, [32 sha256],
  *       4 diff_count, then diff_count changes against the next newer snapshot (by snap_id) of
  *       its subject, or for the newest against the live entries of its subject:
- *          2 key_len, key bytes (no subject), 1 extent_count (0 = key absent in the snapshot), extents
+ *          2 key_len, key bytes (no subject), 1 extent_count (0 = key absent in the snapshot; bit 7
+ *          as above), extents as u32 segment, offset and length, the first followed, with bit 7,
+ *          by u32 lead
  *   4  mount_count, then per mount:
  *       1+n caller, 2+n path (u16 length), 1+n owner, 1+n name, 8 snap_id
  *
- * Version 3 has the same bytes, but writes every snapshot against the live entries: a change of
+ * Version 4 has the same bytes without bit 7 (it had no PUTRUN records). Version 3 has the same
+ * bytes, but writes every snapshot against the live entries: a change of
  * a live key then gave every snapshot of its subject a difference. Version 2 wrote each entry
  * whole: 2 key_len, key, 1 extent_count, then u32 segment, offset and length per extent (41
  * bytes for a typical entry; versions 3 and 4 about 11, since sorted keys share most of their
  * bytes). Version 1 is version 2 ending after the entries.
  */
-export const CHECKPOINT_VERSION = 4;
-/** The first version whose snapshots are written against the next newer one (`CHECKPOINT_VERSION` since). */
+export const CHECKPOINT_VERSION = 5;
+/** The first version whose snapshots are written against the next newer one. */
 export const CHAINED_SNAPSHOTS_VERSION = 4;
+/** The first version whose extents may be PUTRUN slices (bit 7 of extent_count). */
+const RUN_SLICES_VERSION = 5;
+/** Bit 7 of extent_count: the first extent's lead follows it. */
+const LEAD_FLAG = 0x80;
+/** extent_count without `LEAD_FLAG`. */
+const COUNT_MASK = 0x7f;
 /**
  * Most bytes an entry's index key may share with the previous one: the longest index key the
  * API writes (a 64-byte subject, NUL, a 255-byte key). Longer keys (only a v1 image's) pay their
@@ -55,6 +68,8 @@ export interface CheckpointExtent {
   segment: number;
   offset: number;
   length: number;
+  /** Over 0: a PUTRUN slice starting this many bytes into its record (only a first extent). */
+  lead?: number;
 }
 
 /**
@@ -70,6 +85,8 @@ export interface CheckpointEntries {
   counts: Uint8Array;
   /** Every entry's records in entry order, three numbers each: segment, offset, length. */
   extents: Uint32Array;
+  /** Each entry's first extent's lead (0 but for a slice past a PUTRUN record's start). */
+  leads: Uint16Array;
 }
 
 export interface CheckpointSnapshot {
@@ -98,18 +115,18 @@ export interface Checkpoint {
 }
 
 export function emptyCheckpoint(): Checkpoint {
-  return { nextTxnId: 1, entries: { runs: [], keys: [], counts: new Uint8Array(0), extents: new Uint32Array(0) }, nextSnapId: 1, snapshots: [], mounts: [] };
+  return { nextTxnId: 1, entries: { runs: [], keys: [], counts: new Uint8Array(0), extents: new Uint32Array(0), leads: new Uint16Array(0) }, nextSnapId: 1, snapshots: [], mounts: [] };
 }
 
 export function encodeCheckpoint(ckpt: Checkpoint): Uint8Array {
   const encoder = new CheckpointEncoder(entriesBytes(ckpt.entries));
-  const { runs, keys, counts, extents } = ckpt.entries;
+  const { runs, keys, counts, extents, leads } = ckpt.entries;
   let from = 0;
   let x = 0;
   for (const run of runs) {
     for (let i = from; i < run.end; i++) {
       const n = counts[i] ?? 0;
-      encoder.entryOf(run.subject, keys[i] ?? '', extents.subarray(x, x + 3 * n));
+      encoder.entryOf(run.subject, keys[i] ?? '', extents.subarray(x, x + 3 * n), leads[i] ?? 0);
       x += 3 * n;
     }
     from = run.end;
@@ -134,13 +151,14 @@ export class CheckpointEncoder {
     this.w.u32(0); // entry_count, known at `finish`
   }
 
-  /** A live entry held in one record, or in several (`more`). */
-  entry(subject: string, key: string, segment: number, offset: number, length: number, more: readonly CheckpointExtent[]): void {
+  /** A live entry held in one record or PUTRUN slice (`lead`), or in several records (`more`). */
+  entry(subject: string, key: string, segment: number, offset: number, length: number, lead: number, more: readonly CheckpointExtent[]): void {
     this.indexKey(subject, key);
-    this.w.u8(1 + more.length);
+    this.w.u8((1 + more.length) | (lead === 0 ? 0 : LEAD_FLAG));
     this.w.varint(segment);
     this.w.varint(offset);
     this.w.varint(length);
+    if (lead !== 0) this.w.varint(lead);
     for (const x of more) {
       this.w.varint(x.segment);
       this.w.varint(x.offset);
@@ -149,11 +167,14 @@ export class CheckpointEncoder {
     this.count++;
   }
 
-  /** A live entry whose records are `extents`: three numbers each (segment, offset, length). */
-  entryOf(subject: string, key: string, extents: Uint32Array): void {
+  /** A live entry whose records are `extents`: three numbers each (segment, offset, length); `lead` as in `entry`. */
+  entryOf(subject: string, key: string, extents: Uint32Array, lead: number): void {
     this.indexKey(subject, key);
-    this.w.u8(extents.length / 3);
-    for (const n of extents) this.w.varint(n);
+    this.w.u8(extents.length / 3 | (lead === 0 ? 0 : LEAD_FLAG));
+    extents.forEach((n, i) => {
+      this.w.varint(n);
+      if (i === 2 && lead !== 0) this.w.varint(lead);
+    });
     this.count++;
   }
 
@@ -209,6 +230,7 @@ export function decodeCheckpoint(buf: Uint8Array): Checkpoint {
   const version = r.u8();
   if (version < 1 || version > CHECKPOINT_VERSION) throw r.bad(`unknown version ${version}`);
   const nextTxnId = r.u64();
+  r.leads = version >= RUN_SLICES_VERSION;
   const entries = version >= 3 ? r.sharedPrefixEntries() : r.entries();
   const ckpt: Checkpoint = { nextTxnId, entries, nextSnapId: 1, snapshots: [], mounts: [] };
   if (version === 1) return r.end(ckpt);
@@ -242,9 +264,9 @@ export function grown(column: Uint32Array, needed: number): Uint32Array {
 /** At most the bytes of the header and the live entries: the bulk of a checkpoint, known before writing it. */
 function entriesBytes(entries: CheckpointEntries): number {
   // Per entry at most: 2 x 3 varint bytes for the key's split (keys are under 64 KiB), subject,
-  // NUL, key, 1 extent_count, 3 x 5 per extent. Keys share bytes, so this is well over: for
-  // whole-index checkpoints the builder sizes its buffer from the last one instead.
-  let n = 13 + 8 * entries.keys.length + 5 * entries.extents.length;
+  // NUL, key, 1 extent_count, 3 x 5 per extent, 3 for a lead. Keys share bytes, so this is well
+  // over: for whole-index checkpoints the builder sizes its buffer from the last one instead.
+  let n = 13 + 11 * entries.keys.length + 5 * entries.extents.length;
   let from = 0;
   for (const run of entries.runs) {
     n += (run.end - from) * run.subject.length;
@@ -341,12 +363,14 @@ class Writer {
     this.at = at;
   }
   extents(list: readonly CheckpointExtent[]): void {
-    this.u8(list.length);
-    for (const x of list) {
+    const lead = list[0]?.lead ?? 0;
+    this.u8(list.length | (lead === 0 ? 0 : LEAD_FLAG));
+    list.forEach((x, i) => {
       this.u32(x.segment);
       this.u32(x.offset);
       this.u32(x.length);
-    }
+      if (i === 0 && lead !== 0) this.u32(lead);
+    });
   }
   /** The bytes written: a view, not a copy (a checkpoint of a million keys is tens of MB, and every caller copies it into records anyway). */
   finish(): Uint8Array {
@@ -357,6 +381,8 @@ class Writer {
 /** Reads little-endian fields, failing with `EINTEGRITY` instead of reading past the end. */
 class Reader {
   private at = 0;
+  /** Whether extent_count's bit 7 flags a lead (version 5 on). */
+  leads = false;
   private readonly v: DataView;
   private readonly b: Buffer;
 
@@ -396,10 +422,10 @@ class Reader {
     return this.b.toString('latin1', at, at + n);
   }
   /** `entry_count`, and the columns for that many entries (extents: 3 numbers each, grown as needed). */
-  private startColumns(): { runs: CheckpointEntries['runs']; keys: string[]; counts: Uint8Array } {
+  private startColumns(): Omit<CheckpointEntries, 'extents'> {
     const total = this.u32();
     if (total > this.buf.length) throw this.bad('truncated'); // each entry takes bytes: do not allocate for a garbage count
-    return { runs: [], keys: [], counts: new Uint8Array(total) };
+    return { runs: [], keys: [], counts: new Uint8Array(total), leads: new Uint16Array(total) };
   }
   /**
    * The live entries. Each key is decoded straight from its bytes, as its own string: a slice of
@@ -409,7 +435,7 @@ class Reader {
    * extents are bounds-checked once.
    */
   entries(): CheckpointEntries {
-    const { runs, keys, counts } = this.startColumns();
+    const { runs, keys, counts, leads } = this.startColumns();
     let extents: Uint32Array = new Uint32Array(3 * counts.length);
     const buf = this.buf;
     let used = 0;
@@ -437,7 +463,7 @@ class Reader {
       if (used + 3 * count > extents.length) extents = grown(extents, used + 3 * count);
       for (let x = this.need(12 * count), stop = x + 12 * count; x < stop; x += 4) extents[used++] = u32At(buf, x);
     }
-    return { runs, keys, counts, extents: extents.subarray(0, used) };
+    return { runs, keys, counts, extents: extents.subarray(0, used), leads };
   }
   /**
    * An unsigned LEB128 below 2^32 (at most 5 bytes). Runs five times per entry at open: the
@@ -473,7 +499,7 @@ class Reader {
    * previous one; the subject is decoded again only where the shared bytes stop inside it.
    */
   sharedPrefixEntries(): CheckpointEntries {
-    const { runs, keys, counts } = this.startColumns();
+    const { runs, keys, counts, leads } = this.startColumns();
     let extents: Uint32Array = new Uint32Array(3 * counts.length);
     const buf = this.buf;
     let used = 0;
@@ -505,18 +531,34 @@ class Reader {
       }
       keys.push(key.toString('latin1', nul + 1, length));
       run.end = keys.length;
-      const count = this.u8();
+      const flags = this.u8();
+      const count = this.leads ? flags & COUNT_MASK : flags;
       if (count === 0) throw this.bad('entry without extents');
       counts[i] = count;
       if (used + 3 * count > extents.length) extents = grown(extents, used + 3 * count);
-      for (let x = 0; x < 3 * count; x++) extents[used++] = this.varint();
+      for (let x = 0; x < 3 * count; x++) {
+        extents[used++] = this.varint();
+        if (x === 2 && count !== flags) leads[i] = this.lead(this.varint());
+      }
     }
-    return { runs, keys, counts, extents: extents.subarray(0, used) };
+    return { runs, keys, counts, extents: extents.subarray(0, used), leads };
   }
   extents(): CheckpointExtent[] {
     const out: CheckpointExtent[] = [];
-    for (let n = this.u8(); n > 0; n--) out.push({ segment: this.u32(), offset: this.u32(), length: this.u32() });
+    const flags = this.u8();
+    const count = this.leads ? flags & COUNT_MASK : flags;
+    for (let n = count; n > 0; n--) {
+      const x: CheckpointExtent = { segment: this.u32(), offset: this.u32(), length: this.u32() };
+      if (out.length === 0 && count !== flags) x.lead = this.lead(this.u32());
+      out.push(x);
+    }
+    if (count !== flags && count === 0) throw this.bad('lead flag on an absent key');
     return out;
+  }
+  /** A lead read: over 0 (a flag says one follows) and within a run record. */
+  private lead(n: number): number {
+    if (n === 0 || n >= RUN_RECORD_MAX) throw this.bad(`PUTRUN slice lead ${n}`);
+    return n;
   }
   end<T>(value: T): T {
     if (this.at !== this.buf.length) throw this.bad('trailing bytes');

@@ -25,6 +25,8 @@ export const Op = {
   RELOC: 0x27,
   /** Written by the v1 upgrade before anything else: the v1 journal it upgrades (see meta-records.ts). */
   UPGRADE: 0x28,
+  /** Several PUTs of one subject in one record, written by `putMany` (see put-run.ts). */
+  PUTRUN: 0x29,
   /** One chunk of an index checkpoint. */
   CKPT: 0x30,
 } as const;

@@ -97,6 +97,18 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
 }
 
 /**
+ * The length the record header at `at` in `buf` claims (framing included), or undefined if there
+ * is no header there (too short, another magic, a value over `MAX_RECORD_VALUE`). Nothing is
+ * checked but the header: `decodeRecord` the bytes it names.
+ */
+export function claimedRecordLength(buf: Uint8Array, at: number): number | undefined {
+  if (at + RECORD_HEADER > buf.length || getU32(buf, at) !== RECORD_MAGIC) return undefined;
+  const valueLen = getU32(buf, at + 7);
+  if (valueLen > MAX_RECORD_VALUE) return undefined;
+  return RECORD_OVERHEAD + ((buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8)) + valueLen;
+}
+
+/**
  * Where the value of the PUT record of exactly `length` bytes at `at` in `buf` starts (it ends
  * where the record's CRC does: 4 bytes before the record's end), checked like `decodeRecord`
  * (bounds, lengths, CRC) but without allocating. -1 for anything else — damage, another opcode,

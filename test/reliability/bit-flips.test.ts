@@ -35,6 +35,7 @@ const TAIL: WorkOp[] = [
   { kind: 'deleteSnap', subject: 'alpha', name: 'tail-1' },
   { kind: 'snapshot', subject: 'alpha', name: 'tail-2' },
   { kind: 'put', subject: 'alpha', key: '/state/tail-e', value: bytes('e') },
+  { kind: 'putMany', subject: 'alpha', writes: ['f', 'g', 'h'].map((k) => ({ key: `/state/tail-${k}`, value: bytes(k.repeat(20)) })) },
 ];
 
 type Outcome = 'open refused' | 'read refused' | 'replay stop' | 'other copy used' | 'not read';

@@ -4,8 +4,8 @@ import { EMPTY_STATE, GRANTS, SUBJECTS, type ModelState } from './model.js';
 
 /**
  * The mixed workload of the reliability suite: puts, deletes, groups of concurrent writes,
- * transactions, snapshots (create, delete, restore), mounts and umounts, GC cycles and
- * checkpoints, over two subjects. Generated from a seed against the model, so every operation is
+ * putMany batches, transactions, snapshots (create, delete, restore), mounts and umounts, GC
+ * cycles and checkpoints, over two subjects. Generated from a seed against the model, so every operation is
  * valid when it runs and its effect is known.
  */
 export type WorkOp =
@@ -13,6 +13,8 @@ export type WorkOp =
   | { kind: 'delete'; subject: string; key: string }
   /** Concurrent writes to distinct keys (group commit): each lands or not on its own. */
   | { kind: 'group'; writes: { subject: string; key: string; value: Uint8Array | null }[] }
+  /** One `putMany` of distinct keys (small values: PUTRUN records): a crash leaves a prefix, so each key lands or not on its own. */
+  | { kind: 'putMany'; subject: string; writes: { key: string; value: Uint8Array }[] }
   | { kind: 'txn'; subject: string; writes: { key: string; value: Uint8Array | null }[] }
   | { kind: 'snapshot'; subject: string; name: string }
   | { kind: 'deleteSnap'; subject: string; name: string }
@@ -56,7 +58,14 @@ export function generate(seed: number, count: number): { ops: WorkOp[]; states: 
     let op: WorkOp | undefined;
     if (r < 0.4) op = { kind: 'put', subject, key: key(), value: value() };
     else if (r < 0.5) op = live.size > 0 ? { kind: 'delete', subject, key: pick([...live.keys()]) } : undefined;
-    else if (r < 0.6) {
+    else if (r < 0.55) {
+      const writes = new Map<string, { key: string; value: Uint8Array }>();
+      for (let i = 0; i < 2 + Math.floor(rand() * 12); i++) {
+        const k = key();
+        writes.set(k, { key: k, value: new Uint8Array(Math.floor(rand() * 150)).map(() => Math.floor(rand() * 256)) });
+      }
+      op = { kind: 'putMany', subject, writes: [...writes.values()] };
+    } else if (r < 0.6) {
       const writes = new Map<string, { subject: string; key: string; value: Uint8Array | null }>();
       for (let i = 0; i < 2 + Math.floor(rand() * 6); i++) {
         const s = pick(SUBJECTS);
@@ -134,6 +143,10 @@ export function apply(state: ModelState, op: WorkOp): ModelState {
       return withLive(op.subject, (m) => m.set(op.key, op.value));
     case 'delete':
       return withLive(op.subject, (m) => m.delete(op.key));
+    case 'putMany':
+      return withLive(op.subject, (m) => {
+        for (const w of op.writes) m.set(w.key, w.value);
+      });
     case 'txn':
       return withLive(op.subject, (m) => {
         for (const w of op.writes) if (w.value === null) m.delete(w.key);
@@ -187,6 +200,8 @@ export async function runOp(store: Store, op: WorkOp): Promise<void> {
     case 'group':
       await Promise.all(op.writes.map((w) => (w.value === null ? store.delete(w.subject, w.key) : store.put(w.subject, w.key, w.value))));
       return;
+    case 'putMany':
+      return store.putMany(op.subject, op.writes.map((w) => [w.key, w.value]));
     case 'txn': {
       const txn = store.begin(op.subject);
       for (const w of op.writes) await (w.value === null ? txn.delete(op.subject, w.key) : txn.put(op.subject, w.key, w.value));
@@ -212,7 +227,7 @@ export async function runOp(store: Store, op: WorkOp): Promise<void> {
 
 /** Whether a crash while `op` is in flight may leave each of its keys old or new on its own. */
 export function perKey(op: WorkOp): boolean {
-  return op.kind === 'group';
+  return op.kind === 'group' || op.kind === 'putMany';
 }
 
 /** The seed: `STATEFS_SEED`, else `fallback`. */

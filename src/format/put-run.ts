@@ -1,0 +1,170 @@
+import { RECORD_HEADER, RECORD_OVERHEAD, type DecodedRecord } from './record.js';
+
+/*
+ * PUTRUN records (opcode 0x29, docs/storage/statefs-v3.md 3.3): several PUTs of one subject in one
+ * record, each key stored as the bytes it shares with the key before it in the record and the
+ * rest. Key field: the subject's bytes. Value: one or more entries back to back, filling it:
+ *
+ *   size  field
+ *   1     shared      bytes at the start of the key equal to the previous entry's key (0 in the first)
+ *   1     suffix_len  the rest of the key
+ *   s     suffix
+ *   1-3   value_len   unsigned LEB128 (at most 65,536)
+ *   v     value
+ *
+ * Each entry is charged a **slice** of the record, so that the slices tile it exactly and the
+ * space accounting stays per entry: the first entry's slice runs from the record's start to the
+ * end of its entry, every later entry's from its own start, and the last one's to the record's
+ * end (the CRC). An entry's **lead** is its slice's start within the record (0 for the first):
+ * the index keeps it beside the slice, to find the record again.
+ */
+
+/**
+ * The longest run record `putMany` writes. CRC-32C finds every change of up to 5 bits in a record
+ * of at most 655 bytes (Hamming distance 6 up to 5,243 bits), so a value in a run keeps the
+ * detection a lone PUT of a small value has.
+ */
+export const RUN_RECORD_MAX = 640;
+
+/** One entry of a run as the index needs it. `lead` and `length`: its slice (see above). */
+export interface RunEntry {
+  /** The key, as a binary string (one char per byte). */
+  bin: string;
+  /** A view of the value in the record's bytes. */
+  value: Uint8Array;
+  lead: number;
+  length: number;
+}
+
+/** Bytes of `n` as unsigned LEB128. */
+function varintLength(n: number): number {
+  return n < 0x80 ? 1 : n < 0x4000 ? 2 : 3;
+}
+
+/** Chars at the start of `a` equal to those of `b`. */
+function sharedPrefix(a: string, b: string): number {
+  const most = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < most && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/** How `putMany` lays out its entries: plain PUTs, or runs of entries `first` to `first + count - 1`. */
+export interface RunPlan {
+  first: number;
+  count: number;
+  /** The record's value length (0 for a plain PUT: `count` is then 1). */
+  valueLength: number;
+}
+
+/**
+ * Group entries, in the order given, into runs of at most `RUN_RECORD_MAX` bytes. An entry that
+ * starts a run alone is a plain PUT instead (a run of one is two bytes longer).
+ */
+export function planRuns(subjectLength: number, bins: readonly string[], values: readonly Uint8Array[]): RunPlan[] {
+  const plans: RunPlan[] = [];
+  const base = RECORD_OVERHEAD + subjectLength;
+  let first = 0;
+  let bytes = 0;
+  let prev = '';
+  const close = (end: number): void => {
+    if (end === first) return;
+    plans.push({ first, count: end - first, valueLength: end - first === 1 ? 0 : bytes });
+  };
+  for (let i = 0; i < bins.length; i++) {
+    const bin = bins[i] ?? '';
+    const size = values[i]?.length ?? 0;
+    const shared = i === first ? 0 : sharedPrefix(prev, bin);
+    const entry = 2 + bin.length - shared + varintLength(size) + size;
+    if (i > first && base + bytes + entry > RUN_RECORD_MAX) {
+      close(i);
+      first = i;
+      bytes = 2 + bin.length + varintLength(size) + size;
+    } else {
+      bytes += entry;
+    }
+    prev = bin;
+  }
+  close(bins.length);
+  return plans;
+}
+
+/**
+ * The value of the run record `plan` describes, and each entry's slice of the record (lead and
+ * length, in entry order).
+ */
+export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly string[], values: readonly Uint8Array[]): { value: Uint8Array; slices: Int32Array } {
+  const out = new Uint8Array(plan.valueLength);
+  const slices = new Int32Array(2 * plan.count);
+  const head = RECORD_HEADER + subjectLength;
+  let at = 0;
+  let prev = '';
+  for (let j = 0; j < plan.count; j++) {
+    const bin = bins[plan.first + j] ?? '';
+    const value = values[plan.first + j] ?? new Uint8Array(0);
+    const shared = j === 0 ? 0 : sharedPrefix(prev, bin);
+    slices[2 * j] = j === 0 ? 0 : head + at;
+    out[at++] = shared;
+    out[at++] = bin.length - shared;
+    for (let c = shared; c < bin.length; c++) out[at++] = bin.charCodeAt(c);
+    for (let n = value.length; ; n >>>= 7) {
+      if (n < 0x80) {
+        out[at++] = n;
+        break;
+      }
+      out[at++] = (n & 0x7f) | 0x80;
+    }
+    out.set(value, at);
+    at += value.length;
+    prev = bin;
+  }
+  const total = head + plan.valueLength + 4;
+  for (let j = 0; j < plan.count; j++) slices[2 * j + 1] = (j + 1 < plan.count ? (slices[2 * j + 2] ?? 0) : total) - (slices[2 * j] ?? 0);
+  return { value: out, slices };
+}
+
+/**
+ * The entries of a decoded PUTRUN record, or undefined if its value is malformed (an entry that
+ * runs past the value, a shared length longer than the key before it, an empty key, a value
+ * length over 65,536 or in more than 3 bytes, no entry at all).
+ */
+export function runEntries(record: DecodedRecord): RunEntry[] | undefined {
+  const v = record.value;
+  const head = RECORD_HEADER + record.key.length;
+  const out: RunEntry[] = [];
+  let prev = '';
+  let at = 0;
+  while (at < v.length) {
+    const start = at;
+    if (at + 2 > v.length) return undefined;
+    const shared = v[at] ?? 0;
+    const suffix = v[at + 1] ?? 0;
+    at += 2;
+    if (shared > prev.length || shared + suffix === 0 || at + suffix > v.length) return undefined;
+    const bin = prev.slice(0, shared) + Buffer.from(v.buffer, v.byteOffset + at, suffix).toString('latin1');
+    at += suffix;
+    let size = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = v[at++];
+      if (b === undefined || shift > 14) return undefined;
+      size += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    if (size > 0x10000 || at + size > v.length) return undefined;
+    out.push({ bin, value: v.subarray(at, at + size), lead: out.length === 0 ? 0 : head + start, length: 0 });
+    at += size;
+    prev = bin;
+  }
+  if (out.length === 0) return undefined;
+  for (let j = 0; j < out.length; j++) {
+    const e = out[j];
+    if (e !== undefined) e.length = (out[j + 1]?.lead ?? record.length) - e.lead;
+  }
+  return out;
+}
+
+/** The entry of a decoded PUTRUN record whose slice is `lead` and `length` bytes, or undefined. */
+export function runEntryAt(record: DecodedRecord, lead: number, length: number): RunEntry | undefined {
+  const entry = runEntries(record)?.find((e) => e.lead === lead);
+  return entry?.length === length ? entry : undefined;
+}

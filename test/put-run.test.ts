@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { Store } from '../src/engine/store.js';
+import { Op } from '../src/format/opcodes.js';
+import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt } from '../src/format/put-run.js';
+import { decodeRecord, encodeRecord } from '../src/format/record.js';
+import { MiB, memoryImage } from './helpers.js';
+
+/*
+ * PUTRUN records: putMany's runs of small values, each key sharing its prefix with the one before
+ * it in the record (format/put-run.ts, docs/storage/statefs-v3.md 3.3).
+ */
+
+const params = { numRuns: 200, seed: 0x5e_ed };
+
+/** Binary-string keys (one char per byte, 1-255 bytes) that often share long prefixes. */
+const binArb = fc.oneof(
+  fc.uint8Array({ minLength: 1, maxLength: 255 }).map((b) => Buffer.from(b).toString('latin1')),
+  fc.nat({ max: 99_999 }).map((i) => `/state/app${i % 7}/k${i}`),
+);
+
+const batchArb = fc.array(fc.tuple(binArb, fc.uint8Array({ maxLength: 700 })), { minLength: 1, maxLength: 40 });
+
+/** The record a plan's run is written as, decoded back from its bytes. */
+function runRecord(subject: string, bins: string[], values: Uint8Array[], plan: { first: number; count: number; valueLength: number }): { bytes: Uint8Array; slices: Int32Array } {
+  const run = encodeRun(plan, subject.length, bins, values);
+  return { bytes: encodeRecord(Op.PUTRUN, Buffer.from(subject, 'latin1'), run.value), slices: run.slices };
+}
+
+test('runs cover a batch in order, stay within RUN_RECORD_MAX, decode to their entries, and their slices tile the record', () => {
+  fc.assert(
+    fc.property(batchArb, fc.constantFrom('a', 'bench', 'x'.repeat(64)), (batch, subject) => {
+      const bins = batch.map(([b]) => b);
+      const values = batch.map(([, v]) => v);
+      const plans = planRuns(subject.length, bins, values);
+      let next = 0;
+      for (const plan of plans) {
+        assert.equal(plan.first, next, 'plans follow each other in the order given');
+        next += plan.count;
+        if (plan.valueLength === 0) {
+          assert.equal(plan.count, 1, 'a plain PUT holds one entry');
+          continue;
+        }
+        assert.ok(plan.count >= 2, 'a run holds two entries or more');
+        const { bytes, slices } = runRecord(subject, bins, values, plan);
+        assert.ok(bytes.length <= RUN_RECORD_MAX, `a run of ${bytes.length} bytes`);
+        const decoded = decodeRecord(bytes, 0);
+        assert.ok(decoded.ok);
+        const entries = runEntries(decoded.record);
+        assert.ok(entries !== undefined);
+        assert.equal(entries.length, plan.count);
+        let tiled = 0;
+        entries.forEach((e, j) => {
+          assert.equal(e.bin, bins[plan.first + j]);
+          assert.deepEqual(e.value, values[plan.first + j]);
+          assert.equal(e.lead, slices[2 * j], 'the writer and the reader agree on the slice');
+          assert.equal(e.length, slices[2 * j + 1]);
+          assert.equal(e.lead, tiled, 'each slice starts where the one before ended');
+          tiled += e.length;
+          assert.deepEqual(runEntryAt(decoded.record, e.lead, e.length)?.value, e.value);
+        });
+        assert.equal(tiled, bytes.length, 'the slices cover the record, CRC included');
+        assert.equal(runEntryAt(decoded.record, (entries[1]?.lead ?? 0) + 1, 1), undefined, 'no entry starts inside another');
+      }
+      assert.equal(next, batch.length);
+    }),
+    params,
+  );
+});
+
+test('an entry too large for a run with another is a plain PUT; neighbours still share runs', () => {
+  const bins = ['/state/a', '/state/b', '/state/big', '/state/c', '/state/d'];
+  const values = [new Uint8Array(10), new Uint8Array(10), new Uint8Array(RUN_RECORD_MAX), new Uint8Array(10), new Uint8Array(10)];
+  assert.deepEqual(
+    planRuns(3, bins, values).map((p) => [p.first, p.count, p.valueLength > 0]),
+    [
+      [0, 2, true],
+      [2, 1, false],
+      [3, 2, true],
+    ],
+  );
+});
+
+test('malformed run values decode to undefined, never to entries', () => {
+  const subject = new Uint8Array([0x61]);
+  const decode = (value: number[]): ReturnType<typeof runEntries> => {
+    const r = decodeRecord(encodeRecord(Op.PUTRUN, subject, Uint8Array.from(value)), 0);
+    assert.ok(r.ok);
+    return runEntries(r.record);
+  };
+  assert.ok(decode([0, 1, 0x61, 1, 9]) !== undefined, 'the well-formed control');
+  const bad: [string, number[]][] = [
+    ['no entry', []],
+    ['a lone byte', [0]],
+    ['a first entry sharing bytes', [1, 1, 0x61, 0]],
+    ['an empty key', [0, 0, 0]],
+    ['a suffix past the value', [0, 5, 0x61]],
+    ['no value length', [0, 1, 0x61]],
+    ['a value past the record', [0, 1, 0x61, 3, 1]],
+    ['a value length in 4 bytes', [0, 1, 0x61, 0x80, 0x80, 0x80, 0x01]],
+    ['a value length over 65,536', [0, 1, 0x61, 0x81, 0x80, 0x04]],
+    ['a second key sharing more than the first has', [0, 1, 0x61, 0, 2, 1, 0x62, 0]],
+  ];
+  for (const [what, value] of bad) assert.equal(decode(value), undefined, what);
+});
+
+const keyOf = (i: number): string => `/state/app${i % 10}/k${i}`;
+const valueOf = (i: number): Uint8Array => new Uint8Array(Buffer.from(`value ${i} `.repeat(1 + (i % 9))));
+
+async function loaded(keys: number, size = 8 * MiB): Promise<{ store: Store; device: MemoryDevice }> {
+  const device = new MemoryDevice(await memoryImage(size));
+  const store = await Store.openDevice(device, { autoGc: false });
+  for (let from = 0; from < keys; from += 1000) await store.putMany('app', Array.from({ length: Math.min(1000, keys - from) }, (_, j) => [keyOf(from + j), valueOf(from + j)]));
+  return { store, device };
+}
+
+function checkAll(store: Store, keys: number, changed: ReadonlyMap<number, Uint8Array | undefined> = new Map()): void {
+  for (let i = 0; i < keys; i++) assert.deepEqual(store.getSync('app', keyOf(i)), changed.has(i) ? changed.get(i) : valueOf(i), `key ${i}`);
+}
+
+test('putMany writes runs: fewer bytes than one PUT per key, read back from the log and from a checkpoint', async () => {
+  const keys = 5000;
+  const { store, device } = await loaded(keys);
+  const runBytes = (await store.stat()).subjects[0]?.liveBytes ?? 0;
+  const single = await Store.openDevice(new MemoryDevice(await memoryImage(8 * MiB)), { autoGc: false });
+  for (let i = 0; i < keys; i++) await single.put('app', keyOf(i), valueOf(i));
+  const putBytes = (await single.stat()).subjects[0]?.liveBytes ?? 0;
+  await single.close();
+  assert.ok(runBytes < 0.85 * putBytes, `runs take ${runBytes} bytes, one PUT per key ${putBytes}`);
+  checkAll(store, keys);
+  // A crash (no close, so no checkpoint): the runs are replayed from the log.
+  const fromLog = await Store.openDevice(new MemoryDevice(device.bytes.slice()), { autoGc: false });
+  checkAll(fromLog, keys);
+  assert.equal((await fromLog.stat()).subjects[0]?.liveBytes, runBytes, 'replay charges each entry its slice, as the writer did');
+  await fromLog.close(); // writes a checkpoint naming the slices
+  const fromCheckpoint = await Store.openDevice(new MemoryDevice(device.bytes.slice()), { autoGc: false });
+  checkAll(fromCheckpoint, keys);
+  assert.equal((await fromCheckpoint.stat()).subjects[0]?.liveBytes, runBytes);
+  await fromCheckpoint.close();
+  await store.close();
+});
+
+test('GC moves the live entries of half-superseded runs; snapshots, verify and reopen see the same values', async () => {
+  const keys = 6000;
+  const { store, device } = await loaded(keys);
+  await store.snapshot('app', 'before');
+  const changed = new Map<number, Uint8Array | undefined>();
+  for (let i = 0; i < keys; i += 2) changed.set(i, new Uint8Array(Buffer.from(`new ${i}`)));
+  for (let i = 1; i < keys; i += 7) changed.set(i, undefined);
+  await store.putMany('app', [...changed].filter(([, v]) => v !== undefined).map(([i, v]) => [keyOf(i), v ?? new Uint8Array(0)]));
+  for (const [i, v] of changed) if (v === undefined) await store.delete('app', keyOf(i));
+  await store.deleteSnap('app', 'before');
+  await store.snapshot('app', 'after');
+  await store.checkpoint(); // the log's chain starts here: GC may empty the segments before it
+  const gc = await store.gcNow();
+  assert.ok(gc.movedBytes > 0 && gc.segmentsFreed > 0, `GC moved ${gc.movedBytes} bytes and freed ${gc.segmentsFreed} segments`);
+  checkAll(store, keys, changed);
+  await store.verifySnapshot('app', 'after');
+  await store.close();
+  const reopened = await Store.openDevice(new MemoryDevice(device.bytes.slice()), { autoGc: false });
+  checkAll(reopened, keys, changed);
+  await reopened.verifySnapshot('app', 'after');
+  await reopened.close();
+});
+
+test('a damaged run holding a checkpointed value fails the open with EINTEGRITY at its offset', async () => {
+  const { store, device } = await loaded(3000);
+  await store.close(); // the values are now read through the checkpoint at open
+  const bytes = device.bytes.slice();
+  // The first PUTRUN record: magic, opcode 0x29.
+  let at = -1;
+  for (let i = 0; i + 5 < bytes.length && at < 0; i++) if (bytes[i] === 0x46 && bytes[i + 1] === 0x53 && bytes[i + 2] === 0x58 && bytes[i + 3] === 0x4e && bytes[i + 4] === Op.PUTRUN) at = i;
+  assert.ok(at > 0, 'the image holds a PUTRUN record');
+  const r = decodeRecord(bytes, at);
+  assert.ok(r.ok);
+  const flip = at + r.record.length - 6; // a byte of the run's last value
+  bytes[flip] = (bytes[flip] ?? 0) ^ 0x10;
+  await assert.rejects(Store.openDevice(new MemoryDevice(bytes)), (e: unknown) => e instanceof Error && 'code' in e && e.code === 'EINTEGRITY' && 'offset' in e && e.offset === at);
+});
