@@ -112,3 +112,61 @@ test('an image whose snapshots are in a payload version 3 checkpoint reads them 
   await expectV3State(r);
   await r.close();
 });
+
+// Written by the engine at 3aa485c (payload version 4, before PUTRUN records: its putMany wrote
+// one PUT per key). 4 MiB, 256 KiB segments, `autoGc: false`; the operations are `v4Operations`
+// below: a checkpoint, then a put and a putMany the next open replays from the journal, close.
+const V4_IMAGE = new URL('../../test/fixtures/v4-checkpoint.img.gz', import.meta.url);
+
+function v4Operations(): { s1: Map<string, string>; s2: Map<string, string>; live: Map<string, string> } {
+  const live = new Map<string, string>();
+  for (let i = 0; i < 200; i++) live.set(`/state/k${i}`, `v${i}`);
+  const s1 = new Map(live);
+  for (let j = 0; j < 50; j++) live.set(`/state/k${4 * j}`, `w${4 * j}`);
+  for (let i = 0; i < 200; i += 9) live.delete(`/state/k${i}`);
+  live.set('/state/t', 'txn');
+  const s2 = new Map(live);
+  live.set('/state/after', 'after the checkpoint');
+  live.set('/state/k1', 'x1');
+  live.set('/state/k2', 'x2');
+  return { s1, s2, live };
+}
+
+async function expectV4State(s: Store): Promise<void> {
+  const { s1, s2, live } = v4Operations();
+  const read = async (prefix: string): Promise<Map<string, string>> => {
+    const out = new Map<string, string>();
+    for (const key of (await s.list('app', prefix, { limit: 1000 })).keys) out.set(key.replace(prefix, '/state/'), text(await s.get('app', key)) ?? '(missing)');
+    return out;
+  };
+  assert.deepEqual(await read('/state/'), live);
+  assert.deepEqual(await read('/mnt/one/'), s1, 'snapshot s1 through its mount');
+  await s.mountSnap('app', 'app', 's2', '/mnt/two');
+  assert.deepEqual(await read('/mnt/two/'), s2, 'snapshot s2');
+  await s.umount('app', '/mnt/two');
+  assert.ok((await s.verifySnapshot('app', 's1')).length > 0);
+}
+
+test('an image written before PUTRUN records (payload version 4) opens and passes fsck; PUTRUN records and a version 5 checkpoint then join it', async () => {
+  const img = new Uint8Array(gunzipSync(readFileSync(V4_IMAGE)));
+  assert.equal(currentCheckpointVersion(img), 4, 'the fixture holds a version 4 checkpoint');
+  assert.ok(!Buffer.from(img).includes(Buffer.from([0x46, 0x53, 0x58, 0x4e, 0x29])), 'the fixture holds no PUTRUN record');
+  assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
+  const s = await Store.openDevice(new MemoryDevice(img), { autoGc: false });
+  await expectV4State(s);
+  // Runs of the same keys and values beside the old PUTs, then a checkpoint naming both kinds.
+  await s.putMany('app', [...v4Operations().live].slice(0, 20));
+  await s.snapshot('app', 's3');
+  await s.checkpoint();
+  await s.close();
+  assert.equal(currentCheckpointVersion(img), CHECKPOINT_VERSION);
+  assert.ok(Buffer.from(img).includes(Buffer.from([0x46, 0x53, 0x58, 0x4e, 0x29])), 'the putMany wrote a PUTRUN record');
+  assert.equal((await fsckDevice(new MemoryDevice(img.slice()))).exitCode, 0);
+  const r = await Store.openDevice(new MemoryDevice(img), { autoGc: false });
+  await expectV4State(r);
+  await r.gcNow();
+  await r.close();
+  const again = await Store.openDevice(new MemoryDevice(img));
+  await expectV4State(again);
+  await again.close();
+});
