@@ -7,6 +7,7 @@ import { Op } from '../src/format/opcodes.js';
 import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt } from '../src/format/put-run.js';
 import { decodeRecord, encodeRecord } from '../src/format/record.js';
 import { MiB, memoryImage } from './helpers.js';
+import { recordsOf } from './reliability/image-records.js';
 
 /*
  * PUTRUN records: putMany's runs of small values, each key sharing its prefix with the one before
@@ -178,4 +179,31 @@ test('a damaged run holding a checkpointed value fails the open with EINTEGRITY 
   const flip = at + r.record.length - 6; // a byte of the run's last value
   bytes[flip] = (bytes[flip] ?? 0) ^ 0x10;
   await assert.rejects(Store.openDevice(new MemoryDevice(bytes)), (e: unknown) => e instanceof Error && 'code' in e && e.code === 'EINTEGRITY' && 'offset' in e && e.offset === at);
+});
+
+test('values written while a checkpoint is built are written again after it as runs; a crash copy just after it replays them', async () => {
+  const device = new MemoryDevice(await memoryImage(16 * MiB));
+  const store = await Store.openDevice(device, { autoGc: false, checkpointStepEntries: 16, checkpointBytes: 64 * MiB });
+  await store.putMany('app', Array.from({ length: 2000 }, (_, i) => [keyOf(i), valueOf(i)]));
+  const changed = new Map<number, Uint8Array | undefined>([
+    [1, new Uint8Array(Buffer.from('changed'))],
+    [2, undefined],
+  ]);
+  const checkpoint = store.checkpoint();
+  await new Promise((resolve) => setImmediate(resolve)); // the build has begun, in steps of 16 entries
+  await store.putMany('app', Array.from({ length: 300 }, (_, j) => [keyOf(2000 + j), valueOf(2000 + j)]));
+  await store.put('app', keyOf(1), changed.get(1) ?? new Uint8Array(0));
+  await store.delete('app', keyOf(2));
+  await checkpoint;
+  const live = (await store.stat()).liveBytes;
+  // The checkpoint's batch: its CKPT records, then the changes made during the build.
+  const records = recordsOf(device.bytes);
+  const lastChunk = records.findLastIndex((r) => r.opcode === Op.CKPT);
+  const after = records.slice(lastChunk + 1, records.findIndex((r, i) => i > lastChunk && r.opcode === Op.SYNC));
+  assert.deepEqual(new Set(after.map((r) => r.opcode)), new Set([Op.DELETE, Op.PUTRUN]), 'the changed and new values written again as runs, the delete as a DELETE');
+  const crashed = await Store.openDevice(new MemoryDevice(device.bytes.slice()), { autoGc: false });
+  checkAll(crashed, 2300, changed);
+  assert.equal((await crashed.stat()).liveBytes, live, 'replay charges the runs written again as the writer did');
+  await crashed.close();
+  await store.close();
 });
