@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { Op } from '../src/format/opcodes.js';
-import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt } from '../src/format/put-run.js';
+import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt, runValueStart, runWellFormed } from '../src/format/put-run.js';
+import { crc32c } from '../src/format/crc32c.js';
 import { decodeRecord, encodeRecord } from '../src/format/record.js';
 import { MiB, memoryImage } from './helpers.js';
 import { recordsOf } from './reliability/image-records.js';
@@ -61,6 +62,12 @@ test('runs cover a batch in order, stay within RUN_RECORD_MAX, decode to their e
           assert.equal(e.lead, tiled, 'each slice starts where the one before ended');
           tiled += e.length;
           assert.deepEqual(runEntryAt(decoded.record, e.lead, e.length)?.value, e.value);
+          // The open's reader finds the same value in the record's bytes, and nothing for another slice.
+          const start = runValueStart(bytes, 0, e.lead, e.length);
+          assert.deepEqual(bytes.subarray(start, start + e.value.length), e.value);
+          assert.equal(start + e.value.length, e.lead + e.length - (j === entries.length - 1 ? 4 : 0), 'the value ends where its slice does (but for the CRC)');
+          assert.equal(runValueStart(bytes, 0, e.lead, e.length + 1), -1);
+          assert.equal(runValueStart(bytes, 0, e.lead + 1, e.length - 1), -1);
         });
         assert.equal(tiled, bytes.length, 'the slices cover the record, CRC included');
         assert.equal(runEntryAt(decoded.record, (entries[1]?.lead ?? 0) + 1, 1), undefined, 'no entry starts inside another');
@@ -104,7 +111,11 @@ test('malformed run values decode to undefined, never to entries', () => {
     ['a value length over 65,536', [0, 1, 0x61, 0x81, 0x80, 0x04]],
     ['a second key sharing more than the first has', [0, 1, 0x61, 0, 2, 1, 0x62, 0]],
   ];
-  for (const [what, value] of bad) assert.equal(decode(value), undefined, what);
+  for (const [what, value] of bad) {
+    assert.equal(decode(value), undefined, what);
+    const r = decodeRecord(encodeRecord(Op.PUTRUN, subject, Uint8Array.from(value)), 0);
+    assert.ok(r.ok && !runWellFormed(r.record), `${what}: not well formed`);
+  }
 });
 
 const keyOf = (i: number): string => `/state/app${i % 10}/k${i}`;
@@ -164,6 +175,24 @@ test('GC moves the live entries of half-superseded runs; snapshots, verify and r
   checkAll(reopened, keys, changed);
   await reopened.verifySnapshot('app', 'after');
   await reopened.close();
+});
+
+test('a run with a valid CRC but a malformed entry after the values read fails the open with EINTEGRITY', async () => {
+  const { store, device } = await loaded(3000);
+  await store.close();
+  const bytes = device.bytes.slice();
+  const start = Buffer.from(bytes.buffer, bytes.byteOffset).indexOf(Buffer.from([0x46, 0x53, 0x58, 0x4e, Op.PUTRUN])); // the first PUTRUN record
+  const r = decodeRecord(bytes, start);
+  assert.ok(r.ok && r.record.opcode === Op.PUTRUN, 'found the first PUTRUN record');
+  const entries = runEntries(r.record) ?? [];
+  const last = entries.at(-1);
+  assert.ok(last !== undefined && entries.length >= 2);
+  // The last entry shares more bytes than the key before it has; the CRC made right again.
+  bytes[start + last.lead] = 255;
+  const body = r.record.length - 4;
+  Buffer.from(bytes.buffer, bytes.byteOffset).writeUInt32LE(crc32c(bytes.subarray(start, start + body)), start + body);
+  assert.ok(decodeRecord(bytes, start).ok);
+  await assert.rejects(Store.openDevice(new MemoryDevice(bytes)), (e: unknown) => e instanceof Error && 'code' in e && e.code === 'EINTEGRITY' && e.message.includes('malformed PUTRUN'));
 });
 
 test('a damaged run holding a checkpointed value fails the open with EINTEGRITY at its offset', async () => {

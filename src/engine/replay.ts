@@ -2,8 +2,8 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { runEntries, type RunEntry } from '../format/put-run.js';
-import { decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
+import { runEntries, runValueStart, runWellFormed, type RunEntry } from '../format/put-run.js';
+import { claimedRecordLength, decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
 import { segmentOffset, type Superblock } from '../format/superblock.js';
@@ -407,8 +407,10 @@ class SegmentFiller {
   private starts = new Int32Array(1024);
   /** Per entry of the segment with a `starts`: its value's end. */
   private ends = new Int32Array(1024);
-  /** The segment's PUTRUN records met so far, decoded once each (a run holds several entries), by offset. */
-  private readonly runs = new Map<number, RunEntry[]>();
+  /** Offsets of the segment's PUTRUN records whose CRC is checked (a run holds several entries: once each). */
+  private readonly runs = new Set<number>();
+  /** Where the value `runValueStart` found last ends. */
+  private runValueEnd = 0;
 
   constructor(
     private readonly sb: Superblock,
@@ -457,10 +459,9 @@ class SegmentFiller {
       let end = offset + length - 4;
       if (table.moreRecords(row).length === 0) {
         start = lead === 0 ? putValueStart(buf, offset, length) : -1;
-        const inRun = start < 0 ? this.runValue(buf, segment, offset, length, lead) : undefined;
-        if (inRun !== undefined) {
-          start = inRun.byteOffset - buf.byteOffset;
-          end = start + inRun.length;
+        if (start < 0) {
+          start = this.runValueStart(buf, segment, offset, length, lead);
+          end = this.runValueEnd;
         }
       }
       starts[i] = start;
@@ -494,26 +495,26 @@ class SegmentFiller {
   }
 
   /**
-   * The value of the slice at `offset` of a PUTRUN record `lead` bytes before it (a view of `buf`),
-   * or undefined if the record there is not a PUTRUN and `lead` is 0 (another kind, or damage:
-   * `valueAt` says which). A slice that is not one of the record's entries is `EINTEGRITY`.
+   * Where the value of the slice at `offset` of a PUTRUN record `lead` bytes before it starts in
+   * `buf` (it ends at `runValueEnd`), or -1 if the record there is not a PUTRUN and `lead` is 0
+   * (another kind, or damage: `valueAt` says which). A slice that is not one of the record's
+   * entries is `EINTEGRITY`.
    */
-  private runValue(buf: Uint8Array, segment: number, offset: number, length: number, lead: number): Uint8Array | undefined {
+  private runValueStart(buf: Uint8Array, segment: number, offset: number, length: number, lead: number): number {
     const at = offset - lead;
-    let run = this.runs.get(at);
-    if (run === undefined) {
+    if (!this.runs.has(at)) {
       const r = at >= 0 ? decodeRecord(buf, at) : undefined;
       if (r?.ok !== true || r.record.opcode !== Op.PUTRUN) {
-        if (lead === 0) return undefined;
+        if (lead === 0) return -1;
         throw damaged(this.sb, { segment, offset: Math.max(at, 0), length }, `record holding a live value's PUTRUN slice is damaged (${r === undefined ? 'before the segment' : r.ok ? `opcode 0x${r.record.opcode.toString(16)}` : r.fault})`);
       }
-      run = runEntries(r.record);
-      if (run === undefined) throw damaged(this.sb, { segment, offset: at, length }, 'malformed PUTRUN holding a live value');
-      this.runs.set(at, run);
+      if (!runWellFormed(r.record)) throw damaged(this.sb, { segment, offset: at, length }, 'malformed PUTRUN holding a live value');
+      this.runs.add(at);
     }
-    const entry = run.find((e) => e.lead === lead);
-    if (entry?.length !== length) throw damaged(this.sb, { segment, offset, length }, 'a live value names no entry of its PUTRUN record');
-    return entry.value;
+    const start = runValueStart(buf, at, lead, length);
+    if (start < 0) throw damaged(this.sb, { segment, offset, length }, 'a live value names no entry of its PUTRUN record');
+    this.runValueEnd = offset + length - (offset + length === at + (claimedRecordLength(buf, at) ?? 0) ? 4 : 0);
+    return start;
   }
 
   /** The value held by the record at `offset` (any kind that holds one); damage is `EINTEGRITY`. */

@@ -124,43 +124,105 @@ export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly s
 }
 
 /**
- * The entries of a decoded PUTRUN record, or undefined if its value is malformed (an entry that
- * runs past the value, a shared length longer than the key before it, an empty key, a value
- * length over 65,536 or in more than 3 bytes, no entry at all).
+ * Walk the entries of a PUTRUN record's value, checking each as it goes: `entry` gets the bytes
+ * its key shares with the previous key, where its suffix and its value lie in `v`, and where the
+ * entry starts in `v`. False if the value is malformed (an entry that runs past the value, a
+ * shared length longer than the key before it, an empty key, a value length over 65,536 or in
+ * more than 3 bytes, no entry at all).
  */
+function walkRun(v: Uint8Array, entry: (shared: number, suffixAt: number, suffixLength: number, valueAt: number, valueLength: number, start: number) => void): boolean {
+  let prevLength = 0;
+  let at = 0;
+  let count = 0;
+  while (at < v.length) {
+    const start = at;
+    if (at + 2 > v.length) return false;
+    const shared = v[at] ?? 0;
+    const suffix = v[at + 1] ?? 0;
+    at += 2;
+    if (shared > prevLength || shared + suffix === 0 || at + suffix > v.length) return false;
+    const suffixAt = at;
+    at += suffix;
+    let size = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = v[at++];
+      if (b === undefined || shift > 14) return false;
+      size += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    if (size > 0x10000 || at + size > v.length) return false;
+    entry(shared, suffixAt, suffix, at, size, start);
+    at += size;
+    prevLength = shared + suffix;
+    count++;
+  }
+  return count > 0;
+}
+
+/** Whether a decoded PUTRUN record's value is well formed (`walkRun`), without decoding its keys. */
+export function runWellFormed(record: DecodedRecord): boolean {
+  return walkRun(record.value, () => undefined);
+}
+
+/** The entries of a decoded PUTRUN record, or undefined if its value is malformed (`walkRun`). */
 export function runEntries(record: DecodedRecord): RunEntry[] | undefined {
   const v = record.value;
   const head = RECORD_HEADER + record.key.length;
   const out: RunEntry[] = [];
   let prev = '';
-  let at = 0;
-  while (at < v.length) {
-    const start = at;
-    if (at + 2 > v.length) return undefined;
-    const shared = v[at] ?? 0;
-    const suffix = v[at + 1] ?? 0;
-    at += 2;
-    if (shared > prev.length || shared + suffix === 0 || at + suffix > v.length) return undefined;
-    const bin = prev.slice(0, shared) + Buffer.from(v.buffer, v.byteOffset + at, suffix).toString('latin1');
-    at += suffix;
-    let size = 0;
-    for (let shift = 0; ; shift += 7) {
-      const b = v[at++];
-      if (b === undefined || shift > 14) return undefined;
-      size += (b & 0x7f) * 2 ** shift;
-      if (b < 0x80) break;
-    }
-    if (size > 0x10000 || at + size > v.length) return undefined;
-    out.push({ bin, value: v.subarray(at, at + size), lead: out.length === 0 ? 0 : head + start, length: 0 });
-    at += size;
+  const text = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  const ok = walkRun(v, (shared, suffixAt, suffixLength, valueAt, valueLength, start) => {
+    const bin = prev.slice(0, shared) + text.toString('latin1', suffixAt, suffixAt + suffixLength);
+    out.push({ bin, value: v.subarray(valueAt, valueAt + valueLength), lead: out.length === 0 ? 0 : head + start, length: 0 });
     prev = bin;
-  }
-  if (out.length === 0) return undefined;
+  });
+  if (!ok) return undefined;
   for (let j = 0; j < out.length; j++) {
     const e = out[j];
     if (e !== undefined) e.length = (out[j + 1]?.lead ?? record.length) - e.lead;
   }
   return out;
+}
+
+/**
+ * Where the value of the PUTRUN entry whose slice is `lead` and `length` bytes starts in `buf`,
+ * for the record at `at` in `buf` (whose CRC the caller has checked: the value pass at open reads
+ * millions of values this way, without decoding keys or allocating). The entries before it are
+ * walked and checked as `walkRun` checks them, and so is it: -1 if no entry's slice is that one.
+ */
+export function runValueStart(buf: Uint8Array, at: number, lead: number, length: number): number {
+  const keyLength = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
+  const valueLength = ((buf[at + 7] ?? 0) | ((buf[at + 8] ?? 0) << 8) | ((buf[at + 9] ?? 0) << 16) | ((buf[at + 10] ?? 0) << 24)) >>> 0;
+  const first = at + RECORD_HEADER + keyLength;
+  const end = first + valueLength;
+  const recordEnd = end + 4;
+  let prevLength = 0;
+  let p = first;
+  for (let j = 0; p < end; j++) {
+    const start = p;
+    if (p + 2 > end) return -1;
+    const shared = buf[p] ?? 0;
+    const suffix = buf[p + 1] ?? 0;
+    p += 2 + suffix;
+    if (shared > prevLength || shared + suffix === 0 || p > end) return -1;
+    let size = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (p >= end || shift > 14) return -1;
+      const b = buf[p++] ?? 0;
+      size += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) break;
+    }
+    if (size > 0x10000 || p + size > end) return -1;
+    const sliceStart = j === 0 ? at : start;
+    if (sliceStart - at === lead) {
+      const sliceEnd = p + size === end ? recordEnd : p + size;
+      return sliceEnd - sliceStart === length ? p : -1;
+    }
+    if (sliceStart - at > lead) return -1;
+    p += size;
+    prevLength = shared + suffix;
+  }
+  return -1;
 }
 
 /** The entry of a decoded PUTRUN record whose slice is `lead` and `length` bytes, or undefined. */
