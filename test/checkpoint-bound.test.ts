@@ -31,9 +31,16 @@ const u32Arb = fc.oneof(fc.nat({ max: 127 }), fc.nat({ max: 0xffff }), fc.nat({ 
 const extentArb = fc.record({ segment: u32Arb, offset: u32Arb, length: u32Arb });
 /** Rows of this table stand for entries loaded at open; the bounds must count them as they count objects. */
 const table = new EntryTable();
-const entryArb: fc.Arbitrary<EntryRef> = fc.tuple(fc.array(extentArb, { minLength: 1, maxLength: 3 }), fc.boolean()).map(([extents, row]: [Extent[], boolean]) => {
+/** A PUTRUN slice's lead (0: a whole record), for entries held in one record. */
+const leadArb = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 639 }));
+const entryArb: fc.Arbitrary<EntryRef> = fc.tuple(fc.array(extentArb, { minLength: 1, maxLength: 3 }), fc.boolean(), leadArb).map(([extents, row, lead]: [Extent[], boolean, number]) => {
   const [first, ...more] = extents;
-  if (!row || first === undefined) return Entry.of(new Uint8Array(1), extents);
+  if (first === undefined) return Entry.of(new Uint8Array(1), extents);
+  if (more.length === 0 && lead > 0) {
+    if (!row) return Entry.inRecord(new Uint8Array(1), 0, 1, first.segment, first.offset, first.length, lead);
+    return table.addUnread(first.segment, first.offset, first.length, more, lead);
+  }
+  if (!row) return Entry.of(new Uint8Array(1), extents);
   return table.addUnread(first.segment, first.offset, first.length, more);
 });
 
@@ -45,6 +52,7 @@ type Op =
   | { kind: 'restore'; pick: number }
   | { kind: 'mount'; caller: string; path: string; pick: number }
   | { kind: 'move'; subject: string; pick: number; to: Extent }
+  | { kind: 'rewrite'; subject: string; pick: number; to: Extent; lead: number }
   | { kind: 'digest'; pick: number }
   | { kind: 'checkpoint' };
 
@@ -57,6 +65,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('restore' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('mount' as const), caller: subjectArb, path: fc.stringMatching(/^\/mnt\/[a-z]{1,20}$/), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('move' as const), subject: subjectArb, pick: fc.nat(), to: extentArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('rewrite' as const), subject: subjectArb, pick: fc.nat(), to: extentArb, lead: leadArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('digest' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('checkpoint' as const) }) },
 );
@@ -135,6 +144,21 @@ function apply(op: Op, trees: Trees, snapshots: SnapshotTable, mounts: MountTabl
       const entry = nth(live(op.subject).valuesArray(), op.pick);
       if (entry === undefined) return 0;
       table.moveTo(entry, op.to);
+      return MOVED_RECORD_BOUND;
+    }
+    case 'rewrite': {
+      // A checkpoint writes a value changed while it was built again, as a PUT or a PUTRUN slice:
+      // a live entry no snapshot holds (a snapshot taken meanwhile restarts the build).
+      const key = nth(live(op.subject).keysArray(), op.pick);
+      const entry = key === undefined ? undefined : live(op.subject).get(key);
+      if (key === undefined || entry === undefined || snapshots.all().some((snap) => snap.tree.get(key) === entry)) return 0;
+      const to = op.lead === 0 ? op.to : { ...op.to, lead: op.lead };
+      if (emptying === undefined) table.moveTo(entry, to);
+      else {
+        emptying.moved(op.subject, key, entry, () => {
+          table.moveTo(entry, to);
+        });
+      }
       return MOVED_RECORD_BOUND;
     }
     case 'digest': {

@@ -403,8 +403,12 @@ export class Checkpointer {
       const x = appended.extents[record];
       if (change.entry === undefined || x === undefined) continue;
       const to = lead === 0 ? { segment: x.segment, offset: x.offset, length } : { segment: x.segment, offset: x.offset + lead, length, lead };
-      this.host.moved(change.subject, this.host.entries.diskBytes(change.entry), to.length);
-      this.host.usage.moveEntry(change.entry, to);
+      const entry = change.entry;
+      this.host.moved(change.subject, this.host.entries.diskBytes(entry), to.length);
+      // A value that was a PUT may now be a slice with a lead: its difference grows (EmptyingBound.moved).
+      this.emptying.moved(change.subject, change.bin, entry, () => {
+        this.host.usage.moveEntry(entry, to);
+      });
     }
     // The changes written again count with the checkpoint here: under heavy writes, counting
     // them toward the next one made checkpoints follow each other (1M-key load: peak RSS +70 MB,

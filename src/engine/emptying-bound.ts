@@ -28,8 +28,9 @@ interface SnapshotShare {
  * to what the snapshot shares with the state it wrote (`tighten`), and a restore, which can make
  * it share more, counts it whole again; the next older snapshot becoming the newest counts at most
  * what the deleted one did (`deleted`).
- * Entries only ever lose records (GC moves a value to one), so sums counted as entries came in
- * stay upper bounds.
+ * GC only ever makes an entry's difference shorter (it moves a value to one record, a PUTRUN
+ * slice's to one without a lead), so sums counted as entries came in stay upper bounds; a
+ * checkpoint's re-written changes may make it longer (`moved`).
  */
 export class EmptyingBound {
   private readonly live: Map<string, number>;
@@ -81,6 +82,19 @@ export class EmptyingBound {
   /** `subject`'s key `bin` changed from `before` to `after` (undefined: absent) in the live tree. */
   changed(subject: string, bin: string, before: EntryRef | undefined, after: EntryRef | undefined): void {
     const delta = (after === undefined ? 0 : diffEntryBound(this.entries, bin, after)) - (before === undefined ? 0 : diffEntryBound(this.entries, bin, before));
+    if (delta !== 0) this.live.set(subject, this.liveOf(subject) + delta);
+  }
+
+  /**
+   * `subject`'s live entry at `bin` is written again elsewhere (`move`): a checkpoint's re-written
+   * changes land in PUTRUN slices, whose differences take a lead more than a PUT's (4 bytes), so
+   * the live sum is adjusted, not left below what open would sum. The entry is in no snapshot (it
+   * was written while the checkpoint was built, and a snapshot then restarts the build).
+   */
+  moved(subject: string, bin: string, entry: EntryRef, move: () => void): void {
+    const before = diffEntryBound(this.entries, bin, entry);
+    move();
+    const delta = diffEntryBound(this.entries, bin, entry) - before;
     if (delta !== 0) this.live.set(subject, this.liveOf(subject) + delta);
   }
 
