@@ -6,7 +6,7 @@ import { Store } from '../src/engine/store.js';
 import { Op } from '../src/format/opcodes.js';
 import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt, runValueStart, runWellFormed } from '../src/format/put-run.js';
 import { crc32c } from '../src/format/crc32c.js';
-import { decodeRecord, encodeRecord } from '../src/format/record.js';
+import { MAX_RECORD_VALUE, claimedRecordLength, decodeRecord, encodeRecord } from '../src/format/record.js';
 import { MiB, memoryImage } from './helpers.js';
 import { recordsOf } from './reliability/image-records.js';
 
@@ -78,6 +78,19 @@ test('runs cover a batch in order, stay within RUN_RECORD_MAX, decode to their e
   );
 });
 
+test('planRuns of no entries plans nothing; claimedRecordLength reads a header and nothing else', () => {
+  assert.deepEqual(planRuns(3, [], []), []);
+  const rec = encodeRecord(Op.PUT, Buffer.from('app\0/state/a', 'latin1'), Buffer.from('hi'));
+  assert.equal(claimedRecordLength(rec, 0), rec.length);
+  assert.equal(claimedRecordLength(rec.subarray(0, 10), 0), undefined, 'shorter than a header');
+  const otherMagic = Uint8Array.from(rec);
+  otherMagic[0] = 0;
+  assert.equal(claimedRecordLength(otherMagic, 0), undefined, 'no magic');
+  const huge = Uint8Array.from(rec);
+  Buffer.from(huge.buffer).writeUInt32LE(MAX_RECORD_VALUE + 1, 7);
+  assert.equal(claimedRecordLength(huge, 0), undefined, 'a value length over the maximum');
+});
+
 test('an entry too large for a run with another is a plain PUT; neighbours still share runs', () => {
   const bins = ['/state/a', '/state/b', '/state/big', '/state/c', '/state/d'];
   const values = [new Uint8Array(10), new Uint8Array(10), new Uint8Array(RUN_RECORD_MAX), new Uint8Array(10), new Uint8Array(10)];
@@ -113,9 +126,17 @@ test('malformed run values decode to undefined, never to entries', () => {
   ];
   for (const [what, value] of bad) {
     assert.equal(decode(value), undefined, what);
-    const r = decodeRecord(encodeRecord(Op.PUTRUN, subject, Uint8Array.from(value)), 0);
+    const bytes = encodeRecord(Op.PUTRUN, subject, Uint8Array.from(value));
+    const r = decodeRecord(bytes, 0);
     assert.ok(r.ok && !runWellFormed(r.record), `${what}: not well formed`);
+    // The open's reader finds no value in such a record: none at the entry that is malformed, or
+    // after it (a well-formed first entry before it aside, which the open's form check refuses).
+    const badFrom = what === 'a second key sharing more than the first has' ? 16 : 0;
+    for (let lead = badFrom; lead < bytes.length; lead++) {
+      for (let length = 1; length <= bytes.length - lead; length++) assert.equal(runValueStart(bytes, 0, lead, length), -1, `${what}: slice ${lead}+${length}`);
+    }
   }
+  assert.equal(runValueStart(encodeRecord(Op.PUTRUN, subject, Uint8Array.from([0, 1, 0x61, 1, 9])), 0, 0, 21), 16, 'the control: one entry, its slice the whole record, its value at 16');
 });
 
 const keyOf = (i: number): string => `/state/app${i % 10}/k${i}`;

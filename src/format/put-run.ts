@@ -36,6 +36,18 @@ export interface RunEntry {
   length: number;
 }
 
+/** The `i`th entry of a batch (the caller keeps `i` within it). */
+function item<T>(list: readonly T[], i: number): T {
+  const x = list[i];
+  if (x === undefined) throw new RangeError(`entry ${i} of ${list.length}`);
+  return x;
+}
+
+/** The byte at `i` of `b` (the caller has checked the bounds). */
+function byteAt(b: Uint8Array, i: number): number {
+  return b[i] ?? 0;
+}
+
 /** Bytes of `n` as unsigned LEB128. */
 function varintLength(n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : 3;
@@ -72,8 +84,8 @@ export function planRuns(subjectLength: number, bins: readonly string[], values:
     plans.push({ first, count: end - first, valueLength: end - first === 1 ? 0 : bytes });
   };
   for (let i = 0; i < bins.length; i++) {
-    const bin = bins[i] ?? '';
-    const size = values[i]?.length ?? 0;
+    const bin = item(bins, i);
+    const size = item(values, i).length;
     const shared = i === first ? 0 : sharedPrefix(prev, bin);
     const entry = 2 + bin.length - shared + varintLength(size) + size;
     if (i > first && base + bytes + entry > RUN_RECORD_MAX) {
@@ -99,11 +111,17 @@ export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly s
   const head = RECORD_HEADER + subjectLength;
   let at = 0;
   let prev = '';
+  let lead = 0;
   for (let j = 0; j < plan.count; j++) {
-    const bin = bins[plan.first + j] ?? '';
-    const value = values[plan.first + j] ?? new Uint8Array(0);
+    const bin = item(bins, plan.first + j);
+    const value = item(values, plan.first + j);
     const shared = j === 0 ? 0 : sharedPrefix(prev, bin);
-    slices[2 * j] = j === 0 ? 0 : head + at;
+    if (j > 0) {
+      // The slice before this one ends where this entry starts.
+      slices[2 * j - 1] = head + at - lead;
+      lead = head + at;
+    }
+    slices[2 * j] = lead;
     out[at++] = shared;
     out[at++] = bin.length - shared;
     for (let c = shared; c < bin.length; c++) out[at++] = bin.charCodeAt(c);
@@ -118,8 +136,7 @@ export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly s
     at += value.length;
     prev = bin;
   }
-  const total = head + plan.valueLength + 4;
-  for (let j = 0; j < plan.count; j++) slices[2 * j + 1] = (j + 1 < plan.count ? (slices[2 * j + 2] ?? 0) : total) - (slices[2 * j] ?? 0);
+  slices[2 * plan.count - 1] = head + plan.valueLength + 4 - lead; // the last slice ends with the record
   return { value: out, slices };
 }
 
@@ -137,8 +154,8 @@ function walkRun(v: Uint8Array, entry: (shared: number, suffixAt: number, suffix
   while (at < v.length) {
     const start = at;
     if (at + 2 > v.length) return false;
-    const shared = v[at] ?? 0;
-    const suffix = v[at + 1] ?? 0;
+    const shared = byteAt(v, at);
+    const suffix = byteAt(v, at + 1);
     at += 2;
     if (shared > prevLength || shared + suffix === 0 || at + suffix > v.length) return false;
     const suffixAt = at;
@@ -177,10 +194,9 @@ export function runEntries(record: DecodedRecord): RunEntry[] | undefined {
     prev = bin;
   });
   if (!ok) return undefined;
-  for (let j = 0; j < out.length; j++) {
-    const e = out[j];
-    if (e !== undefined) e.length = (out[j + 1]?.lead ?? record.length) - e.lead;
-  }
+  out.forEach((e, j) => {
+    e.length = (out[j + 1]?.lead ?? record.length) - e.lead;
+  });
   return out;
 }
 
@@ -191,8 +207,8 @@ export function runEntries(record: DecodedRecord): RunEntry[] | undefined {
  * walked and checked as `walkRun` checks them, and so is it: -1 if no entry's slice is that one.
  */
 export function runValueStart(buf: Uint8Array, at: number, lead: number, length: number): number {
-  const keyLength = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
-  const valueLength = ((buf[at + 7] ?? 0) | ((buf[at + 8] ?? 0) << 8) | ((buf[at + 9] ?? 0) << 16) | ((buf[at + 10] ?? 0) << 24)) >>> 0;
+  const keyLength = byteAt(buf, at + 5) | (byteAt(buf, at + 6) << 8);
+  const valueLength = (byteAt(buf, at + 7) | (byteAt(buf, at + 8) << 8) | (byteAt(buf, at + 9) << 16) | (byteAt(buf, at + 10) << 24)) >>> 0;
   const first = at + RECORD_HEADER + keyLength;
   const end = first + valueLength;
   const recordEnd = end + 4;
@@ -201,14 +217,14 @@ export function runValueStart(buf: Uint8Array, at: number, lead: number, length:
   for (let j = 0; p < end; j++) {
     const start = p;
     if (p + 2 > end) return -1;
-    const shared = buf[p] ?? 0;
-    const suffix = buf[p + 1] ?? 0;
+    const shared = byteAt(buf, p);
+    const suffix = byteAt(buf, p + 1);
     p += 2 + suffix;
     if (shared > prevLength || shared + suffix === 0 || p > end) return -1;
     let size = 0;
     for (let shift = 0; ; shift += 7) {
       if (p >= end || shift > 14) return -1;
-      const b = buf[p++] ?? 0;
+      const b = byteAt(buf, p++);
       size += (b & 0x7f) * 2 ** shift;
       if (b < 0x80) break;
     }

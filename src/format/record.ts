@@ -78,7 +78,7 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
   if (at + RECORD_HEADER > end) return { ok: false, fault: isZero(buf, at, Math.min(end, at + RECORD_HEADER)) ? 'zero' : 'truncated' };
   const magic = getU32(buf, at);
   if (magic !== RECORD_MAGIC) return { ok: false, fault: magic === 0 && isZero(buf, at, at + RECORD_HEADER) ? 'zero' : 'magic' };
-  const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
+  const keyLen = u16At(buf, at + 5);
   const valueLen = getU32(buf, at + 7);
   if (valueLen > MAX_RECORD_VALUE) return { ok: false, fault: 'length' };
   const body = RECORD_HEADER + keyLen + valueLen;
@@ -105,7 +105,7 @@ export function claimedRecordLength(buf: Uint8Array, at: number): number | undef
   if (at + RECORD_HEADER > buf.length || getU32(buf, at) !== RECORD_MAGIC) return undefined;
   const valueLen = getU32(buf, at + 7);
   if (valueLen > MAX_RECORD_VALUE) return undefined;
-  return RECORD_OVERHEAD + ((buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8)) + valueLen;
+  return RECORD_OVERHEAD + u16At(buf, at + 5) + valueLen;
 }
 
 /**
@@ -118,12 +118,17 @@ export function claimedRecordLength(buf: Uint8Array, at: number): number | undef
 export function putValueStart(buf: Uint8Array, at: number, length: number): number {
   if (at + length > buf.length || length < RECORD_OVERHEAD) return -1;
   if (getU32(buf, at) !== RECORD_MAGIC || buf[at + 4] !== Op.PUT) return -1;
-  const keyLen = (buf[at + 5] ?? 0) | ((buf[at + 6] ?? 0) << 8);
+  const keyLen = u16At(buf, at + 5);
   const valueLen = getU32(buf, at + 7);
   const body = RECORD_HEADER + keyLen + valueLen;
   if (valueLen > MAX_RECORD_VALUE || body + 4 !== length) return -1;
   if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return -1;
   return at + RECORD_HEADER + keyLen;
+}
+
+/** Little-endian u16 at `at`; the caller has checked the bounds. */
+function u16At(buf: Uint8Array, at: number): number {
+  return (buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8);
 }
 
 /** Little-endian u32 at `at`; the caller has checked the bounds. */
