@@ -29,6 +29,9 @@ async function checkStore(store: Store, live: ReadonlyMap<string, Live>, snaps: 
   for (const subject of SUBJECTS) {
     const want = live.get(subject) ?? new Map<string, Uint8Array>();
     for (const [k, v] of want) assert.deepEqual(await store.get(subject, k), v, `${where}: ${subject} ${k}`);
+    // And no key the model lacks (a deleted one come back, a run entry indexed twice).
+    const listed = (await store.list(subject, '/state/', { limit: 10_000 })).keys;
+    assert.deepEqual(listed, [...want.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), `${where}: ${subject}'s keys`);
   }
   for (const [id] of snaps) {
     const [subject, name] = id.split('/');
