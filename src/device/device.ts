@@ -30,5 +30,12 @@ export interface BlockDevice {
    * used where `writeDurable` is offered). Errors are thrown, as `StatefsError`s.
    */
   writeDurableSync?(offset: number, data: Uint8Array): void;
+  /**
+   * Ranges never written may hold no disk blocks yet (a sparse regular file): a durable write into
+   * them also makes the file system record the new blocks, which costs a second flush of its own
+   * journal. The log then writes zeros ahead of its tail in segments it has not written before,
+   * so later small commits land in blocks that exist (docs/storage/statefs-v3.md 5.2).
+   */
+  readonly sparse?: boolean;
   close(): Promise<void>;
 }

@@ -31,6 +31,8 @@ export interface FaultPlan {
    * (test/reliability/ builds crash states and reorderings from it).
    */
   trace?: boolean;
+  /** Report the device as sparse (`BlockDevice.sparse`): the journal then writes zeros ahead of its tail in fresh segments. */
+  sparse?: boolean;
 }
 
 /** One successful device call, in call order (see `FaultPlan.trace`). */
@@ -71,6 +73,10 @@ export class FaultDevice implements BlockDevice {
 
   get size(): number {
     return this.disk.length;
+  }
+
+  get sparse(): boolean {
+    return this.plan.sparse === true;
   }
 
   /** The durable bytes: what a reboot sees. */

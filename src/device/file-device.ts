@@ -35,6 +35,8 @@ export class FileDevice implements BlockDevice {
     readonly size: number,
     readonly path: string,
     private readonly lockPath: string | undefined,
+    /** A regular file (sparse where never written), not a block device. */
+    readonly sparse: boolean,
   ) {}
 
   static async open(path: string, options: FileDeviceOptions = {}): Promise<FileDevice> {
@@ -49,7 +51,7 @@ export class FileDevice implements BlockDevice {
       try {
         const size = await imageSize(fh, path, options.create);
         const dsync = readOnly ? undefined : await open(path, constants.O_WRONLY | constants.O_DSYNC);
-        return new FileDevice(fh, dsync, size, path, lockPath);
+        return new FileDevice(fh, dsync, size, path, lockPath, (await fh.stat()).isFile());
       } catch (err) {
         await fh.close();
         throw err;

@@ -113,10 +113,22 @@ interface Part {
   header?: true;
   /** A failpoint to hit before this part is written (AppendOptions.failpoint). */
   failpoint?: FailpointName;
+  /** Its segment was taken with no blocks on a sparse device: zeros may go ahead of it (`padTo`). */
+  fresh?: true;
 }
 
 /** Background rounds one turn of the event loop may start before the next waits for its check phase. */
 const ROUNDS_PER_TURN = 32;
+/**
+ * How far past a small write's end, in a fresh segment of a sparse device, the write goes on with
+ * zeros: the blocks are then allocated by one write, not by every commit that reaches a new one.
+ * A durable write into unallocated blocks costs the file system a journal commit besides the data
+ * (measured on ext4 here: 10 KB `O_DSYNC` writes 360–380 µs into a hole, 175–245 µs into blocks
+ * written before; 64 commits in flight, 9–11 KB each, ran at 24–39k puts/s on a sparse image and
+ * 31–43k/s on one whose holes were filled with zeros first).
+ */
+export const PAD_AHEAD = 64 * 1024;
+const BLOCK = 4096;
 
 /**
  * The journal appender with group commit. `append` places records synchronously (so their
@@ -148,6 +160,10 @@ export class JournalWriter<T> {
   bytesAppended = 0;
   /** The device can make a write durable on the calling thread (`writeDurableSync`). */
   private readonly canWriteInline: boolean;
+  /** Whether the tail's segment was taken fresh (see `Part.fresh`). */
+  private tailFresh = false;
+  /** The segment written last, and the offset up to which the log has written it (zeros included). */
+  private written = { segment: -1, to: 0 };
 
   constructor(
     private readonly device: BlockDevice,
@@ -162,6 +178,11 @@ export class JournalWriter<T> {
     private mustRoll: boolean,
     /** Whether each round's durable write runs on the calling thread or the thread pool. */
     private readonly placement: CommitPlacement,
+    /**
+     * Per segment, 1 where the image holds nothing of it yet (`LogScan.unwritten`): taking one
+     * on a sparse device, the log writes zeros ahead of its tail there. Cleared as segments are taken.
+     */
+    private readonly unwritten: Uint8Array = new Uint8Array(0),
   ) {
     this.tail = { ...tail };
     this.nextSegSeq = nextSegSeq;
@@ -282,7 +303,10 @@ export class JournalWriter<T> {
   }
 
   private openPart(): Part {
-    this.open ??= { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, bytes: EMPTY, length: 0 };
+    if (this.open === undefined) {
+      this.open = { segment: this.tail.segment, segSeq: this.tail.segSeq, start: this.tail.offset, bytes: EMPTY, length: 0 };
+      if (this.tailFresh) this.open.fresh = true;
+    }
     return this.open;
   }
 
@@ -347,10 +371,13 @@ export class JournalWriter<T> {
     const segment = this.allocator.take();
     const segSeq = this.nextSegSeq++;
     this.tail = { segment, segSeq, offset: 0 };
+    this.tailFresh = this.device.sparse === true && this.unwritten[segment] === 1;
+    if (segment < this.unwritten.length) this.unwritten[segment] = 0;
     // The header is a part of its own, outside every batch, written and flushed before any other
     // byte of the segment: once a byte of this life can be on disk, its sequence number is.
     const header = encodeSegmentHeader({ segSeq, segIndex: segment, prevIndex: prev.segment, prevEnd: prev.offset });
     const part: Part = { segment, segSeq, start: 0, bytes: EMPTY, length: 0, header: true };
+    if (this.tailFresh) part.fresh = true;
     this.push(part, encodeRecord(Op.SEGMENT, EMPTY, header));
     this.sealedParts.push(part);
   }
@@ -425,8 +452,42 @@ export class JournalWriter<T> {
    */
   private async writePart(part: Part): Promise<void> {
     if (part.failpoint !== undefined) failpoint(part.failpoint);
-    const bytes = part.bytes.subarray(0, part.length);
     const at = segmentOffset(part.segment, this.segmentSize) + part.start;
+    const padded = this.paddedLength(part);
+    if (padded > part.length) {
+      part.bytes.fill(0, part.length, padded);
+      try {
+        await this.writeBytes(at, part.bytes.subarray(0, padded));
+        return;
+      } catch (err) {
+        // The zeros may be what the file system has no room for: the records alone may fit (and
+        // the rest of this segment is written without zeros ahead).
+        if (!(err instanceof StatefsError && err.code === 'ENOSPC')) throw err;
+        this.written.to = this.segmentSize;
+      }
+    }
+    await this.writeBytes(at, part.bytes.subarray(0, part.length));
+  }
+
+  /**
+   * How many bytes of `part.bytes` to write: the part, and in a fresh segment whose blocks the log
+   * has not reached yet, zeros from its end to `PAD_AHEAD` past the block it ends in (within the
+   * segment and the part's buffer). Bytes past the tail of a segment the log took are free: the
+   * log writes there next, and replay ends the log at the first bytes that are no valid batch.
+   */
+  private paddedLength(part: Part): number {
+    if (this.written.segment !== part.segment) this.written = { segment: part.segment, to: 0 };
+    const end = part.start + part.length;
+    if (part.fresh !== true || end <= this.written.to) {
+      this.written.to = Math.max(this.written.to, end);
+      return part.length;
+    }
+    const padEnd = Math.min(this.segmentSize, part.start + part.bytes.length, Math.ceil(end / BLOCK) * BLOCK + PAD_AHEAD);
+    this.written.to = Math.max(end, padEnd);
+    return Math.max(part.length, padEnd - part.start);
+  }
+
+  private async writeBytes(at: number, bytes: Uint8Array): Promise<void> {
     // One O_DSYNC write where the device offers it; write then flush otherwise, and while the
     // failpoint between the two is armed (it needs a moment when the bytes are written, not flushed).
     if (this.device.writeDurable !== undefined && !failpointArmed('journal.before-flush')) {

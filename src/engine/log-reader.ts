@@ -36,6 +36,8 @@ export interface LogScan {
   records: number;
   /** Journal bytes from the checkpoint to the tail (what the next open will replay again). */
   bytes: number;
+  /** Per segment, 1 where it holds no valid segment header: never written by the log, as far as the image shows. */
+  unwritten: Uint8Array;
 }
 
 /**
@@ -164,7 +166,11 @@ export async function scanLog(
         offset: segmentOffset(beyond, sb.segmentSize),
       });
     }
-    return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records, bytes };
+    const unwritten = new Uint8Array(headers.length);
+    headers.forEach((h, i) => {
+      if (h === undefined) unwritten[i] = 1;
+    });
+    return { tail: { segment, segSeq, offset: batchStart }, torn, chain, maxSegSeq, batches, records, bytes, unwritten };
   }
 }
 

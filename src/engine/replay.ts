@@ -292,6 +292,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
     batches: 0,
     records: legacy.records,
     bytes: 0,
+    unwritten: new Uint8Array(legacy.segmentCount), // a v1 image has no segment headers: no segment is known unwritten
   };
   const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0, growth: 0 };
   const snapshots = new SnapshotTable();

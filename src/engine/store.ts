@@ -180,6 +180,7 @@ export class Store extends EventEmitter {
       // tail holding a valid batch of this segment's life.
       replayed.legacy !== undefined || scan.torn?.sealedPast === true,
       placement,
+      scan.unwritten,
     );
     const moved = (subject: string, before: number, after: number): void => {
       this.space.addSubjectBytes(subject, after - before);

@@ -36,9 +36,13 @@ export function overlayDevice(base: Uint8Array, writes: readonly Placed[]): Bloc
   };
 }
 
-/** Runs a workload to completion on a tracing device; `ackAt[i]` is the trace length when op i was acknowledged. */
+/**
+ * Runs a workload to completion on a tracing device; `ackAt[i]` is the trace length when op i was
+ * acknowledged. The device is sparse, as a file image is, so the log writes zeros ahead of its tail
+ * in the segments it takes fresh, and the crash states include those writes torn and dropped.
+ */
 export async function tracedRun(base: Uint8Array, ops: readonly WorkOp[]): Promise<{ device: FaultDevice; ackAt: number[] }> {
-  const device = new FaultDevice(base, { trace: true });
+  const device = new FaultDevice(base, { trace: true, sparse: true });
   const store = await Store.openDevice(device, STORE_OPTIONS);
   const ackAt: number[] = [];
   for (const op of ops) {
