@@ -113,7 +113,7 @@ interface Part {
   header?: true;
   /** A failpoint to hit before this part is written (AppendOptions.failpoint). */
   failpoint?: FailpointName;
-  /** Its segment was taken with no blocks on a sparse device: zeros may go ahead of it (`padTo`). */
+  /** Its segment was taken fresh on a sparse device: zeros may go ahead of it (`paddedLength`). */
   fresh?: true;
 }
 
