@@ -17,6 +17,26 @@ interface Pending {
 const MAX_REQUEST_ID = 0xffff_ffff;
 const READ_BUFFER_BYTES = 64 * 1024;
 
+/**
+ * The turn of the event loop requests are being sent in, counted by one `nextTick` per turn for
+ * every connection of the process (see `WireConnection.#send`), and the uncorks it owes.
+ */
+const turn = { id: 0, ticking: false, corked: [] as (() => void)[] };
+
+function joinTurn(): number {
+  if (!turn.ticking) {
+    turn.ticking = true;
+    process.nextTick(() => {
+      turn.ticking = false;
+      turn.id++;
+      const corked = turn.corked;
+      turn.corked = [];
+      for (const uncork of corked) uncork();
+    });
+  }
+  return turn.id;
+}
+
 /** One pipelined protocol connection: request id → pending promise; responses in any order. */
 export class WireConnection {
   readonly #socket: Socket;
@@ -24,7 +44,9 @@ export class WireConnection {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #failed: StatefsError | undefined;
-  /** Whether writes are being gathered for this turn (see `#send`). */
+  /** The turn this connection last sent in (see `#send`). */
+  #sentIn = -1;
+  /** Whether writes are being gathered until the end of this turn. */
   #corked = false;
 
   private constructor(socket: Socket) {
@@ -84,19 +106,23 @@ export class WireConnection {
   }
 
   /**
-   * Requests issued in one turn of the event loop leave in one socket write (corked until the
-   * turn's `nextTick`): a pipelining caller's requests reach the daemon together, in one read,
-   * instead of racing it one frame at a time. A lone request waits for nothing.
+   * A connection's first request in a turn of the event loop is written at once; the ones after it
+   * in the same turn are gathered (corked) and leave in one socket write at the turn's `nextTick`:
+   * a pipelining caller's requests reach the daemon in two reads at most, instead of racing it one
+   * frame at a time, and a lone request is written straight away (no cork, no tick of its own: one
+   * `nextTick` per turn serves every connection).
    */
   #send(frame: Uint8Array): void {
-    if (!this.#corked) {
+    const now = joinTurn();
+    if (this.#sentIn === now && !this.#corked) {
       this.#corked = true;
       this.#socket.cork();
-      process.nextTick(() => {
+      turn.corked.push(() => {
         this.#corked = false;
         this.#socket.uncork();
       });
     }
+    this.#sentIn = now;
     this.#socket.write(frame);
   }
 

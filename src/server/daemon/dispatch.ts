@@ -57,8 +57,7 @@ function checkMountRead(store: Store, subject: string, key: string, mayRead: May
 }
 
 function getAnswer(req: Extract<Request, { op: 'GET' }>, value: Uint8Array | undefined): OkResponse {
-  const ok = { status: 'ok', requestId: req.requestId, op: req.op } as const;
-  return value === undefined ? ok : { ...ok, value };
+  return value === undefined ? { status: 'ok', requestId: req.requestId, op: req.op } : { status: 'ok', requestId: req.requestId, op: req.op, value };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { StatefsError } from '../../errors.js';
-import { WireWriter } from './wire-writer.js';
+import { WireWriter, putU32 } from './wire-writer.js';
 
 /*
  * Frame (both directions), little-endian:
@@ -75,12 +75,11 @@ export function sealFrame(w: WireWriter, kind: FrameKind, requestId: number, op:
   const total = out.length;
   if (total > maxFrameSize) throw StatefsError.EFBIG(`frame of ${total} bytes over the limit of ${maxFrameSize}`, { op: 'encode' });
   if (!Number.isInteger(requestId) || requestId < 0 || requestId > 0xffff_ffff) throw StatefsError.EINVAL(`request id ${requestId}`, { op: 'encode' });
-  const dv = new DataView(out.buffer, out.byteOffset, HEADER_SIZE);
-  dv.setUint32(0, total - 4, true);
-  dv.setUint8(4, FRAME_VERSION);
-  dv.setUint8(5, kind);
-  dv.setUint32(6, requestId, true);
-  dv.setUint8(10, op);
+  putU32(out, 0, total - 4);
+  out[4] = FRAME_VERSION;
+  out[5] = kind;
+  putU32(out, 6, requestId);
+  out[10] = op;
   return out;
 }
 

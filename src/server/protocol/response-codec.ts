@@ -160,7 +160,8 @@ function readResult(r: WireReader, requestId: number, op: OpName): OkResponse {
       return { ...base, op, subject: r.str() };
     case 'GET':
     case 'TXN_GET':
-      return r.flag() ? { ...base, op, value: r.bytes() } : { ...base, op };
+      // Literals, not spreads of `base`: the answer to every read is built here.
+      return r.flag() ? { status: 'ok', requestId, op, value: r.bytes() } : { status: 'ok', requestId, op };
     case 'LIST': {
       const keys = r.strList();
       const next = r.optStr();

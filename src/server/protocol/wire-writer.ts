@@ -15,6 +15,19 @@ export const MAX_STRING_BYTES = 0xffff;
 
 const utf8 = new TextEncoder();
 
+/** Little-endian integers into `buf` at `at` (no `DataView` per frame: making one cost ~0.2 µs). */
+function putU16(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value & 0xff;
+  buf[at + 1] = value >>> 8;
+}
+
+export function putU32(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value & 0xff;
+  buf[at + 1] = (value >>> 8) & 0xff;
+  buf[at + 2] = (value >>> 16) & 0xff;
+  buf[at + 3] = value >>> 24;
+}
+
 function checkUint(value: number, max: number, what: string): void {
   if (!Number.isSafeInteger(value) || value < 0 || value > max) {
     throw StatefsError.EINVAL(`${what} ${value} is not an integer in 0..${max}`, { op: 'encode' });
@@ -28,13 +41,11 @@ function checkUint(value: number, max: number, what: string): void {
  */
 export class WireWriter {
   private buf: Uint8Array;
-  private dv: DataView;
   private len: number;
 
   /** `head` bytes at the start are left for the caller to fill (a frame header, see `bytesWritten`). */
   constructor(capacity = 64, head = 0) {
     this.buf = Buffer.allocUnsafe(Math.max(capacity, head, 16));
-    this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     this.len = head;
   }
 
@@ -46,7 +57,6 @@ export class WireWriter {
       const next = Buffer.allocUnsafe(size);
       next.set(this.buf.subarray(0, at));
       this.buf = next;
-      this.dv = new DataView(next.buffer, next.byteOffset, next.byteLength);
     }
     this.len = at + n;
     return at;
@@ -54,29 +64,30 @@ export class WireWriter {
 
   u8(value: number): this {
     checkUint(value, 0xff, 'u8');
-    const at = this.reserve(1);
-    this.dv.setUint8(at, value);
+    const at = this.reserve(1); // first: it may replace `this.buf`
+    this.buf[at] = value;
     return this;
   }
 
   u16(value: number): this {
     checkUint(value, 0xffff, 'u16');
     const at = this.reserve(2);
-    this.dv.setUint16(at, value, true);
+    putU16(this.buf, at, value);
     return this;
   }
 
   u32(value: number): this {
     checkUint(value, 0xffff_ffff, 'u32');
     const at = this.reserve(4);
-    this.dv.setUint32(at, value, true);
+    putU32(this.buf, at, value);
     return this;
   }
 
   u64(value: number): this {
     checkUint(value, Number.MAX_SAFE_INTEGER, 'u64');
     const at = this.reserve(8);
-    this.dv.setBigUint64(at, BigInt(value), true);
+    putU32(this.buf, at, value % 0x1_0000_0000);
+    putU32(this.buf, at + 4, Math.floor(value / 0x1_0000_0000));
     return this;
   }
 
@@ -102,7 +113,7 @@ export class WireWriter {
         buf[at + 2 + i] = c;
       }
       if (i === chars) {
-        this.dv.setUint16(at, chars, true);
+        putU16(buf, at, chars);
         return this;
       }
       this.len = at; // not ASCII: take the general path
@@ -120,7 +131,7 @@ export class WireWriter {
       // token: too long for its u16 length is the code the store gives a name too long.
       throw StatefsError.ENAMETOOLONG(`a string of ${written} bytes (at most ${MAX_STRING_BYTES} on the wire)`, { op: 'encode' });
     }
-    this.dv.setUint16(at, written, true);
+    putU16(this.buf, at, written);
     this.len = at + 2 + written;
     return this;
   }
