@@ -402,9 +402,14 @@ test('the in-flight limit never cuts a pipelined transaction: its ops take no sl
       for (let i = 0; i < 8; i++) {
         const t = client.begin('alice');
         await t.put('alice', `/state/r/${i}`, 'v');
+        // The client writes its first request of a turn at once and the rest of the turn together:
+        // a GET (answered on the spot, no slot) goes first, so the three puts and the commit reach
+        // the daemon in one write and the puts hold every slot when it reads the commit.
+        const lead = client.get('alice', '/state/none');
         const others = [client.put('alice', `/state/p${i}a`, 'x'), client.put('alice', `/state/p${i}b`, 'x'), client.put('alice', `/state/p${i}c`, 'x')];
         assert.equal(await codeOf(t.commit()), 'EAGAIN');
         await Promise.all(others);
+        assert.equal(await lead, undefined);
       }
       const fresh = Array.from({ length: 8 }, () => other.begin('alice'));
       assert.deepEqual(await Promise.all(fresh.map((t, i) => codeOf(t.put('alice', `/state/f/${i}`, 'v')))), Array(8).fill('OK'));

@@ -31,7 +31,14 @@ function joinTurn(): number {
       turn.id++;
       const corked = turn.corked;
       turn.corked = [];
-      for (const uncork of corked) uncork();
+      // Each in its own try: a connection that failed to uncork must not leave the others corked.
+      for (const uncork of corked) {
+        try {
+          uncork();
+        } catch {
+          // that connection's socket reports its own error
+        }
+      }
     });
   }
   return turn.id;

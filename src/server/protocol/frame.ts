@@ -1,5 +1,6 @@
 import { StatefsError } from '../../errors.js';
-import { WireWriter, putU32 } from './wire-writer.js';
+import { putU32 } from '../../format/bytes.js';
+import { WireWriter } from './wire-writer.js';
 
 /*
  * Frame (both directions), little-endian:

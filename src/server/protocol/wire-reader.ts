@@ -49,8 +49,9 @@ export class WireReader {
   }
 
   u64(): number {
-    const lo = this.u32();
-    const hi = this.u32();
+    const at = this.need(8);
+    const lo = (this.byte(at) | (this.byte(at + 1) << 8) | (this.byte(at + 2) << 16) | (this.byte(at + 3) << 24)) >>> 0;
+    const hi = (this.byte(at + 4) | (this.byte(at + 5) << 8) | (this.byte(at + 6) << 16) | (this.byte(at + 7) << 24)) >>> 0;
     // Over 2^53 once the high word passes 21 bits.
     if (hi > 0x1f_ffff) throw this.fail(`u64 ${(BigInt(hi) << 32n) | BigInt(lo)} over 2^53`);
     return hi * 0x1_0000_0000 + lo;

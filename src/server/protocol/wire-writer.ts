@@ -1,3 +1,4 @@
+import { putU32, putU64 } from '../../format/bytes.js';
 import { StatefsError } from '../../errors.js';
 
 /*
@@ -15,17 +16,10 @@ export const MAX_STRING_BYTES = 0xffff;
 
 const utf8 = new TextEncoder();
 
-/** Little-endian integers into `buf` at `at` (no `DataView` per frame: making one cost ~0.2 µs). */
+/** A little-endian u16 into `buf` at `at` with byte stores (no `DataView` per frame: see `putU32`). */
 function putU16(buf: Uint8Array, at: number, value: number): void {
   buf[at] = value & 0xff;
   buf[at + 1] = value >>> 8;
-}
-
-export function putU32(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value & 0xff;
-  buf[at + 1] = (value >>> 8) & 0xff;
-  buf[at + 2] = (value >>> 16) & 0xff;
-  buf[at + 3] = value >>> 24;
 }
 
 function checkUint(value: number, max: number, what: string): void {
@@ -86,8 +80,7 @@ export class WireWriter {
   u64(value: number): this {
     checkUint(value, Number.MAX_SAFE_INTEGER, 'u64');
     const at = this.reserve(8);
-    putU32(this.buf, at, value % 0x1_0000_0000);
-    putU32(this.buf, at + 4, Math.floor(value / 0x1_0000_0000));
+    putU64(this.buf, at, value);
     return this;
   }
 
