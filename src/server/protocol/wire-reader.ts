@@ -7,8 +7,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Reads primitives from one frame body; anything short, out of range or trailing is EINVAL.
- * Integers are read byte by byte: a `DataView` per frame cost ~0.2 µs to make, a few percent of
- * the daemon's work for a GET.
+ * Integers are read byte by byte, as `format/bytes.ts` writes them: a `DataView` per frame cost
+ * 0.2 µs to make in isolation and more in the daemon (a small typed array's buffer is made its own
+ * for it); with the writer's, it was part of ~10 µs of daemon CPU per GET (docs/performance.md).
  */
 export class WireReader {
   private at = 0;
