@@ -49,9 +49,9 @@ export class FileDevice implements BlockDevice {
     try {
       const fh = await openImage(path, options);
       try {
-        const size = await imageSize(fh, path, options.create);
+        const { size, isFile } = await imageSize(fh, path, options.create);
         const dsync = readOnly ? undefined : await open(path, constants.O_WRONLY | constants.O_DSYNC);
-        return new FileDevice(fh, dsync, size, path, lockPath, (await fh.stat()).isFile());
+        return new FileDevice(fh, dsync, size, path, lockPath, isFile);
       } catch (err) {
         await fh.close();
         throw err;
@@ -167,17 +167,18 @@ async function openImage(path: string, options: FileDeviceOptions): Promise<File
   }
 }
 
-async function imageSize(fh: FileHandle, path: string, created: number | undefined): Promise<number> {
-  if (created !== undefined) return created;
+/** The image's size, and whether it is a regular file (one just created is: `truncate` refuses anything else). */
+async function imageSize(fh: FileHandle, path: string, created: number | undefined): Promise<{ size: number; isFile: boolean }> {
+  if (created !== undefined) return { size: created, isFile: true };
   const st = await fh.stat();
-  if (st.isFile()) return st.size;
+  if (st.isFile()) return { size: st.size, isFile: true };
   if (st.isBlockDevice()) {
     // /sys reports the size of a block device in 512-byte sectors.
     const major = Math.floor(st.rdev / 256);
     const minor = st.rdev % 256;
     const sectors = await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8').catch(() => '');
     const n = Number.parseInt(sectors.trim(), 10);
-    if (Number.isSafeInteger(n) && n > 0) return n * 512;
+    if (Number.isSafeInteger(n) && n > 0) return { size: n * 512, isFile: false };
   }
   throw StatefsError.EINVAL(`${path} is neither a regular file nor a block device of known size`, { op: 'open' });
 }

@@ -23,6 +23,11 @@ export function putU32(out: Uint8Array, at: number, x: number): void {
   out[at + 3] = x >>> 24;
 }
 
+/** Little-endian u32 at `at` with byte loads (see `putU32`); the caller has checked the bounds. */
+export function u32At(buf: Uint8Array, at: number): number {
+  return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
+}
+
 /** `setU64` with byte stores (see `putU32`). */
 export function putU64(out: Uint8Array, at: number, x: number): void {
   putU32(out, at, x % 0x1_0000_0000);

@@ -1,5 +1,5 @@
 import { StatefsError } from '../errors.js';
-import { getU64, setU64, view, writeLatin1 } from './bytes.js';
+import { getU64, setU64, u32At, view, writeLatin1 } from './bytes.js';
 import { RUN_RECORD_MAX } from './put-run.js';
 import { RECORD_OVERHEAD } from './record.js';
 
@@ -579,11 +579,6 @@ function sameBytes(buf: Uint8Array, a: number, length: number, b: number, bLengt
   if (length !== bLength) return false;
   for (let i = 0; i < length; i++) if (buf[a + i] !== buf[b + i]) return false;
   return true;
-}
-
-/** Little-endian u32 at `at`; the caller has checked the bounds. */
-function u32At(buf: Uint8Array, at: number): number {
-  return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
 }
 
 export function encodeCheckpointChunk(id: number, index: number, count: number, data: Uint8Array): Uint8Array {

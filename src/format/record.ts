@@ -1,4 +1,4 @@
-import { putU32 } from './bytes.js';
+import { putU32, u32At } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import { Op } from './opcodes.js';
 
@@ -76,14 +76,14 @@ export function encodeRecord(opcode: number, key: Uint8Array, value: Uint8Array)
  */
 export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.length): DecodeResult {
   if (at + RECORD_HEADER > end) return { ok: false, fault: isZero(buf, at, Math.min(end, at + RECORD_HEADER)) ? 'zero' : 'truncated' };
-  const magic = getU32(buf, at);
+  const magic = u32At(buf, at);
   if (magic !== RECORD_MAGIC) return { ok: false, fault: magic === 0 && isZero(buf, at, at + RECORD_HEADER) ? 'zero' : 'magic' };
   const keyLen = u16At(buf, at + 5);
-  const valueLen = getU32(buf, at + 7);
+  const valueLen = u32At(buf, at + 7);
   if (valueLen > MAX_RECORD_VALUE) return { ok: false, fault: 'length' };
   const body = RECORD_HEADER + keyLen + valueLen;
   if (at + body + 4 > end) return { ok: false, fault: 'truncated' };
-  const crc = getU32(buf, at + body);
+  const crc = u32At(buf, at + body);
   if (crc32c(buf.subarray(at, at + body)) !== crc) return { ok: false, fault: 'crc' };
   return {
     ok: true,
@@ -102,8 +102,8 @@ export function decodeRecord(buf: Uint8Array, at: number, end: number = buf.leng
  * checked but the header: `decodeRecord` the bytes it names.
  */
 export function claimedRecordLength(buf: Uint8Array, at: number): number | undefined {
-  if (at + RECORD_HEADER > buf.length || getU32(buf, at) !== RECORD_MAGIC) return undefined;
-  const valueLen = getU32(buf, at + 7);
+  if (at + RECORD_HEADER > buf.length || u32At(buf, at) !== RECORD_MAGIC) return undefined;
+  const valueLen = u32At(buf, at + 7);
   if (valueLen > MAX_RECORD_VALUE) return undefined;
   return RECORD_OVERHEAD + u16At(buf, at + 5) + valueLen;
 }
@@ -117,23 +117,18 @@ export function claimedRecordLength(buf: Uint8Array, at: number): number | undef
  */
 export function putValueStart(buf: Uint8Array, at: number, length: number): number {
   if (at + length > buf.length || length < RECORD_OVERHEAD) return -1;
-  if (getU32(buf, at) !== RECORD_MAGIC || buf[at + 4] !== Op.PUT) return -1;
+  if (u32At(buf, at) !== RECORD_MAGIC || buf[at + 4] !== Op.PUT) return -1;
   const keyLen = u16At(buf, at + 5);
-  const valueLen = getU32(buf, at + 7);
+  const valueLen = u32At(buf, at + 7);
   const body = RECORD_HEADER + keyLen + valueLen;
   if (valueLen > MAX_RECORD_VALUE || body + 4 !== length) return -1;
-  if (crc32c(buf.subarray(at, at + body)) !== getU32(buf, at + body)) return -1;
+  if (crc32c(buf.subarray(at, at + body)) !== u32At(buf, at + body)) return -1;
   return at + RECORD_HEADER + keyLen;
 }
 
 /** Little-endian u16 at `at`; the caller has checked the bounds. */
 function u16At(buf: Uint8Array, at: number): number {
   return (buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8);
-}
-
-/** Little-endian u32 at `at`; the caller has checked the bounds. */
-function getU32(buf: Uint8Array, at: number): number {
-  return ((buf[at] ?? 0) | ((buf[at + 1] ?? 0) << 8) | ((buf[at + 2] ?? 0) << 16) | ((buf[at + 3] ?? 0) << 24)) >>> 0;
 }
 
 function isZero(buf: Uint8Array, from: number, to: number): boolean {

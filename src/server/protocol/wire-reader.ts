@@ -1,4 +1,5 @@
 import { copyOut } from '../../engine/value-pool.js';
+import { u32At } from '../../format/bytes.js';
 import { StatefsError } from '../../errors.js';
 
 // Layouts: see wire-writer.ts. Every read is bounds-checked; a length is never trusted.
@@ -45,14 +46,13 @@ export class WireReader {
   }
 
   u32(): number {
-    const at = this.need(4);
-    return (this.byte(at) | (this.byte(at + 1) << 8) | (this.byte(at + 2) << 16) | (this.byte(at + 3) << 24)) >>> 0;
+    return u32At(this.buf, this.need(4));
   }
 
   u64(): number {
     const at = this.need(8);
-    const lo = (this.byte(at) | (this.byte(at + 1) << 8) | (this.byte(at + 2) << 16) | (this.byte(at + 3) << 24)) >>> 0;
-    const hi = (this.byte(at + 4) | (this.byte(at + 5) << 8) | (this.byte(at + 6) << 16) | (this.byte(at + 7) << 24)) >>> 0;
+    const lo = u32At(this.buf, at);
+    const hi = u32At(this.buf, at + 4);
     // Over 2^53 once the high word passes 21 bits.
     if (hi > 0x1f_ffff) throw this.fail(`u64 ${(BigInt(hi) << 32n) | BigInt(lo)} over 2^53`);
     return hi * 0x1_0000_0000 + lo;
