@@ -1,6 +1,6 @@
 export { Store } from './engine/store.js';
 export type { CommitMode } from './engine/commit-mode.js';
-export type { CreateOptions, ListOptions, ListPage, OpenOptions, OpenReport, StoreStat, SubjectStat } from './engine/store-types.js';
+export type { CreateOptions, ListOptions, ListPage, OpenOptions, OpenReport, StoreStat, SubjectStat, ValueReads } from './engine/store-types.js';
 export { StatefsError, ERROR_CODES, isStatefsError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type { BlockDevice } from './device/device.js';

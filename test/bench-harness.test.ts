@@ -19,7 +19,7 @@ test('bench harness: the write, load and reopen jobs of StateFS yield every figu
     const reopen = await runJob('reopen', 'statefs', big, tiny);
     assert.equal(reopen.error, undefined);
     const figures = { ...write.result?.figures, ...load.result?.figures, ...reopen.result?.figures };
-    for (const name of ['w1', 'w1.raw', 'w2', 'snapshotSmall.first.ms', 'snapshotSmall.ms', 'w3', 'w4.get', 'w6.ms', 'w7.first.ms', 'w7.ms', 'diskBytes', 'rss.load', 'reopen.ms', 'rss.reopen']) {
+    for (const name of ['w1', 'w1.raw', 'w2', 'snapshotSmall.first.ms', 'snapshotSmall.ms', 'w3', 'w4.get', 'w6.ms', 'w7.first.ms', 'w7.ms', 'diskBytes', 'rss.load', 'reopen.ms', 'rss.reopen', 'w4reopen.get', 'w4reopen.getSync', 'w4reopen.getInto']) {
       const values = figures[name];
       assert.ok(values !== undefined && values.length > 0 && values.every((v) => Number.isFinite(v) && v > 0), `${name}: ${JSON.stringify(values)}`);
     }

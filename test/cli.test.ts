@@ -416,6 +416,15 @@ test('statefsd --commit-mode takes only auto, inline or background (exit 64 othe
   });
 });
 
+test('statefsd --value-reads takes only at-open or on-demand (exit 64 otherwise)', async () => {
+  await withDir((dir) => {
+    const r = runScript(STATEFSD, ['--image', 'i.img', '--socket', 's.sock', '--policy', 'p.json', '--audit', 'a.log', '--value-reads', 'lazily'], dir);
+    assert.equal(r.status, 64);
+    assert.match(r.err, /--value-reads.*lazily.*at-open, on-demand/s);
+    assert.equal(r.out, '');
+  });
+});
+
 /** Write `ops` as a JSON ops file for `statefs txn` and return its name. */
 async function writeOps(dir: string, name: string, ops: unknown): Promise<string> {
   await writeFile(join(dir, name), JSON.stringify(ops));

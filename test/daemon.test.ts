@@ -328,6 +328,33 @@ test('statefsd and statefs serve: a child process serves, SIGTERM exits 0 with e
   }
 });
 
+test('daemon --value-reads on-demand: GETs read checkpointed values from the image; a damaged one is EINTEGRITY and the connection goes on', async () => {
+  await withTempDir(async (dir) => {
+    const s = await prepare(dir);
+    const store = await Store.create(s.image, { size: 8 * MiB });
+    const value = (i: number): string => `value ${String(i)} `.repeat(80); // over a PUTRUN's 640 bytes: a PUT record each
+    await store.putMany('bob', Array.from({ length: 200 }, (_, i) => [`/state/k${String(i)}`, value(i)] as const));
+    await store.checkpoint(); // it holds the values: the daemon's open reads none of them
+    await store.close();
+    const image = await readFile(s.image);
+    const at = image.indexOf(Buffer.from(value(7)));
+    assert.ok(at > 0 && image.indexOf(Buffer.from(value(7)), at + 1) === -1, 'value 7 is in the image once');
+    image[at + 3] = (image[at + 3] ?? 0) ^ 0x20;
+    await writeFile(s.image, image);
+    const daemon = await startDaemon({ imagePath: s.image, socketPath: s.socket, policyPath: s.policy, auditPath: s.audit, valueReads: 'on-demand' });
+    const client = await connect({ socket: s.socket, token: s.bobToken });
+    try {
+      await assert.rejects(client.get('bob', '/state/k7'), (err: unknown) => isStatefsError(err) && err.code === 'EINTEGRITY');
+      for (let i = 0; i < 200; i++) if (i !== 7) assert.equal(text(await client.get('bob', `/state/k${String(i)}`)), value(i));
+      await client.put('bob', '/state/k7', 'fresh');
+      assert.equal(text(await client.get('bob', '/state/k7')), 'fresh');
+    } finally {
+      await client.close();
+      await daemon.close();
+    }
+  });
+});
+
 test('daemon: loopback TCP only when asked, and only on a loopback address', async () => {
   await withTempDir(async (dir) => {
     const s = await prepare(dir);

@@ -5,7 +5,8 @@ import { runInNewContext } from 'node:vm';
 import { setTimeout as delay } from 'node:timers/promises';
 import { EntryTable } from '../src/engine/entry-table.js';
 import { Entry } from '../src/engine/entry.js';
-import type { Store } from '../src/engine/store.js';
+import { MemoryDevice } from '../src/device/memory-device.js';
+import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { MiB, memoryImage, openMemory, text } from './helpers.js';
 import { guardResources } from './hygiene.js';
@@ -155,6 +156,80 @@ test('entries loaded at open: snapshots keep them through overwrites, checkpoint
   const released = await arrayBufferBytes();
   assert.ok(deleted - released > 2.5 * MiB, `ArrayBuffers ${String(deleted)} → ${String(released)} bytes`);
   assert.deepEqual(await valuesOf(s, 'app', keys.slice(0, 3)), [undefined, undefined, undefined]);
+  await s.close();
+});
+
+test('values read on demand: the open and the reads hold none; GC moves keep them in memory, released like the others', async () => {
+  const img = await memoryImage(64 * MiB);
+  const keys = Array.from({ length: 6000 }, (_, i) => `/state/k${String(i).padStart(5, '0')}`);
+  const value = (i: number): string => `${String(i)}-${'x'.repeat(1000)}`;
+  // In a function of its own, so its store is gone before the memory is measured.
+  const fill = async (): Promise<void> => {
+    const first = await openMemory(img, { autoGc: false });
+    await first.putMany('app', keys.map((key, i) => [key, value(i)] as const));
+    await first.close();
+  };
+  await fill();
+  // No checkpoint runs of itself meanwhile (it could let memory go between two measures).
+  const unopened = await arrayBufferBytes();
+  const s = await openMemory(img, { autoGc: false, checkpointBytes: 1 << 30, valueReads: 'on-demand' });
+  assert.deepEqual(await valuesOf(s, 'app', keys), keys.map((_, i) => value(i)));
+  const read = await arrayBufferBytes();
+  assert.ok(read - unopened < 1 * MiB, `ArrayBuffers ${String(unopened)} → ${String(read)} bytes after the open and reads of ~6 MB of values`);
+  // GC moves them: their new records may not be durable when next read, so their values are
+  // held in memory from then on; deleted, nothing holds them, and once checkpoints have passed
+  // their memory is let go, while the store is open. (Half the keys deleted first, so their
+  // segments are worth emptying.)
+  const kept = keys.map((_, i) => (i % 2 === 1 ? undefined : value(i)));
+  for (const [i, key] of keys.entries()) if (i % 2 === 1) await s.delete('app', key);
+  await s.checkpoint();
+  const moved = await s.gcNow();
+  assert.ok(moved.movedBytes > 2.5 * MiB, `GC moved ${String(moved.movedBytes)} bytes`);
+  const held = await arrayBufferBytes();
+  assert.ok(held - read > 2.5 * MiB, `ArrayBuffers ${String(read)} → ${String(held)} bytes after GC moved the rows`);
+  assert.deepEqual(await valuesOf(s, 'app', keys), kept, 'the rows GC moved read back');
+  for (const [i, key] of keys.entries()) if (i % 2 === 0) await s.delete('app', key);
+  const deleted = await arrayBufferBytes();
+  await s.checkpoint();
+  await s.checkpoint();
+  const released = await arrayBufferBytes();
+  assert.ok(deleted - released > 2.5 * MiB, `ArrayBuffers ${String(deleted)} → ${String(released)} bytes`);
+  assert.deepEqual(await valuesOf(s, 'app', keys.slice(0, 3)), [undefined, undefined, undefined]);
+  await s.close();
+});
+
+test('a value read on demand stays readable while GC has moved it and its new record is not written yet', async () => {
+  const img = await memoryImage(16 * MiB);
+  const keys = Array.from({ length: 3000 }, (_, i) => `/state/k${String(i).padStart(4, '0')}`);
+  const value = (i: number): string => `${String(i)}-${'v'.repeat(500)}`;
+  let s = await openMemory(img, { autoGc: false });
+  await s.putMany('app', keys.map((key, i) => [key, value(i)] as const));
+  await s.checkpoint();
+  await s.close();
+  // Writes held back until `release` is called: GC's RELOC records are appended (and the rows'
+  // records moved to them) but not on the device yet.
+  let release = (): void => undefined;
+  let held = Promise.resolve();
+  let writesStarted = 0;
+  class HeldWrites extends MemoryDevice {
+    override async write(offset: number, data: Uint8Array): Promise<void> {
+      writesStarted++;
+      await held;
+      return super.write(offset, data);
+    }
+  }
+  s = await Store.openDevice(new HeldWrites(img), { autoGc: false, checkpointBytes: 1 << 30, commitMode: 'background', valueReads: 'on-demand' });
+  for (const [i, key] of keys.entries()) if (i % 2 === 1) await s.delete('app', key);
+  await s.checkpoint();
+  held = new Promise((resolve) => (release = resolve));
+  const before = writesStarted;
+  const gc = s.gcNow();
+  while (writesStarted === before) await new Promise((resolve) => setImmediate(resolve));
+  const expected = keys.map((_, i) => (i % 2 === 1 ? undefined : value(i)));
+  assert.deepEqual(keys.map((key) => text(s.getSync('app', key))), expected, 'every value reads back while the moves are in flight');
+  release();
+  assert.ok((await gc).movedBytes > 0);
+  assert.deepEqual(await valuesOf(s, 'app', keys), expected);
   await s.close();
 });
 

@@ -210,18 +210,23 @@ test('a cycle is bounded: with a bound of B bytes it writes at most what B held'
   for (let r = 0; r < 4; r++) for (let i = 0; i < 200; i++) await s0.put('app', `/state/k${i}`, new Uint8Array(5000).fill(r));
   await s0.checkpoint();
   await s0.close();
-  const device = new FaultDevice(base);
-  const s = await Store.openDevice(device, { autoGc: false });
-  for (const segs of [1, 2, 3]) {
-    const writesBefore = device.writes;
-    const readsBefore = device.reads;
-    const r = await s.gcNow({ maxBytes: segs * SEG });
-    assert.ok(r.scannedBytes <= segs * SEG);
-    assert.ok(r.movedBytes <= r.scannedBytes, 'moves come from the scanned segments only');
-    assert.equal(device.reads - readsBefore, 0, 'values come from memory: no device reads');
-    assert.ok(device.writes - writesBefore <= 2 * (segs + 1), `${device.writes - writesBefore} device writes`);
+  for (const valueReads of ['at-open', 'on-demand'] as const) {
+    const device = new FaultDevice(base.slice());
+    const s = await Store.openDevice(device, { autoGc: false, valueReads });
+    for (const segs of [1, 2, 3]) {
+      const writesBefore = device.writes;
+      const readsBefore = device.reads;
+      const r = await s.gcNow({ maxBytes: segs * SEG });
+      assert.ok(r.scannedBytes <= segs * SEG);
+      assert.ok(r.movedBytes <= r.scannedBytes, 'moves come from the scanned segments only');
+      // No segment is scanned: values come from memory, or (read on demand) one read of a moved
+      // value each for the plan, for its RELOC and to keep it in memory once moved.
+      const most = valueReads === 'at-open' ? 0 : 3 * Math.ceil(r.movedBytes / 5000);
+      assert.ok(device.reads - readsBefore <= most, `${valueReads}: ${device.reads - readsBefore} device reads for ${r.movedBytes} bytes moved`);
+      assert.ok(device.writes - writesBefore <= 2 * (segs + 1), `${device.writes - writesBefore} device writes`);
+    }
+    await s.close();
   }
-  await s.close();
 });
 
 test('a crash at every device write during GC loses no live or snapshot byte', async () => {

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import type { BlockDevice } from '../src/device/device.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
+import type { OpenOptions } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
 import { MAX_RECORD_VALUE, decodeRecord, putValueStart } from '../src/format/record.js';
 import { MiB, withTempDir } from './helpers.js';
@@ -14,9 +16,11 @@ guardResources();
 
 /*
  * Open reads the values of checkpointed entries segment by segment, adjacent segments in runs of
- * up to 4 MiB, through two reused buffers on a file image (a fresh buffer per run otherwise).
- * These stores span more than one run, with values of many sizes and a transaction value in
- * several PAYLOAD records, so every path of that reading is taken on both kinds of device.
+ * up to 4 MiB, through two reused buffers on a file image (a fresh buffer per run otherwise); a
+ * writable store told to read them on demand reads each from the device when it is asked for,
+ * its record's CRC checked then. These stores span more than one run, with values of many sizes
+ * and a transaction value in several PAYLOAD records, so every path of both kinds of reading is
+ * taken on both kinds of device.
  */
 
 const SUBJECTS = ['app', 'billing', 'zeta'];
@@ -50,38 +54,70 @@ async function fill(s: Store): Promise<void> {
   await s.close();
 }
 
-function checkAll(s: Store): void {
-  for (let i = 0; i < KEYS; i++) assert.deepEqual(s.getSync(subjectOf(i), keyOf(i)), new Uint8Array(valueOf(i)), `key ${i}`);
-  assert.deepEqual(s.getSync('app', '/state/big'), new Uint8Array(bigValue));
+function checkAll(s: Store, except = -1): void {
+  for (let i = 0; i < KEYS; i++) if (i !== except) assert.deepEqual(s.getSync(subjectOf(i), keyOf(i)), new Uint8Array(valueOf(i)), `key ${i}`);
+  const into = new Uint8Array(bigValue.length);
+  assert.equal(s.getInto('app', '/state/big', into), bigValue.length);
+  assert.deepEqual(into, new Uint8Array(bigValue));
 }
 
-test('open reads back every checkpointed value of a file image, across several read runs', async () => {
-  await withTempDir(async (dir) => {
-    const path = join(dir, 'img');
-    await fill(await Store.create(path, { size: 16 * MiB, autoGc: false }));
-    const s = await Store.open(path, { autoGc: false });
+/** Each way of opening: read-only, writable (values read at open), writable with values read on demand. */
+const WAYS: OpenOptions[] = [{ readOnly: true }, {}, { valueReads: 'on-demand' }];
+
+/** Open each way and check every value each time. */
+async function checkEveryWay(open: (options: OpenOptions) => Promise<Store>): Promise<void> {
+  for (const way of WAYS) {
+    const s = await open(way);
     try {
       assert.ok(s.openReport.recordsReplayed < 10, 'the values come from the checkpoint, not from replayed records');
       checkAll(s);
     } finally {
       await s.close();
     }
+  }
+}
+
+test('every checkpointed value of a file image reads back: read at open across several read runs, or on demand', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    await fill(await Store.create(path, { size: 16 * MiB, autoGc: false }));
+    await checkEveryWay((way) => Store.open(path, { autoGc: false, ...way }));
   });
 });
 
-test('open reads back every checkpointed value of a memory image (a device without readInto)', async () => {
+test('every checkpointed value of a memory image reads back every way (a device without readInto)', async () => {
   const device = new MemoryDevice(16 * MiB);
   await Store.format(device, { zeroed: true });
   await fill(await Store.openDevice(device, { autoGc: false }));
-  const s = await Store.openDevice(new MemoryDevice(device.bytes), { autoGc: false });
+  await checkEveryWay((way) => Store.openDevice(new MemoryDevice(device.bytes), { autoGc: false, ...way }));
+});
+
+/**
+ * Damage in the record at image byte `record` that holds `key`'s value: an open that reads every
+ * value (writable or read-only) fails with `EINTEGRITY` at the record; a store that reads values
+ * on demand opens and serves every other value, and reading that one (`getSync`, `get`) is that
+ * `EINTEGRITY`, naming the key.
+ */
+async function assertDamageFound(path: string, subject: string, key: string, record: number | undefined, what: string): Promise<void> {
+  const damaged = (message: RegExp) => (err: unknown): boolean => {
+    assert.ok(err instanceof StatefsError, String(err));
+    assert.equal(err.code, 'EINTEGRITY', what);
+    assert.match(err.message, message, what);
+    if (record !== undefined) assert.equal(err.offset, record, what);
+    return true;
+  };
+  await assert.rejects(Store.open(path), damaged(/record holding a live value is damaged/));
+  const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
   try {
-    checkAll(s);
+    assert.throws(() => s.getSync(subject, key), (err: unknown) => damaged(/record holding a value is damaged/)(err) && err instanceof StatefsError && err.key === key && err.subject === subject);
+    await assert.rejects(s.get(subject, key), damaged(/record holding a value is damaged/));
   } finally {
     await s.close();
   }
-});
+  await assert.rejects(Store.open(path, { readOnly: true }), damaged(/record holding a live value is damaged/));
+}
 
-test('a damaged byte in a checkpointed value is EINTEGRITY at open, at its record, in any read run', async () => {
+test('a damaged byte in a checkpointed value is EINTEGRITY at its record: at open in any read run, or when it is read on demand', async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     await fill(await Store.create(path, { size: 16 * MiB, autoGc: false }));
@@ -96,13 +132,13 @@ test('a damaged byte in a checkpointed value is EINTEGRITY at open, at its recor
       image[last] = (image[last] ?? 0) ^ 0x40;
       await writeFile(path, image);
       const record = at - 11 - (subjectOf(i).length + 1 + keyOf(i).length); // header, then subject NUL key
-      await assert.rejects(Store.open(path), (err: unknown) => {
-        assert.ok(err instanceof StatefsError, String(err));
-        assert.equal(err.code, 'EINTEGRITY');
-        assert.match(err.message, /record holding a live value is damaged \(crc\)/);
-        assert.equal(err.offset, record);
-        return true;
-      });
+      await assertDamageFound(path, subjectOf(i), keyOf(i), record, `value ${i}`);
+      const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
+      try {
+        checkAll(s, i);
+      } finally {
+        await s.close();
+      }
     }
   });
 });
@@ -141,7 +177,7 @@ test('putValueStart finds the value of an intact PUT of the given length, and no
   }
 });
 
-test('damage to any part of a record among back-to-back ones is EINTEGRITY at that record', async () => {
+test('damage to any part of a record among back-to-back ones is EINTEGRITY at that record, read at open or on demand', async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
@@ -177,13 +213,7 @@ test('damage to any part of a record among back-to-back ones is EINTEGRITY at th
       const byte = where >= 0 ? start + where : end + where;
       image[byte] = (image[byte] ?? 0) ^ 0x10;
       await writeFile(path, image);
-      await assert.rejects(Store.open(path), (err: unknown) => {
-        assert.ok(err instanceof StatefsError, String(err));
-        assert.equal(err.code, 'EINTEGRITY', what);
-        assert.match(err.message, /record holding a live value is damaged/, what);
-        assert.equal(err.offset, start, what);
-        return true;
-      });
+      await assertDamageFound(path, 'app', keyOf(i), start, what);
     }
     await writeFile(path, clean);
     const reopened = await Store.open(path);
@@ -246,11 +276,71 @@ test('flips spread over several records whose effects on one CRC over them all c
     const from = Math.min(...records.map(([f]) => f));
     assert.equal(crc32cOf(image.subarray(from, last)), crc32cOf(clean.subarray(from, last)), 'one CRC over the damaged span cannot tell');
     await writeFile(path, image);
-    await assert.rejects(Store.open(path), (err: unknown) => {
-      assert.ok(err instanceof StatefsError, String(err));
-      assert.equal(err.code, 'EINTEGRITY');
-      assert.match(err.message, /record holding a live value is damaged \(crc\)/);
-      return true;
-    });
+    for (const i of [5, 9, 20, 30]) await assertDamageFound(path, 'app', keyOf(i), undefined, `key ${i}`);
   });
+});
+
+test('values read on demand: GC over a damaged value fails with EINTEGRITY and moves nothing; once the key is overwritten it reclaims the segments, and every other value survives', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    const count = 3000;
+    const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
+    const first = await Store.create(path, { size: 8 * MiB, autoGc: false });
+    await Promise.all(Array.from({ length: count }, (_, i) => first.put('app', keyOf(i), short(i)))); // one PUT record each
+    await first.checkpoint();
+    await first.close();
+    const image = await readFile(path);
+    const at = image.indexOf(short(10));
+    image[at + 50] = (image[at + 50] ?? 0) ^ 0x04;
+    await writeFile(path, image);
+
+    const kept = Array.from({ length: count }, (_, i) => i).filter((i) => i % 10 === 0);
+    const check = (s: Store, ten: Uint8Array | undefined): void => {
+      for (const i of kept) if (i !== 10) assert.deepEqual(s.getSync('app', keyOf(i)), new Uint8Array(short(i)), `key ${i}`);
+      if (ten !== undefined) assert.deepEqual(s.getSync('app', keyOf(10)), ten);
+    };
+    const integrity = (err: unknown): boolean => err instanceof StatefsError && err.code === 'EINTEGRITY';
+    const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
+    try {
+      for (let i = 0; i < count; i++) if (i % 10 !== 0) await s.delete('app', keyOf(i)); // 90% of each segment is garbage now
+      await s.checkpoint();
+      const garbage = (await s.stat()).garbageBytes;
+      await assert.rejects(s.gcPlan(), integrity);
+      await assert.rejects(s.gcNow(), integrity);
+      assert.equal((await s.stat()).garbageBytes, garbage, 'nothing was moved or freed');
+      assert.throws(() => s.getSync('app', keyOf(10)), integrity);
+      check(s, undefined);
+      await s.put('app', keyOf(10), 'fresh'); // the damaged record is garbage now
+      await s.checkpoint();
+      const gc = await s.gcNow();
+      assert.ok(gc.segmentsFreed > 0 && gc.movedBytes > 0, `GC freed ${gc.segmentsFreed} segments`);
+      check(s, new Uint8Array(Buffer.from('fresh')));
+    } finally {
+      await s.close();
+    }
+    const reopened = await Store.open(path, { autoGc: false });
+    try {
+      check(reopened, new Uint8Array(Buffer.from('fresh')));
+    } finally {
+      await reopened.close();
+    }
+  });
+});
+
+test('valueReads other than at-open or on-demand is EINVAL, and so is on-demand on a device that cannot read on the calling thread', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    await (await Store.create(path, { size: 4 * MiB })).close();
+    const options: OpenOptions = {};
+    Reflect.set(options, 'valueReads', 'lazily'); // as a JavaScript caller would pass it
+    await assert.rejects(Store.open(path, options), { code: 'EINVAL', message: /valueReads lazily: use at-open or on-demand/ });
+    const store = await Store.open(path, { valueReads: 'on-demand' }); // the image was left unlocked
+    await store.close();
+  });
+  const device = new MemoryDevice(4 * MiB);
+  await Store.format(device, { zeroed: true });
+  const noSyncReads: BlockDevice = { size: device.size, read: (o, n) => device.read(o, n), write: (o, d) => device.write(o, d), flush: () => device.flush(), close: () => device.close() };
+  await assert.rejects(Store.openDevice(noSyncReads, { valueReads: 'on-demand' }), { code: 'EINVAL', message: /needs a device that reads on the calling thread/ });
+  const store = await Store.openDevice(noSyncReads); // values read at open need no readSync
+  await store.close();
 });

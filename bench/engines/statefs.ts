@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Store } from '../../src/index.js';
+import { statefsValueReads } from '../lib/config.js';
 import { SUBJECT } from '../lib/keys.js';
 import type { BenchEngine, EngineFactory, ReadValue } from './engine.js';
 
@@ -72,9 +73,10 @@ function wrap(store: Store): BenchEngine {
 
 export const statefsEngine: EngineFactory = {
   create: async (dir, expectedKeys) => wrap(await Store.create(join(dir, IMAGE), { size: imageBytes(expectedKeys) })),
-  open: async (dir) => wrap(await Store.open(join(dir, IMAGE))),
+  open: async (dir) => wrap(await Store.open(join(dir, IMAGE), { valueReads: statefsValueReads() })),
   dataPath: (dir) => join(dir, IMAGE),
   describe:
     'StateFS (this repository, dist/), one sparse image file; every put resolves only after its record is fdatasync-ed ' +
-    '(group commit); W3 uses putMany (10,000 per call); W7 is `snapshot()` (durable when it resolves); after each run, untimed, the harness waits for its background digest of every key and deletes it.',
+    '(group commit); W3 uses putMany (10,000 per call); W7 is `snapshot()` (durable when it resolves); after each run, untimed, the harness waits for its background digest of every key and deletes it. ' +
+    `The reopened store reads its values ${statefsValueReads()} (BENCH_VALUE_READS).`,
 };

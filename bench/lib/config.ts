@@ -1,5 +1,7 @@
 // The suite's knobs, read from the environment by the orchestrator and by every child alike.
 
+import { VALUE_READS, type ValueReads } from '../../src/engine/store-types.js';
+
 export const ENGINE_NAMES = ['statefs', 'lmdb', 'classic-level', 'sqlite'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
@@ -63,4 +65,13 @@ export function loadConfig(): BenchConfig {
     budgetSeconds: num('BENCH_BUDGET_SECONDS', 360),
     engines: engines(),
   };
+}
+
+/** When StateFS's reopened store reads its values (`BENCH_VALUE_READS`, default at-open; `OpenOptions.valueReads`). */
+export function statefsValueReads(): ValueReads {
+  const raw = process.env.BENCH_VALUE_READS;
+  if (raw === undefined || raw === '') return 'at-open';
+  const found = VALUE_READS.find((v) => v === raw);
+  if (found === undefined) throw new Error(`BENCH_VALUE_READS=${raw}: use ${VALUE_READS.join(' or ')}`);
+  return found;
 }

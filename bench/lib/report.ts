@@ -61,16 +61,16 @@ function cell(value: number | undefined, unit: Unit, suffix = ''): Cell | undefi
   return value === undefined ? undefined : { value, text: formatValue(value, unit) + suffix };
 }
 
-/** The fastest getter's median for W4 (lmdb's reused buffer, classic-level's getSync, ...). */
-function fastestGet(figures: Figures, column: Column): Cell | undefined {
+/** The fastest getter's median for W4 (lmdb's reused buffer, classic-level's getSync, ...); `w4reopen`: after the reopen. */
+function fastestGet(figures: Figures, column: Column, workload: 'w4' | 'w4reopen' = 'w4'): Cell | undefined {
   let best: { name: string; value: number } | undefined;
   for (const [name, values] of Object.entries(figures[column]?.figures ?? {})) {
-    if (!name.startsWith('w4.')) continue;
+    if (!name.startsWith(`${workload}.`)) continue;
     const value = median(values);
-    if (value !== undefined && (best === undefined || value > best.value)) best = { name: name.slice(3), value };
+    if (value !== undefined && (best === undefined || value > best.value)) best = { name: name.slice(workload.length + 1), value };
   }
   if (best === undefined) return undefined;
-  const plain = fig(figures, column, 'w4.get');
+  const plain = fig(figures, column, `${workload}.get`);
   const others = best.name === 'get' ? '' : ` (${best.name}; get ${plain === undefined ? '—' : formatValue(plain, 'ops')})`;
   return { value: best.value, text: formatValue(best.value, 'ops') + others };
 }
@@ -163,6 +163,14 @@ export function buildRows(figures: Figures, keys: number, smallKeys: number): Ro
       cells: { ...Object.fromEntries(engines.map((c) => [c, fastestGet(figures, c)])), raw: cell(fig(figures, 'raw', 'w4'), 'ops', ' Map get') },
       target: "≥ 1.0× lmdb-js's fastest get",
       met: (s) => atLeast(s, 1, fastestGet(figures, 'lmdb')?.value),
+    },
+    {
+      // No target in issue 8: what reading values from the disk (statefs-v3.md 6.3) costs.
+      workload: `W4 after a reopen (fresh process, each getter 1 run in turn)`,
+      better: 'higher',
+      cells: Object.fromEntries(engines.map((c) => [c, fastestGet(figures, c, 'w4reopen')])),
+      target: '',
+      met: () => undefined,
     },
     {
       workload: `W6 list ${Math.min(keys, 10_000)} keys under one prefix`,

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import pino from 'pino';
 import { COMMIT_MODES, type CommitMode } from '../engine/commit-mode.js';
+import { VALUE_READS, type ValueReads } from '../engine/store-types.js';
 import { startDaemon, type Daemon } from '../server/daemon/daemon.js';
 import { EXIT_UNAVAILABLE } from './exit-codes.js';
 import { failureLine } from './output.js';
@@ -17,6 +18,7 @@ export interface DaemonArgs {
   maxConnections?: number;
   maxInFlight?: number;
   commitMode?: CommitMode;
+  valueReads?: ValueReads;
 }
 
 /** `127.0.0.1:7400` or `[::1]:7400`; the daemon itself refuses non-loopback hosts. */
@@ -44,6 +46,11 @@ export function addDaemonOptions(cmd: Command): Command {
       new Option('--commit-mode <mode>', 'where group commits wait for the disk: the event loop (inline), the I/O thread pool (background), or inline while commits take under 1 ms (auto)')
         .choices(COMMIT_MODES)
         .default('auto'),
+    )
+    .addOption(
+      new Option('--value-reads <when>', 'when the values the checkpoint holds are read: all while the image opens (at-open), or from the image each time one is asked for (on-demand: a faster open, less memory, slower reads of them)')
+        .choices(VALUE_READS)
+        .default('at-open'),
     );
 }
 
@@ -74,6 +81,7 @@ export async function serve(args: DaemonArgs): Promise<void> {
       ...(args.maxConnections === undefined ? {} : { maxConnections: args.maxConnections }),
       ...(args.maxInFlight === undefined ? {} : { maxInFlight: args.maxInFlight }),
       ...(args.commitMode === undefined ? {} : { commitMode: args.commitMode }),
+      ...(args.valueReads === undefined ? {} : { valueReads: args.valueReads }),
       onMarker: (line) => {
         process.stdout.write(`${line}\n`);
       },

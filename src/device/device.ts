@@ -17,6 +17,12 @@ export interface BlockDevice {
    * reading a whole image's worth of segments through one reused buffer instead of a new one each.
    */
   readInto?(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * `readInto` on the calling thread (optional). A writable store reads the values it loaded from
+   * its checkpoint with it when they are asked for, instead of holding them all in memory from the
+   * open (docs/storage/statefs-v3.md 6.3). Errors are thrown, as `StatefsError`s.
+   */
+  readSync?(offset: number, into: Uint8Array): void;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;
   /**

@@ -112,6 +112,16 @@ export class FaultDevice implements BlockDevice {
     return Promise.resolve(out);
   }
 
+  /** `read` on the calling thread: counted and failed as a read is, the failure thrown. */
+  readSync(offset: number, into: Uint8Array): void {
+    this.reads++;
+    if (this.crashed) throw lostPower('read');
+    if (this.callFails()) throw this.injectedError('read', offset);
+    checkRange(this.size, offset, into.length, 'read');
+    into.set(this.disk.subarray(offset, offset + into.length));
+    for (const w of this.pending) overlay(into, offset, w);
+  }
+
   write(offset: number, data: Uint8Array): Promise<void> {
     this.writes++;
     if (this.crashed) return lost('write');
@@ -167,9 +177,13 @@ export class FaultDevice implements BlockDevice {
   }
 
   private injectedFailure(op: string, offset: number | undefined): Promise<never> {
+    return Promise.reject(this.injectedError(op, offset));
+  }
+
+  private injectedError(op: string, offset: number | undefined): StatefsError {
     this.injected++;
     const code = this.callFail?.code ?? 'EIO';
-    return Promise.reject(new StatefsError(code, `injected failure of device call ${this.calls} (${op})`, offset === undefined ? { op } : { op, offset }));
+    return new StatefsError(code, `injected failure of device call ${this.calls} (${op})`, offset === undefined ? { op } : { op, offset });
   }
 
   private applyPending(): void {
@@ -183,7 +197,11 @@ function hits(plan: FailPlan, n: number): boolean {
 }
 
 function lost(op: string): Promise<never> {
-  return Promise.reject(StatefsError.EIO('device lost power (simulated crash)', { op }));
+  return Promise.reject(lostPower(op));
+}
+
+function lostPower(op: string): StatefsError {
+  return StatefsError.EIO('device lost power (simulated crash)', { op });
 }
 
 /** Copy the part of `w` that overlaps [offset, offset + out.length) into `out`. */

@@ -1,4 +1,4 @@
-import { constants, fdatasyncSync, writeSync } from 'node:fs';
+import { constants, fdatasyncSync, readSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -75,6 +75,22 @@ export class FileDevice implements BlockDevice {
     try {
       while (done < length) {
         const { bytesRead } = await this.fh.read(into, done, length - done, offset + done);
+        if (bytesRead === 0) break; // past the end of a sparse file: zeros
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw ioError('read', err, offset);
+    }
+    into.fill(0, done);
+  }
+
+  readSync(offset: number, into: Uint8Array): void {
+    const length = into.length;
+    checkRange(this.size, offset, length, 'read');
+    let done = 0;
+    try {
+      while (done < length) {
+        const bytesRead = readSync(this.fh.fd, into, done, length - done, offset + done);
         if (bytesRead === 0) break; // past the end of a sparse file: zeros
         done += bytesRead;
       }

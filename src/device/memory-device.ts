@@ -18,6 +18,11 @@ export class MemoryDevice implements BlockDevice {
     return Promise.resolve(this.bytes.slice(offset, offset + length));
   }
 
+  readSync(offset: number, into: Uint8Array): void {
+    checkRange(this.size, offset, into.length, 'read');
+    into.set(this.bytes.subarray(offset, offset + into.length));
+  }
+
   write(offset: number, data: Uint8Array): Promise<void> {
     checkRange(this.size, offset, data.length, 'write');
     this.bytes.set(data, offset);

@@ -1,8 +1,8 @@
 import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { Op } from '../format/opcodes.js';
-import { RUN_RECORD_MAX, runEntryAt } from '../format/put-run.js';
-import { claimedRecordLength, decodeRecord, type DecodeResult, type DecodedRecord } from '../format/record.js';
+import { RUN_RECORD_MAX, runEntryAt, runValueStart } from '../format/put-run.js';
+import { claimedRecordLength, decodeRecord, putValueStart, type DecodeResult, type DecodedRecord } from '../format/record.js';
 import { decodeReloc } from '../format/meta-records.js';
 import { segmentOffset } from '../format/superblock.js';
 import { PAYLOAD_PUT, decodePayload } from '../format/txn-records.js';
@@ -37,10 +37,72 @@ async function readRecordOf(device: BlockDevice, segmentSize: number, x: Extent)
   const lead = x.lead ?? 0;
   const at = segmentOffset(x.segment, segmentSize) + x.offset - lead;
   if (lead > x.offset) return { at, r: { ok: false, fault: 'truncated' } }; // a lead past its segment's start: damage
-  let buf = await device.read(at, Math.max(lead + x.length, Math.min(RUN_RECORD_MAX, device.size - at)));
+  let buf = await device.read(at, firstReadLength(device.size, at, lead, x.length));
   const whole = claimedRecordLength(buf, 0);
   if (whole !== undefined && whole > buf.length && at + whole <= device.size) buf = await device.read(at, whole);
   return { at, r: decodeRecord(buf, 0) };
+}
+
+/** Bytes to read first for a slice of `length` bytes `lead` bytes into a record at `at`: the slice, and at least `RUN_RECORD_MAX`. */
+function firstReadLength(deviceSize: number, at: number, lead: number, length: number): number {
+  return Math.max(lead + length, Math.min(RUN_RECORD_MAX, deviceSize - at));
+}
+
+/** A device that can read on the calling thread. */
+export type SyncReadable = Pick<BlockDevice, 'size'> & Required<Pick<BlockDevice, 'readSync'>>;
+
+/**
+ * Reads values from their records on the device on the calling thread, each record's CRC
+ * checked, through one buffer reused by every read: a read costs a `pread` and no allocation.
+ * For the values a writable store loaded from its checkpoint and reads when asked for
+ * (`EntryTable.readOnDemand`).
+ */
+export class SyncValueReader {
+  private buf = new Uint8Array(4096);
+
+  constructor(
+    private readonly device: SyncReadable,
+    private readonly segmentSize: number,
+  ) {}
+
+  /**
+   * The value a record (or a PUTRUN slice: `lead` bytes into its record) holds, as a view of this
+   * reader's buffer that its next read overwrites. A damaged record is `EINTEGRITY`.
+   */
+  readOne(segment: number, offset: number, length: number, lead: number): Uint8Array {
+    const at = segmentOffset(segment, this.segmentSize) + offset - lead;
+    const size = this.device.size;
+    let r: DecodeResult = { ok: false, fault: 'truncated' }; // a lead past its segment's start: damage
+    if (lead <= offset && at < size) {
+      let n = firstReadLength(size, at, lead, length);
+      this.readAt(at, n);
+      // The usual cases without decoding the record into objects: a whole PUT, a PUTRUN's slice.
+      const put = lead === 0 ? putValueStart(this.buf, 0, length) : -1;
+      if (put >= 0) return this.buf.subarray(put, length - 4);
+      const whole = claimedRecordLength(this.buf.subarray(0, n), 0);
+      if (whole !== undefined && whole > n && at + whole <= size) this.readAt(at, (n = whole));
+      r = decodeRecord(this.buf, 0, n);
+      if (r.ok && r.record.opcode === Op.PUTRUN) {
+        const start = runValueStart(this.buf, 0, lead, length);
+        const end = lead + length; // a run's last slice takes its CRC too
+        if (start >= 0) return this.buf.subarray(start, end === r.record.length ? end - 4 : end);
+      }
+    }
+    const value = r.ok ? valueInRecord(r.record, lead === 0 ? { segment, offset, length } : { segment, offset, length, lead }) : undefined;
+    if (value === undefined) throw StatefsError.EINTEGRITY(`record holding a value is damaged (${r.ok ? 'wrong kind' : r.fault})`, { op: 'read', offset: at });
+    return value;
+  }
+
+  /** The value held by several records (a transaction's chunks), in a new buffer. */
+  readAll(extents: readonly Extent[]): Uint8Array {
+    const parts = extents.map((x) => this.readOne(x.segment, x.offset, x.length, x.lead ?? 0).slice());
+    return new Uint8Array(Buffer.concat(parts));
+  }
+
+  private readAt(at: number, length: number): void {
+    if (this.buf.length < length) this.buf = new Uint8Array(Math.max(length, 2 * this.buf.length));
+    this.device.readSync(at, this.buf.subarray(0, length));
+  }
 }
 
 /** Read a value from its records (`extents`) on the device, checking each record's CRC. */

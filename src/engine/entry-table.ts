@@ -1,5 +1,6 @@
 import { StatefsError } from '../errors.js';
 import type { Entry } from './entry.js';
+import type { SyncValueReader } from './entry-reader.js';
 import type { Extent } from './journal-writer.js';
 import { copyInto, copyOut } from './value-pool.js';
 
@@ -10,10 +11,19 @@ import { copyInto, copyOut } from './value-pool.js';
  */
 export type EntryRef = Entry | number;
 
-/** A row whose value replay has not read yet. */
+/** A row whose value replay has not read yet, or that is read from the device when asked for. */
 const UNREAD = -1;
 const NO_EXTENTS: readonly Extent[] = [];
 const FIRST_CAPACITY = 1024;
+/** Bytes of a slab that holds the values of rows GC moved (`moveTo` of a row read on demand). */
+const MOVED_SLAB_BYTES = 64 * 1024;
+
+/** Where a writable store's rows read their values when asked for (`EntryTable.readOnDemand`). */
+export interface ValuesOnDevice {
+  reader: SyncValueReader;
+  /** Whether `segment` still holds what it held at the open (the log has not taken it since). */
+  unchanged(segment: number): boolean;
+}
 
 /**
  * The entries a store loaded from its checkpoint at open, as columns of typed arrays (one row
@@ -24,6 +34,11 @@ const FIRST_CAPACITY = 1024;
  * A row's value is `size` bytes at `start` in a slab: one buffer per segment read at open,
  * holding that segment's values. A row is never reused and its value never changes; `moveTo`
  * (GC wrote its record elsewhere) changes only where its record is, for every tree holding it.
+ *
+ * A writable store reads no values at open (`readOnDemand`): a row's value is read from its
+ * record on the device each time it is asked for, its CRC checked, and held in memory only once
+ * GC moves it (its new record may not be durable yet when it is next read). Memory then grows
+ * with the keys, not with the values (docs/storage/statefs-v3.md 6.3).
  *
  * Rows cannot tell when no tree holds them any more, so their values are released a slab at a
  * time: the store reports each row that stops being held by the live trees and snapshots
@@ -52,6 +67,15 @@ export class EntryTable {
   /** Slabs whose rows are all released, each with the number of checkpoints begun when it was. */
   private pending: { slab: number; begun: number }[] = [];
   private checkpointsBegun = 0;
+  private onDevice: ValuesOnDevice | undefined;
+  /** The slab that moved values are packed into (`-1`: none open), and its bytes used. */
+  private movedSlab = -1;
+  private movedAt = 0;
+
+  /** From now on, rows whose value was not read at open read it from the device when asked for. */
+  readOnDemand(values: ValuesOnDevice): void {
+    this.onDevice = values;
+  }
 
   /** A new row for an entry loaded from a checkpoint: its records are known, its value is read later (`fill`). */
   addUnread(segment: number, offset: number, recordLength: number, more: readonly Extent[], lead = 0): number {
@@ -168,6 +192,7 @@ export class EntryTable {
       e.moveTo(to);
       return;
     }
+    if (this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) this.holdMoved(e, this.readFromDevice(e, this.onDevice));
     this.seg[e] = to.segment;
     this.off[e] = to.offset;
     this.len[e] = to.length;
@@ -176,27 +201,66 @@ export class EntryTable {
   }
 
   valueLength(e: EntryRef): number {
-    return typeof e === 'number' ? Math.max(this.size[e] ?? 0, 0) : e.valueLength;
+    if (typeof e !== 'number') return e.valueLength;
+    const size = this.size[e] ?? 0;
+    return size === UNREAD && this.onDevice !== undefined ? this.readFromDevice(e, this.onDevice).length : Math.max(size, 0);
   }
 
   /** A view of the value (the store's own bytes: never hand it out, never change it). */
   value(e: EntryRef): Uint8Array {
     if (typeof e !== 'number') return e.value;
+    // Read from the device: a copy, as callers hold several values at once.
+    if (this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) return this.readFromDevice(e, this.onDevice).slice();
     const start = this.start[e] ?? 0;
     return this.slabFor(e).subarray(start, start + this.valueLength(e));
   }
 
   /** A copy of the value that the caller owns. */
   copyValue(e: EntryRef): Uint8Array {
-    return typeof e === 'number' ? copyOut(this.slabFor(e), this.start[e] ?? 0, this.valueLength(e)) : e.copyValue();
+    if (typeof e !== 'number') return e.copyValue();
+    if (this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) {
+      const value = this.readFromDevice(e, this.onDevice);
+      return copyOut(value, 0, value.length);
+    }
+    return copyOut(this.slabFor(e), this.start[e] ?? 0, this.valueLength(e));
   }
 
   /** Copy the value to the start of `target` if it fits; returns its length either way. */
   copyValueInto(e: EntryRef, target: Uint8Array): number {
     if (typeof e !== 'number') return e.copyValueInto(target);
+    if (this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) {
+      const value = this.readFromDevice(e, this.onDevice);
+      if (value.length <= target.length) target.set(value);
+      return value.length;
+    }
     const length = this.valueLength(e);
     if (length <= target.length) copyInto(this.slabFor(e), this.start[e] ?? 0, length, target);
     return length;
+  }
+
+  /**
+   * The value of a row not read at open, from its records on the device: a view that the next
+   * read overwrites. A record in a segment the log has taken since the open no longer holds it:
+   * only a row no tree holds any more is still there (GC moves the held ones first), and the
+   * answer is the `EIO` of a dropped slab, never the bytes written there since.
+   */
+  private readFromDevice(row: number, values: ValuesOnDevice): Uint8Array {
+    const more = this.more.get(row);
+    const segment = this.seg[row] ?? 0;
+    if (!values.unchanged(segment) || (more !== undefined && !more.every((x) => values.unchanged(x.segment)))) throw gone();
+    return more === undefined ? values.reader.readOne(segment, this.off[row] ?? 0, this.len[row] ?? 0, this.lead[row] ?? 0) : values.reader.readAll(this.extents(row));
+  }
+
+  /** Keep in memory the value of a row read on demand (GC is about to move its record). */
+  private holdMoved(row: number, value: Uint8Array): void {
+    let slab = this.slabs[this.movedSlab];
+    if (slab === undefined || this.movedAt + value.length > slab.length) {
+      this.movedSlab = this.addSlab((slab = new Uint8Array(Math.max(MOVED_SLAB_BYTES, value.length))));
+      this.movedAt = 0;
+    }
+    slab.set(value, this.movedAt);
+    this.fillInSlab(row, this.movedSlab, this.movedAt, value.length);
+    this.movedAt += value.length;
   }
 
   /** Whether both entries hold the same value bytes. */
@@ -210,7 +274,7 @@ export class EntryTable {
     // A released slab's rows are held by no tree the store reads (a snapshot digest still
     // running over a deleted snapshot aside: it fails, and verifySnapshot says ENOENT); reaching
     // one otherwise is a bug, and failing the read is the only answer that cannot be wrong.
-    if (slab === undefined || (this.size[row] ?? UNREAD) === UNREAD) throw StatefsError.EIO('value of an entry loaded at open is no longer held', { op: 'read' });
+    if (slab === undefined || (this.size[row] ?? UNREAD) === UNREAD) throw gone();
     return slab;
   }
 
@@ -220,7 +284,9 @@ export class EntryTable {
     const slab = this.slabOf[e] ?? 0;
     const held = (this.heldRows[slab] ?? 0) - 1;
     this.heldRows[slab] = held;
-    if (held === 0) this.pending.push({ slab, begun: this.checkpointsBegun });
+    if (held !== 0) return;
+    this.pending.push({ slab, begun: this.checkpointsBegun });
+    if (slab === this.movedSlab) this.movedSlab = -1; // to be dropped: moved values go to a new one
   }
 
   /** A checkpoint begins (its build); pass the result to `checkpointDone` when it completes. */
@@ -238,4 +304,8 @@ export class EntryTable {
     }
     this.pending = keep;
   }
+}
+
+function gone(): StatefsError {
+  return StatefsError.EIO('value of an entry loaded at open is no longer held', { op: 'read' });
 }

@@ -72,7 +72,7 @@ const NO_MORE_RECORDS: Extent[] = [];
  * the batches logged after it, then read the values of entries that came from the checkpoint.
  * Cost: the checkpoint plus the journal since it plus the live values — not lifetime writes.
  */
-export async function replayImage(device: BlockDevice, legacySubject: string): Promise<Replayed> {
+export async function replayImage(device: BlockDevice, legacySubject: string, valuesAtOpen = true): Promise<Replayed> {
   const kind = await readImageKind(device);
   if (kind.kind === 'legacy-v1') return replayedLegacy(await replayLegacy(device, legacySubject), device.size);
   const sb = kind.sb;
@@ -196,7 +196,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string): P
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
-  const accounting = await readValues(device, sb, entries, index.trees, snapshots, index.relocated);
+  const accounting = await readValues(device, sb, entries, index.trees, snapshots, index.relocated, valuesAtOpen);
   const orphans = [...txns].map(([txnId, t]) => ({ txnId, subject: t.subject, offset: absolute(sb, t.at) }));
   const { recordBytes, payloadBytes, version, undigested } = ckpt;
   const checkpoint = { recordBytes, payloadBytes, entries: ckpt.entries, version, undigested, growth: index.growth };
@@ -314,8 +314,12 @@ const READ_RUN_BYTES = 4 * 1024 * 1024;
  * reused segment. Adjacent segments are read with one call, and the next run is read while this
  * one's records are checked, so the disk and the CRCs overlap. Returns the index's accounting,
  * counted in the same walk.
+ *
+ * With `all` false only the values RELOC records after the checkpoint carry are taken; the rest
+ * are left to be read when asked for (`EntryTable.readOnDemand`), and only where their records
+ * are is checked: inside the image's segments.
  */
-async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable, trees: Trees, snapshots: SnapshotTable, relocated: ReadonlyMap<number, Uint8Array>): Promise<IndexAccounting> {
+async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable, trees: Trees, snapshots: SnapshotTable, relocated: ReadonlyMap<number, Uint8Array>, all: boolean): Promise<IndexAccounting> {
   // Only rows are unread, and a row's value is read once however many trees hold it.
   const bySegment = new Map<number, number[]>();
   const fromReloc: number[] = [];
@@ -325,12 +329,17 @@ async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable
       fromReloc.push(e);
       return;
     }
+    if (!all) {
+      checkInImage(sb, table, e);
+      return;
+    }
     const segment = table.segment(e);
     let list = bySegment.get(segment);
     if (list === undefined) bySegment.set(segment, (list = []));
     list.push(e);
   });
   fillFromRelocs(table, fromReloc, relocated);
+  if (!all) return accounting;
   const segments = [...bySegment.keys()].sort((a, b) => a - b);
   const runs = segmentRuns(segments, sb.segmentCount, Math.max(1, Math.floor(READ_RUN_BYTES / sb.segmentSize)));
   const readSegment = async (segment: number): Promise<Uint8Array> => {
@@ -364,6 +373,14 @@ async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable
       if (entries !== undefined) await filler.fill(buf.subarray(i * sb.segmentSize, (i + 1) * sb.segmentSize), run.first + i, entries);
     }
   }  return accounting;
+}
+
+/** A row's records lie inside the image's segments (what reading its value at open would check first). */
+function checkInImage(sb: Superblock, table: EntryTable, row: number): void {
+  const outside = (x: Extent): boolean => x.segment >= sb.segmentCount || x.offset + x.length > sb.segmentSize;
+  const first = { segment: table.segment(row), offset: table.offset(row), length: table.recordLength(row) };
+  if (outside(first)) throw damaged(sb, first, 'checkpoint names a record outside the image');
+  for (const x of table.moreRecords(row)) if (outside(x)) throw damaged(sb, x, 'checkpoint names a record outside the image');
 }
 
 /** The held rows whose value a RELOC record carried, packed into one slab. */

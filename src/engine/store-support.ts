@@ -1,4 +1,5 @@
 /** Small pieces the Store is made of: record keys, paging, error wrapping. */
+import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { diffTrees, BTree } from './btree.js';
 import { diffEntryBound, liveEntryBound } from './checkpoint-bound.js';
@@ -9,7 +10,7 @@ import { MOUNT_ROOT } from './mount-table.js';
 import { fromBinary, indexKey } from './names.js';
 import { SegmentUsage } from './segment-usage.js';
 import type { SnapshotTable } from './snapshot-table.js';
-import type { ListPage } from './store-types.js';
+import { VALUE_READS, type ListPage, type OpenOptions } from './store-types.js';
 
 export const EMPTY = new Uint8Array(0);
 
@@ -174,4 +175,14 @@ export async function awaitDurable(durable: Promise<void>, op: string, subject: 
   } catch (err) {
     throw withContext(err, op, subject, key);
   }
+}
+
+/** Whether a writable open leaves its checkpoint's values on the device (`OpenOptions.valueReads`); a bad option is `EINVAL`. */
+export function readsOnDemand(options: Pick<OpenOptions, 'valueReads'>, device: Pick<BlockDevice, 'readSync'>): boolean {
+  // Options reach here from JavaScript callers and the daemon's command line unchecked by types.
+  const when: string = options.valueReads ?? 'at-open';
+  if (!VALUE_READS.some((v) => v === when)) throw StatefsError.EINVAL(`valueReads ${when}: use ${VALUE_READS.join(' or ')}`, { op: 'open' });
+  if (when === 'at-open') return false;
+  if (device.readSync === undefined) throw StatefsError.EINVAL('valueReads on-demand needs a device that reads on the calling thread (readSync)', { op: 'open' });
+  return true;
 }

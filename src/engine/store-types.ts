@@ -4,6 +4,10 @@ import type { TxnLimits } from './transaction.js';
 
 /** Options and results of the `Store` API. */
 
+/** When a writable store reads the values its checkpoint holds (`OpenOptions.valueReads`). */
+export type ValueReads = 'at-open' | 'on-demand';
+export const VALUE_READS: readonly ValueReads[] = ['at-open', 'on-demand'];
+
 export interface OpenOptions {
   /** Open without taking the lock and refuse every write with `EROFS`. */
   readOnly?: boolean;
@@ -56,6 +60,16 @@ export interface OpenOptions {
    * average commit takes under 1 ms, on the I/O thread pool otherwise). See `CommitMode`.
    */
   commitMode?: CommitMode;
+  /**
+   * When a writable store reads the values its checkpoint holds (default `at-open`: all of them
+   * while it opens, each record's CRC checked, and from memory ever after). `on-demand`: none at
+   * open; each read of one reads its record from the device (one `pread`, its CRC checked then),
+   * so the open is faster and the process holds no memory for them, but those reads cost a system
+   * call each, and a damaged record is found by the read that needs it, not by the open. Values
+   * written since the open are in memory either way. A read-only open always reads at open.
+   * docs/storage/statefs-v3.md 6.3.
+   */
+  valueReads?: ValueReads;
   /** Transaction caps (defaults: the spec's 8 per subject, 1,024 per store, 32 keys, 128 KiB). */
   txnLimits?: Partial<TxnLimits>;
 }

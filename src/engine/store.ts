@@ -9,6 +9,7 @@ import {
   metaKey,
   recordKey,
   settle,
+  readsOnDemand,
   withContext,
 } from './store-support.js';
 import {
@@ -47,7 +48,7 @@ import { MountNamespace } from './mount-namespace.js';
 import { SnapshotTable, type Snapshot } from './snapshot-table.js';
 import { DigestJobs, snapshotDigest } from './snapshot-digest.js';
 import { SpaceAccounting, type QuotaWarning } from './space-accounting.js';
-import { readMovingEntryValue, type MovingLog } from './entry-reader.js';
+import { SyncValueReader, readMovingEntryValue, type MovingLog } from './entry-reader.js';
 import { readOnlyLog, replayReadOnly } from './read-only-view.js';
 import { ownText, packValues } from './value-pool.js';
 import { encodeMount, encodeSnapDigest, encodeSnapId } from '../format/meta-records.js';
@@ -147,6 +148,11 @@ export class Store extends EventEmitter {
     // Counted by replay in the walk of the index it makes anyway.
     this.usage = replayed.accounting.usage;
     this.entries = replayed.entries;
+    const readSync = device.readSync?.bind(device);
+    if (readSync !== undefined && readOnlyHeaders === undefined && options.valueReads === 'on-demand') {
+      const usage = this.usage;
+      this.entries.readOnDemand({ reader: new SyncValueReader({ size: device.size, readSync }, sb.segmentSize), unchanged: (segment) => usage.takenCount(segment) === 0 });
+    }
     this.space = new SpaceAccounting(
       {
         usage: this.usage,
@@ -276,12 +282,13 @@ export class Store extends EventEmitter {
       const legacySubject = checkSubject(options.legacySubject ?? 'legacy', 'open');
       checkCheckpointOptions(options);
       const placement = new CommitPlacement(options.commitMode);
+      const onDemand = readsOnDemand(options, device);
       if (options.readOnly === true) {
         // No lock: another process may be writing the image (read-only-view.ts).
         const view = await replayReadOnly(device, legacySubject);
         return new Store(device, view.replayed, options, placement, view.headers);
       }
-      const replayed = await replayImage(device, legacySubject);
+      const replayed = await replayImage(device, legacySubject, !onDemand);
       // Before anything is written: both superblock slots name the checkpoint in force.
       if (replayed.legacy === undefined) replayed.sb = await alignSuperblockSlots(device, replayed.sb);
       return new Store(device, replayed, options, placement);
@@ -412,7 +419,12 @@ export class Store extends EventEmitter {
     try {
       if (!(target instanceof Uint8Array)) throw StatefsError.EINVAL('getInto needs a Uint8Array to copy into', { op: 'get', subject, key });
       const entry = this.lookup(subject, key);
-      return entry === undefined ? undefined : this.entries.copyValueInto(entry, target);
+      if (entry === undefined) return undefined;
+      try {
+        return this.entries.copyValueInto(entry, target);
+      } catch (err) {
+        throw withContext(err, 'get', subject, key);
+      }
     } catch (err) {
       throw asStatefsError(err, 'get');
     }
@@ -420,7 +432,13 @@ export class Store extends EventEmitter {
 
   private getNow(subject: string, key: string): Uint8Array | undefined {
     const entry = this.lookup(subject, key);
-    return entry === undefined ? undefined : this.entries.copyValue(entry);
+    if (entry === undefined) return undefined;
+    try {
+      return this.entries.copyValue(entry);
+    } catch (err) {
+      // A value read from the device (entry-table.ts): its damage names what was asked for.
+      throw withContext(err, 'get', subject, key);
+    }
   }
 
   /** The acknowledged entry `get` reads for `key` (a mounted snapshot's under `/mnt/`). */

@@ -1,6 +1,6 @@
 import type { CommitMode } from '../../engine/commit-mode.js';
 import type { GcResult } from '../../engine/compactor.js';
-import type { OpenOptions } from '../../engine/store-types.js';
+import type { OpenOptions, ValueReads } from '../../engine/store-types.js';
 import { existsSync } from 'node:fs';
 import { chmod, lstat, rm, stat } from 'node:fs/promises';
 import { createConnection, createServer, isIP, type Server, type Socket } from 'node:net';
@@ -28,6 +28,8 @@ export interface DaemonOptions {
   maxInFlight?: number;
   /** Where the store's group commits wait for the disk (default `auto`, see `CommitMode`). */
   commitMode?: CommitMode;
+  /** When the store reads the values its checkpoint holds (default `at-open`, see `OpenOptions.valueReads`). */
+  valueReads?: ValueReads;
   /** Close connections idle this long (default 5 min). */
   idleTimeoutMs?: number;
   /** Refuse a frame not complete this long after its first byte (default 10 s). */
@@ -79,7 +81,11 @@ function storeOptions(policy: Policy): OpenOptions {
 
 /** Options of every open of the image: the policy's, and the daemon's own engine settings. */
 function openOptions(options: DaemonOptions, policy: Policy): OpenOptions {
-  return { ...storeOptions(policy), ...(options.commitMode === undefined ? {} : { commitMode: options.commitMode }) };
+  return {
+    ...storeOptions(policy),
+    ...(options.commitMode === undefined ? {} : { commitMode: options.commitMode }),
+    ...(options.valueReads === undefined ? {} : { valueReads: options.valueReads }),
+  };
 }
 
 async function openStore(options: DaemonOptions, policy: Policy): Promise<Store> {
