@@ -8,7 +8,7 @@ import { Store } from '../src/engine/store.js';
 import type { OpenOptions } from '../src/engine/store-types.js';
 import { StatefsError } from '../src/errors.js';
 import { MAX_RECORD_VALUE, decodeRecord, putValueStart } from '../src/format/record.js';
-import { MiB, withTempDir } from './helpers.js';
+import { MiB, text, withTempDir } from './helpers.js';
 import { guardResources } from './hygiene.js';
 import { crc32cOf, record } from './record-encoder.js';
 
@@ -343,4 +343,66 @@ test('valueReads other than at-open or on-demand is EINVAL, and so is on-demand 
   await assert.rejects(Store.openDevice(noSyncReads, { valueReads: 'on-demand' }), { code: 'EINVAL', message: /needs a device that reads on the calling thread/ });
   const store = await Store.openDevice(noSyncReads); // values read at open need no readSync
   await store.close();
+});
+
+test('values read on demand: a read failing at any point of a GC cycle changes nothing; every value reads back in the session and after reopens', async () => {
+  const SEG = 256 * 1024;
+  const key = (i: number): string => `/state/k${String(i).padStart(4, '0')}`;
+  const value = (i: number): string => `${String(i)}:`.padEnd(1000, 'v');
+  const base = new MemoryDevice(16 * MiB);
+  await Store.format(base, { zeroed: true, segmentSize: SEG });
+  const first = await Store.openDevice(base, { autoGc: false });
+  await first.putMany('app', Array.from({ length: 600 }, (_, i) => [key(i), value(i)] as const));
+  await first.close();
+  const kept = Array.from({ length: 600 }, (_, i) => i).filter((i) => i % 10 === 0);
+  /** A device whose `readSync` call number `failAt` (counted from `arm`) throws EIO once. */
+  class FailingRead extends MemoryDevice {
+    calls = 0;
+    failAt = 0;
+    override readSync(offset: number, into: Uint8Array): void {
+      if (++this.calls === this.failAt) throw StatefsError.EIO('injected read failure', { op: 'read', offset });
+      super.readSync(offset, into);
+    }
+  }
+  const run = async (failAt: number): Promise<{ reads: number; failed: boolean }> => {
+    const device = new FailingRead(base.bytes.slice());
+    const s = await Store.openDevice(device, { autoGc: false, valueReads: 'on-demand' });
+    let failed = false;
+    try {
+      for (let i = 0; i < 600; i++) if (i % 10 !== 0) await s.delete('app', key(i));
+      await s.checkpoint();
+      device.calls = 0;
+      device.failAt = failAt;
+      failed = await s.gcNow().then(
+        () => false,
+        (err: unknown) => err instanceof StatefsError && err.code === 'EIO',
+      );
+      const reads = device.calls;
+      device.failAt = 0;
+      // The kept keys are overwritten but one, and the log fills freed segments: a value whose
+      // accounting a failed move had broken would be in a segment reused by now.
+      for (const i of kept) if (i !== 300) await s.put('app', key(i), value(i));
+      for (let r = 0; r < 40; r++) await s.put('app', '/state/filler', String(r).padEnd(60_000, 'f'));
+      await s.checkpoint();
+      for (const i of kept) assert.equal(text(s.getSync('app', key(i))), value(i), `fail at read ${failAt}: key ${i}`);
+      await s.close();
+      for (const valueReads of ['at-open', 'on-demand'] as const) {
+        const again = await Store.openDevice(new MemoryDevice(device.bytes.slice()), { autoGc: false, valueReads });
+        try {
+          for (const i of kept) assert.equal(text(again.getSync('app', key(i))), value(i), `fail at read ${failAt}, reopened ${valueReads}: key ${i}`);
+        } finally {
+          await again.close();
+        }
+      }
+      return { reads, failed };
+    } finally {
+      await s.close();
+    }
+  };
+  const { reads } = await run(0); // no failure: how many reads a cycle makes
+  assert.ok(reads >= kept.length, `a cycle read ${reads} values`);
+  for (let failAt = 1; failAt <= reads; failAt++) {
+    const r = await run(failAt);
+    assert.ok(r.failed, `the cycle fails with the read ${failAt}`);
+  }
 });

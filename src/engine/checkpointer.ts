@@ -76,6 +76,8 @@ export function checkCheckpointOptions(options: CheckpointOptions): void {
  * change, and its record (an index into the records) and slice (lead and length).
  */
 function checkpointRecords(entries: EntryTable, id: number, payload: Uint8Array, changes: readonly LiveChange[]): { records: RecordToWrite[]; moves: { change: LiveChange; record: number; lead: number; length: number }[] } {
+  // Values read on demand are kept in memory before they move (entry-table.ts `holdValue`).
+  for (const c of changes) if (c.entry !== undefined) entries.holdValue(c.entry);
   const count = Math.max(1, Math.ceil(payload.length / CKPT_CHUNK));
   const records: RecordToWrite[] = [];
   for (let i = 0; i < count; i++) {

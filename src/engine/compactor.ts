@@ -137,6 +137,9 @@ export class Compactor {
         // Entries still here and still held (a write may have superseded one since planning).
         const moves = candidates.slice(from, from + MOVES_PER_APPEND).filter((m) => entries.hasRecordIn(m.entry, here) && this.host.stillHeld(m));
         if (moves.length === 0) continue;
+        // Values read on demand are kept in memory before anything changes (a failed read changes
+        // nothing): their new records are not written yet when they may next be read.
+        for (const m of moves) entries.holdValue(m.entry);
         const records = moves.map((m) => relocRecord(entries, m));
         const appended = this.host.append(records);
         moves.forEach((m, i) => {

@@ -15,7 +15,7 @@ export type EntryRef = Entry | number;
 const UNREAD = -1;
 const NO_EXTENTS: readonly Extent[] = [];
 const FIRST_CAPACITY = 1024;
-/** Bytes of a slab that holds the values of rows GC moved (`moveTo` of a row read on demand). */
+/** Bytes of a slab that holds values of rows read on demand, once kept in memory (`holdValue`). */
 const MOVED_SLAB_BYTES = 64 * 1024;
 
 /** Where a writable store's rows read their values when asked for (`EntryTable.readOnDemand`). */
@@ -35,10 +35,10 @@ export interface ValuesOnDevice {
  * holding that segment's values. A row is never reused and its value never changes; `moveTo`
  * (GC wrote its record elsewhere) changes only where its record is, for every tree holding it.
  *
- * A writable store reads no values at open (`readOnDemand`): a row's value is read from its
- * record on the device each time it is asked for, its CRC checked, and held in memory only once
- * GC moves it (its new record may not be durable yet when it is next read). Memory then grows
- * with the keys, not with the values (docs/storage/statefs-v3.md 6.3).
+ * A store told to read values on demand (`readOnDemand`) reads none at open: a row's value is
+ * read from its record on the device each time it is asked for, its CRC checked, and held in
+ * memory only once GC moves it or nothing live holds it any more (`holdValue`). The open then
+ * holds no memory for values (docs/storage/statefs-v3.md 6.3).
  *
  * Rows cannot tell when no tree holds them any more, so their values are released a slab at a
  * time: the store reports each row that stops being held by the live trees and snapshots
@@ -192,7 +192,7 @@ export class EntryTable {
       e.moveTo(to);
       return;
     }
-    if (this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) this.holdMoved(e, this.readFromDevice(e, this.onDevice));
+    this.holdValue(e); // done by the mover already (it may fail): then a no-op
     this.seg[e] = to.segment;
     this.off[e] = to.offset;
     this.len[e] = to.length;
@@ -251,8 +251,17 @@ export class EntryTable {
     return more === undefined ? values.reader.readOne(segment, this.off[row] ?? 0, this.len[row] ?? 0, this.lead[row] ?? 0) : values.reader.readAll(this.extents(row));
   }
 
-  /** Keep in memory the value of a row read on demand (GC is about to move its record). */
-  private holdMoved(row: number, value: Uint8Array): void {
+  /**
+   * Keep in memory, from now on, the value of a row read on demand (a no-op for any other entry):
+   * before GC moves its record, whose new one may not be written yet when it is next read, and
+   * before the row is released, whose segment the log may then take and rewrite while a reader of
+   * an older tree still holds the row. Throws what the read throws, before anything changed.
+   */
+  holdValue(e: EntryRef): void {
+    if (typeof e === 'number' && this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) this.holdRead(e, this.readFromDevice(e, this.onDevice));
+  }
+
+  private holdRead(row: number, value: Uint8Array): void {
     let slab = this.slabs[this.movedSlab];
     if (slab === undefined || this.movedAt + value.length > slab.length) {
       this.movedSlab = this.addSlab((slab = new Uint8Array(Math.max(MOVED_SLAB_BYTES, value.length))));
@@ -266,7 +275,7 @@ export class EntryTable {
   /** Whether both entries hold the same value bytes. */
   sameValue(a: EntryRef, b: EntryRef): boolean {
     if (typeof a !== 'number' && typeof b !== 'number') return a.sameValue(b);
-    return this.valueLength(a) === this.valueLength(b) && Buffer.compare(this.value(a), this.value(b)) === 0;
+    return Buffer.compare(this.value(a), this.value(b)) === 0; // a value read on demand is a copy: both can be held
   }
 
   private slabFor(row: number): Uint8Array {
@@ -280,7 +289,15 @@ export class EntryTable {
 
   /** No live tree or snapshot holds `e` any more (the store's accounting says so, once per entry). */
   released(e: EntryRef): void {
-    if (typeof e !== 'number' || (this.size[e] ?? UNREAD) === UNREAD) return;
+    if (typeof e !== 'number') return;
+    try {
+      // Readers of the committed tree may read it until the change that released it is durable
+      // (and old trees until the next checkpoint), while the log may take its segment at once.
+      this.holdValue(e);
+    } catch {
+      return; // its record is damaged or the device failed: reading it says so
+    }
+    if ((this.size[e] ?? UNREAD) === UNREAD) return;
     const slab = this.slabOf[e] ?? 0;
     const held = (this.heldRows[slab] ?? 0) - 1;
     this.heldRows[slab] = held;

@@ -178,11 +178,11 @@ export async function awaitDurable(durable: Promise<void>, op: string, subject: 
 }
 
 /** Whether a writable open leaves its checkpoint's values on the device (`OpenOptions.valueReads`); a bad option is `EINVAL`. */
-export function readsOnDemand(options: Pick<OpenOptions, 'valueReads'>, device: Pick<BlockDevice, 'readSync'>): boolean {
+export function readsOnDemand(options: Pick<OpenOptions, 'valueReads' | 'readOnly'>, device: Pick<BlockDevice, 'readSync'>): boolean {
   // Options reach here from JavaScript callers and the daemon's command line unchecked by types.
   const when: string = options.valueReads ?? 'at-open';
   if (!VALUE_READS.some((v) => v === when)) throw StatefsError.EINVAL(`valueReads ${when}: use ${VALUE_READS.join(' or ')}`, { op: 'open' });
-  if (when === 'at-open') return false;
+  if (when === 'at-open' || options.readOnly === true) return false; // a read-only open reads at open (read-only-view.ts)
   if (device.readSync === undefined) throw StatefsError.EINVAL('valueReads on-demand needs a device that reads on the calling thread (readSync)', { op: 'open' });
   return true;
 }

@@ -396,8 +396,9 @@ export class Store extends EventEmitter {
   }
 
   /**
-   * `get` without the promise, for embedded callers on a hot path: reads are served from memory
-   * either way, so nothing is lost but the wait for a microtask. Throws the same `StatefsError`s
+   * `get` without the promise, for embedded callers on a hot path: `get` reads on the calling
+   * thread too (from memory, or with one `pread` for a value read on demand), so nothing is lost
+   * but the wait for a microtask. Throws the same `StatefsError`s
    * `get` rejects with. Not offered by the daemon's client, whose reads cross a socket.
    */
   getSync(subject: string, key: string): Uint8Array | undefined {
