@@ -253,6 +253,47 @@ test('a value read on demand that an overwrite lets go still reads back until th
   }
 });
 
+test('values read on demand that deletes let go cost no read and no memory, unless the log takes their segment before the next checkpoint', async () => {
+  // Review: reading each into memory as it was let go made a delete of a loaded key a device read,
+  // and a slab of 64 KiB each.
+  const img = await memoryImage(16 * MiB);
+  const keys = Array.from({ length: 3000 }, (_, i) => `/state/k${String(i).padStart(4, '0')}`);
+  const value = (i: number): string => `${String(i)}-${'d'.repeat(300)}`;
+  const fill = async (): Promise<void> => {
+    const first = await openMemory(img, { autoGc: false });
+    await first.putMany('app', keys.map((key, i) => [key, value(i)] as const));
+    await first.close();
+  };
+  await fill();
+  class CountingReads extends MemoryDevice {
+    reads = 0;
+    override readSync(offset: number, into: Uint8Array): void {
+      this.reads++;
+      super.readSync(offset, into);
+    }
+  }
+  for (const checkpointFirst of [true, false]) {
+    const device = new CountingReads(img.slice());
+    const s = await Store.openDevice(device, { autoGc: false, checkpointBytes: 1 << 30, valueReads: 'on-demand' });
+    const before = await arrayBufferBytes();
+    for (const key of keys) await s.delete('app', key);
+    assert.equal(device.reads, 0, 'deletes read nothing');
+    assert.ok((await arrayBufferBytes()) - before < 1 * MiB, 'and hold nothing');
+    if (checkpointFirst) await s.checkpoint(); // nothing can read the let-go rows after it
+    const reads = device.reads;
+    for (let r = 0; r < 60; r++) await s.put('app', '/state/filler', String(r).padEnd(60_000, 'f')); // the log takes the freed segments
+    const kept = device.reads - reads;
+    if (checkpointFirst) assert.equal(kept, 0, 'after a checkpoint the freed segments are taken without reads');
+    else {
+      assert.ok(kept > 0 && kept <= keys.length, `before one, a let-go value is read once, as its segment is taken (${kept} reads)`);
+      const grown = (await arrayBufferBytes()) - before;
+      assert.ok(grown < 8 * MiB, `the values read then are packed into shared slabs: ArrayBuffers +${grown} bytes`);
+    }
+    assert.equal(s.getSync('app', keys[0] ?? ''), undefined);
+    await s.close();
+  }
+});
+
 test('a row that GC relocated and a later write replaced in the journal holds no memory after the open (review: its value stayed for good)', async () => {
   const img = await memoryImage(64 * MiB);
   const keys = Array.from({ length: 600 }, (_, i) => `/state/k${String(i).padStart(4, '0')}`);

@@ -37,8 +37,9 @@ export interface ValuesOnDevice {
  *
  * A store told to read values on demand (`readOnDemand`) reads none at open: a row's value is
  * read from its record on the device each time it is asked for, its CRC checked, and held in
- * memory only once GC moves it or nothing live holds it any more (`holdValue`). The open then
- * holds no memory for values (docs/storage/statefs-v3.md 6.3).
+ * memory only once GC moves it (`holdValue`), or once the log takes its segment while a reader
+ * may still read it after it was let go (`segmentTaken`). The open then holds no memory for
+ * values (docs/storage/statefs-v3.md 6.3).
  *
  * Rows cannot tell when no tree holds them any more, so their values are released a slab at a
  * time: the store reports each row that stops being held by the live trees and snapshots
@@ -71,6 +72,8 @@ export class EntryTable {
   /** The slab that moved values are packed into (`-1`: none open), and its bytes used. */
   private movedSlab = -1;
   private movedAt = 0;
+  /** Rows read on demand that were let go, by the checkpoints begun then, by segment (`noteLetGo`). */
+  private readonly letGo = new Map<number, Map<number, number[]>>();
 
   /** From now on, rows whose value was not read at open read it from the device when asked for. */
   readOnDemand(values: ValuesOnDevice): void {
@@ -253,9 +256,8 @@ export class EntryTable {
 
   /**
    * Keep in memory, from now on, the value of a row read on demand (a no-op for any other entry):
-   * before GC moves its record, whose new one may not be written yet when it is next read, and
-   * before the row is released, whose segment the log may then take and rewrite while a reader of
-   * an older tree still holds the row. Throws what the read throws, before anything changed.
+   * before GC moves its record, whose new one may not be written yet when it is next read. Throws
+   * what the read throws, before anything changed.
    */
   holdValue(e: EntryRef): void {
     if (typeof e === 'number' && this.onDevice !== undefined && (this.size[e] ?? 0) === UNREAD) this.holdRead(e, this.readFromDevice(e, this.onDevice));
@@ -264,6 +266,8 @@ export class EntryTable {
   private holdRead(row: number, value: Uint8Array): void {
     let slab = this.slabs[this.movedSlab];
     if (slab === undefined || this.movedAt + value.length > slab.length) {
+      // The full slab takes no more values: once none of its rows is held, it can go.
+      if (slab !== undefined && this.heldRows[this.movedSlab] === 0) this.pending.push({ slab: this.movedSlab, begun: this.checkpointsBegun });
       this.movedSlab = this.addSlab((slab = new Uint8Array(Math.max(MOVED_SLAB_BYTES, value.length))));
       this.movedAt = 0;
     }
@@ -290,20 +294,61 @@ export class EntryTable {
   /** No live tree or snapshot holds `e` any more (the store's accounting says so, once per entry). */
   released(e: EntryRef): void {
     if (typeof e !== 'number') return;
-    try {
-      // Readers of the committed tree may read it until the change that released it is durable
-      // (and old trees until the next checkpoint), while the log may take its segment at once.
-      this.holdValue(e);
-    } catch {
-      return; // its record is damaged or the device failed: reading it says so
+    if ((this.size[e] ?? UNREAD) === UNREAD) {
+      if (this.onDevice !== undefined) this.noteLetGo(e);
+      return;
     }
-    if ((this.size[e] ?? UNREAD) === UNREAD) return;
-    const slab = this.slabOf[e] ?? 0;
+    this.releaseFromSlab(e);
+  }
+
+  private releaseFromSlab(row: number): void {
+    const slab = this.slabOf[row] ?? 0;
     const held = (this.heldRows[slab] ?? 0) - 1;
     this.heldRows[slab] = held;
-    if (held !== 0) return;
-    this.pending.push({ slab, begun: this.checkpointsBegun });
-    if (slab === this.movedSlab) this.movedSlab = -1; // to be dropped: moved values go to a new one
+    // The slab moved values are packed into now goes when it is full (`holdRead`).
+    if (held === 0 && slab !== this.movedSlab) this.pending.push({ slab, begun: this.checkpointsBegun });
+  }
+
+  /**
+   * A row read on demand was let go. Readers of the committed tree may read it until the change
+   * that let it go is durable, and older trees until a checkpoint begun after that completes (as
+   * for a slab), while its segment is free at once: if the log takes the segment before then, the
+   * value is read into memory first (`segmentTaken`). Most never are: no read, no memory.
+   */
+  private noteLetGo(row: number): void {
+    let bySegment = this.letGo.get(this.checkpointsBegun);
+    if (bySegment === undefined) this.letGo.set(this.checkpointsBegun, (bySegment = new Map<number, number[]>()));
+    const note = (segment: number): void => {
+      const rows = bySegment.get(segment);
+      if (rows === undefined) bySegment.set(segment, [row]);
+      else rows.push(row);
+    };
+    note(this.seg[row] ?? 0);
+    for (const x of this.more.get(row) ?? NO_EXTENTS) note(x.segment);
+  }
+
+  /**
+   * The log takes `segment` (before writing to it): the rows read on demand that were let go
+   * there and may still be read are read into memory now, while their records are intact. A row
+   * whose read fails stays on the device, and reading it is then `EIO` (`readFromDevice`).
+   */
+  segmentTaken(segment: number): void {
+    const { onDevice } = this;
+    if (onDevice === undefined) return;
+    for (const bySegment of this.letGo.values()) {
+      const rows = bySegment.get(segment);
+      if (rows === undefined) continue;
+      bySegment.delete(segment);
+      for (const row of rows) {
+        if ((this.size[row] ?? 0) !== UNREAD) continue; // read already (its other segment was taken)
+        try {
+          this.holdRead(row, this.readFromDevice(row, onDevice));
+        } catch {
+          continue; // damaged, or the device failed: the read that needs it says so
+        }
+        this.releaseFromSlab(row); // held by no tree: its slab goes as a slab of the open's does
+      }
+    }
   }
 
   /** A checkpoint begins (its build); pass the result to `checkpointDone` when it completes. */
@@ -313,6 +358,8 @@ export class EntryTable {
 
   /** The checkpoint `begun` completed: slabs released before it began are dropped. */
   checkpointDone(begun: number): void {
+    // Rows let go before it began are read by nothing any more: their segments may be rewritten.
+    for (const since of this.letGo.keys()) if (since < begun) this.letGo.delete(since);
     if (this.pending.length === 0) return;
     const keep: { slab: number; begun: number }[] = [];
     for (const p of this.pending) {

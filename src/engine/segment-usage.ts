@@ -89,6 +89,7 @@ export class SegmentUsage implements SegmentAllocator {
   take(): number {
     for (let s = 0; s < this.count; s++) {
       if (this.free[s] === 1) {
+        this.entries.segmentTaken(s); // while it still holds what it held: nothing is written to it before this
         this.free[s] = 0;
         this.taken[s] = (this.taken[s] ?? 0) + 1;
         this.inChain[s] = 1;

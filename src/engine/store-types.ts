@@ -64,8 +64,9 @@ export interface OpenOptions {
    * When a writable store reads the values its checkpoint holds (default `at-open`: all of them
    * while it opens, each record's CRC checked, and from memory ever after). `on-demand`: none at
    * open; each read of one reads its record from the device (a `pread`, its CRC checked then), so
-   * the open is faster and holds no memory for them (a value GC moves, or that an overwrite or
-   * delete lets go, is kept in memory from then on), but those reads cost a system call each, and
+   * the open is faster and holds no memory for them (a value GC moves is kept in memory from
+   * then on, as is one let go whose segment the log takes while it may still be read), but
+   * those reads cost a system call each, and
    * a damaged record is found by the read that needs it, not by the open. Values written since
    * the open are in memory either way. A read-only open always reads at open.
    * docs/storage/statefs-v3.md 6.3.
