@@ -37,9 +37,9 @@ export interface ValuesOnDevice {
  *
  * A store told to read values on demand (`readOnDemand`) reads none at open: a row's value is
  * read from its record on the device each time it is asked for, its CRC checked, and held in
- * memory only once GC moves it (`holdValue`), or once the log takes its segment while a reader
- * may still read it after it was let go (`segmentTaken`). The open then holds no memory for
- * values (docs/storage/statefs-v3.md 6.3).
+ * memory only once GC or a checkpoint moves it (`holdValue`), or once the log takes its segment
+ * while a reader may still read it after it was let go (`segmentTaken`). The open then holds no
+ * memory for values (docs/storage/statefs-v3.md 6.3).
  *
  * Rows cannot tell when no tree holds them any more, so their values are released a slab at a
  * time: the store reports each row that stops being held by the live trees and snapshots
@@ -243,9 +243,11 @@ export class EntryTable {
 
   /**
    * The value of a row not read at open, from its records on the device: a view that the next
-   * read overwrites. A record in a segment the log has taken since the open no longer holds it:
-   * only a row no tree holds any more is still there (GC moves the held ones first), and the
-   * answer is the `EIO` of a dropped slab, never the bytes written there since.
+   * read overwrites. A record in a segment the log has taken since the open no longer holds it: a
+   * held row is moved out (and kept in memory) first, and a let-go row is read into memory before
+   * its segment is taken (`segmentTaken`), so only a row that no reader can reach, or whose read
+   * failed then, is still there; the answer is the `EIO` of a dropped slab, never the bytes
+   * written there since.
    */
   private readFromDevice(row: number, values: ValuesOnDevice): Uint8Array {
     const more = this.more.get(row);
