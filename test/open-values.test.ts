@@ -34,6 +34,8 @@ function valueOf(i: number): Buffer {
   return v;
 }
 
+/** Key i's 100-byte value for the stores of single PUT records: its own bytes, so a value read from the wrong place cannot pass. */
+const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
 const subjectOf = (i: number): string => SUBJECTS[i % SUBJECTS.length] ?? 'app';
 const keyOf = (i: number): string => `/state/k${i}`;
 const bigValue = Buffer.alloc(40 * 1024, 'transaction value ');
@@ -181,7 +183,6 @@ test('damage to any part of a record among back-to-back ones is EINTEGRITY at th
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
-    const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
     const s = await Store.create(path, { size: 8 * MiB, autoGc: false });
     // Puts in flight together: one PUT record each, back to back (putMany would write PUTRUN
     // records, several values in one: test/put-run.test.ts damages those).
@@ -284,7 +285,6 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY and m
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
-    const short = (i: number): Buffer => Buffer.from(`<${i}>`.padEnd(100, '.'), 'latin1');
     const first = await Store.create(path, { size: 8 * MiB, autoGc: false });
     await Promise.all(Array.from({ length: count }, (_, i) => first.put('app', keyOf(i), short(i)))); // one PUT record each
     await first.checkpoint();

@@ -377,10 +377,16 @@ async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable
 
 /** A row's records lie inside the image's segments (what reading its value at open would check first). */
 function checkInImage(sb: Superblock, table: EntryTable, row: number): void {
-  const outside = (x: Extent): boolean => x.segment >= sb.segmentCount || x.offset + x.length > sb.segmentSize;
-  const first = { segment: table.segment(row), offset: table.offset(row), length: table.recordLength(row) };
-  if (outside(first)) throw damaged(sb, first, 'checkpoint names a record outside the image');
-  for (const x of table.moreRecords(row)) if (outside(x)) throw damaged(sb, x, 'checkpoint names a record outside the image');
+  // Once per row of the open: no object made unless it fails.
+  const segment = table.segment(row);
+  const offset = table.offset(row);
+  const length = table.recordLength(row);
+  if (outsideImage(sb, segment, offset, length)) throw damaged(sb, { segment, offset, length }, 'checkpoint names a record outside the image');
+  for (const x of table.moreRecords(row)) if (outsideImage(sb, x.segment, x.offset, x.length)) throw damaged(sb, x, 'checkpoint names a record outside the image');
+}
+
+function outsideImage(sb: Superblock, segment: number, offset: number, length: number): boolean {
+  return segment >= sb.segmentCount || offset + length > sb.segmentSize;
 }
 
 /** The held rows whose value a RELOC record carried, packed into one slab. */

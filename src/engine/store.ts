@@ -149,7 +149,7 @@ export class Store extends EventEmitter {
     this.usage = replayed.accounting.usage;
     this.entries = replayed.entries;
     const readSync = device.readSync?.bind(device);
-    if (readSync !== undefined && readOnlyHeaders === undefined && options.valueReads === 'on-demand') {
+    if (readSync !== undefined && readsOnDemand(options, device)) {
       const usage = this.usage;
       this.entries.readOnDemand({ reader: new SyncValueReader({ size: device.size, readSync }, sb.segmentSize), unchanged: (segment) => usage.takenCount(segment) === 0 });
     }
