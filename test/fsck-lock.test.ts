@@ -22,7 +22,8 @@ guardResources();
 // without it.
 
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
-const lockText = (lock: string): string => (existsSync(lock) ? readFileSync(lock, 'utf8').trim() : 'none');
+/** The pid line of a lock file (the lines after it name the host, boot and namespace: lock-owner.ts). */
+const lockText = (lock: string): string => (existsSync(lock) ? (readFileSync(lock, 'utf8').split('\n')[0] ?? '') : 'none');
 const deadPid = (): string => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
 const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root to run a check as another user' : false };
 

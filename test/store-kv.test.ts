@@ -101,7 +101,7 @@ test('fsck holds the image lock from the start of the check to its end, then rem
     const held: string[] = [];
     const report = await fsck(path, {
       onProgress: (_f, phase) => {
-        held.push(`${phase}:${existsSync(lock) ? readFileSync(lock, 'utf8').trim() : 'none'}`);
+        held.push(`${phase}:${existsSync(lock) ? (readFileSync(lock, 'utf8').split('\n')[0] ?? '') : 'none'}`);
       },
     });
     assert.equal(report.exitCode, 0, JSON.stringify(report.findings));

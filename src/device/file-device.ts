@@ -4,6 +4,7 @@ import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'nod
 import { basename, dirname } from 'node:path';
 import { StatefsError } from '../errors.js';
 import type { BlockDevice } from './device.js';
+import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from './lock-owner.js';
 import { checkRange } from './memory-device.js';
 
 export interface FileDeviceOptions {
@@ -20,9 +21,10 @@ export interface FileDeviceOptions {
 
 /**
  * A file-backed image (a sparse regular file of fixed size, or a block device). Durability is
- * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and holds the
- * owner's pid; a lock whose pid is no longer alive is stale and taken over. A second opener gets
- * `EBUSY`. Read-only opens take no lock (what a read-only open does about a live owner is the
+ * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and names the
+ * owner (pid, host, boot, PID namespace, start time: lock-owner.ts); a lock whose owner is gone
+ * is stale and taken over. A second opener gets `EBUSY`, as does one that cannot tell whether the
+ * owner is gone (another host or container). Read-only opens take no lock (what a read-only open does about a live owner is the
  * engine's: read-only-view.ts, and fsck refuses such an image).
  */
 export class FileDevice implements BlockDevice {
@@ -219,7 +221,7 @@ export async function lockImage(imagePath: string, op: string, advice: string): 
 /** Remove `<image>.lock` if it is still this process's: a lock another process holds by now is left to it. */
 async function releaseLock(lockPath: string): Promise<void> {
   const seen = await readLock(lockPath);
-  if (seen?.owner === process.pid) await unlink(lockPath).catch(() => undefined);
+  if (seen?.text === formatLock(thisProcess())) await unlink(lockPath).catch(() => undefined);
 }
 
 const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
@@ -231,7 +233,7 @@ async function acquireLock(lockPath: string, imagePath: string, op: string, advi
     try {
       const fh = await open(lockPath, 'wx', 0o600);
       try {
-        await fh.writeFile(`${process.pid}\n`);
+        await fh.writeFile(formatLock(thisProcess()));
       } catch (err) {
         await fh.close().catch(() => undefined);
         await unlink(lockPath).catch(() => undefined);
@@ -254,13 +256,21 @@ async function acquireLock(lockPath: string, imagePath: string, op: string, advi
       if (unwritable) return false; // no lock, and none can be taken: checked without one
       continue; // released meanwhile: try again
     }
-    if (seen.owner !== undefined && isAlive(seen.owner)) {
-      throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner}${advice}`, { op });
+    if (seen.owner !== undefined) {
+      const verdict = judgeLockOwner(seen.owner);
+      if (verdict.holder === 'alive') throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner.pid}${advice}`, { op });
+      if (verdict.holder === 'unknown') {
+        throw StatefsError.EBUSY(
+          `image ${basename(imagePath)} is locked by process ${seen.owner.pid} ${verdict.where}, which this process cannot check: ` +
+            `remove ${lockPath} only if no process there has the image open${advice}`,
+          { op },
+        );
+      }
     }
     // No pid yet in a lock just created: its creator is between the create and the write.
     if (seen.owner === undefined && (seen.text === undefined || seen.ageMs < LOCK_WRITE_GRACE_MS)) break;
     if (unwritable) return false;
-    // Stale: the owner died without unlocking (kill -9). Take it over.
+    // Stale: the owner died without unlocking (kill -9), or the host restarted since. Take it over.
     const taken = await takeOverStaleLock(lockPath, seen.text);
     if (taken === 'unwritable' && unwritableOk) return false;
   }
@@ -270,7 +280,7 @@ async function acquireLock(lockPath: string, imagePath: string, op: string, advi
 interface SeenLock {
   /** The file's text; undefined when it cannot be read (another user's lock). */
   text: string | undefined;
-  owner: number | undefined;
+  owner: LockOwner | undefined;
   ageMs: number;
 }
 
@@ -284,8 +294,7 @@ async function readLock(lockPath: string): Promise<SeenLock | undefined> {
   }
   const st = await stat(lockPath).catch(() => undefined);
   if (st === undefined && text === undefined) return undefined;
-  const owner = text === undefined ? undefined : Number.parseInt(text.trim(), 10);
-  return { text, owner: owner !== undefined && Number.isSafeInteger(owner) && owner > 0 ? owner : undefined, ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs };
+  return { text, owner: text === undefined ? undefined : parseLock(text), ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs };
 }
 
 /**
@@ -312,15 +321,6 @@ export async function takeOverStaleLock(lockPath: string, judged: string | undef
   }
   await unlink(aside).catch(() => undefined);
   return 'removed';
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoOf(err) === 'EPERM';
-  }
 }
 
 function errnoOf(err: unknown): string | undefined {

@@ -1,0 +1,129 @@
+import { readFileSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
+
+/**
+ * Who holds `<image>.lock`, and whether that holder is gone. A pid alone names a process only
+ * within one PID namespace of one running kernel: a process in another container, on another
+ * host sharing the directory, or from before a restart has a pid that means nothing here. So the
+ * lock also names the host, the kernel's boot, the PID namespace and the process's start time,
+ * and a lock is judged stale only when this process can tell that its holder is gone.
+ */
+export interface LockOwner {
+  pid: number;
+  host?: string;
+  /** `/proc/sys/kernel/random/boot_id`: changes at every restart of the kernel. */
+  boot?: string;
+  /** `/proc/self/ns/pid` (e.g. `pid:[4026531836]`): pids are compared only within one. */
+  pidNamespace?: string;
+  /** Field 22 of `/proc/<pid>/stat`, in clock ticks since boot: tells a reused pid apart. */
+  start?: string;
+}
+
+export type LockVerdict = { holder: 'alive' } | { holder: 'gone' } | { holder: 'unknown'; where: string };
+
+/** The lines after the pid: each field of `LockOwner` and its name in the file. */
+const FIELDS: readonly (readonly [Exclude<keyof LockOwner, 'pid'>, string])[] = [
+  ['host', 'host'],
+  ['boot', 'boot'],
+  ['pidNamespace', 'pidns'],
+  ['start', 'start'],
+];
+
+/** The text of a lock file: the pid on the first line (all earlier versions wrote only that), then `name value` lines. */
+export function formatLock(owner: LockOwner): string {
+  const lines = [String(owner.pid)];
+  for (const [field, name] of FIELDS) {
+    const value = owner[field];
+    if (value !== undefined) lines.push(`${name} ${value}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The holder a lock file names; undefined when its first line is not a pid (a lock still being written). */
+export function parseLock(text: string): LockOwner | undefined {
+  const [first = '', ...rest] = text.split('\n');
+  const pid = Number(first.trim());
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  const owner: LockOwner = { pid };
+  for (const line of rest) {
+    const space = line.indexOf(' ');
+    const name = line.slice(0, space);
+    const value = line.slice(space + 1).trim();
+    if (space <= 0 || value === '') continue;
+    const field = FIELDS.find(([, known]) => known === name)?.[0];
+    if (field !== undefined) owner[field] = value;
+  }
+  return owner;
+}
+
+let self: LockOwner | undefined;
+
+/** This process, as its locks name it (read once: none of it changes while the process runs). */
+export function thisProcess(): LockOwner {
+  if (self !== undefined) return self;
+  const owner: LockOwner = { pid: process.pid, host: hostname() };
+  const boot = readText('/proc/sys/kernel/random/boot_id');
+  if (boot !== undefined) owner.boot = boot;
+  const pidNamespace = readLink('/proc/self/ns/pid');
+  if (pidNamespace !== undefined) owner.pidNamespace = pidNamespace;
+  const start = startTime('self');
+  if (start !== undefined) owner.start = start;
+  self = owner;
+  return owner;
+}
+
+/**
+ * Whether the holder a lock names is alive, gone (the lock is stale), or beyond what this
+ * process can check (another host, or another PID namespace of this one): such a lock is
+ * treated as held, and only a person who knows that its holder is gone may remove it.
+ */
+export function judgeLockOwner(owner: LockOwner, here: LockOwner = thisProcess()): LockVerdict {
+  if (owner.host !== undefined && owner.host !== here.host) return { holder: 'unknown', where: `on host ${owner.host}` };
+  // The same host, restarted since: no process of that boot is running.
+  if (owner.boot !== undefined && here.boot !== undefined && owner.boot !== here.boot) return { holder: 'gone' };
+  if (owner.pidNamespace !== undefined && here.pidNamespace !== undefined && owner.pidNamespace !== here.pidNamespace) {
+    return { holder: 'unknown', where: `in another PID namespace of this host (${owner.pidNamespace}, a container)` };
+  }
+  if (!isAlive(owner.pid)) return { holder: 'gone' };
+  // Alive, but perhaps another process given the same pid since the holder died.
+  if (owner.start !== undefined) {
+    const start = startTime(String(owner.pid));
+    if (start !== undefined && start !== owner.start) return { holder: 'gone' };
+  }
+  return { holder: 'alive' };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return typeof err === 'object' && err !== null && 'code' in err && err.code === 'EPERM';
+  }
+}
+
+/** Field 22 of `/proc/<pid>/stat`; the fields are counted after the command name, which may hold spaces and parentheses. */
+function startTime(pid: string): string | undefined {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields[19]; // fields[0] is field 3, the state
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+function readText(path: string): string | undefined {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return text === '' ? undefined : text;
+  } catch {
+    return undefined;
+  }
+}
+
+function readLink(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}

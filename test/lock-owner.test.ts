@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from '../src/device/lock-owner.js';
+import { fsck } from '../src/engine/fsck.js';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { guardResources } from './hygiene.js';
+import { MiB, text, withTempDir } from './helpers.js';
+
+guardResources();
+
+// A pid names a process only within one PID namespace of one running kernel. Before the lock
+// named more than the pid, a process in another container sharing the image's directory saw
+// the owner's pid as dead, took the lock over and wrote the image beside its owner.
+
+const onLinux = { skip: existsSync('/proc/self/ns/pid') ? false : 'needs /proc (Linux)' };
+const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
+const busyWith = (...parts: string[]) => (err: unknown) => code('EBUSY')(err) && err instanceof Error && parts.every((p) => err.message.includes(p));
+const deadPid = (): number => Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+
+async function image(path: string): Promise<void> {
+  const s = await Store.create(path, { size: 8 * MiB });
+  await s.put('app', '/state/k', 'v');
+  await s.close();
+}
+
+/** A live process other than this one, and the lock text it would write (it computes it itself). */
+async function withOtherProcess(fn: (owner: LockOwner) => Promise<void>): Promise<void> {
+  const lockOwnerJs = fileURLToPath(new URL('../src/device/lock-owner.js', import.meta.url));
+  const script = `import { formatLock, thisProcess } from ${JSON.stringify(lockOwnerJs)}; process.stdout.write(formatLock(thisProcess())); setTimeout(() => {}, 60_000);`;
+  const other = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const [chunk] = (await once(other.stdout, 'data')) as [Buffer];
+    const owner = parseLock(chunk.toString('utf8'));
+    assert.ok(owner !== undefined && owner.pid === other.pid, chunk.toString('utf8'));
+    await fn(owner);
+  } finally {
+    other.kill('SIGKILL');
+    await once(other, 'exit');
+  }
+}
+
+test('a writable open names its owner in the lock (pid, host, boot, PID namespace, start time), and close removes it', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const s = await Store.open(path);
+    const written = readFileSync(`${path}.lock`, 'utf8');
+    const owner = parseLock(written);
+    assert.ok(owner !== undefined);
+    assert.equal(owner.pid, process.pid);
+    assert.equal(owner.host, hostname());
+    assert.match(owner.boot ?? '', /^[0-9a-f-]{36}$/);
+    assert.match(owner.pidNamespace ?? '', /^pid:\[\d+\]$/);
+    assert.match(owner.start ?? '', /^\d+$/);
+    assert.equal(written.split('\n')[0], String(process.pid), 'the first line is the pid alone, as earlier versions read it');
+    assert.deepEqual(judgeLockOwner(owner), { holder: 'alive' });
+    await s.close();
+    assert.equal(existsSync(`${path}.lock`), false);
+  });
+});
+
+test('a lock from another host is EBUSY naming that host and the lock file, even when its pid is not alive here', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const lock = formatLock({ ...thisProcess(), pid: deadPid(), host: 'other-host' });
+    writeFileSync(`${path}.lock`, lock);
+    await assert.rejects(Store.open(path), busyWith('on host other-host', `remove ${path}.lock only if`));
+    await assert.rejects(fsck(path), code('EBUSY'));
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock, 'the lock was left alone');
+    // A read-only open takes no lock and still reads.
+    const ro = await Store.open(path, { readOnly: true });
+    assert.equal(text(await ro.get('app', '/state/k')), 'v');
+    await ro.close();
+  });
+});
+
+test('a lock from another PID namespace of this host (another container) is EBUSY even when its pid is not alive here', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const lock = formatLock({ ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]' });
+    writeFileSync(`${path}.lock`, lock);
+    await assert.rejects(Store.open(path), busyWith('in another PID namespace of this host (pid:[1]'));
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock);
+  });
+});
+
+test('a lock from before this host restarted is stale even when its pid is alive now, and taken over', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    await withOtherProcess(async (other) => {
+      writeFileSync(`${path}.lock`, formatLock(other));
+      await assert.rejects(Store.open(path), busyWith(`locked by process ${String(other.pid)}`));
+      writeFileSync(`${path}.lock`, formatLock({ ...other, boot: '00000000-0000-0000-0000-000000000000' }));
+      const s = await Store.open(path);
+      assert.equal(parseLock(readFileSync(`${path}.lock`, 'utf8'))?.pid, process.pid);
+      assert.equal(text(await s.get('app', '/state/k')), 'v');
+      await s.close();
+    });
+  });
+});
+
+test('a lock whose pid another process has been given since (another start time) is stale; the same process still holds it', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    await withOtherProcess(async (other) => {
+      writeFileSync(`${path}.lock`, formatLock(other));
+      await assert.rejects(Store.open(path), code('EBUSY'));
+      await assert.rejects(fsck(path), code('EBUSY'));
+      writeFileSync(`${path}.lock`, formatLock({ ...other, start: `${other.start ?? ''}1` }));
+      assert.equal((await fsck(path)).exitCode, 0);
+      assert.equal(existsSync(`${path}.lock`), false, 'fsck took the stale lock over and removed it after the check');
+    });
+  });
+});
+
+test('lock text: the pid line first, unknown or malformed lines ignored, a lock without a pid line is none yet', () => {
+  const owner: LockOwner = { pid: 42, host: 'h', boot: 'b', pidNamespace: 'pid:[7]', start: '99' };
+  assert.equal(formatLock(owner), '42\nhost h\nboot b\npidns pid:[7]\nstart 99\n');
+  assert.deepEqual(parseLock(formatLock(owner)), owner);
+  assert.deepEqual(parseLock('42\n'), { pid: 42 }, 'a lock of an earlier version: the pid alone');
+  assert.deepEqual(parseLock('42\ncolour blue\nhost\nhost  \nstart 5\n'), { pid: 42, start: '5' });
+  assert.equal(parseLock(''), undefined);
+  assert.equal(parseLock('host h\n'), undefined);
+  assert.equal(parseLock('-3\n'), undefined);
+  // Judged only as far as this process can see: another host is unknown whatever else it says.
+  const here: LockOwner = { pid: 1, host: 'h', boot: 'b', pidNamespace: 'pid:[7]' };
+  assert.equal(judgeLockOwner({ ...owner, host: 'g' }, here).holder, 'unknown');
+  assert.equal(judgeLockOwner({ ...owner, boot: 'c' }, here).holder, 'gone');
+  assert.equal(judgeLockOwner({ ...owner, pidNamespace: 'pid:[8]' }, here).holder, 'unknown');
+  assert.equal(judgeLockOwner({ pid: deadPid() }, here).holder, 'gone', 'an earlier version\'s lock: judged by its pid');
+  assert.equal(judgeLockOwner({ pid: process.pid }, here).holder, 'alive');
+});
