@@ -281,39 +281,53 @@ test('flips spread over several records whose effects on one CRC over them all c
   });
 });
 
-test('values read on demand: GC over a damaged value fails with EINTEGRITY and moves nothing; once the key is overwritten it reclaims the segments, and every other value survives', async () => {
+/** A 3,000-key image with key 10's value record damaged, and the value of each key. */
+async function imageWithDamagedValue(path: string, count: number): Promise<void> {
+  const first = await Store.create(path, { size: 8 * MiB, autoGc: false });
+  await Promise.all(Array.from({ length: count }, (_, i) => first.put('app', keyOf(i), short(i)))); // one PUT record each
+  await first.checkpoint();
+  await first.close();
+  const image = await readFile(path);
+  const at = image.indexOf(short(10));
+  image[at + 50] = (image[at + 50] ?? 0) ^ 0x04;
+  await writeFile(path, image);
+}
+
+const integrity = (err: unknown): boolean => err instanceof StatefsError && err.code === 'EINTEGRITY';
+
+test('values read on demand: GC over a damaged value fails with EINTEGRITY once, moving nothing; then sets its segment aside and empties the others; once the key is overwritten it empties that one too', async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
-    const first = await Store.create(path, { size: 8 * MiB, autoGc: false });
-    await Promise.all(Array.from({ length: count }, (_, i) => first.put('app', keyOf(i), short(i)))); // one PUT record each
-    await first.checkpoint();
-    await first.close();
-    const image = await readFile(path);
-    const at = image.indexOf(short(10));
-    image[at + 50] = (image[at + 50] ?? 0) ^ 0x04;
-    await writeFile(path, image);
-
+    await imageWithDamagedValue(path, count);
     const kept = Array.from({ length: count }, (_, i) => i).filter((i) => i % 10 === 0);
     const check = (s: Store, ten: Uint8Array | undefined): void => {
       for (const i of kept) if (i !== 10) assert.deepEqual(s.getSync('app', keyOf(i)), new Uint8Array(short(i)), `key ${i}`);
       if (ten !== undefined) assert.deepEqual(s.getSync('app', keyOf(10)), ten);
     };
-    const integrity = (err: unknown): boolean => err instanceof StatefsError && err.code === 'EINTEGRITY';
     const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
     try {
       for (let i = 0; i < count; i++) if (i % 10 !== 0) await s.delete('app', keyOf(i)); // 90% of each segment is garbage now
       await s.checkpoint();
-      const garbage = (await s.stat()).garbageBytes;
-      await assert.rejects(s.gcPlan(), integrity);
+      const { garbageBytes, segmentSize } = await s.stat();
       await assert.rejects(s.gcNow(), integrity);
-      assert.equal((await s.stat()).garbageBytes, garbage, 'nothing was moved or freed');
+      assert.equal((await s.stat()).garbageBytes, garbageBytes, 'nothing was moved or freed');
+      // The damage was reported; the segment holding it is left alone from now on, and the
+      // others are emptied (a review: automatic GC chose it at every cycle and reclaimed nothing).
+      const plan = await s.gcPlan();
+      const gc = await s.gcNow();
+      assert.deepEqual(gc.segmentsFreed, plan.segmentsFreed);
+      assert.ok(gc.segmentsFreed > 0 && gc.movedBytes > 0, `GC freed ${gc.segmentsFreed} segments`);
+      const left = (await s.stat()).garbageBytes;
+      assert.ok(left < garbageBytes && left > segmentSize / 2, `garbage ${garbageBytes} -> ${left}: the damaged value's segment is still there`);
+      assert.equal((await s.gcNow()).segmentsFreed, 0, 'the set-aside segment is not chosen again');
       assert.throws(() => s.getSync('app', keyOf(10)), integrity);
       check(s, undefined);
-      await s.put('app', keyOf(10), 'fresh'); // the damaged record is garbage now
+      await s.put('app', keyOf(10), 'fresh'); // the damaged record is garbage now, and its segment back
       await s.checkpoint();
-      const gc = await s.gcNow();
-      assert.ok(gc.segmentsFreed > 0 && gc.movedBytes > 0, `GC freed ${gc.segmentsFreed} segments`);
+      const after = await s.gcNow();
+      assert.ok(after.segmentsFreed > 0, `GC freed ${after.segmentsFreed} segments`);
+      assert.ok((await s.stat()).garbageBytes < left);
       check(s, new Uint8Array(Buffer.from('fresh')));
     } finally {
       await s.close();
@@ -323,6 +337,39 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY and m
       check(reopened, new Uint8Array(Buffer.from('fresh')));
     } finally {
       await reopened.close();
+    }
+  });
+});
+
+test('values read on demand: automatic GC sets a segment with a damaged value aside and keeps reclaiming the others (it failed on that value at every cycle, until writes found no room)', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'img');
+    const count = 3000;
+    await imageWithDamagedValue(path, count);
+    const s = await Store.open(path, { valueReads: 'on-demand' });
+    try {
+      let cycles = 0;
+      s.on('gc', () => {
+        cycles++;
+      });
+      // Key 10 is all that is left in its segment: the emptiest, chosen first at every cycle.
+      const kept = (i: number): boolean => i === 10 || (i >= 2500 && i % 10 === 0);
+      for (let i = 0; i < count; i++) if (!kept(i)) await s.delete('app', keyOf(i));
+      // Three times the image in overwrites of 40 keys, with a key kept from each round, so the
+      // segments they fill keep a little live data: only GC makes room.
+      const value = new Uint8Array(1024).fill(7);
+      for (let round = 0; round < 24 * 40; round++) {
+        await Promise.all([
+          s.put('churn', `/state/keep${round}`, 'k'),
+          ...Array.from({ length: 24 }, (_, j) => s.put('churn', `/state/c${(round * 24 + j) % 40}`, value)),
+        ]);
+      }
+      assert.ok(cycles > 0, 'automatic GC reclaimed');
+      assert.throws(() => s.getSync('app', keyOf(10)), integrity);
+      for (let i = 0; i < count; i++) if (kept(i) && i !== 10) assert.deepEqual(s.getSync('app', keyOf(i)), new Uint8Array(short(i)), `key ${i}`);
+      for (let round = 0; round < 24 * 40; round++) assert.equal(text(s.getSync('churn', `/state/keep${round}`)), 'k');
+    } finally {
+      await s.close();
     }
   });
 });

@@ -85,7 +85,7 @@ export class Compactor {
     const remainingGarbageBytes = this.garbageBytes() - reclaimed;
     const moves = segments.length === 0 ? [] : await this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
-    for (const m of moves) movedBytes += relocLength(this.host.entries, m);
+    for (const m of moves) movedBytes += this.readingValue(m.entry, segments, () => relocLength(this.host.entries, m));
     return {
       segments,
       freedBytes: segments.length * segmentSize,
@@ -139,7 +139,11 @@ export class Compactor {
         if (moves.length === 0) continue;
         // Values read on demand are kept in memory before anything changes (a failed read changes
         // nothing): their new records are not written yet when they may next be read.
-        for (const m of moves) entries.holdValue(m.entry);
+        for (const m of moves) {
+          this.readingValue(m.entry, [segment], () => {
+            entries.holdValue(m.entry);
+          });
+        }
         const records = moves.map((m) => relocRecord(entries, m));
         const appended = this.host.append(records);
         moves.forEach((m, i) => {
@@ -160,6 +164,20 @@ export class Compactor {
       }
     }
     return { freedBytes: freed, movedBytes: moved, scannedBytes: scanned, remainingGarbageBytes: this.garbageBytes(), segmentsFreed: done };
+  }
+
+  /**
+   * `read`, which reads the value of `entry` (on demand, it may fail): when it finds the value
+   * damaged, the segments of `segments` that hold it are set aside before the error goes on, so
+   * the next cycle empties others instead of failing on the same value again.
+   */
+  private readingValue<T>(entry: EntryRef, segments: readonly number[], read: () => T): T {
+    try {
+      return read();
+    } catch (err) {
+      if (err instanceof StatefsError && err.code === 'EINTEGRITY') this.host.usage.setAsideFor(entry, segments);
+      throw err;
+    }
   }
 
   /** Reclaimable garbage: bytes nothing reads in used segments outside the log chain. */

@@ -20,6 +20,13 @@ export class SegmentUsage implements SegmentAllocator {
   private freeTotal = 0;
   /** Times each segment was taken for the log: a device read of a segment is stale if this changed meanwhile. */
   private readonly taken: Uint32Array;
+  /**
+   * Segments GC leaves alone for now, each with the entries whose value failed to read there
+   * (damage found by a read on demand): such a value cannot be moved, so the segment cannot be
+   * emptied, and choosing it again at every cycle would reclaim nothing anywhere. A segment comes
+   * back once those entries are released (overwritten or deleted).
+   */
+  private readonly setAside = new Map<number, Set<EntryRef>>();
 
   constructor(
     readonly count: number,
@@ -57,8 +64,29 @@ export class SegmentUsage implements SegmentAllocator {
     const entries = this.entries;
     const length = entries.recordLength(e);
     if (length === 0) return;
+    if (this.setAside.size > 0) this.forgetDamaged(e);
     this.removeRecord(entries.segment(e), length);
     for (const x of entries.moreRecords(e)) this.removeRecord(x.segment, x.length);
+  }
+
+  /** GC leaves the segments of `segments` that hold a record of `e` alone until `e` is released: its value failed to read. */
+  setAsideFor(e: EntryRef, segments: readonly number[]): void {
+    for (const s of segments) {
+      if (!this.entries.hasRecordIn(e, new Set([s]))) continue;
+      const damaged = this.setAside.get(s) ?? new Set<EntryRef>();
+      damaged.add(e);
+      this.setAside.set(s, damaged);
+    }
+  }
+
+  private forgetDamaged(e: EntryRef): void {
+    for (const [s, damaged] of this.setAside) {
+      if (damaged.delete(e) && damaged.size === 0) this.setAside.delete(s);
+    }
+  }
+
+  private isSetAside(segment: number): boolean {
+    return this.setAside.size > 0 && this.setAside.has(segment);
   }
 
   private addRecord(segment: number, length: number): void {
@@ -112,14 +140,14 @@ export class SegmentUsage implements SegmentAllocator {
 
   /**
    * Segments GC may empty: in use, outside the log chain (replay never reads them), with at
-   * least 1/16 of the segment garbage. Ordered by live bytes, then index: the cheapest to empty first, deterministically.
+   * least 1/16 of the segment garbage, not set aside (`setAsideFor`). Ordered by live bytes, then index: the cheapest to empty first, deterministically.
    */
   gcCandidates(segmentSize: number): number[] {
     const out: number[] = [];
     // Below 1/16 of a segment, moving the live rest would cost more than it frees.
     const minGarbage = segmentSize / 16;
     for (let s = 0; s < this.count; s++) {
-      if (this.free[s] === 0 && this.inChain[s] === 0 && segmentSize - (this.liveBytes[s] ?? 0) >= minGarbage) out.push(s);
+      if (this.free[s] === 0 && this.inChain[s] === 0 && segmentSize - (this.liveBytes[s] ?? 0) >= minGarbage && !this.isSetAside(s)) out.push(s);
     }
     return out.sort((a, b) => (this.liveBytes[a] ?? 0) - (this.liveBytes[b] ?? 0) || a - b);
   }
@@ -129,7 +157,7 @@ export class SegmentUsage implements SegmentAllocator {
     const minGarbage = segmentSize / 16;
     let garbage = 0;
     for (let s = 0; s < this.count; s++) {
-      if (this.free[s] !== 0 || this.inChain[s] !== 0) continue;
+      if (this.free[s] !== 0 || this.inChain[s] !== 0 || this.isSetAside(s)) continue;
       const dead = segmentSize - (this.liveBytes[s] ?? 0);
       if (dead >= minGarbage) garbage += dead;
     }
