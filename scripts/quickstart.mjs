@@ -59,7 +59,10 @@ directly with --image ${image}.
 `;
 
 // The daemon's JSON log lines (stderr) pass through; the one saying it listens is its readiness.
-const daemon = spawn(process.execPath, [statefsdJs, '--image', image, '--create-size', '256MiB', '--socket', socket, '--policy', policy, '--audit', audit], { stdio: ['inherit', 'inherit', 'pipe'] });
+// The IPC channel is how the daemon learns that this process has ended, even by kill -9: it then
+// stops as on SIGTERM instead of living on with the image's lock.
+const daemon = spawn(process.execPath, [statefsdJs, '--image', image, '--create-size', '256MiB', '--socket', socket, '--policy', policy, '--audit', audit], { stdio: ['inherit', 'inherit', 'pipe', 'ipc'] });
+daemon.channel?.unref();
 const forward = (signal) => daemon.kill(signal);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
 let ready = false;

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -97,3 +99,36 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     });
   });
 }
+
+test('kill -9 of the launcher: the daemon sees its channel close, drains, syncs and exits, and the image is unlocked (it lived on, holding the lock)', async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, '.statefs', 'state.img');
+    const socket = join(dir, '.statefs', 'statefsd.sock');
+    const first = launch(dir);
+    let pid: number | undefined;
+    try {
+      await untilBanner(first);
+      pid = daemonPid(first);
+      const put = await runStatefs(['put', '--connect', socket, 'admin', '/state/k', 'kept'], [], { STATEFS_TOKEN: (await readFile(join(dir, '.statefs', 'admin.token'), 'utf8')).trim() });
+      assert.equal(put.status, 0, put.stderr);
+      // Its 'exit', not 'close': the daemon holds the launcher's stdout (inherited) until it ends.
+      const launcherExited = new Promise((resolve) => first.child.once('exit', resolve));
+      first.child.kill('SIGKILL');
+      await launcherExited;
+      const deadline = Date.now() + WAIT_MS;
+      while (!processGone(pid)) {
+        if (Date.now() > deadline) assert.fail(`the daemon (pid ${String(pid)}) still runs ${WAIT_MS} ms after its launcher was killed`);
+        await sleep(20);
+      }
+      // A clean close removes the lock (a killed daemon would leave it behind, to be judged stale).
+      assert.equal(existsSync(`${image}.lock`), false, 'the daemon closed the image');
+      assert.equal(await socketAnswers(socket), false);
+      const get = await runStatefs(['get', '--image', image, 'admin', '/state/k']);
+      assert.deepEqual([get.status, get.stdout.trim()], [0, 'kept'], get.stderr);
+    } finally {
+      // The daemon first: while it lives, the launcher's stdout stays open and cleanUp would wait.
+      if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
+      await cleanUp(first, pid);
+    }
+  });
+});

@@ -55,13 +55,17 @@ export function addDaemonOptions(cmd: Command): Command {
 }
 
 /**
- * Run the daemon until SIGTERM or SIGINT (drain, sync, close, exit 0); SIGHUP reloads the
- * policy. Logs are JSON lines on stderr (pino), marker lines go to stdout. A daemon that cannot
+ * Run the daemon until SIGTERM or SIGINT, or until the IPC channel of the process that started it
+ * closes (drain, sync, close, exit 0); SIGHUP reloads the policy. Logs are JSON lines on stderr (pino), marker lines go to stdout. A daemon that cannot
  * start logs why, then writes the CLI's `statefs: CODE: message` line for a human (the last line
  * on stderr), and leaves exit status EXIT_UNAVAILABLE (69).
  */
 export async function serve(args: DaemonArgs): Promise<void> {
-  const stderr = pino.destination(2);
+  // Written synchronously, as Node writes its own stderr to a pipe. Written asynchronously, the
+  // log is flushed by pino at exit, and when its reader is gone (EPIPE: the launcher of
+  // `npm start` killed) sonic-boom 4 retries that flush forever: the daemon, closed already,
+  // never exited. A synchronous write finds the EPIPE at once, and pino stops writing there.
+  const stderr = pino.destination({ dest: 2, sync: true });
   const logger = pino({ base: { name: 'statefsd', pid: process.pid } }, stderr);
   const log = (message: string): void => {
     logger.info(message);
@@ -89,7 +93,7 @@ export async function serve(args: DaemonArgs): Promise<void> {
     });
   } catch (err) {
     logError(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
-    // Through the log's own stream, which writes asynchronously: the line lands after the log's.
+    // Through the log's own stream, so the line lands after the log's.
     stderr.write(failureLine(err));
     process.exitCode = EXIT_UNAVAILABLE;
     return;
@@ -115,6 +119,16 @@ export async function serve(args: DaemonArgs): Promise<void> {
   process.on('SIGINT', () => {
     stop('SIGINT');
   });
+  // Started by a supervisor with an IPC channel (`npm start`: scripts/quickstart.mjs): the channel
+  // closes when that process ends, however it ends (kill -9 included), and the daemon then stops
+  // as on SIGTERM instead of living on, unseen, with the image's lock. The channel alone does not
+  // keep the daemon running.
+  if (process.channel !== undefined) {
+    process.channel.unref();
+    process.on('disconnect', () => {
+      stop('supervisor gone (IPC channel closed)');
+    });
+  }
   process.on('SIGHUP', () => {
     log('SIGHUP: reloading the policy');
     daemon.reloadPolicy().catch(() => undefined); // logged and audited by the daemon
