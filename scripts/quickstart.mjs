@@ -4,12 +4,14 @@
 // listens, prints how to talk to it. A daemon that cannot start (EBUSY: another one holds the
 // image) gets its error printed and no banner. SIGINT and SIGTERM are passed to the daemon (it
 // drains, syncs and exits 0), and this process exits with the daemon's status: package.json's
-// `start` execs it, so npm's own forwarding of both signals reaches it.
+// `start` execs it, so npm's own forwarding of both signals reaches it. Killed outright, this
+// process or npm, the daemon stops too (its IPC channel, this process's parent).
 import { spawn, spawnSync } from 'node:child_process';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setInterval } from 'node:timers';
 import { URL, fileURLToPath } from 'node:url';
 
 const built = (file) => fileURLToPath(new URL(`../dist/src/${file}`, import.meta.url));
@@ -65,6 +67,12 @@ const daemon = spawn(process.execPath, [statefsdJs, '--image', image, '--create-
 daemon.channel?.unref();
 const forward = (signal) => daemon.kill(signal);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
+// npm, which runs this, killed outright (kill -9) leaves this process orphaned, its parent
+// changed: stop the daemon as on SIGTERM rather than serve on with nobody to stop it.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) forward('SIGTERM');
+}, 250).unref();
 let ready = false;
 let lastError;
 createInterface({ input: daemon.stderr, crlfDelay: Infinity }).on('line', (line) => {

@@ -57,8 +57,11 @@ test('a writable open names its owner in the lock (pid, host, boot, PID namespac
     assert.equal(owner.pid, process.pid);
     assert.equal(owner.host, hostname());
     assert.match(owner.boot ?? '', /^[0-9a-f-]{36}$/);
+    if (existsSync('/etc/machine-id')) assert.equal(owner.machine, readFileSync('/etc/machine-id', 'utf8').trim());
     assert.match(owner.pidNamespace ?? '', /^pid:\[\d+\]$/);
-    assert.match(owner.start ?? '', /^\d+$/);
+    // Field 22 of /proc/<pid>/stat, counted independently: after the last ')' (the command name may hold spaces).
+    const stat = readFileSync(`/proc/${String(process.pid)}/stat`, 'utf8');
+    assert.equal(owner.start, stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[19]);
     assert.equal(written.split('\n')[0], String(process.pid), 'the first line is the pid alone, as earlier versions read it');
     assert.deepEqual(judgeLockOwner(owner), { holder: 'alive' });
     await s.close();
@@ -70,7 +73,7 @@ test('a lock from another host is EBUSY naming that host and the lock file, even
   await withTempDir(async (dir) => {
     const path = join(dir, 'a.img');
     await image(path);
-    const lock = formatLock({ ...thisProcess(), pid: deadPid(), host: 'other-host' });
+    const lock = formatLock({ ...thisProcess(), pid: deadPid(), host: 'other-host', machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' });
     writeFileSync(`${path}.lock`, lock);
     await assert.rejects(Store.open(path), busyWith('on host other-host', `remove ${path}.lock only if`));
     await assert.rejects(fsck(path), code('EBUSY'));
@@ -90,6 +93,29 @@ test('a lock from another PID namespace of this host (another container) is EBUS
     writeFileSync(`${path}.lock`, lock);
     await assert.rejects(Store.open(path), busyWith('in another PID namespace of this host (pid:[1]'));
     assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock);
+  });
+});
+
+test('a lock from another machine with the same host name (another boot and machine id) is EBUSY, even when its pid is not alive here', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const lock = formatLock({ ...thisProcess(), pid: deadPid(), machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' });
+    writeFileSync(`${path}.lock`, lock);
+    await assert.rejects(Store.open(path), busyWith(`on host ${hostname()} under another running kernel`));
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock);
+  });
+});
+
+test('close removes only the lock it wrote: one with its pid but another start time (another process) stays', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const s = await Store.open(path);
+    const other = formatLock({ ...thisProcess(), start: `${thisProcess().start ?? ''}9` });
+    writeFileSync(`${path}.lock`, other); // another opener's lock since (here put there by hand)
+    await s.close();
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), other);
   });
 });
 
@@ -125,19 +151,27 @@ test('a lock whose pid another process has been given since (another start time)
 });
 
 test('lock text: the pid line first, unknown or malformed lines ignored, a lock without a pid line is none yet', () => {
-  const owner: LockOwner = { pid: 42, host: 'h', boot: 'b', pidNamespace: 'pid:[7]', start: '99' };
-  assert.equal(formatLock(owner), '42\nhost h\nboot b\npidns pid:[7]\nstart 99\n');
+  const owner: LockOwner = { pid: 42, host: 'h', machine: 'm', boot: 'b', pidNamespace: 'pid:[7]', start: '99' };
+  assert.equal(formatLock(owner), '42\nhost h\nmachine m\nboot b\npidns pid:[7]\nstart 99\n');
   assert.deepEqual(parseLock(formatLock(owner)), owner);
   assert.deepEqual(parseLock('42\n'), { pid: 42 }, 'a lock of an earlier version: the pid alone');
   assert.deepEqual(parseLock('42\ncolour blue\nhost\nhost  \nstart 5\n'), { pid: 42, start: '5' });
   assert.equal(parseLock(''), undefined);
   assert.equal(parseLock('host h\n'), undefined);
   assert.equal(parseLock('-3\n'), undefined);
-  // Judged only as far as this process can see: another host is unknown whatever else it says.
-  const here: LockOwner = { pid: 1, host: 'h', boot: 'b', pidNamespace: 'pid:[7]' };
-  assert.equal(judgeLockOwner({ ...owner, host: 'g' }, here).holder, 'unknown');
-  assert.equal(judgeLockOwner({ ...owner, boot: 'c' }, here).holder, 'gone');
+  // Judged only as far as this process can see.
+  const here: LockOwner = { pid: 1, host: 'h', machine: 'm', boot: 'b', pidNamespace: 'pid:[7]' };
+  const dead = deadPid();
+  assert.equal(judgeLockOwner({ ...owner, pid: dead, host: 'g' }, here).holder, 'gone', 'the same running kernel under another host name: by the pid');
+  assert.equal(judgeLockOwner({ ...owner, boot: 'c' }, here).holder, 'gone', 'this machine before a restart');
+  assert.equal(judgeLockOwner({ ...owner, boot: 'c', machine: 'n' }, here).holder, 'unknown', 'another machine of the same name');
+  assert.equal(judgeLockOwner({ ...owner, boot: 'c', host: 'g' }, here).holder, 'unknown', 'another machine');
+  assert.equal(judgeLockOwner({ pid: 42, boot: 'c' }, here).holder, 'unknown', 'another kernel, no machine id');
+  assert.equal(judgeLockOwner({ pid: dead, host: 'g' }, { pid: 1, host: 'h' }).holder, 'unknown', 'no boot ids: another host name');
   assert.equal(judgeLockOwner({ ...owner, pidNamespace: 'pid:[8]' }, here).holder, 'unknown');
+  // Without a start time of its own (a /proc of another namespace), none is compared.
+  assert.equal(judgeLockOwner({ pid: process.pid, start: '1' }, { pid: 1 }).holder, 'alive');
+  assert.equal(judgeLockOwner({ pid: process.pid, start: '1' }, thisProcess()).holder, existsSync('/proc/self/stat') ? 'gone' : 'alive');
   assert.equal(judgeLockOwner({ pid: deadPid() }, here).holder, 'gone', 'an earlier version\'s lock: judged by its pid');
   assert.equal(judgeLockOwner({ pid: process.pid }, here).holder, 'alive');
 });

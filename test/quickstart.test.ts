@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -100,7 +100,45 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-test('kill -9 of the launcher: the daemon sees its channel close, drains, syncs and exits, and the image is unlocked (it lived on, holding the lock)', async () => {
+/** The pids of `pid`'s children (Linux: /proc/<pid>/task/<pid>/children). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${String(pid)}/task/${String(pid)}/children`, 'utf8').trim().split(' ').filter((p) => p !== '').map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function untilGone(pid: number, what: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!processGone(pid)) {
+    if (Date.now() > deadline) assert.fail(`${what} (pid ${String(pid)}) still runs ${WAIT_MS} ms on`);
+    await sleep(20);
+  }
+}
+
+/** Launches the quick start as `npm start` does, under a parent that stays (a shell standing in for npm). */
+function launchUnderParent(cwd: string): Launcher {
+  const child = spawn('/bin/sh', ['-c', '"$0" "$1"; exit $?', process.execPath, QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => {
+      resolve({ code, signal });
+    });
+  });
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+const linuxProc = { skip: existsSync(`/proc/${String(process.pid)}/task/${String(process.pid)}/children`) ? false : 'needs /proc/<pid>/task/<pid>/children' };
+
+test('kill -9 of the launcher: the daemon sees its IPC channel close and closes the image (the lock goes), its writes kept (it lived on, holding the lock)', async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, '.statefs', 'state.img');
     const socket = join(dir, '.statefs', 'statefsd.sock');
@@ -115,11 +153,7 @@ test('kill -9 of the launcher: the daemon sees its channel close, drains, syncs 
       const launcherExited = new Promise((resolve) => first.child.once('exit', resolve));
       first.child.kill('SIGKILL');
       await launcherExited;
-      const deadline = Date.now() + WAIT_MS;
-      while (!processGone(pid)) {
-        if (Date.now() > deadline) assert.fail(`the daemon (pid ${String(pid)}) still runs ${WAIT_MS} ms after its launcher was killed`);
-        await sleep(20);
-      }
+      await untilGone(pid, 'the daemon');
       // A clean close removes the lock (a killed daemon would leave it behind, to be judged stale).
       assert.equal(existsSync(`${image}.lock`), false, 'the daemon closed the image');
       assert.equal(await socketAnswers(socket), false);
@@ -129,6 +163,65 @@ test('kill -9 of the launcher: the daemon sees its channel close, drains, syncs 
       // The daemon first: while it lives, the launcher's stdout stays open and cleanUp would wait.
       if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
       await cleanUp(first, pid);
+    }
+  });
+});
+
+test('kill -9 of the launcher while the daemon is still starting: the daemon stops once the image is open, and closes it', linuxProc, async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, '.statefs', 'state.img');
+    const first = launch(dir);
+    let pid: number | undefined;
+    try {
+      const launcher = first.child.pid ?? assert.fail('no launcher pid');
+      const deadline = Date.now() + WAIT_MS;
+      // The moment the daemon process exists, long before it listens (no banner yet). (The
+      // launcher runs `statefs policy add-subject` first, on a fresh folder.)
+      const isDaemon = (p: number): boolean => {
+        try {
+          return readFileSync(`/proc/${String(p)}/cmdline`, 'utf8').includes('statefsd.js');
+        } catch {
+          return false;
+        }
+      };
+      while ((pid = childrenOf(launcher).find(isDaemon)) === undefined) {
+        if (Date.now() > deadline || first.child.exitCode !== null) assert.fail(`no daemon started: ${first.stderr()}`);
+        await sleep(5);
+      }
+      const launcherExited = new Promise((resolve) => first.child.once('exit', resolve));
+      first.child.kill('SIGKILL');
+      await launcherExited;
+      assert.doesNotMatch(first.stdout(), new RegExp(BANNER));
+      await untilGone(pid, 'the daemon');
+      assert.equal(existsSync(image), true, 'the daemon went on to open (and create) the image');
+      assert.equal(existsSync(`${image}.lock`), false, 'and closed it');
+      const stat = await runStatefs(['stat', '--image', image]);
+      assert.equal(stat.status, 0, stat.stderr);
+    } finally {
+      if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
+      await cleanUp(first, pid);
+    }
+  });
+});
+
+test('kill -9 of npm (the launcher\'s parent): the launcher sees itself orphaned, stops the daemon, and both exit', linuxProc, async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, '.statefs', 'state.img');
+    const npm = launchUnderParent(dir);
+    let pid: number | undefined;
+    let launcher: number | undefined;
+    try {
+      await untilBanner(npm);
+      pid = daemonPid(npm);
+      launcher = childrenOf(npm.child.pid ?? assert.fail('no shell pid'))[0];
+      assert.ok(launcher !== undefined, 'the launcher runs under the shell');
+      npm.child.kill('SIGKILL');
+      await untilGone(launcher, 'the launcher');
+      await untilGone(pid, 'the daemon');
+      assert.equal(existsSync(`${image}.lock`), false, 'the daemon closed the image');
+    } finally {
+      for (const p of [pid, launcher]) if (p !== undefined && !processGone(p)) process.kill(p, 'SIGKILL');
+      await cleanUp(npm, pid);
     }
   });
 });

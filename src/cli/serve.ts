@@ -73,6 +73,22 @@ export async function serve(args: DaemonArgs): Promise<void> {
   const logError = (message: string): void => {
     logger.error(message);
   };
+  // Started by a supervisor with an IPC channel (`npm start`: scripts/quickstart.mjs): the channel
+  // closes when that process ends, however it ends (kill -9 included), and the daemon then stops
+  // as on SIGTERM instead of living on, unseen, with the image's lock; if it closes while the
+  // image is still opening, the daemon stops once it is open. The channel alone does not keep
+  // the daemon running.
+  let supervisorGone = false;
+  let onSupervisorGone = (): void => {
+    supervisorGone = true;
+  };
+  if (process.send !== undefined) {
+    process.channel?.unref();
+    if (!process.connected) supervisorGone = true;
+    process.on('disconnect', () => {
+      onSupervisorGone();
+    });
+  }
   let daemon: Daemon;
   try {
     daemon = await startDaemon({
@@ -119,16 +135,10 @@ export async function serve(args: DaemonArgs): Promise<void> {
   process.on('SIGINT', () => {
     stop('SIGINT');
   });
-  // Started by a supervisor with an IPC channel (`npm start`: scripts/quickstart.mjs): the channel
-  // closes when that process ends, however it ends (kill -9 included), and the daemon then stops
-  // as on SIGTERM instead of living on, unseen, with the image's lock. The channel alone does not
-  // keep the daemon running.
-  if (process.channel !== undefined) {
-    process.channel.unref();
-    process.on('disconnect', () => {
-      stop('supervisor gone (IPC channel closed)');
-    });
-  }
+  onSupervisorGone = () => {
+    stop('supervisor gone (IPC channel closed)');
+  };
+  if (supervisorGone) onSupervisorGone(); // it went while the image was opening
   process.on('SIGHUP', () => {
     log('SIGHUP: reloading the policy');
     daemon.reloadPolicy().catch(() => undefined); // logged and audited by the daemon

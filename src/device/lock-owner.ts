@@ -5,13 +5,15 @@ import { hostname } from 'node:os';
  * Who holds `<image>.lock`, and whether that holder is gone. A pid alone names a process only
  * within one PID namespace of one running kernel: a process in another container, on another
  * host sharing the directory, or from before a restart has a pid that means nothing here. So the
- * lock also names the host, the kernel's boot, the PID namespace and the process's start time,
- * and a lock is judged stale only when this process can tell that its holder is gone.
+ * lock also names the host, the machine, the kernel's boot, the PID namespace and the process's
+ * start time, and a lock is judged stale only when this process can tell that its holder is gone.
  */
 export interface LockOwner {
   pid: number;
   host?: string;
-  /** `/proc/sys/kernel/random/boot_id`: changes at every restart of the kernel. */
+  /** `/etc/machine-id`: the same across restarts of one machine (where the system keeps one). */
+  machine?: string;
+  /** `/proc/sys/kernel/random/boot_id`: one per running kernel, new at every restart. */
   boot?: string;
   /** `/proc/self/ns/pid` (e.g. `pid:[4026531836]`): pids are compared only within one. */
   pidNamespace?: string;
@@ -24,6 +26,7 @@ export type LockVerdict = { holder: 'alive' } | { holder: 'gone' } | { holder: '
 /** The lines after the pid: each field of `LockOwner` and its name in the file. */
 const FIELDS: readonly (readonly [Exclude<keyof LockOwner, 'pid'>, string])[] = [
   ['host', 'host'],
+  ['machine', 'machine'],
   ['boot', 'boot'],
   ['pidNamespace', 'pidns'],
   ['start', 'start'],
@@ -62,31 +65,48 @@ let self: LockOwner | undefined;
 export function thisProcess(): LockOwner {
   if (self !== undefined) return self;
   const owner: LockOwner = { pid: process.pid, host: hostname() };
+  const machine = readText('/etc/machine-id');
+  if (machine !== undefined) owner.machine = machine;
   const boot = readText('/proc/sys/kernel/random/boot_id');
   if (boot !== undefined) owner.boot = boot;
   const pidNamespace = readLink('/proc/self/ns/pid');
   if (pidNamespace !== undefined) owner.pidNamespace = pidNamespace;
+  // Start times only from a /proc of this process's own PID namespace: in one mounted for
+  // another (`unshare --pid` without a new /proc), /proc/<pid> is another process than the pid
+  // `process.kill` reaches. Without a start time here, none is compared (`judgeLockOwner`).
   const start = startTime('self');
-  if (start !== undefined) owner.start = start;
+  if (start !== undefined && procPid() === process.pid) owner.start = start;
   self = owner;
   return owner;
 }
 
 /**
  * Whether the holder a lock names is alive, gone (the lock is stale), or beyond what this
- * process can check (another host, or another PID namespace of this one): such a lock is
- * treated as held, and only a person who knows that its holder is gone may remove it.
+ * process can check (another machine, another PID namespace of this one, or a kernel it cannot
+ * tell from its own): such a lock is treated as held, and only a person who knows that its
+ * holder is gone may remove it.
  */
 export function judgeLockOwner(owner: LockOwner, here: LockOwner = thisProcess()): LockVerdict {
-  if (owner.host !== undefined && owner.host !== here.host) return { holder: 'unknown', where: `on host ${owner.host}` };
-  // The same host, restarted since: no process of that boot is running.
-  if (owner.boot !== undefined && here.boot !== undefined && owner.boot !== here.boot) return { holder: 'gone' };
+  if (owner.boot === undefined || owner.boot !== here.boot) {
+    if (owner.boot !== undefined && here.boot !== undefined) {
+      // Written under another running kernel: this machine before a restart (no process of that
+      // boot runs), or another machine. Host names repeat (cloned machines, containers given a
+      // fixed one) and boot ids differ between machines, so only the same machine id and host
+      // name say it is this machine.
+      if (owner.machine !== undefined && owner.machine === here.machine && owner.host === here.host) return { holder: 'gone' };
+      return { holder: 'unknown', where: `on host ${owner.host ?? '(unnamed)'} under another running kernel (another machine, or this one before a restart)` };
+    }
+    // No boot id on one side (an earlier version's lock, a system without /proc): by the host
+    // name, then the pid.
+    if (owner.host !== undefined && owner.host !== here.host) return { holder: 'unknown', where: `on host ${owner.host}` };
+  }
+  // The same running kernel (or, without boot ids, the same host name): by namespace, then pid.
   if (owner.pidNamespace !== undefined && here.pidNamespace !== undefined && owner.pidNamespace !== here.pidNamespace) {
     return { holder: 'unknown', where: `in another PID namespace of this host (${owner.pidNamespace}, a container)` };
   }
   if (!isAlive(owner.pid)) return { holder: 'gone' };
   // Alive, but perhaps another process given the same pid since the holder died.
-  if (owner.start !== undefined) {
+  if (owner.start !== undefined && here.start !== undefined) {
     const start = startTime(String(owner.pid));
     if (start !== undefined && start !== owner.start) return { holder: 'gone' };
   }
@@ -109,6 +129,12 @@ function startTime(pid: string): string | undefined {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const start = fields[19]; // fields[0] is field 3, the state
   return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+/** Field 1 of `/proc/self/stat`: this process's pid as the mounted /proc numbers it. */
+function procPid(): number | undefined {
+  const stat = readText('/proc/self/stat');
+  return stat === undefined ? undefined : Number.parseInt(stat, 10);
 }
 
 function readText(path: string): string | undefined {

@@ -85,7 +85,11 @@ export class Compactor {
     const remainingGarbageBytes = this.garbageBytes() - reclaimed;
     const moves = segments.length === 0 ? [] : await this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
-    for (const m of moves) movedBytes += this.readingValue(m.entry, segments, () => relocLength(this.host.entries, m));
+    for (const m of moves) {
+      // One written over since the walk took it will not be moved (`run` skips it too), and its
+      // value, which may fail to read, is nobody's now.
+      if (this.host.stillHeld(m)) movedBytes += this.readingValue(m.entry, () => relocLength(this.host.entries, m));
+    }
     return {
       segments,
       freedBytes: segments.length * segmentSize,
@@ -140,7 +144,7 @@ export class Compactor {
         // Values read on demand are kept in memory before anything changes (a failed read changes
         // nothing): their new records are not written yet when they may next be read.
         for (const m of moves) {
-          this.readingValue(m.entry, [segment], () => {
+          this.readingValue(m.entry, () => {
             entries.holdValue(m.entry);
           });
         }
@@ -167,15 +171,15 @@ export class Compactor {
   }
 
   /**
-   * `read`, which reads the value of `entry` (on demand, it may fail): when it finds the value
-   * damaged, the segments of `segments` that hold it are set aside before the error goes on, so
-   * the next cycle empties others instead of failing on the same value again.
+   * `read`, which reads the value of `entry`, a held entry (on demand, it may fail): when it finds
+   * the value damaged, the segments that hold it are set aside before the error goes on, so the
+   * next cycle empties others instead of failing on the same value again.
    */
-  private readingValue<T>(entry: EntryRef, segments: readonly number[], read: () => T): T {
+  private readingValue<T>(entry: EntryRef, read: () => T): T {
     try {
       return read();
     } catch (err) {
-      if (err instanceof StatefsError && err.code === 'EINTEGRITY') this.host.usage.setAsideFor(entry, segments);
+      if (err instanceof StatefsError && err.code === 'EINTEGRITY') this.host.usage.setAsideFor(entry);
       throw err;
     }
   }

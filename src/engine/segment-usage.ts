@@ -69,10 +69,9 @@ export class SegmentUsage implements SegmentAllocator {
     for (const x of entries.moreRecords(e)) this.removeRecord(x.segment, x.length);
   }
 
-  /** GC leaves the segments of `segments` that hold a record of `e` alone until `e` is released: its value failed to read. */
-  setAsideFor(e: EntryRef, segments: readonly number[]): void {
-    for (const s of segments) {
-      if (!this.entries.hasRecordIn(e, new Set([s]))) continue;
+  /** GC leaves every segment holding a record of `e` alone until `e` is released: its value failed to read. */
+  setAsideFor(e: EntryRef): void {
+    for (const s of [this.entries.segment(e), ...this.entries.moreRecords(e).map((x) => x.segment)]) {
       const damaged = this.setAside.get(s) ?? new Set<EntryRef>();
       damaged.add(e);
       this.setAside.set(s, damaged);
@@ -101,6 +100,7 @@ export class SegmentUsage implements SegmentAllocator {
     if (refs === 0 && this.inChain[segment] === 0 && this.free[segment] === 0) {
       this.free[segment] = 1;
       this.freeTotal++;
+      this.setAside.delete(segment); // nothing of it is held: whatever failed to read there is gone
     }
   }
 
