@@ -14,6 +14,8 @@ import { createInterface } from 'node:readline';
 import { setInterval } from 'node:timers';
 import { URL, fileURLToPath } from 'node:url';
 
+// Read first: npm may be killed while the setup below runs.
+const parent = process.ppid;
 const built = (file) => fileURLToPath(new URL(`../dist/src/${file}`, import.meta.url));
 const statefsJs = built('cli/statefs.js');
 const statefsdJs = built('cli/statefsd.js');
@@ -68,10 +70,10 @@ daemon.channel?.unref();
 const forward = (signal) => daemon.kill(signal);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, forward);
 // npm, which runs this, killed outright (kill -9) leaves this process orphaned, its parent
-// changed: stop the daemon as on SIGTERM rather than serve on with nobody to stop it.
-const parent = process.ppid;
+// changed: close the daemon's IPC channel, on which it stops as on SIGTERM (and at any stage of
+// its start, where a signal would cut its open short), rather than serve on with nobody to stop it.
 setInterval(() => {
-  if (process.ppid !== parent) forward('SIGTERM');
+  if (process.ppid !== parent && daemon.connected) daemon.disconnect();
 }, 250).unref();
 let ready = false;
 let lastError;

@@ -119,7 +119,9 @@ test('close removes only the lock it wrote: one with its pid but another start t
   });
 });
 
-test('a lock from before this host restarted is stale even when its pid is alive now, and taken over', onLinux, async () => {
+const withMachineId = { skip: existsSync('/proc/self/ns/pid') && thisProcess().machine !== undefined ? false : 'needs /proc and /etc/machine-id' };
+
+test('a lock from before this host restarted is stale even when its pid is alive now, and taken over', withMachineId, async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'a.img');
     await image(path);
@@ -171,7 +173,12 @@ test('lock text: the pid line first, unknown or malformed lines ignored, a lock 
   assert.equal(judgeLockOwner({ ...owner, pidNamespace: 'pid:[8]' }, here).holder, 'unknown');
   // Without a start time of its own (a /proc of another namespace), none is compared.
   assert.equal(judgeLockOwner({ pid: process.pid, start: '1' }, { pid: 1 }).holder, 'alive');
-  assert.equal(judgeLockOwner({ pid: process.pid, start: '1' }, thisProcess()).holder, existsSync('/proc/self/stat') ? 'gone' : 'alive');
+  assert.equal(judgeLockOwner({ pid: process.pid, start: '1' }, thisProcess()).holder, thisProcess().start !== undefined ? 'gone' : 'alive');
+  // Under the same running kernel, a lock naming no PID namespace, or this process naming none, cannot be judged by its pid.
+  assert.equal(judgeLockOwner({ pid: dead, boot: 'b' }, here).holder, 'unknown');
+  assert.equal(judgeLockOwner({ ...owner, pid: dead }, { pid: 1, host: 'h', machine: 'm', boot: 'b' }).holder, 'unknown');
+  // A boot id this process cannot compare (it reads none): unknown, even under the same host name.
+  assert.equal(judgeLockOwner({ ...owner, pid: dead }, { pid: 1, host: 'h' }).holder, 'unknown');
   assert.equal(judgeLockOwner({ pid: deadPid() }, here).holder, 'gone', 'an earlier version\'s lock: judged by its pid');
   assert.equal(judgeLockOwner({ pid: process.pid }, here).holder, 'alive');
 });

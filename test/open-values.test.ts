@@ -281,8 +281,8 @@ test('flips spread over several records whose effects on one CRC over them all c
   });
 });
 
-/** A 3,000-key image with key 10's value record damaged, and the value of each key. */
-async function imageWithDamagedValue(path: string, count: number): Promise<void> {
+/** A 3,000-key image with key 10's value record damaged; returns the damaged byte's offset in the image. */
+async function imageWithDamagedValue(path: string, count: number): Promise<number> {
   const first = await Store.create(path, { size: 8 * MiB, autoGc: false });
   await Promise.all(Array.from({ length: count }, (_, i) => first.put('app', keyOf(i), short(i)))); // one PUT record each
   await first.checkpoint();
@@ -291,6 +291,7 @@ async function imageWithDamagedValue(path: string, count: number): Promise<void>
   const at = image.indexOf(short(10));
   image[at + 50] = (image[at + 50] ?? 0) ^ 0x04;
   await writeFile(path, image);
+  return at + 50;
 }
 
 const integrity = (err: unknown): boolean => err instanceof StatefsError && err.code === 'EINTEGRITY';
@@ -299,7 +300,7 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY once,
   await withTempDir(async (dir) => {
     const path = join(dir, 'img');
     const count = 3000;
-    await imageWithDamagedValue(path, count);
+    const damagedAt = await imageWithDamagedValue(path, count);
     const kept = Array.from({ length: count }, (_, i) => i).filter((i) => i % 10 === 0);
     const check = (s: Store, ten: Uint8Array | undefined): void => {
       for (const i of kept) if (i !== 10) assert.deepEqual(s.getSync('app', keyOf(i)), new Uint8Array(short(i)), `key ${i}`);
@@ -311,6 +312,7 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY once,
       for (let i = 0; i < count; i++) if (i % 10 !== 0) await s.delete('app', keyOf(i)); // 90% of each segment is garbage now
       await s.checkpoint();
       const { garbageBytes, segmentSize } = await s.stat();
+      const damagedSegment = Math.floor((damagedAt - 4096) / segmentSize); // segment i starts at 4096 + i·S
       await assert.rejects(s.gcNow(), integrity);
       assert.equal((await s.stat()).garbageBytes, garbageBytes, 'nothing was moved or freed');
       // The damage was reported; the segment holding it is left alone from now on, and the
@@ -319,6 +321,7 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY once,
       assert.equal(pinnedBySnapshots.length, 0);
       assert.deepEqual(await s.gcNow(), plan, 'the plan predicts the cycle');
       assert.ok(plan.segmentsFreed > 0 && plan.movedBytes > 0 && segments.length === plan.segmentsFreed, `GC freed ${plan.segmentsFreed} segments`);
+      assert.ok(!segments.includes(damagedSegment), `segment ${damagedSegment} was set aside`);
       const left = (await s.stat()).garbageBytes;
       assert.ok(left < garbageBytes && left > segmentSize / 2, `garbage ${garbageBytes} -> ${left}: the damaged value's segment is still there`);
       assert.equal((await s.gcNow()).segmentsFreed, 0, 'the set-aside segment is not chosen again');
@@ -337,6 +340,7 @@ test('values read on demand: GC over a damaged value fails with EINTEGRITY once,
       // ...and deleting the snapshot, the last holder, gives the segment back.
       await s.deleteSnap('app', 'held');
       await s.checkpoint();
+      assert.ok((await s.gcPlan()).segments.includes(damagedSegment), `segment ${damagedSegment} is chosen again`);
       const after = await s.gcNow();
       assert.ok(after.segmentsFreed > 0, `GC freed ${after.segmentsFreed} segments`);
       assert.ok((await s.stat()).garbageBytes < left);

@@ -64,10 +64,30 @@ function daemonPid(l: Launcher): number {
 }
 
 /** Stops whatever a failed test left running. */
+/** The pids of `pid`'s children (Linux: /proc/<pid>/task/<pid>/children). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${String(pid)}/task/${String(pid)}/children`, 'utf8').trim().split(' ').filter((p) => p !== '').map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** `pid`'s children, their children, and so on. */
+function descendantsOf(pid: number): number[] {
+  return childrenOf(pid).flatMap((c) => [c, ...descendantsOf(c)]);
+}
+
+/**
+ * Stops whatever a failed test left running: the daemon and every process under the launcher
+ * first, since the launcher's stdout (and so its 'close') stays open while any of them runs.
+ */
 async function cleanUp(l: Launcher, pid: number | undefined): Promise<void> {
+  const launcher = l.child.pid;
+  const left = [...(pid === undefined ? [] : [pid]), ...(launcher === undefined ? [] : descendantsOf(launcher))];
+  for (const p of left) if (!processGone(p)) process.kill(p, 'SIGKILL');
   if (l.child.exitCode === null && l.child.signalCode === null) l.child.kill('SIGKILL');
   await l.exited;
-  if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
 }
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -100,15 +120,6 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-/** The pids of `pid`'s children (Linux: /proc/<pid>/task/<pid>/children). */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${String(pid)}/task/${String(pid)}/children`, 'utf8').trim().split(' ').filter((p) => p !== '').map(Number);
-  } catch {
-    return [];
-  }
-}
-
 async function untilGone(pid: number, what: string): Promise<void> {
   const deadline = Date.now() + WAIT_MS;
   while (!processGone(pid)) {
@@ -138,7 +149,7 @@ function launchUnderParent(cwd: string): Launcher {
 
 const linuxProc = { skip: existsSync(`/proc/${String(process.pid)}/task/${String(process.pid)}/children`) ? false : 'needs /proc/<pid>/task/<pid>/children' };
 
-test('kill -9 of the launcher: the daemon sees its IPC channel close and closes the image (the lock goes), its writes kept (it lived on, holding the lock)', async () => {
+test('kill -9 of the launcher: the daemon sees its IPC channel close and closes the image (the lock goes), its writes kept (it lived on, holding the lock)', { timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, '.statefs', 'state.img');
     const socket = join(dir, '.statefs', 'statefsd.sock');
@@ -160,14 +171,12 @@ test('kill -9 of the launcher: the daemon sees its IPC channel close and closes 
       const get = await runStatefs(['get', '--image', image, 'admin', '/state/k']);
       assert.deepEqual([get.status, get.stdout.trim()], [0, 'kept'], get.stderr);
     } finally {
-      // The daemon first: while it lives, the launcher's stdout stays open and cleanUp would wait.
-      if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
       await cleanUp(first, pid);
     }
   });
 });
 
-test('kill -9 of the launcher while the daemon is still starting: the daemon stops once the image is open, and closes it', linuxProc, async () => {
+test('kill -9 of the launcher while the daemon is still starting: the daemon stops once the image is open, and closes it', { ...linuxProc, timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, '.statefs', 'state.img');
     const first = launch(dir);
@@ -198,13 +207,12 @@ test('kill -9 of the launcher while the daemon is still starting: the daemon sto
       const stat = await runStatefs(['stat', '--image', image]);
       assert.equal(stat.status, 0, stat.stderr);
     } finally {
-      if (pid !== undefined && !processGone(pid)) process.kill(pid, 'SIGKILL');
       await cleanUp(first, pid);
     }
   });
 });
 
-test('kill -9 of npm (the launcher\'s parent): the launcher sees itself orphaned, stops the daemon, and both exit', linuxProc, async () => {
+test('kill -9 of npm (the launcher\'s parent): the launcher sees itself orphaned, stops the daemon, and both exit', { ...linuxProc, timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, '.statefs', 'state.img');
     const npm = launchUnderParent(dir);

@@ -73,9 +73,9 @@ export function thisProcess(): LockOwner {
   if (pidNamespace !== undefined) owner.pidNamespace = pidNamespace;
   // Start times only from a /proc of this process's own PID namespace: in one mounted for
   // another (`unshare --pid` without a new /proc), /proc/<pid> is another process than the pid
-  // `process.kill` reaches. Without a start time here, none is compared (`judgeLockOwner`).
+  // `process.kill` reaches. Without a start time here, none is compared.
   const start = startTime('self');
-  if (start !== undefined && procPid() === process.pid) owner.start = start;
+  if (start !== undefined && procIsOwnNamespace()) owner.start = start;
   self = owner;
   return owner;
 }
@@ -96,13 +96,15 @@ export function judgeLockOwner(owner: LockOwner, here: LockOwner = thisProcess()
       if (owner.machine !== undefined && owner.machine === here.machine && owner.host === here.host) return { holder: 'gone' };
       return { holder: 'unknown', where: `on host ${owner.host ?? '(unnamed)'} under another running kernel (another machine, or this one before a restart)` };
     }
-    // No boot id on one side (an earlier version's lock, a system without /proc): by the host
-    // name, then the pid.
+    // A boot id in the lock that this process cannot compare (it reads none): another machine
+    // of the same name would look like this one.
+    if (owner.boot !== undefined) return { holder: 'unknown', where: `on host ${owner.host ?? '(unnamed)'} (this process reads no boot id to compare)` };
+    // A lock without a boot id (an earlier version's, a system without /proc): by the host name,
+    // then the pid.
     if (owner.host !== undefined && owner.host !== here.host) return { holder: 'unknown', where: `on host ${owner.host}` };
-  }
-  // The same running kernel (or, without boot ids, the same host name): by namespace, then pid.
-  if (owner.pidNamespace !== undefined && here.pidNamespace !== undefined && owner.pidNamespace !== here.pidNamespace) {
-    return { holder: 'unknown', where: `in another PID namespace of this host (${owner.pidNamespace}, a container)` };
+  } else if (owner.pidNamespace === undefined || owner.pidNamespace !== here.pidNamespace) {
+    // The same running kernel: pids compare only within one PID namespace.
+    return { holder: 'unknown', where: `in another PID namespace of this host (${owner.pidNamespace ?? 'not named'}, a container)` };
   }
   if (!isAlive(owner.pid)) return { holder: 'gone' };
   // Alive, but perhaps another process given the same pid since the holder died.
@@ -131,10 +133,14 @@ function startTime(pid: string): string | undefined {
   return start !== undefined && /^\d+$/.test(start) ? start : undefined;
 }
 
-/** Field 1 of `/proc/self/stat`: this process's pid as the mounted /proc numbers it. */
-function procPid(): number | undefined {
-  const stat = readText('/proc/self/stat');
-  return stat === undefined ? undefined : Number.parseInt(stat, 10);
+/**
+ * Whether the mounted /proc is of this process's PID namespace: `NSpid` in its status lists the
+ * process's pid in each namespace from the one /proc was mounted for down to its own, so it is
+ * one pid, this process's own, exactly then.
+ */
+function procIsOwnNamespace(): boolean {
+  const nsPid = /^NSpid:\s*(.*)$/m.exec(readText('/proc/self/status') ?? '')?.[1]?.trim().split(/\s+/);
+  return nsPid?.length === 1 && Number(nsPid[0]) === process.pid;
 }
 
 function readText(path: string): string | undefined {

@@ -85,11 +85,7 @@ export class Compactor {
     const remainingGarbageBytes = this.garbageBytes() - reclaimed;
     const moves = segments.length === 0 ? [] : await this.host.heldEntriesIn(new Set(segments));
     let movedBytes = 0;
-    for (const m of moves) {
-      // One written over since the walk took it will not be moved (`run` skips it too), and its
-      // value, which may fail to read, is nobody's now.
-      if (this.host.stillHeld(m)) movedBytes += this.readingValue(m.entry, () => relocLength(this.host.entries, m));
-    }
+    for (const m of moves) movedBytes += this.readingValue(m, () => relocLength(this.host.entries, m));
     return {
       segments,
       freedBytes: segments.length * segmentSize,
@@ -144,7 +140,7 @@ export class Compactor {
         // Values read on demand are kept in memory before anything changes (a failed read changes
         // nothing): their new records are not written yet when they may next be read.
         for (const m of moves) {
-          this.readingValue(m.entry, () => {
+          this.readingValue(m, () => {
             entries.holdValue(m.entry);
           });
         }
@@ -171,15 +167,17 @@ export class Compactor {
   }
 
   /**
-   * `read`, which reads the value of `entry`, a held entry (on demand, it may fail): when it finds
-   * the value damaged, the segments that hold it are set aside before the error goes on, so the
-   * next cycle empties others instead of failing on the same value again.
+   * `read`, which reads the value of the move's entry (on demand, it may fail): when it finds the
+   * value damaged and the entry still held, the segments that hold it are set aside before the
+   * error goes on, so the next cycle empties others instead of failing on the same value again.
+   * (A plan answers for the moment of the call, so it reads values written over since; one of
+   * those is nobody's now, and setting its segments aside would outlast it.)
    */
-  private readingValue<T>(entry: EntryRef, read: () => T): T {
+  private readingValue<T>(m: Move, read: () => T): T {
     try {
       return read();
     } catch (err) {
-      if (err instanceof StatefsError && err.code === 'EINTEGRITY') this.host.usage.setAsideFor(entry);
+      if (err instanceof StatefsError && err.code === 'EINTEGRITY' && this.host.stillHeld(m)) this.host.usage.setAsideFor(m.entry);
       throw err;
     }
   }
