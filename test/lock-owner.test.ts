@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -57,7 +58,11 @@ test('a writable open names its owner in the lock (pid, host, boot, PID namespac
     assert.equal(owner.pid, process.pid);
     assert.equal(owner.host, hostname());
     assert.match(owner.boot ?? '', /^[0-9a-f-]{36}$/);
-    if (existsSync('/etc/machine-id')) assert.equal(owner.machine, readFileSync('/etc/machine-id', 'utf8').trim());
+    if (existsSync('/etc/machine-id')) {
+      const id = readFileSync('/etc/machine-id', 'utf8').trim();
+      assert.equal(owner.machine, createHash('sha256').update(`statefs lock ${id}`).digest('hex').slice(0, 32));
+      assert.ok(!written.includes(id), 'the machine id itself is not written');
+    }
     assert.match(owner.pidNamespace ?? '', /^pid:\[\d+\]$/);
     // Field 22 of /proc/<pid>/stat, counted independently: after the last ')' (the command name may hold spaces).
     const stat = readFileSync(`/proc/${String(process.pid)}/stat`, 'utf8');

@@ -55,9 +55,9 @@ export function addDaemonOptions(cmd: Command): Command {
 }
 
 /**
- * Run the daemon until SIGTERM or SIGINT, or until the IPC channel of the process that started it
- * closes (drain, sync, close, exit 0); SIGHUP reloads the policy. Logs are JSON lines on stderr (pino), marker lines go to stdout. A daemon that cannot
- * start logs why, then writes the CLI's `statefs: CODE: message` line for a human (the last line
+ * Run the daemon until SIGTERM or SIGINT, or until the IPC channel of the process that started
+ * it closes (drain, sync, close, exit 0); SIGHUP reloads the policy. Logs are JSON lines on
+ * stderr (pino), marker lines go to stdout. A daemon that cannot start logs why, then writes the CLI's `statefs: CODE: message` line for a human (the last line
  * on stderr), and leaves exit status EXIT_UNAVAILABLE (69).
  */
 export async function serve(args: DaemonArgs): Promise<void> {

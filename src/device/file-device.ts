@@ -22,10 +22,11 @@ export interface FileDeviceOptions {
 /**
  * A file-backed image (a sparse regular file of fixed size, or a block device). Durability is
  * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and names the
- * owner (pid, host, boot, PID namespace, start time: lock-owner.ts); a lock whose owner is gone
- * is stale and taken over. A second opener gets `EBUSY`, as does one that cannot tell whether the
- * owner is gone (another host or container). Read-only opens take no lock (what a read-only open does about a live owner is the
- * engine's: read-only-view.ts, and fsck refuses such an image).
+ * owner (pid, host, machine, boot, PID namespace, start time: lock-owner.ts); a lock whose owner
+ * is gone is stale and taken over. A second opener gets `EBUSY`, as does one that cannot tell
+ * whether the owner is gone (another machine or container). Read-only opens take no lock (what a
+ * read-only open does about a live owner is the engine's: read-only-view.ts, and fsck refuses
+ * such an image).
  */
 export class FileDevice implements BlockDevice {
   private closed = false;

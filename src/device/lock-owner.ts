@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
@@ -11,7 +12,10 @@ import { hostname } from 'node:os';
 export interface LockOwner {
   pid: number;
   host?: string;
-  /** `/etc/machine-id`: the same across restarts of one machine (where the system keeps one). */
+  /**
+   * `/etc/machine-id`, hashed with this program's name (systemd asks that the id itself not be
+   * shown): the same across restarts of one machine, where the system keeps one.
+   */
   machine?: string;
   /** `/proc/sys/kernel/random/boot_id`: one per running kernel, new at every restart. */
   boot?: string;
@@ -66,7 +70,7 @@ export function thisProcess(): LockOwner {
   if (self !== undefined) return self;
   const owner: LockOwner = { pid: process.pid, host: hostname() };
   const machine = readText('/etc/machine-id');
-  if (machine !== undefined) owner.machine = machine;
+  if (machine !== undefined) owner.machine = createHash('sha256').update(`statefs lock ${machine}`).digest('hex').slice(0, 32);
   const boot = readText('/proc/sys/kernel/random/boot_id');
   if (boot !== undefined) owner.boot = boot;
   const pidNamespace = readLink('/proc/self/ns/pid');
