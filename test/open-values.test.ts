@@ -111,8 +111,16 @@ async function assertDamageFound(path: string, subject: string, key: string, rec
   await assert.rejects(Store.open(path), damaged(/record holding a live value is damaged/));
   const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
   try {
-    assert.throws(() => s.getSync(subject, key), (err: unknown) => damaged(/record holding a value is damaged/)(err) && err instanceof StatefsError && err.key === key && err.subject === subject);
+    const naming = (op: string) => (err: unknown): boolean => damaged(/record holding a value is damaged/)(err) && err instanceof StatefsError && err.key === key && err.subject === subject && err.op === op;
+    assert.throws(() => s.getSync(subject, key), naming('get'));
     await assert.rejects(s.get(subject, key), damaged(/record holding a value is damaged/));
+    // A transaction's read and a diff that compares the value name the key too.
+    const txn = s.begin(subject);
+    await assert.rejects(txn.get(subject, key), naming('txn.get'));
+    await txn.abort();
+    await s.snapshot(subject, 'before');
+    await s.put(subject, key, 'other');
+    await assert.rejects(s.diffSnaps(subject, 'before', '@live'), naming('diffSnaps'));
   } finally {
     await s.close();
   }

@@ -649,7 +649,13 @@ export class Store extends EventEmitter {
         (bin) => out.removed.push(fromBinary(bin)),
         (bin) => out.added.push(fromBinary(bin)),
         (bin, x, y) => {
-          if (!this.entries.sameValue(x, y)) out.changed.push(fromBinary(bin));
+          let same: boolean;
+          try {
+            same = this.entries.sameValue(x, y);
+          } catch (err) {
+            throw withContext(err, op, subject, fromBinary(bin)); // a value read on demand, damaged
+          }
+          if (!same) out.changed.push(fromBinary(bin));
         },
       );
       // diffTrees walks from the highest key down; report bytewise ascending.
@@ -1268,7 +1274,11 @@ export class Store extends EventEmitter {
     children: (subject, bin) => this.keys.children(subject, bin),
     readCommitted: (subject, bin) => {
       const entry = this.keys.read(subject)?.get(bin);
-      return entry === undefined ? undefined : this.entries.copyValue(entry);
+      try {
+        return entry === undefined ? undefined : this.entries.copyValue(entry);
+      } catch (err) {
+        throw withContext(err, 'txn.get', subject, fromBinary(bin)); // a value read on demand, damaged
+      }
     },
     checkWritable: (op) => {
       this.checkWritable(op);
