@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { BlockDevice } from '../src/device/device.js';
@@ -108,21 +108,29 @@ async function assertDamageFound(path: string, subject: string, key: string, rec
     if (record !== undefined) assert.equal(err.offset, record, what);
     return true;
   };
+  const naming = (op: string) => (err: unknown): boolean => damaged(/record holding a value is damaged/)(err) && err instanceof StatefsError && err.key === key && err.subject === subject && err.op === op;
   await assert.rejects(Store.open(path), damaged(/record holding a live value is damaged/));
   const s = await Store.open(path, { autoGc: false, valueReads: 'on-demand' });
   try {
-    const naming = (op: string) => (err: unknown): boolean => damaged(/record holding a value is damaged/)(err) && err instanceof StatefsError && err.key === key && err.subject === subject && err.op === op;
     assert.throws(() => s.getSync(subject, key), naming('get'));
     await assert.rejects(s.get(subject, key), damaged(/record holding a value is damaged/));
-    // A transaction's read and a diff that compares the value name the key too.
+    // A transaction's read names the key too.
     const txn = s.begin(subject);
     await assert.rejects(txn.get(subject, key), naming('txn.get'));
     await txn.abort();
-    await s.snapshot(subject, 'before');
-    await s.put(subject, key, 'other');
-    await assert.rejects(s.diffSnaps(subject, 'before', '@live'), naming('diffSnaps'));
   } finally {
     await s.close();
+  }
+  // So does a diff that compares the value (on a copy: it writes a snapshot and the key).
+  await copyFile(path, `${path}.diff`);
+  const d = await Store.open(`${path}.diff`, { autoGc: false, valueReads: 'on-demand' });
+  try {
+    await d.snapshot(subject, 'before');
+    await d.put(subject, key, 'other');
+    await assert.rejects(d.diffSnaps(subject, 'before', '@live'), naming('diffSnaps'));
+  } finally {
+    await d.close();
+    await rm(`${path}.diff`);
   }
   await assert.rejects(Store.open(path, { readOnly: true }), damaged(/record holding a live value is damaged/));
 }
