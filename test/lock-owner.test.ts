@@ -31,6 +31,17 @@ async function image(path: string): Promise<void> {
   await s.close();
 }
 
+/** An image whose lock names `owner`: a writable open is `EBUSY` with `message`, and the lock is left as it was. */
+async function assertLockKept(dir: string, owner: LockOwner, ...message: string[]): Promise<string> {
+  const path = join(dir, 'a.img');
+  await image(path);
+  const lock = formatLock(owner);
+  writeFileSync(`${path}.lock`, lock);
+  await assert.rejects(Store.open(path), busyWith(...message));
+  assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock, 'the lock was left alone');
+  return path;
+}
+
 /** A live process other than this one, and the lock text it would write (it computes it itself). */
 async function withOtherProcess(fn: (owner: LockOwner) => Promise<void>): Promise<void> {
   const lockOwnerJs = fileURLToPath(new URL('../src/device/lock-owner.js', import.meta.url));
@@ -76,13 +87,10 @@ test('a writable open names its owner in the lock (pid, host, boot, PID namespac
 
 test('a lock from another host is EBUSY naming that host and the lock file, even when its pid is not alive here', async () => {
   await withTempDir(async (dir) => {
-    const path = join(dir, 'a.img');
-    await image(path);
-    const lock = formatLock({ ...thisProcess(), pid: deadPid(), host: 'other-host', machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' });
-    writeFileSync(`${path}.lock`, lock);
-    await assert.rejects(Store.open(path), busyWith('on host other-host', `remove ${path}.lock only if`));
+    const owner = { ...thisProcess(), pid: deadPid(), host: 'other-host', machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' };
+    const path = await assertLockKept(dir, owner, 'on host other-host', `remove ${join(dir, 'a.img')}.lock only if`);
     await assert.rejects(fsck(path), code('EBUSY'));
-    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock, 'the lock was left alone');
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), formatLock(owner), 'fsck left the lock alone');
     // A read-only open takes no lock and still reads.
     const ro = await Store.open(path, { readOnly: true });
     assert.equal(text(await ro.get('app', '/state/k')), 'v');
@@ -92,23 +100,13 @@ test('a lock from another host is EBUSY naming that host and the lock file, even
 
 test('a lock from another PID namespace of this host (another container) is EBUSY even when its pid is not alive here', onLinux, async () => {
   await withTempDir(async (dir) => {
-    const path = join(dir, 'a.img');
-    await image(path);
-    const lock = formatLock({ ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]' });
-    writeFileSync(`${path}.lock`, lock);
-    await assert.rejects(Store.open(path), busyWith('in another PID namespace of this host (pid:[1]'));
-    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock);
+    await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]' }, 'in another PID namespace of this host (pid:[1]');
   });
 });
 
 test('a lock from another machine with the same host name (another boot and machine id) is EBUSY, even when its pid is not alive here', onLinux, async () => {
   await withTempDir(async (dir) => {
-    const path = join(dir, 'a.img');
-    await image(path);
-    const lock = formatLock({ ...thisProcess(), pid: deadPid(), machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' });
-    writeFileSync(`${path}.lock`, lock);
-    await assert.rejects(Store.open(path), busyWith(`on host ${hostname()} under another running kernel`));
-    assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock);
+    await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), machine: 'f'.repeat(32), boot: '00000000-0000-0000-0000-000000000000' }, `on host ${hostname()} under another running kernel`);
   });
 });
 

@@ -28,8 +28,14 @@ interface Launcher {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function launch(cwd: string): Launcher {
-  const child = spawn(process.execPath, [QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs the quick start in `cwd`; `underShell`: as `npm start` does, under a parent that stays (a
+ * shell standing in for npm), rather than as a child of this process.
+ */
+function launch(cwd: string, underShell = false): Launcher {
+  const child = underShell
+    ? spawn('/bin/sh', ['-c', '"$0" "$1"; exit $?', process.execPath, QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => {
@@ -63,7 +69,6 @@ function daemonPid(l: Launcher): number {
   return Number(m[1]);
 }
 
-/** Stops whatever a failed test left running. */
 /** The pids of `pid`'s children (Linux: /proc/<pid>/task/<pid>/children). */
 function childrenOf(pid: number): number[] {
   try {
@@ -126,25 +131,6 @@ async function untilGone(pid: number, what: string): Promise<void> {
     if (Date.now() > deadline) assert.fail(`${what} (pid ${String(pid)}) still runs ${WAIT_MS} ms on`);
     await sleep(20);
   }
-}
-
-/** Launches the quick start as `npm start` does, under a parent that stays (a shell standing in for npm). */
-function launchUnderParent(cwd: string): Launcher {
-  const child = spawn('/bin/sh', ['-c', '"$0" "$1"; exit $?', process.execPath, QUICKSTART], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString('utf8');
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('close', (code, signal) => {
-      resolve({ code, signal });
-    });
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 const linuxProc = { skip: existsSync(`/proc/${String(process.pid)}/task/${String(process.pid)}/children`) ? false : 'needs /proc/<pid>/task/<pid>/children' };
@@ -215,7 +201,7 @@ test('kill -9 of the launcher while the daemon is still starting: the daemon sto
 test('kill -9 of npm (the launcher\'s parent): the launcher sees itself orphaned, stops the daemon, and both exit', { ...linuxProc, timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, '.statefs', 'state.img');
-    const npm = launchUnderParent(dir);
+    const npm = launch(dir, true);
     let pid: number | undefined;
     let launcher: number | undefined;
     try {
