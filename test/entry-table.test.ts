@@ -115,6 +115,16 @@ async function assertLetGoByCheckpoints(s: Store, keys: readonly string[]): Prom
   await s.close();
 }
 
+/**
+ * `keys` of subject `app` with `value(i)` each, put into `img` by a store that is closed (and so,
+ * once this returns, holds no memory the caller then measures).
+ */
+async function putAllAndClose(img: Uint8Array, keys: readonly string[], value: (i: number) => string): Promise<void> {
+  const first = await openMemory(img, { autoGc: false });
+  await first.putMany('app', keys.map((key, i) => [key, value(i)] as const));
+  await first.close();
+}
+
 async function valuesOf(store: Store, subject: string, keys: readonly string[]): Promise<(string | undefined)[]> {
   const out: (string | undefined)[] = [];
   for (const key of keys) out.push(text(await store.get(subject, key)));
@@ -168,13 +178,7 @@ test('values read on demand: the open and the reads hold none; GC moves keep the
   const img = await memoryImage(64 * MiB);
   const keys = Array.from({ length: 6000 }, (_, i) => `/state/k${String(i).padStart(5, '0')}`);
   const value = (i: number): string => `${String(i)}-${'x'.repeat(1000)}`;
-  // In a function of its own, so its store is gone before the memory is measured.
-  const fill = async (): Promise<void> => {
-    const first = await openMemory(img, { autoGc: false });
-    await first.putMany('app', keys.map((key, i) => [key, value(i)] as const));
-    await first.close();
-  };
-  await fill();
+  await putAllAndClose(img, keys, value);
   // No checkpoint runs of itself meanwhile (it could let memory go between two measures).
   const unopened = await arrayBufferBytes();
   const s = await openMemory(img, { autoGc: false, checkpointBytes: 1 << 30, valueReads: 'on-demand' });
@@ -258,12 +262,7 @@ test('values read on demand that deletes let go cost no read and no memory, unle
   const img = await memoryImage(16 * MiB);
   const keys = Array.from({ length: 3000 }, (_, i) => `/state/k${String(i).padStart(4, '0')}`);
   const value = (i: number): string => `${String(i)}-${'d'.repeat(300)}`;
-  const fill = async (): Promise<void> => {
-    const first = await openMemory(img, { autoGc: false });
-    await first.putMany('app', keys.map((key, i) => [key, value(i)] as const));
-    await first.close();
-  };
-  await fill();
+  await putAllAndClose(img, keys, value);
   class CountingReads extends MemoryDevice {
     reads = 0;
     override readSync(offset: number, into: Uint8Array): void {
