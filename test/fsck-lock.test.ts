@@ -8,11 +8,12 @@ import { fileURLToPath } from 'node:url';
 import { Store } from '../src/engine/store.js';
 import { fsck } from '../src/engine/fsck.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
-import { takeOverStaleLock } from '../src/device/file-device.js';
+import { readLock, takeOverStaleLock } from '../src/device/image-lock.js';
 import { readdirSync } from 'node:fs';
 import { StatefsError } from '../src/errors.js';
 import { guardResources } from './hygiene.js';
 import { MiB, memoryImage, withTempDir } from './helpers.js';
+import { deadPid } from './lock-processes.js';
 import { record, u32, u64 } from './record-encoder.js';
 
 guardResources();
@@ -24,7 +25,6 @@ guardResources();
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
 /** The pid line of a lock file (the lines after it name the host, boot and namespace: lock-owner.ts). */
 const lockText = (lock: string): string => (existsSync(lock) ? (readFileSync(lock, 'utf8').split('\n')[0] ?? '') : 'none');
-const deadPid = (): string => spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
 const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root to run a check as another user' : false };
 
 async function image(path: string): Promise<void> {
@@ -80,10 +80,12 @@ test('two openers that judged the same stale lock: the second leaves the lock th
     const dead = `${deadPid()}\n`;
     writeFileSync(lock, dead);
     // Both read the dead pid; the first removes it and takes the lock...
-    assert.equal(await takeOverStaleLock(lock, dead), 'removed');
+    const judged = await readLock(lock);
+    assert.ok(judged !== undefined);
+    assert.equal(await takeOverStaleLock(lock, judged), 'removed');
     writeFileSync(lock, `${String(process.pid)}\n`, { flag: 'wx' });
     // ...and the second, acting on what it read before, must not remove the first one's lock.
-    assert.equal(await takeOverStaleLock(lock, dead), 'changed');
+    assert.equal(await takeOverStaleLock(lock, judged), 'changed');
     assert.equal(lockText(lock), String(process.pid));
     assert.deepEqual(readdirSync(dir), ['a.img.lock']);
   });

@@ -1,18 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from '../src/device/lock-owner.js';
 import { fsck } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import { StatefsError } from '../src/errors.js';
 import { guardResources } from './hygiene.js';
 import { MiB, text, withTempDir } from './helpers.js';
+import { deadPid, withOtherProcess } from './lock-processes.js';
 
 guardResources();
 
@@ -23,7 +21,6 @@ guardResources();
 const onLinux = { skip: existsSync('/proc/self/ns/pid') ? false : 'needs /proc (Linux)' };
 const code = (c: string) => (err: unknown) => err instanceof StatefsError && err.code === c;
 const busyWith = (...parts: string[]) => (err: unknown) => code('EBUSY')(err) && err instanceof Error && parts.every((p) => err.message.includes(p));
-const deadPid = (): number => Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
 
 async function image(path: string): Promise<void> {
   const s = await Store.create(path, { size: 8 * MiB });
@@ -40,22 +37,6 @@ async function assertLockKept(dir: string, owner: LockOwner, ...message: string[
   await assert.rejects(Store.open(path), busyWith(...message));
   assert.equal(readFileSync(`${path}.lock`, 'utf8'), lock, 'the lock was left alone');
   return path;
-}
-
-/** A live process other than this one, and the lock text it would write (it computes it itself). */
-async function withOtherProcess(fn: (owner: LockOwner) => Promise<void>): Promise<void> {
-  const lockOwnerJs = fileURLToPath(new URL('../src/device/lock-owner.js', import.meta.url));
-  const script = `import { formatLock, thisProcess } from ${JSON.stringify(lockOwnerJs)}; process.stdout.write(formatLock(thisProcess())); setTimeout(() => {}, 60_000);`;
-  const other = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    const [chunk] = (await once(other.stdout, 'data')) as [Buffer];
-    const owner = parseLock(chunk.toString('utf8'));
-    assert.ok(owner !== undefined && owner.pid === other.pid, chunk.toString('utf8'));
-    await fn(owner);
-  } finally {
-    other.kill('SIGKILL');
-    await once(other, 'exit');
-  }
 }
 
 test('a writable open names its owner in the lock (pid, host, boot, PID namespace, start time), and close removes it', onLinux, async () => {

@@ -1,10 +1,9 @@
 import { constants, fdatasyncSync, readSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { StatefsError } from '../errors.js';
 import type { BlockDevice } from './device.js';
-import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from './lock-owner.js';
+import { acquireLock, releaseLock } from './image-lock.js';
+import { errnoOf, ioError } from './io-error.js';
 import { checkRange } from './memory-device.js';
 
 export interface FileDeviceOptions {
@@ -200,140 +199,6 @@ async function imageSize(fh: FileHandle, path: string, created: number | undefin
     if (Number.isSafeInteger(n) && n > 0) return { size: n * 512, isFile: false };
   }
   throw StatefsError.EINVAL(`${path} is neither a regular file nor a block device of known size`, { op: 'open' });
-}
-
-/** A lock file held by a process that writes no pid into it within this long was left by a crash between the two. */
-const LOCK_WRITE_GRACE_MS = 5_000;
-
-/**
- * Take `<image>.lock` for the caller (as a writable open does) and return whether it is held and
- * its release: fsck holds it for a whole check, so no owner can start and move the log under it.
- * `EBUSY` names a live holder. `held` is false only for an image in a directory this process may
- * not write: it is checked without the lock, and must not be written (a repair takes the lock itself).
- */
-export async function lockImage(imagePath: string, op: string, advice: string): Promise<{ held: boolean; release: () => Promise<void> }> {
-  const lockPath = `${imagePath}.lock`;
-  // An image in a directory this process cannot write (a read-only mount of a backup) cannot be
-  // locked: it is checked without the lock, refused only while a live owner holds one.
-  if (!(await acquireLock(lockPath, imagePath, op, advice, true))) return { held: false, release: () => Promise.resolve() };
-  return { held: true, release: () => releaseLock(lockPath) };
-}
-
-/** Remove `<image>.lock` if it is still this process's: a lock another process holds by now is left to it. */
-async function releaseLock(lockPath: string): Promise<void> {
-  const seen = await readLock(lockPath);
-  if (seen?.text === formatLock(thisProcess())) await unlink(lockPath).catch(() => undefined);
-}
-
-const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
-
-/** Returns false, with `unwritableOk`, when the lock file cannot be created in a directory it may not write. */
-async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<boolean> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    let unwritable = false;
-    try {
-      const fh = await open(lockPath, 'wx', 0o600);
-      try {
-        await fh.writeFile(formatLock(thisProcess()));
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        await unlink(lockPath).catch(() => undefined);
-        throw ioError('lock', err);
-      }
-      await fh.close();
-      return true;
-    } catch (err) {
-      if (err instanceof StatefsError) throw err;
-      const errno = errnoOf(err);
-      // The lock goes beside the image: ENOENT means the image's directory is missing (for fsck too).
-      if (errno === 'ENOENT') throw StatefsError.ENOENT(`directory ${dirname(imagePath)} of image ${imagePath}`, { op, cause: err });
-      // fsck: a path through a file, no image (the same answer as for a missing image).
-      if (unwritableOk && errno === 'ENOTDIR') throw StatefsError.ENOENT(`image ${imagePath}`, { op });
-      unwritable = unwritableOk && errno !== undefined && UNWRITABLE.has(errno);
-      if (errno !== 'EEXIST' && !unwritable) throw ioError('lock', err);
-    }
-    const seen = await readLock(lockPath);
-    if (seen === undefined) {
-      if (unwritable) return false; // no lock, and none can be taken: checked without one
-      continue; // released meanwhile: try again
-    }
-    if (seen.owner !== undefined) {
-      const verdict = judgeLockOwner(seen.owner);
-      if (verdict.holder === 'alive') throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner.pid}${advice}`, { op });
-      if (verdict.holder === 'unknown') {
-        throw StatefsError.EBUSY(
-          `image ${basename(imagePath)} is locked by process ${seen.owner.pid} ${verdict.where}, which this process cannot check: ` +
-            `remove ${lockPath} only if no process there has the image open${advice}`,
-          { op },
-        );
-      }
-    }
-    // No pid yet in a lock just created: its creator is between the create and the write.
-    if (seen.owner === undefined && (seen.text === undefined || seen.ageMs < LOCK_WRITE_GRACE_MS)) break;
-    if (unwritable) return false;
-    // Stale: the owner died without unlocking (kill -9), or the host restarted since. Take it over.
-    const taken = await takeOverStaleLock(lockPath, seen.text);
-    if (taken === 'unwritable' && unwritableOk) return false;
-  }
-  throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process${advice}`, { op });
-}
-
-interface SeenLock {
-  /** The file's text; undefined when it cannot be read (another user's lock). */
-  text: string | undefined;
-  owner: LockOwner | undefined;
-  ageMs: number;
-}
-
-/** The lock file as it is now (undefined: there is none). */
-async function readLock(lockPath: string): Promise<SeenLock | undefined> {
-  let text: string | undefined;
-  try {
-    text = await readFile(lockPath, 'utf8');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-  }
-  const st = await stat(lockPath).catch(() => undefined);
-  if (st === undefined && text === undefined) return undefined;
-  return { text, owner: text === undefined ? undefined : parseLock(text), ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs };
-}
-
-/**
- * Remove a stale lock whose text was `judged`, and only that one: two openers that judged the same
- * stale lock must not both remove it (the second would remove the lock the first has just taken).
- * The lock is moved aside first and its text checked there; a lock that is not the one judged
- * (another opener's, taken meanwhile) is put back.
- */
-export async function takeOverStaleLock(lockPath: string, judged: string | undefined): Promise<'removed' | 'changed' | 'unwritable'> {
-  const aside = `${lockPath}.stale-${String(process.pid)}-${randomBytes(4).toString('hex')}`;
-  try {
-    await rename(lockPath, aside);
-  } catch (err) {
-    const errno = errnoOf(err);
-    return errno !== undefined && UNWRITABLE.has(errno) ? 'unwritable' : 'changed';
-  }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
-  if (moved !== judged) {
-    // Another opener's lock, taken since it was judged: back where it was (unless a third one
-    // has taken the place meanwhile, which then holds it).
-    await link(aside, lockPath).catch(() => undefined);
-    await unlink(aside).catch(() => undefined);
-    return 'changed';
-  }
-  await unlink(aside).catch(() => undefined);
-  return 'removed';
-}
-
-function errnoOf(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
-  return undefined;
-}
-
-function ioError(op: string, err: unknown, offset?: number): StatefsError {
-  const code = errnoOf(err);
-  const message = err instanceof Error ? err.message : String(err);
-  const ctx = { op, cause: err, ...(offset === undefined ? {} : { offset }) };
-  return code === 'ENOSPC' ? StatefsError.ENOSPC(`device: ${message}`, ctx) : StatefsError.EIO(message, ctx);
 }
 
 async function pathExists(path: string): Promise<boolean> {

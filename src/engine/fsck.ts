@@ -1,5 +1,6 @@
 import type { BlockDevice } from '../device/device.js';
-import { FileDevice, lockImage } from '../device/file-device.js';
+import { FileDevice } from '../device/file-device.js';
+import { lockImage } from '../device/image-lock.js';
 import { StatefsError } from '../errors.js';
 import { SUPERBLOCK_LENGTH, decodeSuperblock, encodeSuperblock, superblockOffset } from '../format/superblock.js';
 import { readEntriesBySegment, readEntryValue } from './entry-reader.js';

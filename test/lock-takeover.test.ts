@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+import { test } from 'node:test';
+import { inspect } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { readLock, takeOverStaleLock, type SeenLock } from '../src/device/image-lock.js';
+import { formatLock, parseLock } from '../src/device/lock-owner.js';
+import { Store } from '../src/engine/store.js';
+import { StatefsError } from '../src/errors.js';
+import { guardResources } from './hygiene.js';
+import { MiB, text, withTempDir } from './helpers.js';
+import { deadPid, withOtherProcess } from './lock-processes.js';
+
+guardResources();
+
+const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root to open as another user' : false };
+
+// Taking over a stale lock used to move the lock aside, check its text and link it back if it was
+// not the one judged. With three openers at once, the third created its lock while the second had
+// the first's aside; the link back failed and the first's lock was deleted: two processes wrote
+// the image (two holders in about half the rounds of the race below). Takers of one stale lock
+// now take turns through files named after it, and read the lock again in their turn.
+
+const busyWith = (...parts: string[]) => (err: unknown) => err instanceof StatefsError && err.code === 'EBUSY' && parts.every((p) => err.message.includes(p));
+const longAgo = (path: string): void => {
+  const old = new Date(Date.now() - 60_000);
+  utimesSync(path, old, old);
+};
+
+async function image(path: string): Promise<void> {
+  const s = await Store.create(path, { size: 8 * MiB });
+  await s.put('app', '/state/k', 'v');
+  await s.close();
+}
+
+/** The lock file as an opener judges it now, and the file of turn `turn` of a takeover of it. */
+async function judgedLock(lock: string, turn = 1): Promise<{ judged: SeenLock; turnFile: string }> {
+  const judged = await readLock(lock);
+  assert.ok(judged !== undefined);
+  return { judged, turnFile: `${lock}.takeover-${judged.identity}-${String(turn)}` };
+}
+
+type Opener = ChildProcessByStdio<Writable, Readable, null>;
+
+/**
+ * `count` processes, each ready to lock the image at `path` on a line on its stdin, and each then
+ * printing `held` or the error's code and keeping what it took until killed.
+ */
+function startOpeners(path: string, count: number): { openers: Opener[]; answers: (() => Promise<string>)[] } {
+  const imageLockJs = fileURLToPath(new URL('../src/device/image-lock.js', import.meta.url));
+  const script = [
+    `import { lockImage } from ${JSON.stringify(imageLockJs)};`,
+    `import { createInterface } from 'node:readline';`,
+    `createInterface({ input: process.stdin }).once('line', () => lockImage(${JSON.stringify(path)}, 'open', '').then(`,
+    `  () => process.stdout.write('held\\n'), (err) => process.stdout.write(String(err.code) + '\\n')));`,
+    `process.stdout.write('ready\\n');`,
+  ].join('\n');
+  const openers: Opener[] = [];
+  const answers: (() => Promise<string>)[] = [];
+  for (let i = 0; i < count; i++) {
+    const opener = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    openers.push(opener);
+    const lines = createInterface({ input: opener.stdout })[Symbol.asyncIterator]();
+    answers.push(async () => String((await lines.next()).value));
+  }
+  return { openers, answers };
+}
+
+async function stopAll(openers: Opener[]): Promise<void> {
+  for (const opener of openers) {
+    if (opener.exitCode !== null || opener.signalCode !== null) continue;
+    opener.kill('SIGKILL');
+    await once(opener, 'exit');
+  }
+}
+
+test('openers racing for a stale lock: exactly one holds the image, every other one is EBUSY', async () => {
+  const leftBy = ['a killed owner', 'an earlier version\'s creator killed before it wrote its pid', 'a killed owner, and a taker killed in its turn'];
+  for (let round = 0; round < 9; round++) {
+    const stale = leftBy[round % leftBy.length] ?? '';
+    await withTempDir(async (dir) => {
+      const path = join(dir, 'a.img');
+      const lock = `${path}.lock`;
+      if (stale === leftBy[1]) {
+        writeFileSync(lock, '');
+        longAgo(lock);
+      } else {
+        writeFileSync(lock, `${String(deadPid())}\n`);
+      }
+      if (stale === leftBy[2]) writeFileSync((await judgedLock(lock)).turnFile, `${String(deadPid())}\n`);
+      const { openers, answers } = startOpeners(path, 4);
+      try {
+        for (const answer of answers) assert.equal(await answer(), 'ready');
+        for (const opener of openers) opener.stdin.write('go\n');
+        const results = await Promise.all(answers.map((answer) => answer()));
+        const holders = openers.filter((_, i) => results[i] === 'held');
+        assert.equal(holders.length, 1, `round ${String(round)} (${stale}): ${results.join(' ')}`);
+        assert.deepEqual(results.filter((r) => r !== 'held'), ['EBUSY', 'EBUSY', 'EBUSY']);
+        assert.equal(parseLock(readFileSync(lock, 'utf8'))?.pid, holders[0]?.pid, 'the lock names the one holder');
+        assert.deepEqual(readdirSync(dir), ['a.img.lock'], 'no takeover turn, draft or lock moved aside is left');
+      } finally {
+        await stopAll(openers);
+      }
+    });
+  }
+});
+
+test('two opens in one process beside a stale lock: one holds the image, the other is EBUSY', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    writeFileSync(`${path}.lock`, `${String(deadPid())}\n`);
+    const results = await Promise.allSettled([Store.open(path), Store.open(path)]);
+    const opened = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const refused = results.flatMap((r): unknown[] => (r.status === 'rejected' ? [r.reason] : []));
+    assert.equal(opened.length, 1);
+    assert.equal(refused.length, 1);
+    assert.ok(busyWith(`locked by process ${String(process.pid)}`)(refused[0]), inspect(refused[0]));
+    await opened[0]?.close();
+    assert.deepEqual(readdirSync(dir), ['a.img']);
+  });
+});
+
+test('a takeover another live process is making: the stale lock is left to it, and an opener is EBUSY naming its turn file', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    const lock = `${path}.lock`;
+    await image(path);
+    const stale = `${String(deadPid())}\n`;
+    writeFileSync(lock, stale);
+    const { judged, turnFile } = await judgedLock(lock);
+    await withOtherProcess(async (other) => {
+      writeFileSync(turnFile, formatLock(other));
+      assert.deepEqual(await takeOverStaleLock(lock, judged), { busy: turnFile });
+      await assert.rejects(Store.open(path), busyWith('being locked by another process', `remove ${turnFile}`));
+      assert.equal(readFileSync(lock, 'utf8'), stale, 'the stale lock was left to the takeover');
+      assert.equal(readFileSync(turnFile, 'utf8'), formatLock(other), 'and so was its turn');
+    });
+  });
+});
+
+test('a turn whose taker died in it: the next opener takes the next turn, takes the lock over and removes both turns', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    const lock = `${path}.lock`;
+    await image(path);
+    writeFileSync(lock, `${String(deadPid())}\n`);
+    const { turnFile } = await judgedLock(lock);
+    writeFileSync(turnFile, `${String(deadPid())}\n`);
+    const s = await Store.open(path);
+    assert.equal(parseLock(readFileSync(lock, 'utf8'))?.pid, process.pid);
+    assert.equal(existsSync(turnFile), false);
+    assert.equal(text(await s.get('app', '/state/k')), 'v');
+    await s.close();
+    assert.deepEqual(readdirSync(dir), ['a.img']);
+  });
+});
+
+test('a lock without a pid judged stale, then replaced by a new opener\'s (still without its pid): the new one is left', async () => {
+  await withTempDir(async (dir) => {
+    const lock = join(dir, 'a.img.lock');
+    writeFileSync(lock, '');
+    longAgo(lock); // its creator (an earlier version) died between the create and the write: stale
+    const { judged } = await judgedLock(lock);
+    // The lock is taken over and a new opener creates its own, not yet written: the same text.
+    writeFileSync(lock, '');
+    assert.equal(await takeOverStaleLock(lock, judged), 'changed');
+    assert.equal(existsSync(lock), true, 'the new opener\'s lock was left');
+    assert.deepEqual(readdirSync(dir), ['a.img.lock']);
+  });
+});
+
+test('a stale lock this process may not remove (another user\'s, in a sticky directory): EBUSY naming the file to remove', asRoot, async () => {
+  await withTempDir(async (dir) => {
+    const shared = join(dir, 'shared');
+    mkdirSync(shared);
+    const path = join(shared, 'a.img');
+    await image(path);
+    const stale = `${String(deadPid())}\n`;
+    writeFileSync(`${path}.lock`, stale, { mode: 0o644 }); // root's, its owner killed
+    chmodSync(dir, 0o755);
+    chmodSync(shared, 0o1777);
+    chmodSync(path, 0o666);
+    const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
+    const script = `import { Store } from ${JSON.stringify(storeJs)}; Store.open(${JSON.stringify(path)}).then((s) => s.close().then(() => console.log('opened')), (e) => console.log(e.code, e.message));`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^EBUSY .*stale lock that this process may not remove: remove .*a\.img\.lock/);
+    assert.equal(readFileSync(`${path}.lock`, 'utf8'), stale);
+    assert.deepEqual(readdirSync(shared), ['a.img', 'a.img.lock'], 'no turn or draft left behind');
+  });
+});
