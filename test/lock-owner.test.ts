@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from '../src/device/lock-owner.js';
 import { fsck } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
@@ -82,6 +86,91 @@ test('a lock from another host is EBUSY naming that host and the lock file, even
 test('a lock from another PID namespace of this host (another container) is EBUSY even when its pid is not alive here', onLinux, async () => {
   await withTempDir(async (dir) => {
     await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]' }, 'in another PID namespace of this host (pid:[1]');
+  });
+});
+
+/** A socket file name as a lock owner makes one, for a pid that is not alive here. */
+const socketName = (): string => `.statefs-owner-${String(deadPid())}-${randomBytes(8).toString('hex')}.sock`;
+
+/** A process that listens on `path` and is killed: the socket file stays, and the kernel refuses connections to it. */
+async function deadListener(path: string): Promise<void> {
+  const script = `require('node:net').createServer().listen(${JSON.stringify(path)}, () => process.stdout.write('ready'));`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await once(child.stdout, 'data');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+}
+
+test('a lock from another PID namespace of this kernel whose owner\'s socket refuses connections (its container was killed) is stale: taken over, its socket file removed', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const socket = socketName();
+    await deadListener(join(dir, socket));
+    writeFileSync(`${path}.lock`, formatLock({ ...thisProcess(), pid: 1, pidNamespace: 'pid:[1]', socket }));
+    const s = await Store.open(path);
+    const mine = parseLock(readFileSync(`${path}.lock`, 'utf8'));
+    assert.equal(mine?.pid, process.pid);
+    assert.equal(existsSync(join(dir, socket)), false, 'the dead owner\'s socket file was removed');
+    assert.deepEqual(readdirSync(dir), [mine.socket, 'a.img', 'a.img.lock']);
+    await s.close();
+    assert.deepEqual(readdirSync(dir), ['a.img'], 'close removes the lock and its socket');
+  });
+});
+
+test('a lock from another PID namespace of this kernel is EBUSY while its owner answers on its socket, when the socket file is gone, and when it names a file no owner makes', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const socket = socketName();
+    const server = createServer((conn) => conn.destroy());
+    await new Promise<void>((resolve) => server.listen(join(dir, socket), resolve));
+    try {
+      await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket }, 'is locked by process');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  await withTempDir(async (dir) => {
+    // A cleaner may remove a live owner's socket file: no file is not taken for a dead owner.
+    await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket: socketName() }, 'in another PID namespace of this host (pid:[1]');
+  });
+  for (const socket of ['a.img', '../a.sock', '.statefs-owner-1-00.sock']) {
+    await withTempDir(async (dir) => {
+      const path = await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket }, 'in another PID namespace of this host (pid:[1]');
+      assert.ok(existsSync(path), `a lock naming ${socket} as its socket removed nothing`);
+    });
+  }
+});
+
+const withUnshare = { skip: process.getuid?.() === 0 && existsSync('/usr/bin/unshare') ? false : 'needs root and unshare(1)' };
+
+test('a store held in another PID namespace (a container): EBUSY while its process lives; once that is killed, the next open takes the lock over', withUnshare, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
+    const script = `import { Store } from ${JSON.stringify(storeJs)}; const s = await Store.open(${JSON.stringify(path)}); await s.put('app', '/state/k', 'from the container'); process.stdout.write('ready'); setInterval(() => {}, 60_000);`;
+    const unshare = spawn('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let holder: number | undefined; // the store's process, the namespace's first
+    try {
+      await once(unshare.stdout, 'data');
+      holder = Number(readFileSync(`/proc/${String(unshare.pid)}/task/${String(unshare.pid)}/children`, 'utf8').trim());
+      const owner = parseLock(readFileSync(`${path}.lock`, 'utf8'));
+      assert.ok(owner?.socket !== undefined && owner.pidNamespace !== thisProcess().pidNamespace, JSON.stringify(owner));
+      await assert.rejects(Store.open(path), busyWith(`is locked by process ${String(owner.pid)}`));
+      process.kill(holder, 'SIGKILL'); // kill -9: the namespace ends with it
+      await once(unshare, 'exit');
+      const s = await Store.open(path);
+      assert.equal(text(await s.get('app', '/state/k')), 'from the container');
+      assert.equal(existsSync(join(dir, owner.socket)), false);
+      await s.close();
+      assert.deepEqual(readdirSync(dir), ['a.img']);
+    } finally {
+      if (unshare.exitCode === null && unshare.signalCode === null) {
+        if (holder !== undefined) process.kill(holder, 'SIGKILL');
+        unshare.kill('SIGKILL');
+        await once(unshare, 'exit');
+      }
+    }
   });
 });
 

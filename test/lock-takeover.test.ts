@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -101,8 +101,9 @@ test('openers racing for a stale lock: exactly one holds the image, every other 
         const holders = openers.filter((_, i) => results[i] === 'held');
         assert.equal(holders.length, 1, `round ${String(round)} (${stale}): ${results.join(' ')}`);
         assert.deepEqual(results.filter((r) => r !== 'held'), ['EBUSY', 'EBUSY', 'EBUSY']);
-        assert.equal(parseLock(readFileSync(lock, 'utf8'))?.pid, holders[0]?.pid, 'the lock names the one holder');
-        assert.deepEqual(readdirSync(dir), ['a.img.lock'], 'no takeover turn, draft or lock moved aside is left');
+        const owner = parseLock(readFileSync(lock, 'utf8'));
+        assert.equal(owner?.pid, holders[0]?.pid, 'the lock names the one holder');
+        assert.deepEqual(readdirSync(dir), [owner?.socket, 'a.img.lock'], 'beside the lock only its owner\'s socket: no turn, draft or lock moved aside is left');
       } finally {
         await stopAll(openers);
       }
@@ -192,6 +193,36 @@ test('a stale lock this process may not remove (another user\'s, in a sticky dir
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /^EBUSY .*stale lock that this process may not remove: remove .*a\.img\.lock/);
     assert.equal(readFileSync(`${path}.lock`, 'utf8'), stale);
-    assert.deepEqual(readdirSync(shared), ['a.img', 'a.img.lock'], 'no turn or draft left behind');
+    // Its turn stays (the lock it was for is still there), its taker gone now: the next opener,
+    // one that may remove the lock, takes the next turn and removes both.
+    const { turnFile } = await judgedLock(`${path}.lock`);
+    assert.deepEqual(readdirSync(shared), ['a.img', 'a.img.lock', basename(turnFile)], 'no draft or socket left behind');
+    const s = await Store.open(path);
+    await s.close();
+    assert.deepEqual(readdirSync(shared), ['a.img']);
+  });
+});
+
+test('a writable open in a directory it may not write: EBUSY naming a live holder, EIO naming the lock file when there is none', asRoot, async () => {
+  await withTempDir(async (dir) => {
+    const ro = join(dir, 'ro');
+    mkdirSync(ro);
+    const path = join(ro, 'a.img');
+    await image(path);
+    chmodSync(dir, 0o755);
+    chmodSync(ro, 0o555);
+    chmodSync(path, 0o666);
+    const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
+    const script = `import { Store } from ${JSON.stringify(storeJs)}; Store.open(${JSON.stringify(path)}).then((s) => s.close().then(() => console.log('opened')), (e) => console.log(e.code, e.message));`;
+    const openAsNobody = (): string => {
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      return run.stdout;
+    };
+    assert.match(openAsNobody(), new RegExp(`^EIO .*cannot create ${path}\\.lock: EACCES`));
+    const s = await Store.open(path); // root may write there
+    assert.match(openAsNobody(), new RegExp(`^EBUSY .*image a\\.img is locked by process ${String(process.pid)}`));
+    await s.close();
+    assert.deepEqual(readdirSync(ro), ['a.img']);
   });
 });

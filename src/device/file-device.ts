@@ -2,7 +2,7 @@ import { constants, fdatasyncSync, readSync, writeSync } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { StatefsError } from '../errors.js';
 import type { BlockDevice } from './device.js';
-import { acquireLock, releaseLock } from './image-lock.js';
+import { acquireLock, type HeldLock } from './image-lock.js';
 import { errnoOf, ioError } from './io-error.js';
 import { checkRange } from './memory-device.js';
 
@@ -21,9 +21,10 @@ export interface FileDeviceOptions {
 /**
  * A file-backed image (a sparse regular file of fixed size, or a block device). Durability is
  * `fdatasync`. One process owns an image: `<image>.lock` is created exclusively and names the
- * owner (pid, host, machine, boot, PID namespace, start time: lock-owner.ts); a lock whose owner
- * is gone is stale and taken over. A second opener gets `EBUSY`, as does one that cannot tell
- * whether the owner is gone (another machine or container). Read-only opens take no lock (what a
+ * owner (pid, host, machine, boot, PID namespace, start time, a socket it answers on:
+ * image-lock.ts); a lock whose owner is gone is stale and taken over. A second opener gets
+ * `EBUSY`, as does one that cannot tell whether the owner is gone (another machine, a container
+ * whose socket it cannot reach). Read-only opens take no lock (what a
  * read-only open does about a live owner is the engine's: read-only-view.ts, and fsck refuses
  * such an image).
  */
@@ -36,7 +37,7 @@ export class FileDevice implements BlockDevice {
     private readonly dsync: FileHandle | undefined,
     readonly size: number,
     readonly path: string,
-    private readonly lockPath: string | undefined,
+    private readonly lock: HeldLock | undefined,
     /** A regular file (sparse where never written), not a block device. */
     readonly sparse: boolean,
   ) {}
@@ -46,20 +47,19 @@ export class FileDevice implements BlockDevice {
     if (options.create !== undefined && options.force !== true && (await pathExists(path))) {
       throw StatefsError.EEXIST(`image ${path}`, { op: 'mkfs' });
     }
-    const lockPath = readOnly || options.lockHeld === true ? undefined : `${path}.lock`;
-    if (lockPath !== undefined) await acquireLock(lockPath, path, 'open');
+    const lock = readOnly || options.lockHeld === true ? undefined : await acquireLock(`${path}.lock`, path, 'open');
     try {
       const fh = await openImage(path, options);
       try {
         const { size, isFile } = await imageSize(fh, path, options.create);
         const dsync = readOnly ? undefined : await open(path, constants.O_WRONLY | constants.O_DSYNC);
-        return new FileDevice(fh, dsync, size, path, lockPath, isFile);
+        return new FileDevice(fh, dsync, size, path, lock, isFile);
       } catch (err) {
         await fh.close();
         throw err;
       }
     } catch (err) {
-      if (lockPath !== undefined) await releaseLock(lockPath);
+      await lock?.release();
       throw err;
     }
   }
@@ -161,7 +161,7 @@ export class FileDevice implements BlockDevice {
     } finally {
       // Both handles are closed even if the first close fails; the lock goes in any case.
       await this.fh.close().catch(() => undefined);
-      if (this.lockPath !== undefined) await releaseLock(this.lockPath);
+      await this.lock?.release();
     }
   }
 }

@@ -1,27 +1,41 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { connect, createServer } from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StatefsError } from '../errors.js';
 import { errnoOf, ioError } from './io-error.js';
-import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from './lock-owner.js';
+import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner, type LockVerdict } from './lock-owner.js';
 
-// One process owns an image: `<image>.lock` names it (lock-owner.ts). A lock whose owner is gone
-// is stale and taken over. Openers that judged the same stale lock take turns through takeover
-// files named after that lock (`takeOverStaleLock`), so only one removes it, and none removes a
-// lock taken since (statefs-v3.md 5.3).
+// One process owns an image: `<image>.lock` names it (lock-owner.ts), and while it holds the lock
+// it listens on a Unix socket the lock names, so a process of the same kernel in another PID
+// namespace can tell whether it is alive. A lock whose owner is gone is stale and taken over.
+// Openers that judged the same stale lock take turns through files named after that lock
+// (`takeOverStaleLock`), so only one removes it, and none removes a lock taken since
+// (statefs-v3.md 5.3).
 
-/** A lock file held by a process that writes no pid into it within this long was left by a crash between the two (earlier versions create, then write). */
+/**
+ * A lock file that names no owner within this long was left by a crash between its create and
+ * its write (earlier versions create, then write; so does this one where files cannot be linked).
+ */
 const LOCK_WRITE_GRACE_MS = 5_000;
 
 /** How long an opener waits for another opener's takeover of a stale lock before `EBUSY`. */
 const TAKEOVER_WAIT_MS = 2_000;
 const TAKEOVER_POLL_MS = 10;
-/** Takeover files of one stale lock tried before giving up (each one more means its holder died). */
+/** Turns of one stale lock tried before giving up (each one more means its taker died in it). */
 const TAKEOVER_TURNS = 64;
+/** Locks found and gone again (released, taken over) before an opener gives up. */
+const LOCK_TRIES = 8;
 
 const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
+
+/** A lock this process holds. */
+export interface HeldLock {
+  /** Remove the lock if it is still this one (a lock another process holds by now is left to it), then stop answering on its socket. */
+  release(): Promise<void>;
+}
 
 /**
  * Take `<image>.lock` for the caller (as a writable open does) and return whether it is held and
@@ -30,44 +44,60 @@ const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
  * not write: it is checked without the lock, and must not be written (a repair takes the lock itself).
  */
 export async function lockImage(imagePath: string, op: string, advice: string): Promise<{ held: boolean; release: () => Promise<void> }> {
-  const lockPath = `${imagePath}.lock`;
   // An image in a directory this process cannot write (a read-only mount of a backup) cannot be
   // locked: it is checked without the lock, refused only while a live owner holds one.
-  if (!(await acquireLock(lockPath, imagePath, op, advice, true))) return { held: false, release: () => Promise.resolve() };
-  return { held: true, release: () => releaseLock(lockPath) };
+  const lock = await acquireLock(`${imagePath}.lock`, imagePath, op, advice, true);
+  if (lock === undefined) return { held: false, release: () => Promise.resolve() };
+  return { held: true, release: () => lock.release() };
 }
 
-/** Remove a lock file (the image's or the takeover's) if it is still this process's: one another process holds by now is left to it. */
-export async function releaseLock(lockPath: string): Promise<void> {
-  const seen = await readLock(lockPath);
-  if (seen?.text === formatLock(thisProcess())) await unlink(lockPath).catch(() => undefined);
+/** Undefined only with `unwritableOk`, when the lock file cannot be created in a directory this process may not write. */
+export async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<HeldLock | undefined> {
+  const listener = await listenForJudges(lockPath);
+  const text = formatLock(listener === undefined ? thisProcess() : { ...thisProcess(), socket: listener.name });
+  let held = false;
+  try {
+    const taken = await takeLock(lockPath, text, imagePath, op, advice, unwritableOk);
+    held = taken;
+    if (!taken) return undefined;
+    return {
+      release: async () => {
+        const seen = await readLock(lockPath);
+        if (seen?.text === text) await unlink(lockPath).catch(() => undefined);
+        await listener?.close();
+      },
+    };
+  } finally {
+    if (!held) await listener?.close();
+  }
 }
 
-/** Returns false, with `unwritableOk`, when the lock file cannot be created in a directory it may not write. */
-export async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<boolean> {
+async function takeLock(lockPath: string, text: string, imagePath: string, op: string, advice: string, unwritableOk: boolean): Promise<boolean> {
   const deadline = performance.now() + TAKEOVER_WAIT_MS;
-  for (let tries = 0; tries < TAKEOVER_TURNS; ) {
-    let unwritable = false;
+  for (let tries = 0; tries < LOCK_TRIES; ) {
+    let refused: unknown;
     try {
-      if (await createOwned(lockPath)) return true;
+      if (await createOwned(lockPath, text)) return true;
     } catch (err) {
-      if (err instanceof StatefsError) throw err;
       const errno = errnoOf(err);
       // The lock goes beside the image: ENOENT means the image's directory is missing (for fsck too).
       if (errno === 'ENOENT') throw StatefsError.ENOENT(`directory ${dirname(imagePath)} of image ${imagePath}`, { op, cause: err });
       // fsck: a path through a file, no image (the same answer as for a missing image).
       if (unwritableOk && errno === 'ENOTDIR') throw StatefsError.ENOENT(`image ${imagePath}`, { op });
-      unwritable = unwritableOk && errno !== undefined && UNWRITABLE.has(errno);
-      if (!unwritable) throw ioError('lock', err);
+      if (errno === undefined || !UNWRITABLE.has(errno)) throw lockError(lockPath, err);
+      refused = err; // a directory this process may not write: a holder is still named below
     }
     const seen = await readLock(lockPath);
     if (seen === undefined) {
-      if (unwritable) return false; // no lock, and none can be taken: checked without one
+      if (refused !== undefined) {
+        if (unwritableOk) return false; // no lock, and none can be taken: checked without one
+        throw lockError(lockPath, refused);
+      }
       tries++;
       continue; // released meanwhile: try again
     }
     if (seen.owner !== undefined) {
-      const verdict = judgeLockOwner(seen.owner);
+      const verdict = await judge(seen.owner, lockPath);
       if (verdict.holder === 'alive') throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner.pid}${advice}`, { op });
       if (verdict.holder === 'unknown') {
         throw StatefsError.EBUSY(
@@ -76,12 +106,11 @@ export async function acquireLock(lockPath: string, imagePath: string, op: strin
           { op },
         );
       }
+    } else if (seen.text === undefined || seen.ageMs < LOCK_WRITE_GRACE_MS) {
+      break; // another user's lock this process cannot read, or one whose creator is between its create and its write
     }
-    // No pid yet in a lock just created: its creator (an earlier version) is between the create and the write.
-    if (seen.text === undefined || !stale(seen)) break;
-    if (unwritable) return false;
     // Stale: the owner died without unlocking (kill -9), or the host restarted since. Take it over.
-    const taken = await takeOverStaleLock(lockPath, seen);
+    const taken = refused === undefined ? await takeOverStaleLock(lockPath, seen, text) : 'unwritable';
     if (taken === 'unwritable') {
       if (unwritableOk) return false;
       throw StatefsError.EBUSY(`image ${basename(imagePath)} has a stale lock that this process may not remove: remove ${lockPath}${advice}`, { op });
@@ -97,6 +126,13 @@ export async function acquireLock(lockPath: string, imagePath: string, op: strin
     }
   }
   throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process${advice}`, { op });
+}
+
+/** A lock file that could not be created, named as the lock (not the draft the error may name). */
+function lockError(lockPath: string, err: unknown): StatefsError {
+  const errno = errnoOf(err);
+  if (errno === 'ENOSPC') return ioError('lock', err);
+  return StatefsError.EIO(`cannot create ${lockPath}: ${errno ?? (err instanceof Error ? err.message : String(err))}`, { op: 'lock', cause: err });
 }
 
 export interface SeenLock {
@@ -122,24 +158,36 @@ export async function readLock(lockPath: string): Promise<SeenLock | undefined> 
   return { text, owner: text === undefined ? undefined : parseLock(text), ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs, identity };
 }
 
-/** A lock file whose owner is gone, or that has named none for longer than its creator needs to write one. */
-function stale(seen: SeenLock): boolean {
-  if (seen.owner !== undefined) return judgeLockOwner(seen.owner).holder === 'gone';
+/** The verdict on a lock's owner; one in another PID namespace of this kernel is asked on its socket. */
+async function judge(owner: LockOwner, lockPath: string): Promise<LockVerdict> {
+  const verdict = judgeLockOwner(owner);
+  if (verdict.holder !== 'unknown' || verdict.socket === undefined) return verdict;
+  const socket = ownerSocket(lockPath, verdict.socket);
+  if (socket === undefined) return verdict;
+  const answer = await ask(socket);
+  if (answer === 'answered') return { holder: 'alive' };
+  if (answer === 'refused') return { holder: 'gone' };
+  return verdict;
+}
+
+/** A lock or a turn whose owner is gone, or that has named none for longer than its creator needs to write one. */
+async function stale(seen: SeenLock, path: string): Promise<boolean> {
+  if (seen.owner !== undefined) return (await judge(seen.owner, path)).holder === 'gone';
   return seen.text !== undefined && seen.ageMs >= LOCK_WRITE_GRACE_MS;
 }
 
 /** Where a file may be linked in place: a failure other than these means the file system has no hard links. */
-const LINK_ANSWERS = new Set(['EEXIST', 'ENOENT', 'EACCES', 'EROFS', 'ENOSPC', 'EDQUOT', 'EIO']);
+const LINK_ANSWERS = new Set(['EEXIST', 'ENOENT', 'EACCES', 'EROFS', 'ENOSPC', 'EDQUOT', 'EIO', 'ENAMETOOLONG']);
 
 /**
- * Create `path` exclusively holding this process's owner, false if it exists. The text is written
- * to a file of its own first and linked in place, so the file is never seen empty (on a file
- * system without hard links it is created and then written). Other errors are thrown as they came.
+ * Create `path` exclusively holding `text`, false if it exists. The text is written to a draft
+ * (a fixed-length name beside it) first and linked in place, so the file is never seen empty;
+ * where the file system has no hard links it is created and then written. Errors are thrown as
+ * they came.
  */
-async function createOwned(path: string): Promise<boolean> {
-  const text = formatLock(thisProcess());
-  const draft = `${path}.new-${String(process.pid)}-${randomBytes(4).toString('hex')}`;
-  const fh = await open(draft, 'wx', 0o600);
+async function createOwned(path: string, text: string): Promise<boolean> {
+  const draft = join(dirname(path), `.statefs-draft-${randomBytes(8).toString('hex')}`);
+  const fh = await open(draft, 'wx', 0o644);
   try {
     try {
       await fh.writeFile(text);
@@ -160,59 +208,68 @@ async function createOwned(path: string): Promise<boolean> {
   return createThenWrite(path, text);
 }
 
+/**
+ * `createOwned` without hard links. The file is empty until written: an opener that judged it
+ * left by a crash in that time (5 s) may have replaced it, so it is held only if it is still
+ * the file written.
+ */
 async function createThenWrite(path: string, text: string): Promise<boolean> {
   let fh;
   try {
-    fh = await open(path, 'wx', 0o600);
+    fh = await open(path, 'wx', 0o644);
   } catch (err) {
     if (errnoOf(err) === 'EEXIST') return false;
     throw err;
   }
   try {
     await fh.writeFile(text);
+    const [mine, there] = await Promise.all([fh.stat(), stat(path).catch(() => undefined)]);
     await fh.close();
+    return there?.ino === mine.ino && there.dev === mine.dev;
   } catch (err) {
     await fh.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);
     throw err;
   }
-  return true;
 }
 
 /**
  * Remove the stale lock `judged`, and only that one. Openers that judged it stale take turns:
  * turn n is the file `<lock>.takeover-<identity>-<n>` (the judged lock's identity), created
- * exclusively with its taker's owner in it. The taker reads the lock again, removes it only if it
- * is still the file judged, and then removes the turns' files. Turn n + 1 is taken only once the
- * taker of turn n is gone, so two takers never act on one lock at once, and no file is removed
- * while a live process may still act on it. `busy`: another opener has the turn now.
+ * exclusively with its taker's owner in it (`mine`: the text of the lock it is taking, which
+ * names its socket). The taker reads the lock again and removes it only if
+ * it is still the file judged. Turn n + 1 is taken only once the taker of turn n is gone, and
+ * turns are removed only once the judged lock is: so two takers never act on one lock at once.
+ * `busy`: another opener has the turn now.
  */
-export async function takeOverStaleLock(lockPath: string, judged: SeenLock): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
+export async function takeOverStaleLock(lockPath: string, judged: SeenLock, mine = formatLock(thisProcess())): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
   const judgedText = judged.text;
-  if (judgedText === undefined) return 'changed'; // unreadable: never judged stale
+  if (judgedText === undefined) return 'changed'; // a lock that cannot be read is never judged stale
   const turnFile = (turn: number): string => `${lockPath}.takeover-${judged.identity}-${String(turn)}`;
   for (let turn = 1; turn <= TAKEOVER_TURNS; turn++) {
-    let mine: boolean;
+    let taken: boolean;
     try {
-      mine = await createOwned(turnFile(turn));
+      taken = await createOwned(turnFile(turn), mine);
     } catch (err) {
-      if (err instanceof StatefsError) throw err;
       const errno = errnoOf(err);
       if (errno !== undefined && UNWRITABLE.has(errno)) return 'unwritable';
-      throw ioError('lock', err);
+      throw lockError(lockPath, err);
     }
-    if (mine) {
-      try {
-        const now = await readLock(lockPath);
-        return now?.identity === judged.identity ? await removeIfUnchanged(lockPath, judgedText) : 'changed';
-      } finally {
-        // The judged lock is gone (or this process may not remove it): no opener needs its turns.
+    if (taken) {
+      const now = await readLock(lockPath);
+      const result = now?.identity === judged.identity ? await removeIfUnchanged(lockPath, judgedText) : 'changed';
+      // Turns are removed only once the judged lock is gone; while it is there (this process may
+      // not remove it, or a read failed) this turn stays this process's, judged as a lock is.
+      const after = result === 'removed' ? undefined : await readLock(lockPath);
+      if (after?.identity !== judged.identity) {
         for (let t = 1; t <= turn; t++) await unlink(turnFile(t)).catch(() => undefined);
+        if (result === 'removed') await removeOwnerSocket(lockPath, judged.owner);
       }
+      return result;
     }
     const taker = await readLock(turnFile(turn));
     if (taker === undefined) return 'changed'; // the turns were removed: the judged lock is gone
-    if (!stale(taker)) return { busy: turnFile(turn) };
+    if (!(await stale(taker, turnFile(turn)))) return { busy: turnFile(turn) };
     // Its taker died in its turn: the next one.
   }
   return { busy: turnFile(TAKEOVER_TURNS) };
@@ -220,9 +277,9 @@ export async function takeOverStaleLock(lockPath: string, judged: SeenLock): Pro
 
 /**
  * Remove the file at `path` if its text is still `judged`. It is moved aside first and its text
- * checked there; a file that is not the one judged is put back (unless a new one has taken the
- * place meanwhile). Under a takeover turn this meets only the judged lock; the check guards
- * against openers of earlier versions, which take no turns.
+ * checked there; a file that is not the one judged is put back. Under a turn this meets only the
+ * judged lock; the check guards against openers of earlier versions, which take no turns (one of
+ * them creating a lock while another's is aside would make the put-back fail, and that lock lost).
  */
 async function removeIfUnchanged(path: string, judged: string): Promise<'removed' | 'changed' | 'unwritable'> {
   const aside = `${path}.stale-${String(process.pid)}-${randomBytes(4).toString('hex')}`;
@@ -240,4 +297,77 @@ async function removeIfUnchanged(path: string, judged: string): Promise<'removed
   }
   await unlink(aside).catch(() => undefined);
   return 'removed';
+}
+
+// The owner's socket. A lock names it by its file name in the lock's directory (containers may
+// mount that directory at different paths). It exists from before the lock is created until after
+// it is removed, so a process of this kernel that connects to it while the lock is there reaches
+// its owner, unless the owner is gone: then the kernel refuses the connection.
+
+/** `sun_path` holds 108 bytes with its NUL: a socket at a longer path cannot be made. */
+const MAX_SOCKET_PATH = 107;
+const SOCKET_NAME = /^\.statefs-owner-\d+-[0-9a-f]{16}\.sock$/;
+
+/** Listen on a new socket beside the lock; undefined where none can be made (a long path, a directory this process may not write, a file system without sockets). */
+async function listenForJudges(lockPath: string): Promise<{ name: string; close: () => Promise<void> } | undefined> {
+  const name = `.statefs-owner-${String(process.pid)}-${randomBytes(8).toString('hex')}.sock`;
+  const path = join(dirname(lockPath), name);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return undefined;
+  const server = createServer((conn) => conn.destroy());
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch {
+    server.close();
+    return undefined;
+  }
+  server.unref(); // an embedded store's lock must not keep its process running
+  return {
+    name,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+      await unlink(path).catch(() => undefined);
+    },
+  };
+}
+
+/** The path of the socket a lock names, if the name is one this module makes (a lock's text must not point it elsewhere). */
+function ownerSocket(lockPath: string, name: string): string | undefined {
+  return SOCKET_NAME.test(name) ? join(dirname(lockPath), name) : undefined;
+}
+
+/** Whether a process answers on `socket`: `refused` only when the kernel says none listens there. */
+function ask(socket: string): Promise<'answered' | 'refused' | 'unknown'> {
+  return new Promise((resolve) => {
+    const conn = connect(socket);
+    const settle = (answer: 'answered' | 'refused' | 'unknown'): void => {
+      conn.destroy();
+      resolve(answer);
+    };
+    conn.setTimeout(1_000, () => {
+      settle('unknown');
+    });
+    conn.once('connect', () => {
+      settle('answered');
+    });
+    // ENOENT is not taken for gone: a cleaner may have removed a live owner's socket file.
+    conn.once('error', (err) => {
+      settle(errnoOf(err) === 'ECONNREFUSED' ? 'refused' : 'unknown');
+    });
+  });
+}
+
+/** Remove the socket file a taken-over lock's owner left when it died. */
+async function removeOwnerSocket(lockPath: string, owner: LockOwner | undefined): Promise<void> {
+  const socket = owner?.socket === undefined ? undefined : ownerSocket(lockPath, owner.socket);
+  if (socket !== undefined) await unlink(socket).catch(() => undefined);
 }

@@ -23,9 +23,16 @@ export interface LockOwner {
   pidNamespace?: string;
   /** Field 22 of `/proc/<pid>/stat`, in clock ticks since boot: tells a reused pid apart. */
   start?: string;
+  /**
+   * A Unix socket the holder listens on while it holds the lock, named in the lock's directory:
+   * a process of the same kernel in another PID namespace, which cannot check the pid, connects
+   * to it (image-lock.ts).
+   */
+  socket?: string;
 }
 
-export type LockVerdict = { holder: 'alive' } | { holder: 'gone' } | { holder: 'unknown'; where: string };
+/** `unknown`: `socket` is the holder's socket when it runs under this kernel, so connecting to it tells. */
+export type LockVerdict = { holder: 'alive' } | { holder: 'gone' } | { holder: 'unknown'; where: string; socket?: string };
 
 /** The lines after the pid: each field of `LockOwner` and its name in the file. */
 const FIELDS: readonly (readonly [Exclude<keyof LockOwner, 'pid'>, string])[] = [
@@ -34,6 +41,7 @@ const FIELDS: readonly (readonly [Exclude<keyof LockOwner, 'pid'>, string])[] = 
   ['boot', 'boot'],
   ['pidNamespace', 'pidns'],
   ['start', 'start'],
+  ['socket', 'socket'],
 ];
 
 /** The text of a lock file: the pid on the first line (all earlier versions wrote only that), then `name value` lines. */
@@ -108,7 +116,8 @@ export function judgeLockOwner(owner: LockOwner, here: LockOwner = thisProcess()
     if (owner.host !== undefined && owner.host !== here.host) return { holder: 'unknown', where: `on host ${owner.host}` };
   } else if (owner.pidNamespace === undefined || owner.pidNamespace !== here.pidNamespace) {
     // The same running kernel: pids compare only within one PID namespace.
-    return { holder: 'unknown', where: `in another PID namespace of this host (${owner.pidNamespace ?? 'not named'}, a container)` };
+    const where = `in another PID namespace of this host (${owner.pidNamespace ?? 'not named'}, a container)`;
+    return owner.socket === undefined ? { holder: 'unknown', where } : { holder: 'unknown', where, socket: owner.socket };
   }
   if (!isAlive(owner.pid)) return { holder: 'gone' };
   // Alive, but perhaps another process given the same pid since the holder died.
