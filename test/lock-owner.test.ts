@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { chownSync, existsSync, lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { formatLock, judgeLockOwner, parseLock, thisProcess, type LockOwner } from '../src/device/lock-owner.js';
@@ -91,15 +91,44 @@ test('a lock from another PID namespace of this host (another container) is EBUS
 
 /** A socket file name as a lock owner makes one, for a pid that is not alive here. */
 const socketName = (): string => `.statefs-owner-${String(deadPid())}-${randomBytes(8).toString('hex')}.sock`;
+/** What a lock says of the socket file at `dir/name`: its name, device and inode. */
+const socketNamed = (dir: string, name: string): string => {
+  const st = lstatSync(join(dir, name), { bigint: true });
+  return `${name} ${String(st.dev)}:${String(st.ino)}`;
+};
+const otherNamespace = (socket: string): LockOwner => ({ ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket });
 
 /** A process that listens on `path` and is killed: the socket file stays, and the kernel refuses connections to it. */
 async function deadListener(path: string): Promise<void> {
   const script = `require('node:net').createServer().listen(${JSON.stringify(path)}, () => process.stdout.write('ready'));`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await once(child.stdout, 'data');
+  await firstOutput(child);
   child.kill('SIGKILL');
   await once(child, 'exit');
 }
+
+/** The first output of `child`; fails (not hangs) if it exits first. */
+async function firstOutput(child: ChildProcessByStdio<null, Readable, null>): Promise<string> {
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    throw new Error(`exited (${String(code ?? signal)}) before any output`);
+  });
+  const [chunk] = (await Promise.race([once(child.stdout, 'data'), exited])) as [Buffer];
+  return chunk.toString('utf8');
+}
+
+test('a writable open listens on a socket its lock names (name, device and inode), and close removes both', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const s = await Store.open(path);
+    const [name = '', id] = parseLock(readFileSync(`${path}.lock`, 'utf8'))?.socket?.split(' ') ?? [];
+    assert.match(name, /^\.statefs-owner-\d+-[0-9a-f]{16}\.sock$/);
+    assert.equal(`${name} ${String(id)}`, socketNamed(dir, name));
+    assert.ok(lstatSync(join(dir, name)).isSocket());
+    await s.close();
+    assert.deepEqual(readdirSync(dir), ['a.img']);
+  });
+});
 
 test('a lock from another PID namespace of this kernel whose owner\'s socket refuses connections (its container was killed) is stale: taken over, its socket file removed', onLinux, async () => {
   await withTempDir(async (dir) => {
@@ -107,66 +136,97 @@ test('a lock from another PID namespace of this kernel whose owner\'s socket ref
     await image(path);
     const socket = socketName();
     await deadListener(join(dir, socket));
-    writeFileSync(`${path}.lock`, formatLock({ ...thisProcess(), pid: 1, pidNamespace: 'pid:[1]', socket }));
+    writeFileSync(`${path}.lock`, formatLock({ ...otherNamespace(socketNamed(dir, socket)), pid: 1 }));
     const s = await Store.open(path);
     const mine = parseLock(readFileSync(`${path}.lock`, 'utf8'));
     assert.equal(mine?.pid, process.pid);
     assert.equal(existsSync(join(dir, socket)), false, 'the dead owner\'s socket file was removed');
-    assert.deepEqual(readdirSync(dir), [mine.socket, 'a.img', 'a.img.lock']);
+    assert.deepEqual(readdirSync(dir), [mine.socket?.split(' ')[0], 'a.img', 'a.img.lock']);
     await s.close();
     assert.deepEqual(readdirSync(dir), ['a.img'], 'close removes the lock and its socket');
   });
 });
 
-test('a lock from another PID namespace of this kernel is EBUSY while its owner answers on its socket, when the socket file is gone, and when it names a file no owner makes', onLinux, async () => {
+test('a lock from another PID namespace of this kernel is EBUSY while its owner answers on its socket (a live store), naming where', onLinux, async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'a.img');
+    await image(path);
+    const s = await Store.open(path);
+    const own = readFileSync(`${path}.lock`, 'utf8');
+    const owner = parseLock(own);
+    assert.ok(owner !== undefined);
+    writeFileSync(`${path}.lock`, formatLock({ ...owner, pidNamespace: 'pid:[1]' })); // as another container sees it
+    await assert.rejects(Store.open(path), busyWith(`is locked by process ${String(process.pid)} in another PID namespace of this host (pid:[1]`, 'which answers on its socket'));
+    writeFileSync(`${path}.lock`, own);
+    await s.close();
+    assert.deepEqual(readdirSync(dir), ['a.img']);
+  });
+});
+
+test('a lock from another PID namespace of this kernel is EBUSY when its socket cannot tell: gone, not the very socket named, another user\'s, or a name no owner makes', onLinux, async () => {
+  // A cleaner may remove a live owner's socket file: no file is not taken for a dead owner.
+  await withTempDir(async (dir) => {
+    await assertLockKept(dir, otherNamespace(`${socketName()} 1:2`), 'in another PID namespace of this host (pid:[1]');
+  });
+  // Refused, but from another socket than the one named (another mount of the directory shows
+  // another inode; someone else may put a socket there).
   await withTempDir(async (dir) => {
     const socket = socketName();
-    const server = createServer((conn) => conn.destroy());
-    await new Promise<void>((resolve) => server.listen(join(dir, socket), resolve));
-    try {
-      await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket }, 'is locked by process');
-    } finally {
-      await new Promise((resolve) => server.close(resolve));
-    }
+    await deadListener(join(dir, socket));
+    const [name = '', id = ''] = socketNamed(dir, socket).split(' ');
+    await assertLockKept(dir, otherNamespace(`${name} ${id.replace(/\d+$/, (ino) => String(BigInt(ino) + 1n))}`), 'in another PID namespace of this host (pid:[1]');
+    assert.ok(existsSync(join(dir, socket)), 'a socket not the one named is left alone');
   });
+  // A regular file (which refuses connections too) at the name, with its own device and inode.
   await withTempDir(async (dir) => {
-    // A cleaner may remove a live owner's socket file: no file is not taken for a dead owner.
-    await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket: socketName() }, 'in another PID namespace of this host (pid:[1]');
+    const socket = socketName();
+    writeFileSync(join(dir, socket), '');
+    await assertLockKept(dir, otherNamespace(socketNamed(dir, socket)), 'in another PID namespace of this host (pid:[1]');
+    assert.ok(existsSync(join(dir, socket)));
   });
-  for (const socket of ['a.img', '../a.sock', '.statefs-owner-1-00.sock']) {
+  if (process.getuid?.() === 0) {
     await withTempDir(async (dir) => {
-      const path = await assertLockKept(dir, { ...thisProcess(), pid: deadPid(), pidNamespace: 'pid:[1]', socket }, 'in another PID namespace of this host (pid:[1]');
-      assert.ok(existsSync(path), `a lock naming ${socket} as its socket removed nothing`);
+      const socket = socketName();
+      await deadListener(join(dir, socket));
+      chownSync(join(dir, socket), 65534, 65534); // another user's socket beside root's lock
+      await assertLockKept(dir, otherNamespace(socketNamed(dir, socket)), 'in another PID namespace of this host (pid:[1]');
+    });
+  }
+  for (const name of ['a.img', '../a.sock', '.statefs-owner-1-00.sock']) {
+    await withTempDir(async (dir) => {
+      const path = await assertLockKept(dir, otherNamespace(`${name} 1:2`), 'in another PID namespace of this host (pid:[1]');
+      assert.ok(existsSync(path), `a lock naming ${name} as its socket removed nothing`);
     });
   }
 });
 
-const withUnshare = { skip: process.getuid?.() === 0 && existsSync('/usr/bin/unshare') ? false : 'needs root and unshare(1)' };
+/** `unshare --pid` works here (root, and not refused by a container's seccomp profile). */
+const canUnshare = existsSync('/usr/bin/unshare') && spawnSync('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
 
-test('a store held in another PID namespace (a container): EBUSY while its process lives; once that is killed, the next open takes the lock over', withUnshare, async () => {
+test('a store held in another PID namespace (a container): EBUSY while its process lives; once that is killed, the next open takes the lock over', { skip: canUnshare ? false : 'needs unshare --pid (root)' }, async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'a.img');
     await image(path);
     const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
     const script = `import { Store } from ${JSON.stringify(storeJs)}; const s = await Store.open(${JSON.stringify(path)}); await s.put('app', '/state/k', 'from the container'); process.stdout.write('ready'); setInterval(() => {}, 60_000);`;
-    const unshare = spawn('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let holder: number | undefined; // the store's process, the namespace's first
+    // --kill-child: the store's process dies with unshare, whatever happens below.
+    const unshare = spawn('/usr/bin/unshare', ['--pid', '--kill-child', '--mount-proc', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      await once(unshare.stdout, 'data');
-      holder = Number(readFileSync(`/proc/${String(unshare.pid)}/task/${String(unshare.pid)}/children`, 'utf8').trim());
+      assert.equal(await firstOutput(unshare), 'ready');
       const owner = parseLock(readFileSync(`${path}.lock`, 'utf8'));
       assert.ok(owner?.socket !== undefined && owner.pidNamespace !== thisProcess().pidNamespace, JSON.stringify(owner));
-      await assert.rejects(Store.open(path), busyWith(`is locked by process ${String(owner.pid)}`));
-      process.kill(holder, 'SIGKILL'); // kill -9: the namespace ends with it
+      await assert.rejects(Store.open(path), busyWith(`is locked by process ${String(owner.pid)} in another PID namespace`, 'which answers on its socket'));
+      // kill -9 of the store's process (the namespace's first: the namespace ends with it).
+      const holder = Number(readFileSync(`/proc/${String(unshare.pid)}/task/${String(unshare.pid)}/children`, 'utf8').trim());
+      process.kill(holder, 'SIGKILL');
       await once(unshare, 'exit');
       const s = await Store.open(path);
       assert.equal(text(await s.get('app', '/state/k')), 'from the container');
-      assert.equal(existsSync(join(dir, owner.socket)), false);
+      assert.equal(existsSync(join(dir, owner.socket.split(' ')[0] ?? '')), false);
       await s.close();
       assert.deepEqual(readdirSync(dir), ['a.img']);
     } finally {
       if (unshare.exitCode === null && unshare.signalCode === null) {
-        if (holder !== undefined) process.kill(holder, 'SIGKILL');
         unshare.kill('SIGKILL');
         await once(unshare, 'exit');
       }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -42,7 +42,7 @@ async function image(path: string): Promise<void> {
 async function judgedLock(lock: string, turn = 1): Promise<{ judged: SeenLock; turnFile: string }> {
   const judged = await readLock(lock);
   assert.ok(judged !== undefined);
-  return { judged, turnFile: `${lock}.takeover-${judged.identity}-${String(turn)}` };
+  return { judged, turnFile: join(dirname(lock), `.statefs-turn-${judged.identity}-${String(turn)}`) };
 }
 
 type Opener = ChildProcessByStdio<Writable, Readable, null>;
@@ -103,7 +103,7 @@ test('openers racing for a stale lock: exactly one holds the image, every other 
         assert.deepEqual(results.filter((r) => r !== 'held'), ['EBUSY', 'EBUSY', 'EBUSY']);
         const owner = parseLock(readFileSync(lock, 'utf8'));
         assert.equal(owner?.pid, holders[0]?.pid, 'the lock names the one holder');
-        assert.deepEqual(readdirSync(dir), [owner?.socket, 'a.img.lock'], 'beside the lock only its owner\'s socket: no turn, draft or lock moved aside is left');
+        assert.deepEqual(readdirSync(dir), [owner?.socket?.split(' ')[0], 'a.img.lock'], 'beside the lock only its owner\'s socket: no turn, draft or lock moved aside is left');
       } finally {
         await stopAll(openers);
       }
@@ -193,10 +193,12 @@ test('a stale lock this process may not remove (another user\'s, in a sticky dir
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /^EBUSY .*stale lock that this process may not remove: remove .*a\.img\.lock/);
     assert.equal(readFileSync(`${path}.lock`, 'utf8'), stale);
-    // Its turn stays (the lock it was for is still there), its taker gone now: the next opener,
-    // one that may remove the lock, takes the next turn and removes both.
+    // Its turn stays (the lock it was for is still there), and so does the file of the socket the
+    // turn names, its taker gone now: the next opener, one that may remove the lock, takes the
+    // next turn and removes both turns and that socket.
     const { turnFile } = await judgedLock(`${path}.lock`);
-    assert.deepEqual(readdirSync(shared), ['a.img', 'a.img.lock', basename(turnFile)], 'no draft or socket left behind');
+    const taker = parseLock(readFileSync(turnFile, 'utf8'))?.socket?.split(' ')[0] ?? '(none)';
+    assert.deepEqual(readdirSync(shared), [taker, basename(turnFile), 'a.img', 'a.img.lock'], 'no draft left behind');
     const s = await Store.open(path);
     await s.close();
     assert.deepEqual(readdirSync(shared), ['a.img']);

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -51,15 +52,17 @@ export async function lockImage(imagePath: string, op: string, advice: string): 
   return { held: true, release: () => lock.release() };
 }
 
-/** Undefined only with `unwritableOk`, when the lock file cannot be created in a directory this process may not write. */
+/**
+ * Undefined only with `unwritableOk`, for a lock this process may not take: the lock file cannot
+ * be created in a directory it may not write, or a stale one there cannot be removed.
+ */
 export async function acquireLock(lockPath: string, imagePath: string, op: string, advice = '', unwritableOk = false): Promise<HeldLock | undefined> {
   const listener = await listenForJudges(lockPath);
-  const text = formatLock(listener === undefined ? thisProcess() : { ...thisProcess(), socket: listener.name });
+  const text = formatLock(listener === undefined ? thisProcess() : { ...thisProcess(), socket: listener.named });
   let held = false;
   try {
-    const taken = await takeLock(lockPath, text, imagePath, op, advice, unwritableOk);
-    held = taken;
-    if (!taken) return undefined;
+    held = await takeLock(lockPath, text, imagePath, op, advice, unwritableOk, () => listener?.keepFile());
+    if (!held) return undefined;
     return {
       release: async () => {
         const seen = await readLock(lockPath);
@@ -72,7 +75,8 @@ export async function acquireLock(lockPath: string, imagePath: string, op: strin
   }
 }
 
-async function takeLock(lockPath: string, text: string, imagePath: string, op: string, advice: string, unwritableOk: boolean): Promise<boolean> {
+/** `turnLeft`: a turn naming this process's socket stays after it (keep the socket's file, so judges find it refused). */
+async function takeLock(lockPath: string, text: string, imagePath: string, op: string, advice: string, unwritableOk: boolean, turnLeft: () => void): Promise<boolean> {
   const deadline = performance.now() + TAKEOVER_WAIT_MS;
   for (let tries = 0; tries < LOCK_TRIES; ) {
     let refused: unknown;
@@ -97,8 +101,11 @@ async function takeLock(lockPath: string, text: string, imagePath: string, op: s
       continue; // released meanwhile: try again
     }
     if (seen.owner !== undefined) {
-      const verdict = await judge(seen.owner, lockPath);
-      if (verdict.holder === 'alive') throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner.pid}${advice}`, { op });
+      const verdict = await judge(seen.owner, seen.uid, lockPath);
+      if (verdict.holder === 'alive') {
+        const where = verdict.where === undefined ? '' : ` ${verdict.where}, which answers on its socket`;
+        throw StatefsError.EBUSY(`image ${basename(imagePath)} is locked by process ${seen.owner.pid}${where}${advice}`, { op });
+      }
       if (verdict.holder === 'unknown') {
         throw StatefsError.EBUSY(
           `image ${basename(imagePath)} is locked by process ${seen.owner.pid} ${verdict.where}, which this process cannot check: ` +
@@ -110,7 +117,7 @@ async function takeLock(lockPath: string, text: string, imagePath: string, op: s
       break; // another user's lock this process cannot read, or one whose creator is between its create and its write
     }
     // Stale: the owner died without unlocking (kill -9), or the host restarted since. Take it over.
-    const taken = refused === undefined ? await takeOverStaleLock(lockPath, seen, text) : 'unwritable';
+    const taken = refused === undefined ? await takeOverStaleLock(lockPath, seen, text, turnLeft) : 'unwritable';
     if (taken === 'unwritable') {
       if (unwritableOk) return false;
       throw StatefsError.EBUSY(`image ${basename(imagePath)} has a stale lock that this process may not remove: remove ${lockPath}${advice}`, { op });
@@ -136,43 +143,56 @@ function lockError(lockPath: string, err: unknown): StatefsError {
 }
 
 export interface SeenLock {
-  /** The file's text; undefined when it cannot be read (another user's lock). */
+  /** The file's text; undefined when it cannot be read (another user's lock, not a regular file). */
   text: string | undefined;
   owner: LockOwner | undefined;
   ageMs: number;
+  /** The file's owner: a socket the lock names must be this user's too. */
+  uid: number;
   /** Which file this is: its inode, modification time and text, hashed. */
   identity: string;
 }
 
-/** The lock file as it is now (undefined: there is none). */
+/**
+ * The lock (or turn) file as it is now (undefined: there is none). Opened without following a
+ * link and without waiting (a FIFO planted there must not hang the opener); only a regular
+ * file's text is read.
+ */
 export async function readLock(lockPath: string): Promise<SeenLock | undefined> {
-  let text: string | undefined;
+  let fh;
   try {
-    text = await readFile(lockPath, 'utf8');
+    fh = await open(lockPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
+    const st = await lstat(lockPath).catch(() => undefined);
+    return st === undefined ? undefined : seenLock(undefined, st);
   }
-  const st = await stat(lockPath).catch(() => undefined);
-  if (st === undefined && text === undefined) return undefined;
-  const identity = createHash('sha256').update(`${String(st?.ino)} ${String(st?.mtimeMs)} ${text ?? ''}`).digest('hex').slice(0, 16);
-  return { text, owner: text === undefined ? undefined : parseLock(text), ageMs: st === undefined ? 0 : Date.now() - st.mtimeMs, identity };
+  try {
+    const st = await fh.stat();
+    return seenLock(st.isFile() ? await fh.readFile('utf8') : undefined, st);
+  } finally {
+    await fh.close();
+  }
 }
 
-/** The verdict on a lock's owner; one in another PID namespace of this kernel is asked on its socket. */
-async function judge(owner: LockOwner, lockPath: string): Promise<LockVerdict> {
+function seenLock(text: string | undefined, st: Stats): SeenLock {
+  const identity = createHash('sha256').update(`${String(st.ino)} ${String(st.mtimeMs)} ${text ?? ''}`).digest('hex').slice(0, 16);
+  return { text, owner: text === undefined ? undefined : parseLock(text), ageMs: Date.now() - st.mtimeMs, uid: st.uid, identity };
+}
+
+/** The verdict on a lock's (or turn's) owner; one in another PID namespace of this kernel is asked on its socket. */
+async function judge(owner: LockOwner, uid: number, path: string): Promise<LockVerdict> {
   const verdict = judgeLockOwner(owner);
   if (verdict.holder !== 'unknown' || verdict.socket === undefined) return verdict;
-  const socket = ownerSocket(lockPath, verdict.socket);
-  if (socket === undefined) return verdict;
-  const answer = await ask(socket);
-  if (answer === 'answered') return { holder: 'alive' };
+  const answer = await askOwner(path, verdict.socket, uid);
+  if (answer === 'answered') return { holder: 'alive', where: verdict.where };
   if (answer === 'refused') return { holder: 'gone' };
   return verdict;
 }
 
 /** A lock or a turn whose owner is gone, or that has named none for longer than its creator needs to write one. */
 async function stale(seen: SeenLock, path: string): Promise<boolean> {
-  if (seen.owner !== undefined) return (await judge(seen.owner, path)).holder === 'gone';
+  if (seen.owner !== undefined) return (await judge(seen.owner, seen.uid, path)).holder === 'gone';
   return seen.text !== undefined && seen.ageMs >= LOCK_WRITE_GRACE_MS;
 }
 
@@ -227,25 +247,33 @@ async function createThenWrite(path: string, text: string): Promise<boolean> {
     await fh.close();
     return there?.ino === mine.ino && there.dev === mine.dev;
   } catch (err) {
+    // Removed only while it is still the file this process created.
+    const [mine, there] = await Promise.all([fh.stat().catch(() => undefined), stat(path).catch(() => undefined)]);
     await fh.close().catch(() => undefined);
-    await unlink(path).catch(() => undefined);
+    if (mine !== undefined && there?.ino === mine.ino && there.dev === mine.dev) await unlink(path).catch(() => undefined);
     throw err;
   }
 }
 
 /**
  * Remove the stale lock `judged`, and only that one. Openers that judged it stale take turns:
- * turn n is the file `<lock>.takeover-<identity>-<n>` (the judged lock's identity), created
- * exclusively with its taker's owner in it (`mine`: the text of the lock it is taking, which
- * names its socket). The taker reads the lock again and removes it only if
- * it is still the file judged. Turn n + 1 is taken only once the taker of turn n is gone, and
- * turns are removed only once the judged lock is: so two takers never act on one lock at once.
- * `busy`: another opener has the turn now.
+ * turn n is the file `.statefs-turn-<identity>-<n>` beside it (the judged lock's identity),
+ * created exclusively with its taker's owner in it (`mine`: the text of the lock it is taking,
+ * which names its socket). The taker reads the lock again and removes it only if it is still the
+ * file judged. Turn n + 1 is taken only once the taker of turn n is gone, and turns are removed
+ * only once the judged lock is: so two takers never act on one lock at once. `busy`: another
+ * opener has the turn now. `turnLeft` is called when this taker's turn stays (the lock is still
+ * there: this process may not remove it, or a read failed).
  */
-export async function takeOverStaleLock(lockPath: string, judged: SeenLock, mine = formatLock(thisProcess())): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
+export async function takeOverStaleLock(
+  lockPath: string,
+  judged: SeenLock,
+  mine = formatLock(thisProcess()),
+  turnLeft: () => void = () => undefined,
+): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
   const judgedText = judged.text;
   if (judgedText === undefined) return 'changed'; // a lock that cannot be read is never judged stale
-  const turnFile = (turn: number): string => `${lockPath}.takeover-${judged.identity}-${String(turn)}`;
+  const turnFile = (turn: number): string => join(dirname(lockPath), `.statefs-turn-${judged.identity}-${String(turn)}`);
   for (let turn = 1; turn <= TAKEOVER_TURNS; turn++) {
     let taken: boolean;
     try {
@@ -258,12 +286,14 @@ export async function takeOverStaleLock(lockPath: string, judged: SeenLock, mine
     if (taken) {
       const now = await readLock(lockPath);
       const result = now?.identity === judged.identity ? await removeIfUnchanged(lockPath, judgedText) : 'changed';
-      // Turns are removed only once the judged lock is gone; while it is there (this process may
-      // not remove it, or a read failed) this turn stays this process's, judged as a lock is.
       const after = result === 'removed' ? undefined : await readLock(lockPath);
-      if (after?.identity !== judged.identity) {
+      if (after?.identity === judged.identity) {
+        turnLeft();
+      } else {
+        // The takers of the turns before this one died in them: their sockets' files go too.
+        for (let t = 1; t < turn; t++) await removeOwnerSocket(lockPath, await readLock(turnFile(t)));
         for (let t = 1; t <= turn; t++) await unlink(turnFile(t)).catch(() => undefined);
-        if (result === 'removed') await removeOwnerSocket(lockPath, judged.owner);
+        if (result === 'removed') await removeOwnerSocket(lockPath, judged);
       }
       return result;
     }
@@ -282,14 +312,14 @@ export async function takeOverStaleLock(lockPath: string, judged: SeenLock, mine
  * them creating a lock while another's is aside would make the put-back fail, and that lock lost).
  */
 async function removeIfUnchanged(path: string, judged: string): Promise<'removed' | 'changed' | 'unwritable'> {
-  const aside = `${path}.stale-${String(process.pid)}-${randomBytes(4).toString('hex')}`;
+  const aside = join(dirname(path), `.statefs-aside-${randomBytes(8).toString('hex')}`);
   try {
     await rename(path, aside);
   } catch (err) {
     const errno = errnoOf(err);
     return errno !== undefined && UNWRITABLE.has(errno) ? 'unwritable' : 'changed';
   }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
+  const moved = (await readLock(aside))?.text;
   if (moved !== judged) {
     await link(aside, path).catch(() => undefined);
     await unlink(aside).catch(() => undefined);
@@ -300,20 +330,28 @@ async function removeIfUnchanged(path: string, judged: string): Promise<'removed
 }
 
 // The owner's socket. A lock names it by its file name in the lock's directory (containers may
-// mount that directory at different paths). It exists from before the lock is created until after
-// it is removed, so a process of this kernel that connects to it while the lock is there reaches
-// its owner, unless the owner is gone: then the kernel refuses the connection.
+// mount that directory at different paths) and by its device and inode. It exists from before the
+// lock is created until after it is removed, so a process of this kernel that connects to it
+// while the lock is there reaches its owner, unless the owner is gone: then the kernel refuses
+// the connection. A refusal counts only from the very socket the owner made (its device and
+// inode, its owner the lock's): another mount of the directory may show another inode, and a
+// file put at that name by someone else proves nothing.
 
-/** `sun_path` holds 108 bytes with its NUL: a socket at a longer path cannot be made. */
+/** `sun_path` holds 108 bytes with its NUL: a socket at a longer path can be neither made nor reached. */
 const MAX_SOCKET_PATH = 107;
-const SOCKET_NAME = /^\.statefs-owner-\d+-[0-9a-f]{16}\.sock$/;
+const SOCKET_NAMED = /^(\.statefs-owner-\d+-[0-9a-f]{16}\.sock) (\d+:\d+)$/;
 
-/** Listen on a new socket beside the lock; undefined where none can be made (a long path, a directory this process may not write, a file system without sockets). */
-async function listenForJudges(lockPath: string): Promise<{ name: string; close: () => Promise<void> } | undefined> {
+/**
+ * Listen on a new socket beside the lock; undefined where none can be made (a long path, a
+ * directory this process may not write, a file system without sockets). `named` is what the
+ * lock says of it; `keepFile` leaves its file at close (a turn names it: refused, it is gone).
+ */
+async function listenForJudges(lockPath: string): Promise<{ named: string; keepFile: () => void; close: () => Promise<void> } | undefined> {
   const name = `.statefs-owner-${String(process.pid)}-${randomBytes(8).toString('hex')}.sock`;
   const path = join(dirname(lockPath), name);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return undefined;
   const server = createServer((conn) => conn.destroy());
+  let st;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -322,30 +360,53 @@ async function listenForJudges(lockPath: string): Promise<{ name: string; close:
         resolve();
       });
     });
+    st = await lstat(path, { bigint: true });
   } catch {
     server.close();
+    await unlink(path).catch(() => undefined);
     return undefined;
   }
+  // A failed accept (the process at its file limit) is the judge's to notice, not this process's to die of.
+  server.on('error', () => undefined);
   server.unref(); // an embedded store's lock must not keep its process running
+  let keep = false;
   return {
-    name,
+    named: `${name} ${String(st.dev)}:${String(st.ino)}`,
+    keepFile: () => {
+      keep = true;
+    },
     close: async () => {
+      // Closing a listening socket removes its file (libuv does): a kept one is linked aside
+      // first and put back, the same inode, which then refuses connections.
+      const kept = keep ? `${path}.kept` : undefined;
+      if (kept !== undefined) await link(path, kept).catch(() => undefined);
       await new Promise<void>((resolve) => {
         server.close(() => {
           resolve();
         });
       });
-      await unlink(path).catch(() => undefined);
+      if (kept !== undefined) await rename(kept, path).catch(() => undefined);
+      else await unlink(path).catch(() => undefined);
     },
   };
 }
 
-/** The path of the socket a lock names, if the name is one this module makes (a lock's text must not point it elsewhere). */
-function ownerSocket(lockPath: string, name: string): string | undefined {
-  return SOCKET_NAME.test(name) ? join(dirname(lockPath), name) : undefined;
+/** The socket a lock names, if named as this module names one (a lock's text must not point elsewhere). */
+function ownerSocket(lockPath: string, named: string): { path: string; id: string } | undefined {
+  const m = SOCKET_NAMED.exec(named);
+  const [, name, id] = m ?? [];
+  return name === undefined || id === undefined ? undefined : { path: join(dirname(lockPath), name), id };
 }
 
-/** Whether a process answers on `socket`: `refused` only when the kernel says none listens there. */
+/** Whether the owner answers on the socket its lock names: `refused` only from that very socket, when the kernel says none listens there. */
+async function askOwner(lockPath: string, named: string, lockUid: number): Promise<'answered' | 'refused' | 'unknown'> {
+  const socket = ownerSocket(lockPath, named);
+  if (socket === undefined || Buffer.byteLength(socket.path) > MAX_SOCKET_PATH) return 'unknown';
+  const st = await lstat(socket.path, { bigint: true }).catch(() => undefined);
+  if (st === undefined || !st.isSocket() || `${String(st.dev)}:${String(st.ino)}` !== socket.id || Number(st.uid) !== lockUid) return 'unknown';
+  return ask(socket.path);
+}
+
 function ask(socket: string): Promise<'answered' | 'refused' | 'unknown'> {
   return new Promise((resolve) => {
     const conn = connect(socket);
@@ -359,15 +420,16 @@ function ask(socket: string): Promise<'answered' | 'refused' | 'unknown'> {
     conn.once('connect', () => {
       settle('answered');
     });
-    // ENOENT is not taken for gone: a cleaner may have removed a live owner's socket file.
     conn.once('error', (err) => {
       settle(errnoOf(err) === 'ECONNREFUSED' ? 'refused' : 'unknown');
     });
   });
 }
 
-/** Remove the socket file a taken-over lock's owner left when it died. */
-async function removeOwnerSocket(lockPath: string, owner: LockOwner | undefined): Promise<void> {
-  const socket = owner?.socket === undefined ? undefined : ownerSocket(lockPath, owner.socket);
-  if (socket !== undefined) await unlink(socket).catch(() => undefined);
+/** Remove the socket file the owner of a taken-over lock (or of a turn) left when it died: only the very socket it names. */
+async function removeOwnerSocket(lockPath: string, judged: SeenLock | undefined): Promise<void> {
+  const socket = judged?.owner?.socket === undefined ? undefined : ownerSocket(lockPath, judged.owner.socket);
+  if (socket === undefined) return;
+  const st = await lstat(socket.path, { bigint: true }).catch(() => undefined);
+  if (st?.isSocket() === true && `${String(st.dev)}:${String(st.ino)}` === socket.id) await unlink(socket.path).catch(() => undefined);
 }

@@ -24,15 +24,15 @@ export interface LockOwner {
   /** Field 22 of `/proc/<pid>/stat`, in clock ticks since boot: tells a reused pid apart. */
   start?: string;
   /**
-   * A Unix socket the holder listens on while it holds the lock, named in the lock's directory:
-   * a process of the same kernel in another PID namespace, which cannot check the pid, connects
-   * to it (image-lock.ts).
+   * A Unix socket the holder listens on while it holds the lock: its file name in the lock's
+   * directory, then `<device>:<inode>`. A process of the same kernel in another PID namespace,
+   * which cannot check the pid, connects to it (image-lock.ts).
    */
   socket?: string;
 }
 
 /** `unknown`: `socket` is the holder's socket when it runs under this kernel, so connecting to it tells. */
-export type LockVerdict = { holder: 'alive' } | { holder: 'gone' } | { holder: 'unknown'; where: string; socket?: string };
+export type LockVerdict = { holder: 'alive'; where?: string } | { holder: 'gone' } | { holder: 'unknown'; where: string; socket?: string };
 
 /** The lines after the pid: each field of `LockOwner` and its name in the file. */
 const FIELDS: readonly (readonly [Exclude<keyof LockOwner, 'pid'>, string])[] = [
