@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chownSync, existsSync, lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -176,6 +176,15 @@ test('a lock from another PID namespace of this kernel is EBUSY when its socket 
     const [name = '', id = ''] = socketNamed(dir, socket).split(' ');
     await assertLockKept(dir, otherNamespace(`${name} ${id.replace(/\d+$/, (ino) => String(BigInt(ino) + 1n))}`), 'in another PID namespace of this host (pid:[1]');
     assert.ok(existsSync(join(dir, socket)), 'a socket not the one named is left alone');
+  });
+  // A link at the name to a socket nobody listens on, named by that socket's device and inode.
+  await withTempDir(async (dir) => {
+    const socket = socketName();
+    await deadListener(join(dir, 'elsewhere.sock'));
+    symlinkSync(join(dir, 'elsewhere.sock'), join(dir, socket));
+    const [, id = ''] = socketNamed(dir, 'elsewhere.sock').split(' ');
+    await assertLockKept(dir, otherNamespace(`${socket} ${id}`), 'in another PID namespace of this host (pid:[1]');
+    assert.ok(lstatSync(join(dir, socket)).isSymbolicLink());
   });
   // A regular file (which refuses connections too) at the name, with its own device and inode.
   await withTempDir(async (dir) => {

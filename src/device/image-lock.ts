@@ -31,6 +31,8 @@ const TAKEOVER_TURNS = 64;
 const LOCK_TRIES = 8;
 
 const UNWRITABLE = new Set(['EACCES', 'EROFS', 'EPERM']);
+/** The sticky bit of a directory's mode (`S_ISVTX`, which Node's `fs.constants` leaves out). */
+const STICKY = 0o1000;
 
 /** A lock this process holds. */
 export interface HeldLock {
@@ -61,13 +63,16 @@ export async function acquireLock(lockPath: string, imagePath: string, op: strin
   const text = formatLock(listener === undefined ? thisProcess() : { ...thisProcess(), socket: listener.named });
   let held = false;
   try {
-    held = await takeLock(lockPath, text, imagePath, op, advice, unwritableOk, () => listener?.keepFile());
+    held = await takeLock(lockPath, text, imagePath, op, advice, unwritableOk);
     if (!held) return undefined;
     return {
       release: async () => {
-        const seen = await readLock(lockPath);
-        if (seen?.text === text) await unlink(lockPath).catch(() => undefined);
-        await listener?.close();
+        try {
+          const seen = await readLock(lockPath);
+          if (seen?.text === text) await unlink(lockPath).catch(() => undefined);
+        } finally {
+          await listener?.close();
+        }
       },
     };
   } finally {
@@ -75,8 +80,7 @@ export async function acquireLock(lockPath: string, imagePath: string, op: strin
   }
 }
 
-/** `turnLeft`: a turn naming this process's socket stays after it (keep the socket's file, so judges find it refused). */
-async function takeLock(lockPath: string, text: string, imagePath: string, op: string, advice: string, unwritableOk: boolean, turnLeft: () => void): Promise<boolean> {
+async function takeLock(lockPath: string, text: string, imagePath: string, op: string, advice: string, unwritableOk: boolean): Promise<boolean> {
   const deadline = performance.now() + TAKEOVER_WAIT_MS;
   for (let tries = 0; tries < LOCK_TRIES; ) {
     let refused: unknown;
@@ -117,7 +121,7 @@ async function takeLock(lockPath: string, text: string, imagePath: string, op: s
       break; // another user's lock this process cannot read, or one whose creator is between its create and its write
     }
     // Stale: the owner died without unlocking (kill -9), or the host restarted since. Take it over.
-    const taken = refused === undefined ? await takeOverStaleLock(lockPath, seen, text, turnLeft) : 'unwritable';
+    const taken = refused === undefined && (await mayRemove(lockPath, seen.uid)) ? await takeOverStaleLock(lockPath, seen, text) : 'unwritable';
     if (taken === 'unwritable') {
       if (unwritableOk) return false;
       throw StatefsError.EBUSY(`image ${basename(imagePath)} has a stale lock that this process may not remove: remove ${lockPath}${advice}`, { op });
@@ -133,6 +137,18 @@ async function takeLock(lockPath: string, text: string, imagePath: string, op: s
     }
   }
   throw StatefsError.EBUSY(`image ${basename(imagePath)} is being locked by another process${advice}`, { op });
+}
+
+/**
+ * Whether this process may remove a lock file of user `lockUid` beside the image: in a sticky
+ * directory (`/tmp`-like) only its owner, the directory's or root may. Asked before a takeover
+ * takes a turn, so one that could only fail leaves nothing behind.
+ */
+async function mayRemove(lockPath: string, lockUid: number): Promise<boolean> {
+  const uid = process.getuid?.();
+  if (uid === undefined || uid === 0 || uid === lockUid) return true;
+  const dir = await stat(dirname(lockPath)).catch(() => undefined);
+  return dir === undefined || (dir.mode & STICKY) === 0 || dir.uid === uid;
 }
 
 /** A lock file that could not be created, named as the lock (not the draft the error may name). */
@@ -169,9 +185,14 @@ export async function readLock(lockPath: string): Promise<SeenLock | undefined> 
   }
   try {
     const st = await fh.stat();
-    return seenLock(st.isFile() ? await fh.readFile('utf8') : undefined, st);
+    // A read that fails (EIO, ESTALE) leaves the file seen but unread: never judged stale.
+    const text = st.isFile() ? await fh.readFile('utf8').catch(() => undefined) : undefined;
+    return seenLock(text, st);
+  } catch {
+    const st = await lstat(lockPath).catch(() => undefined);
+    return st === undefined ? undefined : seenLock(undefined, st);
   } finally {
-    await fh.close();
+    await fh.close().catch(() => undefined);
   }
 }
 
@@ -262,15 +283,9 @@ async function createThenWrite(path: string, text: string): Promise<boolean> {
  * which names its socket). The taker reads the lock again and removes it only if it is still the
  * file judged. Turn n + 1 is taken only once the taker of turn n is gone, and turns are removed
  * only once the judged lock is: so two takers never act on one lock at once. `busy`: another
- * opener has the turn now. `turnLeft` is called when this taker's turn stays (the lock is still
- * there: this process may not remove it, or a read failed).
+ * opener has the turn now.
  */
-export async function takeOverStaleLock(
-  lockPath: string,
-  judged: SeenLock,
-  mine = formatLock(thisProcess()),
-  turnLeft: () => void = () => undefined,
-): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
+export async function takeOverStaleLock(lockPath: string, judged: SeenLock, mine = formatLock(thisProcess())): Promise<'removed' | 'changed' | 'unwritable' | { busy: string }> {
   const judgedText = judged.text;
   if (judgedText === undefined) return 'changed'; // a lock that cannot be read is never judged stale
   const turnFile = (turn: number): string => join(dirname(lockPath), `.statefs-turn-${judged.identity}-${String(turn)}`);
@@ -284,18 +299,22 @@ export async function takeOverStaleLock(
       throw lockError(lockPath, err);
     }
     if (taken) {
-      const now = await readLock(lockPath);
-      const result = now?.identity === judged.identity ? await removeIfUnchanged(lockPath, judgedText) : 'changed';
-      const after = result === 'removed' ? undefined : await readLock(lockPath);
-      if (after?.identity === judged.identity) {
-        turnLeft();
-      } else {
-        // The takers of the turns before this one died in them: their sockets' files go too.
-        for (let t = 1; t < turn; t++) await removeOwnerSocket(lockPath, await readLock(turnFile(t)));
-        for (let t = 1; t <= turn; t++) await unlink(turnFile(t)).catch(() => undefined);
+      let lockGone = false;
+      try {
+        const now = await readLock(lockPath);
+        const result = now?.identity === judged.identity ? await removeIfUnchanged(lockPath, judgedText) : 'changed';
+        lockGone = result === 'removed' || (await readLock(lockPath))?.identity !== judged.identity;
         if (result === 'removed') await removeOwnerSocket(lockPath, judged);
+        return result;
+      } finally {
+        // While the judged lock is still there (this process could not remove it: a rename
+        // refused, a read failed), the turn stays, judged as a lock is.
+        if (lockGone) {
+          // The takers of the turns before this one died in them: their sockets' files go too.
+          for (let t = 1; t < turn; t++) await removeOwnerSocket(lockPath, await readLock(turnFile(t)));
+          for (let t = 1; t <= turn; t++) await unlink(turnFile(t)).catch(() => undefined);
+        }
       }
-      return result;
     }
     const taker = await readLock(turnFile(turn));
     if (taker === undefined) return 'changed'; // the turns were removed: the judged lock is gone
@@ -344,13 +363,15 @@ const SOCKET_NAMED = /^(\.statefs-owner-\d+-[0-9a-f]{16}\.sock) (\d+:\d+)$/;
 /**
  * Listen on a new socket beside the lock; undefined where none can be made (a long path, a
  * directory this process may not write, a file system without sockets). `named` is what the
- * lock says of it; `keepFile` leaves its file at close (a turn names it: refused, it is gone).
+ * lock says of it.
  */
-async function listenForJudges(lockPath: string): Promise<{ named: string; keepFile: () => void; close: () => Promise<void> } | undefined> {
+async function listenForJudges(lockPath: string): Promise<{ named: string; close: () => Promise<void> } | undefined> {
   const name = `.statefs-owner-${String(process.pid)}-${randomBytes(8).toString('hex')}.sock`;
   const path = join(dirname(lockPath), name);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return undefined;
   const server = createServer((conn) => conn.destroy());
+  // A failed accept (the process at its file limit) is the judge's to notice, not this process's to die of.
+  server.on('error', () => undefined);
   let st;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -366,27 +387,16 @@ async function listenForJudges(lockPath: string): Promise<{ named: string; keepF
     await unlink(path).catch(() => undefined);
     return undefined;
   }
-  // A failed accept (the process at its file limit) is the judge's to notice, not this process's to die of.
-  server.on('error', () => undefined);
   server.unref(); // an embedded store's lock must not keep its process running
-  let keep = false;
   return {
     named: `${name} ${String(st.dev)}:${String(st.ino)}`,
-    keepFile: () => {
-      keep = true;
-    },
     close: async () => {
-      // Closing a listening socket removes its file (libuv does): a kept one is linked aside
-      // first and put back, the same inode, which then refuses connections.
-      const kept = keep ? `${path}.kept` : undefined;
-      if (kept !== undefined) await link(path, kept).catch(() => undefined);
       await new Promise<void>((resolve) => {
         server.close(() => {
           resolve();
         });
       });
-      if (kept !== undefined) await rename(kept, path).catch(() => undefined);
-      else await unlink(path).catch(() => undefined);
+      await unlink(path).catch(() => undefined); // libuv removes it at close; this is in case it did not
     },
   };
 }
