@@ -176,52 +176,50 @@ test('a lock without a pid judged stale, then replaced by a new opener\'s (still
   });
 });
 
+/** An image at `dir/shared/a.img`, which any user may write, in a directory of mode `mode`; its path. */
+async function imageInDirectoryOfMode(dir: string, mode: number, stale?: string): Promise<string> {
+  const shared = join(dir, 'shared');
+  mkdirSync(shared);
+  const path = join(shared, 'a.img');
+  await image(path);
+  if (stale !== undefined) writeFileSync(`${path}.lock`, stale, { mode: 0o644 }); // root's
+  chmodSync(dir, 0o755);
+  chmodSync(shared, mode);
+  chmodSync(path, 0o666);
+  return path;
+}
+
+/** `Store.open` of `path`, then close, as user nobody: `opened`, or the error's code and message. */
+function openAsNobody(path: string): string {
+  const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
+  const script = `import { Store } from ${JSON.stringify(storeJs)}; Store.open(${JSON.stringify(path)}).then((s) => s.close().then(() => console.log('opened')), (e) => console.log(e.code, e.message));`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  return run.stdout;
+}
+
 test('a stale lock this process may not remove (another user\'s, in a sticky directory): EBUSY naming the file to remove', asRoot, async () => {
   await withTempDir(async (dir) => {
-    const shared = join(dir, 'shared');
-    mkdirSync(shared);
-    const path = join(shared, 'a.img');
-    await image(path);
-    const stale = `${String(deadPid())}\n`;
-    writeFileSync(`${path}.lock`, stale, { mode: 0o644 }); // root's, its owner killed
-    chmodSync(dir, 0o755);
-    chmodSync(shared, 0o1777);
-    chmodSync(path, 0o666);
-    const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
-    const script = `import { Store } from ${JSON.stringify(storeJs)}; Store.open(${JSON.stringify(path)}).then((s) => s.close().then(() => console.log('opened')), (e) => console.log(e.code, e.message));`;
-    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
-    assert.equal(run.status, 0, run.stderr);
-    assert.match(run.stdout, /^EBUSY .*stale lock that this process may not remove: remove .*a\.img\.lock/);
+    const stale = `${String(deadPid())}\n`; // its owner killed
+    const path = await imageInDirectoryOfMode(dir, 0o1777, stale);
+    assert.match(openAsNobody(path), /^EBUSY .*stale lock that this process may not remove: remove .*a\.img\.lock/);
     assert.equal(readFileSync(`${path}.lock`, 'utf8'), stale);
     // It took no turn (it could only have failed), and left no draft or socket.
-    assert.deepEqual(readdirSync(shared), ['a.img', 'a.img.lock']);
+    assert.deepEqual(readdirSync(dirname(path)), ['a.img', 'a.img.lock']);
     const s = await Store.open(path); // root may remove it
     await s.close();
-    assert.deepEqual(readdirSync(shared), ['a.img']);
+    assert.deepEqual(readdirSync(dirname(path)), ['a.img']);
   });
 });
 
 test('a writable open in a directory it may not write: EBUSY naming a live holder, EIO naming the lock file when there is none', asRoot, async () => {
   await withTempDir(async (dir) => {
-    const ro = join(dir, 'ro');
-    mkdirSync(ro);
-    const path = join(ro, 'a.img');
-    await image(path);
-    chmodSync(dir, 0o755);
-    chmodSync(ro, 0o555);
-    chmodSync(path, 0o666);
-    const storeJs = fileURLToPath(new URL('../src/engine/store.js', import.meta.url));
-    const script = `import { Store } from ${JSON.stringify(storeJs)}; Store.open(${JSON.stringify(path)}).then((s) => s.close().then(() => console.log('opened')), (e) => console.log(e.code, e.message));`;
-    const openAsNobody = (): string => {
-      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
-      assert.equal(run.status, 0, run.stderr);
-      return run.stdout;
-    };
-    assert.match(openAsNobody(), new RegExp(`^EIO .*cannot create ${path}\\.lock: EACCES`));
+    const path = await imageInDirectoryOfMode(dir, 0o555);
+    assert.match(openAsNobody(path), new RegExp(`^EIO .*cannot create ${path}\\.lock: EACCES`));
     const s = await Store.open(path); // root may write there
-    assert.match(openAsNobody(), new RegExp(`^EBUSY .*image a\\.img is locked by process ${String(process.pid)}`));
+    assert.match(openAsNobody(path), new RegExp(`^EBUSY .*image a\\.img is locked by process ${String(process.pid)}`));
     await s.close();
-    assert.deepEqual(readdirSync(ro), ['a.img']);
+    assert.deepEqual(readdirSync(dirname(path)), ['a.img']);
   });
 });
 

@@ -43,8 +43,9 @@ export interface HeldLock {
 /**
  * Take `<image>.lock` for the caller (as a writable open does) and return whether it is held and
  * its release: fsck holds it for a whole check, so no owner can start and move the log under it.
- * `EBUSY` names a live holder. `held` is false only for an image in a directory this process may
- * not write: it is checked without the lock, and must not be written (a repair takes the lock itself).
+ * `EBUSY` names a live holder. `held` is false only for a lock this process may not take (an
+ * image in a directory it may not write, or beside a stale lock it may not remove): the image is
+ * checked without the lock, and must not be written (a repair takes the lock itself).
  */
 export async function lockImage(imagePath: string, op: string, advice: string): Promise<{ held: boolean; release: () => Promise<void> }> {
   // An image in a directory this process cannot write (a read-only mount of a backup) cannot be
