@@ -17,25 +17,39 @@ export type Tree = SortedTree<string, EntryRef>;
 /** Every subject's tree. */
 export type Trees = Map<string, Tree>;
 
-/** What one durable round makes visible: the trees, and the keys written in it (for point reads). */
+/** What one durable round makes visible: the keys written in it, and the trees of subjects it replaced. */
 export interface Sealed {
-  trees: Trees;
   /** Per subject, each key written in the round and its entry after it (undefined: deleted). */
   changes: Map<string, Map<string, EntryRef | undefined>>;
   /** Subjects whose tree was replaced wholesale (restore): their point-read maps are rebuilt. */
   replaced: Set<string>;
+  /** The trees, as the round left them, of subjects committed as trees of their own (see `Keyspace`). */
+  trees: Trees;
 }
 
 /**
- * The live index, kept twice: `working` has every accepted write applied (writers validate
- * against it), `committed` is what readers see — the state as of the last durable journal round.
- * At the start of each round the trees of subjects written since the last one are cloned
- * (copy-on-write, O(1)); once the round is durable the clones become the committed state.
+ * The live index. `working` has every accepted write applied (writers validate against it);
+ * readers see the committed state — the state as of the last durable journal round.
+ *
+ * A subject's committed state is kept one of two ways:
+ * - derived (the usual way): the working tree with the writes not yet durable undone — `undo`
+ *   holds, for each key written since the committed state, its committed entry. A round then
+ *   costs the working tree nothing. Cloning it per round for readers (copy-on-write, O(1)) made
+ *   the next write to every node copy it: for a lone put, a third of its CPU (docs/performance.md).
+ *   A reader that needs a whole tree (a list, a diff) gets a clone of the working tree with `undo`
+ *   applied, kept until the committed state changes.
+ * - a tree of its own (`ownTree`), from a restore until the round holding it is durable: the
+ *   working tree was replaced wholesale, so no list of keys undoes it. Such a subject's tree is
+ *   cloned at the start of each round, and made the committed one once the round is durable, as
+ *   every subject's was before.
  */
 export class Keyspace {
-  private committed: Trees;
-  private lastSealed: Trees;
-  private readonly dirty = new Set<string>();
+  /** Per subject, its committed tree: that of an `ownTree` subject, or a derived one's as last built for a reader. */
+  private readonly committed: Trees = new Map();
+  /** Per derived subject, the committed entry of each key written since (undefined: none). */
+  private readonly undo = new Map<string, Map<string, EntryRef | undefined>>();
+  /** Subjects whose committed state is a tree of their own (a restore not yet made derived again). */
+  private readonly ownTree = new Set<string>();
   private changes = new Map<string, Map<string, EntryRef | undefined>>();
   private replaced = new Set<string>();
   /**
@@ -60,11 +74,8 @@ export class Keyspace {
   /** Whether the last `set` added a key (rather than replaced one): the guess for the next. */
   private lastSetAdded = true;
 
-  constructor(private readonly working: Trees) {
-    this.committed = new Map();
-    for (const [subject, tree] of working) this.committed.set(subject, tree.clone());
-    this.lastSealed = this.committed;
-  }
+  /** `working`: every subject's tree as the store opened it (its committed state too). */
+  constructor(private readonly working: Trees) {}
 
   /** Set `bin` in the working tree of `subject` (created on first use); returns the entry it replaced. */
   set(subject: string, bin: string, entry: EntryRef): EntryRef | undefined {
@@ -88,7 +99,7 @@ export class Keyspace {
       this.dirs.get(subject)?.added(bin);
       this.dirBuilds.get(subject)?.added(bin);
     }
-    this.changed(subject).set(bin, entry);
+    this.changed(subject, bin, old).set(bin, entry);
     return old;
   }
 
@@ -107,18 +118,23 @@ export class Keyspace {
         this.directories(subject);
       }
     }
-    this.changed(subject).set(bin, undefined);
+    this.changed(subject, bin, old).set(bin, undefined);
     return old;
   }
 
   private writable(subject: string): Tree {
     let tree = this.working.get(subject);
     if (tree === undefined) this.working.set(subject, (tree = new BTree<string, EntryRef>()));
-    this.dirty.add(subject);
     return tree;
   }
 
-  private changed(subject: string): Map<string, EntryRef | undefined> {
+  /** The round's changes of `subject`, once `bin`'s committed entry (`old`, if not written since) is kept for readers. */
+  private changed(subject: string, bin: string, old: EntryRef | undefined): Map<string, EntryRef | undefined> {
+    if (!this.ownTree.has(subject)) {
+      let undo = this.undo.get(subject);
+      if (undo === undefined) this.undo.set(subject, (undo = new Map<string, EntryRef | undefined>()));
+      if (!undo.has(bin)) undo.set(bin, old);
+    }
     let keys = this.changes.get(subject);
     if (keys === undefined) this.changes.set(subject, (keys = new Map<string, EntryRef | undefined>()));
     return keys;
@@ -130,10 +146,17 @@ export class Keyspace {
 
   /** Replace a subject's working tree wholesale (restore). */
   replace(subject: string, tree: Tree): void {
+    if (!this.ownTree.has(subject)) {
+      // The committed state is about to lose the tree it is derived from: give it one of its own.
+      const committed = this.read(subject);
+      if (committed === undefined) this.committed.delete(subject);
+      else this.committed.set(subject, committed);
+      this.undo.delete(subject);
+      this.ownTree.add(subject);
+    }
     this.working.set(subject, tree);
     this.dirs.delete(subject);
     this.dirBuilds.delete(subject);
-    this.dirty.add(subject);
     this.changes.delete(subject);
     this.replaced.add(subject);
   }
@@ -145,60 +168,106 @@ export class Keyspace {
 
   /** The state readers will see once the current round is durable. */
   seal(): Sealed {
-    const sealed: Sealed = { trees: this.lastSealed, changes: this.changes, replaced: this.replaced };
+    const sealed: Sealed = { changes: this.changes, replaced: this.replaced, trees: new Map() };
+    for (const subject of this.ownTree) {
+      if (!this.changes.has(subject) && !this.replaced.has(subject)) continue; // not written in the round
+      const tree = this.working.get(subject);
+      if (tree !== undefined) sealed.trees.set(subject, tree.clone());
+    }
     this.changes = new Map();
     this.replaced = new Set();
-    if (this.dirty.size === 0) return sealed;
-    const next: Trees = new Map(this.lastSealed);
-    for (const subject of this.dirty) {
-      const tree = this.working.get(subject);
-      if (tree !== undefined) next.set(subject, tree.clone());
-    }
-    this.dirty.clear();
-    this.lastSealed = next;
-    sealed.trees = next;
     return sealed;
   }
 
   publish(sealed: Sealed): void {
-    this.committed = sealed.trees;
     for (const subject of sealed.replaced) this.points.delete(subject);
     for (const [subject, keys] of sealed.changes) {
       const points = this.points.get(subject);
-      if (points === undefined) continue;
-      for (const [bin, entry] of keys) {
-        if (entry === undefined) points.delete(bin);
-        else points.set(bin, entry);
+      if (points !== undefined) {
+        for (const [bin, entry] of keys) {
+          if (entry === undefined) points.delete(bin);
+          else points.set(bin, entry);
+        }
+      }
+      if (!this.ownTree.has(subject)) {
+        // The round's keys are committed now: undone only if written again since it began.
+        this.committed.delete(subject);
+        const undo = this.undo.get(subject);
+        const since = this.changes.get(subject);
+        if (undo !== undefined) {
+          for (const bin of keys.keys()) {
+            if (since?.has(bin) === true) undo.set(bin, keys.get(bin));
+            else undo.delete(bin);
+          }
+          if (undo.size === 0) this.undo.delete(subject);
+        }
+      } else if (!sealed.trees.has(subject)) {
+        // Derived when the round began, replaced since: its tree of its own takes the round's keys.
+        const tree = this.committed.get(subject)?.clone() ?? new BTree<string, EntryRef>();
+        for (const [bin, entry] of keys) {
+          if (entry === undefined) tree.delete(bin);
+          else tree.set(bin, entry);
+        }
+        this.committed.set(subject, tree);
       }
     }
+    for (const [subject, tree] of sealed.trees) this.committed.set(subject, tree);
+    for (const subject of this.ownTree) {
+      if (this.replaced.has(subject)) continue; // replaced again since the round began
+      // Derived again: the working tree differs from the committed one only in the keys written
+      // since the round began.
+      const tree = this.committed.get(subject);
+      const undo = new Map<string, EntryRef | undefined>();
+      for (const bin of this.changes.get(subject)?.keys() ?? []) undo.set(bin, tree?.get(bin));
+      if (undo.size > 0) this.undo.set(subject, undo);
+      this.ownTree.delete(subject);
+    }
+  }
+
+  /** The committed entry of `bin` (what a reader sees), without counting towards a point index. */
+  readEntry(subject: string, bin: string): EntryRef | undefined {
+    if (this.ownTree.has(subject)) return this.committed.get(subject)?.get(bin);
+    const undo = this.undo.get(subject);
+    if (undo !== undefined) {
+      const entry = undo.get(bin);
+      if (entry !== undefined || undo.has(bin)) return entry;
+    }
+    return this.working.get(subject)?.get(bin);
   }
 
   /** The acknowledged entry of `bin` (what a point read sees). */
   readPoint(subject: string, bin: string): EntryRef | undefined {
-    const tree = this.committed.get(subject);
     let points = this.points.get(subject);
     if (points === undefined) {
-      if (tree === undefined) return undefined;
       // A subject that is read rarely (or once, just after open) is served from its tree alone;
       // one read often gets an index, which its reads then fill (see PointIndex).
       const reads = (this.treeReads.get(subject) ?? 0) + 1;
       if (reads < POINT_INDEX_AFTER_READS) {
         this.treeReads.set(subject, reads);
-        return tree.get(bin);
+        return this.readEntry(subject, bin);
       }
       this.treeReads.delete(subject);
       this.points.set(subject, (points = new PointIndex()));
     }
-    return points.get(bin, tree);
+    return points.get(bin, points.filled ? undefined : this.read(subject));
   }
 
-  /** The acknowledged tree of `subject` (what readers see). */
+  /**
+   * The acknowledged tree of `subject` (what readers see): never changed, so it can be held. A
+   * derived subject's is built on first use, and kept until a durable round writes the subject.
+   */
   read(subject: string): Tree | undefined {
-    return this.committed.get(subject);
-  }
-
-  readAll(): Trees {
-    return this.committed;
+    const built = this.committed.get(subject);
+    if (built !== undefined || this.ownTree.has(subject)) return built;
+    const working = this.working.get(subject);
+    if (working === undefined) return undefined;
+    const tree = working.clone();
+    for (const [bin, entry] of this.undo.get(subject) ?? []) {
+      if (entry === undefined) tree.delete(bin);
+      else tree.set(bin, entry);
+    }
+    this.committed.set(subject, tree);
+    return tree;
   }
 
   /** The working keys of `subject` as the tree rules see them. */

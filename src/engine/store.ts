@@ -1273,7 +1273,7 @@ export class Store extends EventEmitter {
     view: (subject) => this.keys.view(subject),
     children: (subject, bin) => this.keys.children(subject, bin),
     readCommitted: (subject, bin) => {
-      const entry = this.keys.read(subject)?.get(bin);
+      const entry = this.keys.readEntry(subject, bin);
       try {
         return entry === undefined ? undefined : this.entries.copyValue(entry);
       } catch (err) {

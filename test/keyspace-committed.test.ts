@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { BTree } from '../src/engine/btree.js';
+import type { EntryRef } from '../src/engine/entry-table.js';
+import { Keyspace, type Sealed, type Tree } from '../src/engine/keyspace.js';
+
+// Readers see the committed state: the working trees as the last durable round left them. A
+// subject's committed state is derived from its working tree (the writes since undone) or, after a
+// restore, a tree of its own; these tests drive Keyspace directly against a model of the three
+// states (committed, the round in flight, working) and check every way a reader reads.
+
+const SUBJECTS = ['a', 'b'] as const;
+const KEYS = Array.from({ length: 6 }, (_, i) => `/state/k${i}`);
+/** Reads that give a subject its point index and fill it (a small subject's index fills at once). */
+const READS_FOR_POINT_INDEX = 4100;
+
+type State = Map<string, Map<string, EntryRef>>;
+
+type Op =
+  | { kind: 'set'; subject: number; key: number }
+  | { kind: 'delete'; subject: number; key: number }
+  | { kind: 'replace'; subject: number; keys: number[] }
+  | { kind: 'seal' }
+  | { kind: 'publish' }
+  | { kind: 'hold'; subject: number }
+  | { kind: 'readMany'; subject: number };
+
+const subjectArb = fc.integer({ min: 0, max: SUBJECTS.length - 1 });
+const keyArb = fc.integer({ min: 0, max: KEYS.length - 1 });
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), subject: subjectArb, key: keyArb }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('delete' as const), subject: subjectArb, key: keyArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), subject: subjectArb, keys: fc.uniqueArray(keyArb, { maxLength: KEYS.length }) }) },
+  { weight: 3, arbitrary: fc.constant({ kind: 'seal' as const }) },
+  { weight: 3, arbitrary: fc.constant({ kind: 'publish' as const }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('hold' as const), subject: subjectArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('readMany' as const), subject: subjectArb }) },
+);
+
+function copyState(state: State): State {
+  return new Map([...state].map(([subject, keys]) => [subject, new Map(keys)]));
+}
+
+function contents(tree: Tree | undefined): Map<string, EntryRef> {
+  return new Map(tree === undefined ? [] : tree.entries());
+}
+
+function pick<T>(items: readonly T[], i: number): T {
+  const item = items[i];
+  if (item === undefined) throw new Error(`no item ${i}`);
+  return item;
+}
+
+/** Run `ops` on a Keyspace and a model side by side, checking every read against the model. */
+function check(initial: [string, EntryRef][], ops: Op[]): void {
+  let next = 1_000;
+  const start = new BTree<string, EntryRef>();
+  for (const [k, v] of initial) start.set(k, v);
+  const keyspace = new Keyspace(new Map([['a', start]]));
+  const working: State = new Map([['a', new Map(initial)]]);
+  let committed = copyState(working);
+  let inFlight: { sealed: Sealed; state: State } | undefined;
+  const held: { tree: Tree; expected: Map<string, EntryRef> }[] = [];
+
+  const expectCommitted = (subject: string): Map<string, EntryRef> => committed.get(subject) ?? new Map<string, EntryRef>();
+  const checkReads = (): void => {
+    for (const subject of SUBJECTS) {
+      const expected = expectCommitted(subject);
+      for (const key of KEYS) {
+        assert.equal(keyspace.readEntry(subject, key), expected.get(key), `readEntry ${subject} ${key}`);
+        assert.equal(keyspace.readPoint(subject, key), expected.get(key), `readPoint ${subject} ${key}`);
+      }
+      assert.deepEqual(contents(keyspace.read(subject)), expected, `read ${subject}`);
+      assert.deepEqual(contents(keyspace.workingTree(subject)), working.get(subject) ?? new Map(), `working ${subject}`);
+    }
+    for (const h of held) assert.deepEqual(contents(h.tree), h.expected, 'a tree handed to a reader never changes');
+  };
+
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'set': {
+        const subject = pick(SUBJECTS, op.subject);
+        const key = pick(KEYS, op.key);
+        const keys = working.get(subject) ?? new Map<string, EntryRef>();
+        working.set(subject, keys);
+        const old = keyspace.set(subject, key, next);
+        assert.equal(old, keys.get(key));
+        keys.set(key, next++);
+        break;
+      }
+      case 'delete': {
+        const subject = pick(SUBJECTS, op.subject);
+        const key = pick(KEYS, op.key);
+        const keys = working.get(subject) ?? new Map<string, EntryRef>();
+        working.set(subject, keys);
+        assert.equal(keyspace.delete(subject, key), keys.get(key));
+        keys.delete(key);
+        break;
+      }
+      case 'replace': {
+        const subject = pick(SUBJECTS, op.subject);
+        const tree = new BTree<string, EntryRef>();
+        const keys = new Map<string, EntryRef>();
+        for (const k of op.keys) {
+          tree.set(pick(KEYS, k), next);
+          keys.set(pick(KEYS, k), next++);
+        }
+        keyspace.replace(subject, tree);
+        working.set(subject, keys);
+        break;
+      }
+      case 'seal':
+        // One round in flight at a time, as the journal writes them.
+        inFlight ??= { sealed: keyspace.seal(), state: copyState(working) };
+        break;
+      case 'publish':
+        if (inFlight !== undefined) {
+          keyspace.publish(inFlight.sealed);
+          committed = inFlight.state;
+          inFlight = undefined;
+        }
+        break;
+      case 'hold': {
+        const subject = pick(SUBJECTS, op.subject);
+        const tree = keyspace.read(subject);
+        if (tree !== undefined) held.push({ tree, expected: contents(tree) });
+        break;
+      }
+      case 'readMany': {
+        const subject = pick(SUBJECTS, op.subject);
+        const expected = expectCommitted(subject);
+        for (let i = 0; i < READS_FOR_POINT_INDEX; i++) {
+          const key = pick(KEYS, i % KEYS.length);
+          assert.equal(keyspace.readPoint(subject, key), expected.get(key));
+        }
+        break;
+      }
+    }
+    checkReads();
+  }
+}
+
+test('readers see exactly the state of the last durable round, whatever is written, sealed, restored or held meanwhile', () => {
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(keyArb, { maxLength: KEYS.length }).map((keys) => keys.map((k, i): [string, EntryRef] => [pick(KEYS, k), i + 1])),
+      fc.array(opArb, { maxLength: 60 }),
+      (initial, ops) => {
+        check(initial, ops);
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+test('a lone write per round leaves the working tree unshared: rounds clone nothing unless a reader asks for a whole tree', () => {
+  const keyspace = new Keyspace(new Map());
+  let clones = 0;
+  const counting = (tree: Tree): void => {
+    const clone = tree.clone.bind(tree);
+    tree.clone = () => {
+      clones++;
+      return clone();
+    };
+  };
+  keyspace.set('a', '/state/k0', 1);
+  const working = keyspace.workingTree('a');
+  assert.ok(working !== undefined);
+  counting(working);
+  for (let i = 1; i <= 100; i++) {
+    keyspace.set('a', `/state/k${i}`, i);
+    keyspace.publish(keyspace.seal());
+    assert.equal(keyspace.readPoint('a', `/state/k${i}`), i);
+  }
+  assert.equal(clones, 0, 'no round cloned the working tree');
+  // A reader of the whole tree gets one clone, built once and kept until the next durable round.
+  const first = keyspace.read('a');
+  assert.equal(keyspace.read('a'), first);
+  assert.equal(clones, 1);
+  keyspace.set('a', '/state/k1', 7); // not durable yet: the reader's tree is still the committed one
+  assert.equal(keyspace.read('a'), first);
+  assert.equal(first?.get('/state/k1'), 1);
+  keyspace.publish(keyspace.seal());
+  assert.notEqual(keyspace.read('a'), first);
+  assert.equal(keyspace.read('a')?.get('/state/k1'), 7);
+  assert.equal(first.get('/state/k1'), 1, 'the tree handed out before is unchanged');
+});
