@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { BTree } from '../src/engine/btree.js';
 import type { EntryRef } from '../src/engine/entry-table.js';
-import { Keyspace, type Sealed, type Tree } from '../src/engine/keyspace.js';
+import { Keyspace, UNDO_BUILD_LIMIT, type Sealed, type Tree } from '../src/engine/keyspace.js';
 
 // Readers see the committed state: the working trees as the last durable round left them. A
 // subject's committed state is derived from its working tree (the writes since undone) or, after a
@@ -11,15 +11,21 @@ import { Keyspace, type Sealed, type Tree } from '../src/engine/keyspace.js';
 // states (committed, the round in flight, working) and check every way a reader reads.
 
 const SUBJECTS = ['a', 'b'] as const;
+/** Few keys, so writes often meet (a key written twice in a round, again after a seal, ...). */
 const KEYS = Array.from({ length: 6 }, (_, i) => `/state/k${i}`);
-/** Reads that give a subject its point index and fill it (a small subject's index fills at once). */
-const READS_FOR_POINT_INDEX = 4100;
+/** Many keys in directories, written in runs: trees of several levels, a point index filled over several reads. */
+const BULK_KEYS = Array.from({ length: 400 }, (_, i) => `/state/d${i % 7}/k${i}`);
+/** Keys every check reads one by one (every bulk key is read through whole trees). */
+const READ_KEYS = [...KEYS, ...BULK_KEYS.filter((_, i) => i % 37 === 0)];
+/** Reads that start a subject's point index, leaving it to be filled by the reads that follow (32 keys each). */
+const READS_FOR_POINT_INDEX = 4098;
 
 type State = Map<string, Map<string, EntryRef>>;
 
 type Op =
   | { kind: 'set'; subject: number; key: number }
   | { kind: 'delete'; subject: number; key: number }
+  | { kind: 'bulk'; subject: number; from: number; count: number; remove: boolean }
   | { kind: 'replace'; subject: number; keys: number[] }
   | { kind: 'seal' }
   | { kind: 'publish' }
@@ -31,6 +37,16 @@ const keyArb = fc.integer({ min: 0, max: KEYS.length - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), subject: subjectArb, key: keyArb }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('delete' as const), subject: subjectArb, key: keyArb }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('bulk' as const),
+      subject: subjectArb,
+      from: fc.integer({ min: 0, max: BULK_KEYS.length - 1 }),
+      count: fc.integer({ min: 1, max: BULK_KEYS.length }),
+      remove: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), subject: subjectArb, keys: fc.uniqueArray(keyArb, { maxLength: KEYS.length }) }) },
   { weight: 3, arbitrary: fc.constant({ kind: 'seal' as const }) },
   { weight: 3, arbitrary: fc.constant({ kind: 'publish' as const }) },
@@ -44,6 +60,27 @@ function copyState(state: State): State {
 
 function contents(tree: Tree | undefined): Map<string, EntryRef> {
   return new Map(tree === undefined ? [] : tree.entries());
+}
+
+/** `fn()`, and the sets and deletes it made on any tree. */
+function treeWritesDuring<T>(fn: () => T): { result: T; writes: number } {
+  const proto: unknown = Object.getPrototypeOf(BTree.prototype);
+  assert.ok(typeof proto === 'object' && proto !== null);
+  const saved = ['set', 'delete'].map((name): [string, unknown] => [name, Reflect.get(proto, name)]);
+  let writes = 0;
+  for (const [name, method] of saved) {
+    assert.ok(typeof method === 'function');
+    Reflect.set(proto, name, function (this: unknown, ...args: unknown[]): unknown {
+      writes++;
+      const result: unknown = Reflect.apply(method, this, args);
+      return result;
+    });
+  }
+  try {
+    return { result: fn(), writes };
+  } finally {
+    for (const [name, method] of saved) Reflect.set(proto, name, method);
+  }
 }
 
 function pick<T>(items: readonly T[], i: number): T {
@@ -64,20 +101,25 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
   const held: { tree: Tree; expected: Map<string, EntryRef> }[] = [];
 
   const expectCommitted = (subject: string): Map<string, EntryRef> => committed.get(subject) ?? new Map<string, EntryRef>();
-  const checkReads = (): void => {
+  const checkReads = (wholeTrees: boolean): void => {
     for (const subject of SUBJECTS) {
       const expected = expectCommitted(subject);
-      for (const key of KEYS) {
+      for (const key of READ_KEYS) {
         assert.equal(keyspace.readEntry(subject, key), expected.get(key), `readEntry ${subject} ${key}`);
         assert.equal(keyspace.readPoint(subject, key), expected.get(key), `readPoint ${subject} ${key}`);
       }
-      assert.deepEqual(contents(keyspace.read(subject)), expected, `read ${subject}`);
+      // Not after every step: a whole tree is built on first use, and later readers get the same one.
+      if (wholeTrees) {
+        const { result, writes } = treeWritesDuring(() => keyspace.read(subject));
+        assert.deepEqual(contents(result), expected, `read ${subject}`);
+        assert.ok(writes < UNDO_BUILD_LIMIT, `a whole tree built with ${writes} tree writes`);
+      }
       assert.deepEqual(contents(keyspace.workingTree(subject)), working.get(subject) ?? new Map(), `working ${subject}`);
     }
     for (const h of held) assert.deepEqual(contents(h.tree), h.expected, 'a tree handed to a reader never changes');
   };
 
-  for (const op of ops) {
+  for (const [step, op] of ops.entries()) {
     switch (op.kind) {
       case 'set': {
         const subject = pick(SUBJECTS, op.subject);
@@ -98,6 +140,21 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         keys.delete(key);
         break;
       }
+      case 'bulk': {
+        const subject = pick(SUBJECTS, op.subject);
+        const keys = working.get(subject) ?? new Map<string, EntryRef>();
+        working.set(subject, keys);
+        for (const key of BULK_KEYS.slice(op.from, op.from + op.count)) {
+          if (op.remove) {
+            assert.equal(keyspace.delete(subject, key), keys.get(key));
+            keys.delete(key);
+          } else {
+            assert.equal(keyspace.set(subject, key, next), keys.get(key));
+            keys.set(key, next++);
+          }
+        }
+        break;
+      }
       case 'replace': {
         const subject = pick(SUBJECTS, op.subject);
         const tree = new BTree<string, EntryRef>();
@@ -116,7 +173,11 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         break;
       case 'publish':
         if (inFlight !== undefined) {
-          keyspace.publish(inFlight.sealed);
+          const sealed = inFlight.sealed;
+          const { writes } = treeWritesDuring(() => {
+            keyspace.publish(sealed);
+          });
+          assert.ok(writes < UNDO_BUILD_LIMIT, `a durable round made ${writes} tree writes`);
           committed = inFlight.state;
           inFlight = undefined;
         }
@@ -131,14 +192,15 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         const subject = pick(SUBJECTS, op.subject);
         const expected = expectCommitted(subject);
         for (let i = 0; i < READS_FOR_POINT_INDEX; i++) {
-          const key = pick(KEYS, i % KEYS.length);
+          const key = pick(READ_KEYS, i % READ_KEYS.length);
           assert.equal(keyspace.readPoint(subject, key), expected.get(key));
         }
         break;
       }
     }
-    checkReads();
+    checkReads(step % 3 === 0);
   }
+  checkReads(true);
 }
 
 test('readers see exactly the state of the last durable round, whatever is written, sealed, restored or held meanwhile', () => {
@@ -185,4 +247,15 @@ test('a lone write per round leaves the working tree unshared: rounds clone noth
   assert.notEqual(keyspace.read('a'), first);
   assert.equal(keyspace.read('a')?.get('/state/k1'), 7);
   assert.equal(first.get('/state/k1'), 1, 'the tree handed out before is unchanged');
+});
+
+test('reads of a subject that was never written leave nothing behind: no count of reads, no point index', () => {
+  const keyspace = new Keyspace(new Map());
+  for (let i = 0; i < 5000; i++) assert.equal(keyspace.readPoint(`ghost${i % 3}`, '/state/k'), undefined);
+  assert.equal(keyspace.read('ghost0'), undefined);
+  for (const field of ['treeReads', 'points', 'committed', 'undo']) {
+    const map: unknown = Reflect.get(keyspace, field);
+    assert.ok(map instanceof Map, field);
+    assert.equal(map.size, 0, `${field} is empty`);
+  }
 });

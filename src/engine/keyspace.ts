@@ -10,6 +10,12 @@ const POINT_INDEX_AFTER_READS = 4096;
 const DIRECTORY_COUNTS_AFTER = 4096;
 /** Keys counted towards a subject's directory counts per "has children?" question while they are built (~0.1 ms here). */
 const DIRECTORY_COUNTS_STEP = 512;
+/**
+ * Undo entries past which a derived subject's committed tree is kept built (see `Keyspace`): a
+ * tree built for a reader costs a tree write per entry (~9 µs each in a million-key tree on a
+ * 2-core VM), so a build never applies more than this many (~2 ms).
+ */
+export const UNDO_BUILD_LIMIT = 256;
 
 /** One subject's keys (binary strings, e.g. "/state/a") and their entries. */
 export type Tree = SortedTree<string, EntryRef>;
@@ -133,7 +139,11 @@ export class Keyspace {
     if (!this.ownTree.has(subject)) {
       let undo = this.undo.get(subject);
       if (undo === undefined) this.undo.set(subject, (undo = new Map<string, EntryRef | undefined>()));
-      if (!undo.has(bin)) undo.set(bin, old);
+      if (!undo.has(bin)) {
+        undo.set(bin, old);
+        // From here on a build would cost more than the limit: build it now (once per committed state).
+        if (undo.size === UNDO_BUILD_LIMIT && !this.committed.has(subject)) this.read(subject);
+      }
     }
     let keys = this.changes.get(subject);
     if (keys === undefined) this.changes.set(subject, (keys = new Map<string, EntryRef | undefined>()));
@@ -169,6 +179,13 @@ export class Keyspace {
   /** The state readers will see once the current round is durable. */
   seal(): Sealed {
     const sealed: Sealed = { changes: this.changes, replaced: this.replaced, trees: new Map() };
+    for (const [subject, keys] of this.changes) {
+      // A round of many keys is cloned as rounds once all were: its committed tree is then ready
+      // when it is durable, not built from its undo entries (the writes after it copy their paths).
+      if (keys.size < UNDO_BUILD_LIMIT || this.ownTree.has(subject)) continue;
+      const tree = this.working.get(subject);
+      if (tree !== undefined) sealed.trees.set(subject, tree.clone());
+    }
     for (const subject of this.ownTree) {
       if (!this.changes.has(subject) && !this.replaced.has(subject)) continue; // not written in the round
       const tree = this.working.get(subject);
@@ -191,24 +208,27 @@ export class Keyspace {
       }
       if (!this.ownTree.has(subject)) {
         // The round's keys are committed now: undone only if written again since it began.
+        const built = this.committed.get(subject);
         this.committed.delete(subject);
         const undo = this.undo.get(subject);
         const since = this.changes.get(subject);
-        if (undo !== undefined) {
+        if (since === undefined) {
+          this.undo.delete(subject); // nothing written since the round began (a bulk load's rounds: no walk of its keys)
+        } else if (undo !== undefined) {
           for (const bin of keys.keys()) {
-            if (since?.has(bin) === true) undo.set(bin, keys.get(bin));
+            if (since.has(bin)) undo.set(bin, keys.get(bin));
             else undo.delete(bin);
           }
           if (undo.size === 0) this.undo.delete(subject);
         }
+        // Too many undo entries left to build from: the built tree takes the round's keys instead
+        // (fewer than the limit, or the round's clone is its tree).
+        if (built !== undefined && !sealed.trees.has(subject) && (this.undo.get(subject)?.size ?? 0) >= UNDO_BUILD_LIMIT) {
+          this.committed.set(subject, withChanges(built, keys));
+        }
       } else if (!sealed.trees.has(subject)) {
         // Derived when the round began, replaced since: its tree of its own takes the round's keys.
-        const tree = this.committed.get(subject)?.clone() ?? new BTree<string, EntryRef>();
-        for (const [bin, entry] of keys) {
-          if (entry === undefined) tree.delete(bin);
-          else tree.set(bin, entry);
-        }
-        this.committed.set(subject, tree);
+        this.committed.set(subject, withChanges(this.committed.get(subject), keys));
       }
     }
     for (const [subject, tree] of sealed.trees) this.committed.set(subject, tree);
@@ -239,6 +259,7 @@ export class Keyspace {
   readPoint(subject: string, bin: string): EntryRef | undefined {
     let points = this.points.get(subject);
     if (points === undefined) {
+      if (!this.working.has(subject)) return undefined; // never written: nothing to count or index
       // A subject that is read rarely (or once, just after open) is served from its tree alone;
       // one read often gets an index, which its reads then fill (see PointIndex).
       const reads = (this.treeReads.get(subject) ?? 0) + 1;
@@ -327,4 +348,14 @@ export class Keyspace {
       yield k;
     }
   }
+}
+
+/** A clone of `tree` (or a new tree) with `changes` applied (undefined: deleted). */
+function withChanges(tree: Tree | undefined, changes: Map<string, EntryRef | undefined>): Tree {
+  const out = tree?.clone() ?? new BTree<string, EntryRef>();
+  for (const [bin, entry] of changes) {
+    if (entry === undefined) out.delete(bin);
+    else out.set(bin, entry);
+  }
+  return out;
 }
