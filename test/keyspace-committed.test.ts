@@ -62,26 +62,31 @@ function contents(tree: Tree | undefined): Map<string, EntryRef> {
   return new Map(tree === undefined ? [] : tree.entries());
 }
 
-/** `fn()`, and the sets and deletes it made on any tree. */
-function treeWritesDuring<T>(fn: () => T): { result: T; writes: number } {
+/** Sets and deletes made on any tree (every tree's class is counted from here on). */
+let treeWrites = 0;
+{
   const proto: unknown = Object.getPrototypeOf(BTree.prototype);
   assert.ok(typeof proto === 'object' && proto !== null);
-  const saved = ['set', 'delete'].map((name): [string, unknown] => [name, Reflect.get(proto, name)]);
-  let writes = 0;
-  for (const [name, method] of saved) {
+  for (const name of ['set', 'delete']) {
+    const method: unknown = Reflect.get(proto, name);
     assert.ok(typeof method === 'function');
     Reflect.set(proto, name, function (this: unknown, ...args: unknown[]): unknown {
-      writes++;
+      treeWrites++;
       const result: unknown = Reflect.apply(method, this, args);
       return result;
     });
   }
-  try {
-    return { result: fn(), writes };
-  } finally {
-    for (const [name, method] of saved) Reflect.set(proto, name, method);
-  }
 }
+
+/** `fn()`, and the tree writes it made. */
+function treeWritesDuring<T>(fn: () => T): { result: T; writes: number } {
+  const before = treeWrites;
+  const result = fn();
+  return { result, writes: treeWrites - before };
+}
+
+/** A set or delete of the keyspace: its own tree write (two when a guess misses), and at most one build of a committed tree. */
+const MAX_WRITES_PER_CHANGE = 2 + UNDO_BUILD_LIMIT;
 
 function pick<T>(items: readonly T[], i: number): T {
   const item = items[i];
@@ -126,8 +131,9 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         const key = pick(KEYS, op.key);
         const keys = working.get(subject) ?? new Map<string, EntryRef>();
         working.set(subject, keys);
-        const old = keyspace.set(subject, key, next);
+        const { result: old, writes } = treeWritesDuring((): EntryRef | undefined => keyspace.set(subject, key, next));
         assert.equal(old, keys.get(key));
+        assert.ok(writes <= MAX_WRITES_PER_CHANGE, `a set made ${writes} tree writes`);
         keys.set(key, next++);
         break;
       }
@@ -145,13 +151,11 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         const keys = working.get(subject) ?? new Map<string, EntryRef>();
         working.set(subject, keys);
         for (const key of BULK_KEYS.slice(op.from, op.from + op.count)) {
-          if (op.remove) {
-            assert.equal(keyspace.delete(subject, key), keys.get(key));
-            keys.delete(key);
-          } else {
-            assert.equal(keyspace.set(subject, key, next), keys.get(key));
-            keys.set(key, next++);
-          }
+          const { result: old, writes } = treeWritesDuring((): EntryRef | undefined => (op.remove ? keyspace.delete(subject, key) : keyspace.set(subject, key, next)));
+          assert.equal(old, keys.get(key));
+          assert.ok(writes <= MAX_WRITES_PER_CHANGE, `a change made ${writes} tree writes`);
+          if (op.remove) keys.delete(key);
+          else keys.set(key, next++);
         }
         break;
       }
@@ -177,7 +181,9 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
           const { writes } = treeWritesDuring(() => {
             keyspace.publish(sealed);
           });
-          assert.ok(writes < UNDO_BUILD_LIMIT, `a durable round made ${writes} tree writes`);
+          // At most the round's own keys, and fewer than the limit per subject.
+          const roundKeys = [...sealed.changes.values()].reduce((n, keys) => n + keys.size, 0);
+          assert.ok(writes <= roundKeys && writes < UNDO_BUILD_LIMIT * Math.max(1, sealed.changes.size), `a durable round of ${roundKeys} keys made ${writes} tree writes`);
           committed = inFlight.state;
           inFlight = undefined;
         }
@@ -258,4 +264,19 @@ test('reads of a subject that was never written leave nothing behind: no count o
     assert.ok(map instanceof Map, field);
     assert.equal(map.size, 0, `${field} is empty`);
   }
+});
+
+test('rounds around the 256-entry limit: reads stay exact and builds stay bounded, subject by subject', () => {
+  const bulk = (subject: number, from: number, count: number, remove = false): Op => ({ kind: 'bulk', subject, from, count, remove });
+  const sequences: Op[][] = [
+    // Two subjects each left with 256 undo entries by a durable round of 128 keys each.
+    [bulk(0, 0, 128), bulk(1, 0, 128), { kind: 'seal' }, bulk(0, 0, 256), bulk(1, 0, 256), { kind: 'publish' }, { kind: 'hold', subject: 0 }],
+    // A round of 300 keys (cloned at its seal), the subject restored while it is in flight, then written again.
+    [bulk(0, 0, 300), { kind: 'seal' }, { kind: 'replace', subject: 0, keys: [0, 1] }, bulk(0, 50, 300), { kind: 'publish' }, { kind: 'seal' }, { kind: 'publish' }],
+    // A restored subject made derived again with 300 keys written while its round was in flight.
+    [{ kind: 'replace', subject: 1, keys: [2] }, { kind: 'seal' }, bulk(1, 0, 300), { kind: 'publish' }, { kind: 'hold', subject: 1 }, { kind: 'seal' }, { kind: 'publish' }],
+    // A tree built during a round in flight (the 256th write), then that round published, then deletes.
+    [bulk(0, 0, 100), { kind: 'seal' }, bulk(0, 100, 200), { kind: 'publish' }, bulk(0, 0, 400, true), { kind: 'seal' }, { kind: 'publish' }],
+  ];
+  for (const ops of sequences) check([], ops);
 });
