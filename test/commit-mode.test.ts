@@ -250,3 +250,31 @@ test('inline commits still group: puts issued by separate callbacks of one event
     await store.close();
   });
 });
+
+test('one writer awaiting each put gets its inline rounds one after another, and the event loop still turns every 32 rounds', async () => {
+  await withTempDir(async (dir) => {
+    const image = await newImage(dir, 'chain.img');
+    const { store, device } = await openCounting(image, 'inline');
+    await store.put('app', '/state/warm', 'w');
+    const before = device.inlineWrites;
+    let turns = 0;
+    let counting = true;
+    const tick = (): void => {
+      turns++;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const puts = 320;
+    for (let i = 0; i < puts; i++) await store.put('app', `/state/k${i}`, `v${i}`);
+    counting = false;
+    assert.ok(device.inlineWrites - before >= puts, 'each awaited put was made durable by a write of its own');
+    // A turn of the event loop per put before; now one per ROUNDS_PER_TURN (32) rounds at most,
+    // and at least one every 32, so timers and sockets still get their turn.
+    assert.ok(turns <= puts / 8, `${turns} turns of the event loop for ${puts} puts`);
+    assert.ok(turns >= puts / 32 - 1, `${turns} turns of the event loop for ${puts} puts`);
+    await store.close();
+    const again = await Store.open(image);
+    assert.equal(text(await again.get('app', `/state/k${puts - 1}`)), `v${puts - 1}`);
+    await again.close();
+  });
+});

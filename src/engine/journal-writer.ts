@@ -394,20 +394,33 @@ export class JournalWriter<T> {
     // holds the event loop until it is durable, so it waits for the loop's next check phase
     // instead: every request already read from a socket in this turn joins it (otherwise each
     // connection's put would get a flush of its own).
-    if ((this.canWriteInline && this.placement.inline) || this.roundsThisTurn >= ROUNDS_PER_TURN) {
+    if (this.writesInline() || !this.roundInThisTurn()) {
       setImmediate(start);
       return;
     }
-    // On a device whose writes complete at once (a memory image), rounds chained by microtasks
-    // would never let the loop turn under a loop of awaited writes: a checkpoint built in steps
-    // (which runs between turns) would wait until the image ran low on space. So after
-    // ROUNDS_PER_TURN rounds in one turn, the next waits for the check phase.
+    queueMicrotask(start);
+  }
+
+  private writesInline(): boolean {
+    return this.canWriteInline && this.placement.inline;
+  }
+
+  /**
+   * Whether one more round may start without the event loop turning, and if so counts it. On a
+   * device whose writes complete at once (a memory image), or with rounds written inline and
+   * chained (`run`), rounds chained by microtasks would never let the loop turn under a loop of
+   * awaited writes: timers and sockets would wait, and a checkpoint built in steps (which runs
+   * between turns) would wait until the image ran low on space. So after ROUNDS_PER_TURN rounds in
+   * one turn, the next waits for the check phase.
+   */
+  private roundInThisTurn(): boolean {
+    if (this.roundsThisTurn >= ROUNDS_PER_TURN) return false;
     if (this.roundsThisTurn++ === 0) {
       setImmediate(() => {
         this.roundsThisTurn = 0;
       });
     }
-    queueMicrotask(start);
+    return true;
   }
 
   private async run(): Promise<void> {
@@ -434,6 +447,12 @@ export class JournalWriter<T> {
           this.giveBuffer(part.bytes);
           part.bytes = EMPTY;
         }
+        // An inline round's waiters may append again at once (one writer awaiting each put): wait
+        // until the microtasks its answers set off have run, so those appends make the next round
+        // here rather than wait a turn of the event loop for theirs (docs/storage/statefs-v3.md
+        // 5.2). Requests from sockets come in later turns, so a daemon's rounds still gather them
+        // at the check phase (see `schedule`).
+        if (this.writesInline() && this.roundInThisTurn()) await afterMicrotasks();
       }
     } finally {
       this.writing = false;
@@ -525,6 +544,13 @@ export class JournalWriter<T> {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Resolves once the microtasks queued so far, and those they queue, have run (a `nextTick` runs after the queue drains). */
+function afterMicrotasks(): Promise<void> {
+  return new Promise((resolve) => {
+    process.nextTick(resolve);
+  });
+}
 /** Part buffers: the smallest allocated, the largest kept for reuse, and how many are kept. */
 const SPARE_BUFFER_MIN = 64 * 1024;
 const SPARE_BUFFER_MAX = 1024 * 1024;
