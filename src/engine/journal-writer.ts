@@ -119,6 +119,8 @@ interface Part {
 
 /** Background rounds one turn of the event loop may start before the next waits for its check phase. */
 const ROUNDS_PER_TURN = 32;
+/** How long inline rounds chained by one writer (`run`) may hold the event loop before it turns. */
+const CHAIN_MAX_MS = 5;
 /**
  * How far past a small write's end, in a fresh segment of a sparse device, the write goes on with
  * zeros: the blocks are then allocated by one write, not by every commit that reaches a new one.
@@ -148,8 +150,9 @@ export class JournalWriter<T> {
   private writing = false;
   private inFlight: Part[] | undefined;
   private scheduled = false;
-  /** Rounds started from a microtask since the event loop last reached its check phase. */
+  /** Rounds started from a microtask since the event loop last reached its check phase, and when the first of them was. */
   private roundsThisTurn = 0;
+  private turnStartedAt = 0;
   private failure: StatefsError | undefined;
   /** Parts of the failed round and those queued behind it: their records never became durable (`pending` keeps naming them). */
   private lostParts: Pick<Part, 'segment' | 'start' | 'length'>[] = [];
@@ -416,11 +419,22 @@ export class JournalWriter<T> {
   private roundInThisTurn(): boolean {
     if (this.roundsThisTurn >= ROUNDS_PER_TURN) return false;
     if (this.roundsThisTurn++ === 0) {
+      this.turnStartedAt = performance.now();
       setImmediate(() => {
         this.roundsThisTurn = 0;
       });
     }
     return true;
+  }
+
+  /**
+   * Whether the next inline round may follow this one without the event loop turning: within
+   * ROUNDS_PER_TURN rounds and CHAIN_MAX_MS of the turn's first chained round (each is a sync of
+   * the disk, so on a slow disk fewer rounds follow one another before timers and sockets run).
+   */
+  private mayChain(): boolean {
+    if (this.roundsThisTurn > 0 && performance.now() - this.turnStartedAt > CHAIN_MAX_MS) return false;
+    return this.roundInThisTurn();
   }
 
   private async run(): Promise<void> {
@@ -447,12 +461,15 @@ export class JournalWriter<T> {
           this.giveBuffer(part.bytes);
           part.bytes = EMPTY;
         }
+        // Durable: no longer pending (a reader waiting for these parts must not find them again
+        // while the tick below is awaited, or it would spin on their settled promise).
+        this.inFlight = undefined;
         // An inline round's waiters may append again at once (one writer awaiting each put): wait
         // until the microtasks its answers set off have run, so those appends make the next round
         // here rather than wait a turn of the event loop for theirs (docs/storage/statefs-v3.md
         // 5.2). Requests from sockets come in later turns, so a daemon's rounds still gather them
         // at the check phase (see `schedule`).
-        if (this.writesInline() && this.roundInThisTurn()) await afterMicrotasks();
+        if (this.writesInline() && this.mayChain()) await afterMicrotasks();
       }
     } finally {
       this.writing = false;
