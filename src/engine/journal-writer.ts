@@ -117,7 +117,7 @@ interface Part {
   fresh?: true;
 }
 
-/** Background rounds one turn of the event loop may start before the next waits for its check phase. */
+/** Rounds one turn of the event loop may start from microtasks (background rounds, chained inline rounds) before the next waits for its check phase. */
 const ROUNDS_PER_TURN = 32;
 /** How long inline rounds chained by one writer (`run`) may hold the event loop before it turns. */
 const CHAIN_MAX_MS = 5;
@@ -568,6 +568,7 @@ function afterMicrotasks(): Promise<void> {
     process.nextTick(resolve);
   });
 }
+
 /** Part buffers: the smallest allocated, the largest kept for reuse, and how many are kept. */
 const SPARE_BUFFER_MIN = 64 * 1024;
 const SPARE_BUFFER_MAX = 1024 * 1024;
