@@ -172,6 +172,13 @@ async function openCounting(image: string, mode: CommitMode): Promise<{ store: S
   return { store: await Store.openDevice(device, { commitMode: mode }), device };
 }
 
+/** A store on `image` committing inline, after one put (its first commit done), and the device's inline writes then. */
+async function openWarmInline(image: string): Promise<{ store: Store; device: CountingDevice; before: number }> {
+  const { store, device } = await openCounting(image, 'inline');
+  await store.put('app', '/state/warm', 'w');
+  return { store, device, before: device.inlineWrites };
+}
+
 test('every commit mode makes puts, batches and transactions durable on a file image', async () => {
   await withTempDir(async (dir) => {
     for (const mode of ['inline', 'background', 'auto'] as const) {
@@ -233,10 +240,7 @@ test('an unknown commit mode is EINVAL, and the image is left unlocked', async (
 
 test('inline commits still group: puts issued by separate callbacks of one event-loop turn share one flush', async () => {
   await withTempDir(async (dir) => {
-    const image = await newImage(dir, 'group.img');
-    const { store, device } = await openCounting(image, 'inline');
-    await store.put('app', '/state/warm', 'w');
-    const before = device.inlineWrites;
+    const { store, device, before } = await openWarmInline(await newImage(dir, 'group.img'));
     // Twenty immediates queued together run in one check phase, each followed by its own
     // microtask checkpoint — as the data events of twenty connections arrive in one poll phase.
     const puts: Promise<void>[] = [];
@@ -257,9 +261,7 @@ test('inline commits still group: puts issued by separate callbacks of one event
 test('one writer awaiting each put gets its inline rounds one after another, and the event loop still turns every 32 rounds', async () => {
   await withTempDir(async (dir) => {
     const image = await newImage(dir, 'chain.img');
-    const { store, device } = await openCounting(image, 'inline');
-    await store.put('app', '/state/warm', 'w');
-    const before = device.inlineWrites;
+    const { store, device, before } = await openWarmInline(image);
     let turns = 0;
     let counting = true;
     const tick = (): void => {

@@ -32,6 +32,17 @@ async function image(path: string): Promise<void> {
   await s.close();
 }
 
+/** A store open on a new image `a.img` in `dir`, with its lock's text and the owner it names. */
+async function openOwned(dir: string): Promise<{ path: string; s: Store; written: string; owner: LockOwner }> {
+  const path = join(dir, 'a.img');
+  await image(path);
+  const s = await Store.open(path);
+  const written = readFileSync(`${path}.lock`, 'utf8');
+  const owner = parseLock(written);
+  assert.ok(owner !== undefined);
+  return { path, s, written, owner };
+}
+
 /** An image whose lock names `owner`: a writable open is `EBUSY` with `message`, and the lock is left as it was. */
 async function assertLockKept(dir: string, owner: LockOwner, ...message: string[]): Promise<string> {
   const path = join(dir, 'a.img');
@@ -45,12 +56,7 @@ async function assertLockKept(dir: string, owner: LockOwner, ...message: string[
 
 test('a writable open names its owner in the lock (pid, host, boot, PID namespace, start time), and close removes it', onLinux, async () => {
   await withTempDir(async (dir) => {
-    const path = join(dir, 'a.img');
-    await image(path);
-    const s = await Store.open(path);
-    const written = readFileSync(`${path}.lock`, 'utf8');
-    const owner = parseLock(written);
-    assert.ok(owner !== undefined);
+    const { path, s, written, owner } = await openOwned(dir);
     assert.equal(owner.pid, process.pid);
     assert.equal(owner.host, hostname());
     assert.match(owner.boot ?? '', /^[0-9a-f-]{36}$/);
@@ -149,12 +155,7 @@ test('a lock from another PID namespace of this kernel whose owner\'s socket ref
 
 test('a lock from another PID namespace of this kernel is EBUSY while its owner answers on its socket (a live store), naming where', onLinux, async () => {
   await withTempDir(async (dir) => {
-    const path = join(dir, 'a.img');
-    await image(path);
-    const s = await Store.open(path);
-    const own = readFileSync(`${path}.lock`, 'utf8');
-    const owner = parseLock(own);
-    assert.ok(owner !== undefined);
+    const { path, s, written: own, owner } = await openOwned(dir);
     writeFileSync(`${path}.lock`, formatLock({ ...owner, pidNamespace: 'pid:[1]' })); // as another container sees it
     await assert.rejects(Store.open(path), busyWith(`is locked by process ${String(process.pid)} in another PID namespace of this host (pid:[1]`, 'which answers on its socket'));
     writeFileSync(`${path}.lock`, own);
