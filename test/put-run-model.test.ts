@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MemoryDevice } from '../src/device/memory-device.js';
+import { GROUP_FROM } from '../src/engine/batch-order.js';
 import { fsckDevice } from '../src/engine/fsck.js';
 import { Store } from '../src/engine/store.js';
 import type { StoreStat } from '../src/engine/store-types.js';
@@ -88,7 +89,8 @@ async function runModel(seed: number, steps: number): Promise<void> {
       const r = next();
       if (r < 0.35) {
         const batch: [string, Uint8Array][] = [];
-        for (let i = 0, n = 1 + int(25); i < n; i++) {
+        // Now and then a batch large enough to go into the index grouped by directory (batch-order.ts).
+        for (let i = 0, n = next() < 0.05 ? GROUP_FROM + int(8) : 1 + int(25); i < n; i++) {
           const k = batch.length > 0 && next() < 0.1 ? (batch[int(batch.length)]?.[0] ?? key()) : key();
           batch.push([k, value()]);
         }

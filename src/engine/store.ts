@@ -39,6 +39,7 @@ import { DEFAULT_IMAGE_SIZE, formatDevice, type FormatOptions } from './mkfs.js'
 import { KEY_ROOT, checkKey, checkMountPath, checkPrefix, checkSnapName, checkSubject, fromBinary, toValue } from './names.js';
 import { BTree, diffTrees } from './btree.js';
 import { batchRecords } from './batch-records.js';
+import { directoryOrder } from './batch-order.js';
 import { MOVED_RECORD_BOUND, changeBound, mountBound, restoreBound, snapshotHeaderBound } from './checkpoint-bound.js';
 import { Checkpointer, checkCheckpointOptions, type CheckpointerHost } from './checkpointer.js';
 import { writeUpgrade, type UpgradeHost } from './legacy-upgrade.js';
@@ -375,14 +376,18 @@ export class Store extends EventEmitter {
       }
       const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
       const packed = packValues(values);
-      let at = 0;
-      bins.forEach((bin, i) => {
+      // Where each value starts in `packed` (the values in the order given).
+      const starts = new Int32Array(values.length);
+      for (let i = 1; i < values.length; i++) starts[i] = (starts[i - 1] ?? 0) + (values[i - 1]?.length ?? 0);
+      // Into the index grouped by directory: consecutive inserts share their path (batch-order.ts).
+      for (const i of directoryOrder(bins)) {
+        const bin = bins[i];
         const x = appended.extents[slices[3 * i + 2] ?? 0];
         const lead = slices[3 * i] ?? 0;
-        const length = values[i]?.length ?? 0;
-        if (x !== undefined) this.setEntry(subject, bin, Entry.inRecord(packed, at, length, x.segment, x.offset + lead, slices[3 * i + 1] ?? 0, lead));
-        at += length;
-      });
+        if (bin !== undefined && x !== undefined) {
+          this.setEntry(subject, bin, Entry.inRecord(packed, starts[i] ?? 0, values[i]?.length ?? 0, x.segment, x.offset + lead, slices[3 * i + 1] ?? 0, lead));
+        }
+      }
       return appended;
     };
     const appended = this.writeNow(() => this.journal.fits(records), write) ?? (await this.writeInTurn(() => this.reclaimUnlessFits(records, op), () => write(true)));
