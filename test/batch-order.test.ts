@@ -35,31 +35,47 @@ test('directoryOrder: a permutation grouping keys by parent, groups by first app
   );
 });
 
-test('putMany of a large batch interleaving directories, with keys given twice, reads, lists, accounts and replays as given', async () => {
-  const device = new MemoryDevice(await memoryImage(8 * MiB));
+test('putMany of a large batch interleaving directories over existing keys and a snapshot, with keys given twice, reads, lists, accounts and replays as given', async () => {
+  const device = new MemoryDevice(await memoryImage(16 * MiB));
   const store = await Store.openDevice(device, { autoGc: false });
+  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const sorted = (keys: Iterable<string>): string[] => [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  // Keys written before: the batch replaces some, and a snapshot holds their old values.
+  const before = new Map<string, Uint8Array>();
+  for (let i = 0; i < 40; i++) before.set(`/state/app${i % 4}/k${i}`, enc(`old${i}`));
+  await store.putMany('app', [...before]);
+  await store.snapshot('app', 'before');
   const batch: [string, Uint8Array][] = [];
-  const want = new Map<string, Uint8Array>();
-  for (let i = 0; i < 4 * GROUP_FROM; i++) {
-    // Four directories interleaved; every seventh entry repeats an earlier key with a new value.
+  const want = new Map(before);
+  // More distinct keys than UNDO_BUILD_LIMIT (256), so the committed tree is built mid-batch.
+  for (let i = 0; i < 5 * GROUP_FROM; i++) {
+    // Four directories interleaved; every seventh entry repeats a key given earlier in the batch.
     const key = i % 7 === 6 ? (batch[i - 5]?.[0] ?? '/state/none') : `/state/app${i % 4}/k${i}`;
-    const value = new TextEncoder().encode(`v${i}`);
+    // A value too large for a run (a PUT record of its own) and an empty one among the small.
+    const value = i === 100 ? new Uint8Array(20_000).fill(7) : i === 101 ? new Uint8Array(0) : enc(`v${i}`);
     batch.push([key, value]);
     want.set(key, value);
   }
   await store.putMany('app', batch);
-  for (const [k, v] of want) assert.deepEqual(await store.get('app', k), v, k);
-  const listed = (await store.list('app', '/state/', { limit: 10_000 })).keys;
-  assert.deepEqual(listed, [...want.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+  const check = async (s: Store, where: string): Promise<void> => {
+    for (const [k, v] of want) assert.deepEqual(await s.get('app', k), v, `${where}: ${k}`);
+    assert.deepEqual((await s.list('app', '/state/', { limit: 10_000 })).keys, sorted(want.keys()), `${where}: keys`);
+    // The snapshot still holds the values the batch replaced.
+    const diff = await s.diffSnaps('app', 'before', '@live');
+    assert.deepEqual(sorted(diff.changed), sorted([...before.keys()].filter((k) => want.get(k) !== before.get(k))), `${where}: replaced since the snapshot`);
+    await s.verifySnapshot('app', 'before');
+  };
+  await check(store, 'live');
   const stat = await store.stat();
   const app = stat.subjects.find((s) => s.subject === 'app');
   assert.ok(app !== undefined);
   // What the writer counted is what a walk of the index finds (no repeated key counted twice).
-  assert.equal(app.usedBytes, app.liveBytes);
+  assert.equal(app.usedBytes, app.liveBytes + app.snapshotOnlyBytes);
   await store.sync();
   const reopened = await openMemory(device.bytes.slice(), { autoGc: false });
-  for (const [k, v] of want) assert.deepEqual(await reopened.get('app', k), v, `${k} after replay`);
-  assert.equal((await reopened.stat()).liveBytes, stat.liveBytes);
+  await check(reopened, 'after replay');
+  const again = await reopened.stat();
+  assert.deepEqual(again.subjects, stat.subjects, "replay's space figures are the writer's");
   await reopened.close();
   await store.close();
 });

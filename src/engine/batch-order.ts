@@ -10,8 +10,9 @@ export const GROUP_FROM = 64;
  * Why: a batch that interleaves directories (a load of many apps' keys) sends consecutive inserts
  * down different paths of a large tree, and each insert then misses the cache at every level
  * (~3 µs an insert into a million-key tree on a 2-core VM). Grouped, consecutive inserts share
- * their path, and the nodes they add are laid out in key order, which later reads walk faster
- * (docs/performance.md). Grouping costs one map lookup per key, a full sort about ten.
+ * their path, and the nodes one directory's keys add are made one after another, so they lie
+ * together in memory for later reads (docs/performance.md). Grouping costs one map lookup per
+ * key, a full sort about ten.
  */
 export function directoryOrder(bins: readonly string[]): Int32Array {
   const n = bins.length;

@@ -376,8 +376,8 @@ export class Store extends EventEmitter {
       }
       const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
       const packed = packValues(values);
-      // Where each value starts in `packed` (the values in the order given).
-      const starts = new Int32Array(values.length);
+      // Where each value starts in `packed` (the values in the order given; a batch may pass 2 GiB).
+      const starts = new Float64Array(values.length);
       for (let i = 1; i < values.length; i++) starts[i] = (starts[i - 1] ?? 0) + (values[i - 1]?.length ?? 0);
       // Into the index grouped by directory: consecutive inserts share their path (batch-order.ts).
       for (const i of directoryOrder(bins)) {
