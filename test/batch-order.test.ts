@@ -79,3 +79,30 @@ test('putMany of a large batch interleaving directories over existing keys and a
   await reopened.close();
   await store.close();
 });
+
+test('replay indexes a batch\'s puts grouped by directory, yet before any other record of the batch (a delete and a snapshot between puts of the same keys)', async () => {
+  const device = new MemoryDevice(await memoryImage(8 * MiB));
+  const store = await Store.openDevice(device, { autoGc: false });
+  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+  // Issued in one turn, not awaited one by one: one round, one journal batch, records in this order.
+  const many = (tag: string): [string, Uint8Array][] => Array.from({ length: GROUP_FROM }, (_, i) => [`/state/d${i % 3}/k${i}`, enc(`${tag}${i}`)]);
+  const snapped = store.putMany('app', many('a'));
+  const deleted = store.delete('app', '/state/d0/k0');
+  const snapshot = store.snapshot('app', 'mid');
+  const after = store.putMany('app', many('b'));
+  await Promise.all([snapped, deleted, snapshot, after]);
+  const want = async (s: Store, where: string): Promise<void> => {
+    assert.deepEqual(await s.get('app', '/state/d0/k0'), enc('b0'), `${where}: put again after its delete`);
+    assert.deepEqual(await s.get('app', '/state/d2/k2'), enc('b2'), where);
+    const diff = await s.diffSnaps('app', 'mid', '@live');
+    // The snapshot was taken after the delete and the first batch: k0 is absent in it, the rest hold a-values.
+    assert.deepEqual(diff.added, ['/state/d0/k0'], `${where}: k0 deleted in the snapshot`);
+    assert.equal(diff.changed.length, GROUP_FROM - 1, `${where}: every other key changed since the snapshot`);
+  };
+  await want(store, 'live');
+  await store.sync();
+  const reopened = await openMemory(device.bytes.slice(), { autoGc: false });
+  await want(reopened, 'after replay');
+  await reopened.close();
+  await store.close();
+});

@@ -3,6 +3,7 @@ import { StatefsError } from '../errors.js';
 import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
 import { runEntries, runValueStart, runWellFormed, type RunEntry } from '../format/put-run.js';
+import { directoryOrder } from './batch-order.js';
 import { claimedRecordLength, decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { valueOfRecord } from './entry-reader.js';
@@ -97,7 +98,30 @@ export async function replayImage(device: BlockDevice, legacySubject: string, va
     }
     const packed = new Uint8Array(putBytes);
     let packedAt = 0;
+    // The puts of consecutive PUT and PUTRUN records go into the trees together, grouped by
+    // directory, once a record of another kind (or the batch's end) comes: each key's puts keep
+    // their order, and nothing else reads the trees in between (batch-order.ts; a crash during a
+    // bulk load leaves a journal of interleaved directories to replay).
+    const putSubjects: string[] = [];
+    const putBins: string[] = [];
+    const putEntries: EntryRef[] = [];
+    const indexPuts = (): void => {
+      if (putBins.length === 0) return;
+      for (const i of directoryOrder(putBins)) {
+        const subject = putSubjects[i];
+        const bin = putBins[i];
+        const entry = putEntries[i];
+        if (subject !== undefined && bin !== undefined && entry !== undefined) index.setIn(subject, bin, entry);
+      }
+      putSubjects.length = putBins.length = putEntries.length = 0;
+    };
+    const putLater = (subject: string, bin: string, entry: EntryRef): void => {
+      putSubjects.push(subject);
+      putBins.push(bin);
+      putEntries.push(entry);
+    };
     batch.forEach(({ record, extent }, at) => {
+      if (record.opcode !== Op.PUT && record.opcode !== Op.PUTRUN) indexPuts();
       switch (record.opcode) {
         case Op.CKPT: {
           const c = decodeCheckpointChunk(record.value);
@@ -120,8 +144,9 @@ export async function replayImage(device: BlockDevice, legacySubject: string, va
         }
         case Op.PUT: {
           requireCheckpoint(ckpt.loaded, sb, extent);
+          const [subject, bin] = index.putKey(record.key, extent);
           packed.set(record.value, packedAt);
-          index.put(record.key, Entry.inRecord(packed, packedAt, record.value.length, extent.segment, extent.offset, extent.length), extent);
+          putLater(subject, bin, Entry.inRecord(packed, packedAt, record.value.length, extent.segment, extent.offset, extent.length));
           packedAt += record.value.length;
           break;
         }
@@ -133,7 +158,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string, va
           for (const e of run) {
             packed.set(e.value, packedAt);
             const slice = { segment: extent.segment, offset: extent.offset + e.lead, length: e.length };
-            index.putIn(subject, e.bin, Entry.inRecord(packed, packedAt, e.value.length, slice.segment, slice.offset, slice.length, e.lead), slice);
+            index.checkRunKey(e.bin, slice);
+            putLater(subject, e.bin, Entry.inRecord(packed, packedAt, e.value.length, slice.segment, slice.offset, slice.length, e.lead));
             packedAt += e.value.length;
           }
           break;
@@ -193,6 +219,7 @@ export async function replayImage(device: BlockDevice, legacySubject: string, va
           throw StatefsError.ENOTSUP(`record opcode 0x${record.opcode.toString(16)} at byte ${absolute(sb, extent)}`, { op: 'open' });
       }
     });
+    indexPuts();
   };
   const scan = await scanLog(device, sb, apply);
   if (!ckpt.loaded) throw StatefsError.EINTEGRITY('the checkpoint named by the superblock is incomplete', { op: 'open', offset: segmentOffset(sb.ckptSegment, sb.segmentSize) + sb.ckptOffset });
@@ -666,20 +693,20 @@ class IndexBuilder {
     this.setIn(subject, bin, entry);
   }
 
-  /** Index the entry of a PUT record whose key bytes are `key`. */
-  put(key: Uint8Array, entry: EntryRef, at: Extent): void {
+  /** The subject and key of a PUT record whose key bytes are `key`. */
+  putKey(key: Uint8Array, at: Extent): [subject: string, bin: string] {
     const parts = splitRecordKey(key);
     if (parts === undefined) throw damaged(this.sb, at, 'record key has no subject');
-    this.setIn(parts[0], parts[1], entry);
+    return parts;
   }
 
-  /** Index the entry of a PUTRUN record's entry (its subject checked by the caller). */
-  putIn(subject: string, bin: string, entry: EntryRef, at: Extent): void {
+  /** Check the key of a PUTRUN record's entry (its subject is checked by the caller). */
+  checkRunKey(bin: string, at: Extent): void {
     if (bin.length === 0 || bin.includes('\0')) throw damaged(this.sb, at, 'PUTRUN entry key is empty or holds a NUL');
-    this.setIn(subject, bin, entry);
   }
 
-  private setIn(subject: string, bin: string, entry: EntryRef): void {
+  /** Index `entry` under `bin` of `subject` (both checked). */
+  setIn(subject: string, bin: string, entry: EntryRef): void {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, EntryRef>()));
     const snaps = this.snapshots.countOf(subject);
