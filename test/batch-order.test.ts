@@ -3,9 +3,12 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { GROUP_FROM, directoryOrder } from '../src/engine/batch-order.js';
 import { MemoryDevice } from '../src/device/memory-device.js';
+import { replayImage } from '../src/engine/replay.js';
 import { Store } from '../src/engine/store.js';
+import { Op } from '../src/format/opcodes.js';
 import { MiB, memoryImage, openMemory } from './helpers.js';
 import { guardResources } from './hygiene.js';
+import { recordsOf } from './reliability/image-records.js';
 
 guardResources();
 
@@ -80,29 +83,82 @@ test('putMany of a large batch interleaving directories over existing keys and a
   await store.close();
 });
 
+/** A memory device whose writes wait while it is held (a round kept in flight). */
+class HeldDevice extends MemoryDevice {
+  private gate: Promise<void> | undefined;
+  private open: (() => void) | undefined;
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = undefined;
+  }
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    const copy = data.slice(); // the journal may reuse its buffer once the write resolves
+    await this.gate;
+    await super.write(offset, copy);
+  }
+}
+
 test('replay indexes a batch\'s puts grouped by directory, yet before any other record of the batch (a delete and a snapshot between puts of the same keys)', async () => {
-  const device = new MemoryDevice(await memoryImage(8 * MiB));
+  const device = new HeldDevice(await memoryImage(8 * MiB));
   const store = await Store.openDevice(device, { autoGc: false });
   const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-  // Issued in one turn, not awaited one by one: one round, one journal batch, records in this order.
   const many = (tag: string): [string, Uint8Array][] => Array.from({ length: GROUP_FROM }, (_, i) => [`/state/d${i % 3}/k${i}`, enc(`${tag}${i}`)]);
-  const snapped = store.putMany('app', many('a'));
-  const deleted = store.delete('app', '/state/d0/k0');
-  const snapshot = store.snapshot('app', 'mid');
-  const after = store.putMany('app', many('b'));
-  await Promise.all([snapped, deleted, snapshot, after]);
+  // A round kept in flight: everything appended meanwhile is written as the next round, one batch.
+  device.hold();
+  const first = store.put('app', '/state/first', enc('x'));
+  await new Promise((resolve) => setImmediate(resolve));
+  const pending = [
+    store.putMany('app', many('a')),
+    store.snapshot('app', 'mid'),
+    store.putMany('app', many('c')),
+    store.delete('app', '/state/d0/k0'),
+    store.snapshot('app', 'gone'),
+    store.putMany('app', many('b')),
+  ];
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  device.release();
+  await Promise.all([first, ...pending]);
+  await store.sync();
+  // The image holds them as one batch, in this order, then one SYNC.
+  const ops = recordsOf(device.bytes).map((r) => r.opcode);
+  const snapAt = ops.indexOf(Op.SNAPSHOT);
+  const batch = ops.slice(ops.lastIndexOf(Op.SYNC, snapAt) + 1, ops.indexOf(Op.SYNC, snapAt));
+  const order = batch.filter((op, i) => op !== batch[i - 1]);
+  assert.deepEqual(order, [Op.PUTRUN, Op.SNAPSHOT, Op.PUTRUN, Op.DELETE, Op.SNAPSHOT, Op.PUTRUN], `one batch: ${batch.join(',')}`);
   const want = async (s: Store, where: string): Promise<void> => {
     assert.deepEqual(await s.get('app', '/state/d0/k0'), enc('b0'), `${where}: put again after its delete`);
     assert.deepEqual(await s.get('app', '/state/d2/k2'), enc('b2'), where);
-    const diff = await s.diffSnaps('app', 'mid', '@live');
-    // The snapshot was taken after the delete and the first batch: k0 is absent in it, the rest hold a-values.
-    assert.deepEqual(diff.added, ['/state/d0/k0'], `${where}: k0 deleted in the snapshot`);
-    assert.equal(diff.changed.length, GROUP_FROM - 1, `${where}: every other key changed since the snapshot`);
+    // 'mid' holds every a-value (taken right after their puts); 'gone' every c-value but k0's (deleted right after its put).
+    const mid = await s.diffSnaps('app', 'mid', '@live');
+    assert.deepEqual([mid.added, mid.removed, mid.changed.length], [[], [], GROUP_FROM], `${where}: mid`);
+    const gone = await s.diffSnaps('app', 'gone', '@live');
+    assert.deepEqual([gone.added, gone.removed, gone.changed.length], [['/state/d0/k0'], [], GROUP_FROM - 1], `${where}: gone`);
   };
   await want(store, 'live');
-  await store.sync();
   const reopened = await openMemory(device.bytes.slice(), { autoGc: false });
   await want(reopened, 'after replay');
   await reopened.close();
+  await store.close();
+});
+
+test('replay makes each subject\'s tree at its first put, as in record order, though it groups puts by directory across subjects', async () => {
+  const device = new HeldDevice(await memoryImage(8 * MiB));
+  const store = await Store.openDevice(device, { autoGc: false });
+  const batchOf = (dir: string): [string, Uint8Array][] => Array.from({ length: GROUP_FROM }, (_, i) => [`/state/${dir}/k${i}`, new Uint8Array([i])]);
+  device.hold();
+  const first = store.put('first', '/state/k', new Uint8Array([1]));
+  await new Promise((resolve) => setImmediate(resolve));
+  // One batch: subjects a, b, c; a's and c's keys share a directory, so grouping puts c's before b's.
+  const pending = [store.putMany('a', batchOf('x')), store.putMany('b', batchOf('y')), store.putMany('c', batchOf('x'))];
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  device.release();
+  await Promise.all([first, ...pending]);
+  await store.sync();
+  const replayed = await replayImage(new MemoryDevice(device.bytes.slice()), 'legacy');
+  assert.deepEqual([...replayed.index.keys()], ['first', 'a', 'b', 'c']);
+  for (const subject of ['a', 'b', 'c']) assert.equal(replayed.index.get(subject)?.size, GROUP_FROM, subject);
   await store.close();
 });

@@ -116,6 +116,8 @@ export async function replayImage(device: BlockDevice, legacySubject: string, va
       putSubjects.length = putBins.length = putEntries.length = 0;
     };
     const putLater = (subject: string, bin: string, entry: EntryRef): void => {
+      // A subject's tree is made at its first put, as in record order (walks follow the map's order).
+      if (subject !== putSubjects.at(-1)) index.tree(subject);
       putSubjects.push(subject);
       putBins.push(bin);
       putEntries.push(entry);
@@ -705,10 +707,16 @@ class IndexBuilder {
     if (bin.length === 0 || bin.includes('\0')) throw damaged(this.sb, at, 'PUTRUN entry key is empty or holds a NUL');
   }
 
-  /** Index `entry` under `bin` of `subject` (both checked). */
-  setIn(subject: string, bin: string, entry: EntryRef): void {
+  /** The tree of `subject`, made empty on first use. */
+  tree(subject: string): Tree {
     let tree = this.trees.get(subject);
     if (tree === undefined) this.trees.set(subject, (tree = new BTree<string, EntryRef>()));
+    return tree;
+  }
+
+  /** Index `entry` under `bin` of `subject` (both checked). */
+  setIn(subject: string, bin: string, entry: EntryRef): void {
+    const tree = this.tree(subject);
     const snaps = this.snapshots.countOf(subject);
     // The entry replaced matters to the bound only through snapshots: look it up only then.
     if (snaps > 0) {
