@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { BTree } from '../src/engine/btree.js';
-import { DirectoryCounts, DirectoryCountsBuild, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
+import { DirectoryCounts, SteppedDirectoryCounts } from '../src/engine/directory-counts.js';
 import type { EntryRef } from '../src/engine/entry-table.js';
 import { Keyspace } from '../src/engine/keyspace.js';
 import { Store } from '../src/engine/store.js';
@@ -30,7 +30,9 @@ test('directory counts name exactly the directories of the keys, kept in step or
     fc.property(fc.array(opArb, { maxLength: 60 }), (ops) => {
       const keys = new Set<string>();
       const counts = new DirectoryCounts();
-      for (const { add, key } of ops) {
+      // Every candidate path, present or not: a directory whose last key went must be gone.
+      const candidates = [...directoriesOf(ops.map((o) => `${o.key}/x`))];
+      ops.forEach(({ add, key }, i) => {
         if (add && !keys.has(key)) {
           keys.add(key);
           counts.added(key);
@@ -38,13 +40,16 @@ test('directory counts name exactly the directories of the keys, kept in step or
           keys.delete(key);
           counts.removed(key);
         }
-      }
-      const build = new DirectoryCountsBuild();
-      for (const key of [...keys].sort()) build.visit(key);
-      const built = build.finish();
+        // Asked between the adds of a run under one parent too (counted before any answer).
+        const expected = directoriesOf(keys);
+        const candidate = candidates[i % Math.max(1, candidates.length)];
+        if (candidate !== undefined) assert.equal(counts.has(candidate), expected.has(candidate), `kept in step, after op ${i}: ${candidate}`);
+      });
+      // Built from the keys in ascending order (the walk that starts a subject's counts): runs under one parent.
+      const built = new DirectoryCounts();
+      for (const key of [...keys].sort()) built.added(key);
       const expected = directoriesOf(keys);
-      // Every candidate path, present or not: a directory whose last key went must be gone.
-      for (const candidate of directoriesOf(ops.map((o) => `${o.key}/x`))) {
+      for (const candidate of candidates) {
         assert.equal(counts.has(candidate), expected.has(candidate), `kept in step: ${candidate}`);
         assert.equal(built.has(candidate), expected.has(candidate), `built: ${candidate}`);
       }
@@ -157,6 +162,36 @@ test('putMany meets exactly the error the same puts one by one would, or writes 
       }
     }),
     { seed: 20261126, numRuns: 150 },
+  );
+});
+
+/** Keys of large batches: mostly leaves of a few directories, now and then a key above or below one of them. */
+const leafArb = fc.tuple(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 30 })).map(([d, k]) => `/state/d${d}/k${k}`);
+const clashArb = fc.constantFrom('/state/d2', '/state/d4/k7/x', '/state/d1/k3/y/z', '/state/e/k1', '/state/e', '/state/d5/k30');
+const bigBatchArb = fc.array(fc.oneof({ weight: 40, arbitrary: leafArb }, { weight: 1, arbitrary: clashArb }), { minLength: 64, maxLength: 90 });
+
+test('a large batch (applied grouped by directory) meets exactly the error the same puts one by one would, or writes the same keys', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.oneof(leafArb, clashArb), { maxLength: 6 }), bigBatchArb, async (before, batch) => {
+      const many = await openMemory(await memoryImage());
+      const probe = await openMemory(await memoryImage()); // the batch's puts one by one
+      try {
+        for (const key of before) assert.equal(await outcome(() => many.put('app', key, 'v')), await outcome(() => probe.put('app', key, 'v')));
+        let expected = 'ok';
+        for (const key of batch) {
+          expected = await outcome(() => probe.put('app', key, 'w'));
+          if (expected !== 'ok') break;
+        }
+        const listed = (await many.list('app', '/state/')).keys;
+        assert.equal(await outcome(() => many.putMany('app', batch.map((k) => [k, 'w']))), expected, `batch ${JSON.stringify(batch)} after ${JSON.stringify(before)}`);
+        if (expected === 'ok') assert.deepEqual((await many.list('app', '/state/')).keys, (await probe.list('app', '/state/')).keys);
+        else assert.deepEqual((await many.list('app', '/state/')).keys, listed, 'a refused batch writes nothing');
+      } finally {
+        await many.close();
+        await probe.close();
+      }
+    }),
+    { seed: 20261128, numRuns: 120 },
   );
 });
 

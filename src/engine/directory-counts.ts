@@ -6,19 +6,35 @@
  */
 export class DirectoryCounts {
   private readonly counts = new Map<string, number>();
+  /**
+   * Keys added under `runParent` and not counted yet: consecutive adds under one parent (a batch
+   * applied grouped by directory, a walk of sorted keys) are counted in one step, not one map
+   * update and one parent string each. Every other method counts them first.
+   */
+  private runParent = '';
+  private run = 0;
 
   has(dir: string): boolean {
+    this.settle();
     return this.counts.has(dir);
   }
 
   /** A key `bin` was added. */
   added(bin: string): void {
     const slash = bin.lastIndexOf('/');
-    if (slash > 0) this.addChildren(bin.slice(0, slash), 1);
+    if (this.run > 0 && slash === this.runParent.length && bin.startsWith(this.runParent)) {
+      this.run++;
+      return;
+    }
+    this.settle();
+    if (slash <= 0) return;
+    this.runParent = bin.slice(0, slash);
+    this.run = 1;
   }
 
   /** A key `bin` was removed. */
   removed(bin: string): void {
+    this.settle();
     for (let path = bin; ; ) {
       const slash = path.lastIndexOf('/');
       if (slash <= 0) return;
@@ -35,47 +51,19 @@ export class DirectoryCounts {
     }
   }
 
-  /** `n` more direct children of `dir` (a new directory counts as a child of its parent). */
-  addChildren(dir: string, n: number): void {
-    for (let path = dir, add = n; ; add = 1) {
+  /** Count the run of adds under `runParent`: that many more direct children of it. */
+  private settle(): void {
+    if (this.run === 0) return;
+    for (let path = this.runParent, add = this.run; ; add = 1) {
       const count = this.counts.get(path) ?? 0;
       this.counts.set(path, count + add);
-      if (count > 0) return;
+      if (count > 0) break;
       // A new directory: one more child of its parent.
       const slash = path.lastIndexOf('/');
-      if (slash <= 0) return;
+      if (slash <= 0) break;
       path = path.slice(0, slash);
     }
-  }
-}
-
-/**
- * Directory counts built from keys visited in ascending order, a run at a time. Sorted keys under
- * one parent mostly come in runs: a run is counted, then added in one step.
- */
-export class DirectoryCountsBuild {
-  private readonly counts = new DirectoryCounts();
-  private parent = '';
-  private run = 0;
-
-  visit(bin: string): void {
-    const slash = bin.lastIndexOf('/');
-    if (this.run > 0 && slash === this.parent.length && bin.startsWith(this.parent)) {
-      this.run++;
-      return;
-    }
-    if (this.run > 0) this.counts.addChildren(this.parent, this.run);
     this.run = 0;
-    if (slash <= 0) return;
-    this.parent = bin.slice(0, slash);
-    this.run = 1;
-  }
-
-  /** The counts of every key visited (the build is not used after). */
-  finish(): DirectoryCounts {
-    if (this.run > 0) this.counts.addChildren(this.parent, this.run);
-    this.run = 0;
-    return this.counts;
   }
 }
 
@@ -92,7 +80,7 @@ export interface SortedKeys {
  * small part.)
  */
 export class SteppedDirectoryCounts {
-  private readonly build = new DirectoryCountsBuild();
+  private readonly counts = new DirectoryCounts();
   /** The next key of `frozen` to count (undefined: from the first). */
   private next: string | undefined;
   private readonly changes: { bin: string; added: boolean }[] = [];
@@ -115,13 +103,12 @@ export class SteppedDirectoryCounts {
         this.next = bin;
         return undefined;
       }
-      this.build.visit(bin);
+      this.counts.added(bin); // in ascending order: mostly runs under one parent
     }
-    const counts = this.build.finish();
     for (const { bin, added } of this.changes) {
-      if (added) counts.added(bin);
-      else counts.removed(bin);
+      if (added) this.counts.added(bin);
+      else this.counts.removed(bin);
     }
-    return counts;
+    return this.counts;
   }
 }

@@ -347,7 +347,10 @@ export class Store extends EventEmitter {
     const keys: string[] = [];
     const bins: string[] = [];
     const values: Uint8Array[] = [];
-    for (const [key, value] of entries) {
+    for (const pair of entries) {
+      // Not destructured: `[key, value]` would walk each pair with an iterator.
+      const key = pair[0];
+      const value = pair[1];
       this.mountNamespace.checkWritePath(subject, key, op);
       const bin = checkKey(key, op, subject);
       keys.push(key);
@@ -356,7 +359,9 @@ export class Store extends EventEmitter {
     }
     if (values.length === 0) return;
     if (this.legacy) await this.upgradeLegacy();
-    checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+    // Into the index grouped by directory: consecutive inserts share their path (batch-order.ts).
+    const order = directoryOrder(bins);
+    checkBatchAllowed(this.keys.view(subject), bins, keys, order, subject, op);
     const { records, slices } = batchRecords(subject, bins, values);
     const checkQuota = (): QuotaWarning | undefined => {
       if (this.options.quotas?.[subject] === undefined) return undefined;
@@ -371,7 +376,7 @@ export class Store extends EventEmitter {
     const write = (waited: boolean): Appended => {
       if (waited) {
         // Checked again in its turn: the tree, and the quota, may have moved meanwhile.
-        checkBatchAllowed(this.keys.view(subject), bins, keys, subject, op);
+        checkBatchAllowed(this.keys.view(subject), bins, keys, order, subject, op);
         warning = checkQuota();
       }
       const appended = appendOrThrow(this.journal, records, op, subject, undefined, {});
@@ -379,8 +384,7 @@ export class Store extends EventEmitter {
       // Where each value starts in `packed` (the values in the order given; a batch may pass 2 GiB).
       const starts = new Float64Array(values.length);
       for (let i = 1; i < values.length; i++) starts[i] = (starts[i - 1] ?? 0) + (values[i - 1]?.length ?? 0);
-      // Into the index grouped by directory: consecutive inserts share their path (batch-order.ts).
-      for (const i of directoryOrder(bins)) {
+      for (const i of order) {
         const bin = bins[i];
         const x = appended.extents[slices[3 * i + 2] ?? 0];
         const lead = slices[3 * i] ?? 0;
