@@ -25,7 +25,7 @@ type State = Map<string, Map<string, EntryRef>>;
 type Op =
   | { kind: 'set'; subject: number; key: number }
   | { kind: 'delete'; subject: number; key: number }
-  | { kind: 'bulk'; subject: number; from: number; count: number; remove: boolean }
+  | { kind: 'bulk'; subject: number; from: number; count: number; remove: boolean; ahead: boolean }
   | { kind: 'replace'; subject: number; keys: number[] }
   | { kind: 'seal' }
   | { kind: 'publish' }
@@ -45,6 +45,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       from: fc.integer({ min: 0, max: BULK_KEYS.length - 1 }),
       count: fc.integer({ min: 1, max: BULK_KEYS.length }),
       remove: fc.boolean(),
+      // Announced as a batch (`batchAhead`, as putMany does for one of 256 keys or more): its round commits as a tree of its own.
+      ahead: fc.boolean(),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('replace' as const), subject: subjectArb, keys: fc.uniqueArray(keyArb, { maxLength: KEYS.length }) }) },
@@ -150,6 +152,12 @@ function check(initial: [string, EntryRef][], ops: Op[]): void {
         const subject = pick(SUBJECTS, op.subject);
         const keys = working.get(subject) ?? new Map<string, EntryRef>();
         working.set(subject, keys);
+        if (op.ahead && !op.remove) {
+          const { writes } = treeWritesDuring(() => {
+            keyspace.batchAhead(subject);
+          });
+          assert.ok(writes < UNDO_BUILD_LIMIT, `batchAhead built a committed tree with ${writes} tree writes`);
+        }
         for (const key of BULK_KEYS.slice(op.from, op.from + op.count)) {
           const { result: old, writes } = treeWritesDuring((): EntryRef | undefined => (op.remove ? keyspace.delete(subject, key) : keyspace.set(subject, key, next)));
           assert.equal(old, keys.get(key));
@@ -267,7 +275,7 @@ test('reads of a subject that was never written leave nothing behind: no count o
 });
 
 test('rounds around the 256-entry limit: reads stay exact and builds stay bounded, subject by subject', () => {
-  const bulk = (subject: number, from: number, count: number, remove = false): Op => ({ kind: 'bulk', subject, from, count, remove });
+  const bulk = (subject: number, from: number, count: number, remove = false, ahead = false): Op => ({ kind: 'bulk', subject, from, count, remove, ahead });
   const sequences: Op[][] = [
     // Two subjects each left with 256 undo entries by a durable round of 128 keys each.
     [bulk(0, 0, 128), bulk(1, 0, 128), { kind: 'seal' }, bulk(0, 0, 256), bulk(1, 0, 256), { kind: 'publish' }, { kind: 'hold', subject: 0 }],
@@ -277,6 +285,41 @@ test('rounds around the 256-entry limit: reads stay exact and builds stay bounde
     [{ kind: 'replace', subject: 1, keys: [2] }, { kind: 'seal' }, bulk(1, 0, 300), { kind: 'publish' }, { kind: 'hold', subject: 1 }, { kind: 'seal' }, { kind: 'publish' }],
     // A tree built during a round in flight (the 256th write), then that round published, then deletes.
     [bulk(0, 0, 100), { kind: 'seal' }, bulk(0, 100, 200), { kind: 'publish' }, bulk(0, 0, 400, true), { kind: 'seal' }, { kind: 'publish' }],
+    // A batch announced (`batchAhead`) while a round of the same subject is in flight, then held and written again.
+    [bulk(0, 0, 100), { kind: 'seal' }, bulk(0, 100, 300, false, true), { kind: 'publish' }, { kind: 'hold', subject: 0 }, bulk(0, 0, 10), { kind: 'seal' }, { kind: 'publish' }, { kind: 'seal' }, { kind: 'publish' }],
+    // Two announced batches, the second while the first's round is in flight; another subject's round published in between.
+    [bulk(0, 0, 300, false, true), { kind: 'seal' }, bulk(0, 50, 300, false, true), bulk(1, 0, 5), { kind: 'publish' }, { kind: 'seal' }, { kind: 'publish' }],
+    // An announced batch while another subject's round is in flight (that round's durability leaves it alone), after a restore.
+    [bulk(1, 0, 20), { kind: 'seal' }, { kind: 'replace', subject: 0, keys: [1] }, bulk(0, 0, 300, false, true), { kind: 'publish' }, { kind: 'hold', subject: 0 }, { kind: 'seal' }, { kind: 'publish' }],
   ];
   for (const ops of sequences) check([], ops);
+});
+
+test('a batch announced with batchAhead keeps no undo entries, even while another round becomes durable, and commits whole', () => {
+  const keyspace = new Keyspace(new Map());
+  const undoOf = (subject: string): unknown => {
+    const undo: unknown = Reflect.get(keyspace, 'undo');
+    assert.ok(undo instanceof Map);
+    return undo.get(subject);
+  };
+  keyspace.set('a', '/state/old', 1);
+  keyspace.publish(keyspace.seal());
+  keyspace.set('b', '/state/x', 2);
+  const other = keyspace.seal(); // another subject's round, in flight
+  keyspace.batchAhead('a');
+  for (let i = 0; i < 300; i++) keyspace.set('a', `/state/d/k${i}`, 10 + i);
+  keyspace.set('a', '/state/old', 3);
+  assert.equal(undoOf('a'), undefined, 'no undo entries for the batch');
+  keyspace.publish(other);
+  assert.equal(undoOf('a'), undefined, 'none made when the other round became durable');
+  assert.equal(keyspace.readEntry('a', '/state/old'), 1);
+  assert.equal(keyspace.readEntry('a', '/state/d/k7'), undefined);
+  assert.equal(keyspace.readEntry('b', '/state/x'), 2);
+  keyspace.publish(keyspace.seal());
+  assert.equal(keyspace.readEntry('a', '/state/old'), 3);
+  assert.equal(keyspace.readEntry('a', '/state/d/k299'), 309);
+  assert.equal(keyspace.read('a')?.size, 301);
+  keyspace.set('a', '/state/old', 4); // derived again: a lone write keeps an undo entry
+  assert.ok(undoOf('a') instanceof Map);
+  assert.equal(keyspace.readEntry('a', '/state/old'), 3);
 });

@@ -47,7 +47,8 @@ export interface Sealed {
  * - a tree of its own (`ownTree`), from a restore until the round holding it is durable: the
  *   working tree was replaced wholesale, so no list of keys undoes it. Such a subject's tree is
  *   cloned at the start of each round, and made the committed one once the round is durable, as
- *   every subject's was before.
+ *   every subject's was before. A batch of many keys (`batchAhead`) takes this way too: its round
+ *   is cloned when sealed anyway, and its keys then need no undo entries.
  */
 export class Keyspace {
   /** Per subject, its committed tree: that of an `ownTree` subject, or a derived one's as last built for a reader. */
@@ -58,6 +59,8 @@ export class Keyspace {
   private readonly ownTree = new Set<string>();
   private changes = new Map<string, Map<string, EntryRef | undefined>>();
   private replaced = new Set<string>();
+  /** Subjects given a tree of their own for a batch in the round not yet sealed (`batchAhead`). */
+  private batched = new Set<string>();
   /**
    * Point indexes of the committed state (hash maps: a tree lookup compares strings at every
    * level; a hash lookup does not). Started per subject once it has been read often enough, filled
@@ -156,19 +159,34 @@ export class Keyspace {
 
   /** Replace a subject's working tree wholesale (restore). */
   replace(subject: string, tree: Tree): void {
-    if (!this.ownTree.has(subject)) {
-      // The committed state is about to lose the tree it is derived from: give it one of its own.
-      const committed = this.read(subject);
-      if (committed === undefined) this.committed.delete(subject);
-      else this.committed.set(subject, committed);
-      this.undo.delete(subject);
-      this.ownTree.add(subject);
-    }
+    // The committed state is about to lose the tree it is derived from.
+    this.commitAsOwnTree(subject);
     this.working.set(subject, tree);
     this.dirs.delete(subject);
     this.dirBuilds.delete(subject);
     this.changes.delete(subject);
     this.replaced.add(subject);
+  }
+
+  /**
+   * The next writes to `subject` are a batch of at least `UNDO_BUILD_LIMIT` keys (`putMany`). Its
+   * round is cloned when sealed either way (see `seal`), so until that round is durable the
+   * subject's committed state is a tree of its own, as after a restore: the batch's keys then get
+   * no undo entries (for a bulk load, two map entries per key fewer, and the maps' growth).
+   */
+  batchAhead(subject: string): void {
+    this.commitAsOwnTree(subject);
+    this.batched.add(subject);
+  }
+
+  /** Give a derived subject's committed state a tree of its own (`ownTree`), until its next durable round. */
+  private commitAsOwnTree(subject: string): void {
+    if (this.ownTree.has(subject)) return;
+    const committed = this.read(subject);
+    if (committed === undefined) this.committed.delete(subject);
+    else this.committed.set(subject, committed);
+    this.undo.delete(subject);
+    this.ownTree.add(subject);
   }
 
   /** All working trees (checkpoints, accounting). */
@@ -193,6 +211,7 @@ export class Keyspace {
     }
     this.changes = new Map();
     this.replaced = new Set();
+    this.batched = new Set();
     return sealed;
   }
 
@@ -233,7 +252,8 @@ export class Keyspace {
     }
     for (const [subject, tree] of sealed.trees) this.committed.set(subject, tree);
     for (const subject of this.ownTree) {
-      if (this.replaced.has(subject)) continue; // replaced again since the round began
+      // Replaced, or given a batch, since the round began: derived again once that round is durable.
+      if (this.replaced.has(subject) || this.batched.has(subject)) continue;
       // Derived again: the working tree differs from the committed one only in the keys written
       // since the round began.
       const tree = this.committed.get(subject);

@@ -58,7 +58,7 @@ import { alignSuperblockSlots } from './superblock-io.js';
 import type { SegmentUsage } from './segment-usage.js';
 import { CommitPlacement } from './commit-mode.js';
 import { Compactor, type GcOptions, type GcPlan, type GcResult } from './compactor.js';
-import { Keyspace, type Sealed, type Tree } from './keyspace.js';
+import { Keyspace, UNDO_BUILD_LIMIT, type Sealed, type Tree } from './keyspace.js';
 import { checkDeleteAllowed, checkPutAllowed } from './tree-rules.js';
 import { checkBatchAllowed } from './batch-rules.js';
 import { DEFAULT_TXN_LIMITS, OpenTxnCounts, Transaction, txnRecords, validateTxnOps, type TxnHost, type TxnLimits, type TxnOp } from './transaction.js';
@@ -384,6 +384,7 @@ export class Store extends EventEmitter {
       // Where each value starts in `packed` (the values in the order given; a batch may pass 2 GiB).
       const starts = new Float64Array(values.length);
       for (let i = 1; i < values.length; i++) starts[i] = (starts[i - 1] ?? 0) + (values[i - 1]?.length ?? 0);
+      if (bins.length >= UNDO_BUILD_LIMIT) this.keys.batchAhead(subject);
       for (const i of order) {
         const bin = bins[i];
         const x = appended.extents[slices[3 * i + 2] ?? 0];
