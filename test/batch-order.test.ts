@@ -162,3 +162,41 @@ test('replay makes each subject\'s tree at its first put, as in record order, th
   for (const subject of ['a', 'b', 'c']) assert.equal(replayed.index.get(subject)?.size, GROUP_FROM, subject);
   await store.close();
 });
+
+test('readers see a putMany of 256 entries or more only once it is durable, with another such batch and a lone put on top of it in flight', async () => {
+  const device = new HeldDevice(await memoryImage(8 * MiB));
+  const store = await Store.openDevice(device, { autoGc: false });
+  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const text = (v: Uint8Array | undefined): string | undefined => (v === undefined ? undefined : new TextDecoder().decode(v));
+  const batch = (tag: string, n: number): [string, Uint8Array][] => Array.from({ length: n }, (_, i) => [`/state/d${i % 4}/k${i}`, enc(`${tag}${i}`)]);
+  try {
+    await store.putMany('app', batch('old', 300));
+    const reads = async (): Promise<(string | number | undefined)[]> => [
+      text(await store.get('app', '/state/d1/k1')),
+      text(store.getSync('app', '/state/d3/k299')),
+      text(store.getSync('app', '/state/d3/k311')),
+      text(await store.get('app', '/state/lone')),
+      (await store.list('app', '/state/d0/', { limit: 1000 })).keys.length,
+    ];
+    device.hold();
+    const first = store.putMany('app', batch('new', 300)); // its round is held in flight
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    const second = store.putMany('app', batch('newer', 320)); // the next round, on top of it
+    const lone = store.put('app', '/state/lone', 'x');
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(await reads(), ['old1', 'old299', undefined, undefined, 75], 'while both rounds are in flight');
+    device.release();
+    await first;
+    await Promise.all([second, lone]);
+    assert.deepEqual(await reads(), ['newer1', 'newer299', 'newer311', 'x', 80], 'once durable');
+    await store.put('app', '/state/d1/k1', 'lone again'); // a lone write after the batches
+    assert.equal(text(await store.get('app', '/state/d1/k1')), 'lone again');
+    const reopened = await openMemory(device.bytes.slice(), { autoGc: false });
+    assert.equal(text(await reopened.get('app', '/state/d3/k311')), 'newer311');
+    assert.equal(text(await reopened.get('app', '/state/d1/k1')), 'lone again');
+    await reopened.close();
+  } finally {
+    device.release();
+    await store.close();
+  }
+});

@@ -40,7 +40,9 @@ test('directory counts name exactly the directories of the keys, kept in step or
           keys.delete(key);
           counts.removed(key);
         }
-        // Asked between the adds of a run under one parent too (counted before any answer).
+        // Asked now and then, so runs of adds under one parent form, and some end in a question,
+        // some in a remove or an add elsewhere (each counts the run first).
+        if (i % 3 !== 2) return;
         const expected = directoriesOf(keys);
         const candidate = candidates[i % Math.max(1, candidates.length)];
         if (candidate !== undefined) assert.equal(counts.has(candidate), expected.has(candidate), `kept in step, after op ${i}: ${candidate}`);
@@ -166,9 +168,13 @@ test('putMany meets exactly the error the same puts one by one would, or writes 
 });
 
 /** Keys of large batches: mostly leaves of a few directories, now and then a key above or below one of them. */
-const leafArb = fc.tuple(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 30 })).map(([d, k]) => `/state/d${d}/k${k}`);
+const leafArb = fc.tuple(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 99 })).map(([d, k]) => `/state/d${d}/k${k}`);
 const clashArb = fc.constantFrom('/state/d2', '/state/d4/k7/x', '/state/d1/k3/y/z', '/state/e/k1', '/state/e', '/state/d5/k30');
-const bigBatchArb = fc.array(fc.oneof({ weight: 40, arbitrary: leafArb }, { weight: 1, arbitrary: clashArb }), { minLength: 64, maxLength: 90 });
+const bigBatchArb = fc.oneof(
+  fc.array(fc.oneof({ weight: 40, arbitrary: leafArb }, { weight: 1, arbitrary: clashArb }), { minLength: 64, maxLength: 90 }),
+  // 256 entries or more: the subject's round commits as a tree of its own (Keyspace.batchAhead).
+  fc.array(fc.oneof({ weight: 1000, arbitrary: leafArb }, { weight: 1, arbitrary: clashArb }), { minLength: 256, maxLength: 300 }),
+);
 
 test('a large batch (applied grouped by directory) meets exactly the error the same puts one by one would, or writes the same keys', async () => {
   await fc.assert(
@@ -193,6 +199,25 @@ test('a large batch (applied grouped by directory) meets exactly the error the s
     }),
     { seed: 20261128, numRuns: 120 },
   );
+});
+
+test('large batches on a subject with directory counts meet the same errors, and a refused one writes nothing', async () => {
+  const s: Store = await openMemory(await memoryImage(32 * 1024 * 1024));
+  try {
+    // 6,000 keys in one batch ask "has children?" 6,000 times: past 4,096 the subject has its counts.
+    await s.putMany('app', Array.from({ length: 6000 }, (_, i): [string, string] => [`/state/d${i % 6}/k${i}`, 'v']));
+    const leaves = (tag: string): [string, string][] => Array.from({ length: 300 }, (_, i): [string, string] => [`/state/d${i % 6}/${tag}${i}`, 'w']);
+    await s.putMany('app', leaves('n'));
+    const before = (await s.list('app', '/state/', { limit: 10_000 })).keys;
+    assert.equal(before.length, 6300);
+    await assert.rejects(s.putMany('app', [...leaves('a'), ['/state/d2', 'x']]), code('EISDIR'));
+    await assert.rejects(s.putMany('app', [...leaves('b'), ['/state/d1/k1/y', 'x']]), code('ENOTDIR'));
+    await assert.rejects(s.putMany('app', [...leaves('c'), ['/state/e', 'x'], ...leaves('d'), ['/state/e/f', 'x']]), code('ENOTDIR'));
+    await assert.rejects(s.putMany('app', [...leaves('g'), ['/state/h/i', 'x'], ...leaves('j'), ['/state/h', 'x']]), code('EISDIR'));
+    assert.deepEqual((await s.list('app', '/state/', { limit: 10_000 })).keys, before, 'refused batches wrote nothing');
+  } finally {
+    await s.close();
+  }
 });
 
 test('tree rules agree before and after a subject is written often enough to get directory counts', async () => {

@@ -55,7 +55,7 @@ export class Keyspace {
   private readonly committed: Trees = new Map();
   /** Per derived subject, the committed entry of each key written since (undefined: none). */
   private readonly undo = new Map<string, Map<string, EntryRef | undefined>>();
-  /** Subjects whose committed state is a tree of their own (a restore not yet made derived again). */
+  /** Subjects whose committed state is a tree of their own (a restore, or a batch, not yet made derived again). */
   private readonly ownTree = new Set<string>();
   private changes = new Map<string, Map<string, EntryRef | undefined>>();
   private replaced = new Set<string>();
@@ -169,10 +169,12 @@ export class Keyspace {
   }
 
   /**
-   * The next writes to `subject` are a batch of at least `UNDO_BUILD_LIMIT` keys (`putMany`). Its
-   * round is cloned when sealed either way (see `seal`), so until that round is durable the
-   * subject's committed state is a tree of its own, as after a restore: the batch's keys then get
-   * no undo entries (for a bulk load, two map entries per key fewer, and the maps' growth).
+   * The next writes to `subject` are a batch of at least `UNDO_BUILD_LIMIT` entries (`putMany`;
+   * as many keys, unless the batch repeats keys). A round of that many keys is cloned when sealed
+   * either way (see `seal`), so until that round is durable the subject's committed state is a
+   * tree of its own, as after a restore: the batch's keys then get no undo entries (for a bulk
+   * load, one map entry per key fewer, and that map's growth). A batch that repeats its keys costs
+   * a clone it would not otherwise have (O(1), the writes after it copying their paths).
    */
   batchAhead(subject: string): void {
     this.commitAsOwnTree(subject);
@@ -182,9 +184,7 @@ export class Keyspace {
   /** Give a derived subject's committed state a tree of its own (`ownTree`), until its next durable round. */
   private commitAsOwnTree(subject: string): void {
     if (this.ownTree.has(subject)) return;
-    const committed = this.read(subject);
-    if (committed === undefined) this.committed.delete(subject);
-    else this.committed.set(subject, committed);
+    this.read(subject); // builds the committed tree, if it is not built, and keeps it in `committed`
     this.undo.delete(subject);
     this.ownTree.add(subject);
   }
@@ -246,7 +246,7 @@ export class Keyspace {
           this.committed.set(subject, withChanges(built, keys));
         }
       } else if (!sealed.trees.has(subject)) {
-        // Derived when the round began, replaced since: its tree of its own takes the round's keys.
+        // Derived when the round began, replaced or given a batch since: its tree of its own takes the round's keys.
         this.committed.set(subject, withChanges(this.committed.get(subject), keys));
       }
     }
