@@ -38,6 +38,20 @@ export function bulkTree<K extends string | number, V>(keys: K[], values: V[]): 
   return bulkModule.bulkLoad(keys, values, MAX_NODE_SIZE, compareKeys);
 }
 
+/**
+ * Give `key` the value `value` if the tree holds the key, in one walk (`get`, then `set`, takes
+ * two: in a large tree each walk misses the cache at every level). Returns the value it held, or
+ * undefined if the tree holds no such key (its contents then unchanged).
+ */
+export function replaceIfPresent<K extends string | number, V>(tree: SortedTree<K, V>, key: K, value: V): V | undefined {
+  let old: V | undefined;
+  tree.editRange(key, key, true, (_k, v) => {
+    old = v;
+    return { value };
+  });
+  return old;
+}
+
 type DiffHandler<K, V> = ((k: K, v: V) => { break?: true } | undefined) | undefined;
 const diffModule = require('sorted-btree/extended/diffAgainst') as {
   default: <K extends string | number, V>(a: SortedTree<K, V>, b: SortedTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;

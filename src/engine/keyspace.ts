@@ -1,4 +1,4 @@
-import { BTree, type SortedTree } from './btree.js';
+import { BTree, replaceIfPresent, type SortedTree } from './btree.js';
 import { SteppedDirectoryCounts, type DirectoryCounts } from './directory-counts.js';
 import type { EntryRef } from './entry-table.js';
 import { PointIndex } from './point-index.js';
@@ -89,19 +89,19 @@ export class Keyspace {
   /** Set `bin` in the working tree of `subject` (created on first use); returns the entry it replaced. */
   set(subject: string, bin: string, entry: EntryRef): EntryRef | undefined {
     const tree = this.writable(subject);
-    // Inserting a new key takes one walk of the tree, replacing a key two (the old entry, then the
-    // new one). Writes tend to come in runs of one kind (a load adds keys, a service updates its
+    // Inserting a new key takes one walk of the tree (`set` without overwriting), and so does
+    // replacing one (`replaceIfPresent`, which hands back the entry replaced), but each fails on the
+    // other kind. Writes tend to come in runs of one kind (a load adds keys, a service updates its
     // own), so guess from the last one: a wrong guess costs one walk more.
     let old: EntryRef | undefined;
     if (this.lastSetAdded) {
       if (!tree.set(bin, entry, false)) {
-        old = tree.get(bin);
-        tree.set(bin, entry);
+        old = replaceIfPresent(tree, bin, entry);
         this.lastSetAdded = false;
       }
     } else {
-      old = tree.get(bin);
-      tree.set(bin, entry);
+      old = replaceIfPresent(tree, bin, entry);
+      if (old === undefined) tree.set(bin, entry);
       this.lastSetAdded = old === undefined;
     }
     if (old === undefined) {
