@@ -41,7 +41,8 @@ export function bulkTree<K extends string | number, V>(keys: K[], values: V[]): 
 /**
  * Give `key` the value `value` if the tree holds the key, in one walk (`get`, then `set`, takes
  * two: in a large tree each walk misses the cache at every level). Returns the value it held, or
- * undefined if the tree holds no such key (its contents then unchanged).
+ * undefined if the tree holds no such key: its contents are then unchanged, though nodes on the
+ * path may be copied (shared with a clone) or merged (underfull), as a `set` or `delete` may.
  */
 export function replaceIfPresent<K extends string | number, V>(tree: SortedTree<K, V>, key: K, value: V): V | undefined {
   let old: V | undefined;

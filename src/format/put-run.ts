@@ -193,7 +193,7 @@ export function runEntries(record: DecodedRecord): RunEntry[] | undefined {
   const head = RECORD_HEADER + record.key.length;
   const out: RunEntry[] = [];
   // Each key is read out of `keyScratch` in one call, a flat string: not the previous key's slice
-  // joined to the suffix, a string V8 flattens again at the tree's first comparison (replay after a
+  // joined to the suffix, a string V8 flattens (copies) at the tree's first comparison (replay after a
   // crash during a bulk load decodes hundreds of thousands of them).
   const ok = walkRun(v, (shared, suffixAt, suffixLength, valueAt, valueLength, start) => {
     for (let j = 0; j < suffixLength; j++) keyScratch[shared + j] = byteAt(v, suffixAt + j);
