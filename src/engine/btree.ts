@@ -53,6 +53,16 @@ export function replaceIfPresent<K extends string | number, V>(tree: SortedTree<
   return old;
 }
 
+/** Remove `key` in one walk (`get`, then `delete`, takes two); returns the value it held, or undefined if the tree holds no such key. */
+export function deleteIfPresent<K extends string | number, V>(tree: SortedTree<K, V>, key: K): V | undefined {
+  let old: V | undefined;
+  tree.editRange(key, key, true, (_k, v) => {
+    old = v;
+    return { delete: true };
+  });
+  return old;
+}
+
 type DiffHandler<K, V> = ((k: K, v: V) => { break?: true } | undefined) | undefined;
 const diffModule = require('sorted-btree/extended/diffAgainst') as {
   default: <K extends string | number, V>(a: SortedTree<K, V>, b: SortedTree<K, V>, onlyA?: DiffHandler<K, V>, onlyB?: DiffHandler<K, V>, different?: (k: K, va: V, vb: V) => { break?: true } | undefined) => unknown;

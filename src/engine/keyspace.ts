@@ -1,4 +1,4 @@
-import { BTree, replaceIfPresent, type SortedTree } from './btree.js';
+import { BTree, deleteIfPresent, replaceIfPresent, type SortedTree } from './btree.js';
 import { SteppedDirectoryCounts, type DirectoryCounts } from './directory-counts.js';
 import type { EntryRef } from './entry-table.js';
 import { PointIndex } from './point-index.js';
@@ -114,9 +114,7 @@ export class Keyspace {
 
   /** Remove `bin` from the working tree of `subject`; returns the entry it held. */
   delete(subject: string, bin: string): EntryRef | undefined {
-    const tree = this.writable(subject);
-    const old = tree.get(bin);
-    tree.delete(bin);
+    const old = deleteIfPresent(this.writable(subject), bin);
     if (old !== undefined) {
       this.dirs.get(subject)?.removed(bin);
       const build = this.dirBuilds.get(subject);
