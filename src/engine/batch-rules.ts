@@ -18,9 +18,10 @@ export function checkBatchAllowed(view: KeyView, bins: readonly string[], keys: 
  * lies under another, none has children among the subject's keys, and no ancestor of one holds a
  * value there. The rules look only at the keys above and below a key, and a batch only adds keys,
  * so a batch that passes here passes one put at a time in any order, and one that does not fails
- * in every order (`checkInOrder` then finds the error the given order meets first). Taken grouped
- * by parent, a group's ancestors are looked at once, not once per key: the common case of a large
- * batch costs two lookups per key (among the batch's directories, and "has children?").
+ * in every order (`checkInOrder` then finds the error the given order meets first). Taken in the
+ * index's order (grouped by parent from `GROUP_FROM` entries on), the ancestors of a run of keys
+ * under one parent are looked at once, not once per key: the common case of a large batch costs
+ * two lookups per key (among the batch's directories, and "has children?").
  */
 function batchPasses(view: KeyView, bins: readonly string[], order: Int32Array): boolean {
   // Every directory the batch's keys make (each ancestor of each key), a group at a time.
