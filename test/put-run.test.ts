@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { MemoryDevice } from '../src/device/memory-device.js';
 import { Store } from '../src/engine/store.js';
 import { Op } from '../src/format/opcodes.js';
-import { RUN_RECORD_MAX, encodeRun, planRuns, runEntries, runEntryAt, runValueStart, runWellFormed } from '../src/format/put-run.js';
+import { RUN_RECORD_MAX, encodeRunInto, planRuns, runEntries, runEntryAt, runValueStart, runWellFormed } from '../src/format/put-run.js';
 import { crc32c } from '../src/format/crc32c.js';
 import { MAX_RECORD_VALUE, claimedRecordLength, decodeRecord, encodeRecord } from '../src/format/record.js';
 import { MiB, memoryImage } from './helpers.js';
@@ -25,10 +25,23 @@ const binArb = fc.oneof(
 
 const batchArb = fc.array(fc.tuple(binArb, fc.uint8Array({ maxLength: 700 })), { minLength: 1, maxLength: 40 });
 
-/** The record a plan's run is written as, decoded back from its bytes. */
+/**
+ * The record a plan's run is written as, decoded back from its bytes, and its entries' slices
+ * (lead, length). Encoded at an offset of a larger buffer, as a batch's later runs are.
+ */
 function runRecord(subject: string, bins: string[], values: Uint8Array[], plan: { first: number; count: number; valueLength: number }): { bytes: Uint8Array; slices: Int32Array } {
-  const run = encodeRun(plan, subject.length, bins, values);
-  return { bytes: encodeRecord(Op.PUTRUN, Buffer.from(subject, 'latin1'), run.value), slices: run.slices };
+  const at = 7;
+  const out = new Uint8Array(at + plan.valueLength + 5);
+  const batchSlices = new Int32Array(3 * bins.length).fill(-1);
+  encodeRunInto(plan, subject.length, bins, values, out, at, batchSlices);
+  assert.deepEqual([...out.subarray(0, at), ...out.subarray(at + plan.valueLength)], new Array<number>(at + 5).fill(0), 'nothing written outside the run');
+  for (let i = 0; i < bins.length; i++) {
+    const inRun = i >= plan.first && i < plan.first + plan.count;
+    const untouched = inRun ? [batchSlices[3 * i + 2]] : [batchSlices[3 * i], batchSlices[3 * i + 1], batchSlices[3 * i + 2]];
+    assert.ok(untouched.every((x) => x === -1), inRun ? "the record holding an entry is the caller's to write" : 'the slices of entries outside the run untouched');
+  }
+  const slices = Int32Array.from({ length: 2 * plan.count }, (_, k) => batchSlices[3 * (plan.first + (k >> 1)) + (k & 1)] ?? -1);
+  return { bytes: encodeRecord(Op.PUTRUN, Buffer.from(subject, 'latin1'), out.subarray(at, at + plan.valueLength)), slices };
 }
 
 test('runs cover a batch in order, stay within RUN_RECORD_MAX, decode to their entries, and their slices tile the record', () => {

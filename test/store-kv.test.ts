@@ -435,6 +435,8 @@ test('a stored value is the store’s own copy: changing the caller’s buffer (
   await store.put('app', '/state/buf', buf);
   await store.put('app', '/state/arr', arr);
   await store.putMany('app', [['/state/many', buf]]);
+  // A run of small values (one PUTRUN record): the index holds them in the records' bytes.
+  await store.putMany('app', [['/state/run/a', buf], ['/state/run/b', arr], ['/state/run/c', buf]]);
   const tx = store.begin('app');
   await tx.put('app', '/state/txn', buf);
   buf.write('CHANGED!');
@@ -442,6 +444,7 @@ test('a stored value is the store’s own copy: changing the caller’s buffer (
   await tx.commit();
   assert.equal(text(await store.get('app', '/state/buf')), 'original');
   assert.equal(text(await store.get('app', '/state/many')), 'original');
+  assert.deepEqual([text(await store.get('app', '/state/run/a')), await store.get('app', '/state/run/b'), text(await store.get('app', '/state/run/c'))], ['original', new Uint8Array([1, 2, 3]), 'original']);
   assert.equal(text(await store.get('app', '/state/txn')), 'original');
   assert.deepEqual(await store.get('app', '/state/arr'), new Uint8Array([1, 2, 3]));
   const got = await store.get('app', '/state/arr');

@@ -102,26 +102,28 @@ export function planRuns(subjectLength: number, bins: readonly string[], values:
 }
 
 /**
- * The value of the run record `plan` describes, and each entry's slice of the record (lead and
- * length, in entry order).
+ * Write the value of the run record `plan` describes at `at` in `out` (`plan.valueLength` bytes),
+ * and each of its entries' slice of the record into `slices`, which has three numbers per entry
+ * of the batch: the lead and slice length are written here, the third (the record holding the
+ * entry) is the caller's. A batch's runs share one buffer: a run of its own would be a typed
+ * array over a backing store of its own, allocated and tracked one by one.
  */
-export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly string[], values: readonly Uint8Array[]): { value: Uint8Array; slices: Int32Array } {
-  const out = new Uint8Array(plan.valueLength);
-  const slices = new Int32Array(2 * plan.count);
+export function encodeRunInto(plan: RunPlan, subjectLength: number, bins: readonly string[], values: readonly Uint8Array[], out: Uint8Array, at: number, slices: Int32Array): void {
   const head = RECORD_HEADER + subjectLength;
-  let at = 0;
+  const base = at; // the record's value starts here
   let prev = '';
   let lead = 0;
   for (let j = 0; j < plan.count; j++) {
-    const bin = item(bins, plan.first + j);
-    const value = item(values, plan.first + j);
+    const i = plan.first + j;
+    const bin = item(bins, i);
+    const value = item(values, i);
     const shared = j === 0 ? 0 : sharedPrefix(prev, bin);
     if (j > 0) {
       // The slice before this one ends where this entry starts.
-      slices[2 * j - 1] = head + at - lead;
-      lead = head + at;
+      lead = head + at - base;
+      slices[3 * (i - 1) + 1] = lead - (slices[3 * (i - 1)] ?? 0);
     }
-    slices[2 * j] = lead;
+    slices[3 * i] = lead;
     out[at++] = shared;
     out[at++] = bin.length - shared;
     for (let c = shared; c < bin.length; c++) out[at++] = bin.charCodeAt(c);
@@ -136,8 +138,8 @@ export function encodeRun(plan: RunPlan, subjectLength: number, bins: readonly s
     at += value.length;
     prev = bin;
   }
-  slices[2 * plan.count - 1] = head + plan.valueLength + 4 - lead; // the last slice ends with the record
-  return { value: out, slices };
+  const last = plan.first + plan.count - 1;
+  slices[3 * last + 1] = head + plan.valueLength + 4 - (slices[3 * last] ?? 0); // the last slice ends with the record
 }
 
 /**
