@@ -2,7 +2,7 @@ import type { BlockDevice } from '../device/device.js';
 import { StatefsError } from '../errors.js';
 import { CHAINED_SNAPSHOTS_VERSION, CKPT_CHUNK, decodeCheckpoint, decodeCheckpointChunk, type Checkpoint, type CheckpointEntries, type CheckpointSnapshot } from '../format/checkpoint.js';
 import { Op } from '../format/opcodes.js';
-import { runEntries, runValueStart, runWellFormed, type RunEntry } from '../format/put-run.js';
+import { intactRun, runEntries, runValueStart, type RunEntry } from '../format/put-run.js';
 import { claimedRecordLength, decodeRecord, putValueStart, type DecodedRecord } from '../format/record.js';
 import { PAYLOAD_DELETE, decodePayload, decodeTxnMark, type PayloadChunk } from '../format/txn-records.js';
 import { directoryOrder } from './batch-order.js';
@@ -556,12 +556,15 @@ class SegmentFiller {
   private runValueStart(buf: Uint8Array, segment: number, offset: number, length: number, lead: number): number {
     const at = offset - lead;
     if (!this.runs.has(at)) {
-      const r = at >= 0 ? decodeRecord(buf, at) : undefined;
-      if (r?.ok !== true || r.record.opcode !== Op.PUTRUN) {
-        if (lead === 0) return -1;
-        throw damaged(this.sb, { segment, offset: Math.max(at, 0), length }, `record holding a live value's PUTRUN slice is damaged (${r === undefined ? 'before the segment' : r.ok ? `opcode 0x${r.record.opcode.toString(16)}` : r.fault})`);
+      if (at < 0 || !intactRun(buf, at)) {
+        // Decoded only now, to say what is there instead.
+        const r = at >= 0 ? decodeRecord(buf, at) : undefined;
+        if (r?.ok !== true || r.record.opcode !== Op.PUTRUN) {
+          if (lead === 0) return -1;
+          throw damaged(this.sb, { segment, offset: Math.max(at, 0), length }, `record holding a live value's PUTRUN slice is damaged (${r === undefined ? 'before the segment' : r.ok ? `opcode 0x${r.record.opcode.toString(16)}` : r.fault})`);
+        }
+        throw damaged(this.sb, { segment, offset: at, length }, 'malformed PUTRUN holding a live value');
       }
-      if (!runWellFormed(r.record)) throw damaged(this.sb, { segment, offset: at, length }, 'malformed PUTRUN holding a live value');
       this.runs.add(at);
     }
     const start = runValueStart(buf, at, lead, length);

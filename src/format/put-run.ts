@@ -1,4 +1,7 @@
-import { RECORD_HEADER, RECORD_OVERHEAD, type DecodedRecord } from './record.js';
+import { u32At } from './bytes.js';
+import { crc32c } from './crc32c.js';
+import { Op } from './opcodes.js';
+import { RECORD_HEADER, RECORD_OVERHEAD, claimedRecordLength, type DecodedRecord } from './record.js';
 
 /*
  * PUTRUN records (opcode 0x29, docs/storage/statefs-v3.md 3.3): several PUTs of one subject in one
@@ -149,27 +152,27 @@ export function encodeRunInto(plan: RunPlan, subjectLength: number, bins: readon
  * shared length longer than the key before it, an empty key, a value length over 65,536 or in
  * more than 3 bytes, no entry at all).
  */
-function walkRun(v: Uint8Array, entry: (shared: number, suffixAt: number, suffixLength: number, valueAt: number, valueLength: number, start: number) => void): boolean {
+function walkRun(v: Uint8Array, entry: (shared: number, suffixAt: number, suffixLength: number, valueAt: number, valueLength: number, start: number) => void, from = 0, end = v.length): boolean {
   let prevLength = 0;
-  let at = 0;
+  let at = from;
   let count = 0;
-  while (at < v.length) {
+  while (at < end) {
     const start = at;
-    if (at + 2 > v.length) return false;
+    if (at + 2 > end) return false;
     const shared = byteAt(v, at);
     const suffix = byteAt(v, at + 1);
     at += 2;
-    if (shared > prevLength || shared + suffix === 0 || at + suffix > v.length) return false;
+    if (shared > prevLength || shared + suffix === 0 || at + suffix > end) return false;
     const suffixAt = at;
     at += suffix;
     let size = 0;
     for (let shift = 0; ; shift += 7) {
-      const b = v[at++];
-      if (b === undefined || shift > 14) return false;
+      if (at >= end || shift > 14) return false;
+      const b = byteAt(v, at++);
       size += (b & 0x7f) * 2 ** shift;
       if (b < 0x80) break;
     }
-    if (size > 0x10000 || at + size > v.length) return false;
+    if (size > 0x10000 || at + size > end) return false;
     entry(shared, suffixAt, suffix, at, size, start);
     at += size;
     prevLength = shared + suffix;
@@ -178,9 +181,22 @@ function walkRun(v: Uint8Array, entry: (shared: number, suffixAt: number, suffix
   return count > 0;
 }
 
-/** Whether a decoded PUTRUN record's value is well formed (`walkRun`), without decoding its keys. */
-export function runWellFormed(record: DecodedRecord): boolean {
-  return walkRun(record.value, () => undefined);
+function noEntry(): void {
+  // `walkRun` only checks
+}
+
+/**
+ * Whether the bytes at `at` in `buf` are a whole, intact PUTRUN record whose value is well
+ * formed: what `decodeRecord` and then `runEntries` check (framing, lengths, CRC, then each
+ * entry as `walkRun` checks it), without making a decoded record (the value pass at open checks one per ~5 values of
+ * a bulk load). False for anything else; the caller decodes the record to learn what it is.
+ */
+export function intactRun(buf: Uint8Array, at: number): boolean {
+  const length = claimedRecordLength(buf, at);
+  if (length === undefined || at + length > buf.length || buf[at + 4] !== Op.PUTRUN) return false;
+  const body = at + length - 4;
+  if (crc32c(buf.subarray(at, body)) !== u32At(buf, body)) return false;
+  return walkRun(buf, noEntry, at + RECORD_HEADER + (byteAt(buf, at + 5) | (byteAt(buf, at + 6) << 8)), body);
 }
 
 /**
