@@ -437,7 +437,7 @@ test('a request that waited for the store (behind a REOPEN) is checked again whe
   try {
     let open = (): void => undefined;
     const gate = new Promise<void>((resolve) => (open = resolve));
-    const host: DispatchHost = { use: async (fn) => gate.then(() => fn(store)), ready: () => undefined, reopen: () => Promise.resolve() };
+    const host: DispatchHost = { use: async (fn) => gate.then(() => fn(store)), useNow: () => undefined, ready: () => undefined, reopen: () => Promise.resolve() };
     let allowed = true;
     const put = execute(host, { op: 'PUT', requestId: 7, subject: 'bob', key: '/state/late', value: new Uint8Array([1]) }, new ConnectionTxns(), () => true, () => allowed);
     allowed = false; // the reload, while the PUT waits

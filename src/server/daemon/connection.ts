@@ -315,6 +315,7 @@ export class Connection {
       return;
     }
     if (req.op === 'GET' && this.#answerGetNow(this.#caller, req)) return;
+    if (req.op === 'PUT' && this.#putNow(this.#caller, req)) return;
     this.#inFlight += 1;
     const caller = this.#caller;
     const work = this.#run(caller, req).finally(() => {
@@ -402,6 +403,38 @@ export class Connection {
     }
     if (res === undefined) return false;
     this.#reply(req, res);
+    return true;
+  }
+
+  /**
+   * A permitted PUT of a well-formed subject while the store is ready: handed to the store now,
+   * as `#run` would hand it, without `#run`'s promises around the store's (a put's daemon CPU is
+   * mostly such steps; docs/performance.md). It takes an in-flight slot until it is durable, and
+   * its answer, and an audit of a quota or permission refusal, follow as `#run`'s would. False:
+   * the ordinary path (a denial is audited there, a reopen waited for).
+   */
+  #putNow(caller: string, req: Extract<Op, { op: 'PUT' }>): boolean {
+    if (malformedSubject(req) !== undefined || !permitted(this.#ctx.policy(), caller, this.#tokenSha256, req)) return false;
+    const { requestId, op, subject, key, value } = req;
+    const durable = this.#ctx.host.useNow((store) => store.put(subject, key, value));
+    if (durable === undefined) return false;
+    this.#inFlight += 1;
+    const work = durable
+      .then(
+        () => {
+          this.#send(encodeResponse({ status: 'ok', requestId, op }));
+        },
+        async (err: unknown) => {
+          const e = toStatefsError(err);
+          if (e.code === 'EDQUOTA' || e.code === 'EPERM') await this.#audit({ subject: caller, op, target: subject, result: e.code });
+          this.#send(errorResponse(requestId, op, e));
+        },
+      )
+      .finally(() => {
+        this.#inFlight -= 1;
+        this.#endWhenAnswered();
+      });
+    this.#ctx.track(work);
     return true;
   }
 

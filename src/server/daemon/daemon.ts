@@ -241,6 +241,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let closing = false;
   const host = {
     use: <T>(fn: (s: Store) => Promise<T>): Promise<T> => image.use(fn),
+    useNow: <T>(fn: (s: Store) => Promise<T>): Promise<T> | undefined => image.useNow(fn),
     ready: (): Store | undefined => image.ready(),
     reopen: async (): Promise<void> => {
       try {

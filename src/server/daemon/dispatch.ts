@@ -8,6 +8,8 @@ import type { ConnectionTxns } from './connection-txns.js';
 /** What a request runs against: the served store (shared; see ImageGate), and the admin-only reopen. */
 export interface DispatchHost {
   use<T>(fn: (store: Store) => Promise<T>): Promise<T>;
+  /** `use` at once while the store is ready (see ImageGate.useNow); undefined otherwise. */
+  useNow<T>(fn: (store: Store) => Promise<T>): Promise<T> | undefined;
   /** The store, when a request may use it synchronously (open, no reopen under way). */
   ready(): Store | undefined;
   reopen(): Promise<void>;

@@ -65,6 +65,27 @@ export class ImageGate {
     }
   }
 
+  /**
+   * `use` for a request that can run at once: while the store is `ready()`, `fn` is called now and
+   * admitted as `use` admits it (a reopen asked meanwhile waits for it to settle), without
+   * `use`'s promise around it. Undefined, calling nothing, otherwise: take `use`. What `fn`
+   * throws before it returns its promise is thrown as is.
+   */
+  useNow<T>(fn: (store: Store) => Promise<T>): Promise<T> | undefined {
+    const store = this.ready();
+    if (store === undefined) return undefined;
+    const ticket = this.#asked;
+    this.#admit(ticket, 1);
+    try {
+      return fn(store).finally(() => {
+        this.#admit(ticket, -1);
+      });
+    } catch (err) {
+      this.#admit(ticket, -1);
+      throw err;
+    }
+  }
+
   /** Close the store and replay the image; rejects with the open's error when that fails. */
   reopen(): Promise<void> {
     if (this.#closed) return Promise.reject(StatefsError.EBADF('the daemon image', { op: 'REOPEN' }));
