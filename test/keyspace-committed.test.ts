@@ -324,3 +324,44 @@ test('a batch announced with batchAhead keeps no undo entries, even while anothe
   assert.ok(undoOf('a') instanceof Map);
   assert.equal(keyspace.readEntry('a', '/state/old'), 3);
 });
+
+test('a batch into a subject without a point index is not listed in its round; a point index started meanwhile is dropped when the round is durable; with one, the batch is listed and the index kept in step', () => {
+  const keyspace = new Keyspace(new Map());
+  const hasPoints = (subject: string): boolean => {
+    const points: unknown = Reflect.get(keyspace, 'points');
+    assert.ok(points instanceof Map);
+    return points.has(subject);
+  };
+  const readOften = (subject: string, bin: string, expected: EntryRef | undefined): void => {
+    for (let i = 0; i < READS_FOR_POINT_INDEX; i++) assert.equal(keyspace.readPoint(subject, bin), expected);
+  };
+  keyspace.set('a', '/state/old', 1);
+  keyspace.publish(keyspace.seal());
+
+  keyspace.batchAhead('a');
+  for (let i = 0; i < 300; i++) keyspace.set('a', `/state/d/k${i}`, 10 + i);
+  keyspace.delete('a', '/state/d/k5');
+  const first = keyspace.seal();
+  assert.equal(first.changes.get('a'), undefined, 'the batch is not listed');
+  assert.ok(first.unlisted.has('a'));
+  readOften('a', '/state/old', 1); // starts a point index of the state before the batch
+  assert.ok(hasPoints('a'));
+  assert.equal(keyspace.readPoint('a', '/state/d/k7'), undefined, 'not durable yet');
+  keyspace.publish(first);
+  assert.ok(!hasPoints('a'), 'dropped: it cannot be brought in step without the list');
+  assert.equal(keyspace.readPoint('a', '/state/d/k7'), 17);
+  assert.equal(keyspace.readPoint('a', '/state/d/k5'), undefined);
+  assert.equal(keyspace.read('a')?.size, 300);
+
+  readOften('a', '/state/d/k7', 17);
+  assert.ok(hasPoints('a'));
+  keyspace.batchAhead('a');
+  for (let i = 0; i < 300; i++) keyspace.set('a', `/state/d/k${i}`, 1000 + i);
+  const second = keyspace.seal();
+  assert.equal(second.changes.get('a')?.size, 300, 'with a point index, the batch is listed');
+  assert.ok(!second.unlisted.has('a'));
+  keyspace.publish(second);
+  assert.ok(hasPoints('a'), 'kept, and brought in step');
+  assert.equal(keyspace.readPoint('a', '/state/d/k7'), 1007);
+  assert.equal(keyspace.readPoint('a', '/state/d/k5'), 1005);
+});

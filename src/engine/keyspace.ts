@@ -29,6 +29,8 @@ export interface Sealed {
   changes: Map<string, Map<string, EntryRef | undefined>>;
   /** Subjects whose tree was replaced wholesale (restore): their point-read maps are rebuilt. */
   replaced: Set<string>;
+  /** Subjects given a batch whose keys `changes` does not list (`batchAhead`): their point-read maps, if any, are rebuilt. */
+  unlisted: Set<string>;
   /** The trees, as the round left them, of subjects committed as trees of their own (see `Keyspace`). */
   trees: Trees;
 }
@@ -61,6 +63,8 @@ export class Keyspace {
   private replaced = new Set<string>();
   /** Subjects given a tree of their own for a batch in the round not yet sealed (`batchAhead`). */
   private batched = new Set<string>();
+  /** Of those, the ones whose writes in the round `changes` does not list (no reader needs the list: see `batchAhead`). */
+  private unlisted = new Set<string>();
   /**
    * Point indexes of the committed state (hash maps: a tree lookup compares strings at every
    * level; a hash lookup does not). Started per subject once it has been read often enough, filled
@@ -108,7 +112,7 @@ export class Keyspace {
       this.dirs.get(subject)?.added(bin);
       this.dirBuilds.get(subject)?.added(bin);
     }
-    this.changed(subject, bin, old).set(bin, entry);
+    if (!this.unlisted.has(subject)) this.changed(subject, bin, old).set(bin, entry);
     return old;
   }
 
@@ -125,7 +129,7 @@ export class Keyspace {
         this.directories(subject);
       }
     }
-    this.changed(subject, bin, old).set(bin, undefined);
+    if (!this.unlisted.has(subject)) this.changed(subject, bin, old).set(bin, undefined);
     return old;
   }
 
@@ -173,10 +177,17 @@ export class Keyspace {
    * tree of its own, as after a restore: the batch's keys then get no undo entries (for a bulk
    * load, one map entry per key fewer, and that map's growth). A batch that repeats its keys costs
    * a clone it would not otherwise have (O(1), the writes after it copying their paths).
+   *
+   * Nor, unless the subject has a point index, are the round's writes to it listed in `changes`
+   * from here on: the round's clone becomes its committed tree whole, and only a point index
+   * would need the list (a bulk load of a million keys built a million-entry map per round's
+   * keys, ~10% of its CPU). A point index started during such a round is dropped when the round
+   * is durable, and started again by the reads that follow.
    */
   batchAhead(subject: string): void {
     this.commitAsOwnTree(subject);
     this.batched.add(subject);
+    if (!this.points.has(subject)) this.unlisted.add(subject);
   }
 
   /** Give a derived subject's committed state a tree of its own (`ownTree`), until its next durable round. */
@@ -194,7 +205,7 @@ export class Keyspace {
 
   /** The state readers will see once the current round is durable. */
   seal(): Sealed {
-    const sealed: Sealed = { changes: this.changes, replaced: this.replaced, trees: new Map() };
+    const sealed: Sealed = { changes: this.changes, replaced: this.replaced, unlisted: this.unlisted, trees: new Map() };
     for (const [subject, keys] of this.changes) {
       // A round of many keys is cloned as rounds once all were: its committed tree is then ready
       // when it is durable, not built from its undo entries (the writes after it copy their paths).
@@ -203,18 +214,20 @@ export class Keyspace {
       if (tree !== undefined) sealed.trees.set(subject, tree.clone());
     }
     for (const subject of this.ownTree) {
-      if (!this.changes.has(subject) && !this.replaced.has(subject)) continue; // not written in the round
+      if (!this.changes.has(subject) && !this.replaced.has(subject) && !this.unlisted.has(subject)) continue; // not written in the round
       const tree = this.working.get(subject);
       if (tree !== undefined) sealed.trees.set(subject, tree.clone());
     }
     this.changes = new Map();
     this.replaced = new Set();
     this.batched = new Set();
+    this.unlisted = new Set();
     return sealed;
   }
 
   publish(sealed: Sealed): void {
     for (const subject of sealed.replaced) this.points.delete(subject);
+    for (const subject of sealed.unlisted) this.points.delete(subject);
     for (const [subject, keys] of sealed.changes) {
       const points = this.points.get(subject);
       if (points !== undefined) {
