@@ -39,7 +39,8 @@ test('ImageGate.useNow: runs at once while the store is ready; a reopen asked me
     undefined,
     'with a reopen pending: nothing called, take use',
   );
-  await delay(30);
+  // The reopen cannot finish while the request admitted before it is held: half a second without it.
+  assert.equal(await Promise.race([reopened.then(() => 'reopened'), delay(500).then(() => 'waiting')]), 'waiting');
   assert.equal(opens, 0, 'the reopen waits for the request admitted before it');
   release();
   const used = await put;

@@ -325,7 +325,7 @@ test('a batch announced with batchAhead keeps no undo entries, even while anothe
   assert.equal(keyspace.readEntry('a', '/state/old'), 3);
 });
 
-test('a batch into a subject without a point index is not listed in its round; a point index started meanwhile is dropped when the round is durable; with one, the batch is listed and the index kept in step', () => {
+test('a batch into a subject nobody reads by key is not listed in its round; a point index started meanwhile is dropped when the round is durable and the next read starts another; once read by key, batches are listed and the index kept in step', () => {
   const keyspace = new Keyspace(new Map());
   const hasPoints = (subject: string): boolean => {
     const points: unknown = Reflect.get(keyspace, 'points');
@@ -350,6 +350,7 @@ test('a batch into a subject without a point index is not listed in its round; a
   keyspace.publish(first);
   assert.ok(!hasPoints('a'), 'dropped: it cannot be brought in step without the list');
   assert.equal(keyspace.readPoint('a', '/state/d/k7'), 17);
+  assert.ok(hasPoints('a'), 'the next point read starts another at once');
   assert.equal(keyspace.readPoint('a', '/state/d/k5'), undefined);
   assert.equal(keyspace.read('a')?.size, 300);
 
@@ -364,4 +365,21 @@ test('a batch into a subject without a point index is not listed in its round; a
   assert.ok(hasPoints('a'), 'kept, and brought in step');
   assert.equal(keyspace.readPoint('a', '/state/d/k7'), 1007);
   assert.equal(keyspace.readPoint('a', '/state/d/k5'), 1005);
+
+  // Point reads counted towards an index (none started yet): the batch is listed, so the index
+  // those reads start is not dropped when the batch is durable.
+  keyspace.set('b', '/state/x', 1);
+  keyspace.publish(keyspace.seal());
+  assert.equal(keyspace.readPoint('b', '/state/x'), 1);
+  assert.ok(!hasPoints('b'));
+  keyspace.batchAhead('b');
+  for (let i = 0; i < 300; i++) keyspace.set('b', `/state/d/k${i}`, i);
+  const third = keyspace.seal();
+  assert.equal(third.changes.get('b')?.size, 300);
+  assert.ok(!third.unlisted.has('b'));
+  readOften('b', '/state/x', 1);
+  assert.ok(hasPoints('b'));
+  keyspace.publish(third);
+  assert.ok(hasPoints('b'), 'kept');
+  assert.equal(keyspace.readPoint('b', '/state/d/k9'), 9);
 });

@@ -435,7 +435,7 @@ test('a stored value is the store’s own copy: changing the caller’s buffer (
   await store.put('app', '/state/buf', buf);
   await store.put('app', '/state/arr', arr);
   await store.putMany('app', [['/state/many', buf]]);
-  // A run of small values (one PUTRUN record): the index holds them in the records' bytes.
+  // A run of small values: one PUTRUN record, encoded into a buffer shared with the batch's other runs.
   await store.putMany('app', [['/state/run/a', buf], ['/state/run/b', arr], ['/state/run/c', buf]]);
   const tx = store.begin('app');
   await tx.put('app', '/state/txn', buf);

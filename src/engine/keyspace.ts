@@ -25,11 +25,14 @@ export type Trees = Map<string, Tree>;
 
 /** What one durable round makes visible: the keys written in it, and the trees of subjects it replaced. */
 export interface Sealed {
-  /** Per subject, each key written in the round and its entry after it (undefined: deleted). */
+  /**
+   * Per subject, each key written in the round and its entry after it (undefined: deleted); for
+   * an `unlisted` subject only those written before its batch.
+   */
   changes: Map<string, Map<string, EntryRef | undefined>>;
   /** Subjects whose tree was replaced wholesale (restore): their point-read maps are rebuilt. */
   replaced: Set<string>;
-  /** Subjects given a batch whose keys `changes` does not list (`batchAhead`): their point-read maps, if any, are rebuilt. */
+  /** Subjects given a batch whose keys `changes` does not list (`batchAhead`): a point index of theirs is dropped. */
   unlisted: Set<string>;
   /** The trees, as the round left them, of subjects committed as trees of their own (see `Keyspace`). */
   trees: Trees;
@@ -178,16 +181,17 @@ export class Keyspace {
    * load, one map entry per key fewer, and that map's growth). A batch that repeats its keys costs
    * a clone it would not otherwise have (O(1), the writes after it copying their paths).
    *
-   * Nor, unless the subject has a point index, are the round's writes to it listed in `changes`
-   * from here on: the round's clone becomes its committed tree whole, and only a point index
-   * would need the list (a bulk load of a million keys built a million-entry map per round's
-   * keys, ~10% of its CPU). A point index started during such a round is dropped when the round
-   * is durable, and started again by the reads that follow.
+   * Nor, unless the subject is read by key (it has a point index, or point reads are being
+   * counted towards one), are the round's writes to it listed in `changes` from here on: the
+   * round's clone becomes its committed tree whole, and only a point index needs the list (a bulk
+   * load built a map of each round's keys, ~10% of its CPU). A point index started while such a
+   * round is in flight is dropped when the round is durable, and the next point read starts a
+   * new one, so the batches after it are listed.
    */
   batchAhead(subject: string): void {
     this.commitAsOwnTree(subject);
     this.batched.add(subject);
-    if (!this.points.has(subject)) this.unlisted.add(subject);
+    if (!this.points.has(subject) && !this.treeReads.has(subject)) this.unlisted.add(subject);
   }
 
   /** Give a derived subject's committed state a tree of its own (`ownTree`), until its next durable round. */
@@ -227,7 +231,10 @@ export class Keyspace {
 
   publish(sealed: Sealed): void {
     for (const subject of sealed.replaced) this.points.delete(subject);
-    for (const subject of sealed.unlisted) this.points.delete(subject);
+    for (const subject of sealed.unlisted) {
+      // Its index cannot be brought in step without the list; the next point read starts another.
+      if (this.points.delete(subject)) this.treeReads.set(subject, POINT_INDEX_AFTER_READS - 1);
+    }
     for (const [subject, keys] of sealed.changes) {
       const points = this.points.get(subject);
       if (points !== undefined) {
