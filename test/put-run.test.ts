@@ -244,7 +244,7 @@ test('a damaged run holding a checkpointed value fails the open with EINTEGRITY 
   const flip = at + r.record.length - 6; // a byte of the run's last value
   bytes[flip] = (bytes[flip] ?? 0) ^ 0x10;
   // The log's scan starts at the checkpoint, past this record: only the open's value pass reads it.
-  const found = (e: unknown): boolean => e instanceof Error && 'code' in e && e.code === 'EINTEGRITY' && 'offset' in e && e.offset === at && e.message.includes('record holding a live value');
+  const found = (e: unknown): boolean => e instanceof Error && 'code' in e && e.code === 'EINTEGRITY' && 'offset' in e && e.offset === at && e.message.includes('record holding a live value') && e.message.includes('(crc)');
   await assert.rejects(Store.openDevice(new MemoryDevice(bytes)), found);
 });
 

@@ -575,7 +575,9 @@ class SegmentFiller {
 
   /** The value held by the record at `offset` (any kind that holds one); damage is `EINTEGRITY`. */
   private valueAt(buf: Uint8Array, segment: number, offset: number, length: number): Uint8Array {
-    const r = decodeRecord(buf, offset, Math.min(buf.length, offset + length));
+    // Decoded as far as the segment goes, not only `length` bytes: a damaged record whose header
+    // claims more (the first slice of a PUTRUN, say) is then named for its damage, not "truncated".
+    const r = decodeRecord(buf, offset);
     const x = { segment, offset, length };
     if (!r.ok || r.record.length !== length) throw damaged(this.sb, x, `record holding a live value is damaged (${r.ok ? 'length' : r.fault})`);
     const value = valueOfRecord(r.record);
