@@ -296,13 +296,16 @@ test('rounds around the 256-entry limit: reads stay exact and builds stay bounde
   for (const ops of sequences) check([], ops);
 });
 
+/** One of a Keyspace's private per-subject maps (`undo`, `points`), read for a test's checks. */
+function privateMap(keyspace: Keyspace, name: 'undo' | 'points'): Map<unknown, unknown> {
+  const map: unknown = Reflect.get(keyspace, name);
+  assert.ok(map instanceof Map);
+  return map;
+}
+
 test('a batch announced with batchAhead keeps no undo entries, even while another round becomes durable, and commits whole', () => {
   const keyspace = new Keyspace(new Map());
-  const undoOf = (subject: string): unknown => {
-    const undo: unknown = Reflect.get(keyspace, 'undo');
-    assert.ok(undo instanceof Map);
-    return undo.get(subject);
-  };
+  const undoOf = (subject: string): unknown => privateMap(keyspace, 'undo').get(subject);
   keyspace.set('a', '/state/old', 1);
   keyspace.publish(keyspace.seal());
   keyspace.set('b', '/state/x', 2);
@@ -327,11 +330,7 @@ test('a batch announced with batchAhead keeps no undo entries, even while anothe
 
 test('a batch into a subject nobody reads by key is not listed in its round; a point index started meanwhile is dropped when the round is durable and the next read starts another; once read by key, batches are listed and the index kept in step', () => {
   const keyspace = new Keyspace(new Map());
-  const hasPoints = (subject: string): boolean => {
-    const points: unknown = Reflect.get(keyspace, 'points');
-    assert.ok(points instanceof Map);
-    return points.has(subject);
-  };
+  const hasPoints = (subject: string): boolean => privateMap(keyspace, 'points').has(subject);
   const readOften = (subject: string, bin: string, expected: EntryRef | undefined): void => {
     for (let i = 0; i < READS_FOR_POINT_INDEX; i++) assert.equal(keyspace.readPoint(subject, bin), expected);
   };

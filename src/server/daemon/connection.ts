@@ -34,6 +34,11 @@ type Op = Exclude<Request, { op: 'HELLO' }>;
 
 const AUDITED: ReadonlySet<OpName> = new Set<OpName>(['SNAPSHOT', 'DELETE_SNAP', 'RESTORE_SNAP', 'MOUNT', 'UMOUNT', 'GC_NOW', 'REOPEN']);
 
+/** Refusals audited whatever the op: every quota denial, and every permission denial. */
+function auditedRefusal(err: StatefsError): boolean {
+  return err.code === 'EDQUOTA' || err.code === 'EPERM';
+}
+
 export function toStatefsError(err: unknown): StatefsError {
   if (isStatefsError(err)) return err;
   return StatefsError.EIO(err instanceof Error ? err.message : String(err), { op: 'daemon', cause: err });
@@ -426,7 +431,7 @@ export class Connection {
         },
         async (err: unknown) => {
           const e = toStatefsError(err);
-          if (e.code === 'EDQUOTA' || e.code === 'EPERM') await this.#audit({ subject: caller, op, target: subject, result: e.code });
+          if (auditedRefusal(e)) await this.#audit({ subject: caller, op, target: subject, result: e.code });
           this.#send(errorResponse(requestId, op, e));
         },
       )
@@ -481,7 +486,7 @@ export class Connection {
       res = { ...res, plan: { ...res.plan, pinnedBySnapshots: res.plan.pinnedBySnapshots.filter((x) => visible(x.subject)) } };
     }
     // Administrative acts, and every quota denial.
-    if (AUDITED.has(req.op) || (res instanceof StatefsError && (res.code === 'EDQUOTA' || res.code === 'EPERM'))) {
+    if (AUDITED.has(req.op) || (res instanceof StatefsError && auditedRefusal(res))) {
       const detail = !(res instanceof StatefsError) && res.op === 'GC_NOW' ? { detail: { freedBytes: res.result.freedBytes } } : {};
       await this.#audit({ ...base, result: res instanceof StatefsError ? res.code : 'OK', ...detail });
     }
