@@ -209,7 +209,7 @@ test('a checkpoint never takes more than its bound: from open (the whole state),
         }
         const size = checkpointSize(trees, snapshots, mounts);
         assert.ok(size <= bound, `after ${op.kind}: checkpoint ${size} bytes, bound ${bound}`);
-        const opened = accountIndex(table, trees, snapshots, 1 << 20);
+        const opened = accountIndex(table, trees, snapshots, { segmentCount: 1 << 20, segmentSize: 1 << 20 });
         const atOpen = opened.liveEntriesBound + boundBesidesLiveEntries(table, trees, snapshots, mounts);
         assert.ok(size <= atOpen, `after ${op.kind}: checkpoint ${size} bytes, open's bound ${atOpen}`);
         // Open sums what is there now; the store's count may be higher (GC moves shrink entries).
@@ -237,7 +237,7 @@ test('the bounds are tight where they can be: one new key with nothing shared co
   const grew = apply({ kind: 'put', subject: 'app', key: '/k', entry }, trees, snapshots, mounts);
   // The key's varints take 1 byte each here, not the 2 and 3 the bound allows for.
   assert.equal(checkpointSize(trees, snapshots, mounts) - empty, grew - 3);
-  const atOpen = accountIndex(table, trees, snapshots, 1 << 20).liveEntriesBound + boundBesidesLiveEntries(table, trees, snapshots, mounts);
+  const atOpen = accountIndex(table, trees, snapshots, { segmentCount: 1 << 20, segmentSize: 1 << 20 }).liveEntriesBound + boundBesidesLiveEntries(table, trees, snapshots, mounts);
   assert.equal(atOpen, empty + grew);
 });
 

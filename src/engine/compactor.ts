@@ -109,7 +109,7 @@ export class Compactor {
     }
     const maxBytes = Math.max(askedBytes ?? DEFAULT_GC_MAX_BYTES, segmentSize);
     const segments: number[] = [];
-    for (const s of usage.gcCandidates(segmentSize)) {
+    for (const s of usage.gcCandidates()) {
       if ((segments.length + 1) * segmentSize > maxBytes || segments.length >= maxSegments) break;
       segments.push(s);
     }
@@ -184,7 +184,7 @@ export class Compactor {
 
   /** Reclaimable garbage: bytes nothing reads in used segments outside the log chain. */
   garbageBytes(): number {
-    return this.host.usage.candidateGarbage(this.host.segmentSize);
+    return this.host.usage.candidateGarbage();
   }
 }
 

@@ -326,7 +326,7 @@ function replayedLegacy(legacy: LegacyImage, capacity: number): Replayed {
   const checkpoint = { recordBytes: 0, payloadBytes: 0, entries: 0, version: 0, undigested: 0, growth: 0 };
   const snapshots = new SnapshotTable();
   const entries = new EntryTable(); // a v1 image has no checkpoint: its entries are objects
-  const accounting = accountIndex(entries, legacy.index, snapshots, legacy.segmentCount);
+  const accounting = accountIndex(entries, legacy.index, snapshots, legacy);
   return { sb, scan, index: legacy.index, nextTxnId: 1, snapshots, mounts: new MountTable(), orphans: [], legacy, checkpoint, accounting, entries };
 }
 
@@ -352,7 +352,7 @@ async function readValues(device: BlockDevice, sb: Superblock, table: EntryTable
   // Only rows are unread, and a row's value is read once however many trees hold it.
   const bySegment = new Map<number, number[]>();
   const fromReloc: number[] = [];
-  const accounting = accountIndex(table, trees, snapshots, sb.segmentCount, (e) => {
+  const accounting = accountIndex(table, trees, snapshots, sb, (e) => {
     if (typeof e !== 'number' || table.loaded(e)) return;
     if (relocated.has(e)) {
       fromReloc.push(e);

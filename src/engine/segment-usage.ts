@@ -27,9 +27,19 @@ export class SegmentUsage implements SegmentAllocator {
    * back once those entries are released (overwritten or deleted).
    */
   private readonly setAside = new Map<number, Set<EntryRef>>();
+  /**
+   * Per segment, the garbage bytes it adds to `candidateGarbage` (0 unless it is a `gcCandidates`
+   * segment), and their sum, updated at every change to a segment. Automatic GC asks for the sum
+   * after every durable round: a walk of all segments there cost ~90 µs per put on a 32 GiB image.
+   */
+  private readonly garbage: Float64Array;
+  private garbageTotal = 0;
+  /** Below 1/16 of a segment, moving the live rest would cost more than it frees. */
+  private readonly minGarbage: number;
 
   constructor(
     readonly count: number,
+    private readonly segmentSize: number,
     private readonly entries: EntryTable,
   ) {
     this.refs = new Uint32Array(count);
@@ -37,6 +47,12 @@ export class SegmentUsage implements SegmentAllocator {
     this.inChain = new Uint8Array(count);
     this.free = new Uint8Array(count);
     this.taken = new Uint32Array(count);
+    this.minGarbage = segmentSize / 16;
+    // Every segment starts in use, outside the chain and empty, so all of it counts (as a walk
+    // would count it) until `resetChain` sets the chain: filled, not walked (`accountIndex` makes
+    // one of these per open, of every segment).
+    this.garbage = new Float64Array(count).fill(segmentSize);
+    this.garbageTotal = count * segmentSize;
   }
 
   /** Set the chain and recompute free segments from scratch (open and after a checkpoint). */
@@ -50,6 +66,7 @@ export class SegmentUsage implements SegmentAllocator {
       this.free[s] = isFree;
       this.freeTotal += isFree;
     }
+    this.recountAll();
   }
 
   addEntry(e: EntryRef): void {
@@ -75,11 +92,13 @@ export class SegmentUsage implements SegmentAllocator {
       const damaged = this.setAside.get(s) ?? new Set<EntryRef>();
       damaged.add(e);
       this.setAside.set(s, damaged);
+      this.recount(s);
     }
   }
 
   private forgetDamaged(e: EntryRef): void {
     for (const [s, damaged] of this.setAside) {
+      // Its share of `candidateGarbage` changes with its live bytes: `removeRecord` recounts it next.
       if (damaged.delete(e) && damaged.size === 0) this.setAside.delete(s);
     }
   }
@@ -91,6 +110,7 @@ export class SegmentUsage implements SegmentAllocator {
   private addRecord(segment: number, length: number): void {
     this.refs[segment] = (this.refs[segment] ?? 0) + 1;
     this.liveBytes[segment] = (this.liveBytes[segment] ?? 0) + length;
+    this.recount(segment);
   }
 
   private removeRecord(segment: number, length: number): void {
@@ -102,6 +122,7 @@ export class SegmentUsage implements SegmentAllocator {
       this.freeTotal++;
       this.setAside.delete(segment); // nothing of it is held: whatever failed to read there is gone
     }
+    this.recount(segment);
   }
 
   /** Drop the chain before `segment` (a checkpoint there is durable); frees what nothing references. */
@@ -123,7 +144,7 @@ export class SegmentUsage implements SegmentAllocator {
         this.inChain[s] = 1;
         this.chain.push(s);
         this.freeTotal--;
-        return s;
+        return s; // free before, in the chain now: no share of `candidateGarbage` either way
       }
     }
     throw StatefsError.ENOSPC('no free segment (internal: checkSpace must run first)', { op: 'append' });
@@ -142,26 +163,38 @@ export class SegmentUsage implements SegmentAllocator {
    * Segments GC may empty: in use, outside the log chain (replay never reads them), with at
    * least 1/16 of the segment garbage, not set aside (`setAsideFor`). Ordered by live bytes, then index: the cheapest to empty first, deterministically.
    */
-  gcCandidates(segmentSize: number): number[] {
+  gcCandidates(): number[] {
     const out: number[] = [];
-    // Below 1/16 of a segment, moving the live rest would cost more than it frees.
-    const minGarbage = segmentSize / 16;
-    for (let s = 0; s < this.count; s++) {
-      if (this.free[s] === 0 && this.inChain[s] === 0 && segmentSize - (this.liveBytes[s] ?? 0) >= minGarbage && !this.isSetAside(s)) out.push(s);
-    }
+    for (let s = 0; s < this.count; s++) if (this.candidateBytes(s) > 0) out.push(s);
     return out.sort((a, b) => (this.liveBytes[a] ?? 0) - (this.liveBytes[b] ?? 0) || a - b);
   }
 
-  /** Garbage bytes in the `gcCandidates` segments: the same sum, without building and sorting the list (runs every round). */
-  candidateGarbage(segmentSize: number): number {
-    const minGarbage = segmentSize / 16;
-    let garbage = 0;
+  /** Garbage bytes in the `gcCandidates` segments: the same sum, without building and sorting the list (kept as segments change). */
+  candidateGarbage(): number {
+    return this.garbageTotal;
+  }
+
+  /** The garbage bytes `segment` adds to `candidateGarbage`: all its dead bytes if it is a candidate, else 0. */
+  private candidateBytes(segment: number): number {
+    if (this.free[segment] !== 0 || this.inChain[segment] !== 0 || this.isSetAside(segment)) return 0;
+    const dead = this.segmentSize - (this.liveBytes[segment] ?? 0);
+    return dead >= this.minGarbage ? dead : 0;
+  }
+
+  /** `segment` changed: bring its share of `candidateGarbage` up to date. */
+  private recount(segment: number): void {
+    const now = this.candidateBytes(segment);
+    this.garbageTotal += now - (this.garbage[segment] ?? 0);
+    this.garbage[segment] = now;
+  }
+
+  private recountAll(): void {
+    this.garbageTotal = 0;
     for (let s = 0; s < this.count; s++) {
-      if (this.free[s] !== 0 || this.inChain[s] !== 0 || this.isSetAside(s)) continue;
-      const dead = segmentSize - (this.liveBytes[s] ?? 0);
-      if (dead >= minGarbage) garbage += dead;
+      const bytes = this.candidateBytes(s);
+      this.garbage[s] = bytes;
+      this.garbageTotal += bytes;
     }
-    return garbage;
   }
 
   isFree(segment: number): boolean {

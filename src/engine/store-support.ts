@@ -71,8 +71,8 @@ export interface IndexAccounting {
  * the index once for this and for its own needs (a million keys, one walk). Each subject's bytes
  * are summed first, one map update per subject, not per key.
  */
-export function accountIndex(entries: EntryTable, trees: Trees, snapshots: SnapshotTable, segmentCount: number, visit?: (entry: EntryRef) => void): IndexAccounting {
-  const usage = new SegmentUsage(segmentCount, entries);
+export function accountIndex(entries: EntryTable, trees: Trees, snapshots: SnapshotTable, layout: { segmentCount: number; segmentSize: number }, visit?: (entry: EntryRef) => void): IndexAccounting {
+  const usage = new SegmentUsage(layout.segmentCount, layout.segmentSize, entries);
   const subjectBytes = new Map<string, number>();
   let subject = '';
   let sum = 0;
