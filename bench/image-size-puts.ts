@@ -12,6 +12,10 @@ import { Store } from '../src/index.js';
 const GiB = 1024 * 1024 * 1024;
 const sizes = (process.argv[2] ?? '0.25,32').split(',').map(Number);
 const seconds = Number(process.argv[3] ?? '3');
+if (!sizes.every((gib) => gib > 0) || !(seconds > 0)) {
+  console.error('usage: node dist/bench/image-size-puts.js [GiB,GiB,...] [seconds]   (sizes and seconds above 0)');
+  process.exit(2);
+}
 const value = new Uint8Array(100).fill(7);
 const keyOf = (i: number): string => `/state/app${i % 100}/k${i}`;
 

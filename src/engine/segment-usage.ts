@@ -28,12 +28,18 @@ export class SegmentUsage implements SegmentAllocator {
    */
   private readonly setAside = new Map<number, Set<EntryRef>>();
   /**
-   * Per segment, the garbage bytes it adds to `candidateGarbage` (0 unless it is a `gcCandidates`
-   * segment), and their sum, updated at every change to a segment. Automatic GC asks for the sum
-   * after every durable round: a walk of all segments there cost ~90 µs per put on a 32 GiB image.
+   * Per segment, its share of `candidateGarbage` (its dead bytes if it is a `gcCandidates`
+   * segment, else 0), and their sum, brought up to date whenever something the share depends on
+   * changes. Automatic GC asks for the sum after every durable round: a walk of all segments there
+   * cost 67–94 µs of CPU per lone put on a 32 GiB image (docs/performance.md).
    */
-  private readonly garbage: Float64Array;
-  private garbageTotal = 0;
+  private readonly candidateShare: Float64Array;
+  private candidateTotal = 0;
+  /**
+   * Whether the shares are kept: from the first `resetChain` (or ask) on. The open's accounting
+   * adds every record of the index before that, and a share per record then would be thrown away.
+   */
+  private counting = false;
   /** Below 1/16 of a segment, moving the live rest would cost more than it frees. */
   private readonly minGarbage: number;
 
@@ -48,11 +54,7 @@ export class SegmentUsage implements SegmentAllocator {
     this.free = new Uint8Array(count);
     this.taken = new Uint32Array(count);
     this.minGarbage = segmentSize / 16;
-    // Every segment starts in use, outside the chain and empty, so all of it counts (as a walk
-    // would count it) until `resetChain` sets the chain: filled, not walked (`accountIndex` makes
-    // one of these per open, of every segment).
-    this.garbage = new Float64Array(count).fill(segmentSize);
-    this.garbageTotal = count * segmentSize;
+    this.candidateShare = new Float64Array(count);
   }
 
   /** Set the chain and recompute free segments from scratch (open and after a checkpoint). */
@@ -98,8 +100,10 @@ export class SegmentUsage implements SegmentAllocator {
 
   private forgetDamaged(e: EntryRef): void {
     for (const [s, damaged] of this.setAside) {
-      // Its share of `candidateGarbage` changes with its live bytes: `removeRecord` recounts it next.
-      if (damaged.delete(e) && damaged.size === 0) this.setAside.delete(s);
+      if (damaged.delete(e) && damaged.size === 0) {
+        this.setAside.delete(s);
+        this.recount(s);
+      }
     }
   }
 
@@ -144,7 +148,7 @@ export class SegmentUsage implements SegmentAllocator {
         this.inChain[s] = 1;
         this.chain.push(s);
         this.freeTotal--;
-        return s; // free before, in the chain now: no share of `candidateGarbage` either way
+        return s; // free before, in the chain now: its share of `candidateGarbage` is 0 either way
       }
     }
     throw StatefsError.ENOSPC('no free segment (internal: checkSpace must run first)', { op: 'append' });
@@ -171,7 +175,8 @@ export class SegmentUsage implements SegmentAllocator {
 
   /** Garbage bytes in the `gcCandidates` segments: the same sum, without building and sorting the list (kept as segments change). */
   candidateGarbage(): number {
-    return this.garbageTotal;
+    if (!this.counting) this.recountAll();
+    return this.candidateTotal;
   }
 
   /** The garbage bytes `segment` adds to `candidateGarbage`: all its dead bytes if it is a candidate, else 0. */
@@ -183,18 +188,21 @@ export class SegmentUsage implements SegmentAllocator {
 
   /** `segment` changed: bring its share of `candidateGarbage` up to date. */
   private recount(segment: number): void {
+    if (!this.counting) return;
     const now = this.candidateBytes(segment);
-    this.garbageTotal += now - (this.garbage[segment] ?? 0);
-    this.garbage[segment] = now;
+    this.candidateTotal += now - (this.candidateShare[segment] ?? 0);
+    this.candidateShare[segment] = now;
   }
 
+  /** Every segment's share from scratch; from here on they are kept (`counting`). */
   private recountAll(): void {
-    this.garbageTotal = 0;
+    this.candidateTotal = 0;
     for (let s = 0; s < this.count; s++) {
       const bytes = this.candidateBytes(s);
-      this.garbage[s] = bytes;
-      this.garbageTotal += bytes;
+      this.candidateShare[s] = bytes;
+      this.candidateTotal += bytes;
     }
+    this.counting = true;
   }
 
   isFree(segment: number): boolean {
