@@ -1,7 +1,7 @@
 // Writers beside background snapshot digests: P snapshots of a K-key subject taken in a row, then
 // lone durable puts (one writer awaiting each) for a few seconds while their digests are computed.
 // Prints how long the snapshots took, the puts' rate, the longest gap between two turns of the
-// event loop meanwhile, and how long after that `close` (which waits for every digest) took.
+// event loop while the puts ran, and how long after that `close` (which waits for every digest) took.
 // Run: npm run build && node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds]   (default 100 200000 3)
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,8 +13,8 @@ import { LoopProbe } from './lib/loop-probe.js';
 const snapshots = Number(process.argv[2] ?? '100');
 const keys = Number(process.argv[3] ?? '200000');
 const seconds = Number(process.argv[4] ?? '3');
-if (!(snapshots > 0 && keys > 0 && seconds >= 0)) {
-  console.error('usage: node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds]   (seconds 0: no puts, only the digests)');
+if (!(Number.isInteger(snapshots) && snapshots > 0 && Number.isInteger(keys) && keys > 0 && seconds >= 0)) {
+  console.error('usage: node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds]   (whole numbers of snapshots and keys; seconds 0: no puts, only the digests)');
   process.exit(2);
 }
 const value = new Uint8Array(100).fill(7);
@@ -43,7 +43,7 @@ try {
   const t2 = performance.now();
   await store.close();
   const closeMs = performance.now() - t2;
-  console.log('| snapshots × keys | taking them | lone puts/s while digests run | longest loop gap | close after (digests done) |');
+  console.log('| snapshots × keys | taking them | lone puts/s while digests run | longest loop gap during the puts | close after (digests done) |');
   console.log('|---|---:|---:|---:|---:|');
   console.log(`| ${snapshots} × ${keys} | ${snapshotMs.toFixed(0)} ms | ${putsPerSec.toFixed(0)} | ${held.toFixed(1)} ms | ${closeMs.toFixed(0)} ms |`);
 } finally {

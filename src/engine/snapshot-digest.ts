@@ -63,10 +63,10 @@ export class DigestJobs {
    * The digest started last, settled: the next starts after it. Each digest takes one step
    * (`STEP` entries) per turn of the event loop; several at once would each take theirs in the
    * same turn, and writers would wait behind all of them (100 snapshots of a 200,000-key subject
-   * taken in a row held lone puts to ~150/s until their digests were done).
+   * taken in a row held lone puts to ~100/s until their digests were done).
    */
   private previous: Promise<unknown> = Promise.resolve();
-  /** Digests being computed and recorded; close waits for them so they reach the disk. */
+  /** Digests waiting their turn, being computed or being recorded; close waits for them so they reach the disk. */
   private readonly writes = new Set<Promise<void>>();
 
   /** `valueOf`: an entry's value in memory. */
