@@ -2,7 +2,9 @@
 // lone durable puts (one writer awaiting each) for a few seconds while their digests are computed.
 // Prints how long the snapshots took, the puts' rate, the longest gap between two turns of the
 // event loop while the puts ran, and how long after that `close` (which waits for every digest) took.
-// Run: npm run build && node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds]   (default 100 200000 3)
+// With `keep`, only the newest `keep` snapshots are kept: each older one is deleted as the next
+// is taken (a rotation), so its digest need not be computed.
+// Run: npm run build && node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds] [keep]   (default 100 200000 3, all kept)
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,8 +15,9 @@ import { LoopProbe } from './lib/loop-probe.js';
 const snapshots = Number(process.argv[2] ?? '100');
 const keys = Number(process.argv[3] ?? '200000');
 const seconds = Number(process.argv[4] ?? '3');
-if (!(Number.isInteger(snapshots) && snapshots > 0 && Number.isInteger(keys) && keys > 0 && seconds >= 0)) {
-  console.error('usage: node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds]   (whole numbers of snapshots and keys; seconds 0: no puts, only the digests)');
+const keep = Number(process.argv[5] ?? String(snapshots));
+if (!(Number.isInteger(snapshots) && snapshots > 0 && Number.isInteger(keys) && keys > 0 && seconds >= 0 && Number.isInteger(keep) && keep > 0)) {
+  console.error('usage: node dist/bench/snapshot-digests.js [snapshots] [keys] [seconds] [keep]   (whole numbers of snapshots, keys and kept snapshots; seconds 0: no puts, only the digests)');
   process.exit(2);
 }
 const value = new Uint8Array(100).fill(7);
@@ -32,6 +35,7 @@ try {
   for (let i = 0; i < snapshots; i++) {
     await store.put('bench', `/state/snap/k${i}`, value);
     await store.snapshot('bench', `s${i}`);
+    if (i >= keep) await store.deleteSnap('bench', `s${i - keep}`);
   }
   const snapshotMs = performance.now() - t0;
   const probe = new LoopProbe();
@@ -43,9 +47,9 @@ try {
   const t2 = performance.now();
   await store.close();
   const closeMs = performance.now() - t2;
-  console.log('| snapshots × keys | taking them | lone puts/s while digests run | longest loop gap during the puts | close after (digests done) |');
+  console.log('| snapshots × keys (kept) | taking them | lone puts/s while digests run | longest loop gap during the puts | close after (digests done) |');
   console.log('|---|---:|---:|---:|---:|');
-  console.log(`| ${snapshots} × ${keys} | ${snapshotMs.toFixed(0)} ms | ${putsPerSec.toFixed(0)} | ${held.toFixed(1)} ms | ${closeMs.toFixed(0)} ms |`);
+  console.log(`| ${snapshots} × ${keys} (${Math.min(keep, snapshots)}) | ${snapshotMs.toFixed(0)} ms | ${putsPerSec.toFixed(0)} | ${held.toFixed(1)} ms | ${closeMs.toFixed(0)} ms |`);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -31,10 +31,14 @@ test('background digests run one snapshot after another, in the order started, e
     reads.push(snap);
     return Uint8Array.of(row & 0xff);
   };
-  const jobs = new DigestJobs(valueOf, (snap) => {
-    recorded.push(snap.id);
-    return Promise.resolve();
-  });
+  const jobs = new DigestJobs(
+    valueOf,
+    (snap) => {
+      recorded.push(snap.id);
+      return Promise.resolve();
+    },
+    () => true,
+  );
   const started = snaps.map((snap) => jobs.start(snap));
   assert.equal(jobs.start(snaps[0]), started[0], 'a digest asked for again is the same job');
   const settled = await Promise.allSettled(started);
@@ -54,4 +58,32 @@ test('background digests run one snapshot after another, in the order started, e
     const expected = await snapshotDigest(snap.tree, (_bin, entry) => Uint8Array.of((typeof entry === 'number' ? entry : 0) & 0xff));
     assert.deepEqual(snap.digest, expected);
   }
+});
+
+test('a snapshot deleted before its digest\'s turn is not hashed: its job is ENOENT, and the next one runs', async () => {
+  const snaps: [Snapshot, Snapshot, Snapshot] = [snapshotOf(1, 0), snapshotOf(2, KEYS), snapshotOf(3, 2 * KEYS)];
+  const deleted = new Set<number>();
+  const read = new Set<number>(); // the snapshots (by index) any value was read of
+  const recorded: number[] = [];
+  const jobs = new DigestJobs(
+    (entry) => {
+      read.add(Math.floor((typeof entry === 'number' ? entry : -1) / KEYS));
+      return new Uint8Array(1);
+    },
+    (snap) => {
+      recorded.push(snap.id);
+      return Promise.resolve();
+    },
+    (snap) => !deleted.has(snap.id),
+  );
+  const started = snaps.map((snap) => jobs.start(snap));
+  deleted.add(2); // while the first is still being computed
+  const settled = await Promise.allSettled(started);
+  await jobs.recorded();
+  assert.deepEqual(
+    settled.map((s) => (s.status === 'rejected' && s.reason instanceof Error ? ('code' in s.reason ? s.reason.code : 'error') : s.status)),
+    ['fulfilled', 'ENOENT', 'fulfilled'],
+  );
+  assert.deepEqual([...read].sort(), [0, 2], 'no value of the deleted snapshot read');
+  assert.deepEqual(recorded, [1, 3]);
 });

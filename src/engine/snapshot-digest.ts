@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { StatefsError } from '../errors.js';
 import type { EntryRef } from './entry-table.js';
 import type { Tree } from './keyspace.js';
 import type { Snapshot } from './snapshot-table.js';
@@ -69,20 +70,26 @@ export class DigestJobs {
   /** Digests waiting their turn, being computed or being recorded; close waits for them so they reach the disk. */
   private readonly writes = new Set<Promise<void>>();
 
-  /** `valueOf`: an entry's value in memory. */
+  /** `valueOf`: an entry's value in memory; `held`: whether the snapshot still exists. */
   constructor(
     private readonly valueOf: (entry: EntryRef) => Uint8Array,
     private readonly record: (snap: Snapshot, digest: Uint8Array) => Promise<void>,
+    private readonly held: (snap: Snapshot) => boolean,
   ) {}
 
   /**
    * Compute a snapshot's digest in the background, after those started before it (unless it is
-   * being computed or waiting already), and record it once known.
+   * being computed or waiting already), and record it once known. A snapshot deleted before its
+   * turn is not hashed: its job fails with `ENOENT` (snapshots rotated as fast as they are taken
+   * would otherwise keep the queue, and `close`, busy with digests nobody will read).
    */
   start(snap: Snapshot): Promise<Uint8Array> {
     let job = this.jobs.get(snap.id);
     if (job !== undefined) return job;
-    job = this.previous.then(() => snapshotDigest(snap.tree, (_bin, entry) => this.valueOf(entry)));
+    job = this.previous.then(() => {
+      if (!this.held(snap)) throw StatefsError.ENOENT(`snapshot ${snap.name} (deleted before its digest was computed)`, { op: 'snapshot', subject: snap.subject, name: snap.name });
+      return snapshotDigest(snap.tree, (_bin, entry) => this.valueOf(entry));
+    });
     this.previous = job.catch(() => undefined);
     this.jobs.set(snap.id, job);
     const recorded = job

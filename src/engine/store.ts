@@ -102,6 +102,7 @@ export class Store extends EventEmitter {
   private readonly digests = new DigestJobs(
     (entry) => this.entries.value(entry),
     (snap, digest) => this.recordDigest(snap, digest),
+    (snap) => this.snapshots.get(snap.subject, snap.name) === snap,
   );
   /** Snapshot and mount changes run one at a time (their checks and records must not interleave). */
   private metaQueue: Promise<unknown> = Promise.resolve();
