@@ -47,7 +47,7 @@ try {
   const t2 = performance.now();
   await store.close();
   const closeMs = performance.now() - t2;
-  console.log('| snapshots × keys (kept) | taking them | lone puts/s while digests run | longest loop gap during the puts | close after (digests done) |');
+  console.log('| snapshots × keys (kept) | taking them (and deleting, with keep) | lone puts/s while digests run | longest loop gap during the puts | close after (digests done) |');
   console.log('|---|---:|---:|---:|---:|');
   console.log(`| ${snapshots} × ${keys} (${Math.min(keep, snapshots)}) | ${snapshotMs.toFixed(0)} ms | ${putsPerSec.toFixed(0)} | ${held.toFixed(1)} ms | ${closeMs.toFixed(0)} ms |`);
 } finally {

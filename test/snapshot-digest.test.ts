@@ -77,7 +77,7 @@ test('a snapshot deleted before its digest\'s turn is not hashed: its job is ENO
     (snap) => !deleted.has(snap.id),
   );
   const started = snaps.map((snap) => jobs.start(snap));
-  deleted.add(2); // while the first is still being computed
+  deleted.add(2); // before any digest's turn: the check is made when its turn comes
   const settled = await Promise.allSettled(started);
   await jobs.recorded();
   assert.deepEqual(
